@@ -1,0 +1,40 @@
+"""The `gpunode` command: one typer app, each command group in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from node import __version__
+from node.errors import GpunodeError
+
+app = typer.Typer(
+    name="gpunode",
+    help="A node for a decentralized GPU inference marketplace.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+@app.command()
+def version() -> None:
+    """Print gpunode's version."""
+    typer.echo(__version__)
+
+
+def _register_groups() -> None:
+    # Each command group lives in its own module and is added here.
+    pass
+
+
+def main() -> None:
+    """Console entry point: turn expected errors into one red line and exit status 1."""
+    _register_groups()
+    try:
+        app()
+    except GpunodeError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)

@@ -1,0 +1,145 @@
+"""Settings: one object for the whole node, read from a TOML file and `GPUNODE_*` environment.
+
+Precedence (highest first): explicit arguments, environment (`GPUNODE_CHAIN__RPC_URL=...`),
+the TOML file (`GPUNODE_CONFIG` or `<home>/config.toml`), defaults. Each layer owns one section.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from node.errors import ConfigError
+
+DEFAULT_HOME = Path(os.environ.get("GPUNODE_HOME", Path.home() / ".gpunode"))
+
+
+class ChainSettings(BaseModel):
+    """Where the chain is and how hard to try when talking to it."""
+
+    # "embedded" runs py-evm in process (web3's EthereumTesterProvider); anything else is an RPC URL.
+    rpc_url: str = "embedded"
+    registry_address: str | None = None
+    market_address: str | None = None
+    confirmations: int = Field(default=0, ge=0, description="blocks an event must be buried under")
+    receipt_timeout_s: float = Field(default=60.0, gt=0)
+    rpc_retries: int = Field(default=3, ge=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+
+
+class KeySettings(BaseModel):
+    """The node's one secp256k1 key: Ethereum account and libp2p identity."""
+
+    keystore: Path = DEFAULT_HOME / "keystore.json"
+    # The password is read from this environment variable or prompted for; never stored in config.
+    password_env: str = "GPUNODE_KEY_PASSWORD"
+
+
+class P2PSettings(BaseModel):
+    """The libp2p overlay."""
+
+    listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    bootstrap: list[str] = Field(default_factory=list)
+    mdns: bool = False
+    advert_refresh_s: float = Field(default=30.0, gt=0)
+    advert_ttl_s: float = Field(default=120.0, gt=0)
+    job_timeout_s: float = Field(default=30.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class ExecutorSettings(BaseModel):
+    """The sandboxed executor."""
+
+    model_dir: Path = DEFAULT_HOME / "models"
+    model_cache_bytes: int = Field(default=20 * 2**30, gt=0)
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    job_timeout_s: float = Field(default=60.0, gt=0)
+    worker_memory_bytes: int = Field(default=8 * 2**30, gt=0)
+    max_input_bytes: int = Field(default=64 * 2**20, gt=0)
+    max_batch: int = Field(default=32, ge=1)
+    max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    threads: int = Field(default=1, ge=1)
+
+
+class StorageSettings(BaseModel):
+    """The node's database; SQLite by default, PostgreSQL by URL."""
+
+    url: str = f"sqlite:///{DEFAULT_HOME / 'gpunode.db'}"
+
+
+class ApiSettings(BaseModel):
+    """The gRPC API the CLI and SDK talk to."""
+
+    listen: str = "127.0.0.1:50051"
+
+
+class ProviderSettings(BaseModel):
+    """What a provider offers and what it asks for it (prices in wei)."""
+
+    enabled: bool = False
+    models: list[str] = Field(default_factory=list)
+    price_per_job_wei: int = Field(default=10**12, ge=0)
+    max_queue: int = Field(default=64, ge=1)
+    stake_wei: int = Field(default=10**18, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything a node needs, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GPUNODE_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    home: Path = DEFAULT_HOME
+    log_level: str = "INFO"
+    log_json: bool = False
+    chain: ChainSettings = Field(default_factory=ChainSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
+    p2p: P2PSettings = Field(default_factory=P2PSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    provider: ProviderSettings = Field(default_factory=ProviderSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get("GPUNODE_CONFIG") or str(DEFAULT_HOME / "config.toml")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings, turning validation failures into a `ConfigError` that names the bad field."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist", hint="run `gpunode init` to create one")
+    previous = os.environ.get("GPUNODE_CONFIG")
+    try:
+        if config_file is not None:
+            os.environ["GPUNODE_CONFIG"] = str(config_file)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    finally:
+        if config_file is not None:
+            if previous is None:
+                os.environ.pop("GPUNODE_CONFIG", None)
+            else:
+                os.environ["GPUNODE_CONFIG"] = previous

@@ -1,0 +1,42 @@
+"""Frozen value types shared by every layer. No I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import NewType
+
+Address = NewType("Address", str)  # checksummed 0x… Ethereum address
+Hash32 = NewType("Hash32", bytes)  # 32 raw bytes
+
+ZERO_HASH = Hash32(b"\x00" * 32)
+
+
+def sha256(data: bytes) -> Hash32:
+    return Hash32(hashlib.sha256(data).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class ResultReceipt:
+    """What a provider signs (EIP-712 `ResultReceipt`) when it returns a job's result.
+
+    `output_hash` is sha256 of the output bytes, computed outside the sandbox; `profile_hash`
+    commits to the execution profile (torch version, threads, CPU capability, batch) so a re-run
+    can reproduce the output.
+    """
+
+    job_id: Hash32
+    model_id: Hash32
+    input_hash: Hash32
+    output_hash: Hash32
+    profile_hash: Hash32
+    provider: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    """EIP-712 `Voucher`: the cumulative amount (wei) `client` owes `provider` so far."""
+
+    client: Address
+    provider: Address
+    cumulative_amount: int
