@@ -68,6 +68,16 @@ class ExecutorSettings(BaseModel):
     max_batch: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     threads: int = Field(default=1, ge=1)
+    workers_per_model: int = Field(default=1, ge=1)
+    max_output_bytes: int = Field(default=256 * 2**20, gt=0)
+    tmpfs_bytes: int = Field(default=256 * 2**20, gt=0)
+    max_processes: int = Field(default=64, ge=8, description="pids.max / RLIMIT_NPROC per worker")
+    worker_cpu_seconds: int = Field(default=3600, gt=0, description="RLIMIT_CPU of a warm worker")
+    # Workers run as sandbox_uid_base + slot, so no two share a uid (and an RLIMIT_NPROC count).
+    sandbox_uid_base: int = Field(default=2_000_000_000, gt=0, lt=2**32 - 2**16)
+    # Pin ATEN_CPU_CAPABILITY (e.g. "avx2") so results reproduce across machines; None = torch's pick.
+    cpu_capability: str | None = None
+    deterministic: bool = True
 
 
 class StorageSettings(BaseModel):
