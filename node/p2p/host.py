@@ -1,0 +1,385 @@
+"""The libp2p host: TCP, Noise only, yamux, identify, ping, gossipsub, Kademlia DHT.
+
+It runs in its own trio thread (see `bridge`); everything public here is asyncio-facing and
+speaks plain strings and bytes, so nothing above `node.p2p` ever sees trio or libp2p types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import multiaddr
+import trio
+from libp2p import create_yamux_muxer_option, new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from node.config import P2PSettings
+from node.errors import P2PError, PeerTimeout
+from node.logging import get_logger
+from node.p2p.bridge import TrioBridge
+from node.p2p.framing import DEFAULT_MAX_FRAME
+from node.p2p.gossip import new_gossipsub, new_pubsub
+from node.p2p.identity import PrivateKeyHolder, key_pair_from, peer_id_to_address
+from node.p2p.stream import FramedStream, P2PStream
+from node.p2p.subscription import GossipMessage, Subscription
+from node.types import Address
+
+log = get_logger(__name__)
+
+# How long a dial or a protocol negotiation may take on a live network before we give up.
+DIAL_TIMEOUT_S = 10.0
+# Bootstrap peers are redialled this often while they are not connected.
+BOOTSTRAP_RETRY_S = 2.0
+
+StreamHandler = Callable[[P2PStream], Awaitable[None]]
+TopicValidator = Callable[[str, bytes], Awaitable[bool]]
+TrioStreamHandler = Callable[[FramedStream], Awaitable[None]]
+
+
+class RecordValidator(Protocol):
+    """A DHT record validator; runs synchronously in the p2p thread, so it must be pure."""
+
+    def validate(self, key: str, value: bytes) -> None:
+        """Raise (any exception) when `value` is not acceptable under `key`."""
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        """Index of the best of several valid values."""
+
+
+class _ValidatorAdapter(Validator):
+    def __init__(self, inner: RecordValidator) -> None:
+        self._inner = inner
+
+    def validate(self, key: str, value: bytes) -> None:
+        self._inner.validate(key, value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        return self._inner.select(key, values)
+
+
+class _Stack:
+    """The trio-side objects; only touched from the trio thread."""
+
+    def __init__(self, host: IHost, pubsub: Pubsub, gossipsub: GossipSub, dht: KadDHT) -> None:
+        self.host = host
+        self.pubsub = pubsub
+        self.gossipsub = gossipsub
+        self.dht = dht
+        self.nursery: trio.Nursery | None = None
+
+
+class P2PHost:
+    """The node's libp2p host. Create with `async with P2PHost.start(key, settings) as host:`."""
+
+    def __init__(self, bridge: TrioBridge, stack: _Stack, settings: P2PSettings) -> None:
+        self._bridge = bridge
+        self._stack = stack
+        self._settings = settings
+        self.peer_id: str = str(stack.host.get_id())
+        self.address: Address = peer_id_to_address(stack.host.get_id())
+
+    @classmethod
+    @asynccontextmanager
+    async def start(
+        cls,
+        key: PrivateKeyHolder | bytes,
+        settings: P2PSettings,
+        *,
+        dht_validators: Mapping[str, RecordValidator] | None = None,
+    ) -> AsyncIterator[P2PHost]:
+        """Listen on `settings.listen`, join the DHT, dial the bootstrap peers; stop cleanly on exit."""
+        stack = _build_stack(key, settings, dht_validators or {})
+        listen = [_parse_multiaddr(a) for a in settings.listen]
+
+        @asynccontextmanager
+        async def serve(bridge: TrioBridge) -> AsyncIterator[None]:
+            async with (
+                stack.host.run(listen),
+                background_trio_service(stack.pubsub),
+                background_trio_service(stack.gossipsub),
+                background_trio_service(stack.dht),
+                trio.open_nursery() as nursery,
+            ):
+                stack.nursery = nursery
+                await stack.pubsub.wait_until_ready()
+                nursery.start_soon(_keep_bootstrap_connected, stack, settings.bootstrap)
+                nursery.start_soon(_feed_routing_table, stack)
+                yield
+                nursery.cancel_scope.cancel()
+
+        try:
+            async with TrioBridge.running(serve) as bridge:
+                host = cls(bridge, stack, settings)
+                log.info("p2p_host_started", peer_id=host.peer_id, address=host.address, addrs=host.addrs)
+                yield host
+        except OSError as exc:
+            raise P2PError(f"cannot listen on {settings.listen}: {exc}", hint="pick a free port") from exc
+        log.info("p2p_host_stopped", peer_id=stack.host.get_id().to_base58())
+
+    @property
+    def read_timeout_s(self) -> float:
+        return self._settings.read_timeout_s
+
+    @property
+    def job_timeout_s(self) -> float:
+        return self._settings.job_timeout_s
+
+    # identity and connections -----------------------------------------------------------------
+
+    @property
+    def addrs(self) -> list[str]:
+        """Dialable multiaddrs, each ending in /p2p/<peer id>."""
+        return [str(a) for a in self._stack.host.get_addrs()]
+
+    async def connect(self, addr: str) -> str:
+        """Dial a full multiaddr (…/p2p/<peer id>); returns the peer id."""
+        info = info_from_p2p_addr(_parse_multiaddr(addr))
+
+        async def dial() -> None:
+            with trio.move_on_after(DIAL_TIMEOUT_S):
+                await self._stack.host.connect(info)
+                await self._stack.dht.add_peer(info.peer_id, skip_server_mode_check=True)
+                return
+            raise PeerTimeout(f"dialling {addr} took longer than {DIAL_TIMEOUT_S} s")
+
+        try:
+            await self._bridge.call(dial)
+        except P2PError:
+            raise
+        except Exception as exc:
+            raise P2PError(
+                f"cannot connect to {addr}: {exc}", hint="is the peer running and reachable?"
+            ) from exc
+        return str(info.peer_id)
+
+    def connected_peers(self) -> list[str]:
+        return [str(p) for p in self._stack.host.get_connected_peers()]
+
+    async def disconnect(self, peer: str) -> None:
+        await self._bridge.call(self._stack.host.disconnect, ID.from_base58(peer))
+
+    async def ping(self, peer: str) -> float:
+        """Round trip to `peer` in milliseconds over /ipfs/ping/1.0.0."""
+        from libp2p.host.ping import PingService
+
+        async def ping() -> list[int]:
+            with trio.move_on_after(DIAL_TIMEOUT_S):
+                return await PingService(self._stack.host).ping(ID.from_base58(peer))
+            raise PeerTimeout(f"peer {peer} did not answer a ping within {DIAL_TIMEOUT_S} s")
+
+        rtts = await self._bridge.call(ping)
+        return float(rtts[0]) if rtts else float("nan")
+
+    # streams ----------------------------------------------------------------------------------
+
+    def set_stream_handler(
+        self, protocol: str, handler: StreamHandler, *, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> None:
+        """Serve `protocol` with an asyncio handler; its exceptions are logged, never swallowed."""
+        bridge, read_timeout = self._bridge, self._settings.read_timeout_s
+
+        async def on_stream(framed: FramedStream) -> None:
+            await bridge.to_asyncio(handler, P2PStream(framed, bridge, read_timeout=read_timeout))
+
+        self.set_trio_stream_handler(protocol, on_stream, max_frame=max_frame)
+
+    def set_trio_stream_handler(
+        self, protocol: str, handler: TrioStreamHandler, *, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> None:
+        """Serve `protocol` with a handler that runs in the p2p thread (bulk transfers)."""
+
+        async def on_stream(stream: INetStream) -> None:
+            framed = FramedStream(stream, max_frame=max_frame)
+            try:
+                await handler(framed)
+            except Exception as exc:
+                # py-libp2p drops handler exceptions silently; the stream must not just hang.
+                log.warning(
+                    "stream_handler_failed", protocol=protocol, peer=framed.remote_peer, error=str(exc)
+                )
+                await framed.reset()
+                return
+            await framed.close()
+
+        self._bridge.call_soon(self._stack.host.set_stream_handler, TProtocol(protocol), on_stream)
+
+    async def open_stream(self, peer: str, protocol: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> P2PStream:
+        framed = await self._bridge.call(self.open_trio_stream, peer, protocol, max_frame)
+        return P2PStream(framed, self._bridge, read_timeout=self._settings.read_timeout_s)
+
+    async def open_trio_stream(
+        self, peer: str, protocol: str, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> FramedStream:
+        """In the p2p thread: a framed stream to `peer` speaking `protocol`."""
+        with trio.move_on_after(DIAL_TIMEOUT_S):
+            try:
+                stream = await self._stack.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
+            except Exception as exc:
+                raise P2PError(
+                    f"cannot open {protocol} to {peer}: {exc}", hint="is the peer up and serving it?"
+                ) from exc
+            return FramedStream(stream, max_frame=max_frame)
+        raise PeerTimeout(f"opening {protocol} to {peer} took longer than {DIAL_TIMEOUT_S} s")
+
+    async def run_in_p2p_thread(self, fn: Callable[..., Awaitable[object]], *args: object) -> object:
+        """Run a coroutine function in the p2p thread (for bulk work over trio streams)."""
+        return await self._bridge.call(fn, *args)
+
+    # gossip -----------------------------------------------------------------------------------
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        try:
+            await self._bridge.call(self._stack.pubsub.publish, topic, data)
+        except P2PError:
+            raise
+        except Exception as exc:
+            raise P2PError(f"cannot publish on {topic}: {exc}") from exc
+
+    async def subscribe(
+        self, topic: str, validator: TopicValidator | None = None, *, queue_size: int = 4096
+    ) -> Subscription:
+        """Join `topic`. `validator(source, data)` runs before a message is relayed or delivered."""
+        loop = asyncio.get_running_loop()
+        subscription = Subscription(topic, queue_size)
+        bridge = self._bridge
+
+        async def join() -> None:
+            if validator is not None:
+
+                async def check(_forwarder: ID, msg: rpc_pb2.Message) -> bool:
+                    try:
+                        return await bridge.to_asyncio(validator, str(ID(msg.from_id)), bytes(msg.data))
+                    except Exception as exc:
+                        log.warning("topic_validator_failed", topic=topic, error=str(exc))
+                        return False
+
+                self._stack.pubsub.set_topic_validator(topic, check, True)
+            sub = await self._stack.pubsub.subscribe(topic)
+            if self._stack.nursery is None:
+                raise P2PError("the p2p host is shutting down")
+            self._stack.nursery.start_soon(_drain, sub, subscription, loop)
+
+        await self._bridge.call(join)
+        return subscription
+
+    # DHT --------------------------------------------------------------------------------------
+
+    async def dht_put(self, key: str, value: bytes) -> None:
+        try:
+            await self._bridge.call(self._stack.dht.put_value, key, value)
+        except Exception as exc:
+            raise P2PError(f"cannot store {key} in the DHT: {exc}") from exc
+
+    async def dht_get(self, key: str, *, timeout_s: float = DIAL_TIMEOUT_S) -> bytes | None:
+        """The best valid value stored under `key`, or None when no peer has one."""
+
+        async def get() -> bytes | None:
+            with trio.move_on_after(timeout_s):
+                value: bytes | None = await self._stack.dht.get_value(key)
+                return value
+            raise PeerTimeout(f"DHT lookup of {key} took longer than {timeout_s} s")
+
+        try:
+            return await self._bridge.call(get)
+        except P2PError:
+            raise
+        except Exception as exc:
+            raise P2PError(f"DHT lookup of {key} failed: {exc}") from exc
+
+
+def _parse_multiaddr(addr: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(addr)
+    except Exception as exc:
+        raise P2PError(
+            f"malformed multiaddr {addr!r}: {exc}", hint="e.g. /ip4/127.0.0.1/tcp/4001/p2p/16Uiu2…"
+        ) from exc
+
+
+def _build_stack(
+    key: PrivateKeyHolder | bytes, settings: P2PSettings, validators: Mapping[str, RecordValidator]
+) -> _Stack:
+    key_pair = key_pair_from(key)
+    host = new_host(
+        key_pair=key_pair,
+        # Noise only: the default security list also offers plaintext, which a peer could pick.
+        sec_opt={
+            NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+        },
+        muxer_opt=create_yamux_muxer_option(),
+        listen_addrs=[_parse_multiaddr(a) for a in settings.listen],
+        enable_mDNS=settings.mdns,
+        # One connection per peer: with more, every dial waits 250 ms for a second one.
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )
+    namespaced = NamespacedValidator(
+        {ns: _ValidatorAdapter(v) for ns, v in validators.items()}, strict_validation=True
+    )
+    # Strict: a key outside a namespace we validate is refused, so the DHT cannot be used to
+    # park arbitrary data on our nodes.
+    dht = KadDHT(host, DHTMode.SERVER, validator=namespaced, validator_changed=True, strict_validation=True)
+    gossipsub = new_gossipsub()
+    pubsub = new_pubsub(host, gossipsub)
+    return _Stack(host, pubsub, gossipsub, dht)
+
+
+async def _keep_bootstrap_connected(stack: _Stack, bootstrap: list[str]) -> None:
+    infos = [info_from_p2p_addr(_parse_multiaddr(a)) for a in bootstrap]
+    while infos:
+        for info in infos:
+            if info.peer_id in stack.host.get_connected_peers():
+                continue
+            with trio.move_on_after(DIAL_TIMEOUT_S):
+                try:
+                    await stack.host.connect(info)
+                    await stack.dht.add_peer(info.peer_id, skip_server_mode_check=True)
+                    log.info("bootstrap_connected", peer=str(info.peer_id))
+                except Exception as exc:
+                    log.debug("bootstrap_dial_failed", peer=str(info.peer_id), error=str(exc))
+        await trio.sleep(BOOTSTRAP_RETRY_S)
+
+
+async def _feed_routing_table(stack: _Stack) -> None:
+    # Peers that dialled us (not only those we dialled) belong in the routing table too, so a
+    # lookup started anywhere can walk the whole overlay.
+    while True:
+        for peer in stack.host.get_connected_peers():
+            if stack.dht.routing_table.peer_in_table(peer):
+                continue
+            try:
+                await stack.dht.add_peer(peer, skip_server_mode_check=True)
+            except Exception as exc:
+                log.debug("routing_table_add_failed", peer=str(peer), error=str(exc))
+        await trio.sleep(1.0)
+
+
+async def _drain(sub: object, subscription: Subscription, loop: asyncio.AbstractEventLoop) -> None:
+    # Empties py-libp2p's 32-slot subscription channel as fast as messages arrive: that channel
+    # drops silently when full, while the asyncio-side queue counts what it drops.
+    get = sub.get  # type: ignore[attr-defined]
+    while True:
+        msg = await get()
+        try:
+            source = str(ID(msg.from_id))
+        except Exception as exc:
+            log.debug("gossip_message_without_source", error=str(exc))
+            continue
+        loop.call_soon_threadsafe(
+            subscription.deliver, GossipMessage(subscription.topic, source, bytes(msg.data))
+        )

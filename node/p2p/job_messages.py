@@ -1,0 +1,243 @@
+"""The job protocol's messages as frozen values, and their protobuf encoding (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_utils.address import to_checksum_address
+from google.protobuf.message import DecodeError
+
+from node.errors import ProtocolViolation
+from node.gen.gpunode.v1 import job_pb2
+from node.types import Address, Hash32, ResultReceipt
+
+JOB_PROTOCOL = "/gpunode/job/1"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """A large input or output stored elsewhere, fetched over `/gpunode/blob/1`."""
+
+    sha256: Hash32
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherPayment:
+    """An EIP-712 voucher for the cumulative amount the client owes, with its signature."""
+
+    client: Address
+    provider: Address
+    cumulative_amount: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OnchainPayment:
+    """The job is escrowed in the JobMarket contract under this id."""
+
+    job_id: Hash32
+
+
+Payment = VoucherPayment | OnchainPayment
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    job_id: Hash32
+    model_id: Hash32
+    input: bytes | BlobRef
+    payment: Payment
+    max_price_wei: int
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobAccepted:
+    queue_position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRejected:
+    """The provider declined before running anything; `code` is machine-readable."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    stage: str
+    fraction: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    receipt: ResultReceipt
+    signature: bytes
+    output: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailed:
+    """The provider accepted the job but could not finish it."""
+
+    code: str
+    reason: str
+
+
+JobResponse = JobAccepted | JobRejected | JobProgress | JobResult | JobFailed
+JobOutcome = JobResult | JobRejected | JobFailed
+
+
+def _uint(value: int) -> bytes:
+    if value < 0 or value >= 2**256:
+        raise ProtocolViolation(f"amount {value} does not fit a uint256")
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _read_uint(raw: bytes, what: str) -> int:
+    if len(raw) > 32:
+        raise ProtocolViolation(f"{what} is {len(raw)} bytes, longer than a uint256")
+    return int.from_bytes(raw, "big")
+
+
+def _hash32(raw: bytes, what: str) -> Hash32:
+    if len(raw) != 32:
+        raise ProtocolViolation(f"{what} must be 32 bytes, got {len(raw)}")
+    return Hash32(raw)
+
+
+def _address(raw: bytes, what: str) -> Address:
+    if len(raw) != 20:
+        raise ProtocolViolation(f"{what} must be a 20-byte address, got {len(raw)} bytes")
+    return Address(to_checksum_address(raw))
+
+
+def _address_bytes(address: str) -> bytes:
+    return bytes.fromhex(address.removeprefix("0x"))
+
+
+def encode_request(request: JobRequest) -> bytes:
+    msg = job_pb2.JobRequest(
+        job_id=request.job_id,
+        model_id=request.model_id,
+        max_price_wei=_uint(request.max_price_wei),
+        deadline_ms=request.deadline_ms,
+    )
+    if isinstance(request.input, BlobRef):
+        msg.input_blob.sha256 = request.input.sha256
+        msg.input_blob.size = request.input.size
+    else:
+        msg.input_inline = request.input
+    if isinstance(request.payment, VoucherPayment):
+        voucher = request.payment
+        msg.payment.voucher.client = _address_bytes(voucher.client)
+        msg.payment.voucher.provider = _address_bytes(voucher.provider)
+        msg.payment.voucher.cumulative_amount = _uint(voucher.cumulative_amount)
+        msg.payment.voucher.signature = voucher.signature
+    else:
+        msg.payment.onchain_job_id = request.payment.job_id
+    return bytes(msg.SerializeToString())
+
+
+def decode_request(raw: bytes) -> JobRequest:
+    msg = job_pb2.JobRequest()
+    try:
+        msg.ParseFromString(raw)
+    except DecodeError as exc:
+        raise ProtocolViolation(f"malformed job request: {exc}") from exc
+    kind = msg.WhichOneof("input")
+    if kind is None:
+        raise ProtocolViolation("job request carries no input")
+    job_input: bytes | BlobRef = (
+        BlobRef(_hash32(msg.input_blob.sha256, "input blob sha256"), msg.input_blob.size)
+        if kind == "input_blob"
+        else bytes(msg.input_inline)
+    )
+    return JobRequest(
+        job_id=_hash32(msg.job_id, "job id"),
+        model_id=_hash32(msg.model_id, "model id"),
+        input=job_input,
+        payment=_decode_payment(msg.payment),
+        max_price_wei=_read_uint(msg.max_price_wei, "max price"),
+        deadline_ms=msg.deadline_ms,
+    )
+
+
+def _decode_payment(msg: job_pb2.Payment) -> Payment:
+    kind = msg.WhichOneof("kind")
+    if kind == "voucher":
+        v = msg.voucher
+        if len(v.signature) != 65:
+            raise ProtocolViolation(f"voucher signature must be 65 bytes, got {len(v.signature)}")
+        return VoucherPayment(
+            client=_address(v.client, "voucher client"),
+            provider=_address(v.provider, "voucher provider"),
+            cumulative_amount=_read_uint(v.cumulative_amount, "voucher amount"),
+            signature=bytes(v.signature),
+        )
+    if kind == "onchain_job_id":
+        return OnchainPayment(_hash32(msg.onchain_job_id, "on-chain job id"))
+    raise ProtocolViolation("job request carries no payment")
+
+
+def encode_response(response: JobResponse) -> bytes:
+    msg = job_pb2.JobResponse()
+    match response:
+        case JobAccepted(queue_position=position):
+            msg.accepted.queue_position = position
+        case JobRejected(code=code, reason=reason):
+            msg.rejected.code, msg.rejected.reason = code, reason
+        case JobProgress(stage=stage, fraction=fraction):
+            msg.progress.stage, msg.progress.fraction = stage, fraction
+        case JobFailed(code=code, reason=reason):
+            msg.failed.code, msg.failed.reason = code, reason
+        case JobResult(receipt=r, signature=signature, output=output):
+            msg.result.receipt.CopyFrom(
+                job_pb2.Receipt(
+                    job_id=r.job_id,
+                    model_id=r.model_id,
+                    input_hash=r.input_hash,
+                    output_hash=r.output_hash,
+                    profile_hash=r.profile_hash,
+                    provider=_address_bytes(r.provider),
+                )
+            )
+            msg.result.signature, msg.result.output = signature, output
+    return bytes(msg.SerializeToString())
+
+
+def decode_response(raw: bytes) -> JobResponse:
+    msg = job_pb2.JobResponse()
+    try:
+        msg.ParseFromString(raw)
+    except DecodeError as exc:
+        raise ProtocolViolation(f"malformed job response: {exc}") from exc
+    kind = msg.WhichOneof("kind")
+    if kind == "accepted":
+        return JobAccepted(msg.accepted.queue_position)
+    if kind == "rejected":
+        return JobRejected(msg.rejected.code, msg.rejected.reason)
+    if kind == "progress":
+        return JobProgress(msg.progress.stage, msg.progress.fraction)
+    if kind == "failed":
+        return JobFailed(msg.failed.code, msg.failed.reason)
+    if kind == "result":
+        return _decode_result(msg.result)
+    raise ProtocolViolation("job response of unknown kind")
+
+
+def _decode_result(msg: job_pb2.JobResult) -> JobResult:
+    r = msg.receipt
+    if len(msg.signature) != 65:
+        raise ProtocolViolation(f"receipt signature must be 65 bytes, got {len(msg.signature)}")
+    receipt = ResultReceipt(
+        job_id=_hash32(r.job_id, "receipt job id"),
+        model_id=_hash32(r.model_id, "receipt model id"),
+        input_hash=_hash32(r.input_hash, "receipt input hash"),
+        output_hash=_hash32(r.output_hash, "receipt output hash"),
+        profile_hash=_hash32(r.profile_hash, "receipt profile hash"),
+        provider=_address(r.provider, "receipt provider"),
+    )
+    return JobResult(receipt, bytes(msg.signature), bytes(msg.output))

@@ -1,0 +1,186 @@
+"""`/gpunode/job/1` between two real hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from node.errors import P2PError, PeerTimeout
+from node.p2p.job_messages import (
+    JOB_PROTOCOL,
+    BlobRef,
+    JobAccepted,
+    JobFailed,
+    JobProgress,
+    JobRejected,
+    JobRequest,
+    JobResponse,
+    JobResult,
+    OnchainPayment,
+    VoucherPayment,
+    decode_request,
+    encode_request,
+)
+from node.p2p.job_protocol import JobClient, serve_jobs
+from node.types import Address, Hash32, ResultReceipt, sha256
+
+if TYPE_CHECKING:
+    from conftest import HostsFactory
+
+PROVIDER = Address("0x00000000000000000000000000000000000000A1")
+
+
+def make_request(data: bytes = b"input", *, deadline_s: float = 30.0) -> JobRequest:
+    return JobRequest(
+        job_id=Hash32(os.urandom(32)),
+        model_id=sha256(b"model"),
+        input=data,
+        payment=OnchainPayment(Hash32(os.urandom(32))),
+        max_price_wei=10**15,
+        deadline_ms=int((time.time() + deadline_s) * 1000),
+    )
+
+
+async def echo_handler(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+    if request.max_price_wei < 10**12:
+        yield JobRejected("price", "offer below the provider's price")
+        return
+    yield JobAccepted(queue_position=0)
+    yield JobProgress("running", 0.5)
+    data = request.input if isinstance(request.input, bytes) else b""
+    receipt = ResultReceipt(
+        job_id=request.job_id,
+        model_id=request.model_id,
+        input_hash=sha256(data),
+        output_hash=sha256(data[::-1]),
+        profile_hash=sha256(b"profile"),
+        provider=PROVIDER,
+    )
+    yield JobResult(receipt, b"\x01" * 65, data[::-1])
+
+
+def test_can_round_trip_a_request_through_protobuf() -> None:
+    request = JobRequest(
+        job_id=Hash32(b"\x02" * 32),
+        model_id=Hash32(b"\x03" * 32),
+        input=BlobRef(Hash32(b"\x04" * 32), 123),
+        payment=VoucherPayment(PROVIDER, PROVIDER, 2**200, b"\x05" * 65),
+        max_price_wei=7,
+        deadline_ms=99,
+    )
+    assert decode_request(encode_request(request)) == request
+
+
+async def test_can_run_a_job_and_see_progress(running_hosts: HostsFactory) -> None:
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, echo_handler)
+        await client.connect(provider.addrs[0])
+        events: list[JobAccepted | JobProgress] = []
+        outcome = await JobClient(client).request_job(provider.peer_id, make_request(b"abc"), events.append)
+        assert isinstance(outcome, JobResult)
+        assert outcome.output == b"cba"
+        assert outcome.receipt.output_hash == sha256(b"cba")
+        await asyncio.sleep(0)  # progress callbacks are scheduled on the loop
+        assert events == [JobAccepted(0), JobProgress("running", 0.5)]
+
+
+async def test_can_reuse_a_job_stream_for_many_jobs(running_hosts: HostsFactory) -> None:
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, echo_handler)
+        await client.connect(provider.addrs[0])
+        jobs = JobClient(client)
+        for i in range(20):
+            outcome = await jobs.request_job(provider.peer_id, make_request(bytes([i]) * 10))
+            assert isinstance(outcome, JobResult)
+            assert outcome.output == bytes([i]) * 10
+        outcomes = await asyncio.gather(
+            *(jobs.request_job(provider.peer_id, make_request(b"x")) for _ in range(10))
+        )
+        assert all(isinstance(o, JobResult) for o in outcomes)
+
+
+async def test_rejection_is_a_value(running_hosts: HostsFactory) -> None:
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, echo_handler)
+        await client.connect(provider.addrs[0])
+        request = make_request()
+        cheap = JobRequest(
+            request.job_id, request.model_id, request.input, request.payment, 1, request.deadline_ms
+        )
+        outcome = await JobClient(client).request_job(provider.peer_id, cheap)
+        assert outcome == JobRejected("price", "offer below the provider's price")
+
+
+async def test_handler_crash_becomes_job_failed(running_hosts: HostsFactory) -> None:
+    async def crashing(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        yield JobAccepted()
+        raise RuntimeError("worker died")
+
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, crashing)
+        await client.connect(provider.addrs[0])
+        outcome = await JobClient(client).request_job(provider.peer_id, make_request())
+        assert outcome == JobFailed("internal", "provider error")
+
+
+async def test_cannot_wait_forever_on_a_silent_provider(running_hosts: HostsFactory) -> None:
+    async with running_hosts(2) as (provider, client):
+
+        async def silent(stream: object) -> None:
+            await asyncio.sleep(30)
+
+        provider.set_stream_handler(JOB_PROTOCOL, silent)  # type: ignore[arg-type]
+        await client.connect(provider.addrs[0])
+        started = time.monotonic()
+        with pytest.raises(PeerTimeout, match="sent nothing"):
+            await JobClient(client, read_timeout_s=1.0).request_job(provider.peer_id, make_request())
+        assert time.monotonic() - started < 5
+
+
+async def test_slow_job_stays_alive_through_keepalive_progress(running_hosts: HostsFactory) -> None:
+    async def slow(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        yield JobAccepted()
+        await asyncio.sleep(2.5)
+        async for item in echo_handler(peer, request):
+            if isinstance(item, JobResult):
+                yield item
+
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, slow, keepalive_s=0.3)
+        await client.connect(provider.addrs[0])
+        outcome = await JobClient(client, read_timeout_s=1.0).request_job(provider.peer_id, make_request())
+        assert isinstance(outcome, JobResult)
+
+
+async def test_cannot_send_a_job_past_its_deadline(running_hosts: HostsFactory) -> None:
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, echo_handler)
+        with pytest.raises(P2PError, match="past its deadline"):
+            await JobClient(client).request_job(provider.peer_id, make_request(deadline_s=-1))
+
+
+async def test_job_outliving_its_deadline_times_out(running_hosts: HostsFactory) -> None:
+    async def endless(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        yield JobAccepted()
+        while True:
+            await asyncio.sleep(0.2)
+            yield JobProgress("running", 0.1)
+
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, endless)
+        await client.connect(provider.addrs[0])
+        with pytest.raises(PeerTimeout, match="did not finish"):
+            await JobClient(client).request_job(provider.peer_id, make_request(deadline_s=1.5))
+
+
+async def test_unknown_peer_gives_clear_error(running_hosts: HostsFactory) -> None:
+    async with running_hosts(1) as (client,):
+        async with running_hosts(1) as (gone,):
+            peer = gone.peer_id
+        with pytest.raises(P2PError):
+            await JobClient(client).request_job(peer, make_request())
