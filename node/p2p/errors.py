@@ -1,0 +1,13 @@
+"""Overlay errors beyond the shared tree in `node.errors`."""
+
+from __future__ import annotations
+
+from node.errors import P2PError, ProtocolViolation
+
+
+class BlobNotFound(P2PError):
+    """The peer does not hold the requested blob."""
+
+
+class BlobIntegrityError(ProtocolViolation):
+    """A blob's chunk or whole did not hash to what was promised: tampered or truncated."""
