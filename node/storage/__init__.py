@@ -1,1 +1,26 @@
-"""storage."""
+"""Storage: SQLAlchemy models, repositories and Alembic migrations (the only package importing sqlalchemy).
+
+`Database.open(settings.storage.url)` gives `jobs`, `receipts`, `vouchers`, `providers` and `cursors`
+repositories; they take and return frozen values (`node.storage.records`, `node.jobs.state`), never
+ORM rows. See `node.storage.database` for why they are synchronous and how to call them from asyncio.
+"""
+
+from node.storage.database import Database
+from node.storage.records import (
+    JobEventRecord,
+    JobRecord,
+    KnownProvider,
+    NewJob,
+    StoredReceipt,
+    StoredVoucher,
+)
+
+__all__ = [
+    "Database",
+    "JobEventRecord",
+    "JobRecord",
+    "KnownProvider",
+    "NewJob",
+    "StoredReceipt",
+    "StoredVoucher",
+]

@@ -1,0 +1,91 @@
+"""Signed result receipts, one per (job, provider). A second, different receipt from the same
+provider for the same job is kept out and reported: it is evidence of equivocation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy import select
+
+from node.storage.errors import ConflictingReceipt, UnknownJob
+from node.storage.models import JobRow, ReceiptRow
+from node.storage.records import StoredReceipt
+from node.storage.session import Transactions, retry_on_conflict
+from node.storage.validation import check_hash, check_signature, checked_address
+from node.types import Address, Hash32, ResultReceipt
+
+
+class ReceiptRepository:
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    def save(self, receipt: ResultReceipt, signature: bytes) -> StoredReceipt:
+        """Store a receipt for a stored job; storing the same receipt again returns the first."""
+        receipt = _checked(receipt, signature)
+        return retry_on_conflict(lambda: self._save(receipt, signature))
+
+    def _save(self, receipt: ResultReceipt, signature: bytes) -> StoredReceipt:
+        with self._tx.write() as session:
+            if session.get(JobRow, receipt.job_id) is None:
+                raise UnknownJob(
+                    f"no job {receipt.job_id.hex()} is stored for this receipt",
+                    hint="store the job before its receipt",
+                )
+            existing = session.get(ReceiptRow, (receipt.job_id, receipt.provider))
+            if existing is not None:
+                stored = _stored(existing)
+                if stored.receipt == receipt and stored.signature == signature:
+                    return stored
+                raise ConflictingReceipt(
+                    f"provider {receipt.provider} already signed a different receipt for job "
+                    f"{receipt.job_id.hex()}",
+                    hint="both receipts are evidence of equivocation; the first one is kept",
+                )
+            row = _row(receipt, signature, self._tx.clock())
+            session.add(row)
+        return _stored(row)
+
+    def get(self, job_id: Hash32, provider: Address) -> StoredReceipt | None:
+        with self._tx.read() as session:
+            row = session.get(ReceiptRow, (job_id, provider))
+            return None if row is None else _stored(row)
+
+    def for_job(self, job_id: Hash32) -> tuple[StoredReceipt, ...]:
+        """Every receipt stored for a job (one per provider that returned a result), oldest first."""
+        with self._tx.read() as session:
+            rows = session.scalars(
+                select(ReceiptRow).where(ReceiptRow.job_id == job_id).order_by(ReceiptRow.stored_at)
+            ).all()
+            return tuple(_stored(r) for r in rows)
+
+
+def _checked(receipt: ResultReceipt, signature: bytes) -> ResultReceipt:
+    for name in ("job_id", "model_id", "input_hash", "output_hash", "profile_hash"):
+        check_hash(name, getattr(receipt, name))
+    check_signature(signature)
+    return dataclasses.replace(receipt, provider=checked_address("provider", receipt.provider))
+
+
+def _row(receipt: ResultReceipt, signature: bytes, now: float) -> ReceiptRow:
+    return ReceiptRow(
+        job_id=receipt.job_id,
+        provider=receipt.provider,
+        model_id=receipt.model_id,
+        input_hash=receipt.input_hash,
+        output_hash=receipt.output_hash,
+        profile_hash=receipt.profile_hash,
+        signature=signature,
+        stored_at=now,
+    )
+
+
+def _stored(row: ReceiptRow) -> StoredReceipt:
+    receipt = ResultReceipt(
+        job_id=Hash32(row.job_id),
+        model_id=Hash32(row.model_id),
+        input_hash=Hash32(row.input_hash),
+        output_hash=Hash32(row.output_hash),
+        profile_hash=Hash32(row.profile_hash),
+        provider=Address(row.provider),
+    )
+    return StoredReceipt(receipt=receipt, signature=row.signature, stored_at=row.stored_at)

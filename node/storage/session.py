@@ -1,0 +1,64 @@
+"""Transactions for the repositories: one short session per call, committed before returning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.storage.engine import WRITE_OPTION
+from node.storage.errors import DatabaseUnavailable, DuplicateRecord
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class Transactions:
+    """Opens read and write transactions; turns driver failures into `DatabaseUnavailable`."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.clock = clock
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with _translated(), self._read() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that commits when the block ends and rolls back if it raises."""
+        with _translated(), self._write() as session, session.begin():
+            yield session
+
+
+def retry_on_conflict(write: Callable[[], T], attempts: int = 3) -> T:
+    """Run `write` again when a concurrent insert of the same key beat it to the commit."""
+    for _ in range(attempts - 1):
+        try:
+            return write()
+        except IntegrityError:
+            continue
+    try:
+        return write()
+    except IntegrityError as exc:
+        raise DuplicateRecord(f"a concurrent writer kept inserting the same record: {exc.orig}") from exc
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError:
+        # Repositories turn constraint violations into their own, more precise errors.
+        raise
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(
+            f"the database failed: {exc.orig}",
+            hint="check that storage.url is reachable and the disk is not full",
+        ) from exc

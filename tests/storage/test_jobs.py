@@ -1,0 +1,281 @@
+"""The job repository, on SQLite and PostgreSQL: transitions, history, concurrency, restart, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from node.jobs.state import (
+    Attempt,
+    AttemptOutcome,
+    Cancelled,
+    JobEvent,
+    JobState,
+    JobTransitionError,
+    Matched,
+    PaymentMade,
+    PaymentPath,
+    ProviderLost,
+    ResultReceived,
+    ResultVerified,
+    Role,
+    Sent,
+    Settled,
+    Started,
+)
+from node.storage import Database, NewJob
+from node.storage.errors import DuplicateRecord, InvalidRecord, StaleJobVersion, UnknownJob
+from node.types import Address, Hash32
+
+PROVIDER_A = Address("0x" + "A1" * 20)
+PROVIDER_B = Address("0x" + "B2" * 20)
+CLIENT = Address("0x1111111111111111111111111111111111111111")
+
+
+def new_job(
+    job_id: bytes | None = None, *, role: Role = Role.CLIENT, payment: PaymentPath = PaymentPath.VOUCHER
+) -> NewJob:
+    return NewJob(
+        job_id=Hash32(job_id or os.urandom(32)),
+        role=role,
+        payment=payment,
+        model_id=Hash32(b"\x01" * 32),
+        input_hash=Hash32(b"\x02" * 32),
+        price_wei=2**256 - 1,
+        client=CLIENT,
+        deadline=1_900_000_000.5,
+    )
+
+
+def test_can_store_and_read_back_a_job(db: Database) -> None:
+    job = new_job()
+    stored = db.jobs.create(job)
+    assert stored.state is JobState.SUBMITTED
+    assert stored.version == 1
+    read = db.jobs.get(job.job_id)
+    assert read == stored
+    assert (read.price_wei, read.client, read.deadline) == (2**256 - 1, CLIENT, 1_900_000_000.5)
+    assert db.jobs.history(job.job_id) == ()
+
+
+def test_can_walk_a_client_job_to_settlement_with_its_history(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    events: list[JobEvent] = [
+        Matched(provider=PROVIDER_A),
+        PaymentMade(),
+        Sent(),
+        Started(),
+        ResultReceived(),
+        ResultVerified(),
+        Settled(),
+    ]
+    for version, event in enumerate(events, start=1):
+        job = db.jobs.apply(job.job_id, event, expected_version=version)
+        assert job.version == version + 1
+    assert job.state is JobState.SETTLED
+    assert job.status.attempts == (Attempt(PROVIDER_A, paid=True, outcome=AttemptOutcome.COMPLETED),)
+    history = db.jobs.history(job.job_id)
+    assert [h.event for h in history] == events
+    assert [h.seq for h in history] == list(range(2, 9))
+    assert [h.to_state for h in history][-2:] == [JobState.VERIFIED, JobState.SETTLED]
+    assert history[0].from_state is JobState.SUBMITTED
+
+
+def test_can_reassign_a_job_and_keep_every_attempt(db: Database) -> None:
+    job = db.jobs.create(new_job(payment=PaymentPath.ESCROW))
+    for event in (
+        Matched(provider=PROVIDER_A),
+        PaymentMade(),
+        Sent(),
+        ProviderLost(AttemptOutcome.DIED, "reset"),
+    ):
+        job = db.jobs.apply(job.job_id, event)
+    job = db.jobs.apply(job.job_id, Matched(provider=PROVIDER_B))
+    assert db.jobs.get(job.job_id).status.attempts == (
+        Attempt(PROVIDER_A, paid=True, outcome=AttemptOutcome.DIED),
+        Attempt(PROVIDER_B),
+    )
+    lost = db.jobs.history(job.job_id)[3].event
+    assert lost == ProviderLost(AttemptOutcome.DIED, "reset")
+
+
+def test_can_walk_a_provider_job(db: Database) -> None:
+    job = db.jobs.create(new_job(role=Role.PROVIDER))
+    assert job.state is JobState.ACCEPTED
+    job = db.jobs.apply(job.job_id, Started())
+    assert job.state is JobState.RUNNING
+    assert db.jobs.live(Role.PROVIDER) == (job,)
+    assert db.jobs.live(Role.CLIENT) == ()
+
+
+def test_can_list_jobs_by_role_and_state(db: Database) -> None:
+    a = db.jobs.create(new_job())
+    b = db.jobs.create(new_job())
+    db.jobs.create(new_job(role=Role.PROVIDER))
+    b = db.jobs.apply(b.job_id, Cancelled())
+    assert {j.job_id for j in db.jobs.list(role=Role.CLIENT)} == {a.job_id, b.job_id}
+    assert db.jobs.list(states=[JobState.CANCELLED]) == (b,)
+    assert db.jobs.live(Role.CLIENT) == (a,)
+    assert len(db.jobs.list(limit=2)) == 2
+
+
+def test_cannot_move_an_unknown_job(db: Database) -> None:
+    with pytest.raises(UnknownJob, match="no job"):
+        db.jobs.apply(Hash32(b"\x09" * 32), Matched(provider=PROVIDER_A))
+    with pytest.raises(UnknownJob):
+        db.jobs.get(Hash32(b"\x09" * 32))
+    with pytest.raises(UnknownJob):
+        db.jobs.history(Hash32(b"\x09" * 32))
+    assert db.jobs.list() == ()
+
+
+def test_cannot_make_an_illegal_transition_and_nothing_is_written(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    job = db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
+    with pytest.raises(JobTransitionError, match="settles only after its result is verified"):
+        db.jobs.apply(job.job_id, Settled())
+    db.jobs.apply(job.job_id, ProviderLost(AttemptOutcome.TIMED_OUT))
+    with pytest.raises(JobTransitionError, match="already had a try"):
+        db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
+    after = db.jobs.get(job.job_id)
+    assert after.state is JobState.SUBMITTED
+    assert len(db.jobs.history(job.job_id)) == 2
+
+
+def test_cannot_cancel_a_finished_job(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    job = db.jobs.apply(job.job_id, Cancelled())
+    with pytest.raises(JobTransitionError, match="already cancelled"):
+        db.jobs.apply(job.job_id, Cancelled())
+    assert db.jobs.get(job.job_id) == job
+
+
+def test_cannot_store_a_job_twice(db: Database) -> None:
+    job = new_job()
+    first = db.jobs.create(job)
+    with pytest.raises(DuplicateRecord, match="already stored"):
+        db.jobs.create(new_job(job.job_id, role=Role.PROVIDER))
+    assert db.jobs.get(job.job_id) == first
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"job_id": b"short"}, "job_id must be 32 bytes"),
+        ({"model_id": "not bytes"}, "model_id must be 32 bytes"),
+        ({"price_wei": -1}, "price_wei must be a whole number"),
+        ({"price_wei": 2**256}, "price_wei must be a whole number"),
+        ({"client": "0x1234"}, "client must be a 0x-prefixed"),
+        ({"role": "client"}, "must be a Role"),
+    ],
+)
+def test_cannot_store_a_malformed_job(db: Database, change: dict[str, object], message: str) -> None:
+    bad = dataclasses.replace(new_job(), **change)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRecord, match=message):
+        db.jobs.create(bad)
+    assert db.jobs.list() == ()
+
+
+def test_cannot_move_a_job_from_a_stale_version(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A), expected_version=1)
+    with pytest.raises(StaleJobVersion, match="since version 1"):
+        db.jobs.apply(job.job_id, Cancelled(), expected_version=1)
+    assert db.jobs.get(job.job_id).state is JobState.MATCHED
+
+
+def _race(writers: list[Callable[[], object]]) -> list[object]:
+    """Run the writers at once; return each one's result or exception."""
+    barrier = threading.Barrier(len(writers))
+    results: list[object] = [None] * len(writers)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = writers[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(writers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_two_writers_cannot_both_move_one_job(database_url: str) -> None:
+    first, second = Database.open(database_url), Database.open(database_url)
+    try:
+        for _ in range(5):
+            job = first.jobs.create(new_job())
+            results = _race(
+                [
+                    lambda j=job.job_id: first.jobs.apply(
+                        j, Matched(provider=PROVIDER_A), expected_version=1
+                    ),
+                    lambda j=job.job_id: second.jobs.apply(j, Cancelled(), expected_version=1),
+                ]
+            )
+            errors = [r for r in results if isinstance(r, Exception)]
+            assert len(errors) == 1, results
+            assert isinstance(errors[0], StaleJobVersion)
+            assert len(first.jobs.history(job.job_id)) == 1
+            assert first.jobs.get(job.job_id).version == 2
+    finally:
+        first.close()
+        second.close()
+
+
+def test_concurrent_writers_without_a_version_are_serialised(database_url: str) -> None:
+    handles = [Database.open(database_url) for _ in range(4)]
+    try:
+        job = handles[0].jobs.create(new_job())
+        providers = [Address(f"0x{i:040x}") for i in range(1, 9)]
+        results = _race(
+            [
+                (lambda h=handles[i % 4], p=p: h.jobs.apply(job.job_id, Matched(provider=p)))
+                for i, p in enumerate(providers)
+            ]
+        )
+        winners = [r for r in results if not isinstance(r, Exception)]
+        losers = [r for r in results if isinstance(r, Exception)]
+        assert len(winners) == 1, results
+        assert all(isinstance(e, JobTransitionError) for e in losers), losers
+        stored = handles[0].jobs.get(job.job_id)
+        assert stored.version == 2
+        assert len(stored.status.attempts) == 1
+        assert len(handles[0].jobs.history(job.job_id)) == 1
+    finally:
+        for h in handles:
+            h.close()
+
+
+def test_can_recover_every_job_after_a_restart(database_url: str) -> None:
+    with Database.open(database_url) as db:
+        job = db.jobs.create(new_job(payment=PaymentPath.ESCROW))
+        for event in (Matched(provider=PROVIDER_A), PaymentMade(), Sent()):
+            job = db.jobs.apply(job.job_id, event)
+        done = db.jobs.create(new_job())
+        db.jobs.apply(done.job_id, Cancelled())
+    with Database.open(database_url) as reopened:
+        assert reopened.jobs.get(job.job_id) == job
+        assert reopened.jobs.live(Role.CLIENT) == (job,)
+        assert [h.event for h in reopened.jobs.history(job.job_id)] == [
+            Matched(provider=PROVIDER_A),
+            PaymentMade(),
+            Sent(),
+        ]
+        moved = reopened.jobs.apply(job.job_id, Started(), expected_version=job.version)
+        assert moved.state is JobState.RUNNING
+
+
+async def test_can_call_the_repositories_off_the_event_loop(db: Database) -> None:
+    job = await db.run(db.jobs.create, new_job())
+    moved = await db.run(db.jobs.apply, job.job_id, Matched(provider=PROVIDER_A), expected_version=1)
+    assert moved.state is JobState.MATCHED
+    assert await db.run(db.jobs.get, job.job_id) == moved

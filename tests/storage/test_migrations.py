@@ -1,0 +1,72 @@
+"""The migrated schema is exactly the models' schema, on both backends; bad URLs fail clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from node.errors import ConfigError
+from node.storage import Database
+from node.storage.engine import create_database_engine, migrate
+from node.storage.errors import DatabaseUnavailable
+from node.storage.models import Base
+
+
+def test_migrated_schema_matches_the_models(database_url: str) -> None:
+    engine = create_database_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+    finally:
+        engine.dispose()
+
+
+def test_can_open_an_already_migrated_database_again(database_url: str) -> None:
+    Database.open(database_url).close()
+    with Database.open(database_url) as db:
+        assert db.jobs.list() == ()
+
+
+def test_cannot_open_a_database_from_a_newer_release(database_url: str) -> None:
+    Database.open(database_url).close()
+    engine = create_database_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'ffffffff'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(DatabaseUnavailable, match="newer gpunode"):
+        Database.open(database_url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "in-memory SQLite"),
+        ("sqlite:///:memory:", "in-memory SQLite"),
+        ("mysql://root@localhost/gpunode", "unsupported database 'mysql'"),
+        ("not a url", "is not a database URL"),
+    ],
+)
+def test_cannot_open_an_unusable_url(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Database.open(url)
+
+
+def test_cannot_reach_a_postgresql_server_that_is_not_there(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseUnavailable, match="cannot reach the database"):
+        Database.open(f"postgresql://nobody@/gpunode?host={tmp_path}&connect_timeout=2")
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    with Database.open(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'g.db'}") as db, db.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert c.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
