@@ -1,0 +1,641 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.37;
+
+import {IJobConsumer} from "./interfaces/IJobConsumer.sol";
+import {IProviderRegistry} from "./interfaces/IProviderRegistry.sol";
+import {IProviderStatusSink} from "./interfaces/IProviderStatusSink.sol";
+
+/// @title JobMarket
+/// @notice The job contract and the escrow of gpunode, with two payment paths:
+///  - on-chain jobs for dApps: requestJob (escrow) -> claimJob -> submitResult (EIP-712 signed
+///    receipt, relayable by anyone, optional consumer callback) -> challenge window -> finalize
+///    (pull payment); refund after the deadline when no result came;
+///  - vouchers for high volume: a client deposits once and signs cumulative EIP-712 vouchers per
+///    provider; a provider redeems many clients' latest vouchers in one call. A client withdraws by
+///    requesting, waiting `withdrawalDelay`, then withdrawing, so providers can redeem first.
+/// A provider that signs two different receipts for one job is slashed on proof (`proveEquivocation`).
+/// @dev Gas: a job is one storage slot keyed by its id. The id is the hash of the job's immutable
+/// terms (`JobTerms`), which `submitResult` and `refund` take back in calldata; the slot packs
+/// status (bits 0-7), provider (bits 8-167), a time (bits 168-199: the deadline until a result is
+/// submitted, then the end of the challenge window) and the price in gwei (bits 200-255), so
+/// `claimJob` and `finalize` need only the id. Prices are therefore whole gwei. A settled job's
+/// slot is cleared, which refunds most of what finalizing costs. Providers' active status is a copy
+/// pushed by the registry on every change (`setProviderActive`), so claiming calls no other contract.
+/// Section order: types, events, errors, constants/immutables, storage, constructor, modifiers,
+/// external functions, views, internal functions.
+contract JobMarket is IProviderStatusSink {
+    // ------------------------------------------------------------------ types
+
+    enum JobStatus {
+        None,
+        Requested,
+        Claimed,
+        Submitted,
+        Disputed
+    }
+
+    /// @notice Why `redeemVouchers` skipped a voucher instead of paying it.
+    enum SkipReason {
+        BadSignature,
+        AlreadyPaid,
+        NoFunds
+    }
+
+    /// @notice A job's immutable terms; `keccak256(abi.encode(terms))` is the job id. The price is
+    /// kept in the job's slot instead.
+    struct JobTerms {
+        address requester;
+        bytes32 modelId;
+        bytes32 inputHash;
+        address callback;
+        uint256 requestBlock;
+    }
+
+    /// @notice EIP-712 `ResultReceipt`, signed by the provider that ran the job.
+    struct ResultReceipt {
+        bytes32 jobId;
+        bytes32 modelId;
+        bytes32 inputHash;
+        bytes32 outputHash;
+        bytes32 profileHash;
+        address provider;
+    }
+
+    /// @notice EIP-712 `Voucher`: the cumulative amount `client` owes `provider`.
+    struct Voucher {
+        address client;
+        address provider;
+        uint256 cumulativeAmount;
+    }
+
+    /// @notice A voucher as passed to `redeemVouchers`; its provider is the caller.
+    struct SignedVoucher {
+        address client;
+        uint256 cumulativeAmount;
+        bytes signature;
+    }
+
+    /// @dev One slot per client.
+    struct ClientAccount {
+        uint128 balance;
+        uint88 withdrawalAmount;
+        uint40 withdrawableAt;
+    }
+
+    // ------------------------------------------------------------------ events
+
+    /// @dev The job's terms are these fields plus the block number of the log (`requestBlock`).
+    event JobRequested(
+        bytes32 indexed jobId,
+        address indexed requester,
+        address indexed provider,
+        bytes32 modelId,
+        bytes32 inputHash,
+        address callback,
+        uint256 price,
+        uint256 deadline,
+        bytes input
+    );
+    event ProviderStatusChanged(address indexed provider, bool active);
+    event JobClaimed(bytes32 indexed jobId, address indexed provider);
+    /// @dev The provider is the one in `JobClaimed`; the job can be finalized `challengeWindow`
+    /// seconds after the log's block timestamp.
+    event ResultSubmitted(bytes32 indexed jobId, bytes32 outputHash, bytes32 profileHash, bytes output);
+    event CallbackFailed(bytes32 indexed jobId, address indexed callback);
+    event JobFinalized(bytes32 indexed jobId, address indexed provider, uint256 price);
+    event JobRefunded(bytes32 indexed jobId, address indexed requester, uint256 price);
+    event JobDisputed(bytes32 indexed jobId, address indexed provider);
+    event EarningsWithdrawn(address indexed account, uint256 amount);
+    event Deposited(address indexed client, uint256 amount, uint256 balance);
+    event WithdrawalRequested(address indexed client, uint256 amount, uint256 withdrawableAt);
+    event Withdrawn(address indexed client, uint256 amount);
+    event VoucherRedeemed(
+        address indexed client, address indexed provider, uint256 amount, uint256 totalPaid, uint256 cumulativeAmount
+    );
+    event VoucherSkipped(
+        address indexed client, address indexed provider, uint256 cumulativeAmount, SkipReason reason
+    );
+    event EquivocationProven(
+        bytes32 indexed jobId, address indexed provider, address indexed reporter, uint256 slashed
+    );
+
+    // ------------------------------------------------------------------ errors
+
+    error ZeroAddress();
+    error ZeroAmount();
+    error InvalidChallengeWindow(uint256 challengeWindow);
+    error DeadlineNotInFuture(uint256 deadline, uint256 now_);
+    error DeadlineTooFar(uint256 deadline);
+    error PriceNotWholeGwei(uint256 price);
+    error PriceTooHigh(uint256 price);
+    error MissingInput();
+    error InputHashMismatch(bytes32 given, bytes32 computed);
+    error CallbackNotContract(address callback);
+    error JobExists(bytes32 jobId);
+    error JobNotFound(bytes32 jobId);
+    error WrongJobStatus(bytes32 jobId, JobStatus status);
+    error DeadlinePassed(bytes32 jobId, uint256 deadline);
+    error DeadlineNotPassed(bytes32 jobId, uint256 deadline);
+    error NotNamedProvider(bytes32 jobId, address named, address caller);
+    error ProviderNotActive(address provider);
+    error NotRegistry(address caller);
+    error OutputHashMismatch(bytes32 signed, bytes32 computed);
+    error InvalidSignature();
+    error WrongSigner(address signer, address expected);
+    error InsufficientCallbackGas(uint256 available, uint256 needed);
+    error ChallengeWindowOpen(bytes32 jobId, uint256 finalizeAfter);
+    error NothingToWithdraw(address account);
+    error BalanceOverflow(uint256 balance);
+    error InsufficientDeposit(uint256 requested, uint256 balance);
+    error NoWithdrawalRequested(address client);
+    error WithdrawalNotReady(uint256 now_, uint256 withdrawableAt);
+    error DifferentJobs(bytes32 jobIdA, bytes32 jobIdB);
+    error SameReceipt(bytes32 digest);
+    error DifferentProviders(address providerA, address providerB);
+    error AlreadyProven(bytes32 jobId, address provider);
+    error TransferFailed(address to, uint256 amount);
+    error Reentrancy();
+
+    // ------------------------------------------------------------------ constants and immutables
+
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 public constant RECEIPT_TYPEHASH = keccak256(
+        "ResultReceipt(bytes32 jobId,bytes32 modelId,bytes32 inputHash,bytes32 outputHash,bytes32 profileHash,address provider)"
+    );
+    bytes32 public constant VOUCHER_TYPEHASH =
+        keccak256("Voucher(address client,address provider,uint256 cumulativeAmount)");
+    bytes32 private constant NAME_HASH = keccak256("gpunode");
+    bytes32 private constant VERSION_HASH = keccak256("1");
+    /// @dev secp256k1n / 2: signatures with a larger s are malleable copies and are rejected.
+    uint256 private constant HALF_CURVE_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    uint256 private constant STATUS_MASK = 0xff;
+    uint256 private constant PROVIDER_SHIFT = 8;
+    uint256 private constant TIME_SHIFT = 168;
+    uint256 private constant TIME_MASK = 0xffffffff;
+    uint256 private constant PRICE_SHIFT = 200;
+    uint256 private constant MAX_PRICE_GWEI = (1 << 56) - 1;
+    uint256 private constant MAX_CHALLENGE_WINDOW = 365 days;
+    uint256 private constant GWEI = 1 gwei;
+    // Gas the callback call itself costs on top of what it forwards: cold account access and margin.
+    uint256 private constant CALLBACK_OVERHEAD = 5_000;
+
+    IProviderRegistry public immutable registry;
+    /// @notice Seconds after a result is submitted before the job can be finalized.
+    uint256 public immutable challengeWindow;
+    /// @notice Seconds between a client's `requestWithdrawal` and `withdraw`.
+    uint256 public immutable withdrawalDelay;
+    /// @notice Gas forwarded to a consumer callback.
+    uint256 public immutable callbackGasLimit;
+    uint256 private immutable _cachedChainId;
+    bytes32 private immutable _cachedDomainSeparator;
+
+    // ------------------------------------------------------------------ storage
+
+    mapping(bytes32 jobId => uint256 packed) private _jobs;
+    /// @notice Wei each account can take out with `withdrawEarnings`: provider earnings and refunds.
+    mapping(address account => uint256 amount) public withdrawable;
+    mapping(address client => ClientAccount) private _accounts;
+    /// @notice Wei already paid from `client` to `provider` through vouchers.
+    mapping(address client => mapping(address provider => uint256 amount)) public paid;
+    mapping(bytes32 key => bool proven) private _equivocations;
+    /// @notice Copy of `registry.isActive(provider)`, written only by the registry.
+    mapping(address provider => bool active) public providerActive;
+    bool private transient _locked;
+
+    // ------------------------------------------------------------------ constructor
+
+    /// @param registry_ The ProviderRegistry whose active providers may claim jobs.
+    /// @param challengeWindow_ Seconds between a result and finalization; at least 1.
+    /// @param withdrawalDelay_ Seconds a client waits between requesting and making a withdrawal.
+    /// @param callbackGasLimit_ Gas forwarded to consumer callbacks.
+    constructor(
+        IProviderRegistry registry_,
+        uint256 challengeWindow_,
+        uint256 withdrawalDelay_,
+        uint256 callbackGasLimit_
+    ) {
+        if (address(registry_) == address(0)) revert ZeroAddress();
+        // A window of at least one second keeps finalization out of the request's block, so a
+        // cleared job id can never be requested again.
+        if (challengeWindow_ == 0 || challengeWindow_ > MAX_CHALLENGE_WINDOW) {
+            revert InvalidChallengeWindow(challengeWindow_);
+        }
+        registry = registry_;
+        challengeWindow = challengeWindow_;
+        withdrawalDelay = withdrawalDelay_;
+        callbackGasLimit = callbackGasLimit_;
+        _cachedChainId = block.chainid;
+        _cachedDomainSeparator = _buildDomainSeparator();
+    }
+
+    // ------------------------------------------------------------------ modifiers
+
+    modifier nonReentrant() {
+        if (_locked) revert Reentrancy();
+        _locked = true;
+        _;
+        _locked = false;
+    }
+
+    // ------------------------------------------------------------------ external: on-chain jobs
+
+    /// @notice Requests a job, escrowing `msg.value` (a whole number of gwei) as its price.
+    /// @param modelId The model to run.
+    /// @param inputHash sha256 of the input; may be zero when `input` is given.
+    /// @param input The input bytes, or empty when only `inputHash` is published.
+    /// @param deadline Unix time by which a result must be submitted; later, `refund` applies.
+    /// @param provider The only provider allowed to claim, or zero for any active provider.
+    /// @param callback An IJobConsumer to receive the result, or zero.
+    /// @return jobId The job's id, `keccak256(abi.encode(terms))` (see `JobRequested`).
+    function requestJob(
+        bytes32 modelId,
+        bytes32 inputHash,
+        bytes calldata input,
+        uint256 deadline,
+        address provider,
+        address callback
+    ) external payable returns (bytes32 jobId) {
+        if (msg.value == 0) revert ZeroAmount();
+        if (msg.value % GWEI != 0) revert PriceNotWholeGwei(msg.value);
+        if (msg.value / GWEI > MAX_PRICE_GWEI) revert PriceTooHigh(msg.value);
+        if (deadline <= block.timestamp) revert DeadlineNotInFuture(deadline, block.timestamp);
+        if (deadline > TIME_MASK) revert DeadlineTooFar(deadline);
+        inputHash = _checkedInputHash(inputHash, input);
+        if (callback != address(0) && callback.code.length == 0) revert CallbackNotContract(callback);
+        JobTerms memory terms = JobTerms(msg.sender, modelId, inputHash, callback, block.number);
+        jobId = keccak256(abi.encode(terms));
+        if (_jobs[jobId] != 0) revert JobExists(jobId);
+        _jobs[jobId] = _pack(JobStatus.Requested, provider, deadline, msg.value / GWEI);
+        emit JobRequested(jobId, msg.sender, provider, modelId, inputHash, callback, msg.value, deadline, input);
+    }
+
+    /// @notice Claims a requested job for the caller, who must be an active provider (and the named
+    /// one, if the requester named one).
+    /// @param jobId The job.
+    function claimJob(bytes32 jobId) external {
+        uint256 packed = _jobs[jobId];
+        _expectStatus(jobId, packed, JobStatus.Requested);
+        uint256 deadline = _time(packed);
+        if (block.timestamp > deadline) revert DeadlinePassed(jobId, deadline);
+        address named = _provider(packed);
+        if (named != address(0) && named != msg.sender) revert NotNamedProvider(jobId, named, msg.sender);
+        if (!providerActive[msg.sender]) revert ProviderNotActive(msg.sender);
+        _jobs[jobId] = _restate(packed, JobStatus.Claimed, msg.sender, deadline);
+        emit JobClaimed(jobId, msg.sender);
+    }
+
+    /// @notice Submits the result of a claimed job with the provider's EIP-712 `ResultReceipt`
+    /// signature; anyone may relay it. Starts the challenge window, then calls the consumer back.
+    /// @param terms The job's terms, as emitted in `JobRequested`.
+    /// @param outputHash sha256 of the output.
+    /// @param profileHash Commitment to the execution profile.
+    /// @param signature The provider's 65-byte `r || s || v` signature over the receipt.
+    /// @param output The output bytes (checked against `outputHash`), or empty.
+    function submitResult(
+        JobTerms calldata terms,
+        bytes32 outputHash,
+        bytes32 profileHash,
+        bytes calldata signature,
+        bytes calldata output
+    ) external {
+        bytes32 jobId = keccak256(abi.encode(terms));
+        uint256 packed = _jobs[jobId];
+        _expectStatus(jobId, packed, JobStatus.Claimed);
+        uint256 deadline = _time(packed);
+        if (block.timestamp > deadline) revert DeadlinePassed(jobId, deadline);
+        if (output.length != 0) {
+            bytes32 computed = sha256(output);
+            if (computed != outputHash) revert OutputHashMismatch(outputHash, computed);
+        }
+        address provider = _provider(packed);
+        bytes32 digest = _hashTypedData(
+            keccak256(
+                abi.encode(
+                    RECEIPT_TYPEHASH, jobId, terms.modelId, terms.inputHash, outputHash, profileHash, provider
+                )
+            )
+        );
+        address signer = _recoverStrict(digest, signature);
+        if (signer != provider) revert WrongSigner(signer, provider);
+        uint256 finalizeAfter = block.timestamp + challengeWindow;
+        _jobs[jobId] = _restate(packed, JobStatus.Submitted, provider, finalizeAfter);
+        emit ResultSubmitted(jobId, outputHash, profileHash, output);
+        if (terms.callback != address(0)) _deliver(jobId, terms.callback, outputHash, output);
+    }
+
+    /// @notice Ends a job whose challenge window is over, crediting its price to the provider
+    /// (taken out with `withdrawEarnings`). Anyone may call it.
+    /// @param jobId The job.
+    function finalize(bytes32 jobId) external {
+        uint256 packed = _jobs[jobId];
+        _expectStatus(jobId, packed, JobStatus.Submitted);
+        uint256 finalizeAfter = _time(packed);
+        if (block.timestamp < finalizeAfter) revert ChallengeWindowOpen(jobId, finalizeAfter);
+        address provider = _provider(packed);
+        uint256 price = _price(packed);
+        delete _jobs[jobId];
+        withdrawable[provider] += price;
+        emit JobFinalized(jobId, provider, price);
+    }
+
+    /// @notice Returns a job's price to its requester (via `withdrawEarnings`) when no result came
+    /// by the deadline, or at once when the provider was proven to equivocate. Anyone may call it.
+    /// @param terms The job's terms.
+    function refund(JobTerms calldata terms) external {
+        bytes32 jobId = keccak256(abi.encode(terms));
+        uint256 packed = _jobs[jobId];
+        JobStatus status = JobStatus(packed & STATUS_MASK);
+        if (status == JobStatus.None) revert JobNotFound(jobId);
+        if (status == JobStatus.Submitted) revert WrongJobStatus(jobId, status);
+        if (status != JobStatus.Disputed) {
+            uint256 deadline = _time(packed);
+            if (block.timestamp <= deadline) revert DeadlineNotPassed(jobId, deadline);
+        }
+        uint256 price = _price(packed);
+        delete _jobs[jobId];
+        withdrawable[terms.requester] += price;
+        emit JobRefunded(jobId, terms.requester, price);
+    }
+
+    /// @notice Pays out everything credited to the caller: earnings of finalized jobs and refunds.
+    function withdrawEarnings() external nonReentrant {
+        uint256 amount = withdrawable[msg.sender];
+        if (amount == 0) revert NothingToWithdraw(msg.sender);
+        withdrawable[msg.sender] = 0;
+        emit EarningsWithdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    /// @inheritdoc IProviderStatusSink
+    function setProviderActive(address provider, bool active) external {
+        if (msg.sender != address(registry)) revert NotRegistry(msg.sender);
+        providerActive[provider] = active;
+        emit ProviderStatusChanged(provider, active);
+    }
+
+    // ------------------------------------------------------------------ external: vouchers
+
+    /// @notice Adds `msg.value` to the caller's deposit, from which providers redeem vouchers.
+    function deposit() external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        ClientAccount storage account = _accounts[msg.sender];
+        uint256 balance = uint256(account.balance) + msg.value;
+        if (balance > type(uint128).max) revert BalanceOverflow(balance);
+        account.balance = uint128(balance);
+        emit Deposited(msg.sender, msg.value, balance);
+    }
+
+    /// @notice Asks to withdraw `amount` of the caller's deposit after `withdrawalDelay`; replaces
+    /// any earlier request and restarts the delay. Providers can still redeem meanwhile.
+    /// @param amount Wei to withdraw.
+    function requestWithdrawal(uint256 amount) external {
+        if (amount == 0) revert ZeroAmount();
+        ClientAccount storage account = _accounts[msg.sender];
+        if (amount > account.balance) revert InsufficientDeposit(amount, account.balance);
+        uint256 withdrawableAt = block.timestamp + withdrawalDelay;
+        // balance fits in uint128, but the request slot is uint88 (over 3e8 ether).
+        if (amount > type(uint88).max) revert BalanceOverflow(amount);
+        account.withdrawalAmount = uint88(amount);
+        account.withdrawableAt = uint40(withdrawableAt);
+        emit WithdrawalRequested(msg.sender, amount, withdrawableAt);
+    }
+
+    /// @notice Withdraws the requested amount once the delay is over, or what is left of the deposit
+    /// if providers redeemed part of it meanwhile.
+    function withdraw() external nonReentrant {
+        ClientAccount storage account = _accounts[msg.sender];
+        uint256 requested = account.withdrawalAmount;
+        if (requested == 0) revert NoWithdrawalRequested(msg.sender);
+        if (block.timestamp < account.withdrawableAt) revert WithdrawalNotReady(block.timestamp, account.withdrawableAt);
+        uint256 balance = account.balance;
+        uint256 amount = requested < balance ? requested : balance;
+        account.balance = uint128(balance - amount);
+        account.withdrawalAmount = 0;
+        account.withdrawableAt = 0;
+        emit Withdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    /// @notice Redeems the latest vouchers of many clients for the caller (their provider) and pays
+    /// the total. Each voucher pays its cumulative amount minus what was already paid, capped at the
+    /// client's deposit (the rest stays redeemable after a top-up). A voucher with a bad signature,
+    /// one already paid in full, or one whose client has no deposit left is skipped with a
+    /// `VoucherSkipped` event, so one bad voucher never reverts the batch.
+    /// @param vouchers The vouchers, each signed by its client for `provider = msg.sender`.
+    /// @return total Wei paid to the caller.
+    function redeemVouchers(SignedVoucher[] calldata vouchers) external nonReentrant returns (uint256 total) {
+        for (uint256 i = 0; i < vouchers.length; ++i) {
+            total += _redeem(vouchers[i]);
+        }
+        _send(msg.sender, total);
+    }
+
+    // ------------------------------------------------------------------ external: disputes
+
+    /// @notice Proves that a provider signed two different receipts for the same job: slashes its
+    /// whole stake (half to the caller), and disputes the on-chain job if it awaits finalization
+    /// from that provider, so its requester can be refunded.
+    /// @param a The first receipt.
+    /// @param sigA The provider's signature over `a`.
+    /// @param b The second receipt, same job and provider, different content.
+    /// @param sigB The provider's signature over `b`.
+    function proveEquivocation(
+        ResultReceipt calldata a,
+        bytes calldata sigA,
+        ResultReceipt calldata b,
+        bytes calldata sigB
+    ) external nonReentrant {
+        if (a.jobId != b.jobId) revert DifferentJobs(a.jobId, b.jobId);
+        if (a.provider != b.provider) revert DifferentProviders(a.provider, b.provider);
+        bytes32 digestA = receiptDigest(a);
+        bytes32 digestB = receiptDigest(b);
+        if (digestA == digestB) revert SameReceipt(digestA);
+        address signerA = _recoverStrict(digestA, sigA);
+        if (signerA != a.provider) revert WrongSigner(signerA, a.provider);
+        address signerB = _recoverStrict(digestB, sigB);
+        if (signerB != b.provider) revert WrongSigner(signerB, b.provider);
+        bytes32 key = keccak256(abi.encode(a.jobId, a.provider));
+        if (_equivocations[key]) revert AlreadyProven(a.jobId, a.provider);
+        _equivocations[key] = true;
+        _disputeIfPending(a.jobId, a.provider);
+        uint256 slashed = registry.slash(a.provider, type(uint256).max, msg.sender);
+        emit EquivocationProven(a.jobId, a.provider, msg.sender, slashed);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice A live job's status, its provider (named or claiming), its time (the deadline until a
+    /// result is submitted, then the end of the challenge window) and price. Settled jobs read as `None`.
+    function job(bytes32 jobId)
+        external
+        view
+        returns (JobStatus status, address provider, uint256 time, uint256 price)
+    {
+        uint256 packed = _jobs[jobId];
+        return (JobStatus(packed & STATUS_MASK), _provider(packed), _time(packed), _price(packed));
+    }
+
+    /// @notice The id of a job with these terms.
+    function jobIdOf(JobTerms calldata terms) external pure returns (bytes32) {
+        return keccak256(abi.encode(terms));
+    }
+
+    /// @notice A client's deposit and pending withdrawal request.
+    function clientAccount(address client)
+        external
+        view
+        returns (uint256 balance, uint256 withdrawalAmount, uint256 withdrawableAt)
+    {
+        ClientAccount memory acc = _accounts[client];
+        return (acc.balance, acc.withdrawalAmount, acc.withdrawableAt);
+    }
+
+    /// @notice Whether an equivocation of `provider` on `jobId` was already proven.
+    function equivocationProven(bytes32 jobId, address provider) external view returns (bool) {
+        return _equivocations[keccak256(abi.encode(jobId, provider))];
+    }
+
+    /// @notice The EIP-712 domain separator (name "gpunode", version "1", this chain, this contract).
+    function domainSeparator() public view returns (bytes32) {
+        return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();
+    }
+
+    /// @notice The EIP-712 digest a provider signs for `receipt`.
+    function receiptDigest(ResultReceipt calldata receipt) public view returns (bytes32) {
+        return _hashTypedData(keccak256(abi.encode(RECEIPT_TYPEHASH, receipt)));
+    }
+
+    /// @notice The EIP-712 digest a client signs for `voucher`.
+    function voucherDigest(Voucher calldata voucher) public view returns (bytes32) {
+        return _hashTypedData(keccak256(abi.encode(VOUCHER_TYPEHASH, voucher)));
+    }
+
+    // ------------------------------------------------------------------ internal functions
+
+    function _redeem(SignedVoucher calldata voucher) private returns (uint256 amount) {
+        address client = voucher.client;
+        uint256 cumulative = voucher.cumulativeAmount;
+        bytes32 digest = _hashTypedData(keccak256(abi.encode(VOUCHER_TYPEHASH, client, msg.sender, cumulative)));
+        if (client == address(0) || _recover(digest, voucher.signature) != client) {
+            emit VoucherSkipped(client, msg.sender, cumulative, SkipReason.BadSignature);
+            return 0;
+        }
+        uint256 alreadyPaid = paid[client][msg.sender];
+        if (cumulative <= alreadyPaid) {
+            emit VoucherSkipped(client, msg.sender, cumulative, SkipReason.AlreadyPaid);
+            return 0;
+        }
+        ClientAccount storage acc = _accounts[client];
+        uint256 balance = acc.balance;
+        if (balance == 0) {
+            emit VoucherSkipped(client, msg.sender, cumulative, SkipReason.NoFunds);
+            return 0;
+        }
+        uint256 owed = cumulative - alreadyPaid;
+        amount = owed < balance ? owed : balance;
+        acc.balance = uint128(balance - amount);
+        paid[client][msg.sender] = alreadyPaid + amount;
+        emit VoucherRedeemed(client, msg.sender, amount, alreadyPaid + amount, cumulative);
+    }
+
+    function _deliver(bytes32 jobId, address callback, bytes32 outputHash, bytes calldata output) private {
+        bytes memory data = abi.encodeCall(IJobConsumer.onJobResult, (jobId, outputHash, output));
+        uint256 gasLimit = callbackGasLimit;
+        // A relayer must not be able to starve the callback (EIP-150 keeps 1/64 back) and have the
+        // failure recorded as the consumer's.
+        uint256 needed = gasLimit + gasLimit / 63 + CALLBACK_OVERHEAD;
+        if (gasleft() < needed) revert InsufficientCallbackGas(gasleft(), needed);
+        bool ok;
+        // Return data is never copied, so a consumer cannot make the market pay for a huge one.
+        assembly ("memory-safe") {
+            ok := call(gasLimit, callback, 0, add(data, 0x20), mload(data), 0, 0)
+        }
+        if (!ok) emit CallbackFailed(jobId, callback);
+    }
+
+    function _disputeIfPending(bytes32 jobId, address provider) private {
+        uint256 packed = _jobs[jobId];
+        if (JobStatus(packed & STATUS_MASK) == JobStatus.Submitted && _provider(packed) == provider) {
+            _jobs[jobId] = _restate(packed, JobStatus.Disputed, provider, 0);
+            emit JobDisputed(jobId, provider);
+        }
+    }
+
+    function _expectStatus(bytes32 jobId, uint256 packed, JobStatus expected) private pure {
+        JobStatus status = JobStatus(packed & STATUS_MASK);
+        if (status == JobStatus.None) revert JobNotFound(jobId);
+        if (status != expected) revert WrongJobStatus(jobId, status);
+    }
+
+    function _pack(JobStatus status, address provider, uint256 time, uint256 priceGwei)
+        private
+        pure
+        returns (uint256)
+    {
+        return uint256(status) | (uint256(uint160(provider)) << PROVIDER_SHIFT) | (time << TIME_SHIFT)
+            | (priceGwei << PRICE_SHIFT);
+    }
+
+    /// @dev Keeps the price bits of `packed`, replacing the rest.
+    function _restate(uint256 packed, JobStatus status, address provider, uint256 time)
+        private
+        pure
+        returns (uint256)
+    {
+        return _pack(status, provider, time, packed >> PRICE_SHIFT);
+    }
+
+    function _time(uint256 packed) private pure returns (uint256) {
+        return (packed >> TIME_SHIFT) & TIME_MASK;
+    }
+
+    function _price(uint256 packed) private pure returns (uint256) {
+        return (packed >> PRICE_SHIFT) * GWEI;
+    }
+
+    function _provider(uint256 packed) private pure returns (address) {
+        return address(uint160(packed >> PROVIDER_SHIFT));
+    }
+
+    function _checkedInputHash(bytes32 inputHash, bytes calldata input) private pure returns (bytes32) {
+        if (input.length == 0) {
+            if (inputHash == bytes32(0)) revert MissingInput();
+            return inputHash;
+        }
+        bytes32 computed = sha256(input);
+        if (inputHash != bytes32(0) && inputHash != computed) revert InputHashMismatch(inputHash, computed);
+        return computed;
+    }
+
+    function _buildDomainSeparator() private view returns (bytes32) {
+        return keccak256(abi.encode(DOMAIN_TYPEHASH, NAME_HASH, VERSION_HASH, block.chainid, address(this)));
+    }
+
+    function _hashTypedData(bytes32 structHash) private view returns (bytes32) {
+        return keccak256(abi.encodePacked("\x19\x01", domainSeparator(), structHash));
+    }
+
+    /// @dev Returns the zero address for any signature that is not 65 bytes, has v outside {27, 28}
+    /// or a high s, or does not recover.
+    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address) {
+        if (signature.length != 65) return address(0);
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        if (v != 27 && v != 28) return address(0);
+        if (uint256(s) > HALF_CURVE_ORDER) return address(0);
+        return ecrecover(digest, v, r, s);
+    }
+
+    function _recoverStrict(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
+        signer = _recover(digest, signature);
+        if (signer == address(0)) revert InvalidSignature();
+    }
+
+    function _send(address to, uint256 amount) private {
+        if (amount == 0) return;
+        (bool ok,) = to.call{value: amount}("");
+        if (!ok) revert TransferFailed(to, amount);
+    }
+}

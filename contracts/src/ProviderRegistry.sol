@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.37;
+
+import {IProviderStatusSink} from "./interfaces/IProviderStatusSink.sol";
+
+/// @title ProviderRegistry
+/// @notice GPU providers register here with a stake. The JobMarket only lets active providers claim
+/// jobs and slashes providers proven to have signed two different results for one job.
+/// @dev Every change of a provider's active status is pushed to the market
+/// (`IProviderStatusSink`), which keeps a copy so `claimJob` needs no call here; registration is
+/// therefore closed until the market is set.
+/// Section order: types, events, errors, constants/immutables, storage, constructor,
+/// external functions, views, internal functions.
+contract ProviderRegistry {
+    // ------------------------------------------------------------------ types
+
+    /// @dev One slot, so `isActive` costs a single storage read.
+    struct ProviderRecord {
+        uint128 stake;
+        // When the stake can be withdrawn; zero while the provider is not unstaking.
+        uint64 unstakeAt;
+        bool registered;
+    }
+
+    // ------------------------------------------------------------------ events
+
+    event MarketSet(address indexed market);
+    event ProviderRegistered(address indexed provider, bytes peerId, bytes32 metadataHash, uint256 stake);
+    event MetadataUpdated(address indexed provider, bytes32 metadataHash);
+    event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
+    event UnstakeRequested(address indexed provider, uint256 unstakeAt);
+    event StakeWithdrawn(address indexed provider, uint256 amount);
+    event ProviderSlashed(
+        address indexed provider, address indexed beneficiary, uint256 amount, uint256 reward, uint256 remainingStake
+    );
+
+    // ------------------------------------------------------------------ errors
+
+    error NotDeployer(address caller);
+    error MarketAlreadySet(address market);
+    error NotMarket(address caller);
+    error MarketNotSet();
+    error ZeroAddress();
+    error AlreadyRegistered(address provider);
+    error NotRegistered(address provider);
+    error InvalidPeerId(uint256 length);
+    error StakeTooLow(uint256 given, uint256 minimum);
+    error ZeroAmount();
+    error StakeOverflow(uint256 stake);
+    error AlreadyUnstaking(address provider, uint256 unstakeAt);
+    error NotUnstaking(address provider);
+    error CooldownNotOver(uint256 now_, uint256 unstakeAt);
+    error TransferFailed(address to, uint256 amount);
+    error Reentrancy();
+
+    // ------------------------------------------------------------------ constants and immutables
+
+    /// @notice Longest peer id accepted (a secp256k1 identity multihash is 37 bytes).
+    uint256 public constant MAX_PEER_ID_LENGTH = 64;
+    /// @notice Share of a slashed stake paid to whoever proved the fault, in basis points; the rest
+    /// stays locked in this contract for good, so self-reporting never pays.
+    uint256 public constant SLASH_REWARD_BPS = 5_000;
+
+    uint256 public immutable minStake;
+    uint256 public immutable unstakeCooldown;
+    address public immutable deployer;
+
+    // ------------------------------------------------------------------ storage
+
+    address public market;
+    /// @notice Stake removed by slashing and not paid out as a reward; never withdrawable.
+    uint256 public burnedStake;
+    mapping(address provider => ProviderRecord) private _providers;
+    mapping(address provider => bytes) private _peerIds;
+    mapping(address provider => bytes32) private _metadataHashes;
+    bool private transient _locked;
+
+    // ------------------------------------------------------------------ constructor
+
+    /// @param minStake_ Smallest stake (wei) an active provider holds.
+    /// @param unstakeCooldown_ Seconds between `requestUnstake` and `withdrawStake`; the stake stays
+    /// slashable meanwhile.
+    constructor(uint256 minStake_, uint256 unstakeCooldown_) {
+        minStake = minStake_;
+        unstakeCooldown = unstakeCooldown_;
+        deployer = msg.sender;
+    }
+
+    modifier nonReentrant() {
+        if (_locked) revert Reentrancy();
+        _locked = true;
+        _;
+        _locked = false;
+    }
+
+    // ------------------------------------------------------------------ external functions
+
+    /// @notice Names the JobMarket allowed to slash. Callable once, by the deployer.
+    /// @param market_ The JobMarket address.
+    function setMarket(address market_) external {
+        if (msg.sender != deployer) revert NotDeployer(msg.sender);
+        if (market != address(0)) revert MarketAlreadySet(market);
+        if (market_ == address(0)) revert ZeroAddress();
+        market = market_;
+        emit MarketSet(market_);
+    }
+
+    /// @notice Registers the caller as a provider, staking `msg.value`.
+    /// @param peerId The provider's libp2p peer id (multihash bytes).
+    /// @param metadataHash A hash committing to the provider's off-chain metadata.
+    function register(bytes calldata peerId, bytes32 metadataHash) external payable {
+        if (market == address(0)) revert MarketNotSet();
+        ProviderRecord storage record = _providers[msg.sender];
+        if (record.registered) revert AlreadyRegistered(msg.sender);
+        if (peerId.length == 0 || peerId.length > MAX_PEER_ID_LENGTH) revert InvalidPeerId(peerId.length);
+        if (msg.value < minStake) revert StakeTooLow(msg.value, minStake);
+        if (msg.value > type(uint128).max) revert StakeOverflow(msg.value);
+        record.stake = uint128(msg.value);
+        record.unstakeAt = 0;
+        record.registered = true;
+        _peerIds[msg.sender] = peerId;
+        _metadataHashes[msg.sender] = metadataHash;
+        emit ProviderRegistered(msg.sender, peerId, metadataHash, msg.value);
+        _syncStatus(msg.sender, false);
+    }
+
+    /// @notice Replaces the caller's metadata hash.
+    /// @param metadataHash The new metadata hash.
+    function updateMetadata(bytes32 metadataHash) external {
+        if (!_providers[msg.sender].registered) revert NotRegistered(msg.sender);
+        _metadataHashes[msg.sender] = metadataHash;
+        emit MetadataUpdated(msg.sender, metadataHash);
+    }
+
+    /// @notice Adds `msg.value` to the caller's stake. Not allowed while unstaking.
+    function addStake() external payable {
+        ProviderRecord storage record = _providers[msg.sender];
+        bool wasActive = _isActive(record);
+        if (!record.registered) revert NotRegistered(msg.sender);
+        if (msg.value == 0) revert ZeroAmount();
+        if (record.unstakeAt != 0) revert AlreadyUnstaking(msg.sender, record.unstakeAt);
+        uint256 stake = uint256(record.stake) + msg.value;
+        if (stake > type(uint128).max) revert StakeOverflow(stake);
+        record.stake = uint128(stake);
+        emit StakeAdded(msg.sender, msg.value, stake);
+        _syncStatus(msg.sender, wasActive);
+    }
+
+    /// @notice Starts the cooldown after which the whole stake can be withdrawn. The provider stops
+    /// being active at once.
+    function requestUnstake() external {
+        ProviderRecord storage record = _providers[msg.sender];
+        if (!record.registered) revert NotRegistered(msg.sender);
+        if (record.unstakeAt != 0) revert AlreadyUnstaking(msg.sender, record.unstakeAt);
+        uint256 unstakeAt = block.timestamp + unstakeCooldown;
+        bool wasActive = _isActive(record);
+        record.unstakeAt = uint64(unstakeAt);
+        emit UnstakeRequested(msg.sender, unstakeAt);
+        _syncStatus(msg.sender, wasActive);
+    }
+
+    /// @notice Withdraws the whole stake once the cooldown is over and deregisters the caller.
+    function withdrawStake() external nonReentrant {
+        ProviderRecord memory record = _providers[msg.sender];
+        if (!record.registered) revert NotRegistered(msg.sender);
+        if (record.unstakeAt == 0) revert NotUnstaking(msg.sender);
+        if (block.timestamp < record.unstakeAt) revert CooldownNotOver(block.timestamp, record.unstakeAt);
+        delete _providers[msg.sender];
+        delete _peerIds[msg.sender];
+        delete _metadataHashes[msg.sender];
+        emit StakeWithdrawn(msg.sender, record.stake);
+        _send(msg.sender, record.stake);
+    }
+
+    /// @notice Removes up to `amount` from `provider`'s stake; half of what is removed goes to
+    /// `beneficiary`, the rest is locked for good. Only the market may call this.
+    /// @param provider The provider at fault.
+    /// @param amount The most to slash (wei); capped at the stake.
+    /// @param beneficiary Who proved the fault.
+    /// @return slashed The stake actually removed.
+    function slash(address provider, uint256 amount, address beneficiary)
+        external
+        nonReentrant
+        returns (uint256 slashed)
+    {
+        if (msg.sender != market || msg.sender == address(0)) revert NotMarket(msg.sender);
+        if (beneficiary == address(0)) revert ZeroAddress();
+        ProviderRecord storage record = _providers[provider];
+        if (!record.registered) revert NotRegistered(provider);
+        bool wasActive = _isActive(record);
+        uint256 stake = record.stake;
+        slashed = amount < stake ? amount : stake;
+        uint256 reward = slashed * SLASH_REWARD_BPS / 10_000;
+        record.stake = uint128(stake - slashed);
+        burnedStake += slashed - reward;
+        emit ProviderSlashed(provider, beneficiary, slashed, reward, stake - slashed);
+        _syncStatus(provider, wasActive);
+        _send(beneficiary, reward);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice Whether `provider` may take jobs: registered, stake at least `minStake`, not unstaking.
+    function isActive(address provider) external view returns (bool) {
+        return _isActive(_providers[provider]);
+    }
+
+    /// @notice Everything recorded about `provider`.
+    function providerRecord(address account)
+        external
+        view
+        returns (bool registered, uint256 stake, uint256 unstakeAt, bytes memory peerId, bytes32 metadataHash)
+    {
+        ProviderRecord memory record = _providers[account];
+        return (record.registered, record.stake, record.unstakeAt, _peerIds[account], _metadataHashes[account]);
+    }
+
+    // ------------------------------------------------------------------ internal functions
+
+    function _isActive(ProviderRecord storage record) private view returns (bool) {
+        return record.registered && record.unstakeAt == 0 && record.stake >= minStake;
+    }
+
+    /// @dev Tells the market when `provider`'s active status differs from `wasActive`.
+    function _syncStatus(address provider, bool wasActive) private {
+        bool active = _isActive(_providers[provider]);
+        if (active != wasActive) IProviderStatusSink(market).setProviderActive(provider, active);
+    }
+
+    function _send(address to, uint256 amount) private {
+        if (amount == 0) return;
+        (bool ok,) = to.call{value: amount}("");
+        if (!ok) revert TransferFailed(to, amount);
+    }
+}

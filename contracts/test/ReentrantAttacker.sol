@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.37;
+
+import {IJobConsumer} from "../src/interfaces/IJobConsumer.sol";
+import {JobMarket} from "../src/JobMarket.sol";
+
+/// @title ReentrantAttacker
+/// @notice Test-only. Acts as a requester with a hostile consumer callback and as a provider payee
+/// (voucher redemption, earnings) whose `receive` re-enters the market with a call chosen by the test.
+contract ReentrantAttacker is IJobConsumer {
+    enum Mode {
+        Quiet,
+        Reenter,
+        Revert,
+        BurnGas,
+        ReturnBomb
+    }
+
+    JobMarket public immutable market;
+    Mode public mode;
+    bytes public replay;
+    uint256 public reentryAttempts;
+    uint256 public reentrySuccesses;
+    bytes public lastReentryError;
+    uint256 public callbacksReceived;
+
+    constructor(JobMarket market_) {
+        market = market_;
+    }
+
+    function configure(Mode mode_, bytes calldata replay_) external {
+        mode = mode_;
+        replay = replay_;
+    }
+
+    function requestJob(bytes32 modelId, bytes calldata input, uint256 deadline) external payable returns (bytes32) {
+        return market.requestJob{value: msg.value}(modelId, bytes32(0), input, deadline, address(0), address(this));
+    }
+
+    function deposit() external payable {
+        market.deposit{value: msg.value}();
+    }
+
+    function redeem(JobMarket.SignedVoucher[] calldata vouchers) external returns (uint256) {
+        return market.redeemVouchers(vouchers);
+    }
+
+    function withdrawEarnings() external {
+        market.withdrawEarnings();
+    }
+
+    function onJobResult(bytes32, bytes32, bytes calldata) external {
+        callbacksReceived += 1;
+        _misbehave();
+    }
+
+    receive() external payable {
+        _misbehave();
+    }
+
+    function _misbehave() private {
+        Mode m = mode;
+        if (m == Mode.Reenter) {
+            reentryAttempts += 1;
+            (bool ok, bytes memory err) = address(market).call(replay);
+            if (ok) reentrySuccesses += 1;
+            lastReentryError = err;
+        } else if (m == Mode.Revert) {
+            revert("attacker refuses");
+        } else if (m == Mode.BurnGas) {
+            while (true) {}
+        } else if (m == Mode.ReturnBomb) {
+            assembly {
+                return(0, 100000)
+            }
+        }
+    }
+}
