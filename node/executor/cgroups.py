@@ -1,0 +1,106 @@
+"""Per-worker cgroups (pids, memory) in a subtree of the node's own, removed when done.
+
+cgroup v1 (one hierarchy per controller, as on this machine) and v2 (unified) are both handled;
+where neither is writable the sandbox relies on rlimits alone and `gpunode doctor` says so.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.logging import get_logger
+
+log = get_logger(__name__)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass
+class CgroupLeaf:
+    """One worker's cgroups; `procs_files` are written with the worker's pid before it starts."""
+
+    dirs: list[Path]
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def remove(self) -> None:
+        for d in self.dirs:
+            _rmdir_quietly(d)
+
+
+@dataclass
+class CgroupScope:
+    """The node's subtree: `<controller root>/gpunode-<pid>-<random>` per controller."""
+
+    roots: dict[str, Path]
+    version: int
+    leaves: list[CgroupLeaf] = field(default_factory=list)
+
+    @classmethod
+    def create(cls) -> CgroupScope | None:
+        """A fresh scope, or None when no pids controller can be written here."""
+        name = f"gpunode-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            if (CGROUP_ROOT / "cgroup.controllers").is_file():
+                return cls._create_v2(name)
+            return cls._create_v1(name)
+        except OSError as exc:
+            log.info("cgroups_unavailable", reason=str(exc))
+            return None
+
+    @classmethod
+    def _create_v1(cls, name: str) -> CgroupScope | None:
+        roots = {}
+        for controller in ("pids", "memory"):
+            base = CGROUP_ROOT / controller
+            if (base / "cgroup.procs").is_file() and os.access(base, os.W_OK):
+                (base / name).mkdir()
+                roots[controller] = base / name
+        return cls(roots=roots, version=1) if "pids" in roots else None
+
+    @classmethod
+    def _create_v2(cls, name: str) -> CgroupScope | None:
+        available = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
+        if "pids" not in available or not os.access(CGROUP_ROOT, os.W_OK):
+            return None
+        scope = CGROUP_ROOT / name
+        scope.mkdir()
+        wanted = [c for c in ("pids", "memory") if c in available]
+        (scope / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+        return cls(roots=dict.fromkeys(wanted, scope), version=2)
+
+    def leaf(self, name: str, *, max_processes: int, memory_bytes: int) -> CgroupLeaf:
+        dirs: dict[Path, None] = {}
+        for controller, root in self.roots.items():
+            d = root / name
+            d.mkdir(exist_ok=True)
+            dirs[d] = None
+            if controller == "pids":
+                (d / "pids.max").write_text(str(max_processes))
+            elif self.version == 1:
+                (d / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            else:
+                (d / "memory.max").write_text(str(memory_bytes))
+        leaf = CgroupLeaf(dirs=list(dirs))
+        self.leaves.append(leaf)
+        return leaf
+
+    def close(self) -> None:
+        for leaf in self.leaves:
+            leaf.remove()
+        for root in set(self.roots.values()):
+            _rmdir_quietly(root)
+
+
+def _rmdir_quietly(path: Path) -> None:
+    # A cgroup dir can only be removed once its processes are gone; leftovers are logged, not fatal.
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cgroup_not_removed", path=str(path), reason=str(exc))

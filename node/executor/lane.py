@@ -1,0 +1,205 @@
+"""One (model, device) lane: its queue, its warm workers, the batcher between them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.config import ExecutorSettings
+from node.errors import ExecutorError
+from node.executor.errors import JobTimedOut, ModelFailed, WorkerCrashed
+from node.executor.manifest import ModelManifest
+from node.executor.profile import ExecutionProfile
+from node.executor.sandbox import Sandbox
+from node.executor.wire import TensorPayload
+from node.executor.worker_handle import WorkerHandle
+from node.logging import get_logger
+
+log = get_logger(__name__)
+LaneOutput = tuple[bytes, ExecutionProfile, float]
+
+
+@dataclass
+class _Job:
+    data: bytes
+    payload: TensorPayload
+    timeout_s: float
+    alone: bool = False  # set after its batch failed: it reruns by itself
+    done: asyncio.Future[LaneOutput] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class ModelLane:
+    """Feeds queued jobs to idle warm workers, batching same-shaped jobs of batchable models."""
+
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        model_dir: Path,
+        settings: ExecutorSettings,
+        sandbox: Sandbox,
+        *,
+        device: str,
+        slots: Callable[[], int],
+    ) -> None:
+        self.manifest = manifest
+        self._model_dir = model_dir
+        self._settings = settings
+        self._sandbox = sandbox
+        self._device = device
+        self._slots = slots
+        self._queue: deque[_Job] = deque()
+        self._queued = asyncio.Event()
+        self._idle: asyncio.Queue[WorkerHandle] = asyncio.Queue()
+        self._workers: set[WorkerHandle] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._profile: ExecutionProfile | None = None
+        self._broken: ExecutorError | None = None
+
+    async def start(self) -> None:
+        workers = await asyncio.gather(
+            *(self._start_worker() for _ in range(self._settings.workers_per_model)), return_exceptions=True
+        )
+        failures = [w for w in workers if isinstance(w, BaseException)]
+        for worker in workers:
+            if isinstance(worker, WorkerHandle):
+                self._adopt(worker)
+        if failures and not self._workers:
+            raise failures[0]
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def profile(self) -> ExecutionProfile:
+        if self._profile is None:
+            raise ExecutorError(f"model {self.manifest.name} has no worker up")
+        return self._profile
+
+    async def submit(self, data: bytes, payload: TensorPayload, timeout_s: float) -> LaneOutput:
+        if self._broken is not None and not self._workers:
+            raise self._broken
+        job = _Job(data, payload, timeout_s)
+        self._queue.append(job)
+        self._queued.set()
+        return await job.done
+
+    async def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(
+            *self._tasks, *([self._dispatcher] if self._dispatcher else []), return_exceptions=True
+        )
+        await asyncio.gather(*(worker.stop() for worker in self._workers), return_exceptions=True)
+        for job in self._queue:
+            if not job.done.done():
+                job.done.set_exception(ExecutorError("the executor is shutting down; the job did not run"))
+        self._queue.clear()
+
+    async def _start_worker(self) -> WorkerHandle:
+        return await WorkerHandle.start(
+            self._sandbox,
+            self.manifest,
+            self._model_dir,
+            self._settings,
+            device=self._device,
+            slot=self._slots(),
+        )
+
+    def _adopt(self, worker: WorkerHandle) -> None:
+        self._workers.add(worker)
+        self._profile = self._profile or worker.profile
+        self._idle.put_nowait(worker)
+
+    async def _dispatch(self) -> None:
+        while True:
+            worker = await self._idle.get()
+            while not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+            batch = await self._take_batch()
+            self._spawn(self._run(worker, batch))
+
+    async def _take_batch(self) -> list[_Job]:
+        first = self._queue.popleft()
+        if not self.manifest.batchable or self._settings.max_batch == 1 or first.alone:
+            return [first]
+        batch = [first, *self._matching(first, self._settings.max_batch - 1)]
+        # Waiting only pays off when jobs are arriving together; a lone job goes straight out.
+        if len(batch) > 1 and len(batch) < self._settings.max_batch and self._settings.max_batch_wait_ms > 0:
+            deadline = time.perf_counter() + self._settings.max_batch_wait_ms / 1000
+            while len(batch) < self._settings.max_batch and (left := deadline - time.perf_counter()) > 0:
+                self._queued.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._queued.wait()
+                batch += self._matching(first, self._settings.max_batch - len(batch))
+        return batch
+
+    def _matching(self, first: _Job, limit: int) -> list[_Job]:
+        signature = first.payload.signature()
+        taken = [job for job in self._queue if not job.alone and job.payload.signature() == signature][:limit]
+        for job in taken:
+            self._queue.remove(job)
+        return taken
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, worker: WorkerHandle, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = await worker.run_batch([job.data for job in batch], max(job.timeout_s for job in batch))
+        except ModelFailed as exc:
+            self._idle.put_nowait(worker)
+            self._retry_alone(batch, exc)
+            return
+        except (JobTimedOut, WorkerCrashed) as exc:
+            log.warning("worker_lost", model=self.manifest.name, reason=str(exc))
+            self._fail(batch, exc)
+            self._replace(worker)
+            return
+        rows = sum(job.payload.batch_rows for job in batch)
+        profile = worker.profile.with_batch(rows)
+        self._idle.put_nowait(worker)
+        for job, output in zip(batch, outputs, strict=True):
+            if not job.done.done():
+                job.done.set_result((output, profile, started))
+
+    def _retry_alone(self, batch: list[_Job], exc: ModelFailed) -> None:
+        # One bad input must not fail the honest jobs batched with it: rerun each on its own.
+        if len(batch) == 1:
+            self._fail(batch, exc)
+            return
+        for job in reversed(batch):
+            job.alone = True
+            self._queue.appendleft(job)
+        self._queued.set()
+
+    def _fail(self, batch: list[_Job], exc: ExecutorError) -> None:
+        for job in batch:
+            if not job.done.done():
+                job.done.set_exception(exc)
+
+    def _replace(self, dead: WorkerHandle) -> None:
+        self._workers.discard(dead)
+        self._spawn(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            self._adopt(await self._start_worker())
+        except ExecutorError as exc:
+            log.error("worker_restart_failed", model=self.manifest.name, reason=str(exc))
+            self._broken = exc
+            if not self._workers:
+                self._fail(list(self._queue), exc)
+                self._queue.clear()

@@ -1,0 +1,138 @@
+"""The warm worker pool: one lane per (model, device), each with warm sandboxed workers and a batcher.
+
+    async with ExecutorPool(settings, store) as pool:
+        result = await pool.run(model_id, input_bytes)
+
+Inputs are checked (size, format, fit to the model) before anything reaches a worker. Batchable
+models get dynamic batching: a free worker takes every queued job of the same shape, up to
+`max_batch`, waiting up to `max_batch_wait_ms` for more only while jobs are arriving together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+
+from node.config import ExecutorSettings
+from node.errors import ExecutorError
+from node.executor.lane import ModelLane
+from node.executor.manifest import normalize_model_id
+from node.executor.profile import ExecutionProfile
+from node.executor.result import ExecutionResult
+from node.executor.sandbox import Sandbox
+from node.executor.sandbox_mode import create_sandbox
+from node.executor.store import ModelStore
+from node.executor.wire import parse_payload
+from node.logging import get_logger
+from node.types import Hash32, sha256
+
+log = get_logger(__name__)
+
+
+class ExecutorPool:
+    """Runs jobs in warm sandboxed workers; `sandbox` defaults to the best mode that works here."""
+
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        store: ModelStore,
+        *,
+        sandbox: Sandbox | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.device = device
+        self._sandbox = sandbox
+        self._owns_sandbox = sandbox is None
+        self._lanes: dict[str, ModelLane] = {}
+        self._lane_locks: dict[str, asyncio.Lock] = {}
+        self._next_slot = 0
+        self.ready = asyncio.Event()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            raise ExecutorError("the executor pool is not started", hint="use `async with ExecutorPool(...)`")
+        return self._sandbox
+
+    async def __aenter__(self) -> ExecutorPool:
+        if self._sandbox is None:
+            self._sandbox = await create_sandbox(self.settings)
+        self.ready.set()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.gather(*(lane.close() for lane in self._lanes.values()), return_exceptions=True)
+        for model_id in self._lanes:
+            self.store.unpin(model_id)
+        self._lanes.clear()
+        if self._owns_sandbox and self._sandbox is not None and self._sandbox.cgroups is not None:
+            self._sandbox.cgroups.close()
+        self.ready.clear()
+
+    async def warm(self, model_id: str | bytes) -> ExecutionProfile:
+        """Start the model's workers now (else the first job pays the cold start); returns its profile."""
+        lane = await self._lane(normalize_model_id(model_id))
+        return await lane.profile()
+
+    async def run(
+        self, model_id: str | bytes, input_bytes: bytes, *, timeout_s: float | None = None
+    ) -> ExecutionResult:
+        """Run one job; raises an `ExecutorError` subclass naming what went wrong."""
+        key = normalize_model_id(model_id)
+        manifest = self.store.get(key)
+        payload = parse_payload(input_bytes, max_bytes=self.settings.max_input_bytes)
+        manifest.check_input(payload)
+        lane = await self._lane(key)
+        enqueued = time.perf_counter()
+        output, profile, started = await lane.submit(
+            input_bytes, payload, timeout_s or self.settings.job_timeout_s
+        )
+        parse_payload(output, max_bytes=self.settings.max_output_bytes)
+        finished = time.perf_counter()
+        return ExecutionResult(
+            model_id=Hash32(bytes.fromhex(key)),
+            input_hash=sha256(input_bytes),
+            output=output,
+            output_hash=sha256(output),
+            profile=profile,
+            queued_s=started - enqueued,
+            run_s=finished - started,
+        )
+
+    def lanes(self) -> dict[str, ModelLane]:
+        return dict(self._lanes)
+
+    async def _lane(self, model_id: str) -> ModelLane:
+        lane = self._lanes.get(model_id)
+        if lane is not None:
+            return lane
+        async with self._lane_locks.setdefault(model_id, asyncio.Lock()):
+            if model_id not in self._lanes:
+                manifest = self.store.verify(model_id)
+                self.store.pin(model_id)
+                lane = ModelLane(
+                    manifest,
+                    self.store.path(model_id),
+                    self.settings,
+                    self.sandbox,
+                    device=self.device,
+                    slots=self._take_slots,
+                )
+                self._lanes[model_id] = lane
+                try:
+                    await lane.start()
+                except BaseException:
+                    self._lanes.pop(model_id, None)
+                    self.store.unpin(model_id)
+                    await lane.close()
+                    raise
+            return self._lanes[model_id]
+
+    def _take_slots(self) -> int:
+        slot, self._next_slot = self._next_slot, (self._next_slot + 1) % 65536
+        return slot

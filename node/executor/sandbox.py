@@ -1,0 +1,228 @@
+"""The sandbox recipe: bubblewrap + seccomp + rlimits (+ cgroups where writable).
+
+One recipe serves the worker pool and anything else that must run untrusted code; the attack tests
+launch it with attacker scripts to prove it contains them. Modes, detected at run time:
+
+- `unprivileged-uid`: the node runs as root; each sandbox drops to a dedicated uid and bwrap makes
+  an unprivileged user namespace. Needs the interpreter, venv and node package readable by others.
+- `root-userns`: bwrap runs as root with `--unshare-user`; the sandbox uid maps to host root, so
+  RLIMIT_NPROC no longer bounds processes and a pids cgroup must. Works when the venv sits under a
+  0700 directory.
+- `current-user`: the node is not root; bwrap runs as the node's own user.
+- `none`: `executor.sandbox = "none"`, a plain subprocess, for development only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import resource
+import shutil
+import signal
+import site
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import node
+from node.executor.cgroups import CgroupLeaf, CgroupScope
+from node.executor.errors import SandboxUnavailable
+from node.executor.seccomp_filter import seccomp_fd
+
+NODE_MOUNT = Path("/opt/gpunode")
+# The sandbox's own private tmpfs, not the host's /tmp.
+SANDBOX_TMP = "/tmp"  # noqa: S108
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+_ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
+
+
+class SandboxMode(enum.StrEnum):
+    UNPRIVILEGED_UID = "unprivileged-uid"
+    ROOT_USERNS = "root-userns"
+    CURRENT_USER = "current-user"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    memory_bytes: int
+    tmpfs_bytes: int
+    cpu_seconds: int
+    max_processes: int
+    max_open_files: int = 1024
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What one sandboxed process runs and sees. `binds` maps host paths to sandbox paths (read-only)."""
+
+    argv: list[str]
+    limits: SandboxLimits
+    binds: Mapping[Path, Path] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()
+    pass_fds: tuple[int, ...] = ()
+    slot: int = 0
+
+
+@dataclass
+class SandboxedProcess:
+    process: asyncio.subprocess.Process
+    cgroup: CgroupLeaf | None
+
+    def kill(self) -> None:
+        # bwrap leads its own process group; --die-with-parent and the pid namespace take the rest.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        code = await self.process.wait()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        return code
+
+
+class Sandbox:
+    """Builds and launches the recipe for one mode; `uid_base + slot` is each sandbox's uid."""
+
+    def __init__(self, mode: SandboxMode, *, uid_base: int, cgroups: CgroupScope | None) -> None:
+        if mode is SandboxMode.ROOT_USERNS and cgroups is None:
+            raise SandboxUnavailable(
+                "root-userns sandboxes need a writable pids cgroup to bound processes",
+                hint="mount the cgroup pids controller writable, or make the venv readable by others",
+            )
+        self.mode = mode
+        self.uid_base = uid_base
+        self.cgroups = cgroups
+        self.bwrap = shutil.which("bwrap") or "bwrap"
+
+    def inside(self, host: Path, binds: Mapping[Path, Path]) -> Path:
+        """Where a sandboxed process sees `host` given `binds` (the host path itself without bwrap)."""
+        return host if self.mode is SandboxMode.NONE else binds.get(host, host)
+
+    def command(self, spec: SandboxSpec, seccomp: int | None) -> list[str]:
+        if self.mode is SandboxMode.NONE:
+            return list(spec.argv)
+        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        if self.mode is SandboxMode.ROOT_USERNS:
+            argv += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
+        argv += [*_system_binds(), "--proc", "/proc", "--dev", "/dev"]
+        for device in spec.devices:
+            argv += ["--dev-bind", device, device]
+        argv += ["--size", str(spec.limits.tmpfs_bytes), "--tmpfs", SANDBOX_TMP]
+        for host, inside in {**runtime_binds(), **spec.binds}.items():
+            argv += ["--ro-bind", str(host), str(inside)]
+        argv += ["--clearenv", "--chdir", SANDBOX_TMP]
+        for key, value in sandbox_env(spec, self.mode).items():
+            argv += ["--setenv", key, value]
+        if seccomp is not None:
+            argv += ["--seccomp", str(seccomp)]
+        return [*argv, "--remount-ro", "/", "--", *spec.argv]
+
+    async def spawn(self, spec: SandboxSpec, **popen: object) -> SandboxedProcess:
+        """Start `spec` under the recipe; stdin is closed, stdout/stderr as `popen` says."""
+        leaf = self._cgroup_leaf(spec)
+        seccomp = None if self.mode is SandboxMode.NONE else seccomp_fd()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.command(spec, seccomp),
+                env=sandbox_env(spec, self.mode)
+                if self.mode is SandboxMode.NONE
+                else {"PATH": "/usr/bin:/bin"},
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(*spec.pass_fds, *([seccomp] if seccomp is not None else [])),
+                preexec_fn=self._preexec(spec, leaf),
+                start_new_session=True,
+                **popen,  # type: ignore[arg-type]
+            )
+        except BaseException:
+            if leaf is not None:
+                leaf.remove()
+            raise
+        finally:
+            if seccomp is not None:
+                os.close(seccomp)
+        return SandboxedProcess(process=process, cgroup=leaf)
+
+    def _cgroup_leaf(self, spec: SandboxSpec) -> CgroupLeaf | None:
+        if self.cgroups is None:
+            return None
+        return self.cgroups.leaf(
+            f"slot-{spec.slot}-{os.urandom(4).hex()}",
+            max_processes=spec.limits.max_processes,
+            memory_bytes=spec.limits.memory_bytes,
+        )
+
+    def _preexec(self, spec: SandboxSpec, leaf: CgroupLeaf | None) -> Callable[[], None]:
+        drop_to = self.uid_base + spec.slot if self.mode is SandboxMode.UNPRIVILEGED_UID else None
+        limits = spec.limits
+        nproc = self.mode in (SandboxMode.UNPRIVILEGED_UID,)
+        procs_files = leaf.procs_files if leaf is not None else []
+
+        # Runs in the child between fork and exec, as root where the node is: join cgroups, set
+        # rlimits (inherited by bwrap and all it starts), then give up root for good.
+        def preexec() -> None:
+            for path in procs_files:
+                with open(path, "w") as f:
+                    f.write(str(os.getpid()))
+            for which, value in _rlimits(limits, nproc=nproc):
+                resource.setrlimit(which, (value, value))
+            if drop_to is not None:
+                os.setgroups([])
+                os.setresgid(drop_to, drop_to, drop_to)
+                os.setresuid(drop_to, drop_to, drop_to)
+
+        return preexec
+
+
+def _rlimits(limits: SandboxLimits, *, nproc: bool) -> list[tuple[int, int]]:
+    values = [
+        (resource.RLIMIT_AS, limits.memory_bytes),
+        (resource.RLIMIT_DATA, limits.memory_bytes),
+        (resource.RLIMIT_FSIZE, limits.tmpfs_bytes),
+        (resource.RLIMIT_NOFILE, limits.max_open_files),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_CPU, limits.cpu_seconds),
+    ]
+    return [*values, (resource.RLIMIT_NPROC, limits.max_processes)] if nproc else values
+
+
+def _system_binds() -> list[str]:
+    argv: list[str] = []
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    for path in _ETC_FILES:
+        if os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    return argv
+
+
+def runtime_binds() -> dict[Path, Path]:
+    """The interpreter's prefixes, site-packages outside them, and the node package at /opt/gpunode."""
+    paths = {Path(sys.prefix), Path(sys.base_prefix), *map(Path, site.getsitepackages())}
+    keep = sorted(p for p in paths if p.is_dir() and not str(p).startswith("/usr"))
+    binds = {p: p for p in keep if not any(p != q and p.is_relative_to(q) for q in keep)}
+    binds[Path(node.__file__).parent] = NODE_MOUNT / "node"
+    return binds
+
+
+def sandbox_env(spec: SandboxSpec, mode: SandboxMode) -> dict[str, str]:
+    node_parent = Path(node.__file__).parent.parent if mode is SandboxMode.NONE else NODE_MOUNT
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": SANDBOX_TMP,
+        "TMPDIR": SANDBOX_TMP,
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(node_parent),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        # torch.export.load falls back to full unpickling when the safe loader refuses; forbid it.
+        "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1",
+        **spec.env,
+    }

@@ -1,0 +1,145 @@
+"""The worker: runs inside the sandbox, keeps one model loaded, serves batches over its socket.
+
+Started as `python -m node.executor.worker --fd N --model-dir DIR ...`. It holds no key and opens
+nothing but its model files; it never hashes or signs (the node does both outside the sandbox).
+Model errors go back as ERROR messages and the worker keeps serving; anything worse ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_STARTED = time.perf_counter()
+
+import torch  # noqa: E402  (timed: the READY message reports how long the import took)
+
+_TORCH_IMPORTED = time.perf_counter()
+
+from safetensors.torch import load as load_tensors  # noqa: E402
+from safetensors.torch import save as save_tensors  # noqa: E402
+
+from node.executor import framing  # noqa: E402
+from node.executor.framing import Kind  # noqa: E402
+
+Model = Any  # a callable taking named tensors, returning named tensors
+
+
+def _configure(threads: int, deterministic: bool) -> None:
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_grad_enabled(False)
+
+
+def _load_model(model_dir: Path, device: str) -> tuple[Model, dict[str, Any]]:
+    manifest = json.loads((model_dir / "manifest.json").read_bytes())
+    if manifest["format"] == "builtin":
+        from safetensors.torch import load_file
+
+        from node.executor.builtin_models import build
+
+        module = build(manifest["architecture"], manifest["config"])
+        module.load_state_dict(load_file(str(model_dir / "weights.safetensors")), strict=True)
+        module.eval().to(device)
+        return (lambda inputs: module(**inputs)), manifest
+    program = torch.export.load(str(model_dir / "program.pt2")).module().to(device)
+    names = [spec["name"] for spec in manifest["inputs"]]
+    outputs = manifest["outputs"]
+
+    def run_exported(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        result = program(*(inputs[name] for name in names))
+        result = result if isinstance(result, (tuple, list)) else (result,)
+        if len(result) != len(outputs):
+            raise ValueError(f"program returned {len(result)} outputs, its manifest names {len(outputs)}")
+        return dict(zip(outputs, result, strict=True))
+
+    return run_exported, manifest
+
+
+def _run_batch(model: Model, items: list[bytes], device: str, batchable: bool) -> list[bytes]:
+    inputs = [load_tensors(item) for item in items]
+    if len(inputs) == 1 or not batchable:
+        return [_encode(model(_to(one, device))) for one in inputs]
+    rows = [next(iter(one.values())).shape[0] for one in inputs]
+    stacked = {name: torch.cat([one[name] for one in inputs]) for name in inputs[0]}
+    outputs = model(_to(stacked, device))
+    parts = {name: torch.split(tensor, rows) for name, tensor in outputs.items()}
+    return [_encode({name: chunks[i] for name, chunks in parts.items()}) for i in range(len(items))]
+
+
+def _to(tensors: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return tensors if device == "cpu" else {k: v.to(device) for k, v in tensors.items()}
+
+
+def _encode(outputs: dict[str, torch.Tensor]) -> bytes:
+    return bytes(
+        save_tensors({name: t.detach().to("cpu").contiguous().clone() for name, t in outputs.items()})
+    )
+
+
+def _describe(error: BaseException) -> dict[str, str]:
+    kind = "out_of_memory" if isinstance(error, MemoryError) or "out of memory" in str(error) else "model"
+    return {"kind": kind, "type": type(error).__name__, "message": str(error)[:2000]}
+
+
+def _serve(sock: socket.socket, model: Model, manifest: dict[str, Any], args: argparse.Namespace) -> None:
+    batchable = bool(manifest.get("batchable"))
+    while True:
+        message = framing.recv_blocking(sock, max_body=args.max_body)
+        if message is None or message.kind is Kind.SHUTDOWN:
+            return
+        if message.kind is not Kind.RUN:
+            raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
+        try:
+            outputs = _run_batch(
+                model, framing.unpack_items(message.body, message.count), args.device, batchable
+            )
+        except (framing.FramingError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # the model's fault, reported to the node; the worker stays warm
+            framing.send_blocking(sock, Kind.ERROR, message.request_id, json.dumps(_describe(error)).encode())
+            continue
+        framing.send_blocking(
+            sock, Kind.RESULT, message.request_id, framing.pack_items(outputs), len(outputs)
+        )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--max-body", type=int, required=True)
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    _configure(args.threads, args.deterministic)
+    model, manifest = _load_model(args.model_dir, args.device)
+    ready = {
+        "torch_version": torch.__version__,
+        "device": args.device
+        if args.device == "cpu"
+        else f"{args.device}:{torch.cuda.get_device_name(args.device)}",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "torch_import_s": _TORCH_IMPORTED - _STARTED,
+        "startup_s": time.perf_counter() - _STARTED,
+        "pid_in_sandbox": os.getpid(),
+    }
+    framing.send_blocking(sock, Kind.READY, 0, json.dumps(ready).encode())
+    _serve(sock, model, manifest, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
