@@ -25,7 +25,7 @@ from web3.exceptions import ContractLogicError, ProviderConnectionError, Transac
 from web3.providers.async_base import AsyncBaseProvider
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.providers.rpc import AsyncHTTPProvider
-from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
+from web3.types import FilterParams, LogReceipt, RPCEndpoint, TxParams, TxReceipt, Wei
 
 from node.chain.anvil import mnemonic_accounts
 from node.chain.revert import DecodedRevert, ErrorDecoder
@@ -197,6 +197,9 @@ class ChainClient:
 
     async def block_number(self) -> int:
         return int(await self._rpc("eth_blockNumber", lambda: self.w3.eth.block_number))
+
+    async def get_logs(self, params: FilterParams) -> list[LogReceipt]:
+        return list(await self._rpc("eth_getLogs", lambda: self.w3.eth.get_logs(params)))
 
     # Development chains ------------------------------------------------------------------------
 
