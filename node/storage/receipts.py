@@ -46,6 +46,7 @@ class ReceiptRepository:
         return _stored(row)
 
     def get(self, job_id: Hash32, provider: Address) -> StoredReceipt | None:
+        provider = checked_address("provider", provider)
         with self._tx.read() as session:
             row = session.get(ReceiptRow, (job_id, provider))
             return None if row is None else _stored(row)
