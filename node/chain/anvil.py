@@ -120,20 +120,12 @@ class AnvilProcess:
             return
         port = self._port if self._port is not None else self._requested_port
         binary = self._binary or find_anvil()
-        process = await asyncio.to_thread(
-            subprocess.Popen,
-            [
-                str(binary),
-                "--host", "127.0.0.1",
-                "--port", str(port),
-                "--accounts", str(self._account_count),
-                "--mnemonic", DEFAULT_MNEMONIC,
-                "--hardfork", self._hardfork,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        try:
+            process = await asyncio.to_thread(self._spawn, binary, port)
+        except OSError as exc:
+            raise ChainError(
+                f"cannot run anvil at {binary}: {exc.strerror}", hint="run `bash scripts/dev.sh setup`"
+            ) from exc
         self._process = process
         loop = asyncio.get_running_loop()
         listening: asyncio.Future[int] = loop.create_future()
@@ -150,6 +142,21 @@ class AnvilProcess:
             await self.stop()
             raise
         log.info("anvil_started", port=self._port, pid=process.pid)
+
+    def _spawn(self, binary: Path, port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                str(binary),
+                "--host", "127.0.0.1",
+                "--port", str(port),
+                "--accounts", str(self._account_count),
+                "--mnemonic", DEFAULT_MNEMONIC,
+                "--hardfork", self._hardfork,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Terminate anvil and wait for it; kill it if it does not exit promptly."""

@@ -77,6 +77,9 @@ class NonceBook:
     def forget(self, sender: str) -> None:
         self._next.pop(sender.lower(), None)
 
+    def forget_all(self) -> None:
+        self._next.clear()
+
 
 class ContractArtifact(Protocol):
     """What the client needs of a compiled contract (`node.chain.artifacts.Artifact` fits)."""
@@ -269,7 +272,12 @@ class ChainClient:
 
     async def _send(self, tx: TxParams, sender: LocalAccount, action: str) -> TxReceipt:
         tx_hash = await self._sign_and_submit(tx, sender, action)
-        receipt = await self._wait_for_receipt(tx_hash, action)
+        try:
+            receipt = await self._wait_for_receipt(tx_hash, action)
+        except ChainError:
+            # The transaction may have been dropped, leaving a gap: resync before the next send.
+            self.nonces.forget(sender.address)
+            raise
         if receipt["status"] != 1:
             raise await self._explain_failure(tx, sender, receipt, action)
         return receipt
@@ -395,6 +403,9 @@ class ChainClient:
                 return await request()
             except _TRANSIENT as exc:
                 if attempt == attempts - 1:
+                    # The node may come back as another chain (a restarted dev chain) or without
+                    # our pending transactions: learn every nonce afresh.
+                    self.nonces.forget_all()
                     raise ChainError(
                         f"the chain at {_describe(self.w3.provider)} is unreachable ({what} failed "
                         f"{attempts} times: {type(exc).__name__}: {exc})",
