@@ -27,7 +27,9 @@ def version() -> None:
 
 def _register_groups() -> None:
     # Each command group lives in its own module and is added here.
-    pass
+    from node.cli import keys
+
+    app.add_typer(keys.app)
 
 
 def main() -> None:

@@ -1,0 +1,78 @@
+"""`gpunode keys`: create and show the node's key (its Ethereum account and libp2p identity)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from node.chain.keys import NodeKey, create_keystore, unlock_keystore
+from node.config import Settings, load_settings
+from node.errors import KeyStoreError
+
+app = typer.Typer(name="keys", help="Create and inspect the node's key.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+KeystoreOption = Annotated[
+    Path | None, typer.Option("--keystore", help="keystore file (default: keys.keystore from the settings)")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+
+
+@app.command("new")
+def new(
+    keystore: KeystoreOption = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing keystore")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a key and save it to an encrypted keystore (mode 0600)."""
+    settings = load_settings()
+    path = keystore or settings.keys.keystore
+    if path.exists() and not force:
+        # Checked before asking for a password, so nobody types one twice for nothing.
+        raise KeyStoreError(f"a keystore already exists at {path}", hint="pass --force to replace it")
+    password = _password(settings, confirm=True)
+    if not as_json:
+        err_console.print("encrypting the key with scrypt (about a second)…")
+    key = create_keystore(path, password, force=force)
+    _report(key, path, as_json)
+
+
+@app.command("show")
+def show(keystore: KeystoreOption = None, as_json: JsonOption = False) -> None:
+    """Unlock the keystore and print the address and compressed public key."""
+    settings = load_settings()
+    path = keystore or settings.keys.keystore
+    key = unlock_keystore(path, _password(settings, confirm=False))
+    _report(key, path, as_json)
+
+
+def _password(settings: Settings, *, confirm: bool) -> str:
+    from_env = os.environ.get(settings.keys.password_env)
+    if from_env is not None:
+        return from_env
+    entered: str = typer.prompt(
+        f"Keystore password (or set {settings.keys.password_env})",
+        hide_input=True,
+        confirmation_prompt=confirm,
+    )
+    return entered
+
+
+def _report(key: NodeKey, path: Path, as_json: bool) -> None:
+    summary = {
+        "address": str(key.address),
+        "public_key": "0x" + key.public_key_compressed.hex(),
+        "keystore": str(path),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    console.print(f"address     {summary['address']}")
+    console.print(f"public key  {summary['public_key']}")
+    console.print(f"keystore    {summary['keystore']}")
