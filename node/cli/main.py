@@ -30,6 +30,9 @@ def _register_groups() -> None:
     from node.cli import keys
 
     app.add_typer(keys.app)
+    from node.cli import doctor
+
+    doctor.register(app)
 
 
 def main() -> None:

@@ -1,19 +1,20 @@
 """The worker: runs inside the sandbox, keeps one model loaded, serves batches over its socket.
 
-Started as `python -m node.executor.worker --fd N --model-dir DIR ...`. It holds no key and opens
-nothing but its model files; it never hashes or signs (the node does both outside the sandbox).
-Model errors go back as ERROR messages and the worker keeps serving; anything worse ends it.
+Started as `python -m node.executor.worker --fd N --model-file NAME=FD ...`: the node opens the
+model's files and passes them in, so the sandbox needs no view of the model store. It holds no
+key; it never hashes or signs (the node does both outside the sandbox). Model errors go back as
+ERROR messages and the worker keeps serving; anything worse ends it.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 _STARTED = time.perf_counter()
@@ -38,18 +39,22 @@ def _configure(threads: int, deterministic: bool) -> None:
     torch.set_grad_enabled(False)
 
 
-def _load_model(model_dir: Path, device: str) -> tuple[Model, dict[str, Any]]:
-    manifest = json.loads((model_dir / "manifest.json").read_bytes())
-    if manifest["format"] == "builtin":
-        from safetensors.torch import load_file
+def _read_fd(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
+
+def _load_model(files: dict[str, int], device: str) -> tuple[Model, dict[str, Any]]:
+    manifest = json.loads(_read_fd(files.pop("manifest.json")))
+    blobs = {name: _read_fd(fd) for name, fd in files.items()}
+    if manifest["format"] == "builtin":
         from node.executor.builtin_models import build
 
         module = build(manifest["architecture"], manifest["config"])
-        module.load_state_dict(load_file(str(model_dir / "weights.safetensors")), strict=True)
+        module.load_state_dict(load_tensors(blobs["weights.safetensors"]), strict=True)
         module.eval().to(device)
         return (lambda inputs: module(**inputs)), manifest
-    program = torch.export.load(str(model_dir / "program.pt2")).module().to(device)
+    program = torch.export.load(io.BytesIO(blobs["program.pt2"])).module().to(device)
     names = [spec["name"] for spec in manifest["inputs"]]
     outputs = manifest["outputs"]
 
@@ -114,7 +119,7 @@ def _serve(sock: socket.socket, model: Model, manifest: dict[str, Any], args: ar
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--model-file", action="append", default=[], metavar="NAME=FD")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--deterministic", action="store_true")
@@ -122,7 +127,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     _configure(args.threads, args.deterministic)
-    model, manifest = _load_model(args.model_dir, args.device)
+    files = {name: int(fd) for name, _, fd in (item.partition("=") for item in args.model_file)}
+    model, manifest = _load_model(files, args.device)
     ready = {
         "torch_version": torch.__version__,
         "device": args.device

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 import time
@@ -17,13 +18,12 @@ from node.config import ExecutorSettings
 from node.executor import framing
 from node.executor.errors import JobTimedOut, ModelFailed, WorkerCrashed
 from node.executor.framing import AsyncChannel, Kind
-from node.executor.manifest import ModelManifest
+from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.profile import ExecutionProfile
 from node.executor.sandbox import Sandbox, SandboxedProcess, SandboxLimits, SandboxSpec
 from node.logging import get_logger
 
 log = get_logger(__name__)
-MODEL_MOUNT = Path("/model")
 _STDERR_TAIL = 4096
 
 
@@ -76,7 +76,10 @@ class WorkerHandle:
     ) -> WorkerHandle:
         started = time.perf_counter()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        binds = {model_dir: MODEL_MOUNT}
+        # Opened here and inherited: the sandbox sees the model's bytes, never the store's paths.
+        model_fds = {
+            name: os.open(model_dir / name, os.O_RDONLY) for name in (MANIFEST_FILE, *manifest.files)
+        }
         argv = [
             sys.executable,
             "-B",
@@ -85,8 +88,7 @@ class WorkerHandle:
             "node.executor.worker",
             "--fd",
             str(theirs.fileno()),
-            "--model-dir",
-            str(sandbox.inside(model_dir, binds)),
+            *[f"--model-file={name}={fd}" for name, fd in model_fds.items()],
             "--device",
             device,
             "--threads",
@@ -103,10 +105,9 @@ class WorkerHandle:
         spec = SandboxSpec(
             argv=argv,
             limits=limits_from(settings),
-            binds=binds,
             env=env,
             devices=_device_nodes(device),
-            pass_fds=(theirs.fileno(),),
+            pass_fds=(theirs.fileno(), *model_fds.values()),
             slot=slot,
         )
         try:
@@ -115,6 +116,8 @@ class WorkerHandle:
             )
         finally:
             theirs.close()
+            for fd in model_fds.values():
+                os.close(fd)
         stderr: deque[bytes] = deque(maxlen=64)
         asyncio.get_running_loop().create_task(_drain(proc, stderr))
         channel = AsyncChannel(ours, max_body=settings.max_output_bytes * settings.max_batch + 2**20)

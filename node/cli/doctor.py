@@ -1,0 +1,52 @@
+"""`gpunode doctor`: can this machine serve jobs safely? Says what is missing and how to fix it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from node.config import load_settings
+from node.executor.checks import CheckResult, run_checks
+
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
+
+
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="print the checks as one JSON object")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="config file (default: GPUNODE_CONFIG or ~/.gpunode)")
+    ] = None,
+) -> None:
+    """Check bubblewrap, user namespaces, seccomp, the sandbox mode, cgroups, GPU driver and disk."""
+    settings = load_settings(config)
+    results = asyncio.run(run_checks(settings.executor))
+    failed = any(r.status == "fail" and r.required for r in results)
+    if as_json:
+        typer.echo(json.dumps({"ok": not failed, "checks": [asdict(r) for r in results]}))
+    else:
+        _render(results, failed)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _render(results: list[CheckResult], failed: bool) -> None:
+    table = Table(title="gpunode doctor")
+    for column in ("check", "status", "detail", "how to fix"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        status = f"[{_STYLE[r.status]}]{r.status}[/]" + ("" if r.required else " (optional)")
+        table.add_row(r.name, status, r.detail, r.fix)
+    console = Console()
+    console.print(table)
+    console.print("[red]a required check failed[/]" if failed else "[green]ready to serve jobs[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
