@@ -13,6 +13,7 @@ from rich.console import Console
 from node.chain.keys import NodeKey, create_keystore, unlock_keystore
 from node.config import Settings, load_settings
 from node.errors import KeyStoreError
+from node.logging import configure_logging
 
 app = typer.Typer(name="keys", help="Create and inspect the node's key.", no_args_is_help=True)
 console = Console()
@@ -31,7 +32,7 @@ def new(
     as_json: JsonOption = False,
 ) -> None:
     """Generate a key and save it to an encrypted keystore (mode 0600)."""
-    settings = load_settings()
+    settings = _settings()
     path = keystore or settings.keys.keystore
     if path.exists() and not force:
         # Checked before asking for a password, so nobody types one twice for nothing.
@@ -46,10 +47,17 @@ def new(
 @app.command("show")
 def show(keystore: KeystoreOption = None, as_json: JsonOption = False) -> None:
     """Unlock the keystore and print the address and compressed public key."""
-    settings = load_settings()
+    settings = _settings()
     path = keystore or settings.keys.keystore
     key = unlock_keystore(path, _password(settings, confirm=False))
     _report(key, path, as_json)
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    # Log records go to stderr, so that stdout carries only the command's output (`--json`).
+    configure_logging(settings.log_level, json=settings.log_json)
+    return settings
 
 
 def _password(settings: Settings, *, confirm: bool) -> str:
