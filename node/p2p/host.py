@@ -278,6 +278,14 @@ class P2PHost:
         await self._bridge.call(join)
         return subscription
 
+    async def topic_peers(self, topic: str) -> list[str]:
+        """Peers known to be subscribed to `topic` (those our gossip can reach directly)."""
+
+        async def read() -> list[str]:
+            return [str(p) for p in self._stack.pubsub.peer_topics.get(topic, ())]
+
+        return await self._bridge.call(read)
+
     # DHT --------------------------------------------------------------------------------------
 
     async def dht_put(self, key: str, value: bytes) -> None:

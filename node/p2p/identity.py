@@ -71,3 +71,19 @@ def peer_id_to_address(peer_id: ID | bytes | str) -> Address:
             hint="gpunode peers use their Ethereum key as libp2p identity",
         )
     return address_from_public_key(public_key.to_bytes())
+
+
+def peer_id_to_bytes(peer_id: str) -> bytes:
+    """The binary (multihash) form of a base58 peer id."""
+    try:
+        return bytes(ID.from_base58(peer_id).to_bytes())
+    except ValueError as exc:
+        raise P2PError(f"malformed peer id {peer_id!r}: {exc}") from exc
+
+
+def peer_id_from_bytes(raw: bytes) -> str:
+    """The base58 form of a binary peer id."""
+    try:
+        return str(ID(raw).to_base58())
+    except ValueError as exc:
+        raise P2PError(f"malformed peer id bytes: {exc}") from exc

@@ -1,0 +1,194 @@
+"""Discovery: announce our own advert, validate everyone else's, keep the directory current."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from node.config import P2PSettings
+from node.discovery.advert import (
+    Offer,
+    ProviderAdvert,
+    Rejected,
+    RejectReason,
+    dht_key,
+    open_advert,
+    sign_advert,
+)
+from node.discovery.directory import Directory
+from node.discovery.registry_view import RegistryView
+from node.discovery.validation import AdvertValidator, check_binding
+from node.errors import DiscoveryError, P2PError
+from node.logging import get_logger
+from node.p2p.gossip import ADVERT_TOPIC
+from node.p2p.host import P2PHost
+from node.p2p.identity import PrivateKeyHolder
+from node.p2p.subscription import Subscription
+from node.types import Address, Hash32, sha256
+
+log = get_logger(__name__)
+
+# Stale adverts are swept this often; queries already ignore them in between.
+EXPIRY_SWEEP_S = 1.0
+# Validated adverts waiting for the consumer, by message hash, so nothing is verified twice.
+_STASH_SIZE = 4096
+
+
+class DiscoveryService:
+    """One node's view of the provider overlay. Start with `async with DiscoveryService.start(...)`."""
+
+    def __init__(
+        self,
+        host: P2PHost,
+        validator: AdvertValidator,
+        directory: Directory,
+        settings: P2PSettings,
+        key: PrivateKeyHolder | None,
+    ) -> None:
+        self.host = host
+        self.validator = validator
+        self.directory = directory
+        self._settings = settings
+        self._key = key
+        self._offer: Offer | None = None
+        self._sequence = 0
+        self._stash: OrderedDict[Hash32, ProviderAdvert] = OrderedDict()
+        self._dht_put: asyncio.Task[None] | None = None
+        self.current: ProviderAdvert | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def start(
+        cls,
+        host: P2PHost,
+        registry: RegistryView,
+        settings: P2PSettings,
+        *,
+        key: PrivateKeyHolder | None = None,
+        offer: Offer | None = None,
+        validator: AdvertValidator | None = None,
+    ) -> AsyncIterator[DiscoveryService]:
+        """Subscribe to adverts; with `key` and `offer`, also announce ours until exit."""
+        service = cls(host, validator or AdvertValidator(registry), Directory(), settings, key)
+        service._offer = offer
+        subscription = await host.subscribe(ADVERT_TOPIC, service._gossip_check)
+        async with asyncio.TaskGroup() as tasks:
+            running = [tasks.create_task(service._consume(subscription)), tasks.create_task(service._sweep())]
+            if key is not None and offer is not None:
+                running.append(tasks.create_task(service._refresh()))
+            try:
+                yield service
+            finally:
+                for task in running:
+                    task.cancel()
+                if service._dht_put is not None:
+                    service._dht_put.cancel()
+
+    # announcing -------------------------------------------------------------------------------
+
+    async def announce(self, offer: Offer | None = None) -> ProviderAdvert:
+        """Publish our advert now (call on every change of `offer`); also store it in the DHT."""
+        if self._key is None:
+            raise DiscoveryError(
+                "this node has no key to sign adverts with", hint="start discovery with key="
+            )
+        if offer is not None:
+            self._offer = offer
+        if self._offer is None:
+            raise DiscoveryError("nothing to announce yet", hint="pass the provider's offer")
+        advert, signed = self._make_advert(self._key, self._offer)
+        await self.host.publish(ADVERT_TOPIC, signed)
+        self.current = advert
+        if self._dht_put is None or self._dht_put.done():
+            self._dht_put = asyncio.create_task(self._store_in_dht(advert, signed))
+        return advert
+
+    def _make_advert(self, key: PrivateKeyHolder, offer: Offer) -> tuple[ProviderAdvert, bytes]:
+        now_ms = int(time.time() * 1000)
+        # Milliseconds as the floor: the sequence keeps growing across restarts without storage.
+        self._sequence = max(self._sequence + 1, now_ms)
+        advert = ProviderAdvert(
+            address=self.host.address,
+            peer_id=self.host.peer_id,
+            listen_addrs=tuple(self.host.addrs),
+            offer=offer,
+            sequence=self._sequence,
+            issued_at_ms=now_ms,
+            expires_at_ms=now_ms + int(self._settings.advert_ttl_s * 1000),
+        )
+        return advert, sign_advert(advert, key.private_key)
+
+    async def _store_in_dht(self, advert: ProviderAdvert, signed: bytes) -> None:
+        try:
+            await self.host.dht_put(dht_key(advert.address), signed)
+        except P2PError as exc:
+            log.warning("advert_dht_put_failed", error=str(exc))
+
+    async def _refresh(self) -> None:
+        while True:
+            try:
+                await self.announce()
+            except P2PError as exc:
+                log.warning("advert_publish_failed", error=str(exc))
+            await asyncio.sleep(self._settings.advert_refresh_s)
+
+    # receiving --------------------------------------------------------------------------------
+
+    async def _gossip_check(self, source: str, data: bytes) -> bool:
+        result = await self.validator.check(source, data)
+        if isinstance(result, Rejected):
+            return False
+        self._stash[sha256(data)] = result
+        while len(self._stash) > _STASH_SIZE:
+            self._stash.popitem(last=False)
+        return True
+
+    async def _consume(self, subscription: Subscription) -> None:
+        async for message in subscription:
+            advert = self._stash.pop(sha256(message.data), None) or open_advert(message.data)
+            if isinstance(advert, ProviderAdvert) and self.directory.upsert(advert):
+                log.debug("provider_seen", address=advert.address, sequence=advert.sequence)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_S)
+            for address in self.directory.expire():
+                log.info("provider_expired", address=address)
+
+    # looking up -------------------------------------------------------------------------------
+
+    async def lookup(self, address: Address, *, connect: bool = True) -> ProviderAdvert | None:
+        """Find `address`'s latest advert in the DHT, check it, add it to the directory and
+        (with `connect`) dial the provider so it rejoins our gossip mesh."""
+        raw = await self.host.dht_get(dht_key(address))
+        if raw is None:
+            return None
+        advert = open_advert(raw)
+        if isinstance(advert, Rejected):
+            log.info("dht_advert_rejected", address=address, reason=advert.reason.value)
+            return None
+        problem = check_binding(advert, advert.peer_id) or self.validator.check_times(advert)
+        if problem is None and advert.address != address:
+            problem = Rejected(RejectReason.PEER_MISMATCH, f"asked for {address}, got {advert.address}")
+        if problem is None:
+            checked = await self.validator.check_registered(advert)
+            problem = checked if isinstance(checked, Rejected) else None
+        if problem is not None:
+            log.info(
+                "dht_advert_rejected", address=address, reason=problem.reason.value, detail=problem.detail
+            )
+            return None
+        self.directory.upsert(advert)
+        if connect:
+            await self._dial_any(advert)
+        return advert
+
+    async def _dial_any(self, advert: ProviderAdvert) -> None:
+        for addr in advert.listen_addrs:
+            with suppress(P2PError):
+                await self.host.connect(addr)
+                return
+        log.info("provider_unreachable", address=advert.address, addrs=list(advert.listen_addrs))

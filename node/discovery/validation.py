@@ -1,0 +1,134 @@
+"""Validation of adverts on receipt. Rejections are values, counted per reason and logged."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.discovery.advert import ProviderAdvert, Rejected, RejectReason, open_advert
+from node.discovery.registry_view import RegistryView
+from node.errors import ChainError, P2PError
+from node.logging import get_logger
+from node.p2p.identity import peer_id_to_address
+
+log = get_logger(__name__)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A token bucket per source peer: `burst` adverts at once, then `per_s` a second."""
+
+    def __init__(self, *, per_s: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s = per_s
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, source: str) -> bool:
+        now = self._clock()
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            bucket = self._buckets[source] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.per_s)
+        bucket.updated = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+
+class AdvertValidator:
+    """Checks an advert from gossip: size, rate, signature, peer binding, expiry, sequence, registry.
+
+    Cheap checks run first so a flood costs as little as possible; the registry (a chain call
+    behind a cache) runs last. Sequences are recorded only for adverts that pass everything.
+    """
+
+    def __init__(
+        self,
+        registry: RegistryView,
+        *,
+        max_ttl_s: float = 3600.0,
+        clock_skew_s: float = 30.0,
+        rate_per_s: float = 0.5,
+        rate_burst: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._max_ttl_ms = int(max_ttl_s * 1000)
+        self._skew_ms = int(clock_skew_s * 1000)
+        self._clock = clock
+        self.rate = RateLimiter(per_s=rate_per_s, burst=rate_burst)
+        self._last_sequence: dict[str, int] = {}
+        self.rejected: Counter[RejectReason] = Counter()
+        self.accepted = 0
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def check(self, source: str, signed: bytes) -> ProviderAdvert | Rejected:
+        """Validate an advert that `source` (the signed gossip originator) published."""
+        result = await self._check(source, signed)
+        if isinstance(result, Rejected):
+            self.rejected[result.reason] += 1
+            log.info("advert_rejected", reason=result.reason.value, detail=result.detail, source=source)
+        else:
+            self.accepted += 1
+            self._last_sequence[result.address] = result.sequence
+        return result
+
+    async def _check(self, source: str, signed: bytes) -> ProviderAdvert | Rejected:
+        if not self.rate.allow(source):
+            return Rejected(RejectReason.RATE_LIMITED, f"more than {self.rate.burst} adverts in a burst")
+        advert = open_advert(signed)
+        if isinstance(advert, Rejected):
+            return advert
+        binding = check_binding(advert, source)
+        if binding is not None:
+            return binding
+        timing = self.check_times(advert)
+        if timing is not None:
+            return timing
+        last = self._last_sequence.get(advert.address)
+        if last is not None and advert.sequence <= last:
+            return Rejected(RejectReason.REPLAYED, f"sequence {advert.sequence} <= last seen {last}")
+        return await self.check_registered(advert)
+
+    def check_times(self, advert: ProviderAdvert) -> Rejected | None:
+        now = self._now_ms()
+        if advert.is_expired(now):
+            return Rejected(RejectReason.EXPIRED, f"expired {now - advert.expires_at_ms} ms ago")
+        if advert.expires_at_ms - now > self._max_ttl_ms or advert.issued_at_ms - now > self._skew_ms:
+            return Rejected(RejectReason.TOO_FAR_AHEAD, "expiry or issue time too far in the future")
+        return None
+
+    async def check_registered(self, advert: ProviderAdvert) -> ProviderAdvert | Rejected:
+        try:
+            active = await self._registry.is_active(advert.address)
+        except ChainError as exc:
+            return Rejected(RejectReason.REGISTRY_UNAVAILABLE, str(exc))
+        if not active:
+            return Rejected(RejectReason.NOT_REGISTERED, f"{advert.address} is not an active provider")
+        return advert
+
+
+def check_binding(advert: ProviderAdvert, source: str) -> Rejected | None:
+    """The advert must come from the peer it names, and that peer id must prove its address."""
+    if advert.peer_id != source:
+        return Rejected(RejectReason.PEER_MISMATCH, f"advert names peer {advert.peer_id}, sent by {source}")
+    try:
+        proven = peer_id_to_address(source)
+    except P2PError as exc:
+        return Rejected(RejectReason.PEER_MISMATCH, str(exc))
+    if proven != advert.address:
+        return Rejected(
+            RejectReason.PEER_MISMATCH, f"peer {source} is {proven}, advert claims {advert.address}"
+        )
+    return None
