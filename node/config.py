@@ -26,10 +26,13 @@ DEFAULT_HOME = Path(os.environ.get("GPUNODE_HOME", Path.home() / ".gpunode"))
 class ChainSettings(BaseModel):
     """Where the chain is and how hard to try when talking to it."""
 
-    # "embedded" runs py-evm in process (web3's EthereumTesterProvider); anything else is an RPC URL.
-    rpc_url: str = "embedded"
-    registry_address: str | None = None
-    market_address: str | None = None
+    # A misspelt key would otherwise be ignored and its default silently used.
+    model_config = {"extra": "forbid"}
+
+    # "embedded" runs py-evm in process (web3's EthereumTesterProvider); else an HTTP(S) JSON-RPC URL.
+    rpc_url: str = Field(default="embedded", pattern=r"^(embedded|https?://\S+)$")
+    registry_address: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    market_address: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{40}$")
     confirmations: int = Field(default=0, ge=0, description="blocks an event must be buried under")
     receipt_timeout_s: float = Field(default=60.0, gt=0)
     rpc_retries: int = Field(default=3, ge=0)
@@ -39,9 +42,11 @@ class ChainSettings(BaseModel):
 class KeySettings(BaseModel):
     """The node's one secp256k1 key: Ethereum account and libp2p identity."""
 
+    model_config = {"extra": "forbid"}
+
     keystore: Path = DEFAULT_HOME / "keystore.json"
     # The password is read from this environment variable or prompted for; never stored in config.
-    password_env: str = "GPUNODE_KEY_PASSWORD"
+    password_env: str = "GPUNODE_KEY_PASSWORD"  # noqa: S105 (a variable's name, not a password)
 
 
 class P2PSettings(BaseModel):
