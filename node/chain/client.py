@@ -141,7 +141,7 @@ class ChainClient:
         w3 = AsyncWeb3(chosen)
         client = cls(w3, 0, settings, nonces=nonces, owns_provider=owns_provider)
         client.chain_id = await client._rpc("eth_chainId", lambda: w3.eth.chain_id)
-        for artifact in artifacts:
+        for artifact in [*_packaged_artifacts(), *artifacts]:
             client.errors.add_abi(artifact.abi)
         log.info("chain_connected", rpc_url=_describe(chosen), chain_id=client.chain_id)
         return client
@@ -415,6 +415,13 @@ class ChainClient:
                 log.warning("rpc_retry", what=what, attempt=attempt + 1, backoff_s=backoff, error=str(exc))
                 await asyncio.sleep(backoff)
         raise ChainError(f"{what}: no attempt was made (chain.rpc_retries is negative?)")
+
+
+def _packaged_artifacts() -> list[ContractArtifact]:
+    """gpunode's own contracts: their custom errors are decodable before any handle is made."""
+    from node.chain.artifacts import artifact_names, load_artifact
+
+    return [load_artifact(name) for name in artifact_names()]
 
 
 def _provider_for(rpc_url: str) -> AsyncBaseProvider:
