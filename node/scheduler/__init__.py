@@ -1,1 +1,73 @@
-"""scheduler."""
+"""Scheduler: pure functions that pick providers for a client's job and admit jobs on a provider.
+
+Client side: `CandidateIndex.build(candidates).choose(requirements, now=…, rng=…, tried=…)` picks
+the provider for a job's next attempt (reassignment is the same call with the tried providers);
+`rank`/`filter_candidates`/`score` are the scanning reference; `backoff_until` spaces out retries
+of failing providers. Provider side: `admit` for jobs sent over the overlay, `should_claim` for
+on-chain jobs. No I/O: clocks and randomness are passed in.
+"""
+
+from node.scheduler.admission import (
+    AdmissionPolicy,
+    Admitted,
+    Claim,
+    ClaimContext,
+    JobOffer,
+    OnChainJob,
+    ProviderLoad,
+    Rejected,
+    RejectionCode,
+    admit,
+    should_claim,
+)
+from node.scheduler.backoff import backoff_until
+from node.scheduler.candidates import (
+    DeviceOffer,
+    JobRequirements,
+    ModelOffer,
+    ProviderCandidate,
+    ProviderStats,
+)
+from node.scheduler.index import DEFAULT_EXPLORATION, CandidateIndex, Choice, NoCandidate
+from node.scheduler.scoring import (
+    DEFAULT_WEIGHTS,
+    ModelMarket,
+    ScoreWeights,
+    filter_candidates,
+    ineligibility,
+    next_candidate,
+    rank,
+    score,
+)
+
+__all__ = [
+    "DEFAULT_EXPLORATION",
+    "DEFAULT_WEIGHTS",
+    "AdmissionPolicy",
+    "Admitted",
+    "CandidateIndex",
+    "Choice",
+    "Claim",
+    "ClaimContext",
+    "DeviceOffer",
+    "JobOffer",
+    "JobRequirements",
+    "ModelMarket",
+    "ModelOffer",
+    "NoCandidate",
+    "OnChainJob",
+    "ProviderCandidate",
+    "ProviderLoad",
+    "ProviderStats",
+    "Rejected",
+    "RejectionCode",
+    "ScoreWeights",
+    "admit",
+    "backoff_until",
+    "filter_candidates",
+    "ineligibility",
+    "next_candidate",
+    "rank",
+    "score",
+    "should_claim",
+]
