@@ -1,0 +1,133 @@
+"""Executor test helpers: a store of built-in models generated here (no downloads), test limits, inputs."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from node.config import ExecutorSettings
+from node.executor.builtin_models import write_builtin
+from node.executor.manifest import ModelManifest
+from node.executor.store import ModelStore
+
+# Small enough that a runaway job hits a limit fast, large enough for torch to import and run.
+TEST_LIMITS = {
+    "worker_memory_bytes": int(1.5 * 2**30),
+    "tmpfs_bytes": 16 * 2**20,
+    "max_processes": 32,
+    "worker_cpu_seconds": 300,
+    "job_timeout_s": 60.0,
+    "max_input_bytes": 4 * 2**20,
+}
+
+
+def executor_settings(store_dir: Path, **overrides: object) -> ExecutorSettings:
+    return ExecutorSettings.model_validate({"model_dir": store_dir, **TEST_LIMITS, **overrides})
+
+
+@dataclass(frozen=True)
+class BuiltinModels:
+    store: ModelStore
+    mlp: ModelManifest
+    classifier: ModelManifest
+    lm: ModelManifest
+    heavy: ModelManifest  # an MLP slow enough (~0.3 s a job) to be caught mid-run
+
+
+@pytest.fixture(scope="session")
+def builtin_models() -> Iterator[BuiltinModels]:
+    root = Path(tempfile.mkdtemp(prefix="gpunode-models-"))
+    staging = Path(tempfile.mkdtemp(prefix="gpunode-gen-"))
+    try:
+        store = ModelStore(root / "store", capacity_bytes=2**30)
+
+        def make(architecture: str, name: str | None = None, **config: int) -> ModelManifest:
+            out = staging / (name or architecture)
+            write_builtin(architecture, out, name=name, **config)
+            return store.import_dir(out)
+
+        yield BuiltinModels(
+            store=store,
+            mlp=make("mlp"),
+            classifier=make("transformer_classifier"),
+            lm=make("causal_lm"),
+            heavy=make("mlp", "heavy-mlp", in_features=1024, hidden=2048, out_features=8, layers=3),
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def mlp_input(rows: int = 2, seed: int = 0, features: int = 64) -> bytes:
+    rng = np.random.default_rng(seed)
+    return bytes(save({"input": rng.standard_normal((rows, features), dtype=np.float32)}))
+
+
+def token_input(rows: int = 2, length: int = 16, seed: int = 0, vocab: int = 512) -> bytes:
+    rng = np.random.default_rng(seed)
+    return bytes(save({"input_ids": rng.integers(0, vocab, size=(rows, length), dtype=np.int64)}))
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: the classic malicious model file."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (self.command,))
+
+
+def malicious_pickle(command: str = "touch /tmp/pwned") -> bytes:
+    import pickle
+
+    return pickle.dumps({"weights": _RunsCode(command)})
+
+
+def exported_program(path: Path) -> Path:
+    """A small real `.pt2`: relu(linear(x)) with a dynamic batch dimension."""
+    import torch
+
+    class Small(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.linear(x))
+
+    torch.manual_seed(0)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(Small(), (torch.randn(2, 4),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def poisoned_program(clean: Path, path: Path, command: str = "touch /tmp/pwned") -> Path:
+    """`clean` with its pickled sample inputs swapped for a pickle that runs `command`."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(clean) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("sample_inputs/model.pt"):
+                inner = io.BytesIO()
+                with zipfile.ZipFile(io.BytesIO(data)) as old, zipfile.ZipFile(inner, "w") as new:
+                    for member in old.infolist():
+                        payload = old.read(member)
+                        new.writestr(
+                            member, malicious_pickle(command) if member.filename.endswith(".pkl") else payload
+                        )
+                data = inner.getvalue()
+            dst.writestr(info, data)
+    return path

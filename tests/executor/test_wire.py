@@ -1,0 +1,76 @@
+"""The tensor wire format: well-formed safetensors payloads pass, every malformed one gets a clear error."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import save
+
+from node.executor.errors import InputTooLarge, InvalidInput
+from node.executor.wire import parse_payload
+
+
+def _raw(header: dict[str, object], body: bytes) -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + body
+
+
+def test_can_parse_named_tensors() -> None:
+    data = save({"b": np.zeros((3, 4), np.float32), "a": np.ones((3,), np.int64)})
+    payload = parse_payload(data, max_bytes=len(data))
+    assert [(t.name, t.dtype, t.shape) for t in payload.tensors] == [("a", "I64", (3,)), ("b", "F32", (3, 4))]
+    assert payload.batch_rows == 3
+    assert payload.size == len(data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+    dtype=st.sampled_from([np.float32, np.float16, np.int64, np.int32, np.uint8, np.bool_]),
+)
+def test_can_parse_any_safetensors_payload(shape: list[int], dtype: type) -> None:
+    data = save({"x": np.zeros(shape, dtype=dtype)})
+    payload = parse_payload(data, max_bytes=len(data))
+    assert payload.tensors[0].shape == tuple(shape)
+
+
+def test_cannot_send_more_than_the_limit() -> None:
+    data = save({"x": np.zeros((1024,), np.float32)})
+    with pytest.raises(InputTooLarge, match="over the limit"):
+        parse_payload(data, max_bytes=len(data) - 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "too short"),
+        (struct.pack("<Q", 10**9) + b"{}", "runs past the end"),
+        (struct.pack("<Q", 3) + b"{x}", "not JSON"),
+        (_raw([], b""), "not a JSON object"),  # type: ignore[arg-type]
+        (_raw({}, b""), "no tensors"),
+        (_raw({"x": {"dtype": "PICKLE", "shape": [1], "data_offsets": [0, 1]}}, b"\0"), "unsupported dtype"),
+        (_raw({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4), "shape"),
+        (_raw({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4), "fall outside"),
+        (_raw({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4), "do not match"),
+        (
+            _raw(
+                {
+                    "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                    "y": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                },
+                b"\0" * 4,
+            ),
+            "overlap",
+        ),
+        (_raw({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8), "longer than"),
+        (_raw({"x": "nope"}, b""), "not an object"),
+    ],
+)
+def test_cannot_send_malformed_payloads(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_payload(data, max_bytes=2**20)
