@@ -217,10 +217,17 @@ class ChainClient:
 
     async def increase_time(self, seconds: int) -> None:
         """Move the chain's clock forward and mine a block (development chains only)."""
+        if seconds < 0:
+            raise ChainError(f"a chain's clock only moves forward; asked for {seconds} s")
         if isinstance(self.w3.provider, AsyncEthereumTesterProvider):
             tester = self.w3.provider.ethereum_tester
-            latest = tester.get_block_by_number("latest")
-            tester.time_travel(int(latest["timestamp"]) + seconds)
+            target = int(tester.get_block_by_number("latest")["timestamp"]) + seconds
+            pending = int(tester.get_block_by_number("pending")["timestamp"])
+            # py-evm stamps the block that time_travel mines one second before the target.
+            if target + 1 > pending:
+                tester.time_travel(target + 1)
+            else:
+                tester.mine_blocks(1)
             return
         await self._dev_rpc("evm_increaseTime", [seconds])
         await self._dev_rpc("evm_mine", [])

@@ -113,10 +113,8 @@ class ErrorDecoder:
             return None
         if isinstance(payload, bytes):
             return self.decode(payload)
-        reason = payload.encode()
-        return DecodedRevert(
-            "Error", (payload,), ERROR_STRING_SELECTOR + eth_abi.encode(["string"], [reason])
-        )
+        data = ERROR_STRING_SELECTOR + eth_abi.encode(["string"], [payload])
+        return DecodedRevert("Error", (payload,), data)
 
     def _known(self, selector: bytes) -> _ErrorAbi | None:
         if selector == ERROR_STRING_SELECTOR:

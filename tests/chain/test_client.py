@@ -188,3 +188,25 @@ async def test_can_share_one_embedded_chain_between_clients(chain_settings: Sett
 def test_cannot_connect_to_an_unsupported_url(chain_settings: SettingsFactory) -> None:
     with pytest.raises(ChainError, match=r"unsupported chain\.rpc_url"):
         asyncio.run(ChainClient.connect(chain_settings("ftp://example.org")))
+
+
+async def test_can_advance_the_chain_clock(
+    client: ChainClient, advance_time: Callable[..., Awaitable[None]]
+) -> None:
+    before = (await client.w3.eth.get_block("latest"))["timestamp"]
+    height = await client.block_number()
+    await advance_time(client, 3600)
+    after = await client.w3.eth.get_block("latest")
+    assert after["timestamp"] >= before + 3600
+    assert after["number"] == height + 1
+    with pytest.raises(ChainError, match="only moves forward"):
+        await advance_time(client, -1)
+
+
+async def test_can_list_the_same_ten_funded_accounts(
+    client: ChainClient, accounts: list[LocalAccount]
+) -> None:
+    assert len(accounts) >= 10
+    assert len({a.address for a in accounts}) == len(accounts)
+    for account in accounts:
+        assert await client.balance(account.address) > 10**21
