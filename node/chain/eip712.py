@@ -9,6 +9,7 @@ accepts too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import coincurve
 from eth_abi import abi as eth_abi
@@ -47,18 +48,24 @@ class Eip712Domain:
     version: str = DOMAIN_VERSION
 
     def separator(self) -> bytes:
-        return keccak(
-            eth_abi.encode(
-                ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-                [
-                    DOMAIN_TYPEHASH,
-                    keccak(text=self.name),
-                    keccak(text=self.version),
-                    self.chain_id,
-                    to_canonical_address(self.verifying_contract),
-                ],
-            )
+        return _domain_separator(self.name, self.version, self.chain_id, self.verifying_contract)
+
+
+@lru_cache(maxsize=64)
+def _domain_separator(name: str, version: str, chain_id: int, verifying_contract: str) -> bytes:
+    # A node signs and checks under one or two domains; hashing each once saves a third of a signature.
+    return keccak(
+        eth_abi.encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [
+                DOMAIN_TYPEHASH,
+                keccak(text=name),
+                keccak(text=version),
+                chain_id,
+                _address(verifying_contract, "domain verifying contract"),
+            ],
         )
+    )
 
 
 def receipt_struct_hash(receipt: ResultReceipt) -> bytes:
