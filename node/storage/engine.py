@@ -65,8 +65,15 @@ def _sqlite_engine(url: URL) -> Engine:
             "storage.url names an in-memory SQLite database, which the node cannot share between threads",
             hint="give a file path: sqlite:///path/to/gpunode.db",
         )
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    path = Path(database).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot create the directory of the database {path}: {exc.strerror}",
+            hint="point storage.url at a writable location",
+        ) from exc
+    engine = create_engine(url.set(database=str(path)))
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine

@@ -84,6 +84,7 @@ class JobRepository:
         return found
 
     def find(self, job_id: Hash32) -> JobRecord | None:
+        check_hash("job id", job_id)
         with self._tx.read() as session:
             row = session.get(JobRow, job_id)
             return None if row is None else _record(row, _attempts(session, job_id))
@@ -95,6 +96,7 @@ class JobRepository:
         read that version; without it, decide again on the fresh state when a concurrent writer wins.
         An illegal move raises `JobTransitionError` and writes nothing.
         """
+        check_hash("job id", job_id)
         for _ in range(_RACE_RETRIES):
             try:
                 return self._apply_once(job_id, event, expected_version)
@@ -146,6 +148,7 @@ class JobRepository:
 
     def history(self, job_id: Hash32) -> tuple[JobEventRecord, ...]:
         """The job's transitions, oldest first."""
+        check_hash("job id", job_id)
         with self._tx.read() as session:
             if session.get(JobRow, job_id) is None:
                 raise UnknownJob(f"no job {_hex(job_id)} is stored", hint="check the job id (64 hex digits)")

@@ -46,6 +46,7 @@ class ReceiptRepository:
         return _stored(row)
 
     def get(self, job_id: Hash32, provider: Address) -> StoredReceipt | None:
+        check_hash("job id", job_id)
         provider = checked_address("provider", provider)
         with self._tx.read() as session:
             row = session.get(ReceiptRow, (job_id, provider))
@@ -53,6 +54,7 @@ class ReceiptRepository:
 
     def for_job(self, job_id: Hash32) -> tuple[StoredReceipt, ...]:
         """Every receipt stored for a job (one per provider that returned a result), oldest first."""
+        check_hash("job id", job_id)
         with self._tx.read() as session:
             rows = session.scalars(
                 select(ReceiptRow).where(ReceiptRow.job_id == job_id).order_by(ReceiptRow.stored_at)

@@ -279,3 +279,12 @@ async def test_can_call_the_repositories_off_the_event_loop(db: Database) -> Non
     moved = await db.run(db.jobs.apply, job.job_id, Matched(provider=PROVIDER_A), expected_version=1)
     assert moved.state is JobState.MATCHED
     assert await db.run(db.jobs.get, job.job_id) == moved
+
+
+@pytest.mark.parametrize("job_id", [b"", b"\x01" * 31, "ab" * 32])
+def test_cannot_look_up_a_malformed_job_id(db: Database, job_id: bytes) -> None:
+    for lookup in (db.jobs.get, db.jobs.find, db.jobs.history, db.receipts.for_job):
+        with pytest.raises(InvalidRecord, match="job id must be 32 bytes"):
+            lookup(Hash32(job_id))
+    with pytest.raises(InvalidRecord, match="job id must be 32 bytes"):
+        db.jobs.apply(Hash32(job_id), Cancelled())

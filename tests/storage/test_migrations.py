@@ -70,3 +70,10 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
+
+
+def test_cannot_put_a_sqlite_database_under_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(DatabaseUnavailable, match="cannot create the directory"):
+        Database.open(f"sqlite:///{blocker / 'gpunode.db'}")
