@@ -6,7 +6,11 @@ where neither is writable the sandbox relies on rlimits alone and `gpunode docto
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +26,38 @@ class CgroupLeaf:
     """One worker's cgroups; `procs_files` are written with the worker's pid before it starts."""
 
     dirs: list[Path]
+    removed: bool = False
 
     @property
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
 
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for path in self.procs_files:
+            try:
+                found.update(int(p) for p in Path(path).read_text().split())
+            except FileNotFoundError:
+                continue
+        return found
+
+    async def release(self, timeout_s: float = 5.0) -> None:
+        """Kill whatever is left in the leaf (a sandbox's pid namespace dies a little after bwrap)
+        and remove it once empty; a cgroup with processes in it cannot be removed."""
+        if self.removed:
+            return
+        deadline = time.monotonic() + timeout_s
+        while (pids := self.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.01)
+        self.remove()
+
     def remove(self) -> None:
+        if self.removed:
+            return
+        self.removed = True
         for d in self.dirs:
             _rmdir_quietly(d)
 

@@ -18,7 +18,7 @@ from node.executor.manifest import ModelManifest
 from node.executor.profile import ExecutionProfile
 from node.executor.sandbox import Sandbox
 from node.executor.wire import TensorPayload
-from node.executor.worker_handle import WorkerHandle
+from node.executor.worker_handle import WorkerHandle, describe_exit
 from node.logging import get_logger
 
 log = get_logger(__name__)
@@ -63,6 +63,7 @@ class ModelLane:
         self._dispatcher: asyncio.Task[None] | None = None
         self._profile: ExecutionProfile | None = None
         self._broken: ExecutorError | None = None
+        self._closing = False
 
     async def start(self) -> None:
         workers = await asyncio.gather(
@@ -75,6 +76,9 @@ class ModelLane:
         if failures and not self._workers:
             raise failures[0]
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    def workers(self) -> list[WorkerHandle]:
+        return list(self._workers)
 
     async def profile(self) -> ExecutionProfile:
         if self._profile is None:
@@ -90,6 +94,7 @@ class ModelLane:
         return await job.done
 
     async def close(self) -> None:
+        self._closing = True
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         for task in list(self._tasks):
@@ -117,6 +122,16 @@ class ModelLane:
         self._workers.add(worker)
         self._profile = self._profile or worker.profile
         self._idle.put_nowait(worker)
+        self._spawn(self._watch(worker))
+
+    async def _watch(self, worker: WorkerHandle) -> None:
+        # Whatever ends a worker (a job's timeout, a crash, an outside kill), the lane replaces it.
+        code = await worker.wait_exit()
+        if self._closing:
+            return
+        self._workers.discard(worker)
+        log.warning("worker_exited", model=self.manifest.name, status=describe_exit(code))
+        await self._restart()
 
     async def _dispatch(self) -> None:
         while True:
@@ -124,6 +139,8 @@ class ModelLane:
             while not self._queue:
                 self._queued.clear()
                 await self._queued.wait()
+            if not worker.alive:  # died while idle; its replacement will come through the queue
+                continue
             batch = await self._take_batch()
             self._spawn(self._run(worker, batch))
 
@@ -165,8 +182,11 @@ class ModelLane:
             return
         except (JobTimedOut, WorkerCrashed) as exc:
             log.warning("worker_lost", model=self.manifest.name, reason=str(exc))
-            self._fail(batch, exc)
-            self._replace(worker)
+            self._retry_alone(batch, exc)
+            return
+        except Exception as exc:  # a worker that breaks the protocol is not trusted again
+            await worker.kill()
+            self._retry_alone(batch, WorkerCrashed(f"worker broke the message protocol: {exc}"))
             return
         rows = sum(job.payload.batch_rows for job in batch)
         profile = worker.profile.with_batch(rows)
@@ -175,8 +195,9 @@ class ModelLane:
             if not job.done.done():
                 job.done.set_result((output, profile, started))
 
-    def _retry_alone(self, batch: list[_Job], exc: ModelFailed) -> None:
-        # One bad input must not fail the honest jobs batched with it: rerun each on its own.
+    def _retry_alone(self, batch: list[_Job], exc: ExecutorError) -> None:
+        # One bad job must not fail the honest jobs batched with it: rerun each on its own, so
+        # only the culprit gets the error (at the price of one more failure of its own).
         if len(batch) == 1:
             self._fail(batch, exc)
             return
@@ -189,10 +210,6 @@ class ModelLane:
         for job in batch:
             if not job.done.done():
                 job.done.set_exception(exc)
-
-    def _replace(self, dead: WorkerHandle) -> None:
-        self._workers.discard(dead)
-        self._spawn(self._restart())
 
     async def _restart(self) -> None:
         try:

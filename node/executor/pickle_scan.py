@@ -10,6 +10,7 @@ loader, so a file that slipped past this check still could not run code.
 from __future__ import annotations
 
 import io
+import json
 import pickletools
 import zipfile
 from collections.abc import Iterator
@@ -54,8 +55,8 @@ def check_exported_program(data: bytes, *, max_unpacked: int) -> None:
 
 
 def looks_like_pickle(data: bytes) -> bool:
-    # Protocol 2+ pickles start with PROTO (0x80); older ones with an opcode and end with STOP.
-    return data[:1] == b"\x80" or (data[:1] in (b"(", b"c", b"]", b"}") and data.rstrip()[-1:] == b".")
+    # Protocol 2+ pickles (every torch.save since 2017) start with the PROTO opcode.
+    return data[:1] == b"\x80"
 
 
 def _open_zip(data: bytes, what: str) -> zipfile.ZipFile:
@@ -71,14 +72,36 @@ def _check_archive(archive: zipfile.ZipFile, *, max_unpacked: int, depth: int) -
     infos = archive.infolist()
     if len(infos) > _MAX_MEMBERS or sum(info.file_size for info in infos) > max_unpacked:
         raise UnsafeModelFile(f"archive unpacks to more than {max_unpacked} bytes or {_MAX_MEMBERS} files")
+    pickled = _pickled_members(archive)
     for info in infos:
         member = archive.read(info)
         if member.startswith(_ZIP_MAGIC):
             if depth >= _MAX_NESTING:
                 raise UnsafeModelFile(f"archive member {info.filename} nests archives too deeply")
             _check_archive(_open_zip(member, info.filename), max_unpacked=max_unpacked, depth=depth + 1)
-        elif info.filename.endswith(".pkl") or looks_like_pickle(member):
+        elif info.filename.endswith(".pkl") or info.filename in pickled:
             _check_pickle(member, info.filename)
+
+
+def _pickled_members(archive: zipfile.ZipFile) -> set[str]:
+    """Weights and constants a `.pt2` stores pickled, as its `*_config.json` files declare them."""
+    pickled = set()
+    for name in archive.namelist():
+        if not name.endswith("_config.json"):
+            continue
+        try:
+            entries = json.loads(archive.read(name)).get("config", {})
+        except (ValueError, AttributeError) as exc:
+            raise UnsafeModelFile(f"{name} is not a valid archive config: {exc}") from exc
+        folder = name.rpartition("/")[0]
+        for entry in entries.values() if isinstance(entries, dict) else []:
+            if (
+                isinstance(entry, dict)
+                and entry.get("use_pickle")
+                and isinstance(entry.get("path_name"), str)
+            ):
+                pickled.add(f"{folder}/{entry['path_name']}")
+    return pickled
 
 
 def _check_pickle(data: bytes, where: str) -> None:

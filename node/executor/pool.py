@@ -16,6 +16,7 @@ from types import TracebackType
 
 from node.config import ExecutorSettings
 from node.errors import ExecutorError
+from node.executor.errors import InvalidInput, ModelFailed
 from node.executor.lane import ModelLane
 from node.executor.manifest import normalize_model_id
 from node.executor.profile import ExecutionProfile
@@ -92,7 +93,10 @@ class ExecutorPool:
         output, profile, started = await lane.submit(
             input_bytes, payload, timeout_s or self.settings.job_timeout_s
         )
-        parse_payload(output, max_bytes=self.settings.max_output_bytes)
+        try:
+            parse_payload(output, max_bytes=self.settings.max_output_bytes)
+        except InvalidInput as exc:
+            raise ModelFailed(f"the model's output is not a valid tensor payload: {exc.message}") from exc
         finished = time.perf_counter()
         return ExecutionResult(
             model_id=Hash32(bytes.fromhex(key)),

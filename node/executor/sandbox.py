@@ -81,7 +81,7 @@ class SandboxedProcess:
     async def wait(self) -> int:
         code = await self.process.wait()
         if self.cgroup is not None:
-            self.cgroup.remove()
+            await self.cgroup.release()
         return code
 
 

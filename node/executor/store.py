@@ -213,14 +213,14 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
         )
     for name, path in files.items():
         data = path.read_bytes()
-        if looks_like_pickle(data) or data.startswith(b"PK"):
-            raise UnsafeModelFile(
-                f"{name} is a pickle or torch.save checkpoint, not safetensors",
-                hint="save weights with safetensors.torch.save_file",
-            )
         try:
             parse_payload(data, max_bytes=len(data))
         except InvalidInput as exc:
+            if looks_like_pickle(data) or data.startswith(b"PK"):
+                raise UnsafeModelFile(
+                    f"{name} is a pickle or torch.save checkpoint, not safetensors",
+                    hint="save weights with safetensors.torch.save_file",
+                ) from exc
             raise ModelStoreError(f"{name} is not a valid safetensors file: {exc.message}") from exc
 
 

@@ -62,6 +62,13 @@ class WorkerHandle:
         self._stderr = stderr
         self._next_id = 1
         self.alive = True
+        self.running = asyncio.Event()  # set while a batch is in flight
+        self.batches_run = 0
+
+    @property
+    def pid(self) -> int:
+        """The host pid of the sandbox's outermost process (bwrap, or the worker without one)."""
+        return self._proc.process.pid
 
     @classmethod
     async def start(
@@ -131,6 +138,8 @@ class WorkerHandle:
     async def run_batch(self, items: list[bytes], timeout_s: float) -> list[bytes]:
         """Outputs for `items`, in order; kills the worker on timeout, crash or protocol breach."""
         request_id, self._next_id = self._next_id, self._next_id + 1
+        self.batches_run += 1
+        self.running.set()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._channel.send(Kind.RUN, request_id, framing.pack_items(items), len(items))
@@ -144,6 +153,8 @@ class WorkerHandle:
         except (OSError, framing.FramingError) as exc:
             await self.kill()
             raise WorkerCrashed(f"lost the worker while running the job: {exc}") from exc
+        finally:
+            self.running.clear()
         if reply is None:
             raise await self._crashed()
         return self._outputs(reply, request_id, len(items))
@@ -162,6 +173,12 @@ class WorkerHandle:
                 f"worker sent {reply.kind.name} with {reply.count} items, expected {expected}"
             )
         return framing.unpack_items(reply.body, reply.count)
+
+    async def wait_exit(self) -> int:
+        """Wait until the worker's sandbox has exited, for whatever reason; its exit status."""
+        code = await self._proc.wait()
+        self.alive = False
+        return code
 
     async def _crashed(self) -> WorkerCrashed:
         self.alive = False

@@ -50,7 +50,8 @@ def test_profile_hash_is_canonical_and_covers_every_field() -> None:
         "batch_size": 3,
     }
     hashes = {dataclasses.replace(PROFILE, **{field: value}).hash() for field, value in changes.items()}  # type: ignore[arg-type]
-    assert len(hashes) == len(changes) and PROFILE.hash() not in hashes
+    assert len(hashes) == len(changes)
+    assert PROFILE.hash() not in hashes
     assert PROFILE.with_batch(7).batch_size == 7
 
 

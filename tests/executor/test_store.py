@@ -151,7 +151,7 @@ def test_cannot_import_files_that_run_code(generated: Path, tmp_path: Path, kind
     else:
         path.write_bytes(b"\x00ELF not a model")
     spec = (TensorSpec(name="x", dtype="F32", shape=(None, 4)),)
-    with pytest.raises(UnsafeModelFile, match="run (arbitrary )?code|not a torch.export|not a zip"):
+    with pytest.raises(UnsafeModelFile, match=r"run (arbitrary )?code|not a torch.export|not a zip"):
         store.import_exported_program(path, name="evil", inputs=spec, outputs=("y",))
     assert store.models() == []
     assert not os.path.exists("/tmp/pwned")

@@ -1,0 +1,207 @@
+"""The warm pool end to end: real bwrap sandboxes, real torch in workers, outputs checked bit for bit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import torch
+from executor_support import BuiltinModels, executor_settings, exported_program, mlp_input, token_input
+from safetensors.numpy import save
+from safetensors.torch import load, load_file
+from safetensors.torch import save as save_torch
+
+from node.executor.builtin_models import build
+from node.executor.errors import (
+    InputTooLarge,
+    InvalidInput,
+    JobTimedOut,
+    ModelFailed,
+    UnknownModel,
+    WorkerCrashed,
+)
+from node.executor.manifest import ModelManifest, TensorSpec
+from node.executor.pool import ExecutorPool
+from node.executor.sandbox import SandboxMode
+from node.executor.store import PROGRAM_FILE
+from node.types import sha256
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def pool(builtin_models: BuiltinModels) -> AsyncIterator[ExecutorPool]:
+    settings = executor_settings(builtin_models.store.root, max_batch=8, max_batch_wait_ms=5.0)
+    async with ExecutorPool(settings, builtin_models.store) as pool:
+        yield pool
+
+
+def in_process(manifest: ModelManifest, store_root: Path, data: bytes) -> bytes:
+    """The same model and input in this process's torch, under the worker's deterministic profile."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    model_dir = store_root / manifest.model_id
+    if manifest.format == "builtin":
+        assert manifest.architecture is not None
+        module = build(manifest.architecture, dict(manifest.config))
+        module.load_state_dict(load_file(str(model_dir / "weights.safetensors")))
+        with torch.inference_mode():
+            outputs = module.eval()(**load(data))
+    else:
+        program = torch.export.load(str(model_dir / PROGRAM_FILE)).module()
+        with torch.inference_mode():
+            outputs = {manifest.outputs[0]: program(*load(data).values())}
+    return bytes(save_torch({k: v.contiguous() for k, v in outputs.items()}))
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [("mlp", mlp_input(3)), ("classifier", token_input(2, 24)), ("lm", token_input(1, 32, seed=5))],
+)
+async def test_can_run_builtin_models_bit_identical_to_in_process_torch(
+    pool: ExecutorPool, builtin_models: BuiltinModels, model: str, data: bytes
+) -> None:
+    manifest: ModelManifest = getattr(builtin_models, model)
+    result = await pool.run(manifest.model_id, data)
+    assert result.output == in_process(manifest, builtin_models.store.root, data)
+    assert result.output_hash == sha256(result.output)
+    assert result.input_hash == sha256(data)
+    assert result.model_id.hex() == manifest.model_id
+    profile = result.profile
+    assert (profile.threads, profile.deterministic, profile.device) == (1, True, "cpu")
+    assert profile.batch_size == load(data)[manifest.inputs[0].name].shape[0]
+    assert profile.torch_version == torch.__version__
+
+
+async def test_can_run_an_exported_program(
+    pool: ExecutorPool, builtin_models: BuiltinModels, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = exported_program(tmp_path_factory.mktemp("pt2") / "small.pt2")
+    spec = (TensorSpec(name="x", dtype="F32", shape=(None, 4)),)
+    manifest = builtin_models.store.import_exported_program(path, name="small", inputs=spec, outputs=("y",))
+    data = bytes(save({"x": np.arange(12, dtype=np.float32).reshape(3, 4)}))
+    result = await pool.run(manifest.model_id, data)
+    assert result.output == in_process(manifest, builtin_models.store.root, data)
+
+
+async def test_can_batch_concurrent_jobs_without_mixing_them_up(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    inputs = [mlp_input(2, seed=i) for i in range(16)]
+    results = await asyncio.gather(*(pool.run(builtin_models.mlp.model_id, data) for data in inputs))
+    assert max(r.profile.batch_size for r in results) > 2  # some jobs shared a batch
+    for data, result in zip(inputs, results, strict=True):
+        alone = load(in_process(builtin_models.mlp, builtin_models.store.root, data))["output"]
+        torch.testing.assert_close(load(result.output)["output"], alone, rtol=1e-5, atol=1e-5)
+
+
+async def test_cannot_send_an_oversize_input_and_nothing_reaches_a_worker(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    await pool.run(builtin_models.mlp.model_id, mlp_input())
+    worker = pool.lanes()[builtin_models.mlp.model_id].workers()[0]
+    sent_before = worker.batches_run
+    huge = mlp_input(rows=pool.settings.max_input_bytes // 256 + 1)
+    with pytest.raises(InputTooLarge, match="over the limit"):
+        await pool.run(builtin_models.mlp.model_id, huge)
+    assert worker.batches_run == sent_before
+    assert (await pool.run(builtin_models.mlp.model_id, mlp_input())).output
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (bytes(save({"wrong": np.zeros((1, 64), np.float32)})), "takes tensors"),
+        (bytes(save({"input": np.zeros((1, 64), np.float64)})), "wants F32"),
+        (bytes(save({"input": np.zeros((1, 63), np.float32)})), "wants F32"),
+        (b"\x00" * 16, "runs past the end|not JSON"),
+    ],
+)
+async def test_cannot_send_input_that_does_not_fit_the_model(
+    pool: ExecutorPool, builtin_models: BuiltinModels, data: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        await pool.run(builtin_models.mlp.model_id, data)
+
+
+async def test_cannot_run_an_unknown_model(pool: ExecutorPool) -> None:
+    with pytest.raises(UnknownModel, match="not in the store"):
+        await pool.run("00" * 32, mlp_input())
+
+
+async def test_model_error_fails_only_its_own_job_and_the_worker_stays_warm(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    lm = builtin_models.lm.model_id
+    await pool.run(lm, token_input(1, 8))
+    pid = pool.lanes()[lm].workers()[0].pid
+    bad = bytes(save({"input_ids": np.full((1, 8), 10_000, np.int64)}))
+    honest = [token_input(1, 8, seed=i) for i in range(4)]
+    outcomes = await asyncio.gather(
+        pool.run(lm, bad), *(pool.run(lm, d) for d in honest), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], ModelFailed)
+    assert "token ids must be in" in str(outcomes[0])
+    for data, outcome in zip(honest, outcomes[1:], strict=True):
+        assert not isinstance(outcome, BaseException)
+        assert outcome.output_hash == sha256(in_process(builtin_models.lm, builtin_models.store.root, data))
+    assert [w.pid for w in pool.lanes()[lm].workers()] == [pid]
+
+
+async def test_killed_worker_fails_its_job_clearly_and_is_replaced(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    heavy = builtin_models.heavy.model_id
+    await pool.warm(heavy)
+    lane = pool.lanes()[heavy]
+    worker = lane.workers()[0]
+    job = asyncio.ensure_future(pool.run(heavy, mlp_input(256, features=1024)))
+    await worker.running.wait()
+    os.killpg(worker.pid, signal.SIGKILL)
+    with pytest.raises(WorkerCrashed, match="worker died while running the job"):
+        await job
+    result = await pool.run(heavy, mlp_input(1, features=1024))
+    assert result.output
+    assert [w.pid for w in lane.workers()] != [worker.pid]
+
+
+async def test_job_over_its_time_limit_is_killed_and_the_pool_serves_the_next(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    heavy = builtin_models.heavy.model_id
+    await pool.warm(heavy)
+    worker = pool.lanes()[heavy].workers()[0]
+    with pytest.raises(JobTimedOut, match="wall-clock limit"):
+        await pool.run(heavy, mlp_input(512, features=1024), timeout_s=0.05)
+    assert not worker.alive
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker.pid, 0)
+    assert (await pool.run(heavy, mlp_input(1, features=1024))).output
+
+
+@pytest.mark.parametrize("mode", [SandboxMode.UNPRIVILEGED_UID, SandboxMode.ROOT_USERNS])
+async def test_every_sandbox_mode_gives_the_same_output(
+    pool: ExecutorPool, builtin_models: BuiltinModels, mode: SandboxMode
+) -> None:
+    from node.executor.sandbox_mode import create_sandbox
+
+    settings = executor_settings(builtin_models.store.root)
+    sandbox = await create_sandbox(settings, mode)
+    data = mlp_input(4, seed=9)
+    try:
+        async with ExecutorPool(settings, builtin_models.store, sandbox=sandbox) as other:
+            result = await other.run(builtin_models.mlp.model_id, data)
+            pids = [w.pid for lane in other.lanes().values() for w in lane.workers()]
+    finally:
+        assert sandbox.cgroups is not None
+        sandbox.cgroups.close()
+    assert result.output == (await pool.run(builtin_models.mlp.model_id, data)).output
+    for pid in pids:  # closing the pool ends its workers
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
