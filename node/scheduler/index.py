@@ -76,13 +76,15 @@ class CandidateIndex:
         cls, candidates: Iterable[ProviderCandidate], weights: ScoreWeights = DEFAULT_WEIGHTS
     ) -> CandidateIndex:
         grouped: defaultdict[Hash32, list[tuple[ProviderCandidate, ModelOffer]]] = defaultdict(list)
-        count = 0
-        for candidate in candidates:
-            count += 1
+        memory: dict[Address, Mapping[str | None, int]] = {}
+        # One entry per provider: a later advert of the same address replaces an earlier one.
+        latest = {candidate.address: candidate for candidate in candidates}
+        for candidate in latest.values():
+            memory[candidate.address] = _memory_by_kind(candidate)
             for offer in candidate.models:
                 grouped[offer.model_id].append((candidate, offer))
-        by_model = {model_id: _sorted_entries(pairs, weights) for model_id, pairs in grouped.items()}
-        return cls(by_model, count)
+        by_model = {model_id: _sorted_entries(pairs, memory, weights) for model_id, pairs in grouped.items()}
+        return cls(by_model, len(memory))
 
     def __len__(self) -> int:
         return self._providers
@@ -214,7 +216,9 @@ def _why_not(e: _Entry, requirements: JobRequirements, now: float, tried: Collec
 
 
 def _sorted_entries(
-    pairs: list[tuple[ProviderCandidate, ModelOffer]], weights: ScoreWeights
+    pairs: list[tuple[ProviderCandidate, ModelOffer]],
+    memory: Mapping[Address, Mapping[str | None, int]],
+    weights: ScoreWeights,
 ) -> tuple[_Entry, ...]:
     market = ModelMarket.of(pairs)
     entries = [
@@ -222,7 +226,7 @@ def _sorted_entries(
             score=score(c, o, market, weights),
             address=c.address,
             price_wei=o.price_wei,
-            memory=_memory_by_kind(c),
+            memory=memory[c.address],
             free_slots=c.free_slots,
             backoff_until=c.stats.backoff_until,
             candidate=c,

@@ -112,6 +112,12 @@ def test_can_prefer_the_better_provider_on_each_component(
     assert not choice.explored
 
 
+def test_a_later_advert_of_the_same_provider_replaces_the_earlier() -> None:
+    index = CandidateIndex.build([provider(1, price=10), provider(2, price=20), provider(1, price=30)])
+    assert len(index) == 2
+    assert index.ranked(REQ, now=NOW) == (provider(2, price=20), provider(1, price=30))
+
+
 def test_ties_are_broken_by_address_so_ranking_is_deterministic() -> None:
     a, b = provider(2), provider(1)
     assert rank([a, b], REQ, now=NOW) == (b, a)
