@@ -89,7 +89,10 @@ def create_keystore(
         )
     node_key = key or NodeKey.generate()
     document = create_keyfile_json(node_key.private_key, password.encode(), kdf=kdf, iterations=work_factor)
-    _write_private(path, json.dumps(document))
+    try:
+        _write_private(path, json.dumps(document))
+    except OSError as exc:
+        raise KeyStoreError(f"cannot write keystore {path}: {exc.strerror or exc}") from exc
     log.info("keystore_created", path=str(path), address=node_key.address, kdf=kdf)
     return node_key
 

@@ -106,3 +106,11 @@ def test_cannot_unlock_a_missing_or_malformed_keystore(
         path.write_text(content)
     with pytest.raises(KeyStoreError, match=message):
         unlock_keystore(path, "pw")
+
+
+def test_cannot_write_a_keystore_where_a_file_blocks_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("occupied")
+    with pytest.raises(KeyStoreError, match="cannot write keystore"):
+        create_keystore(blocker / "keystore.json", "pw", **FAST)
+    assert blocker.read_text() == "occupied"
