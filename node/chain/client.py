@@ -21,7 +21,12 @@ from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 from web3.contract.async_contract import AsyncContractConstructor, AsyncContractFunction
-from web3.exceptions import ContractLogicError, ProviderConnectionError, TransactionNotFound
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    TooManyRequests,
+    TransactionNotFound,
+)
 from web3.providers.async_base import AsyncBaseProvider
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.providers.rpc import AsyncHTTPProvider
@@ -43,7 +48,13 @@ GAS_MARGIN_NUMERATOR, GAS_MARGIN_DENOMINATOR = 5, 4
 TRANSFER_GAS = 21_000
 _FIRST_BACKOFF_S = 0.1
 _RECEIPT_FIRST_POLL_S = 0.02
-_TRANSIENT = (aiohttp.ClientConnectionError, ConnectionError, TimeoutError, ProviderConnectionError)
+_TRANSIENT = (
+    aiohttp.ClientConnectionError,
+    ConnectionError,
+    TimeoutError,
+    ProviderConnectionError,
+    TooManyRequests,
+)
 
 
 class NonceBook:
@@ -403,19 +414,21 @@ class ChainClient:
             raise decoded.to_exception(action) from exc
 
     async def _rpc(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
-        """Retry transient failures (connection refused, timeouts) with exponential back-off."""
+        """Retry transient failures (refused, timed out, 5xx, 429) with exponential back-off."""
         attempts = self.settings.rpc_retries + 1
         for attempt in range(attempts):
             try:
                 return await request()
-            except _TRANSIENT as exc:
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
                 if attempt == attempts - 1:
                     # The node may come back as another chain (a restarted dev chain) or without
                     # our pending transactions: learn every nonce afresh.
                     self.nonces.forget_all()
                     raise ChainError(
-                        f"the chain at {_describe(self.w3.provider)} is unreachable ({what} failed "
-                        f"{attempts} times: {type(exc).__name__}: {exc})",
+                        f"the chain at {_describe(self.w3.provider)} is unreachable or failing "
+                        f"({what} failed {attempts} times: {type(exc).__name__}: {exc})",
                         hint="is the chain node running? check chain.rpc_url",
                     ) from exc
                 backoff = _FIRST_BACKOFF_S * 2**attempt
@@ -450,6 +463,13 @@ def _describe(provider: AsyncBaseProvider) -> str:
 
 def _action(fn: AsyncContractFunction) -> str:
     return f"{fn.fn_name}()"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Failures worth retrying: the node unreachable, slow, overloaded or briefly failing."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, aiohttp.ClientResponseError) and (exc.status >= 500 or exc.status == 429)
 
 
 def _is_nonce_error(exc: BaseException) -> bool:

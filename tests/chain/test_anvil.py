@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from eth_account import Account
 
 from node.chain.anvil import AnvilProcess, mnemonic_accounts
@@ -72,3 +75,50 @@ async def test_can_recover_when_the_rpc_node_comes_back(chain_settings: Settings
         assert receipt["status"] == 1
         assert await client.balance(recipient) == 7
         await client.close()
+
+
+@asynccontextmanager
+async def flaky_gateway(upstream: str, failures: int) -> AsyncIterator[tuple[str, list[int]]]:
+    """An HTTP gateway in front of anvil that answers 502 to its first `failures` requests."""
+    statuses: list[int] = []
+    session = aiohttp.ClientSession()
+
+    async def forward(request: web.Request) -> web.Response:
+        if len(statuses) < failures:
+            statuses.append(502)
+            return web.Response(status=502, text="bad gateway")
+        async with session.post(upstream, data=await request.read(), headers=request.headers) as reply:
+            statuses.append(reply.status)
+            return web.Response(status=reply.status, body=await reply.read(), content_type="application/json")
+
+    application = web.Application()
+    application.router.add_post("/", forward)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", statuses
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
+async def test_can_retry_a_briefly_failing_gateway(chain_settings: SettingsFactory) -> None:
+    async with AnvilProcess() as anvil, flaky_gateway(anvil.rpc_url, failures=2) as (url, statuses):
+        client = await ChainClient.connect(chain_settings(url, rpc_retries=2))
+        assert client.chain_id == 31337
+        assert statuses[:3] == [502, 502, 200]
+        recipient = Account.create().address
+        await client.transfer(recipient, 3, sender=anvil.accounts[0])
+        assert await client.balance(recipient) == 3
+        await client.close()
+
+
+async def test_cannot_get_through_a_gateway_that_keeps_failing(chain_settings: SettingsFactory) -> None:
+    async with AnvilProcess() as anvil, flaky_gateway(anvil.rpc_url, failures=100) as (url, statuses):
+        with pytest.raises(ChainError, match="unreachable or failing") as caught:
+            await ChainClient.connect(chain_settings(url, rpc_retries=1))
+        assert "502" in str(caught.value)
+        assert statuses == [502, 502]
