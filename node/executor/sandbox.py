@@ -112,7 +112,10 @@ class Sandbox:
         argv += [*_system_binds(), "--proc", "/proc", "--dev", "/dev"]
         for device in spec.devices:
             argv += ["--dev-bind", device, device]
-        argv += ["--size", str(spec.limits.tmpfs_bytes), "--tmpfs", SANDBOX_TMP]
+        # /tmp and /dev/shm are the only writable places, each a tmpfs of the given size; bwrap's
+        # /dev is itself an unbounded tmpfs, so it is made read-only below.
+        for writable in (SANDBOX_TMP, "/dev/shm"):
+            argv += ["--size", str(spec.limits.tmpfs_bytes), "--tmpfs", writable]
         for host, inside in {**runtime_binds(), **spec.binds}.items():
             argv += ["--ro-bind", str(host), str(inside)]
         argv += ["--clearenv", "--chdir", SANDBOX_TMP]
@@ -120,7 +123,7 @@ class Sandbox:
             argv += ["--setenv", key, value]
         if seccomp is not None:
             argv += ["--seccomp", str(seccomp)]
-        return [*argv, "--remount-ro", "/", "--", *spec.argv]
+        return [*argv, "--remount-ro", "/dev", "--remount-ro", "/", "--", *spec.argv]
 
     async def spawn(self, spec: SandboxSpec, **popen: object) -> SandboxedProcess:
         """Start `spec` under the recipe; stdin is closed, stdout/stderr as `popen` says."""

@@ -131,3 +131,79 @@ def poisoned_program(clean: Path, path: Path, command: str = "touch /tmp/pwned")
                 data = inner.getvalue()
             dst.writestr(info, data)
     return path
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """How an attacker program ended: its verdict (parsed stdout), exit, and whether the host killed it."""
+
+    verdict: dict[str, object] | None
+    returncode: int
+    exit: str
+    stderr: str
+    timed_out: bool
+    wall_s: float
+    leftover_pids: frozenset[int]
+
+
+async def run_attack(
+    sandbox: object,
+    settings: ExecutorSettings,
+    script: str,
+    *,
+    timeout_s: float = 30.0,
+    pass_fds: tuple[int, ...] = (),
+    slot: int = 1000,
+) -> AttackOutcome:
+    """Run `script` under the exact recipe the pool's workers get, with the pool's host-side timeout."""
+    import asyncio
+    import json
+    import sys
+    import time
+
+    from node.executor.sandbox import Sandbox, SandboxSpec
+    from node.executor.worker_handle import describe_exit, limits_from
+
+    assert isinstance(sandbox, Sandbox)
+    spec = SandboxSpec(
+        argv=[sys.executable, "-B", "-s", "-c", script],
+        limits=limits_from(settings),
+        pass_fds=pass_fds,
+        slot=slot,
+    )
+    started = time.perf_counter()
+    proc = await sandbox.spawn(spec, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    timed_out = False
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.process.communicate()
+    except TimeoutError:
+        timed_out = True
+        proc.kill()
+        out, err = b"", b""
+    code = await proc.wait()
+    wall = time.perf_counter() - started
+    lines = out.decode(errors="replace").strip().splitlines()
+    verdict = json.loads(lines[-1]) if lines else None
+    leftovers = (
+        frozenset(_pids_of_uid(sandbox.uid_base + slot))
+        if sandbox.mode == "unprivileged-uid"
+        else frozenset()
+    )
+    return AttackOutcome(
+        verdict, code, describe_exit(code), err.decode(errors="replace"), timed_out, wall, leftovers
+    )
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    """Live processes of `uid`; zombies (already dead, waiting for the host's init to reap them) are not."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                alive = (entry / "stat").read_text().rpartition(")")[2].split()[0] != "Z"
+                if entry.stat().st_uid == uid and alive:
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
