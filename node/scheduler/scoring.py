@@ -86,9 +86,11 @@ def ineligibility(
         return "does not serve the model"
     if offer.price_wei > requirements.max_price_wei:
         return f"asks {offer.price_wei} wei, above the budget of {requirements.max_price_wei}"
-    if candidate.memory_for(requirements.device_kind) < requirements.min_memory_bytes:
-        kind = requirements.device_kind or "any"
-        return f"has no {kind} device with {requirements.min_memory_bytes} bytes of memory"
+    kind = requirements.device_kind
+    if kind is not None and all(d.kind != kind for d in candidate.devices):
+        return f"has no {kind} device"
+    if candidate.memory_for(kind) < requirements.min_memory_bytes:
+        return f"has no {kind or 'single'} device with {requirements.min_memory_bytes} bytes of memory"
     if candidate.free_slots <= 0:
         return "has no free slot"
     if candidate.stats.backoff_until > now:

@@ -4,7 +4,9 @@ The repositories are synchronous SQLAlchemy. SQLite has no truly asynchronous dr
 runs the same sqlite3 calls on a thread), and one synchronous code path serves SQLite and
 PostgreSQL alike. Each repository call is one short transaction, committed before it returns, so
 a state change is durable before anyone is told about it. From the event loop, call them through
-`await database.run(fn, *args)`, which runs them on a worker thread and never blocks the loop.
+`await database.run(fn, *args)`, which runs them on a worker thread and never blocks the loop;
+open the database the same way (`await asyncio.to_thread(Database.open, url)`), since opening
+runs the migrations.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ REQ = JobRequirements(model_id=MODEL, max_price_wei=1_000, device_kind="cuda", m
         (provider(1, models=(OTHER_MODEL,)), "does not serve the model"),
         (provider(1, price=1_001), "above the budget"),
         (provider(1, memory=8 * GIB), "no cuda device with"),
-        (provider(1, kind="cpu", memory=512 * GIB), "no cuda device with"),
+        (provider(1, kind="cpu", memory=512 * GIB), "has no cuda device"),
         (provider(1, slots=0), "no free slot"),
         (provider(1, stats=ProviderStats(backoff_until=NOW + 1)), "backed off"),
     ],
@@ -78,6 +78,14 @@ def test_cannot_pick_an_ineligible_provider(candidate: ProviderCandidate, why: s
     assert why in reason
     assert filter_candidates([candidate], REQ, now=NOW) == ()
     assert CandidateIndex.build([candidate]).ranked(REQ, now=NOW) == ()
+
+
+def test_cannot_pick_a_provider_without_the_asked_for_device_kind_even_with_no_memory_asked() -> None:
+    cpu_only = provider(1, kind="cpu", memory=0)
+    requirements = JobRequirements(MODEL, 1_000, "cuda", 0)
+    assert ineligibility(cpu_only, requirements, now=NOW) == "has no cuda device"
+    assert CandidateIndex.build([cpu_only]).ranked(requirements, now=NOW) == ()
+    assert CandidateIndex.build([cpu_only]).ranked(JobRequirements(MODEL, 1_000), now=NOW) == (cpu_only,)
 
 
 def test_can_pick_a_provider_whose_back_off_is_over_and_not_one_already_tried() -> None:
