@@ -151,7 +151,11 @@ class ChainClient:
         chosen = provider or _provider_for(settings.rpc_url)
         w3 = AsyncWeb3(chosen)
         client = cls(w3, 0, settings, nonces=nonces, owns_provider=owns_provider)
-        client.chain_id = await client._rpc("eth_chainId", lambda: w3.eth.chain_id)
+        try:
+            client.chain_id = await client._rpc("eth_chainId", lambda: w3.eth.chain_id)
+        except BaseException:
+            await client.close()
+            raise
         for artifact in [*_packaged_artifacts(), *artifacts]:
             client.errors.add_abi(artifact.abi)
         log.info("chain_connected", rpc_url=_describe(chosen), chain_id=client.chain_id)
