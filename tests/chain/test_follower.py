@@ -168,3 +168,31 @@ def test_cannot_load_a_corrupt_cursor_file(tmp_path: Path, content: str, message
 def test_cannot_save_a_negative_cursor(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot be saved"):
         JsonCursorStore(tmp_path / "c.json").save("market", -1)
+
+
+async def test_can_follow_several_contracts_in_chain_order(
+    client: ChainClient,
+    accounts: list[LocalAccount],
+    probe: AsyncContract,
+    probe_artifact: ContractArtifact,
+    tmp_path: Path,
+) -> None:
+    other = client.contract(probe_artifact, await client.deploy(probe_artifact, sender=accounts[0]))
+    start = await client.block_number()
+    await poke(client, probe, accounts[4], 1)
+    await poke(client, other, accounts[4], 2)
+    await poke(client, probe, accounts[4], 3)
+    follower = EventFollower(
+        client,
+        [probe, other],
+        name="both",
+        cursors=JsonCursorStore(tmp_path / "c.json"),
+        confirmations=0,
+        start_block=start + 1,
+        events=["Poked"],
+    )
+    handler = Collected()
+    assert await follower.catch_up(handler) == 3
+    assert handler.values == [1, 2, 3]
+    emitters = [event.address for batch in handler.batches for event in batch]
+    assert emitters == [probe.address, other.address, probe.address]
