@@ -32,6 +32,8 @@ contract ExampleConsumer is IJobConsumer {
     mapping(bytes32 jobId => bool) public pending;
     /// @notice Outputs received, by job.
     mapping(bytes32 jobId => bytes output) public answers;
+    /// @dev Counts requests, so asking the same question twice makes two distinct jobs.
+    uint256 private _requests;
 
     /// @param market_ The gpunode JobMarket.
     /// @param modelId_ The model every job of this consumer runs.
@@ -45,7 +47,10 @@ contract ExampleConsumer is IJobConsumer {
     /// @return jobId The market's id for the job.
     function ask(bytes calldata input, uint256 deadline) external payable returns (bytes32 jobId) {
         // inputHash 0: the market hashes `input` itself. Provider 0: any active provider may claim.
-        jobId = market.requestJob{value: msg.value}(modelId, bytes32(0), input, deadline, address(0), address(this));
+        uint256 salt = ++_requests;
+        jobId = market.requestJob{value: msg.value}(
+            modelId, bytes32(0), input, deadline, address(0), address(this), salt
+        );
         pending[jobId] = true;
         emit Asked(jobId, input);
     }

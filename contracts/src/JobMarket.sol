@@ -42,13 +42,14 @@ contract JobMarket is IProviderStatusSink {
     }
 
     /// @notice A job's immutable terms; `keccak256(abi.encode(terms))` is the job id. The price is
-    /// kept in the job's slot instead.
+    /// kept in the job's slot instead. `salt` is the requester's: any value that sets this job apart
+    /// from its other jobs with the same model, input and callback.
     struct JobTerms {
         address requester;
         bytes32 modelId;
         bytes32 inputHash;
         address callback;
-        uint256 requestBlock;
+        uint256 salt;
     }
 
     /// @notice EIP-712 `ResultReceipt`, signed by the provider that ran the job.
@@ -84,7 +85,8 @@ contract JobMarket is IProviderStatusSink {
 
     // ------------------------------------------------------------------ events
 
-    /// @dev The job's terms are these fields plus the block number of the log (`requestBlock`).
+    /// @dev Carries every field of the job's `JobTerms`, so providers can rebuild them. The input
+    /// bytes, when given, follow in `JobInput`: jobs published by hash pay nothing for them.
     event JobRequested(
         bytes32 indexed jobId,
         address indexed requester,
@@ -92,15 +94,17 @@ contract JobMarket is IProviderStatusSink {
         bytes32 modelId,
         bytes32 inputHash,
         address callback,
+        uint256 salt,
         uint256 price,
-        uint256 deadline,
-        bytes input
+        uint256 deadline
     );
+    event JobInput(bytes32 indexed jobId, bytes input);
     event ProviderStatusChanged(address indexed provider, bool active);
     event JobClaimed(bytes32 indexed jobId, address indexed provider);
     /// @dev The provider is the one in `JobClaimed`; the job can be finalized `challengeWindow`
-    /// seconds after the log's block timestamp.
-    event ResultSubmitted(bytes32 indexed jobId, bytes32 outputHash, bytes32 profileHash, bytes output);
+    /// seconds after the log's block timestamp. Output bytes, when given, follow in `ResultOutput`.
+    event ResultSubmitted(bytes32 indexed jobId, bytes32 outputHash, bytes32 profileHash);
+    event ResultOutput(bytes32 indexed jobId, bytes output);
     event CallbackFailed(bytes32 indexed jobId, address indexed callback);
     event JobFinalized(bytes32 indexed jobId, address indexed provider, uint256 price);
     event JobRefunded(bytes32 indexed jobId, address indexed requester, uint256 price);
@@ -216,8 +220,6 @@ contract JobMarket is IProviderStatusSink {
         uint256 callbackGasLimit_
     ) {
         if (address(registry_) == address(0)) revert ZeroAddress();
-        // A window of at least one second keeps finalization out of the request's block, so a
-        // cleared job id can never be requested again.
         if (challengeWindow_ == 0 || challengeWindow_ > MAX_CHALLENGE_WINDOW) {
             revert InvalidChallengeWindow(challengeWindow_);
         }
@@ -247,6 +249,9 @@ contract JobMarket is IProviderStatusSink {
     /// @param deadline Unix time by which a result must be submitted; later, `refund` applies.
     /// @param provider The only provider allowed to claim, or zero for any active provider.
     /// @param callback An IJobConsumer to receive the result, or zero.
+    /// @param salt Sets this job apart from the caller's other jobs with the same model, input and
+    /// callback (a counter or a random number); a live job with the same terms makes this revert
+    /// `JobExists`. Reusing a salt after that job settled gives the new job the same id.
     /// @return jobId The job's id, `keccak256(abi.encode(terms))` (see `JobRequested`).
     function requestJob(
         bytes32 modelId,
@@ -254,7 +259,8 @@ contract JobMarket is IProviderStatusSink {
         bytes calldata input,
         uint256 deadline,
         address provider,
-        address callback
+        address callback,
+        uint256 salt
     ) external payable returns (bytes32 jobId) {
         if (msg.value == 0) revert ZeroAmount();
         if (msg.value % GWEI != 0) revert PriceNotWholeGwei(msg.value);
@@ -263,11 +269,11 @@ contract JobMarket is IProviderStatusSink {
         if (deadline > TIME_MASK) revert DeadlineTooFar(deadline);
         inputHash = _checkedInputHash(inputHash, input);
         if (callback != address(0) && callback.code.length == 0) revert CallbackNotContract(callback);
-        JobTerms memory terms = JobTerms(msg.sender, modelId, inputHash, callback, block.number);
-        jobId = keccak256(abi.encode(terms));
+        jobId = keccak256(abi.encode(JobTerms(msg.sender, modelId, inputHash, callback, salt)));
         if (_jobs[jobId] != 0) revert JobExists(jobId);
         _jobs[jobId] = _pack(JobStatus.Requested, provider, deadline, msg.value / GWEI);
-        emit JobRequested(jobId, msg.sender, provider, modelId, inputHash, callback, msg.value, deadline, input);
+        emit JobRequested(jobId, msg.sender, provider, modelId, inputHash, callback, salt, msg.value, deadline);
+        if (input.length != 0) emit JobInput(jobId, input);
     }
 
     /// @notice Claims a requested job for the caller, who must be an active provider (and the named
@@ -320,7 +326,8 @@ contract JobMarket is IProviderStatusSink {
         if (signer != provider) revert WrongSigner(signer, provider);
         uint256 finalizeAfter = block.timestamp + challengeWindow;
         _jobs[jobId] = _restate(packed, JobStatus.Submitted, provider, finalizeAfter);
-        emit ResultSubmitted(jobId, outputHash, profileHash, output);
+        emit ResultSubmitted(jobId, outputHash, profileHash);
+        if (output.length != 0) emit ResultOutput(jobId, output);
         if (terms.callback != address(0)) _deliver(jobId, terms.callback, outputHash, output);
     }
 

@@ -23,6 +23,7 @@ contract ReentrantAttacker is IJobConsumer {
     uint256 public reentrySuccesses;
     bytes public lastReentryError;
     uint256 public callbacksReceived;
+    uint256 private _salt;
 
     constructor(JobMarket market_) {
         market = market_;
@@ -34,7 +35,16 @@ contract ReentrantAttacker is IJobConsumer {
     }
 
     function requestJob(bytes32 modelId, bytes calldata input, uint256 deadline) external payable returns (bytes32) {
-        return market.requestJob{value: msg.value}(modelId, bytes32(0), input, deadline, address(0), address(this));
+        return market.requestJob{value: msg.value}(
+            modelId, bytes32(0), input, deadline, address(0), address(this), ++_salt
+        );
+    }
+
+    /// Two requests with the same terms and salt: the second must be refused (same id).
+    function requestTwice(bytes32 modelId, bytes calldata input, uint256 deadline) external payable {
+        uint256 half = msg.value / 2;
+        market.requestJob{value: half}(modelId, bytes32(0), input, deadline, address(0), address(0), 7);
+        market.requestJob{value: half}(modelId, bytes32(0), input, deadline, address(0), address(0), 7);
     }
 
     function deposit() external payable {

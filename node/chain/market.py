@@ -1,12 +1,15 @@
 """Typed wrapper of the JobMarket contract: on-chain jobs, vouchers, withdrawals, disputes.
 
-A job's id is `keccak256(abi.encode(JobTerms))`; `JobRequested` carries every term but the
-request block, which is the log's block. `submit_result` and `refund` pass the terms back, so
-callers keep the `JobTerms` returned by `request_job` or rebuilt by `job_requested_from_log`.
+A job's id is `keccak256(abi.encode(JobTerms))`; `JobRequested` carries every term.
+`submit_result` and `refund` pass the terms back, so callers keep the `JobTerms` returned by
+`request_job` or rebuilt from the event by `job_requested_from_log`. Input and output bytes, when
+a job carries them, come in their own events (`JobInput`, `ResultOutput`) in the same transaction,
+so jobs published by hash pay no gas for them.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
@@ -16,6 +19,7 @@ from eth_abi import abi as eth_abi
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from hexbytes import HexBytes
 from web3.contract import AsyncContract
 from web3.types import EventData, LogReceipt, TxReceipt
 
@@ -35,6 +39,9 @@ from node.chain.registry import (
 from node.types import Address, Hash32, ResultReceipt, Voucher
 
 GWEI = 10**9
+# Random salts only have to differ between one requester's jobs with equal terms; 64 bits is plenty
+# and keeps calldata small.
+SALT_BITS = 64
 ZERO_HASH32 = Hash32(b"\x00" * 32)
 _TERMS_TYPES = ["address", "bytes32", "bytes32", "address", "uint256"]
 
@@ -65,14 +72,14 @@ class JobTerms:
     model_id: Hash32
     input_hash: Hash32
     callback: Address
-    request_block: int
+    salt: int
 
     @property
     def job_id(self) -> Hash32:
         return Hash32(keccak(eth_abi.encode(_TERMS_TYPES, list(self.as_tuple()))))
 
     def as_tuple(self) -> tuple[str, bytes, bytes, str, int]:
-        return (self.requester, self.model_id, self.input_hash, self.callback, self.request_block)
+        return (self.requester, self.model_id, self.input_hash, self.callback, self.salt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,15 +216,18 @@ def _optional_address(value: str) -> Address | None:
     return None if int(value, 16) == 0 else Address(value)
 
 
-def job_requested_from_log(entry: EventData) -> JobRequested:
-    """Decode a `JobRequested` log (from `events_in` or an event follower) into terms and price."""
+def job_requested_from_log(entry: EventData, input: bytes = b"") -> JobRequested:
+    """Decode a `JobRequested` log (from `events_in` or an event follower) into terms and price.
+
+    `input` is the job's `JobInput` log's bytes, if the transaction emitted one.
+    """
     args = entry["args"]
     terms = JobTerms(
         requester=Address(args["requester"]),
         model_id=Hash32(bytes(args["modelId"])),
         input_hash=Hash32(bytes(args["inputHash"])),
         callback=Address(args["callback"]),
-        request_block=int(entry["blockNumber"]),
+        salt=int(args["salt"]),
     )
     return JobRequested(
         job_id=Hash32(bytes(args["jobId"])),
@@ -225,7 +235,7 @@ def job_requested_from_log(entry: EventData) -> JobRequested:
         provider=_optional_address(args["provider"]),
         price=int(args["price"]),
         deadline=int(args["deadline"]),
-        input=bytes(args["input"]),
+        input=bytes(input),
         tx=TxInfo(
             tx_hash=entry["transactionHash"].to_0x_hex(), block_number=int(entry["blockNumber"]), gas_used=0
         ),
@@ -273,9 +283,13 @@ class JobMarket:
         input_hash: bytes | None = None,
         provider: str | None = None,
         callback: str | None = None,
+        salt: int | None = None,
         sender: LocalAccount,
     ) -> JobRequested:
-        """Escrow `price` wei (whole gwei) for a job on `input` (or on `input_hash` alone)."""
+        """Escrow `price` wei (whole gwei) for a job on `input` (or on `input_hash` alone).
+
+        `salt` tells apart jobs with the same model, input and callback; by default a random one.
+        """
         if wei(price, "price") % GWEI != 0:
             raise ContractInputError(f"price {price} wei is not a whole number of gwei")
         if not input and input_hash is None:
@@ -287,10 +301,13 @@ class JobMarket:
             deadline,
             ZERO_ADDRESS if provider is None else checksum(provider, "provider"),
             ZERO_ADDRESS if callback is None else checksum(callback, "callback"),
+            secrets.randbits(SALT_BITS) if salt is None else wei(salt, "salt", positive=False),
         )
         receipt = await self.client.transact(fn, sender=sender, value=price)
         found = single_event(self.contract.events.JobRequested(), receipt)
-        return replace(job_requested_from_log(found), tx=TxInfo.of(receipt))
+        inputs = events_in(self.contract.events.JobInput(), receipt)
+        given = bytes(inputs[0]["args"]["input"]) if inputs else b""
+        return replace(job_requested_from_log(found, given), tx=TxInfo.of(receipt))
 
     async def claim_job(self, job_id: bytes, *, sender: LocalAccount) -> JobClaimed:
         receipt = await self.client.transact(
@@ -329,7 +346,9 @@ class JobMarket:
             job_id=Hash32(bytes(args["jobId"])),
             output_hash=Hash32(bytes(args["outputHash"])),
             profile_hash=Hash32(bytes(args["profileHash"])),
-            output=bytes(args["output"]),
+            output=b"".join(
+                bytes(e["args"]["output"]) for e in events_in(self.contract.events.ResultOutput(), tx)
+            ),
             callback_failed=bool(failed),
             tx=TxInfo.of(tx),
         )
@@ -529,17 +548,28 @@ class JobMarket:
         return bytes(await self.client.call(fn))
 
     async def job_requests(self, from_block: int, to_block: int | str = "latest") -> list[JobRequested]:
-        """`JobRequested` events in a block range (the event follower serves long-running nodes)."""
+        """`JobRequested` events in a block range, with their inputs (for catching up; see follower)."""
+        requested = self.contract.events.JobRequested()
+        given = self.contract.events.JobInput()
         logs: Sequence[LogReceipt] = await self.client.get_logs(
             {
                 "address": to_checksum_address(self.address),
                 "fromBlock": from_block,
                 "toBlock": to_block,  # type: ignore[typeddict-item]
-                "topics": [self.contract.events.JobRequested().topic],
+                "topics": [[requested.topic, given.topic]],
             }
         )
-        event = self.contract.events.JobRequested()
-        return [job_requested_from_log(event.process_log(entry)) for entry in logs]
+        inputs = {
+            bytes(entry["topics"][1]): bytes(given.process_log(entry)["args"]["input"])
+            for entry in logs
+            if bytes(entry["topics"][0]) == HexBytes(given.topic)
+        }
+        return [
+            job_requested_from_log(decoded, inputs.get(bytes(decoded["args"]["jobId"]), b""))
+            for decoded in (
+                requested.process_log(e) for e in logs if bytes(e["topics"][0]) == HexBytes(requested.topic)
+            )
+        ]
 
     def _event(self, name: str, receipt: TxReceipt) -> Any:
         return single_event(self.contract.events[name](), receipt)["args"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3.contract import AsyncContract
 
 from node.chain.artifacts import Artifact, load_artifact_file
 from node.chain.client import ChainClient
@@ -118,3 +120,40 @@ def signed_voucher(
 ) -> tuple[Voucher, bytes]:
     voucher = Voucher(client=Address(payer.address), provider=Address(provider), cumulative_amount=cumulative)
     return voucher, sign_voucher(key_of(payer), domain, voucher)
+
+
+OUTPUT = b"the output tensor"
+
+
+async def claimed(deployment: Deployment, requester: LocalAccount, provider: LocalAccount) -> JobRequested:
+    job = await request(deployment, requester)
+    await deployment.market.claim_job(job.job_id, sender=provider)
+    return job
+
+
+async def submitted(
+    deployment: Deployment,
+    requester: LocalAccount,
+    provider: LocalAccount,
+    relayer: LocalAccount,
+    *,
+    output: bytes = OUTPUT,
+) -> JobRequested:
+    job = await claimed(deployment, requester, provider)
+    market = deployment.market
+    receipt, signature = signed_receipt(market.domain(), job.terms, provider, output)
+    await market.submit_result(job.terms, receipt, signature, output=output, sender=relayer)
+    return job
+
+
+async def deploy_test_contract(
+    client: ChainClient, name: str, *args: object, sender: LocalAccount
+) -> AsyncContract:
+    artifact = load_test_artifact(name)
+    address = await client.deploy(artifact, *args, sender=sender)
+    return client.contract(artifact, address)
+
+
+async def gas_cost(client: ChainClient, tx_hash: str) -> int:
+    receipt = await client.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])

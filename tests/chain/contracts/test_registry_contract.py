@@ -10,6 +10,7 @@ from contract_helpers import (
     UNSTAKE_COOLDOWN_S,
     AdvanceTime,
     Roles,
+    gas_cost,
     now,
     sha,
 )
@@ -182,8 +183,8 @@ async def test_can_withdraw_stake_after_the_cooldown_and_register_again(
     before = await registry.client.balance(provider.address)
     withdrawn = await registry.withdraw_stake(sender=provider)
     assert withdrawn.amount == MIN_STAKE
-    gas_cost = await _gas_cost(registry.client, withdrawn.tx.tx_hash)
-    assert await registry.client.balance(provider.address) == before + MIN_STAKE - gas_cost
+    cost = await gas_cost(registry.client, withdrawn.tx.tx_hash)
+    assert await registry.client.balance(provider.address) == before + MIN_STAKE - cost
     assert await registry.client.balance(registry.address) == 0
     assert not (await registry.provider(provider.address)).registered
     await registry.register(PEER_ID, METADATA_HASH, stake=MIN_STAKE, sender=provider)
@@ -228,8 +229,3 @@ async def test_can_read_parameters(deployment: Deployment) -> None:
     assert await registry.unstake_cooldown() == UNSTAKE_COOLDOWN_S
     assert await registry.market() == deployment.market.address
     assert await registry.burned_stake() == 0
-
-
-async def _gas_cost(client: ChainClient, tx_hash: str) -> int:
-    receipt = await client.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-    return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
