@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from node.config import P2PSettings
 from node.discovery.advert import (
@@ -75,17 +76,18 @@ class DiscoveryService:
         service = cls(host, validator or AdvertValidator(registry), Directory(), settings, key)
         service._offer = offer
         subscription = await host.subscribe(ADVERT_TOPIC, service._gossip_check)
-        async with asyncio.TaskGroup() as tasks:
-            running = [tasks.create_task(service._consume(subscription)), tasks.create_task(service._sweep())]
-            if key is not None and offer is not None:
-                running.append(tasks.create_task(service._refresh()))
-            try:
-                yield service
-            finally:
-                for task in running:
-                    task.cancel()
-                if service._dht_put is not None:
-                    service._dht_put.cancel()
+        loops = [service._consume(subscription), service._sweep()]
+        if key is not None and offer is not None:
+            loops.append(service._refresh())
+        running = [asyncio.create_task(_logged(loop)) for loop in loops]
+        try:
+            yield service
+        finally:
+            if service._dht_put is not None:
+                running.append(service._dht_put)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     # announcing -------------------------------------------------------------------------------
 
@@ -192,3 +194,14 @@ class DiscoveryService:
                 await self.host.connect(addr)
                 return
         log.info("provider_unreachable", address=advert.address, addrs=list(advert.listen_addrs))
+
+
+async def _logged(loop: Coroutine[Any, Any, None]) -> None:
+    # A background loop that dies must say so; nobody awaits it until shutdown.
+    try:
+        await loop
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("discovery_loop_failed")
+        raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,8 +12,11 @@ from node.discovery.registry_view import RegistryView
 from node.errors import ChainError, P2PError
 from node.logging import get_logger
 from node.p2p.identity import peer_id_to_address
+from node.types import Hash32, sha256
 
 log = get_logger(__name__)
+
+_RECENT = 4096
 
 
 @dataclass
@@ -66,7 +69,11 @@ class AdvertValidator:
         self._skew_ms = int(clock_skew_s * 1000)
         self._clock = clock
         self.rate = RateLimiter(per_s=rate_per_s, burst=rate_burst)
-        self._last_sequence: dict[str, int] = {}
+        # Latest accepted (sequence, sha256 of the signed bytes) per address.
+        self._last: dict[str, tuple[int, Hash32]] = {}
+        # Adverts accepted lately, by hash: the same advert relayed by several neighbours at once
+        # is a duplicate, neither a replay nor a flood.
+        self._recent: OrderedDict[Hash32, ProviderAdvert] = OrderedDict()
         self.rejected: Counter[RejectReason] = Counter()
         self.accepted = 0
 
@@ -75,13 +82,20 @@ class AdvertValidator:
 
     async def check(self, source: str, signed: bytes) -> ProviderAdvert | Rejected:
         """Validate an advert that `source` (the signed gossip originator) published."""
+        digest = sha256(signed)
+        seen = self._recent.get(digest)
+        if seen is not None and seen.peer_id == source:
+            return seen
         result = await self._check(source, signed)
         if isinstance(result, Rejected):
             self.rejected[result.reason] += 1
             log.info("advert_rejected", reason=result.reason.value, detail=result.detail, source=source)
-        else:
-            self.accepted += 1
-            self._last_sequence[result.address] = result.sequence
+            return result
+        self.accepted += 1
+        self._last[result.address] = (result.sequence, digest)
+        self._recent[digest] = result
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
         return result
 
     async def _check(self, source: str, signed: bytes) -> ProviderAdvert | Rejected:
@@ -96,9 +110,9 @@ class AdvertValidator:
         timing = self.check_times(advert)
         if timing is not None:
             return timing
-        last = self._last_sequence.get(advert.address)
-        if last is not None and advert.sequence <= last:
-            return Rejected(RejectReason.REPLAYED, f"sequence {advert.sequence} <= last seen {last}")
+        last = self._last.get(advert.address)
+        if last is not None and advert.sequence <= last[0]:
+            return Rejected(RejectReason.REPLAYED, f"sequence {advert.sequence} <= last seen {last[0]}")
         return await self.check_registered(advert)
 
     def check_times(self, advert: ProviderAdvert) -> Rejected | None:

@@ -3,6 +3,8 @@ that must deliver every advert to 50+ nodes within half a second."""
 
 from __future__ import annotations
 
+import time
+
 from libp2p.abc import IHost
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -48,7 +50,7 @@ def new_gossipsub() -> GossipSub:
 
 
 def new_pubsub(host: IHost, router: GossipSub) -> Pubsub:
-    return Pubsub(
+    pubsub = Pubsub(
         host,
         router,
         # Seen-message cache: large enough for several refresh rounds of 10k providers.
@@ -62,3 +64,8 @@ def new_pubsub(host: IHost, router: GossipSub) -> Pubsub:
         # Adverts carry no more than a few KiB; a 1 MiB RPC is already generous.
         max_inbound_rpc_size=1 << 20,
     )
+    # Message ids are (peer id, seqno), and py-libp2p starts seqnos at the Unix time in seconds,
+    # one per message: a node that restarts within a few minutes reuses seqnos its peers still
+    # remember, and its new adverts are dropped as already seen. go-libp2p starts at nanoseconds.
+    pubsub.counter = time.time_ns()
+    return pubsub

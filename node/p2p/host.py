@@ -44,6 +44,8 @@ log = get_logger(__name__)
 
 # How long a dial or a protocol negotiation may take on a live network before we give up.
 DIAL_TIMEOUT_S = 10.0
+# Closing connections on shutdown may take this long before we just drop them.
+SHUTDOWN_TIMEOUT_S = 5.0
 # Bootstrap peers are redialled this often while they are not connected.
 BOOTSTRAP_RETRY_S = 2.0
 
@@ -114,22 +116,35 @@ class P2PHost:
                 background_trio_service(stack.pubsub),
                 background_trio_service(stack.gossipsub),
                 background_trio_service(stack.dht),
-                trio.open_nursery() as nursery,
             ):
-                stack.nursery = nursery
-                await stack.pubsub.wait_until_ready()
-                nursery.start_soon(_keep_bootstrap_connected, stack, settings.bootstrap)
-                nursery.start_soon(_feed_routing_table, stack)
-                yield
-                nursery.cancel_scope.cancel()
+                async with trio.open_nursery() as nursery:
+                    stack.nursery = nursery
+                    await stack.pubsub.wait_until_ready()
+                    nursery.start_soon(_keep_bootstrap_connected, stack, settings.bootstrap)
+                    nursery.start_soon(_feed_routing_table, stack)
+                    try:
+                        yield
+                    finally:
+                        nursery.cancel_scope.cancel()
+                # Close connections explicitly: cancelled tasks leave sockets open, and peers
+                # would keep us in their pubsub and DHT state until the sockets time out.
+                with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
+                    await stack.host.close()
 
+        running = TrioBridge.running(serve)
         try:
-            async with TrioBridge.running(serve) as bridge:
-                host = cls(bridge, stack, settings)
-                log.info("p2p_host_started", peer_id=host.peer_id, address=host.address, addrs=host.addrs)
-                yield host
+            bridge = await running.__aenter__()
         except OSError as exc:
             raise P2PError(f"cannot listen on {settings.listen}: {exc}", hint="pick a free port") from exc
+        try:
+            host = cls(bridge, stack, settings)
+            log.info("p2p_host_started", peer_id=host.peer_id, address=host.address, addrs=host.addrs)
+            yield host
+        except BaseException as exc:
+            if not await running.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await running.__aexit__(None, None, None)
         log.info("p2p_host_stopped", peer_id=stack.host.get_id().to_base58())
 
     @property
@@ -297,9 +312,16 @@ class P2PHost:
     async def dht_get(self, key: str, *, timeout_s: float = DIAL_TIMEOUT_S) -> bytes | None:
         """The best valid value stored under `key`, or None when no peer has one."""
 
+        dht = self._stack.dht
+
         async def get() -> bytes | None:
             with trio.move_on_after(timeout_s):
-                value: bytes | None = await self._stack.dht.get_value(key)
+                value: bytes | None = await dht.get_value(key)
+                if value is not None and not _still_valid(dht, key, value):
+                    # get_value answers from the local store first, even with a record that
+                    # has expired since; drop it so the lookup goes to the network.
+                    dht.value_store.remove(key.encode())
+                    value = await dht.get_value(key)
                 return value
             raise PeerTimeout(f"DHT lookup of {key} took longer than {timeout_s} s")
 
@@ -309,6 +331,16 @@ class P2PHost:
             raise
         except Exception as exc:
             raise P2PError(f"DHT lookup of {key} failed: {exc}") from exc
+
+
+def _still_valid(dht: KadDHT, key: str, value: bytes) -> bool:
+    if dht.validator is None:
+        return True
+    try:
+        dht.validator.validate(key, value)
+    except Exception:
+        return False
+    return True
 
 
 def _parse_multiaddr(addr: str) -> multiaddr.Multiaddr:

@@ -1,4 +1,4 @@
-"""Discovery fixtures: a real embedded chain with a deployed ProviderRegistry, and real hosts."""
+"""Helpers for discovery tests: a real embedded chain with the deployed contracts, real hosts."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-
-import pytest
-import pytest_asyncio
 
 from node.chain.client import ChainClient
 from node.chain.deploy import deploy_contracts
@@ -36,8 +33,8 @@ class Chain:
     keys: list[NodeKey]  # funded dev accounts, usable as node keys
 
 
-@pytest_asyncio.fixture
-async def chain() -> AsyncIterator[Chain]:
+@asynccontextmanager
+async def deployed_chain() -> AsyncIterator[Chain]:
     client = await ChainClient.connect(ChainSettings(rpc_url="embedded", receipt_timeout_s=20.0))
     try:
         accounts = client.dev_accounts()
@@ -122,7 +119,7 @@ NodesFactory = Callable[..., AbstractAsyncContextManager[list[Node]]]
 
 
 @asynccontextmanager
-async def _nodes(
+async def running_nodes(
     keys: Sequence[NodeKey], registry: RegistryView, p2p: P2PSettings, *, providers: int, links: int = 2
 ) -> AsyncIterator[list[Node]]:
     """`len(keys)` nodes; the first `providers` announce an offer. Node i dials node 0 and its
@@ -139,8 +136,3 @@ async def _nodes(
         for node in nodes[:providers]:
             await node.discovery.announce(offer())
         yield nodes
-
-
-@pytest.fixture
-def nodes() -> NodesFactory:
-    return _nodes

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import MODEL, offer, register
+from discovery_support import MODEL, offer, register
 
 from node.chain.keys import NodeKey
 from node.discovery.advert import (
@@ -27,7 +27,7 @@ from node.p2p.identity import peer_id_from
 from node.types import sha256
 
 if TYPE_CHECKING:
-    from conftest import Chain
+    from discovery_support import Chain
 
 
 def advert_of(key: NodeKey, *, sequence: int = 1, ttl_ms: int = 60_000, **changes: object) -> ProviderAdvert:

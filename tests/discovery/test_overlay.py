@@ -1,0 +1,73 @@
+"""Discovery across many real nodes: propagation, expiry, rejoin through the DHT."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from discovery_support import MODEL, offer, register, settings, start_node
+
+from node.discovery.advert import RejectReason
+from node.discovery.directory import Directory
+
+if TYPE_CHECKING:
+    from discovery_support import Chain, NodesFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_every_advert_reaches_every_node(chain: Chain, nodes: NodesFactory) -> None:
+    providers = chain.keys[:8]
+    for key in providers:
+        await register(chain, key)
+    # Eight providers and four plain clients (fresh keys, not registered): twelve nodes.
+    from node.chain.keys import NodeKey
+
+    keys = [*providers, *(NodeKey.generate() for _ in range(4))]
+    async with nodes(keys, chain.registry, settings(), providers=len(providers)) as running:
+        for node in running:
+            await node.discovery.directory.wait_for(lambda d: len(d) == len(providers), timeout_s=30)
+        for node in running:
+            found = node.discovery.directory.find(model_id=MODEL, max_price_wei=10**15)
+            assert {a.address for a in found} == {k.address for k in providers}
+            assert sum(node.discovery.validator.rejected.values()) == 0
+
+
+async def test_node_that_leaves_expires_and_is_found_again_after_rejoining(
+    chain: Chain, nodes: NodesFactory
+) -> None:
+    keys = chain.keys[:5]
+    for key in keys:
+        await register(chain, key)
+    short = settings(advert_ttl_s=3.0, advert_refresh_s=1.0)
+    leaver = keys[4]
+    async with nodes(keys[:4], chain.registry, short, providers=0) as running:
+        async with start_node(leaver, chain.registry, short, provider_offer=offer()) as node:
+            await node.host.connect(running[0].host.addrs[0])
+            for other in running:
+                await other.discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
+            first_addrs = node.host.addrs
+            # The leaver's record is in the DHT too.
+            assert (await running[3].discovery.lookup(leaver.address, connect=False)) is not None
+
+        for other in running:
+            await other.discovery.directory.wait_for(lambda d: leaver.address not in d, timeout_s=15)
+
+        rejoin = settings(advert_ttl_s=3.0, advert_refresh_s=1.0, bootstrap=[running[0].host.addrs[0]])
+        async with start_node(leaver, chain.registry, rejoin, provider_offer=offer(price=10**14)) as node:
+            assert node.host.addrs != first_addrs
+            await running[0].discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
+            found = await running[2].discovery.lookup(leaver.address)
+            assert found is not None
+            assert found.listen_addrs == tuple(node.host.addrs)
+            assert found.price_for(MODEL) == 10**14
+            assert node.host.peer_id in running[2].host.connected_peers()
+            for other in running:
+                await other.discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
+
+
+def _count(directory: Directory) -> int:
+    return len(directory)
+
+
+_ = RejectReason
