@@ -7,10 +7,11 @@ the TOML file (`GPUNODE_CONFIG` or `<home>/config.toml`), defaults. Each layer o
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,14 +21,19 @@ from pydantic_settings import (
 
 from node.errors import ConfigError
 
-DEFAULT_HOME = Path(os.environ.get("GPUNODE_HOME", Path.home() / ".gpunode"))
+
+def default_home() -> Path:
+    """`$GPUNODE_HOME`, else `~/.gpunode`; relative paths in the settings are resolved against it."""
+    return Path(os.environ.get("GPUNODE_HOME") or Path.home() / ".gpunode")
 
 
-class ChainSettings(BaseModel):
-    """Where the chain is and how hard to try when talking to it."""
-
+class _Section(BaseModel):
     # A misspelt key would otherwise be ignored and its default silently used.
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChainSettings(_Section):
+    """Where the chain is and how hard to try when talking to it."""
 
     # "embedded" runs py-evm in process (web3's EthereumTesterProvider); else an HTTP(S) JSON-RPC URL.
     rpc_url: str = Field(default="embedded", pattern=r"^(embedded|https?://\S+)$")
@@ -39,17 +45,15 @@ class ChainSettings(BaseModel):
     poll_interval_s: float = Field(default=1.0, gt=0)
 
 
-class KeySettings(BaseModel):
+class KeySettings(_Section):
     """The node's one secp256k1 key: Ethereum account and libp2p identity."""
 
-    model_config = {"extra": "forbid"}
-
-    keystore: Path = DEFAULT_HOME / "keystore.json"
+    keystore: Path = Path("keystore.json")
     # The password is read from this environment variable or prompted for; never stored in config.
     password_env: str = "GPUNODE_KEY_PASSWORD"  # noqa: S105 (a variable's name, not a password)
 
 
-class P2PSettings(BaseModel):
+class P2PSettings(_Section):
     """The libp2p overlay."""
 
     listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
@@ -61,10 +65,10 @@ class P2PSettings(BaseModel):
     read_timeout_s: float = Field(default=10.0, gt=0)
 
 
-class ExecutorSettings(BaseModel):
+class ExecutorSettings(_Section):
     """The sandboxed executor."""
 
-    model_dir: Path = DEFAULT_HOME / "models"
+    model_dir: Path = Path("models")
     model_cache_bytes: int = Field(default=20 * 2**30, gt=0)
     sandbox: Literal["bwrap", "none"] = "bwrap"
     job_timeout_s: float = Field(default=60.0, gt=0)
@@ -85,19 +89,20 @@ class ExecutorSettings(BaseModel):
     deterministic: bool = True
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Section):
     """The node's database; SQLite by default, PostgreSQL by URL."""
 
-    url: str = f"sqlite:///{DEFAULT_HOME / 'gpunode.db'}"
+    # A relative SQLite path is taken under the node's home.
+    url: str = "sqlite:///gpunode.db"
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     """The gRPC API the CLI and SDK talk to."""
 
     listen: str = "127.0.0.1:50051"
 
 
-class ProviderSettings(BaseModel):
+class ProviderSettings(_Section):
     """What a provider offers and what it asks for it (prices in wei)."""
 
     enabled: bool = False
@@ -114,7 +119,7 @@ class Settings(BaseSettings):
         env_prefix="GPUNODE_", env_nested_delimiter="__", extra="forbid", toml_file=None
     )
 
-    home: Path = DEFAULT_HOME
+    home: Path = Field(default_factory=default_home)
     log_level: str = "INFO"
     log_json: bool = False
     chain: ChainSettings = Field(default_factory=ChainSettings)
@@ -134,23 +139,36 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = os.environ.get("GPUNODE_CONFIG") or str(DEFAULT_HOME / "config.toml")
+        toml_path = os.environ.get("GPUNODE_CONFIG") or str(default_home() / "config.toml")
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    @model_validator(mode="after")
+    def _resolve_paths_under_home(self) -> Settings:
+        home = self.home.expanduser()
+        self.home = home
+        self.keys.keystore = home / self.keys.keystore.expanduser()
+        self.executor.model_dir = home / self.executor.model_dir.expanduser()
+        prefix = "sqlite:///"
+        if self.storage.url.startswith(prefix) and not self.storage.url[len(prefix) :].startswith(("/", ":")):
+            self.storage.url = f"{prefix}{home / self.storage.url[len(prefix) :]}"
+        return self
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings, turning validation failures into a `ConfigError` that names the bad field."""
     if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"config file {config_file} does not exist", hint="run `gpunode init` to create one")
+        raise ConfigError(
+            f"config file {config_file} does not exist", hint="run `gpunode init` to create one"
+        )
     previous = os.environ.get("GPUNODE_CONFIG")
     try:
         if config_file is not None:
             os.environ["GPUNODE_CONFIG"] = str(config_file)
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file is not valid TOML: {exc}", hint="fix or remove it") from exc
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
     finally:
         if config_file is not None:

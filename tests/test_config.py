@@ -104,8 +104,22 @@ def test_cannot_load_a_bad_value_from_the_environment(monkeypatch: pytest.Monkey
         load_settings()
 
 
-@pytest.mark.xfail(reason="node/config.py lets tomllib.TOMLDecodeError escape instead of raising ConfigError")
 def test_cannot_load_malformed_toml(tmp_path: Path) -> None:
     config = write_config(tmp_path, "[chain\nrpc_url =")
     with pytest.raises(ConfigError, match="config"):
+        load_settings(config)
+
+
+def test_can_resolve_relative_paths_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUNODE_HOME", str(tmp_path / "home"))
+    settings = load_settings(executor={"model_dir": "/srv/models"})
+    assert settings.keys.keystore == tmp_path / "home" / "keystore.json"
+    assert settings.executor.model_dir == Path("/srv/models")
+    assert settings.storage.url == f"sqlite:///{tmp_path / 'home' / 'gpunode.db'}"
+
+
+@pytest.mark.parametrize("section", ["p2p", "executor", "storage", "api", "provider"])
+def test_cannot_load_a_misspelt_key_in_any_section(tmp_path: Path, section: str) -> None:
+    config = write_config(tmp_path, f"[{section}]\nno_such_setting = 1\n")
+    with pytest.raises(ConfigError, match="no_such_setting"):
         load_settings(config)
