@@ -1,0 +1,334 @@
+# mypy: ignore-errors
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PaymentPath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_PATH_UNSPECIFIED: _ClassVar[PaymentPath]
+    PAYMENT_PATH_VOUCHER: _ClassVar[PaymentPath]
+    PAYMENT_PATH_ESCROW: _ClassVar[PaymentPath]
+PAYMENT_PATH_UNSPECIFIED: PaymentPath
+PAYMENT_PATH_VOUCHER: PaymentPath
+PAYMENT_PATH_ESCROW: PaymentPath
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    input: bytes
+    payment: PaymentPath
+    max_price_wei: str
+    timeout_ms: int
+    provider: str
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[bytes] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., max_price_wei: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., provider: _Optional[str] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("provider", "paid", "outcome")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PAID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    paid: bool
+    outcome: str
+    def __init__(self, provider: _Optional[str] = ..., paid: _Optional[bool] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ResultReceipt(_message.Message):
+    __slots__ = ("job_id", "model_id", "input_hash", "output_hash", "profile_hash", "provider", "signature")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_HASH_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    model_id: str
+    input_hash: str
+    output_hash: str
+    profile_hash: str
+    provider: str
+    signature: str
+    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., input_hash: _Optional[str] = ..., output_hash: _Optional[str] = ..., profile_hash: _Optional[str] = ..., provider: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "model_id", "state", "terminal", "payment", "provider", "price_wei", "max_price_wei", "attempts", "output", "receipt", "error", "created_at_ms", "updated_at_ms", "input_hash", "input_size")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_HASH_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    model_id: str
+    state: str
+    terminal: bool
+    payment: PaymentPath
+    provider: str
+    price_wei: str
+    max_price_wei: str
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    output: bytes
+    receipt: ResultReceipt
+    error: str
+    created_at_ms: int
+    updated_at_ms: int
+    input_hash: str
+    input_size: int
+    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., state: _Optional[str] = ..., terminal: _Optional[bool] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., provider: _Optional[str] = ..., price_wei: _Optional[str] = ..., max_price_wei: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., output: _Optional[bytes] = ..., receipt: _Optional[_Union[ResultReceipt, _Mapping]] = ..., error: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., input_hash: _Optional[str] = ..., input_size: _Optional[int] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id", "omit_output")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OMIT_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    omit_output: bool
+    def __init__(self, job_id: _Optional[str] = ..., omit_output: _Optional[bool] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state", "limit")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    limit: int
+    def __init__(self, state: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ProviderStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProviderStatus(_message.Message):
+    __slots__ = ("enabled", "address", "registered", "active", "stake_wei", "price_per_job_wei", "models", "running_jobs", "queued_jobs", "max_queue", "jobs_completed", "jobs_failed")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    STAKE_WEI_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    JOBS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    address: str
+    registered: bool
+    active: bool
+    stake_wei: str
+    price_per_job_wei: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    running_jobs: int
+    queued_jobs: int
+    max_queue: int
+    jobs_completed: int
+    jobs_failed: int
+    def __init__(self, enabled: _Optional[bool] = ..., address: _Optional[str] = ..., registered: _Optional[bool] = ..., active: _Optional[bool] = ..., stake_wei: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., max_queue: _Optional[int] = ..., jobs_completed: _Optional[int] = ..., jobs_failed: _Optional[int] = ...) -> None: ...
+
+class EarningsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Earnings(_message.Message):
+    __slots__ = ("unredeemed_wei", "pending_onchain_wei", "withdrawable_wei", "withdrawn_wei", "unredeemed_vouchers", "pending_onchain_jobs")
+    UNREDEEMED_WEI_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ONCHAIN_WEI_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWABLE_WEI_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_WEI_FIELD_NUMBER: _ClassVar[int]
+    UNREDEEMED_VOUCHERS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ONCHAIN_JOBS_FIELD_NUMBER: _ClassVar[int]
+    unredeemed_wei: str
+    pending_onchain_wei: str
+    withdrawable_wei: str
+    withdrawn_wei: str
+    unredeemed_vouchers: int
+    pending_onchain_jobs: int
+    def __init__(self, unredeemed_wei: _Optional[str] = ..., pending_onchain_wei: _Optional[str] = ..., withdrawable_wei: _Optional[str] = ..., withdrawn_wei: _Optional[str] = ..., unredeemed_vouchers: _Optional[int] = ..., pending_onchain_jobs: _Optional[int] = ...) -> None: ...
+
+class SettleRequest(_message.Message):
+    __slots__ = ("withdraw",)
+    WITHDRAW_FIELD_NUMBER: _ClassVar[int]
+    withdraw: bool
+    def __init__(self, withdraw: _Optional[bool] = ...) -> None: ...
+
+class SettleResponse(_message.Message):
+    __slots__ = ("vouchers_redeemed", "jobs_finalized", "amount_wei", "withdrawn_wei", "transactions", "gas_used")
+    VOUCHERS_REDEEMED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FINALIZED_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_WEI_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_WEI_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    GAS_USED_FIELD_NUMBER: _ClassVar[int]
+    vouchers_redeemed: int
+    jobs_finalized: int
+    amount_wei: str
+    withdrawn_wei: str
+    transactions: _containers.RepeatedScalarFieldContainer[str]
+    gas_used: int
+    def __init__(self, vouchers_redeemed: _Optional[int] = ..., jobs_finalized: _Optional[int] = ..., amount_wei: _Optional[str] = ..., withdrawn_wei: _Optional[str] = ..., transactions: _Optional[_Iterable[str]] = ..., gas_used: _Optional[int] = ...) -> None: ...
+
+class UploadedFile(_message.Message):
+    __slots__ = ("name", "size", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadModelHeader(_message.Message):
+    __slots__ = ("manifest", "files")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    manifest: bytes
+    files: _containers.RepeatedCompositeFieldContainer[UploadedFile]
+    def __init__(self, manifest: _Optional[bytes] = ..., files: _Optional[_Iterable[_Union[UploadedFile, _Mapping]]] = ...) -> None: ...
+
+class UploadModelRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadModelHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadModelHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ModelInput(_message.Message):
+    __slots__ = ("name", "dtype", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("model_id", "name", "format", "architecture", "size_bytes", "inputs", "outputs", "batchable")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    BATCHABLE_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    name: str
+    format: str
+    architecture: str
+    size_bytes: int
+    inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    batchable: bool
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., format: _Optional[str] = ..., architecture: _Optional[str] = ..., size_bytes: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., batchable: _Optional[bool] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class NodeStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("version", "address", "peer_id", "listen_addrs", "chain_id", "rpc_url", "registry_address", "market_address", "block_number", "provider", "uptime_ms", "peers")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    RPC_URL_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MARKET_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    address: str
+    peer_id: str
+    listen_addrs: _containers.RepeatedScalarFieldContainer[str]
+    chain_id: int
+    rpc_url: str
+    registry_address: str
+    market_address: str
+    block_number: int
+    provider: bool
+    uptime_ms: int
+    peers: int
+    def __init__(self, version: _Optional[str] = ..., address: _Optional[str] = ..., peer_id: _Optional[str] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., chain_id: _Optional[int] = ..., rpc_url: _Optional[str] = ..., registry_address: _Optional[str] = ..., market_address: _Optional[str] = ..., block_number: _Optional[int] = ..., provider: _Optional[bool] = ..., uptime_ms: _Optional[int] = ..., peers: _Optional[int] = ...) -> None: ...
+
+class ListPeersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("peer_id", "address", "addrs", "provider", "models", "free_slots", "price_wei", "advert_expires_at_ms")
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ADDRS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
+    ADVERT_EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    peer_id: str
+    address: str
+    addrs: _containers.RepeatedScalarFieldContainer[str]
+    provider: bool
+    models: _containers.RepeatedScalarFieldContainer[str]
+    free_slots: int
+    price_wei: str
+    advert_expires_at_ms: int
+    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., addrs: _Optional[_Iterable[str]] = ..., provider: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., price_wei: _Optional[str] = ..., advert_expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListPeersResponse(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
