@@ -11,6 +11,8 @@ from node.storage.records import (
     JobRecord,
     KnownProvider,
     NewJob,
+    SignedReceipt,
+    SignedVoucher,
     StoredReceipt,
     StoredVoucher,
 )
@@ -21,6 +23,8 @@ __all__ = [
     "JobRecord",
     "KnownProvider",
     "NewJob",
+    "SignedReceipt",
+    "SignedVoucher",
     "StoredReceipt",
     "StoredVoucher",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,7 @@ from node.jobs.state import (
     JobState,
     JobStatus,
     JobTransitionError,
+    Matched,
     PaymentPath,
     Role,
     event_detail,
@@ -28,9 +30,11 @@ from node.jobs.state import (
 from node.logging import get_logger
 from node.storage.errors import DuplicateRecord, InvalidRecord, StaleJobVersion, UnknownJob
 from node.storage.models import JobAttemptRow, JobEventRow, JobRow
-from node.storage.records import JobEventRecord, JobRecord, NewJob
+from node.storage.receipts import checked_receipt, save_receipt
+from node.storage.records import JobEventRecord, JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.storage.session import Transactions
 from node.storage.validation import check_hash, check_wei, checked_address
+from node.storage.vouchers import checked_voucher, record_voucher
 from node.types import Address, Hash32
 
 log = get_logger(__name__)
@@ -89,18 +93,32 @@ class JobRepository:
             row = session.get(JobRow, job_id)
             return None if row is None else _record(row, _attempts(session, job_id))
 
-    def apply(self, job_id: Hash32, event: JobEvent, *, expected_version: int | None = None) -> JobRecord:
+    def apply(
+        self,
+        job_id: Hash32,
+        event: JobEvent,
+        *,
+        expected_version: int | None = None,
+        receipt: SignedReceipt | None = None,
+        voucher: SignedVoucher | None = None,
+    ) -> JobRecord:
         """Move a job by `event` and record it in its history; return the job as now stored.
 
         With `expected_version`, fail with `StaleJobVersion` if anyone moved the job since the caller
         read that version; without it, decide again on the fresh state when a concurrent writer wins.
-        An illegal move raises `JobTransitionError` and writes nothing.
+        A `receipt` or `voucher` given along is stored in the same transaction, so the move and
+        what it depends on (the signed result, the payment) are durable together or not at all.
+        An illegal move, or a receipt or voucher the stores refuse, raises and writes nothing.
         """
         check_hash("job id", job_id)
+        if isinstance(event, Matched):
+            # One provider, one spelling: "already tried" compares addresses as stored.
+            event = Matched(provider=checked_address("provider", event.provider))
+        attachments = _checked_attachments(job_id, receipt, voucher)
         for _ in range(_RACE_RETRIES):
             try:
-                return self._apply_once(job_id, event, expected_version)
-            except _LostRace:
+                return self._apply_once(job_id, event, expected_version, attachments)
+            except (_LostRace, IntegrityError):
                 if expected_version is not None:
                     raise StaleJobVersion(
                         f"job {_hex(job_id)} was moved by another writer since version {expected_version}",
@@ -108,7 +126,9 @@ class JobRepository:
                     ) from None
         raise StaleJobVersion(f"job {_hex(job_id)} kept changing under {_RACE_RETRIES} attempts to move it")
 
-    def _apply_once(self, job_id: Hash32, event: JobEvent, expected_version: int | None) -> JobRecord:
+    def _apply_once(
+        self, job_id: Hash32, event: JobEvent, expected_version: int | None, attachments: _Attachments
+    ) -> JobRecord:
         with self._tx.write() as session:
             row = session.get(JobRow, job_id)
             if row is None:
@@ -141,6 +161,10 @@ class JobRepository:
                     at=now,
                 )
             )
+            if attachments.receipt is not None:
+                save_receipt(session, attachments.receipt.receipt, attachments.receipt.signature, now)
+            if attachments.voucher is not None:
+                record_voucher(session, attachments.voucher.voucher, attachments.voucher.signature, now)
             session.flush()
             session.refresh(row)
         log.debug("job moved", job_id=_hex(job_id), kind=event.kind, state=moved.state, version=version)
@@ -179,6 +203,27 @@ class JobRepository:
         """Jobs of `role` not yet in a terminal state: what a restarted node must pick up again."""
         live_states = [s for s in JobState if s not in TERMINAL_STATES[role]]
         return self.list(role=role, states=live_states, limit=2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attachments:
+    receipt: SignedReceipt | None
+    voucher: SignedVoucher | None
+
+
+def _checked_attachments(
+    job_id: Hash32, receipt: SignedReceipt | None, voucher: SignedVoucher | None
+) -> _Attachments:
+    if receipt is not None:
+        if receipt.receipt.job_id != job_id:
+            raise InvalidRecord(
+                f"the receipt is for job {_hex(receipt.receipt.job_id)}, not {_hex(job_id)}",
+                hint="attach a job's own receipt to its transition",
+            )
+        receipt = SignedReceipt(checked_receipt(receipt.receipt, receipt.signature), receipt.signature)
+    if voucher is not None:
+        voucher = SignedVoucher(checked_voucher(voucher.voucher, voucher.signature), voucher.signature)
+    return _Attachments(receipt, voucher)
 
 
 def _checked_new_job(job: NewJob) -> NewJob:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from node.storage.errors import ConflictingReceipt, UnknownJob
 from node.storage.models import JobRow, ReceiptRow
@@ -21,7 +22,7 @@ class ReceiptRepository:
 
     def save(self, receipt: ResultReceipt, signature: bytes) -> StoredReceipt:
         """Store a receipt for a stored job; storing the same receipt again returns the first."""
-        receipt = _checked(receipt, signature)
+        receipt = checked_receipt(receipt, signature)
         return retry_on_conflict(lambda: self._save(receipt, signature))
 
     def _save(self, receipt: ResultReceipt, signature: bytes) -> StoredReceipt:
@@ -31,19 +32,7 @@ class ReceiptRepository:
                     f"no job {receipt.job_id.hex()} is stored for this receipt",
                     hint="store the job before its receipt",
                 )
-            existing = session.get(ReceiptRow, (receipt.job_id, receipt.provider))
-            if existing is not None:
-                stored = _stored(existing)
-                if stored.receipt == receipt and stored.signature == signature:
-                    return stored
-                raise ConflictingReceipt(
-                    f"provider {receipt.provider} already signed a different receipt for job "
-                    f"{receipt.job_id.hex()}",
-                    hint="both receipts are evidence of equivocation; the first one is kept",
-                )
-            row = _row(receipt, signature, self._tx.clock())
-            session.add(row)
-        return _stored(row)
+            return save_receipt(session, receipt, signature, self._tx.clock())
 
     def get(self, job_id: Hash32, provider: Address) -> StoredReceipt | None:
         check_hash("job id", job_id)
@@ -62,7 +51,23 @@ class ReceiptRepository:
             return tuple(_stored(r) for r in rows)
 
 
-def _checked(receipt: ResultReceipt, signature: bytes) -> ResultReceipt:
+def save_receipt(session: Session, receipt: ResultReceipt, signature: bytes, now: float) -> StoredReceipt:
+    """Store a checked receipt in the caller's transaction (the job must exist)."""
+    existing = session.get(ReceiptRow, (receipt.job_id, receipt.provider))
+    if existing is not None:
+        stored = _stored(existing)
+        if stored.receipt == receipt and stored.signature == signature:
+            return stored
+        raise ConflictingReceipt(
+            f"provider {receipt.provider} already signed a different receipt for job {receipt.job_id.hex()}",
+            hint="both receipts are evidence of equivocation; the first one is kept",
+        )
+    row = _row(receipt, signature, now)
+    session.add(row)
+    return _stored(row)
+
+
+def checked_receipt(receipt: ResultReceipt, signature: bytes) -> ResultReceipt:
     for name in ("job_id", "model_id", "input_hash", "output_hash", "profile_hash"):
         check_hash(name, getattr(receipt, name))
     check_signature(signature)

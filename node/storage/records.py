@@ -61,6 +61,18 @@ class JobEventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedReceipt:
+    receipt: ResultReceipt
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignedVoucher:
+    voucher: Voucher
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StoredReceipt:
     receipt: ResultReceipt
     signature: bytes

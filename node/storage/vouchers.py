@@ -7,6 +7,7 @@ redemption marks how much the chain has paid out, never more than the voucher co
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from node.storage.errors import InvalidRecord, RecordNotFound, StaleVoucher
 from node.storage.models import VoucherRow
@@ -22,38 +23,12 @@ class VoucherRepository:
 
     def record(self, voucher: Voucher, signature: bytes) -> StoredVoucher:
         """Keep `voucher` as the latest for its pair; a voucher that does not raise the amount fails."""
-        voucher = _checked(voucher, signature)
+        voucher = checked_voucher(voucher, signature)
         return retry_on_conflict(lambda: self._record(voucher, signature))
 
     def _record(self, voucher: Voucher, signature: bytes) -> StoredVoucher:
-        now = self._tx.clock()
         with self._tx.write() as session:
-            row = session.get(VoucherRow, (voucher.client, voucher.provider), with_for_update=True)
-            if row is None:
-                row = VoucherRow(
-                    client=voucher.client,
-                    provider=voucher.provider,
-                    cumulative_wei=str(voucher.cumulative_amount),
-                    signature=signature,
-                    redeemed_wei="0",
-                    updated_at=now,
-                )
-                session.add(row)
-                return _stored(row)
-            stored = _stored(row)
-            if stored.voucher == voucher and stored.signature == signature:
-                return stored
-            if voucher.cumulative_amount <= stored.voucher.cumulative_amount:
-                raise StaleVoucher(
-                    f"a voucher from {voucher.client} to {voucher.provider} for "
-                    f"{voucher.cumulative_amount} wei does not exceed the stored "
-                    f"{stored.voucher.cumulative_amount} wei",
-                    hint="vouchers are cumulative: each must carry the total owed so far",
-                )
-            row.cumulative_wei = str(voucher.cumulative_amount)
-            row.signature = signature
-            row.updated_at = now
-            return _stored(row)
+            return record_voucher(session, voucher, signature, self._tx.clock())
 
     def get(self, client: Address, provider: Address) -> StoredVoucher | None:
         client = checked_address("client", client)
@@ -97,7 +72,36 @@ class VoucherRepository:
         return tuple(v for v in stored if v.unredeemed_wei > 0)
 
 
-def _checked(voucher: Voucher, signature: bytes) -> Voucher:
+def record_voucher(session: Session, voucher: Voucher, signature: bytes, now: float) -> StoredVoucher:
+    """Keep a checked voucher as the latest for its pair, in the caller's transaction."""
+    row = session.get(VoucherRow, (voucher.client, voucher.provider), with_for_update=True)
+    if row is None:
+        row = VoucherRow(
+            client=voucher.client,
+            provider=voucher.provider,
+            cumulative_wei=str(voucher.cumulative_amount),
+            signature=signature,
+            redeemed_wei="0",
+            updated_at=now,
+        )
+        session.add(row)
+        return _stored(row)
+    stored = _stored(row)
+    if stored.voucher == voucher and stored.signature == signature:
+        return stored
+    if voucher.cumulative_amount <= stored.voucher.cumulative_amount:
+        raise StaleVoucher(
+            f"a voucher from {voucher.client} to {voucher.provider} for {voucher.cumulative_amount} wei "
+            f"does not exceed the stored {stored.voucher.cumulative_amount} wei",
+            hint="vouchers are cumulative: each must carry the total owed so far",
+        )
+    row.cumulative_wei = str(voucher.cumulative_amount)
+    row.signature = signature
+    row.updated_at = now
+    return _stored(row)
+
+
+def checked_voucher(voucher: Voucher, signature: bytes) -> Voucher:
     check_wei("cumulative_amount", voucher.cumulative_amount)
     check_signature(signature)
     return Voucher(

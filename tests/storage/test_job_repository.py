@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from eth_utils.address import to_checksum_address
 
 from node.jobs.state import (
     Attempt,
@@ -21,18 +22,27 @@ from node.jobs.state import (
     PaymentPath,
     ProviderLost,
     ResultReceived,
+    ResultSigned,
     ResultVerified,
     Role,
     Sent,
     Settled,
     Started,
 )
-from node.storage import Database, NewJob
-from node.storage.errors import DuplicateRecord, InvalidRecord, StaleJobVersion, UnknownJob
-from node.types import Address, Hash32
+from node.storage import Database, NewJob, SignedReceipt, SignedVoucher
+from node.storage.errors import (
+    ConflictingReceipt,
+    DuplicateRecord,
+    InvalidRecord,
+    StaleJobVersion,
+    StaleVoucher,
+    UnknownJob,
+)
+from node.types import Address, Hash32, ResultReceipt, Voucher
 
-PROVIDER_A = Address("0x" + "A1" * 20)
-PROVIDER_B = Address("0x" + "B2" * 20)
+# Checksummed, as node.types.Address is and as storage writes addresses.
+PROVIDER_A = Address(to_checksum_address("0x" + "a1" * 20))
+PROVIDER_B = Address(to_checksum_address("0x" + "b2" * 20))
 CLIENT = Address("0x1111111111111111111111111111111111111111")
 
 
@@ -180,6 +190,21 @@ def test_cannot_store_a_malformed_job(db: Database, change: dict[str, object], m
     assert db.jobs.list() == ()
 
 
+def test_cannot_match_a_job_to_something_that_is_not_an_address(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    with pytest.raises(InvalidRecord, match="provider must be a 0x-prefixed"):
+        db.jobs.apply(job.job_id, Matched(provider=Address("bob")))
+    assert db.jobs.get(job.job_id) == job
+
+
+def test_cannot_match_one_provider_twice_under_another_spelling(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
+    db.jobs.apply(job.job_id, ProviderLost(AttemptOutcome.REJECTED))
+    with pytest.raises(JobTransitionError, match="already had a try"):
+        db.jobs.apply(job.job_id, Matched(provider=Address(PROVIDER_A.lower())))
+
+
 def test_cannot_move_a_job_from_a_stale_version(db: Database) -> None:
     job = db.jobs.create(new_job())
     db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A), expected_version=1)
@@ -288,3 +313,72 @@ def test_cannot_look_up_a_malformed_job_id(db: Database, job_id: bytes) -> None:
             lookup(Hash32(job_id))
     with pytest.raises(InvalidRecord, match="job id must be 32 bytes"):
         db.jobs.apply(Hash32(job_id), Cancelled())
+
+
+SIG = b"\x22" * 64 + b"\x1b"
+
+
+def _receipt_for(job_id: Hash32, output: bytes = b"\x03" * 32) -> SignedReceipt:
+    receipt = ResultReceipt(
+        job_id=job_id,
+        model_id=Hash32(b"\x01" * 32),
+        input_hash=Hash32(b"\x02" * 32),
+        output_hash=Hash32(output),
+        profile_hash=Hash32(b"\x04" * 32),
+        provider=PROVIDER_A,
+    )
+    return SignedReceipt(receipt, SIG)
+
+
+def test_can_sign_a_result_and_store_its_receipt_in_one_step(database_url: str) -> None:
+    with Database.open(database_url) as db:
+        job = db.jobs.create(new_job(role=Role.PROVIDER))
+        db.jobs.apply(job.job_id, Started())
+        signed = db.jobs.apply(job.job_id, ResultSigned(), receipt=_receipt_for(job.job_id))
+    with Database.open(database_url) as db:
+        assert db.jobs.get(job.job_id) == signed
+        assert signed.state is JobState.SIGNED
+        stored = db.receipts.get(job.job_id, PROVIDER_A)
+        assert stored is not None
+        assert stored.receipt == _receipt_for(job.job_id).receipt
+        assert stored.signature == SIG
+
+
+def test_cannot_move_a_job_when_its_attached_receipt_conflicts(db: Database) -> None:
+    job = db.jobs.create(new_job(role=Role.PROVIDER))
+    db.receipts.save(_receipt_for(job.job_id).receipt, SIG)
+    running = db.jobs.apply(job.job_id, Started())
+    with pytest.raises(ConflictingReceipt, match="equivocation"):
+        db.jobs.apply(job.job_id, ResultSigned(), receipt=_receipt_for(job.job_id, output=b"\x09" * 32))
+    assert db.jobs.get(job.job_id) == running
+    assert len(db.jobs.history(job.job_id)) == 1
+
+
+def test_cannot_attach_the_receipt_of_another_job(db: Database) -> None:
+    job = db.jobs.create(new_job(role=Role.PROVIDER))
+    running = db.jobs.apply(job.job_id, Started())
+    with pytest.raises(InvalidRecord, match="the receipt is for job"):
+        db.jobs.apply(job.job_id, ResultSigned(), receipt=_receipt_for(Hash32(b"\x05" * 32)))
+    assert db.jobs.get(job.job_id) == running
+    assert db.receipts.for_job(job.job_id) == ()
+
+
+def test_can_pay_a_job_and_store_its_voucher_in_one_step(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
+    voucher = Voucher(CLIENT, PROVIDER_A, 500)
+    paid = db.jobs.apply(job.job_id, PaymentMade(), voucher=SignedVoucher(voucher, SIG))
+    assert paid.state is JobState.PAID
+    stored = db.vouchers.get(CLIENT, PROVIDER_A)
+    assert stored is not None
+    assert stored.voucher == Voucher(to_checksum_address(CLIENT), to_checksum_address(PROVIDER_A), 500)
+
+
+def test_cannot_pay_a_job_with_a_voucher_that_does_not_raise_the_amount(db: Database) -> None:
+    kept = db.vouchers.record(Voucher(CLIENT, PROVIDER_A, 500), SIG)
+    job = db.jobs.create(new_job())
+    matched = db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
+    with pytest.raises(StaleVoucher):
+        db.jobs.apply(job.job_id, PaymentMade(), voucher=SignedVoucher(Voucher(CLIENT, PROVIDER_A, 400), SIG))
+    assert db.jobs.get(job.job_id) == matched
+    assert db.vouchers.get(CLIENT, PROVIDER_A) == kept
