@@ -59,6 +59,17 @@ contract ReentrantAttacker is IJobConsumer {
         market.withdrawEarnings();
     }
 
+    /// Any market call made as this contract (deposit, requestWithdrawal, withdraw, ...).
+    function act(bytes calldata data) external payable returns (bytes memory) {
+        (bool ok, bytes memory result) = address(market).call{value: msg.value}(data);
+        if (!ok) {
+            assembly {
+                revert(add(result, 0x20), mload(result))
+            }
+        }
+        return result;
+    }
+
     function onJobResult(bytes32, bytes32, bytes calldata) external {
         callbacksReceived += 1;
         _misbehave();
