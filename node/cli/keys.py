@@ -37,7 +37,7 @@ def new(
     if path.exists() and not force:
         # Checked before asking for a password, so nobody types one twice for nothing.
         raise KeyStoreError(f"a keystore already exists at {path}", hint="pass --force to replace it")
-    password = _password(settings, confirm=True)
+    password = read_password(settings, confirm=True)
     if not as_json:
         err_console.print("encrypting the key with scrypt (about a second)…")
     key = create_keystore(path, password, force=force)
@@ -49,7 +49,7 @@ def show(keystore: KeystoreOption = None, as_json: JsonOption = False) -> None:
     """Unlock the keystore and print the address and compressed public key."""
     settings = _settings()
     path = keystore or settings.keys.keystore
-    key = unlock_keystore(path, _password(settings, confirm=False))
+    key = unlock_keystore(path, read_password(settings, confirm=False))
     _report(key, path, as_json)
 
 
@@ -60,7 +60,8 @@ def _settings() -> Settings:
     return settings
 
 
-def _password(settings: Settings, *, confirm: bool) -> str:
+def read_password(settings: Settings, *, confirm: bool) -> str:
+    """The keystore password from the environment variable the settings name, else a prompt."""
     from_env = os.environ.get(settings.keys.password_env)
     if from_env is not None:
         return from_env

@@ -33,6 +33,9 @@ def _register_groups() -> None:
     from node.cli import doctor
 
     doctor.register(app)
+    from node.cli import init_cmd
+
+    init_cmd.register(app)
 
 
 def main() -> None:
