@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -40,7 +41,5 @@ def _kill_leftover_children() -> Iterator[None]:
     """Anvil, PostgreSQL, sandboxed workers: whatever a test started must not outlive the session."""
     yield
     for pid in reversed(_children(os.getpid())):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
