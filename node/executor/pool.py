@@ -85,7 +85,9 @@ class ExecutorPool:
     ) -> ExecutionResult:
         """Run one job; raises an `ExecutorError` subclass naming what went wrong."""
         key = normalize_model_id(model_id)
-        manifest = self.store.get(key)
+        # A warm lane already holds the verified manifest: no disk access on the hot path.
+        warm = self._lanes.get(key)
+        manifest = warm.manifest if warm is not None else self.store.get(key)
         payload = parse_payload(input_bytes, max_bytes=self.settings.max_input_bytes)
         manifest.check_input(payload)
         lane = await self._lane(key)

@@ -35,6 +35,7 @@ from node.executor.seccomp_filter import seccomp_fd
 NODE_MOUNT = Path("/opt/gpunode")
 # The sandbox's own private tmpfs, not the host's /tmp.
 SANDBOX_TMP = "/tmp"  # noqa: S108
+SANDBOX_SHM = "/dev/shm"  # noqa: S108
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
 
@@ -114,7 +115,7 @@ class Sandbox:
             argv += ["--dev-bind", device, device]
         # /tmp and /dev/shm are the only writable places, each a tmpfs of the given size; bwrap's
         # /dev is itself an unbounded tmpfs, so it is made read-only below.
-        for writable in (SANDBOX_TMP, "/dev/shm"):
+        for writable in (SANDBOX_TMP, SANDBOX_SHM):
             argv += ["--size", str(spec.limits.tmpfs_bytes), "--tmpfs", writable]
         for host, inside in {**runtime_binds(), **spec.binds}.items():
             argv += ["--ro-bind", str(host), str(inside)]
