@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 from node.config import P2PSettings
@@ -121,7 +122,8 @@ class DiscoveryService:
             issued_at_ms=now_ms,
             expires_at_ms=now_ms + int(self._settings.advert_ttl_s * 1000),
         )
-        return advert, sign_advert(advert, key.private_key)
+        signed = sign_advert(advert, key.private_key)
+        return replace(advert, signed=signed), signed
 
     async def _store_in_dht(self, advert: ProviderAdvert, signed: bytes) -> None:
         try:

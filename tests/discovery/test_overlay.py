@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 from discovery_support import MODEL, offer, register, settings, start_node
 
-from node.discovery.advert import RejectReason
-from node.discovery.directory import Directory
+from node.chain.keys import NodeKey
 
 if TYPE_CHECKING:
     from discovery_support import Chain, NodesFactory
@@ -21,8 +20,6 @@ async def test_every_advert_reaches_every_node(chain: Chain, nodes: NodesFactory
     for key in providers:
         await register(chain, key)
     # Eight providers and four plain clients (fresh keys, not registered): twelve nodes.
-    from node.chain.keys import NodeKey
-
     keys = [*providers, *(NodeKey.generate() for _ in range(4))]
     async with nodes(keys, chain.registry, settings(), providers=len(providers)) as running:
         for node in running:
@@ -64,10 +61,3 @@ async def test_node_that_leaves_expires_and_is_found_again_after_rejoining(
             assert node.host.peer_id in running[2].host.connected_peers()
             for other in running:
                 await other.discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
-
-
-def _count(directory: Directory) -> int:
-    return len(directory)
-
-
-_ = RejectReason
