@@ -146,6 +146,8 @@ class ModelLane:
 
     async def _take_batch(self) -> list[_Job]:
         first = self._queue.popleft()
+        while first.done.done() and self._queue:  # its caller gave up (cancelled) while it queued
+            first = self._queue.popleft()
         if not self.manifest.batchable or self._settings.max_batch == 1 or first.alone:
             return [first]
         batch = [first, *self._matching(first, self._settings.max_batch - 1)]
@@ -162,7 +164,11 @@ class ModelLane:
 
     def _matching(self, first: _Job, limit: int) -> list[_Job]:
         signature = first.payload.signature()
-        taken = [job for job in self._queue if not job.alone and job.payload.signature() == signature][:limit]
+        taken = [
+            job
+            for job in self._queue
+            if not job.alone and not job.done.done() and job.payload.signature() == signature
+        ][:limit]
         for job in taken:
             self._queue.remove(job)
         return taken

@@ -100,10 +100,6 @@ class Sandbox:
         self.cgroups = cgroups
         self.bwrap = shutil.which("bwrap") or "bwrap"
 
-    def inside(self, host: Path, binds: Mapping[Path, Path]) -> Path:
-        """Where a sandboxed process sees `host` given `binds` (the host path itself without bwrap)."""
-        return host if self.mode is SandboxMode.NONE else binds.get(host, host)
-
     def command(self, spec: SandboxSpec, seccomp: int | None) -> list[str]:
         if self.mode is SandboxMode.NONE:
             return list(spec.argv)

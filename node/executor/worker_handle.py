@@ -97,7 +97,7 @@ class WorkerHandle:
             str(theirs.fileno()),
             *[f"--model-file={name}={fd}" for name, fd in model_fds.items()],
             "--device",
-            device,
+            _device_inside(device),
             "--threads",
             str(settings.threads),
             "--max-body",
@@ -108,6 +108,8 @@ class WorkerHandle:
         if settings.cpu_capability:
             env["ATEN_CPU_CAPABILITY"] = settings.cpu_capability
         if device.startswith("cuda"):
+            # Only this GPU's device node is bound in, so inside it is the one visible GPU, cuda:0.
+            env["CUDA_VISIBLE_DEVICES"] = _gpu_index(device)
             env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         spec = SandboxSpec(
             argv=argv,
@@ -257,9 +259,17 @@ def _max_body(settings: ExecutorSettings) -> int:
     return settings.max_input_bytes * settings.max_batch + 2**20
 
 
+def _gpu_index(device: str) -> str:
+    return device.partition(":")[2] or "0"
+
+
+def _device_inside(device: str) -> str:
+    return "cuda:0" if device.startswith("cuda") else device
+
+
 def _device_nodes(device: str) -> tuple[str, ...]:
     if not device.startswith("cuda"):
         return ()
-    index = device.partition(":")[2] or "0"
+    index = _gpu_index(device)
     shared = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
     return tuple(p for p in (f"/dev/nvidia{index}", *shared) if Path(p).exists())

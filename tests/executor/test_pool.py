@@ -205,3 +205,29 @@ async def test_every_sandbox_mode_gives_the_same_output(
     for pid in pids:  # closing the pool ends its workers
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_can_run_without_a_sandbox_for_development(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    settings = executor_settings(builtin_models.store.root, sandbox="none")
+    data = mlp_input(2, seed=3)
+    async with ExecutorPool(settings, builtin_models.store) as bare:
+        assert bare.sandbox.mode is SandboxMode.NONE
+        result = await bare.run(builtin_models.mlp.model_id, data)
+    assert result.output == (await pool.run(builtin_models.mlp.model_id, data)).output
+
+
+async def test_cancelled_job_does_not_block_the_lane(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    heavy = builtin_models.heavy.model_id
+    await pool.warm(heavy)
+    busy = asyncio.ensure_future(pool.run(heavy, mlp_input(64, features=1024)))
+    queued = asyncio.ensure_future(pool.run(heavy, mlp_input(64, features=1024, seed=1)))
+    await asyncio.sleep(0)
+    queued.cancel()
+    assert (await busy).output
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert (await pool.run(heavy, mlp_input(1, features=1024))).output
