@@ -13,9 +13,18 @@ class PaymentPath(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_PATH_UNSPECIFIED: _ClassVar[PaymentPath]
     PAYMENT_PATH_VOUCHER: _ClassVar[PaymentPath]
     PAYMENT_PATH_ESCROW: _ClassVar[PaymentPath]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_CLIENT: _ClassVar[Role]
+    ROLE_PROVIDER: _ClassVar[Role]
 PAYMENT_PATH_UNSPECIFIED: PaymentPath
 PAYMENT_PATH_VOUCHER: PaymentPath
 PAYMENT_PATH_ESCROW: PaymentPath
+ROLE_UNSPECIFIED: Role
+ROLE_CLIENT: Role
+ROLE_PROVIDER: Role
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider")
@@ -44,7 +53,7 @@ class Attempt(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., paid: _Optional[bool] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class ResultReceipt(_message.Message):
-    __slots__ = ("job_id", "model_id", "input_hash", "output_hash", "profile_hash", "provider", "signature")
+    __slots__ = ("job_id", "model_id", "input_hash", "output_hash", "profile_hash", "provider", "signature", "verified")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +61,7 @@ class ResultReceipt(_message.Message):
     PROFILE_HASH_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     model_id: str
     input_hash: str
@@ -59,49 +69,52 @@ class ResultReceipt(_message.Message):
     profile_hash: str
     provider: str
     signature: str
-    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., input_hash: _Optional[str] = ..., output_hash: _Optional[str] = ..., profile_hash: _Optional[str] = ..., provider: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+    verified: bool
+    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., input_hash: _Optional[str] = ..., output_hash: _Optional[str] = ..., profile_hash: _Optional[str] = ..., provider: _Optional[str] = ..., signature: _Optional[str] = ..., verified: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "model_id", "state", "terminal", "payment", "provider", "price_wei", "max_price_wei", "attempts", "output", "receipt", "error", "created_at_ms", "updated_at_ms", "input_hash", "input_size")
+    __slots__ = ("job_id", "role", "model_id", "payment", "state", "terminal", "attempts", "provider", "price_wei", "output", "has_output", "receipt", "error", "created_at_ms", "updated_at_ms", "onchain_job_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_FIELD_NUMBER: _ClassVar[int]
-    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
-    MAX_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    HAS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
-    INPUT_HASH_FIELD_NUMBER: _ClassVar[int]
-    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ONCHAIN_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
+    role: Role
     model_id: str
+    payment: PaymentPath
     state: str
     terminal: bool
-    payment: PaymentPath
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     provider: str
     price_wei: str
-    max_price_wei: str
-    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     output: bytes
+    has_output: bool
     receipt: ResultReceipt
     error: str
     created_at_ms: int
     updated_at_ms: int
-    input_hash: str
-    input_size: int
-    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., state: _Optional[str] = ..., terminal: _Optional[bool] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., provider: _Optional[str] = ..., price_wei: _Optional[str] = ..., max_price_wei: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., output: _Optional[bytes] = ..., receipt: _Optional[_Union[ResultReceipt, _Mapping]] = ..., error: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., input_hash: _Optional[str] = ..., input_size: _Optional[int] = ...) -> None: ...
+    onchain_job_id: str
+    def __init__(self, job_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., model_id: _Optional[str] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., state: _Optional[str] = ..., terminal: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., provider: _Optional[str] = ..., price_wei: _Optional[str] = ..., output: _Optional[bytes] = ..., has_output: _Optional[bool] = ..., receipt: _Optional[_Union[ResultReceipt, _Mapping]] = ..., error: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., onchain_job_id: _Optional[str] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "omit_output")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OMIT_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    omit_output: bool
+    def __init__(self, job_id: _Optional[str] = ..., omit_output: _Optional[bool] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id", "omit_output")
@@ -112,12 +125,16 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., omit_output: _Optional[bool] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("state", "limit")
-    STATE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("role", "states", "limit", "offset")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
-    state: str
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    role: Role
+    states: _containers.RepeatedScalarFieldContainer[str]
     limit: int
-    def __init__(self, state: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    offset: int
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., states: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -136,74 +153,68 @@ class ProviderStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ProviderStatus(_message.Message):
-    __slots__ = ("enabled", "address", "registered", "active", "stake_wei", "price_per_job_wei", "models", "running_jobs", "queued_jobs", "max_queue", "jobs_completed", "jobs_failed")
-    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("address", "enabled", "registered", "active", "stake_wei", "price_per_job_wei", "models", "warm_models", "running", "queued", "jobs_served")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     STAKE_WEI_FIELD_NUMBER: _ClassVar[int]
     PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
-    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
-    QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
-    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
-    JOBS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
-    JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
-    enabled: bool
+    WARM_MODELS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_SERVED_FIELD_NUMBER: _ClassVar[int]
     address: str
+    enabled: bool
     registered: bool
     active: bool
     stake_wei: str
     price_per_job_wei: str
     models: _containers.RepeatedScalarFieldContainer[str]
-    running_jobs: int
-    queued_jobs: int
-    max_queue: int
-    jobs_completed: int
-    jobs_failed: int
-    def __init__(self, enabled: _Optional[bool] = ..., address: _Optional[str] = ..., registered: _Optional[bool] = ..., active: _Optional[bool] = ..., stake_wei: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., max_queue: _Optional[int] = ..., jobs_completed: _Optional[int] = ..., jobs_failed: _Optional[int] = ...) -> None: ...
+    warm_models: _containers.RepeatedScalarFieldContainer[str]
+    running: int
+    queued: int
+    jobs_served: int
+    def __init__(self, address: _Optional[str] = ..., enabled: _Optional[bool] = ..., registered: _Optional[bool] = ..., active: _Optional[bool] = ..., stake_wei: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., warm_models: _Optional[_Iterable[str]] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., jobs_served: _Optional[int] = ...) -> None: ...
 
 class EarningsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Earnings(_message.Message):
-    __slots__ = ("unredeemed_wei", "pending_onchain_wei", "withdrawable_wei", "withdrawn_wei", "unredeemed_vouchers", "pending_onchain_jobs")
-    UNREDEEMED_WEI_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("unredeemed_voucher_wei", "redeemed_voucher_wei", "pending_onchain_wei", "withdrawable_wei", "paid_jobs")
+    UNREDEEMED_VOUCHER_WEI_FIELD_NUMBER: _ClassVar[int]
+    REDEEMED_VOUCHER_WEI_FIELD_NUMBER: _ClassVar[int]
     PENDING_ONCHAIN_WEI_FIELD_NUMBER: _ClassVar[int]
     WITHDRAWABLE_WEI_FIELD_NUMBER: _ClassVar[int]
-    WITHDRAWN_WEI_FIELD_NUMBER: _ClassVar[int]
-    UNREDEEMED_VOUCHERS_FIELD_NUMBER: _ClassVar[int]
-    PENDING_ONCHAIN_JOBS_FIELD_NUMBER: _ClassVar[int]
-    unredeemed_wei: str
+    PAID_JOBS_FIELD_NUMBER: _ClassVar[int]
+    unredeemed_voucher_wei: str
+    redeemed_voucher_wei: str
     pending_onchain_wei: str
     withdrawable_wei: str
-    withdrawn_wei: str
-    unredeemed_vouchers: int
-    pending_onchain_jobs: int
-    def __init__(self, unredeemed_wei: _Optional[str] = ..., pending_onchain_wei: _Optional[str] = ..., withdrawable_wei: _Optional[str] = ..., withdrawn_wei: _Optional[str] = ..., unredeemed_vouchers: _Optional[int] = ..., pending_onchain_jobs: _Optional[int] = ...) -> None: ...
+    paid_jobs: int
+    def __init__(self, unredeemed_voucher_wei: _Optional[str] = ..., redeemed_voucher_wei: _Optional[str] = ..., pending_onchain_wei: _Optional[str] = ..., withdrawable_wei: _Optional[str] = ..., paid_jobs: _Optional[int] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
-    __slots__ = ("withdraw",)
-    WITHDRAW_FIELD_NUMBER: _ClassVar[int]
-    withdraw: bool
-    def __init__(self, withdraw: _Optional[bool] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class SettleResponse(_message.Message):
-    __slots__ = ("vouchers_redeemed", "jobs_finalized", "amount_wei", "withdrawn_wei", "transactions", "gas_used")
+    __slots__ = ("vouchers_redeemed", "redeemed_wei", "jobs_finalized", "finalized_wei", "withdrawn_wei", "transactions")
     VOUCHERS_REDEEMED_FIELD_NUMBER: _ClassVar[int]
+    REDEEMED_WEI_FIELD_NUMBER: _ClassVar[int]
     JOBS_FINALIZED_FIELD_NUMBER: _ClassVar[int]
-    AMOUNT_WEI_FIELD_NUMBER: _ClassVar[int]
+    FINALIZED_WEI_FIELD_NUMBER: _ClassVar[int]
     WITHDRAWN_WEI_FIELD_NUMBER: _ClassVar[int]
     TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
-    GAS_USED_FIELD_NUMBER: _ClassVar[int]
     vouchers_redeemed: int
+    redeemed_wei: str
     jobs_finalized: int
-    amount_wei: str
+    finalized_wei: str
     withdrawn_wei: str
     transactions: _containers.RepeatedScalarFieldContainer[str]
-    gas_used: int
-    def __init__(self, vouchers_redeemed: _Optional[int] = ..., jobs_finalized: _Optional[int] = ..., amount_wei: _Optional[str] = ..., withdrawn_wei: _Optional[str] = ..., transactions: _Optional[_Iterable[str]] = ..., gas_used: _Optional[int] = ...) -> None: ...
+    def __init__(self, vouchers_redeemed: _Optional[int] = ..., redeemed_wei: _Optional[str] = ..., jobs_finalized: _Optional[int] = ..., finalized_wei: _Optional[str] = ..., withdrawn_wei: _Optional[str] = ..., transactions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UploadedFile(_message.Message):
     __slots__ = ("name", "size", "sha256")
@@ -215,23 +226,7 @@ class UploadedFile(_message.Message):
     sha256: str
     def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
-class UploadModelHeader(_message.Message):
-    __slots__ = ("manifest", "files")
-    MANIFEST_FIELD_NUMBER: _ClassVar[int]
-    FILES_FIELD_NUMBER: _ClassVar[int]
-    manifest: bytes
-    files: _containers.RepeatedCompositeFieldContainer[UploadedFile]
-    def __init__(self, manifest: _Optional[bytes] = ..., files: _Optional[_Iterable[_Union[UploadedFile, _Mapping]]] = ...) -> None: ...
-
-class UploadModelRequest(_message.Message):
-    __slots__ = ("header", "chunk")
-    HEADER_FIELD_NUMBER: _ClassVar[int]
-    CHUNK_FIELD_NUMBER: _ClassVar[int]
-    header: UploadModelHeader
-    chunk: bytes
-    def __init__(self, header: _Optional[_Union[UploadModelHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
-
-class ModelInput(_message.Message):
+class TensorSpec(_message.Message):
     __slots__ = ("name", "dtype", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -241,25 +236,51 @@ class ModelInput(_message.Message):
     shape: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
-class Model(_message.Message):
-    __slots__ = ("model_id", "name", "format", "architecture", "size_bytes", "inputs", "outputs", "batchable")
-    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+class ProgramSpec(_message.Message):
+    __slots__ = ("name", "inputs", "outputs", "batchable")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    FORMAT_FIELD_NUMBER: _ClassVar[int]
-    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     BATCHABLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    batchable: bool
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., batchable: _Optional[bool] = ...) -> None: ...
+
+class UploadModelHeader(_message.Message):
+    __slots__ = ("manifest", "program", "files")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    manifest: bytes
+    program: ProgramSpec
+    files: _containers.RepeatedCompositeFieldContainer[UploadedFile]
+    def __init__(self, manifest: _Optional[bytes] = ..., program: _Optional[_Union[ProgramSpec, _Mapping]] = ..., files: _Optional[_Iterable[_Union[UploadedFile, _Mapping]]] = ...) -> None: ...
+
+class UploadModelRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadModelHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadModelHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("model_id", "name", "format", "size_bytes", "batchable", "warm")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCHABLE_FIELD_NUMBER: _ClassVar[int]
+    WARM_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
     format: str
-    architecture: str
     size_bytes: int
-    inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
-    outputs: _containers.RepeatedScalarFieldContainer[str]
     batchable: bool
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., format: _Optional[str] = ..., architecture: _Optional[str] = ..., size_bytes: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., batchable: _Optional[bool] = ...) -> None: ...
+    warm: bool
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., batchable: _Optional[bool] = ..., warm: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -276,7 +297,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("version", "address", "peer_id", "listen_addrs", "chain_id", "rpc_url", "registry_address", "market_address", "block_number", "provider", "uptime_ms", "peers")
+    __slots__ = ("version", "address", "peer_id", "listen_addrs", "chain_id", "rpc_url", "registry_address", "market_address", "block_number", "provider", "database")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -287,8 +308,7 @@ class NodeStatus(_message.Message):
     MARKET_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
-    UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
-    PEERS_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
     version: str
     address: str
     peer_id: str
@@ -299,33 +319,26 @@ class NodeStatus(_message.Message):
     market_address: str
     block_number: int
     provider: bool
-    uptime_ms: int
-    peers: int
-    def __init__(self, version: _Optional[str] = ..., address: _Optional[str] = ..., peer_id: _Optional[str] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., chain_id: _Optional[int] = ..., rpc_url: _Optional[str] = ..., registry_address: _Optional[str] = ..., market_address: _Optional[str] = ..., block_number: _Optional[int] = ..., provider: _Optional[bool] = ..., uptime_ms: _Optional[int] = ..., peers: _Optional[int] = ...) -> None: ...
+    database: str
+    def __init__(self, version: _Optional[str] = ..., address: _Optional[str] = ..., peer_id: _Optional[str] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., chain_id: _Optional[int] = ..., rpc_url: _Optional[str] = ..., registry_address: _Optional[str] = ..., market_address: _Optional[str] = ..., block_number: _Optional[int] = ..., provider: _Optional[bool] = ..., database: _Optional[str] = ...) -> None: ...
 
 class ListPeersRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("peer_id", "address", "addrs", "provider", "models", "free_slots", "price_wei", "advert_expires_at_ms")
+    __slots__ = ("peer_id", "address", "connected", "provider", "listen_addrs")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    ADDRS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
-    MODELS_FIELD_NUMBER: _ClassVar[int]
-    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
-    PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
-    ADVERT_EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     address: str
-    addrs: _containers.RepeatedScalarFieldContainer[str]
+    connected: bool
     provider: bool
-    models: _containers.RepeatedScalarFieldContainer[str]
-    free_slots: int
-    price_wei: str
-    advert_expires_at_ms: int
-    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., addrs: _Optional[_Iterable[str]] = ..., provider: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., free_slots: _Optional[int] = ..., price_wei: _Optional[str] = ..., advert_expires_at_ms: _Optional[int] = ...) -> None: ...
+    listen_addrs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListPeersResponse(_message.Message):
     __slots__ = ("peers",)

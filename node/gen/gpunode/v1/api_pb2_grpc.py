@@ -28,14 +28,15 @@ if _version_not_supported:
 class JobServiceStub:
     """The node's control API, spoken by the `gpunode` CLI and the SDK over gRPC (default
     127.0.0.1:50051). Conventions:
-    - ids and addresses are strings: job ids and model ids are 0x-prefixed hex of 32 bytes,
-    addresses are checksummed 0x… Ethereum addresses;
+    - ids and addresses are strings: job ids and model ids are 64 lowercase hex digits (a 0x
+    prefix is accepted on input), hashes and signatures are 0x-prefixed hex, addresses are
+    checksummed 0x… Ethereum addresses;
     - amounts are decimal strings of wei (a uint256 does not fit any protobuf integer);
     - times are Unix milliseconds;
-    - errors come back as gRPC status codes whose details say what to do next.
+    - errors come back as gRPC status codes; the details say what went wrong and what to do next.
 
     ---------------------------------------------------------------------------------------------
-    Jobs (the client side of the marketplace).
+    Jobs this node submits and pays for.
 
     """
 
@@ -75,26 +76,27 @@ class JobServiceStub:
 class JobServiceServicer:
     """The node's control API, spoken by the `gpunode` CLI and the SDK over gRPC (default
     127.0.0.1:50051). Conventions:
-    - ids and addresses are strings: job ids and model ids are 0x-prefixed hex of 32 bytes,
-    addresses are checksummed 0x… Ethereum addresses;
+    - ids and addresses are strings: job ids and model ids are 64 lowercase hex digits (a 0x
+    prefix is accepted on input), hashes and signatures are 0x-prefixed hex, addresses are
+    checksummed 0x… Ethereum addresses;
     - amounts are decimal strings of wei (a uint256 does not fit any protobuf integer);
     - times are Unix milliseconds;
-    - errors come back as gRPC status codes whose details say what to do next.
+    - errors come back as gRPC status codes; the details say what went wrong and what to do next.
 
     ---------------------------------------------------------------------------------------------
-    Jobs (the client side of the marketplace).
+    Jobs this node submits and pays for.
 
     """
 
     def SubmitJob(self, request, context):
-        """Persist a job and start matching it to a provider; returns it as first stored.
+        """Store a job (durable before the answer) and start matching it; returns it as `submitted`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """The job now, then once more after every persisted transition; ends when the job is terminal.
+        """The job now, then again after every persisted transition; the stream ends after a terminal one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,7 +115,7 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancel a job that has not been paid for yet; a paid job finishes, fails or is refunded.
+        """Cancel a job not yet paid for; a paid job finishes, fails or is refunded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,14 +160,15 @@ def add_JobServiceServicer_to_server(servicer, server):
 class JobService:
     """The node's control API, spoken by the `gpunode` CLI and the SDK over gRPC (default
     127.0.0.1:50051). Conventions:
-    - ids and addresses are strings: job ids and model ids are 0x-prefixed hex of 32 bytes,
-    addresses are checksummed 0x… Ethereum addresses;
+    - ids and addresses are strings: job ids and model ids are 64 lowercase hex digits (a 0x
+    prefix is accepted on input), hashes and signatures are 0x-prefixed hex, addresses are
+    checksummed 0x… Ethereum addresses;
     - amounts are decimal strings of wei (a uint256 does not fit any protobuf integer);
     - times are Unix milliseconds;
-    - errors come back as gRPC status codes whose details say what to do next.
+    - errors come back as gRPC status codes; the details say what went wrong and what to do next.
 
     ---------------------------------------------------------------------------------------------
-    Jobs (the client side of the marketplace).
+    Jobs this node submits and pays for.
 
     """
 
@@ -353,7 +356,7 @@ class ProviderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Settle(self, request, context):
-        """Redeem pending vouchers and finalize on-chain jobs whose challenge window has passed, now.
+        """Redeem every unredeemed voucher, finalize on-chain jobs past the challenge window, withdraw.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -504,8 +507,9 @@ class ModelServiceServicer:
     """
 
     def UploadModel(self, request_iterator, context):
-        """A client stream: one header first, then the files' bytes in chunks, file after file in the
-        order the header lists them. Every file is checked against its declared size and sha256.
+        """A client stream: one header, then the bytes of the files in chunks, file after file in the
+        order the header lists them. Each file must match its declared size and sha256, and the
+        whole upload must stay under the node's limit (api.max_upload_bytes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

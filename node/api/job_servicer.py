@@ -1,0 +1,41 @@
+"""`gpunode.v1.JobService`: jobs this node submits and pays for, over the `ClientJobsApi` façade."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc.aio
+
+from node.api.convert import job_filter_from_pb, job_spec_from_pb, job_to_pb, parse_id
+from node.gen.gpunode.v1 import api_pb2 as pb
+from node.jobs.service import ClientJobsApi
+
+
+class JobServicer:
+    def __init__(self, jobs: ClientJobsApi) -> None:
+        self._jobs = jobs
+
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        view = await self._jobs.submit(job_spec_from_pb(request))
+        return job_to_pb(view)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        view = await self._jobs.get(parse_id(request.job_id, "job id"))
+        return job_to_pb(view, include_output=not request.omit_output)
+
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsResponse:
+        views = await self._jobs.list(job_filter_from_pb(request))
+        return pb.ListJobsResponse(jobs=[job_to_pb(v, include_output=False) for v in views])
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        view = await self._jobs.cancel(parse_id(request.job_id, "job id"))
+        return job_to_pb(view, include_output=False)
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Job]:
+        job_id = parse_id(request.job_id, "job id")
+        async for view in self._jobs.watch(job_id):
+            yield job_to_pb(view, include_output=view.terminal or not request.omit_output)
