@@ -1,0 +1,55 @@
+"""Job inputs and outputs on disk, addressed by sha256, so a restarted node can resend an input
+and still show a finished job's output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+from node.errors import JobError
+from node.types import Hash32, sha256
+
+
+class JobBlobs:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    async def put(self, data: bytes) -> Hash32:
+        return await asyncio.to_thread(self._write, data)
+
+    async def get(self, digest: Hash32) -> bytes | None:
+        return await asyncio.to_thread(self._read, digest)
+
+    async def require(self, digest: Hash32, what: str) -> bytes:
+        data = await self.get(digest)
+        if data is None:
+            raise JobError(
+                f"the {what} with sha256 {digest.hex()} is missing from {self.directory}",
+                hint="the node's blob directory was removed; submit the job again",
+            )
+        return data
+
+    def _write(self, data: bytes) -> Hash32:
+        digest = sha256(data)
+        target = self.directory / digest.hex()
+        if target.is_file():
+            return digest
+        # A unique temporary name: two jobs with the same input may be stored at once.
+        tmp = self.directory / f".{digest.hex()}.{secrets.token_hex(4)}.part"
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        return digest
+
+    def _read(self, digest: Hash32) -> bytes | None:
+        try:
+            data = (self.directory / digest.hex()).read_bytes()
+        except FileNotFoundError:
+            return None
+        # A torn or tampered file must not pass for the blob it is named after.
+        return data if sha256(data) == digest else None

@@ -1,0 +1,101 @@
+"""The client's view of the market for one decision: live adverts (already checked against the
+on-chain registry by discovery) turned into scheduler candidates, with how each has served us."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field, replace
+
+from node.discovery.advert import ProviderAdvert
+from node.discovery.directory import Directory
+from node.errors import SchedulerError
+from node.executor.errors import UnknownModel
+from node.scheduler import (
+    CandidateIndex,
+    Choice,
+    DeviceOffer,
+    JobRequirements,
+    ModelOffer,
+    NoCandidate,
+    ProviderCandidate,
+    ProviderStats,
+    backoff_until,
+)
+from node.types import Address, Hash32
+
+
+def candidate_of(advert: ProviderAdvert, stats: ProviderStats) -> ProviderCandidate:
+    offer = advert.offer
+    warm = set(offer.warm_models)
+    return ProviderCandidate(
+        address=advert.address,
+        peer_id=advert.peer_id,
+        models=tuple(ModelOffer(p.model_id, p.price_per_job_wei, p.model_id in warm) for p in offer.prices),
+        devices=tuple(DeviceOffer(d.kind.value, d.model, d.memory_bytes) for d in offer.devices),
+        free_slots=offer.free_slots,
+        throughput=max((b.throughput_per_s for b in offer.benchmarks), default=0.0),
+        stats=stats,
+    )
+
+
+@dataclass
+class Matchmaker:
+    """Chooses a provider for a job's next attempt and remembers how providers did."""
+
+    directory: Directory
+    rng: random.Random = field(default_factory=random.Random)
+    exploration: float = 0.0
+    stats: dict[Address, ProviderStats] = field(default_factory=dict)
+
+    def choose(
+        self,
+        model_id: Hash32,
+        max_price_wei: int,
+        *,
+        tried: frozenset[Address] = frozenset(),
+        pinned: Address | None = None,
+    ) -> Choice:
+        """The best live provider not yet tried; `SchedulerError` (or `UnknownModel`) naming why none."""
+        adverts = self.directory.find(model_id=model_id)
+        if pinned is not None:
+            adverts = [a for a in adverts if a.address.lower() == pinned.lower()]
+        if not adverts:
+            if pinned is not None:
+                raise SchedulerError(
+                    f"provider {pinned} has no live advert offering model {model_id.hex()}",
+                    hint="check `gpunode node peers`, or leave the provider unset",
+                )
+            raise UnknownModel(
+                f"no live provider offers model {model_id.hex()}",
+                hint="check the model id, or wait for providers' adverts to arrive",
+            )
+        candidates = [candidate_of(a, self.stats.get(a.address, ProviderStats())) for a in adverts]
+        index = CandidateIndex.build(candidates)
+        choice = index.choose(
+            JobRequirements(model_id=model_id, max_price_wei=max_price_wei),
+            now=time.time(),
+            rng=self.rng,
+            tried=tried,
+            exploration=self.exploration,
+        )
+        if isinstance(choice, NoCandidate):
+            raise SchedulerError(choice.reason, hint="raise the max price, or wait and submit again")
+        return choice
+
+    def succeeded(self, provider: Address, latency_ms: float) -> None:
+        old = self.stats.get(provider, ProviderStats())
+        smoothed = latency_ms if old.latency_ms is None else 0.8 * old.latency_ms + 0.2 * latency_ms
+        self.stats[provider] = replace(
+            old, successes=old.successes + 1, latency_ms=smoothed, consecutive_failures=0, backoff_until=0.0
+        )
+
+    def failed(self, provider: Address) -> None:
+        old = self.stats.get(provider, ProviderStats())
+        streak = old.consecutive_failures + 1
+        self.stats[provider] = replace(
+            old,
+            failures=old.failures + 1,
+            consecutive_failures=streak,
+            backoff_until=backoff_until(streak, time.time(), rng=self.rng),
+        )

@@ -1,0 +1,352 @@
+"""The client's pipeline: drives one job through the state machine, persisting every step.
+
+    submitted → matched → paid → sent → running → result → verified → settled
+
+Each step is written to the database (and published to watchers) before the next one starts, so
+a restarted node resumes from the last durable step. A provider that rejects, times out, dies or
+returns a result that does not verify is backed off and the job goes back to `submitted`, to be
+matched with the next candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from node.chain.eip712 import verify_receipt
+from node.chain.keys import NodeKey
+from node.chain.market import JobMarket
+from node.errors import ChainError, GpunodeError, P2PError, PeerTimeout, SchedulerError, TransactionReverted
+from node.jobs.blobs import JobBlobs
+from node.jobs.events import JobEvents
+from node.jobs.matching import Matchmaker
+from node.jobs.payments import MAX_ATTEMPTS, VoucherBook, escrow_terms, receipt_job_id
+from node.jobs.state import (
+    AttemptOutcome,
+    Failed,
+    JobEvent,
+    JobState,
+    Matched,
+    PaymentMade,
+    PaymentPath,
+    ProviderLost,
+    ResultReceived,
+    ResultVerified,
+    Sent,
+    Settled,
+    Started,
+)
+from node.logging import get_logger
+from node.p2p.job_messages import (
+    JobAccepted,
+    JobFailed,
+    JobProgress,
+    JobRejected,
+    JobRequest,
+    JobResult,
+    OnchainPayment,
+    Payment,
+    VoucherPayment,
+)
+from node.p2p.job_protocol import JobClient
+from node.storage import Database, JobRecord, SignedReceipt
+from node.types import Address, Hash32, sha256
+
+log = get_logger(__name__)
+
+# Room the provider needs after the job's own timeout to claim and submit on-chain.
+ESCROW_MARGIN_S = 300
+# Retry spacing while the chain is unreachable.
+CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass
+class ClientPipeline:
+    db: Database
+    blobs: JobBlobs
+    events: JobEvents
+    matchmaker: Matchmaker
+    jobs: JobClient
+    market: JobMarket
+    key: NodeKey
+    vouchers: VoucherBook
+    # Peer ids of matched providers, learnt from their adverts.
+    peers: dict[Address, str] = field(default_factory=dict)
+    pinned: dict[Hash32, Address] = field(default_factory=dict)
+    _last_error: dict[Hash32, str] = field(default_factory=dict)
+
+    @property
+    def me(self) -> Address:
+        return self.key.address
+
+    async def apply(self, job_id: Hash32, event: JobEvent, **attached: object) -> JobRecord:
+        record = await self.db.run(self.db.jobs.apply, job_id, event, **attached)  # type: ignore[arg-type]
+        self.events.publish(record)
+        return record
+
+    # driving ----------------------------------------------------------------------------------
+
+    async def drive(self, job_id: Hash32) -> None:
+        """Move the job until it is terminal or waits on the chain (escrow jobs, once verified)."""
+        record = await self.db.run(self.db.jobs.get, job_id)
+        record = await self._recover(record)
+        while not record.status.terminal:
+            step = _STEPS.get(record.state)
+            if step is None:
+                return
+            moved = await step(self, record)
+            if moved is None:
+                return
+            record = moved
+
+    async def _recover(self, record: JobRecord) -> JobRecord:
+        """A job found mid-flight at start: the request and its answer were lost with the process."""
+        if record.state in (JobState.SENT, JobState.RUNNING):
+            return await self._lose(record, AttemptOutcome.DIED, "the client restarted while the job ran")
+        if record.state is JobState.RESULT:
+            return await self._lose(
+                record, AttemptOutcome.BAD_RESULT, "the client restarted before checking the result"
+            )
+        return record
+
+    async def _match(self, record: JobRecord) -> JobRecord | None:
+        status = record.status
+        if time.time() > (record.deadline or float("inf")):
+            return await self._fail(record, "the job ran out of time before any provider finished it")
+        if len(status.attempts) >= MAX_ATTEMPTS:
+            return await self._fail(record, f"{MAX_ATTEMPTS} providers tried and none finished the job")
+        try:
+            choice = self.matchmaker.choose(
+                record.model_id,
+                record.price_wei,
+                tried=status.tried_providers,
+                pinned=self.pinned.get(record.job_id),
+            )
+        except GpunodeError as exc:
+            return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
+        self.peers[choice.candidate.address] = choice.candidate.peer_id
+        return await self.apply(record.job_id, Matched(choice.candidate.address))
+
+    async def _pay(self, record: JobRecord) -> JobRecord | None:
+        provider = _current_provider(record)
+        if record.status.payment is PaymentPath.VOUCHER:
+            async with self.vouchers.lock(provider):
+                voucher = self.vouchers.next_voucher(provider, record.price_wei)
+                moved = await self.apply(record.job_id, PaymentMade(), voucher=voucher)
+                self.vouchers.committed(voucher, record.price_wei)
+            return moved
+        try:
+            await self._escrow(record, provider)
+        except TransactionReverted as exc:
+            return await self._fail(record, f"the chain refused the escrow payment: {exc}")
+        except ChainError as exc:
+            return await self._fail(record, f"the chain stayed unreachable while paying: {exc}")
+        return await self.apply(record.job_id, PaymentMade())
+
+    async def _escrow(self, record: JobRecord, provider: Address) -> None:
+        attempt = len(record.status.attempts) - 1
+        terms = escrow_terms(self.me, record, attempt)
+        remaining = max(1.0, (record.deadline or time.time()) - time.time())
+        for delay in (*CHAIN_RETRY_S, None):
+            try:
+                now = await self._chain_time()
+                await self.market.request_job(
+                    record.model_id,
+                    price=record.price_wei,
+                    deadline=now + int(remaining) + ESCROW_MARGIN_S,
+                    input_hash=record.input_hash,
+                    provider=provider,
+                    salt=terms.salt,
+                    sender=self.key.account,
+                )
+                return
+            except TransactionReverted as exc:
+                if exc.error_name == "JobExists":
+                    return  # requested before a restart; the same salt names the same job
+                raise
+            except ChainError:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _chain_time(self) -> int:
+        block = await self.market.client.w3.eth.get_block("latest")
+        return int(block["timestamp"])
+
+    async def _send(self, record: JobRecord) -> JobRecord | None:
+        provider = _current_provider(record)
+        attempt = len(record.status.attempts) - 1
+        peer = self._peer_of(provider)
+        if peer is None:
+            return await self._lose(record, AttemptOutcome.DIED, "the provider's advert expired")
+        payment = await self._payment_message(record, provider, attempt)
+        request = JobRequest(
+            job_id=record.job_id,
+            model_id=record.model_id,
+            input=await self.blobs.require(record.input_hash, "job input"),
+            payment=payment,
+            max_price_wei=record.price_wei,
+            deadline_ms=int((record.deadline or time.time() + 60) * 1000),
+        )
+        progress = _Progress(self, record.job_id)
+        started = time.perf_counter()
+        try:
+            outcome = await self.jobs.request_job(peer, request, progress.on_event)
+        except PeerTimeout as exc:
+            await progress.drain()
+            return await self._lose(await self._fresh(record), AttemptOutcome.TIMED_OUT, str(exc))
+        except P2PError as exc:
+            await progress.drain()
+            return await self._lose(await self._fresh(record), AttemptOutcome.DIED, str(exc))
+        await progress.drain()
+        record = await self._fresh(record)
+        if isinstance(outcome, JobRejected):
+            return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")
+        if isinstance(outcome, JobFailed):
+            return await self._lose(record, AttemptOutcome.DIED, f"{outcome.code}: {outcome.reason}")
+        return await self._take_result(record, outcome, attempt, time.perf_counter() - started)
+
+    async def _payment_message(self, record: JobRecord, provider: Address, attempt: int) -> Payment:
+        if record.status.payment is PaymentPath.ESCROW:
+            return OnchainPayment(receipt_job_id(self.me, record, attempt))
+        stored = await self.db.run(self.db.vouchers.get, self.me, provider)
+        if stored is None:
+            raise SchedulerError(f"no voucher for provider {provider} is stored although the job is paid")
+        voucher = stored.voucher
+        return VoucherPayment(voucher.client, voucher.provider, voucher.cumulative_amount, stored.signature)
+
+    async def _take_result(
+        self, record: JobRecord, result: JobResult, attempt: int, elapsed_s: float
+    ) -> JobRecord | None:
+        provider = _current_provider(record)
+        record = await self._reach_running(record)
+        await self.blobs.put(result.output)
+        record = await self.apply(record.job_id, ResultReceived())
+        problem = self._check_result(record, result, provider, attempt)
+        if problem is not None:
+            log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
+            return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
+        signed = SignedReceipt(result.receipt, result.signature)
+        if record.status.payment is PaymentPath.VOUCHER:
+            record = await self.apply(record.job_id, ResultVerified(), receipt=signed)
+        else:
+            await self.db.run(self.db.receipts.save, result.receipt, result.signature)
+            record = await self.apply(record.job_id, ResultVerified())
+        self.matchmaker.succeeded(provider, elapsed_s * 1000)
+        return record
+
+    def _check_result(
+        self, record: JobRecord, result: JobResult, provider: Address, attempt: int
+    ) -> str | None:
+        receipt = result.receipt
+        if receipt.job_id != receipt_job_id(self.me, record, attempt):
+            return "the receipt names another job"
+        if receipt.model_id != record.model_id or receipt.input_hash != record.input_hash:
+            return "the receipt names another model or input"
+        if receipt.provider.lower() != provider.lower():
+            return f"the receipt names provider {receipt.provider}, not {provider}"
+        if sha256(result.output) != receipt.output_hash:
+            return "the output does not hash to the receipt's output hash"
+        if not verify_receipt(self.vouchers.domain, receipt, result.signature, provider):
+            return "the receipt's signature is not the provider's"
+        return None
+
+    async def _reach_running(self, record: JobRecord) -> JobRecord:
+        # A fast job may finish before its accepted/progress frames were recorded.
+        if record.state is JobState.PAID:
+            record = await self.apply(record.job_id, Sent())
+        if record.state is JobState.SENT:
+            record = await self.apply(record.job_id, Started())
+        return record
+
+    async def _settle_voucher_job(self, record: JobRecord) -> JobRecord | None:
+        if record.status.payment is PaymentPath.VOUCHER:
+            # The voucher covering this job was acknowledged when the provider ran it.
+            return await self.apply(record.job_id, Settled())
+        return None  # escrow jobs settle when the chain finalizes them (node.settlement)
+
+    # helpers ----------------------------------------------------------------------------------
+
+    def _peer_of(self, provider: Address) -> str | None:
+        advert = self.matchmaker.directory.get(provider)
+        if advert is not None:
+            self.peers[provider] = advert.peer_id
+            return advert.peer_id
+        return self.peers.get(provider)
+
+    async def _fresh(self, record: JobRecord) -> JobRecord:
+        return await self.db.run(self.db.jobs.get, record.job_id)
+
+    async def _lose(self, record: JobRecord, outcome: AttemptOutcome, detail: str) -> JobRecord:
+        provider = _current_provider(record)
+        log.info(
+            "provider_lost", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
+        )
+        self._last_error[record.job_id] = f"{provider}: {outcome}: {detail}"
+        self.matchmaker.failed(provider)
+        paid = record.status.current is not None and record.status.current.paid
+        moved = await self.apply(record.job_id, ProviderLost(outcome, detail))
+        if paid and record.status.payment is PaymentPath.VOUCHER:
+            self.vouchers.released(provider, record.price_wei)
+        return moved
+
+    async def _fail(self, record: JobRecord, reason: str) -> JobRecord:
+        log.info("job_failed", job_id=record.job_id.hex(), reason=reason)
+        self._last_error.pop(record.job_id, None)
+        return await self.apply(record.job_id, Failed(reason))
+
+
+class _Progress:
+    """Records accepted/running as the provider reports them, in order, without blocking the stream."""
+
+    def __init__(self, pipeline: ClientPipeline, job_id: Hash32) -> None:
+        self._pipeline = pipeline
+        self._job_id = job_id
+        self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._sent = False
+        self._started = False
+
+    def on_event(self, event: JobAccepted | JobProgress) -> None:
+        if isinstance(event, JobAccepted) and not self._sent:
+            self._sent = True
+            self._queue.put_nowait(Sent())
+        elif isinstance(event, JobProgress) and not self._started:
+            if not self._sent:
+                self._sent = True
+                self._queue.put_nowait(Sent())
+            self._started = True
+            self._queue.put_nowait(Started())
+        if self._task is None and not self._queue.empty():
+            self._task = asyncio.create_task(self._record())
+
+    async def _record(self) -> None:
+        while not self._queue.empty():
+            await self._pipeline.apply(self._job_id, self._queue.get_nowait())
+        self._task = None
+
+    async def drain(self) -> None:
+        while self._task is not None:
+            await self._task
+
+
+def _current_provider(record: JobRecord) -> Address:
+    current = record.status.current
+    if current is None:
+        raise SchedulerError(f"job {record.job_id.hex()} has no provider attempt in flight")
+    return current.provider
+
+
+def _no_provider_reason(exc: GpunodeError, last_error: str | None) -> str:
+    if last_error is None:
+        return str(exc)
+    return f"{exc}; the last provider tried failed with {last_error}"
+
+
+_STEPS = {
+    JobState.SUBMITTED: ClientPipeline._match,
+    JobState.MATCHED: ClientPipeline._pay,
+    JobState.PAID: ClientPipeline._send,
+    JobState.VERIFIED: ClientPipeline._settle_voucher_job,
+}
