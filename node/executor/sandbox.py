@@ -40,6 +40,12 @@ _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
 
 
+# Kernel knobs under /proc that are root-owned files: bwrap leaves them to file permissions, and in
+# root-userns mode the sandbox's uid is host root, so they are hidden outright (in every mode).
+_PROC_DIRS_HIDDEN = ("/proc/sys", "/proc/irq", "/proc/bus")
+_PROC_FILES_HIDDEN = ("/proc/sysrq-trigger", "/proc/kcore")
+
+
 class SandboxMode(enum.StrEnum):
     UNPRIVILEGED_UID = "unprivileged-uid"
     ROOT_USERNS = "root-userns"
@@ -104,9 +110,11 @@ class Sandbox:
         if self.mode is SandboxMode.NONE:
             return list(spec.argv)
         argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        # A user namespace that cannot nest another (seccomp refuses that too).
+        argv += ["--unshare-user", "--disable-userns"]
         if self.mode is SandboxMode.ROOT_USERNS:
-            argv += ["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]
-        argv += [*_system_binds(), "--proc", "/proc", "--dev", "/dev"]
+            argv += ["--uid", "65534", "--gid", "65534"]
+        argv += [*_system_binds(), "--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
         for device in spec.devices:
             argv += ["--dev-bind", device, device]
         # /tmp and /dev/shm are the only writable places, each a tmpfs of the given size; bwrap's
@@ -188,6 +196,17 @@ def _rlimits(limits: SandboxLimits, *, nproc: bool) -> list[tuple[int, int]]:
         (resource.RLIMIT_CPU, limits.cpu_seconds),
     ]
     return [*values, (resource.RLIMIT_NPROC, limits.max_processes)] if nproc else values
+
+
+def _proc_masks() -> list[str]:
+    argv: list[str] = []
+    for path in _PROC_DIRS_HIDDEN:
+        if os.path.isdir(path):
+            argv += ["--tmpfs", path, "--remount-ro", path]
+    for path in _PROC_FILES_HIDDEN:
+        if os.path.exists(path):
+            argv += ["--ro-bind", "/dev/null", path]
+    return argv
 
 
 def _system_binds() -> list[str]:

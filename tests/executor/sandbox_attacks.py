@@ -32,13 +32,14 @@ print(json.dumps(verdict))
 """
 
 WRITE_OUTSIDE = """
-import errno, json, sys
+import errno, json, os, sys
 verdict = {}
-targets = ["/evil", "/usr/evil", "/opt/gpunode/node/evil.py", sys.prefix + "/evil", "/dev/evil", "/proc/evil"]
+targets = ["/evil", "/usr/evil", "/opt/gpunode/node/evil.py", sys.prefix + "/evil", "/dev/evil", "/proc/evil",
+           "/proc/sys/vm/drop_caches", "/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger"]
 for path in targets:
+    # Opening for writing is the test; nothing is written, so a broken sandbox changes no host setting.
     try:
-        with open(path, "w") as f:
-            f.write("x")
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
         verdict[path] = "escaped"
     except OSError as e:
         verdict[path] = errno.errorcode.get(e.errno, str(e.errno))
