@@ -62,7 +62,7 @@ def dial_target(listen: str) -> str:
 def unreachable(target: str) -> NodeUnreachable:
     return NodeUnreachable(
         f"no node at {target}",
-        hint="start one with `gpunode provider start` or `gpunode devnet`, or point --api at a running node",
+        hint="start one with `gpunode provider start` or `gpunode devnet`",
     )
 
 

@@ -63,12 +63,29 @@ STATUS_FOR: Mapping[type[errors.GpunodeError], grpc.StatusCode] = {
 
 
 def status_for(error: errors.GpunodeError) -> grpc.StatusCode:
-    """The code of the nearest class of `error` that the table names."""
+    """The code of the nearest class of `error` that the table names.
+
+    A layer often re-raises a missing record as its own error (`JobError("no job … is known")`
+    from storage's `UnknownJob`); the cause still says what happened, so it still reads NOT_FOUND.
+    """
+    if _caused_by_missing_record(error):
+        return Code.NOT_FOUND
     for cls in type(error).__mro__:
         code = STATUS_FOR.get(cls)
         if code is not None:
             return code
     return Code.UNKNOWN
+
+
+def _caused_by_missing_record(error: BaseException) -> bool:
+    seen: set[int] = set()
+    cause = error.__cause__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, storage_errors.RecordNotFound):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False
 
 
 def details_for(error: errors.GpunodeError) -> str:

@@ -33,6 +33,11 @@ def _register_groups() -> None:
     from node.cli import doctor
 
     doctor.register(app)
+    from node.cli import job, models, node_cmd
+
+    app.add_typer(job.app)
+    app.add_typer(models.app)
+    app.add_typer(node_cmd.app)
     from node.cli import init_cmd
 
     init_cmd.register(app)

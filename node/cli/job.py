@@ -1,0 +1,187 @@
+"""`gpunode job`: submit, watch, get, list and cancel jobs through a running node."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from node.api.client import ApiClient
+from node.api.errors import InvalidRequest
+from node.cli.output import (
+    console,
+    err_console,
+    fail,
+    format_time,
+    job_json,
+    job_table,
+    jobs_table,
+    print_json,
+    styled_state,
+)
+from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
+from node.jobs.service import JobFilter, JobSpec, JobView
+from node.jobs.state import JobState, PaymentPath, Role
+from node.types import Address
+
+app = typer.Typer(name="job", help="Submit and follow inference jobs.", no_args_is_help=True)
+
+JobIdArgument = Annotated[str, typer.Argument(help="the job's id (64 hex digits)")]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="write the output (safetensors bytes) to this file")
+]
+_FAILED = (JobState.FAILED, JobState.CANCELLED, JobState.REFUNDED)
+
+
+@app.command("submit")
+def submit(
+    model_id: Annotated[str, typer.Argument(help="the model id (64 hex digits; `gpunode models list`)")],
+    input_file: Annotated[Path, typer.Argument(help="input tensors as a safetensors file; - for stdin")],
+    payment: Annotated[PaymentPath, typer.Option(help="pay by voucher or by on-chain escrow")] = (
+        PaymentPath.VOUCHER
+    ),
+    max_price: Annotated[int, typer.Option("--max-price", help="the most to pay, in wei", min=0)] = 10**15,
+    timeout: Annotated[float, typer.Option(help="seconds the job may take end to end", min=0.001)] = 60.0,
+    provider: Annotated[str | None, typer.Option(help="pin the job to this provider's address")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job until it finishes")] = False,
+    out: OutOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Submit a job; with --wait, follow it to the end and save its output with --out."""
+    data = _read_input(input_file)
+    spec = JobSpec(
+        model_id=model_id,
+        input=data,
+        payment=payment,
+        max_price_wei=max_price,
+        timeout_s=timeout,
+        provider=Address(provider) if provider else None,
+    )
+
+    async def work(client: ApiClient) -> JobView:
+        job = await client.submit_job(spec)
+        if not wait:
+            return job
+        if not as_json:
+            err_console.print(f"submitted job [bold]{job.job_id}[/]")
+        return await _follow(client, job.job_id, as_json=as_json, lines=False)
+
+    job = call_node(api, config, work)
+    _finish(job, out=out, as_json=as_json, waited=wait)
+
+
+@app.command("watch")
+def watch(
+    job_id: JobIdArgument,
+    out: OutOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Follow a job live until it finishes (--json: one JSON object per update)."""
+    job = call_node(api, config, lambda client: _follow(client, job_id, as_json=as_json, lines=True))
+    _finish(job, out=out, as_json=as_json, waited=True, printed=as_json)
+
+
+@app.command("get")
+def get(
+    job_id: JobIdArgument,
+    out: OutOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show one job: state, attempts, receipt; --out saves its output."""
+    job = call_node(api, config, lambda client: client.get_job(job_id))
+    _finish(job, out=out, as_json=as_json, waited=False)
+
+
+@app.command("list")
+def list_jobs(
+    state: Annotated[list[JobState] | None, typer.Option(help="only jobs in this state (repeatable)")] = None,
+    role: Annotated[Role | None, typer.Option(help="only jobs this node submitted (client) or ran")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many", min=1, max=1000)] = 50,
+    offset: Annotated[int, typer.Option(help="skip this many first", min=0)] = 0,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """List jobs, most recently moved first."""
+    query = JobFilter(role=role, states=tuple(state or ()), limit=limit, offset=offset)
+    jobs = call_node(api, config, lambda client: client.list_jobs(query))
+    if as_json:
+        print_json({"jobs": [job_json(j) for j in jobs]})
+    elif jobs:
+        console.print(jobs_table(jobs))
+    else:
+        console.print("no jobs")
+
+
+@app.command("cancel")
+def cancel(
+    job_id: JobIdArgument,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Cancel a job that has not been paid for yet."""
+    job = call_node(api, config, lambda client: client.cancel_job(job_id))
+    if as_json:
+        print_json(job_json(job))
+    else:
+        console.print(f"job {job.job_id} is {styled_state(job.state.value)}")
+
+
+def _read_input(path: Path) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read the input {path}: {exc.strerror}")
+        raise typer.Exit(code=1) from None
+
+
+async def _follow(client: ApiClient, job_id: str, *, as_json: bool, lines: bool) -> JobView:
+    """Follow a job to its end: JSON lines (--json on watch), or a live status line on stderr."""
+    last: JobView | None = None
+    if as_json:
+        async for update in client.watch_job(job_id, omit_output=True):
+            if lines:
+                print_json(job_json(update))
+            last = update
+    else:
+        with err_console.status(f"job {job_id[:12]}… waiting") as status:
+            async for update in client.watch_job(job_id, omit_output=True):
+                if last is None or update.state is not last.state:
+                    err_console.print(
+                        f"{format_time(update.updated_at)}  {styled_state(update.state.value)}"
+                        + (f"  provider {update.provider}" if update.provider else "")
+                    )
+                status.update(f"job {job_id[:12]}… {update.state.value}")
+                last = update
+    if last is None:
+        raise InvalidRequest(f"the node sent no update for job {job_id}")
+    return last
+
+
+def _finish(job: JobView, *, out: Path | None, as_json: bool, waited: bool, printed: bool = False) -> None:
+    if out is not None:
+        if job.output is None:
+            fail(f"job {job.job_id} has no output ({job.state.value})")
+            raise typer.Exit(code=1)
+        out.write_bytes(job.output)
+    if as_json and not printed:
+        print_json(job_json(job))
+    elif not as_json:
+        console.print(job_table(job))
+        if out is not None:
+            console.print(f"output written to {out}")
+    if waited and job.state in _FAILED:
+        if not as_json:
+            fail(f"job {job.job_id} ended {job.state.value}" + (f": {job.error}" if job.error else ""))
+        raise typer.Exit(code=1)

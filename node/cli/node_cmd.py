@@ -1,0 +1,54 @@
+"""`gpunode node`: a running node's identity, chain and overlay."""
+
+from __future__ import annotations
+
+import typer
+
+from node.api.client import ApiClient
+from node.cli.output import console, jsonable, key_value_table, peers_table, print_json
+from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
+from node.jobs.service import NodeStatusView
+
+app = typer.Typer(name="node", help="Inspect a running node.", no_args_is_help=True)
+
+
+@app.command("status")
+def status(api: ApiOption = None, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """The node's address, peer id, listen addresses, chain and contracts."""
+
+    async def work(client: ApiClient) -> NodeStatusView:
+        return await client.node_status()
+
+    view = call_node(api, config, work)
+    if as_json:
+        print_json(jsonable(view))
+        return
+    console.print(
+        key_value_table(
+            "node",
+            {
+                "address": view.address,
+                "peer id": view.peer_id,
+                "listening on": "\n".join(view.listen_addrs) or "-",
+                "role": "provider and client" if view.provider else "client",
+                "chain id": str(view.chain_id),
+                "rpc": view.rpc_url,
+                "block": str(view.block_number),
+                "registry": view.registry_address,
+                "market": view.market_address,
+                "database": view.database,
+            },
+        )
+    )
+
+
+@app.command("peers")
+def peers(api: ApiOption = None, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """The peers this node knows on the overlay, and which of them advertise as providers."""
+    found = call_node(api, config, lambda client: client.peers())
+    if as_json:
+        print_json({"peers": jsonable(found)})
+    elif found:
+        console.print(peers_table(found))
+    else:
+        console.print("no peers yet")

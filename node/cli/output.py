@@ -1,0 +1,178 @@
+"""What the CLI prints: rich tables and panels for people, one JSON document for scripts.
+
+Results go to stdout, everything else (progress, logs, errors) to stderr, so `--json` output can
+be piped straight into `jq`. Output bytes never go into JSON; their size and sha256 do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from node.jobs.service import JobView, ModelView, PeerView
+
+console = Console()
+err_console = Console(stderr=True)
+
+WEI_PER_ETH = 10**18
+
+
+def jsonable(value: Any) -> Any:
+    """Views (frozen dataclasses) as plain JSON values: enums by value, bytes as 0x hex."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def job_json(view: JobView) -> dict[str, Any]:
+    """A job for scripts: the output's bytes are replaced by their size and sha256."""
+    data: dict[str, Any] = jsonable(dataclasses.replace(view, output=None))
+    data.pop("output")
+    data["output_bytes"] = len(view.output) if view.output is not None else None
+    data["output_sha256"] = hashlib.sha256(view.output).hexdigest() if view.output is not None else None
+    return data
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, sort_keys=True))
+
+
+def fail(message: str) -> None:
+    """One red line on stderr; the caller exits with status 1."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+
+def format_wei(wei: int) -> str:
+    if wei == 0:
+        return "0"
+    if wei >= 10**14:
+        return f"{wei / WEI_PER_ETH:.6f} ETH"
+    return f"{wei} wei"
+
+
+def format_time(seconds: float) -> str:
+    if seconds <= 0:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+_STATE_STYLE = {
+    "settled": "green",
+    "verified": "green",
+    "paid": "cyan",
+    "delivered": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "refunded": "yellow",
+}
+
+
+def styled_state(state: str) -> str:
+    style = _STATE_STYLE.get(state)
+    return f"[{style}]{state}[/]" if style else state
+
+
+def short(text: str | None, keep: int = 10) -> str:
+    if not text:
+        return "-"
+    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-4:]}"
+
+
+def jobs_table(jobs: Iterable[JobView]) -> Table:
+    table = Table(title="jobs")
+    for column in ("job id", "state", "role", "payment", "model", "provider", "price", "tries", "updated"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        table.add_row(
+            job.job_id,
+            styled_state(job.state.value),
+            job.role.value,
+            job.payment.value,
+            short(job.model_id),
+            short(job.provider),
+            format_wei(job.price_wei),
+            str(len(job.attempts)),
+            format_time(job.updated_at),
+        )
+    return table
+
+
+def job_table(job: JobView) -> Table:
+    """One job in detail: a two-column table of its fields, its receipt and its attempts."""
+    table = key_value_table(
+        f"job {job.job_id}",
+        {
+            "state": styled_state(job.state.value) + (" (final)" if job.terminal else ""),
+            "role": job.role.value,
+            "payment": job.payment.value,
+            "model": job.model_id,
+            "provider": job.provider or "-",
+            "price": f"{format_wei(job.price_wei)} ({job.price_wei} wei)",
+            "created": format_time(job.created_at),
+            "updated": format_time(job.updated_at),
+        },
+    )
+    if job.onchain_job_id:
+        table.add_row("on-chain job", job.onchain_job_id)
+    if job.error:
+        table.add_row("error", f"[red]{job.error}[/]")
+    for i, attempt in enumerate(job.attempts, 1):
+        outcome = attempt.outcome.value if attempt.outcome else "in flight"
+        table.add_row(f"attempt {i}", f"{attempt.provider} {outcome}{' (paid)' if attempt.paid else ''}")
+    if job.receipt is not None:
+        r = job.receipt
+        verdict = "[green]verified[/]" if r.verified else "[yellow]not verified yet[/]"
+        table.add_row("receipt", f"{verdict}, signed by {r.receipt.provider}")
+        table.add_row("output sha256", "0x" + r.receipt.output_hash.hex())
+    if job.output is not None:
+        table.add_row("output", f"{len(job.output)} bytes")
+    return table
+
+
+def key_value_table(title: str, rows: Mapping[str, str]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in rows.items():
+        table.add_row(key, value)
+    return table
+
+
+def models_table(models: Iterable[ModelView]) -> Table:
+    table = Table(title="models")
+    for column in ("model id", "name", "format", "size", "batchable", "warm"):
+        table.add_column(column, overflow="fold")
+    for m in models:
+        table.add_row(m.model_id, m.name, m.format, f"{m.size_bytes:,} B", _yes(m.batchable), _yes(m.warm))
+    return table
+
+
+def peers_table(peers: Iterable[PeerView]) -> Table:
+    table = Table(title="peers")
+    for column in ("peer id", "address", "connected", "provider", "listen addresses"):
+        table.add_column(column, overflow="fold")
+    for p in peers:
+        table.add_row(p.peer_id, p.address, _yes(p.connected), _yes(p.provider), "\n".join(p.listen_addrs))
+    return table
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"

@@ -1,0 +1,66 @@
+"""Running a CLI command against a node's gRPC API: shared options, connecting, turning errors into
+one line on stderr and exit status 1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from node.api.client import ApiClient
+from node.cli.output import fail
+from node.config import Settings, load_settings
+from node.errors import GpunodeError
+from node.logging import configure_logging
+
+T = TypeVar("T")
+
+ApiOption = Annotated[
+    str | None,
+    typer.Option("--api", help="host:port of the node's gRPC API (default: api.listen from the settings)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object (JSON lines for a stream)")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="config file (default: GPUNODE_CONFIG or <home>/config.toml)")
+]
+
+
+def describe(error: GpunodeError) -> str:
+    return f"{error.message} — {error.hint}" if error.hint else error.message
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Expected errors become one red line and exit status 1; Ctrl-C exits 130 without a traceback."""
+    try:
+        yield
+    except GpunodeError as exc:
+        fail(describe(exc))
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+
+
+def cli_settings(config: Path | None) -> Settings:
+    settings = load_settings(config)
+    # Log records go to stderr so that stdout carries only the command's output.
+    configure_logging(settings.log_level, json=settings.log_json)
+    return settings
+
+
+def call_node(api: str | None, config: Path | None, work: Callable[[ApiClient], Awaitable[T]]) -> T:
+    """Connect to the node (`--api`, else the settings' api.listen), run `work`, close."""
+    with exit_on_error():
+        settings = cli_settings(config)
+        target = api or settings.api.listen
+
+        async def session() -> T:
+            client = await ApiClient.connect(target, max_message_bytes=settings.api.max_message_bytes)
+            async with client:
+                return await work(client)
+
+        return asyncio.run(session())
