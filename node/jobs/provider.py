@@ -1,0 +1,263 @@
+"""Provider side of `/gpunode/job/1`: admission, payment checks, execution, the signed result.
+
+A voucher is checked before anything runs: signed by the client the stream comes from, naming
+this provider, covering every job this provider has taken from that client plus this one, and
+backed by the client's deposit. An escrow payment is checked on the chain (requested, naming
+this provider, at this provider's price) and claimed. The voucher and the job are persisted
+before the job is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from node.chain.eip712 import Eip712Domain, recover_voucher_signer
+from node.chain.market import JobMarket, JobTerms
+from node.chain.market import JobStatus as ChainJobStatus
+from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
+from node.executor.manifest import normalize_model_id
+from node.jobs.blobs import JobBlobs
+from node.jobs.onchain import find_terms
+from node.jobs.runner import JobRunner
+from node.jobs.state import JobState, PaymentPath, Role
+from node.logging import get_logger
+from node.p2p.identity import peer_id_to_address
+from node.p2p.job_messages import (
+    BlobRef,
+    JobAccepted,
+    JobFailed,
+    JobProgress,
+    JobRejected,
+    JobRequest,
+    JobResponse,
+    JobResult,
+    OnchainPayment,
+    VoucherPayment,
+)
+from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
+from node.storage import JobRecord, NewJob
+from node.types import Address, Hash32, Voucher, sha256
+
+log = get_logger(__name__)
+
+_LIVE = frozenset({JobState.ACCEPTED, JobState.RUNNING, JobState.SIGNED, JobState.DELIVERED, JobState.PAID})
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class ProviderJobs:
+    """Answers job requests from clients over the overlay."""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        market: JobMarket,
+        blobs: JobBlobs,
+        policy: AdmissionPolicy,
+        *,
+        price_wei: Callable[[Hash32], int | None],
+        spawn: Spawn,
+    ) -> None:
+        self.runner = runner
+        self.market = market
+        self.blobs = blobs
+        self.policy = policy
+        self._price = price_wei
+        self._spawn = spawn
+        self.domain: Eip712Domain = runner.domain
+        # Wei of the jobs taken from each client by voucher (live or done): what vouchers must cover.
+        self._covered: defaultdict[Address, int] = defaultdict(int)
+        self._deposit_ok: dict[Address, int] = {}
+        self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def me(self) -> Address:
+        return self.runner.key.address
+
+    def load_covered(self, jobs: tuple[JobRecord, ...]) -> None:
+        self._covered.clear()
+        for job in jobs:
+            voucher_paid = job.role is Role.PROVIDER and job.status.payment is PaymentPath.VOUCHER
+            if voucher_paid and job.client and job.state in _LIVE:
+                self._covered[job.client] += job.price_wei
+
+    # the protocol handler ---------------------------------------------------------------------
+
+    async def handle(self, peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        try:
+            accepted = await self._accept(peer, request)
+        except GpunodeError as exc:
+            log.warning("job_request_failed", job_id=request.job_id.hex(), error=str(exc))
+            yield JobRejected("unavailable", str(exc))
+            return
+        if isinstance(accepted, JobRejected):
+            log.info("job_rejected", job_id=request.job_id.hex(), code=accepted.code, reason=accepted.reason)
+            yield accepted
+            return
+        record, job_input, terms, position = accepted
+        yield JobAccepted(queue_position=position)
+        yield JobProgress("running", 0.0)
+        timeout = max(0.1, request.deadline_ms / 1000 - _now())
+        try:
+            signed = await self.runner.run(record, job_input, timeout_s=timeout)
+        except ExecutorError as exc:
+            if record.status.payment is PaymentPath.VOUCHER and record.client is not None:
+                self._covered[record.client] -= record.price_wei
+            yield JobFailed("execution", str(exc))
+            return
+        if terms is not None:
+            self._spawn(self._submit_onchain(terms, signed.receipt, signed.signature))
+        yield JobResult(signed.receipt, signed.signature, signed.output)
+
+    async def _accept(
+        self, peer: str, request: JobRequest
+    ) -> tuple[JobRecord, bytes, JobTerms | None, int] | JobRejected:
+        client = peer_id_to_address(peer)
+        model_key = normalize_model_id(request.model_id)
+        price = self._price(request.model_id)
+        if price is None:
+            return JobRejected("unknown_model", f"this provider does not serve model {model_key}")
+        size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)
+        admitted = admit(
+            JobOffer(request.model_id, request.max_price_wei, size), self.runner.load.snapshot(), self.policy
+        )
+        if isinstance(admitted, Rejected):
+            return JobRejected(admitted.code.value, admitted.reason)
+        if isinstance(request.input, BlobRef):
+            return JobRejected("blob_input", "this provider takes inputs inline only")
+        job_input = request.input
+        payment = request.payment
+        if isinstance(payment, VoucherPayment):
+            async with self._locks[client]:
+                taken = await self._take_voucher(client, request, job_input, payment, price)
+            if isinstance(taken, JobRejected):
+                return taken
+            return taken, job_input, None, admitted.queue_position
+        escrowed = await self._take_escrow(client, request, job_input, payment, price)
+        if isinstance(escrowed, JobRejected):
+            return escrowed
+        record, terms = escrowed
+        return record, job_input, terms, admitted.queue_position
+
+    # vouchers ---------------------------------------------------------------------------------
+
+    async def _take_voucher(
+        self, client: Address, request: JobRequest, job_input: bytes, payment: VoucherPayment, price: int
+    ) -> JobRecord | JobRejected:
+        voucher = Voucher(payment.client, payment.provider, payment.cumulative_amount)
+        problem = self._voucher_problem(client, voucher, payment.signature)
+        if problem is not None:
+            return JobRejected("bad_voucher", problem)
+        db = self.runner.db
+        stored = await db.run(db.vouchers.get, client, self.me)
+        held = max(voucher.cumulative_amount, 0 if stored is None else stored.voucher.cumulative_amount)
+        needed = self._covered[client] + price
+        if held < needed:
+            return JobRejected(
+                "voucher_too_low",
+                f"the voucher for {voucher.cumulative_amount} wei does not cover the {needed} wei "
+                f"owed with this job",
+            )
+        shortfall = await self._deposit_shortfall(client, held)
+        if shortfall:
+            return JobRejected("insufficient_deposit", shortfall)
+        if stored is None or voucher.cumulative_amount > stored.voucher.cumulative_amount:
+            await db.run(db.vouchers.record, voucher, payment.signature)
+        record = await self._create(request, PaymentPath.VOUCHER, request.job_id, job_input, client, price)
+        self._covered[client] += price
+        return record
+
+    def _voucher_problem(self, client: Address, voucher: Voucher, signature: bytes) -> str | None:
+        if voucher.provider.lower() != self.me.lower():
+            return f"the voucher pays {voucher.provider}, not this provider ({self.me})"
+        if voucher.client.lower() != client.lower():
+            return f"the voucher is from {voucher.client}, but the request came from {client}"
+        try:
+            signer = recover_voucher_signer(self.domain, voucher, signature)
+        except SignatureError as exc:
+            return f"the voucher signature is malformed: {exc}"
+        if signer.lower() != client.lower():
+            return f"the voucher was signed by {signer}, not by the client {client}"
+        return None
+
+    async def _deposit_shortfall(self, client: Address, cumulative: int) -> str | None:
+        if self._deposit_ok.get(client, -1) >= cumulative:
+            return None
+        account = await self.market.client_account(client)
+        paid = await self.market.paid(client, self.me)
+        if account.balance < cumulative - paid:
+            return (
+                f"the client's deposit ({account.balance} wei) does not cover the {cumulative - paid} wei "
+                "its vouchers owe this provider"
+            )
+        self._deposit_ok[client] = cumulative
+        return None
+
+    # escrow -----------------------------------------------------------------------------------
+
+    async def _take_escrow(
+        self, client: Address, request: JobRequest, job_input: bytes, payment: OnchainPayment, price: int
+    ) -> tuple[JobRecord, JobTerms] | JobRejected:
+        onchain = await self.market.job(payment.job_id)
+        if onchain.status is not ChainJobStatus.REQUESTED:
+            return JobRejected(
+                "not_escrowed", f"on-chain job {payment.job_id.hex()} is {onchain.status.name}"
+            )
+        if onchain.provider is None or onchain.provider.lower() != self.me.lower():
+            return JobRejected("not_named", "the escrowed job does not name this provider")
+        if onchain.price < price:
+            return JobRejected("price_too_low", f"the escrow holds {onchain.price} wei, the price is {price}")
+        terms = await find_terms(self.market, payment.job_id)
+        if terms is None or terms.requester.lower() != client.lower():
+            return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
+        if terms.input_hash != sha256(job_input) or terms.model_id != request.model_id:
+            return JobRejected("terms_mismatch", "the input or model differs from the escrowed job's terms")
+        try:
+            await self.market.claim_job(payment.job_id, sender=self.runner.key.account)
+        except ChainError as exc:
+            return JobRejected("claim_failed", f"claiming the escrowed job failed: {exc}")
+        record = await self._create(
+            request, PaymentPath.ESCROW, payment.job_id, job_input, client, onchain.price
+        )
+        return record, terms
+
+    async def _submit_onchain(self, terms: JobTerms, receipt: Any, signature: bytes) -> None:
+        try:
+            await self.market.submit_result(terms, receipt, signature, sender=self.runner.key.account)
+        except ChainError as exc:
+            log.error("result_submission_failed", job_id=terms.job_id.hex(), error=str(exc))
+
+    # shared -----------------------------------------------------------------------------------
+
+    async def _create(
+        self,
+        request: JobRequest,
+        payment: PaymentPath,
+        job_id: Hash32,
+        job_input: bytes,
+        client: Address,
+        price: int,
+    ) -> JobRecord:
+        input_hash = await self.blobs.put(job_input)
+        job = NewJob(
+            job_id=job_id,
+            role=Role.PROVIDER,
+            payment=payment,
+            model_id=request.model_id,
+            input_hash=input_hash,
+            price_wei=price,
+            client=client,
+            deadline=request.deadline_ms / 1000,
+        )
+        db = self.runner.db
+        record = await db.run(db.jobs.create, job)
+        self.runner.events.publish(record)
+        return record
+
+
+def _now() -> float:
+    return time.time()

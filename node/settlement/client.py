@@ -1,0 +1,110 @@
+"""A client's settlement of escrow-paid jobs: verified jobs settle once the chain finalizes them;
+escrow of attempts that failed is refunded after its deadline and withdrawn."""
+
+from __future__ import annotations
+
+import time
+
+from node.chain.keys import NodeKey
+from node.chain.market import JobMarket
+from node.chain.market import JobStatus as ChainJobStatus
+from node.errors import ChainError
+from node.jobs.events import JobEvents
+from node.jobs.onchain import ChainOutcome, chain_outcome
+from node.jobs.payments import escrow_terms, receipt_job_id
+from node.jobs.state import AttemptOutcome, JobEvent, JobState, PaymentPath, Refunded, Role, Settled
+from node.logging import get_logger
+from node.storage import Database, JobRecord
+from node.types import Address, Hash32
+
+log = get_logger(__name__)
+
+_LOST = frozenset(
+    {
+        AttemptOutcome.REJECTED,
+        AttemptOutcome.TIMED_OUT,
+        AttemptOutcome.DIED,
+        AttemptOutcome.BAD_RESULT,
+        AttemptOutcome.ABANDONED,
+    }
+)
+
+
+class ClientSettlement:
+    def __init__(self, db: Database, market: JobMarket, key: NodeKey, events: JobEvents) -> None:
+        self.db = db
+        self.market = market
+        self.key = key
+        self.events = events
+        # On-chain jobs known to be over (refunded or finalized): never asked about again.
+        self._closed: set[Hash32] = set()
+
+    @property
+    def me(self) -> Address:
+        return self.key.address
+
+    async def tick(self) -> int:
+        """Settle what the chain allows now; returns the wei refunded and withdrawn."""
+        jobs = await self.db.run(self.db.jobs.list, role=Role.CLIENT, limit=2**31 - 1)
+        escrowed = [j for j in jobs if j.status.payment is PaymentPath.ESCROW]
+        now = await self._chain_time()
+        refunded = 0
+        for record in escrowed:
+            if record.state is JobState.VERIFIED:
+                await self._settle_verified(record)
+            refunded += await self._refund_lost_attempts(record, now)
+        if refunded or await self.market.withdrawable(self.me):
+            try:
+                await self.market.withdraw_earnings(sender=self.key.account)
+            except ChainError as exc:
+                log.warning("refund_withdrawal_failed", error=str(exc))
+        return refunded
+
+    async def _settle_verified(self, record: JobRecord) -> None:
+        onchain_id = receipt_job_id(self.me, record, len(record.status.attempts) - 1)
+        outcome = await chain_outcome(self.market, onchain_id)
+        if outcome is ChainOutcome.FINALIZED:
+            await self._apply(record, Settled())
+        elif outcome is ChainOutcome.REFUNDED:
+            await self._apply(record, Refunded())
+        else:
+            await self._refund_if_abandoned(record, len(record.status.attempts) - 1)
+
+    async def _refund_if_abandoned(self, record: JobRecord, attempt: int) -> None:
+        # The provider delivered to us but never put the result on-chain by the deadline.
+        terms = escrow_terms(self.me, record, attempt)
+        onchain = await self.market.job(terms.job_id)
+        live = onchain.status in (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED)
+        if live and onchain.time < await self._chain_time():
+            await self.market.refund(terms, sender=self.key.account)
+            await self._apply(record, Refunded())
+
+    async def _refund_lost_attempts(self, record: JobRecord, now: float) -> int:
+        total = 0
+        for number, attempt in enumerate(record.status.attempts):
+            if not attempt.paid or attempt.outcome not in _LOST:
+                continue
+            terms = escrow_terms(self.me, record, number)
+            if terms.job_id in self._closed:
+                continue
+            onchain = await self.market.job(terms.job_id)
+            if onchain.status is ChainJobStatus.NONE:
+                self._closed.add(terms.job_id)
+                continue
+            if onchain.status in (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED) and onchain.time < now:
+                try:
+                    done = await self.market.refund(terms, sender=self.key.account)
+                except ChainError as exc:
+                    log.warning("refund_failed", job_id=terms.job_id.hex(), error=str(exc))
+                    continue
+                self._closed.add(terms.job_id)
+                total += done.price
+        return total
+
+    async def _apply(self, record: JobRecord, event: JobEvent) -> None:
+        moved = await self.db.run(self.db.jobs.apply, record.job_id, event)
+        self.events.publish(moved)
+
+    async def _chain_time(self) -> float:
+        block = await self.market.client.w3.eth.get_block("latest")
+        return float(block["timestamp"]) if block else time.time()

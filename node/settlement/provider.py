@@ -1,0 +1,173 @@
+"""A provider's settlement: redeem vouchers in batches, finalize delivered on-chain jobs after the
+challenge window, withdraw earnings; on start-up, take the chain's word over the database."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from node.chain.keys import NodeKey
+from node.chain.market import JobMarket
+from node.chain.market import JobStatus as ChainJobStatus
+from node.errors import ChainError, SettlementError
+from node.jobs.events import JobEvents
+from node.jobs.onchain import ChainOutcome, chain_outcome
+from node.jobs.service import SettlementReport
+from node.jobs.state import Failed, JobEvent, JobState, PaymentPath, PaymentReceived, Role
+from node.logging import get_logger
+from node.settlement.policy import RedemptionPolicy, due_vouchers
+from node.storage import Database, JobRecord
+from node.types import Address
+
+log = get_logger(__name__)
+
+_INTERRUPTED = frozenset({JobState.ACCEPTED, JobState.RUNNING, JobState.SIGNED})
+
+
+@dataclass
+class _Tally:
+    vouchers: int = 0
+    redeemed_wei: int = 0
+    finalized: int = 0
+    finalized_wei: int = 0
+    withdrawn_wei: int = 0
+    transactions: list[str] = field(default_factory=list)
+
+    def report(self) -> SettlementReport:
+        return SettlementReport(
+            vouchers_redeemed=self.vouchers,
+            redeemed_wei=self.redeemed_wei,
+            jobs_finalized=self.finalized,
+            finalized_wei=self.finalized_wei,
+            withdrawn_wei=self.withdrawn_wei,
+            transactions=tuple(self.transactions),
+        )
+
+
+class ProviderSettlement:
+    def __init__(
+        self, db: Database, market: JobMarket, key: NodeKey, events: JobEvents, policy: RedemptionPolicy
+    ) -> None:
+        self.db = db
+        self.market = market
+        self.key = key
+        self.events = events
+        self.policy = policy
+
+    @property
+    def me(self) -> Address:
+        return self.key.address
+
+    async def _apply(self, record: JobRecord, event: JobEvent) -> None:
+        moved = await self.db.run(self.db.jobs.apply, record.job_id, event)
+        self.events.publish(moved)
+
+    async def _provider_jobs(self, *states: JobState) -> tuple[JobRecord, ...]:
+        return await self.db.run(self.db.jobs.list, role=Role.PROVIDER, states=states, limit=2**31 - 1)
+
+    # start-up ---------------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Jobs cut off by a restart failed; redemptions the chain made are recorded here."""
+        for record in await self._provider_jobs(*_INTERRUPTED):
+            await self._apply(record, Failed("the provider stopped before the result was delivered"))
+        for stored in await self.db.run(self.db.vouchers.unredeemed, self.me):
+            paid = await self.market.paid(stored.voucher.client, self.me)
+            if paid > stored.redeemed_wei:
+                await self.db.run(
+                    self.db.vouchers.mark_redeemed,
+                    stored.voucher.client,
+                    self.me,
+                    min(paid, stored.voucher.cumulative_amount),
+                )
+        await self._mark_paid_clients()
+
+    # periodic work ----------------------------------------------------------------------------
+
+    async def tick(self, *, force: bool = False) -> SettlementReport:
+        tally = _Tally()
+        await self._redeem(tally, force=force)
+        await self._finalize(tally)
+        if force:
+            await self._withdraw(tally)
+        return tally.report()
+
+    async def _redeem(self, tally: _Tally, *, force: bool) -> None:
+        unredeemed = await self.db.run(self.db.vouchers.unredeemed, self.me)
+        withdrawals = {}
+        for stored in unredeemed:
+            account = await self.market.client_account(stored.voucher.client)
+            withdrawals[stored.voucher.client] = account.withdrawable_at
+        due = due_vouchers(
+            unredeemed, withdrawals=withdrawals, now=await self._chain_time(), policy=self.policy, force=force
+        )
+        if not due:
+            return
+        redemption = await self.market.redeem_vouchers(
+            [(v.voucher, v.signature) for v in due], sender=self.key.account
+        )
+        tally.transactions.append(redemption.tx.tx_hash)
+        for redeemed in redemption.redeemed:
+            await self.db.run(self.db.vouchers.mark_redeemed, redeemed.client, self.me, redeemed.total_paid)
+            tally.vouchers += 1
+            tally.redeemed_wei += redeemed.amount
+        for skipped in redemption.skipped:
+            log.warning("voucher_skipped", client=skipped.client, reason=skipped.reason.name)
+        await self._mark_paid_clients()
+        log.info("vouchers_redeemed", count=tally.vouchers, wei=tally.redeemed_wei)
+
+    async def _mark_paid_clients(self) -> None:
+        """Delivered voucher jobs of clients whose latest voucher is fully redeemed are paid."""
+        for record in await self._provider_jobs(JobState.DELIVERED):
+            if record.status.payment is not PaymentPath.VOUCHER or record.client is None:
+                continue
+            stored = await self.db.run(self.db.vouchers.get, record.client, self.me)
+            if stored is not None and stored.unredeemed_wei == 0:
+                await self._apply(record, PaymentReceived())
+
+    async def _finalize(self, tally: _Tally) -> None:
+        now = await self._chain_time()
+        for record in await self._provider_jobs(JobState.DELIVERED):
+            if record.status.payment is not PaymentPath.ESCROW:
+                continue
+            onchain = await self.market.job(record.job_id)
+            if onchain.status is ChainJobStatus.SUBMITTED and onchain.time <= now:
+                try:
+                    done = await self.market.finalize(record.job_id, sender=self.key.account)
+                except ChainError as exc:
+                    log.warning("finalize_failed", job_id=record.job_id.hex(), error=str(exc))
+                    continue
+                tally.transactions.append(done.tx.tx_hash)
+                tally.finalized += 1
+                tally.finalized_wei += done.price
+                await self._apply(record, PaymentReceived())
+            elif onchain.status is ChainJobStatus.NONE:
+                await self._settled_elsewhere(record)
+
+    async def _settled_elsewhere(self, record: JobRecord) -> None:
+        # Someone else finalized it (anyone may), or it was refunded: the chain says which.
+        outcome = await chain_outcome(self.market, record.job_id)
+        if outcome is ChainOutcome.FINALIZED:
+            await self._apply(record, PaymentReceived())
+        elif outcome is ChainOutcome.REFUNDED:
+            await self._apply(record, Failed("the on-chain job was refunded to its requester"))
+
+    async def _withdraw(self, tally: _Tally) -> None:
+        if await self.market.withdrawable(self.me) == 0:
+            return
+        withdrawn = await self.market.withdraw_earnings(sender=self.key.account)
+        tally.withdrawn_wei += withdrawn.amount
+        tally.transactions.append(withdrawn.tx.tx_hash)
+
+    async def settle(self) -> SettlementReport:
+        """Everything now: redeem every voucher, finalize what the window allows, withdraw."""
+        try:
+            return await self.tick(force=True)
+        except ChainError as exc:
+            raise SettlementError(
+                f"settling failed on-chain: {exc}", hint="retry once the chain answers"
+            ) from exc
+
+    async def _chain_time(self) -> float:
+        block = await self.market.client.w3.eth.get_block("latest")
+        return float(block["timestamp"]) if block else time.time()
