@@ -1,5 +1,17 @@
 """The sandboxed executor: devices, model store, bubblewrap sandbox, warm worker pool, receipts.
 
 Torch is imported only inside worker and probe processes, never by the modules a node imports to
-run jobs; `ExecutorPool` is the entry point (`node.executor.pool`).
+run jobs. What other layers use:
+
+- `pool.ExecutorPool(settings.executor, store)`: `async with` it, then
+  `await pool.run(model_id, input_bytes) -> result.ExecutionResult` (output bytes, sha256 hashes
+  computed outside the sandbox, `ExecutionProfile`); `await pool.warm(model_id)`; `pool.lanes()`
+  for the models kept warm. Faults are `node.errors.ExecutorError` subclasses (`errors.py`).
+- `result.build_receipt(job_id=, model_id=, input_hash=, result=, provider=)` -> the unsigned
+  `node.types.ResultReceipt`; sign it with `node.chain.eip712.sign_receipt`.
+- `store.ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes)`; model ids
+  are hex sha256 of the canonical manifest (`bytes.fromhex` gives the bytes32).
+- `wire.parse_payload`: job inputs and outputs are safetensors bytes of named tensors.
+- `inventory.take_inventory()` -> `Inventory` (devices, start-up benchmark figures for adverts).
+- `checks.run_checks(settings.executor)`: what `gpunode doctor` shows.
 """

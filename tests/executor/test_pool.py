@@ -231,3 +231,19 @@ async def test_cancelled_job_does_not_block_the_lane(
     with pytest.raises(asyncio.CancelledError):
         await queued
     assert (await pool.run(heavy, mlp_input(1, features=1024))).output
+
+
+async def test_pinned_cpu_capability_is_recorded_in_the_profile(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    settings = executor_settings(builtin_models.store.root, cpu_capability="default")
+    data = mlp_input(3, seed=4)
+    async with ExecutorPool(settings, builtin_models.store) as pinned:
+        result = await pinned.run(builtin_models.mlp.model_id, data)
+    default = await pool.run(builtin_models.mlp.model_id, data)
+    assert result.profile.cpu_capability == "DEFAULT"
+    assert default.profile.cpu_capability != "DEFAULT"
+    assert result.profile.hash() != default.profile.hash()  # a receipt tells the two runs apart
+    torch.testing.assert_close(
+        load(result.output)["output"], load(default.output)["output"], rtol=1e-4, atol=1e-4
+    )
