@@ -1,0 +1,413 @@
+"""The composition root: one `Settings` in, every service built and run under one TaskGroup.
+
+    node = Node(settings, key=key)
+    async with node.running():          # returns once every service is ready
+        await node.services.jobs.submit(spec)
+
+`run_node(settings)` is the daemon: it runs until SIGINT/SIGTERM and shuts down gracefully. A
+service that crashes cancels the others and its error is raised from `running()`/`run_node`.
+Several nodes can live in one process and share one embedded chain (`shared_chain=`), as the
+devnet does; a node on an RPC URL (anvil, a testnet) connects on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from node.chain.client import ChainClient
+from node.chain.follower import EventFollower
+from node.chain.keys import NodeKey, unlock_keystore
+from node.chain.market import JobMarket
+from node.chain.registry import ProviderRegistry
+from node.config import Settings
+from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer
+from node.discovery.dht_records import dht_validators
+from node.discovery.registry_view import CachedRegistryView
+from node.discovery.service import DiscoveryService
+from node.errors import ConfigError, GpunodeError
+from node.executor.pool import ExecutorPool
+from node.executor.store import ModelStore
+from node.jobs.blobs import JobBlobs
+from node.jobs.client import ClientJobs
+from node.jobs.events import JobEvents
+from node.jobs.matching import Matchmaker
+from node.jobs.models import Models
+from node.jobs.node_info import NodeInfo, ProviderInfo
+from node.jobs.onchain import FOLLOWER_NAME, OnchainJobs
+from node.jobs.payments import VoucherBook
+from node.jobs.pipeline import ClientPipeline
+from node.jobs.provider import ProviderJobs
+from node.jobs.runner import JobRunner
+from node.jobs.service import NodeServices
+from node.jobs.state import Role
+from node.logging import get_logger
+from node.p2p.host import P2PHost
+from node.p2p.identity import peer_id_to_bytes
+from node.p2p.job_protocol import JobClient, serve_jobs
+from node.scheduler import AdmissionPolicy
+from node.settlement.client import ClientSettlement
+from node.settlement.policy import RedemptionPolicy
+from node.settlement.provider import ProviderSettlement
+from node.settlement.service import SettlementService
+from node.storage import Database
+from node.types import Hash32, sha256
+
+log = get_logger(__name__)
+
+# Providers settle this often (seconds) unless poked.
+SETTLEMENT_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Contracts:
+    client: ChainClient
+    registry: ProviderRegistry
+    market: JobMarket
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderParts:
+    store: ModelStore
+    pool: ExecutorPool
+    runner: JobRunner
+    jobs: ProviderJobs
+    onchain: OnchainJobs
+    policy: AdmissionPolicy
+
+
+def load_key(settings: Settings) -> NodeKey:
+    """The node's key from its keystore, unlocked with the password in `keys.password_env`."""
+    password = os.environ.get(settings.keys.password_env)
+    if password is None:
+        raise ConfigError(
+            f"no keystore password in ${settings.keys.password_env}",
+            hint=f"export {settings.keys.password_env}=… (the password given to `gpunode keys new`)",
+        )
+    return unlock_keystore(settings.keys.keystore, password)
+
+
+# builders, one per layer ----------------------------------------------------------------------
+
+
+async def build_chain(settings: Settings, *, shared: ChainClient | None = None) -> Contracts:
+    """Connect (sharing `shared`'s embedded chain and nonce book when given) and bind the contracts."""
+    chain = settings.chain
+    if chain.registry_address is None or chain.market_address is None:
+        raise ConfigError(
+            "chain.registry_address and chain.market_address must be set",
+            hint="deploy the contracts (gpunode devnet) and put their addresses in the config",
+        )
+    if shared is not None:
+        client = await ChainClient.connect(chain, provider=shared.w3.provider, nonces=shared.nonces)
+    else:
+        client = await ChainClient.connect(chain)
+    return Contracts(
+        client, ProviderRegistry(client, chain.registry_address), JobMarket(client, chain.market_address)
+    )
+
+
+async def build_storage(settings: Settings) -> Database:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return await asyncio.to_thread(Database.open, settings.storage.url)
+
+
+def served_models(settings: Settings, store: ModelStore) -> dict[Hash32, int]:
+    """Model id → price floor for every model this provider offers."""
+    ids = settings.provider.models or [m.model_id for m in store.models()]
+    price = settings.provider.price_per_job_wei
+    return {Hash32(bytes.fromhex(store.get(i).model_id)): price for i in ids}
+
+
+def build_offer(policy: AdmissionPolicy, warm: list[Hash32]) -> Offer:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Offer(
+        devices=(Device(DeviceKind.CPU, "cpu", memory),),
+        warm_models=tuple(warm),
+        prices=tuple(ModelPrice(m, p) for m, p in policy.price_floor_wei.items()),
+        free_slots=policy.slots,
+    )
+
+
+class Node:
+    """One gpunode node: client always, provider when `settings.provider.enabled`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        key: NodeKey | None = None,
+        shared_chain: ChainClient | None = None,
+        serve_api: bool = True,
+        redemption: RedemptionPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.key = key if key is not None else load_key(settings)
+        self._shared_chain = shared_chain
+        self._serve_api = serve_api
+        self._redemption = redemption or RedemptionPolicy()
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.events = JobEvents()
+        self.services: NodeServices
+        self.contracts: Contracts
+        self.db: Database
+        self.host: P2PHost
+        self.discovery: DiscoveryService
+        self.client_jobs: ClientJobs
+        self.settlement: SettlementService
+        self.provider: ProviderParts | None = None
+        self.api: Any = None
+
+    def stop(self) -> None:
+        """Ask `run()` to shut down gracefully."""
+        self._stop.set()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Node]:
+        """Run the node in the background; yields once it is ready, stops it on exit."""
+        task = asyncio.create_task(self.run(), name=f"node-{self.key.address}")
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # raises what stopped the node during start-up
+            raise GpunodeError("the node stopped while starting")
+        try:
+            yield self
+        finally:
+            self.stop()
+            await task
+
+    async def run(self) -> None:
+        """Build everything, run until `stop()` (or a crash, which is raised), then tear down."""
+        async with AsyncExitStack() as stack:
+            await self._build(stack)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    await self._start_services(group)
+                    await self._stop.wait()
+                    raise _Stopping
+            except* _Stopping:
+                pass
+            finally:
+                self.ready.clear()
+        log.info("node_stopped", address=self.key.address)
+
+    # building ---------------------------------------------------------------------------------
+
+    async def _build(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
+        self.contracts = await build_chain(settings, shared=self._shared_chain)
+        stack.push_async_callback(self.contracts.client.close)
+        self.db = await build_storage(settings)
+        stack.callback(self.db.close)
+        self.host = await stack.enter_async_context(
+            P2PHost.start(self.key, settings.p2p, dht_validators=dht_validators())
+        )
+        if settings.provider.enabled:
+            self.provider = await self._build_provider(stack)
+        self.discovery = await stack.enter_async_context(
+            DiscoveryService.start(
+                self.host,
+                CachedRegistryView(self.contracts.registry),
+                settings.p2p,
+                key=self.key if self.provider else None,
+                offer=None,
+            )
+        )
+        self._build_client()
+        self._build_services()
+
+    async def _build_provider(self, stack: AsyncExitStack) -> ProviderParts:
+        settings = self.settings
+        store = await asyncio.to_thread(
+            ModelStore, settings.executor.model_dir, settings.executor.model_cache_bytes
+        )
+        pool = await stack.enter_async_context(ExecutorPool(settings.executor, store))
+        prices = await asyncio.to_thread(served_models, settings, store)
+        policy = AdmissionPolicy(
+            price_floor_wei=prices,
+            slots=settings.executor.workers_per_model * settings.executor.max_batch,
+            max_queue=settings.provider.max_queue,
+            max_input_bytes=settings.executor.max_input_bytes,
+        )
+        events = self.events
+        market = self.contracts.market
+        runner = JobRunner(self.db, pool, self.key, market.domain(), events, slots=policy.slots)
+        blobs = JobBlobs(settings.home / "blobs")
+        jobs = ProviderJobs(runner, market, blobs, policy, price_wei=prices.get, spawn=self._spawn)
+        follower = EventFollower(
+            self.contracts.client,
+            market.contract,
+            name=FOLLOWER_NAME,
+            cursors=self.db.cursors,
+            events=("JobRequested", "JobInput"),
+            start_block=await self.contracts.client.block_number(),
+        )
+        onchain = OnchainJobs(runner, market, blobs, follower, policy, spawn=self._spawn)
+        return ProviderParts(store, pool, runner, jobs, onchain, policy)
+
+    def _build_client(self) -> None:
+        market = self.contracts.market
+        pipeline = ClientPipeline(
+            db=self.db,
+            blobs=JobBlobs(self.settings.home / "blobs"),
+            events=self.events,
+            matchmaker=Matchmaker(self.discovery.directory),
+            jobs=JobClient(self.host),
+            market=market,
+            key=self.key,
+            vouchers=VoucherBook(self.key.address, self.key.private_key, market.domain()),
+        )
+        self.client_jobs = ClientJobs(pipeline, max_input_bytes=self.settings.executor.max_input_bytes)
+        provider_settlement = None
+        if self.provider is not None:
+            provider_settlement = ProviderSettlement(self.db, market, self.key, self.events, self._redemption)
+        self.settlement = SettlementService(
+            ClientSettlement(self.db, market, self.key, self.events),
+            provider_settlement,
+            interval_s=SETTLEMENT_INTERVAL_S,
+        )
+
+    def _build_services(self) -> None:
+        c = self.contracts
+        provider_api = None
+        if self.provider is not None:
+            provider_api = ProviderInfo(
+                self.provider.jobs,
+                c.registry,
+                self.settlement,
+                price_per_job_wei=self.settings.provider.price_per_job_wei,
+            )
+        store = (
+            self.provider.store
+            if self.provider
+            else ModelStore(self.settings.executor.model_dir, self.settings.executor.model_cache_bytes)
+        )
+        self.services = NodeServices(
+            jobs=self.client_jobs,
+            provider=provider_api,
+            models=Models(store, self.provider.pool if self.provider else None),
+            node=NodeInfo(
+                self.host,
+                c.client,
+                c.registry,
+                c.market,
+                self.discovery.directory,
+                self.db,
+                provider=self.provider is not None,
+            ),
+        )
+
+    # running ----------------------------------------------------------------------------------
+
+    async def _start_services(self, group: asyncio.TaskGroup) -> None:
+        self._group = group
+        waits: list[Awaitable[Any]] = []
+        group.create_task(self.client_jobs.run(), name="client-jobs")
+        waits.append(self.client_jobs.ready.wait())
+        group.create_task(self.settlement.run(), name="settlement")
+        waits.append(self.settlement.ready.wait())
+        if self.provider is not None:
+            await self._start_provider(group, waits)
+        if self._serve_api:
+            self.api = _api_server(self.services, self.settings)
+            if self.api is not None:
+                group.create_task(self.api.run(), name="api")
+                waits.append(self.api.ready.wait())
+        await _all_ready(waits)
+        self.ready.set()
+        log.info(
+            "node_ready",
+            address=self.key.address,
+            peer_id=self.host.peer_id,
+            addrs=self.host.addrs,
+            provider=self.provider is not None,
+        )
+
+    async def _start_provider(self, group: asyncio.TaskGroup, waits: list[Awaitable[Any]]) -> None:
+        parts = self.provider
+        if parts is None:
+            return
+        jobs = await self.db.run(self.db.jobs.list, role=Role.PROVIDER, limit=2**31 - 1)
+        parts.jobs.load_covered(jobs)
+        # Warm every served model first, so the first job does not pay the cold start.
+        warm = list(parts.policy.price_floor_wei)
+        for model_id in warm:
+            await parts.pool.warm(model_id)
+        serve_jobs(self.host, parts.jobs.handle)
+        group.create_task(parts.onchain.run(), name="onchain-jobs")
+        waits.append(parts.onchain.ready.wait())
+        await self.discovery.announce(build_offer(parts.policy, warm))
+        group.create_task(self._keep_announcing(parts, warm), name="announce")
+
+    async def _keep_announcing(self, parts: ProviderParts, warm: list[Hash32]) -> None:
+        while True:
+            await asyncio.sleep(self.settings.p2p.advert_refresh_s)
+            await self.discovery.announce(build_offer(parts.policy, warm))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""
+        self._group.create_task(_logged(work))
+
+    # on-chain registration --------------------------------------------------------------------
+
+    async def register(self, stake_wei: int | None = None) -> None:
+        """Register this node as a provider in the on-chain registry (once)."""
+        registry = self.contracts.registry
+        record = await registry.provider(self.key.address)
+        if record.registered:
+            return
+        await registry.register(
+            peer_id_to_bytes(self.host.peer_id),
+            sha256(self.host.peer_id.encode()),
+            stake=self.settings.provider.stake_wei if stake_wei is None else stake_wei,
+            sender=self.key.account,
+        )
+
+
+class _Stopping(Exception):
+    """Raised inside the TaskGroup to cancel every service on a requested stop."""
+
+
+async def _all_ready(waits: list[Awaitable[Any]]) -> None:
+    for wait in waits:
+        await wait
+
+
+async def _logged(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background_job_work_failed")
+
+
+def _api_server(services: NodeServices, settings: Settings) -> Any:
+    """The gRPC API from `node.api.server.serve`, when that package is installed with the node."""
+    try:
+        from node.api.server import serve
+    except ImportError:
+        log.warning("api_unavailable")
+        return None
+    return serve(services, settings)
+
+
+async def run_node(settings: Settings, *, key: NodeKey | None = None) -> None:
+    """The daemon: run one node until SIGINT or SIGTERM, then stop gracefully."""
+    node = Node(settings, key=key)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, node.stop)
+    try:
+        await node.run()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
