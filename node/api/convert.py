@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from eth_utils.address import is_address, to_checksum_address
+from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
 from node.api.errors import InvalidRequest
 from node.gen.gpunode.v1 import api_pb2 as pb
@@ -70,12 +70,15 @@ def parse_wei(text: str, what: str) -> int:
 
 
 def parse_address(text: str, what: str) -> Address:
-    if not is_address(text.strip()):
+    text = text.strip()
+    # eth_utils' is_address does not check the checksum of a mixed-case address; a typo must not pass.
+    mixed_case = text[2:] != text[2:].lower() and text[2:] != text[2:].upper()
+    if not is_address(text) or (mixed_case and not is_checksum_address(text)):
         raise InvalidRequest(
             f"{what} {text!r} is not an Ethereum address",
             hint="give 0x and 40 hex digits; a mixed-case address must carry a valid checksum",
         )
-    return Address(to_checksum_address(text.strip()))
+    return Address(to_checksum_address(text))
 
 
 def job_spec_from_pb(request: pb.SubmitJobRequest) -> JobSpec:
