@@ -441,8 +441,9 @@ contract JobMarket is IProviderStatusSink {
     // ------------------------------------------------------------------ external: disputes
 
     /// @notice Proves that a provider signed two different receipts for the same job: slashes its
-    /// whole stake (half to the caller), and disputes the on-chain job if it awaits finalization
-    /// from that provider, so its requester can be refunded.
+    /// whole stake (half to the caller), and disputes the on-chain job if that provider holds it
+    /// (claimed, or submitted and not finalized), so it is never paid and its requester can be
+    /// refunded at once.
     /// @param a The first receipt.
     /// @param sigA The provider's signature over `a`.
     /// @param b The second receipt, same job and provider, different content.
@@ -563,7 +564,9 @@ contract JobMarket is IProviderStatusSink {
 
     function _disputeIfPending(bytes32 jobId, address provider) private {
         uint256 packed = _jobs[jobId];
-        if (JobStatus(packed & STATUS_MASK) == JobStatus.Submitted && _provider(packed) == provider) {
+        JobStatus status = JobStatus(packed & STATUS_MASK);
+        bool held = status == JobStatus.Claimed || status == JobStatus.Submitted;
+        if (held && _provider(packed) == provider) {
             _jobs[jobId] = _restate(packed, JobStatus.Disputed, provider, 0);
             emit JobDisputed(jobId, provider);
         }

@@ -208,7 +208,7 @@ class EquivocationProven:
     provider: Address
     reporter: Address
     slashed: int
-    disputed: bool  # the on-chain job awaiting finalization was disputed, refundable at once
+    disputed: bool  # the on-chain job this provider held was disputed: never paid, refundable at once
     tx: TxInfo
 
 

@@ -56,6 +56,21 @@ async def test_can_prove_equivocation_on_a_pending_job(
     assert refunded.price == PRICE
 
 
+async def test_can_prove_equivocation_on_a_claimed_job_before_its_result(
+    deployment: Deployment, roles: Roles, provider: LocalAccount
+) -> None:
+    market = deployment.market
+    job = await claimed(deployment, roles.requester, provider)
+    receipt_a, sig_a = signed_receipt(market.domain(), job.terms, provider, OUTPUT)
+    receipt_b, sig_b = signed_receipt(market.domain(), job.terms, provider, b"a different output")
+    proven = await market.prove_equivocation(receipt_a, sig_a, receipt_b, sig_b, sender=roles.reporter)
+    assert proven.disputed
+    with pytest.raises(TransactionReverted) as submit:
+        await market.submit_result(job.terms, receipt_a, sig_a, sender=provider)
+    assert submit.value.error_name == "WrongJobStatus"
+    assert (await market.refund(job.terms, sender=roles.outsider)).price == PRICE
+
+
 async def test_can_prove_equivocation_on_an_off_chain_job(
     deployment: Deployment, roles: Roles, provider: LocalAccount
 ) -> None:
