@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from safetensors.numpy import save
 from node.config import ExecutorSettings
 from node.executor.builtin_models import write_builtin
 from node.executor.manifest import ModelManifest
+from node.executor.sandbox import SandboxMode
 from node.executor.store import ModelStore
 
 # Small enough that a runaway job hits a limit fast, large enough for torch to import and run.
@@ -207,3 +209,21 @@ def _pids_of_uid(uid: int) -> list[int]:
             except (FileNotFoundError, ProcessLookupError):
                 continue
     return found
+
+
+def working_modes() -> list[Any]:
+    """The root sandbox modes this checkout can use: unprivileged-uid only when others can read the venv."""
+    from node.executor.sandbox_mode import runtime_paths, unreadable_by_others
+
+    unreadable = unreadable_by_others(runtime_paths())
+    skip = pytest.mark.skip(reason=f"the sandbox uid cannot read {unreadable} (root-userns applies)")
+    return [
+        pytest.param(SandboxMode.UNPRIVILEGED_UID, marks=[skip] if unreadable else []),
+        SandboxMode.ROOT_USERNS,
+    ]
+
+
+def preferred_mode() -> SandboxMode:
+    from node.executor.sandbox_mode import runtime_paths, unreadable_by_others
+
+    return SandboxMode.ROOT_USERNS if unreadable_by_others(runtime_paths()) else SandboxMode.UNPRIVILEGED_UID

@@ -20,7 +20,9 @@ from executor_support import (
     exported_program,
     mlp_input,
     poisoned_program,
+    preferred_mode,
     run_attack,
+    working_modes,
 )
 
 from node.config import ExecutorSettings
@@ -30,7 +32,7 @@ from node.executor.sandbox import Sandbox, SandboxMode
 from node.executor.sandbox_mode import create_sandbox
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
-MODES = [SandboxMode.UNPRIVILEGED_UID, SandboxMode.ROOT_USERNS]
+MODES = working_modes()
 ATTACK_LIMITS = {"worker_memory_bytes": 512 * 2**20, "tmpfs_bytes": 8 * 2**20, "worker_cpu_seconds": 2}
 
 
@@ -48,7 +50,9 @@ async def pool(builtin_models: BuiltinModels) -> AsyncIterator[ExecutorPool]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def sandboxes(attack_settings: ExecutorSettings) -> AsyncIterator[dict[SandboxMode, Sandbox]]:
-    made = {mode: await create_sandbox(attack_settings, mode) for mode in MODES}
+    made = {}
+    for mode in (SandboxMode.ROOT_USERNS, preferred_mode()):
+        made[mode] = await create_sandbox(attack_settings, mode)
     yield made
     for sandbox in made.values():
         if sandbox.cgroups is not None:
@@ -249,7 +253,7 @@ async def test_poisoned_program_runs_no_code_even_inside_the_sandbox(
     fd = os.open(poisoned, os.O_RDONLY)
     try:
         script = attacks.LOAD_POISONED_PROGRAM.replace("FD", str(fd))
-        outcome = await run_attack(sandboxes[SandboxMode.UNPRIVILEGED_UID], settings, script, pass_fds=(fd,))
+        outcome = await run_attack(sandboxes[preferred_mode()], settings, script, pass_fds=(fd,))
     finally:
         os.close(fd)
     assert outcome.verdict is not None, outcome.stderr
@@ -272,7 +276,7 @@ async def test_many_attacks_at_once_leave_the_pool_serving(
     sandboxes: dict[SandboxMode, Sandbox],
     attack_settings: ExecutorSettings,
 ) -> None:
-    sandbox = sandboxes[SandboxMode.UNPRIVILEGED_UID]
+    sandbox = sandboxes[preferred_mode()]
     scripts = [attacks.FORK_BOMB, attacks.EXHAUST_MEMORY, attacks.FILL_DISK, attacks.KERNEL_SURFACE]
     outcomes = await asyncio.gather(
         *(run_attack(sandbox, attack_settings, s, slot=2000 + i) for i, s in enumerate(scripts)),

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import torch
-from executor_support import BuiltinModels, executor_settings, exported_program, mlp_input, token_input
+from executor_support import (
+    BuiltinModels,
+    executor_settings,
+    exported_program,
+    mlp_input,
+    token_input,
+    working_modes,
+)
 from safetensors.numpy import save
 from safetensors.torch import load, load_file
 from safetensors.torch import save as save_torch
@@ -185,7 +192,7 @@ async def test_job_over_its_time_limit_is_killed_and_the_pool_serves_the_next(
     assert (await pool.run(heavy, mlp_input(1, features=1024))).output
 
 
-@pytest.mark.parametrize("mode", [SandboxMode.UNPRIVILEGED_UID, SandboxMode.ROOT_USERNS])
+@pytest.mark.parametrize("mode", working_modes())
 async def test_every_sandbox_mode_gives_the_same_output(
     pool: ExecutorPool, builtin_models: BuiltinModels, mode: SandboxMode
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 from node.config import ExecutorSettings
 from node.executor.errors import SandboxUnavailable
 from node.executor.sandbox import Sandbox, SandboxMode
-from node.executor.sandbox_mode import detect_mode, unreadable_by_others
+from node.executor.sandbox_mode import detect_mode, runtime_paths, unreadable_by_others
 
 
 def test_finds_paths_an_unprivileged_uid_cannot_reach() -> None:
@@ -37,10 +37,15 @@ def test_finds_paths_an_unprivileged_uid_cannot_reach() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root modes need root")
-async def test_prefers_the_unprivileged_uid_mode_here() -> None:
+async def test_prefers_the_unprivileged_uid_mode_where_the_venv_is_readable() -> None:
     report = await detect_mode(ExecutorSettings())
-    assert report.mode is SandboxMode.UNPRIVILEGED_UID
-    assert report.failures == {}
+    if unreadable_by_others(runtime_paths()):
+        assert report.mode is SandboxMode.ROOT_USERNS
+        assert "not readable by an unprivileged uid" in report.failures[SandboxMode.UNPRIVILEGED_UID]
+        assert "readable by other users" in report.fix_hint()
+    else:
+        assert report.mode is SandboxMode.UNPRIVILEGED_UID
+        assert report.failures == {}
 
 
 async def test_reports_the_none_mode_when_configured() -> None:
