@@ -152,6 +152,21 @@ async def test_cannot_request_a_live_job_again_with_the_same_salt(
     assert await market.client.balance(market.address) == 0
 
 
+async def test_can_list_requested_jobs_with_their_inputs(deployment: Deployment, roles: Roles) -> None:
+    market = deployment.market
+    first_block = await market.client.block_number()
+    inline = await request(deployment, roles.requester, input=b"inline input")
+    deadline = await now(market.client) + 600
+    by_hash = await market.request_job(
+        MODEL_ID, price=PRICE, deadline=deadline, input_hash=sha(b"elsewhere"), sender=roles.requester
+    )
+    listed = await market.job_requests(first_block)
+    assert [(j.job_id, j.input, j.terms) for j in listed] == [
+        (inline.job_id, b"inline input", inline.terms),
+        (by_hash.job_id, b"", by_hash.terms),
+    ]
+
+
 # Claims ------------------------------------------------------------------------------------------
 
 
