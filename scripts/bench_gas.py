@@ -120,6 +120,17 @@ class Bench:
         return total
 
 
+async def record_deployment(bench: Bench) -> None:
+    """Gas of deploy_contracts' three transactions, read from the last three (automined) blocks."""
+    latest = await bench.client.block_number()
+    names = ("deploy ProviderRegistry", "deploy JobMarket", "set_market")
+    for name, number in zip(names, range(latest - 2, latest + 1), strict=True):
+        block = await bench.client.w3.eth.get_block(number)
+        (tx_hash,) = block["transactions"]
+        receipt = await bench.client.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        bench.figures.record(name, int(receipt["gasUsed"]))
+
+
 async def bench_registry(bench: Bench, spare: LocalAccount) -> None:
     registry = bench.deployment.registry
     peer_id = bytes.fromhex("0025") + bytes(35)
@@ -236,6 +247,7 @@ async def run(rpc_url: str) -> Figures:
             withdrawal_delay_s=DELAY_S,
         )
         bench = Bench(client, deployment, provider, requester, relayer, payer, Figures())
+        await record_deployment(bench)
         await bench_registry(bench, spare)
         await bench_jobs(bench)
         await bench_vouchers(bench, accounts[6:10])
