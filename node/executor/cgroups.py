@@ -88,6 +88,7 @@ class CgroupScope:
         for controller in ("pids", "memory"):
             base = CGROUP_ROOT / controller
             if (base / "cgroup.procs").is_file() and os.access(base, os.W_OK):
+                remove_stale_scopes(base)
                 (base / name).mkdir()
                 roots[controller] = base / name
         return cls(roots=roots, version=1) if "pids" in roots else None
@@ -97,6 +98,7 @@ class CgroupScope:
         available = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
         if "pids" not in available or not os.access(CGROUP_ROOT, os.W_OK):
             return None
+        remove_stale_scopes(CGROUP_ROOT)
         scope = CGROUP_ROOT / name
         scope.mkdir()
         wanted = [c for c in ("pids", "memory") if c in available]
@@ -124,6 +126,28 @@ class CgroupScope:
             leaf.remove()
         for root in set(self.roots.values()):
             _rmdir_quietly(root)
+
+
+def remove_stale_scopes(base: Path) -> None:
+    """Remove the empty scopes of node processes that died without cleaning up (SIGKILL, OOM)."""
+    for scope in base.glob("gpunode-*-*"):
+        owner = scope.name.split("-")[1]
+        if not owner.isdigit() or _alive(int(owner)):
+            continue
+        for leaf in scope.iterdir():
+            if leaf.is_dir():
+                _rmdir_quietly(leaf)
+        _rmdir_quietly(scope)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _rmdir_quietly(path: Path) -> None:
