@@ -86,6 +86,8 @@ class ModelLane:
         return self._profile
 
     async def submit(self, data: bytes, payload: TensorPayload, timeout_s: float) -> LaneOutput:
+        if self._closing:
+            raise ExecutorError("the executor is shutting down; the job did not run")
         if self._broken is not None and not self._workers:
             raise self._broken
         job = _Job(data, payload, timeout_s)

@@ -54,8 +54,8 @@ class ExecutorPool:
 
     @property
     def sandbox(self) -> Sandbox:
-        if self._sandbox is None:
-            raise ExecutorError("the executor pool is not started", hint="use `async with ExecutorPool(...)`")
+        if self._sandbox is None or not self.ready.is_set():
+            raise ExecutorError("the executor pool is not running", hint="use `async with ExecutorPool(...)`")
         return self._sandbox
 
     async def __aenter__(self) -> ExecutorPool:

@@ -24,6 +24,7 @@ from safetensors.numpy import save
 from safetensors.torch import load, load_file
 from safetensors.torch import save as save_torch
 
+from node.errors import ExecutorError
 from node.executor.builtin_models import build
 from node.executor.errors import (
     InputTooLarge,
@@ -222,6 +223,8 @@ async def test_can_run_without_a_sandbox_for_development(
     async with ExecutorPool(settings, builtin_models.store) as bare:
         assert bare.sandbox.mode is SandboxMode.NONE
         result = await bare.run(builtin_models.mlp.model_id, data)
+    with pytest.raises(ExecutorError, match="not running"):
+        await bare.run(builtin_models.mlp.model_id, data)
     assert result.output == (await pool.run(builtin_models.mlp.model_id, data)).output
 
 
