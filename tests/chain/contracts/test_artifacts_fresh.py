@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,18 @@ def test_cannot_load_a_malformed_artifact(tmp_path: Path) -> None:
     broken.write_text("{not json")
     with pytest.raises(ArtifactError, match="cannot read artifact"):
         load_artifact_file(broken)
+
+
+@pytest.mark.slow
+def test_artifacts_are_exactly_what_the_pinned_compiler_builds() -> None:
+    """Recompile everything (solc-js, pinned settings) and compare byte for byte with what is committed."""
+    node = shutil.which("node")
+    if node is None or not (CONTRACTS / "node_modules" / "solc").is_dir():
+        pytest.fail("node and solc-js are needed: run `bash scripts/dev.sh setup`")
+    completed = subprocess.run(
+        [node, str(REPOSITORY / "scripts" / "compile_contracts.mjs"), "--check"],
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr.decode()
