@@ -99,7 +99,7 @@ class ApiServer:
             if self._server is not None:
                 await self._server.wait_for_termination()
         finally:
-            await asyncio.shield(self.stop())
+            await self.stop()
 
     async def __aenter__(self) -> ApiServer:
         await self.start()
