@@ -33,14 +33,18 @@ def _register_groups() -> None:
     from node.cli import doctor
 
     doctor.register(app)
-    from node.cli import job, models, node_cmd
+    from node.cli import job, models, node_cmd, provider
 
     app.add_typer(job.app)
     app.add_typer(models.app)
     app.add_typer(node_cmd.app)
+    app.add_typer(provider.app)
     from node.cli import init_cmd
 
     init_cmd.register(app)
+    from node.cli import devnet
+
+    devnet.register(app)
 
 
 def main() -> None:
