@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import fcntl
-import mmap
 import os
 import socket
 import struct
@@ -41,46 +40,41 @@ class FramingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One message; RUN and RESULT carry `items` (one per job), the other kinds a `body`."""
+
     kind: Kind
     request_id: int
     count: int
     body: bytes
+    items: list[bytes]
 
 
-def pack_items(items: list[bytes]) -> bytes:
-    table = b"".join(ITEM_LEN.pack(len(item)) for item in items)
-    return table + b"".join(items)
+ITEM_KINDS = frozenset({Kind.RUN, Kind.RESULT})
+Body = bytes | list[bytes]
 
 
-def unpack_items(body: bytes, count: int) -> list[bytes]:
-    table_len = ITEM_LEN.size * count
-    if len(body) < table_len:
-        raise FramingError(f"body of {len(body)} bytes cannot hold a table of {count} items")
-    lengths = [ITEM_LEN.unpack_from(body, i * ITEM_LEN.size)[0] for i in range(count)]
-    if table_len + sum(lengths) != len(body):
-        raise FramingError("item lengths do not add up to the body length")
-    items, cursor = [], table_len
-    for length in lengths:
-        items.append(body[cursor : cursor + length])
-        cursor += length
-    return items
+def pack_items(items: list[bytes]) -> list[bytes]:
+    """The parts of an item body: the length table, then each item (written out without joining)."""
+    return [b"".join(ITEM_LEN.pack(len(item)) for item in items), *items]
 
 
-def encode(kind: Kind, request_id: int, body: bytes, count: int = 0) -> tuple[bytes, list[int]]:
+def encode(kind: Kind, request_id: int, body: Body, count: int = 0) -> tuple[bytes, list[int]]:
     """Header plus inline body, or header plus the fd of a sealed memfd holding the body."""
-    if len(body) <= INLINE_LIMIT:
-        return HEADER.pack(kind, 0, count, request_id, len(body)) + body, []
+    parts = body if isinstance(body, list) else [body]
+    size = sum(len(part) for part in parts)
+    if size <= INLINE_LIMIT:
+        return HEADER.pack(kind, 0, count, request_id, size) + b"".join(parts), []
     fd = os.memfd_create("gpunode-body", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        view = memoryview(body)
-        written = 0
-        while written < len(body):
-            written += os.write(fd, view[written:])
+        for part in parts:
+            view, written = memoryview(part), 0
+            while written < len(part):
+                written += os.write(fd, view[written:])
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
     except BaseException:
         os.close(fd)
         raise
-    return HEADER.pack(kind, FLAG_MEMFD, count, request_id, len(body)), [fd]
+    return HEADER.pack(kind, FLAG_MEMFD, count, request_id, size), [fd]
 
 
 def decode(packet: bytes, fds: list[int], *, max_body: int) -> Message:
@@ -93,29 +87,52 @@ def decode(packet: bytes, fds: list[int], *, max_body: int) -> Message:
             raise FramingError(f"unknown message kind {kind}")
         if body_len > max_body:
             raise FramingError(f"body of {body_len} bytes is over the limit of {max_body}")
-        body = _read_body(packet, fds, flags, body_len)
-        return Message(Kind(kind), request_id, count, body)
+        read = _body_reader(packet, fds, flags, body_len)
+        if Kind(kind) in ITEM_KINDS:
+            return Message(Kind(kind), request_id, count, b"", _read_items(read, count, body_len))
+        return Message(Kind(kind), request_id, count, read(0, body_len), [])
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def _read_body(packet: bytes, fds: list[int], flags: int, body_len: int) -> bytes:
+def _body_reader(packet: bytes, fds: list[int], flags: int, body_len: int) -> Callable[[int, int], bytes]:
+    """A function reading (offset, length) of the body: straight from the memfd, one copy per item."""
     if not flags & FLAG_MEMFD:
         if fds or len(packet) - HEADER.size != body_len:
             raise FramingError("inline body length does not match its header")
-        return packet[HEADER.size :]
+        return lambda offset, length: packet[HEADER.size + offset : HEADER.size + offset + length]
     if len(fds) != 1 or len(packet) != HEADER.size:
         raise FramingError("a memfd body needs exactly one fd and no inline bytes")
-    if body_len == 0:
-        return b""
     if os.fstat(fds[0]).st_size < body_len:
         raise FramingError("memfd is shorter than its header says")
-    with mmap.mmap(fds[0], body_len, prot=mmap.PROT_READ) as mapped:
-        return mapped[:body_len]
+    fd = fds[0]
+
+    def pread(offset: int, length: int) -> bytes:
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise FramingError("memfd body was cut short")
+        return data
+
+    return pread
 
 
-def send_blocking(sock: socket.socket, kind: Kind, request_id: int, body: bytes, count: int = 0) -> None:
+def _read_items(read: Callable[[int, int], bytes], count: int, body_len: int) -> list[bytes]:
+    table_len = ITEM_LEN.size * count
+    if body_len < table_len:
+        raise FramingError(f"body of {body_len} bytes cannot hold a table of {count} items")
+    table = read(0, table_len)
+    lengths = [ITEM_LEN.unpack_from(table, i * ITEM_LEN.size)[0] for i in range(count)]
+    if table_len + sum(lengths) != body_len:
+        raise FramingError("item lengths do not add up to the body length")
+    items, cursor = [], table_len
+    for length in lengths:
+        items.append(read(cursor, length))
+        cursor += length
+    return items
+
+
+def send_blocking(sock: socket.socket, kind: Kind, request_id: int, body: Body, count: int = 0) -> None:
     packet, fds = encode(kind, request_id, body, count)
     try:
         socket.send_fds(sock, [packet], fds) if fds else sock.sendall(packet)
@@ -145,7 +162,7 @@ class AsyncChannel:
         self._sock = sock
         self._max_body = max_body
 
-    async def send(self, kind: Kind, request_id: int, body: bytes, count: int = 0) -> None:
+    async def send(self, kind: Kind, request_id: int, body: Body, count: int = 0) -> None:
         packet, fds = encode(kind, request_id, body, count)
         try:
             await self._wait_until(lambda: socket.send_fds(self._sock, [packet], fds), writable=True)

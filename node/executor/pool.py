@@ -11,6 +11,7 @@ models get dynamic batching: a free worker takes every queued job of the same sh
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from types import TracebackType
 
@@ -29,6 +30,7 @@ from node.logging import get_logger
 from node.types import Hash32, sha256
 
 log = get_logger(__name__)
+_SLOTS = 2**16
 
 
 class ExecutorPool:
@@ -49,7 +51,8 @@ class ExecutorPool:
         self._owns_sandbox = sandbox is None
         self._lanes: dict[str, ModelLane] = {}
         self._lane_locks: dict[str, asyncio.Lock] = {}
-        self._next_slot = 0
+        # Random start: pools of other nodes on this host draw other uids (RLIMIT_NPROC is per uid).
+        self._next_slot = secrets.randbelow(_SLOTS)
         self.ready = asyncio.Event()
 
     @property
@@ -140,5 +143,5 @@ class ExecutorPool:
             return self._lanes[model_id]
 
     def _take_slots(self) -> int:
-        slot, self._next_slot = self._next_slot, (self._next_slot + 1) % 65536
+        slot, self._next_slot = self._next_slot, (self._next_slot + 1) % _SLOTS
         return slot

@@ -104,9 +104,7 @@ def _serve(sock: socket.socket, model: Model, manifest: dict[str, Any], args: ar
         if message.kind is not Kind.RUN:
             raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
         try:
-            outputs = _run_batch(
-                model, framing.unpack_items(message.body, message.count), args.device, batchable
-            )
+            outputs = _run_batch(model, message.items, args.device, batchable)
         except (framing.FramingError, KeyboardInterrupt):
             raise
         except Exception as error:  # the model's fault, reported to the node; the worker stays warm

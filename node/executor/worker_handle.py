@@ -174,7 +174,7 @@ class WorkerHandle:
             raise WorkerCrashed(
                 f"worker sent {reply.kind.name} with {reply.count} items, expected {expected}"
             )
-        return framing.unpack_items(reply.body, reply.count)
+        return reply.items
 
     async def wait_exit(self) -> int:
         """Wait until the worker's sandbox has exited, for whatever reason; its exit status."""
