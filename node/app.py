@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from node.discovery.service import DiscoveryService
 from node.errors import ConfigError, GpunodeError
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
-from node.jobs.blobs import JobBlobs
+from node.jobs.blobs import JobBlobs, ReceiptFiles
 from node.jobs.client import ClientJobs
 from node.jobs.events import JobEvents
 from node.jobs.matching import Matchmaker
@@ -114,7 +115,17 @@ async def build_chain(settings: Settings, *, shared: ChainClient | None = None) 
 
 async def build_storage(settings: Settings) -> Database:
     settings.home.mkdir(parents=True, exist_ok=True)
-    return await asyncio.to_thread(Database.open, settings.storage.url)
+    return await asyncio.to_thread(_open_database, settings.storage.url)
+
+
+# Alembic keeps its migration context in module globals: several nodes starting in one process
+# (a devnet) must not migrate their databases at the same time.
+_MIGRATING = threading.Lock()
+
+
+def _open_database(url: str) -> Database:
+    with _MIGRATING:
+        return Database.open(url)
 
 
 def served_models(settings: Settings, store: ModelStore) -> dict[Hash32, int]:
@@ -261,9 +272,11 @@ class Node:
             events=self.events,
             matchmaker=Matchmaker(self.discovery.directory),
             jobs=JobClient(self.host),
+            host=self.host,
             market=market,
             key=self.key,
             vouchers=VoucherBook(self.key.address, self.key.private_key, market.domain()),
+            receipts=ReceiptFiles(self.settings.home / "receipts"),
         )
         self.client_jobs = ClientJobs(pipeline, max_input_bytes=self.settings.executor.max_input_bytes)
         provider_settlement = None

@@ -9,7 +9,9 @@ import secrets
 from pathlib import Path
 
 from node.errors import JobError
-from node.types import Hash32, sha256
+from node.p2p.job_messages import JobResult, decode_response, encode_response
+from node.storage import StoredReceipt
+from node.types import Hash32, ResultReceipt, sha256
 
 
 class JobBlobs:
@@ -53,3 +55,45 @@ class JobBlobs:
             return None
         # A torn or tampered file must not pass for the blob it is named after.
         return data if sha256(data) == digest else None
+
+
+class ReceiptFiles:
+    """Signed receipts of escrow-paid attempts, by on-chain job id.
+
+    The database keeps receipts next to the job they belong to; an escrow receipt names the
+    on-chain job of one attempt, which the client does not store as a job of its own.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    async def put(self, receipt: ResultReceipt, signature: bytes) -> None:
+        data = encode_response(JobResult(receipt, signature, b""))
+        await asyncio.to_thread(self._write, receipt.job_id, data)
+
+    async def get(self, onchain_job_id: Hash32) -> StoredReceipt | None:
+        found = await asyncio.to_thread(self._read, onchain_job_id)
+        if found is None:
+            return None
+        data, stored_at = found
+        decoded = decode_response(data)
+        if not isinstance(decoded, JobResult) or decoded.receipt.job_id != onchain_job_id:
+            return None
+        return StoredReceipt(decoded.receipt, decoded.signature, stored_at)
+
+    def _write(self, job_id: Hash32, data: bytes) -> None:
+        target = self.directory / job_id.hex()
+        tmp = self.directory / f".{job_id.hex()}.{secrets.token_hex(4)}.part"
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def _read(self, job_id: Hash32) -> tuple[bytes, float] | None:
+        path = self.directory / job_id.hex()
+        try:
+            return path.read_bytes(), path.stat().st_mtime
+        except FileNotFoundError:
+            return None

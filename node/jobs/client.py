@@ -220,7 +220,10 @@ class ClientJobs:
         if status.attempts and record.role is Role.CLIENT and has_result(record):
             attempt = len(status.attempts) - 1
             receipt_id = receipt_job_id(self.me, record, attempt)
-            receipt = await self.db.run(self.db.receipts.get, receipt_id, status.attempts[-1].provider)
+            if status.payment is PaymentPath.ESCROW:
+                receipt = await self.pipeline.receipts.get(receipt_id)
+            else:
+                receipt = await self.db.run(self.db.receipts.get, receipt_id, status.attempts[-1].provider)
             if receipt is not None:
                 output = await self.pipeline.blobs.get(receipt.receipt.output_hash)
         verified = record.state in (JobState.VERIFIED, JobState.SETTLED)

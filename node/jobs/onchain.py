@@ -40,7 +40,7 @@ async def _logs_for(market: JobMarket, event: str, job_id: Hash32) -> list[Any]:
             "address": to_checksum_address(market.address),
             "fromBlock": 0,
             "toBlock": "latest",
-            "topics": [topic, HexBytes(job_id)],
+            "topics": [topic, HexBytes(job_id).to_0x_hex()],
         }
     )
 

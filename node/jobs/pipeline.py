@@ -18,7 +18,7 @@ from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.errors import ChainError, GpunodeError, P2PError, PeerTimeout, SchedulerError, TransactionReverted
-from node.jobs.blobs import JobBlobs
+from node.jobs.blobs import JobBlobs, ReceiptFiles
 from node.jobs.events import JobEvents
 from node.jobs.matching import Matchmaker
 from node.jobs.payments import MAX_ATTEMPTS, VoucherBook, escrow_terms, receipt_job_id
@@ -38,6 +38,7 @@ from node.jobs.state import (
     Started,
 )
 from node.logging import get_logger
+from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
     JobAccepted,
     JobFailed,
@@ -68,9 +69,11 @@ class ClientPipeline:
     events: JobEvents
     matchmaker: Matchmaker
     jobs: JobClient
+    host: P2PHost
     market: JobMarket
     key: NodeKey
     vouchers: VoucherBook
+    receipts: ReceiptFiles
     # Peer ids of matched providers, learnt from their adverts.
     peers: dict[Address, str] = field(default_factory=dict)
     pinned: dict[Hash32, Address] = field(default_factory=dict)
@@ -177,7 +180,7 @@ class ClientPipeline:
     async def _send(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
         attempt = len(record.status.attempts) - 1
-        peer = self._peer_of(provider)
+        peer = await self._peer_of(provider)
         if peer is None:
             return await self._lose(record, AttemptOutcome.DIED, "the provider's advert expired")
         payment = await self._payment_message(record, provider, attempt)
@@ -231,7 +234,7 @@ class ClientPipeline:
         if record.status.payment is PaymentPath.VOUCHER:
             record = await self.apply(record.job_id, ResultVerified(), receipt=signed)
         else:
-            await self.db.run(self.db.receipts.save, result.receipt, result.signature)
+            await self.receipts.put(result.receipt, result.signature)
             record = await self.apply(record.job_id, ResultVerified())
         self.matchmaker.succeeded(provider, elapsed_s * 1000)
         return record
@@ -268,12 +271,20 @@ class ClientPipeline:
 
     # helpers ----------------------------------------------------------------------------------
 
-    def _peer_of(self, provider: Address) -> str | None:
+    async def _peer_of(self, provider: Address) -> str | None:
+        """The provider's peer id, dialled at its advertised addresses if not connected yet."""
         advert = self.matchmaker.directory.get(provider)
-        if advert is not None:
-            self.peers[provider] = advert.peer_id
-            return advert.peer_id
-        return self.peers.get(provider)
+        if advert is None:
+            return self.peers.get(provider)
+        self.peers[provider] = advert.peer_id
+        if advert.peer_id not in self.host.connected_peers():
+            for addr in advert.listen_addrs:
+                try:
+                    await self.host.connect(addr)
+                    break
+                except P2PError as exc:
+                    log.info("provider_dial_failed", provider=provider, addr=addr, error=str(exc))
+        return advert.peer_id
 
     async def _fresh(self, record: JobRecord) -> JobRecord:
         return await self.db.run(self.db.jobs.get, record.job_id)

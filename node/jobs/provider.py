@@ -110,7 +110,8 @@ class ProviderJobs:
             yield JobFailed("execution", str(exc))
             return
         if terms is not None:
-            self._spawn(self._submit_onchain(terms, signed.receipt, signed.signature))
+            # On-chain first: once the client holds the result, the escrow must be claimable.
+            await self._submit_onchain(terms, signed.receipt, signed.signature)
         yield JobResult(signed.receipt, signed.signature, signed.output)
 
     async def _accept(
