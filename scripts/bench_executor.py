@@ -251,7 +251,7 @@ def print_table(figures: dict[str, object]) -> None:
             f"target <= 100 ms (wall {c['wall_ms']:.0f} ms, torch import {c['torch_import_ms']:.0f} ms)",
         ),
         (
-            f"concurrent load, {detail['clients']} clients",
+            f"{detail['clients']} clients of 1-row jobs",
             f"batched {detail['batched_jobs_per_s']:.0f} jobs/s",
             f"unbatched {detail['unbatched_jobs_per_s']:.0f} jobs/s",
         ),
