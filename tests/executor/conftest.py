@@ -1,4 +1,4 @@
-"""Executor fixtures: see `executor_support` for the helpers test modules import."""
+"""Executor fixtures; `executor_support` holds what the test modules import."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Executor test helpers: a store of built-in models generated here (no downloads), test limits, inputs."""
+"""Executor test support: a store of built-in models generated here (no downloads), test limits, inputs."""
 
 from __future__ import annotations
 
