@@ -3,42 +3,40 @@
     python scripts/bench_p2p.py            # human-readable figures
     python scripts/bench_p2p.py --json     # {"propagation": {"10": {...}, ...}, "rtt_p50_ms": ..., ...}
 
-Every node is a real libp2p host (TCP, Noise, yamux) in this one process, each in its own trio
-thread; providers are registered on a real embedded chain and every advert is fully validated,
-registry check included (one registry cache shared by the nodes, warmed before timing, so the
-figures measure the overlay rather than py-evm).
+Every node is a real libp2p host (TCP, Noise, yamux) in a process of its own (scripts/bench_node.py);
+providers are registered on a real anvil chain and every advert is fully validated, registry check
+included (each node warms its registry cache before timing, so the figures measure the overlay
+rather than RPC round trips). All nodes share this machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from eth_account.signers.local import LocalAccount
+
+from node.chain.anvil import AnvilProcess
 from node.chain.client import ChainClient
 from node.chain.deploy import deploy_contracts
 from node.chain.keys import NodeKey
 from node.config import ChainSettings, P2PSettings
-from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer
-from node.discovery.dht_records import dht_validators
-from node.discovery.registry_view import CachedRegistryView
-from node.discovery.service import DiscoveryService
-from node.discovery.validation import AdvertValidator
 from node.logging import configure_logging
 from node.p2p.blob_protocol import fetch_blob, serve_blobs
 from node.p2p.blob_store import MemoryBlobStore
-from node.p2p.gossip import ADVERT_TOPIC
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_from, peer_id_to_bytes
 from node.p2p.job_messages import JobAccepted, JobRequest, JobResponse, JobResult, OnchainPayment
@@ -61,13 +59,84 @@ def percentile(samples: list[float], q: float) -> float:
 
 # propagation ----------------------------------------------------------------------------------
 
+NODE_SCRIPT = Path(__file__).with_name("bench_node.py")
 
-async def registered_keys(count: int) -> tuple[ChainClient, CachedRegistryView, list[NodeKey]]:
-    client = await ChainClient.connect(ChainSettings(rpc_url="embedded", receipt_timeout_s=60.0))
-    dev = client.dev_accounts()
+
+class NodeProcess:
+    """One overlay node in its own process (scripts/bench_node.py): nodes of a real overlay do
+    not share an interpreter, so they must not share a GIL here either."""
+
+    def __init__(
+        self, process: asyncio.subprocess.Process, arrivals: dict[tuple[str, int], list[float]]
+    ) -> None:
+        self.process = process
+        self.arrivals = arrivals
+        self.replies: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def spawn(
+        cls,
+        key: NodeKey,
+        rpc_url: str,
+        registry: str,
+        peers_file: Path,
+        arrivals: dict[tuple[str, int], list[float]],
+    ) -> NodeProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(NODE_SCRIPT),
+            "--key",
+            key.private_key.hex(),
+            "--rpc-url",
+            rpc_url,
+            "--registry",
+            registry,
+            "--peers-file",
+            str(peers_file),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process, arrivals)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            event = json.loads(line)
+            if "seen" in event:
+                self.arrivals.setdefault((event["seen"], event["seq"]), []).append(event["t"])
+            else:
+                await self.replies.put(event)
+
+    async def send(self, **command: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+        await self.process.stdin.drain()
+
+    async def request(self, **command: object) -> dict[str, object]:
+        await self.send(**command)
+        return await asyncio.wait_for(self.replies.get(), 120)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(Exception):
+                await self.send(cmd="quit")
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        self.reader.cancel()
+
+
+async def registered_keys(
+    rpc_url: str, accounts: list[LocalAccount], count: int
+) -> tuple[ChainClient, str, list[NodeKey]]:
+    settings = ChainSettings(rpc_url=rpc_url, receipt_timeout_s=60.0, poll_interval_s=0.05)
+    client = await ChainClient.connect(settings)
     deployment = await deploy_contracts(
         client,
-        dev[0],
+        accounts[0],
         min_stake=MIN_STAKE,
         unstake_cooldown_s=3600,
         challenge_window_s=600,
@@ -75,86 +144,76 @@ async def registered_keys(count: int) -> tuple[ChainClient, CachedRegistryView, 
     )
     keys = [NodeKey.generate() for _ in range(count)]
     for i, key in enumerate(keys):
-        await client.transfer(key.address, 2 * MIN_STAKE, sender=dev[1 + i % (len(dev) - 1)])
+        await client.transfer(key.address, 2 * MIN_STAKE, sender=accounts[1 + i % (len(accounts) - 1)])
         peer_id = peer_id_to_bytes(str(peer_id_from(key)))
         await deployment.registry.register(peer_id, sha256(b"bench"), stake=MIN_STAKE, sender=key.account)
-    registry = CachedRegistryView(deployment.registry, active_ttl_s=3600)
-    for key in keys:
-        await registry.is_active(key.address)
-    return client, registry, keys
+    return client, deployment.registry.address, keys
 
 
-def offer() -> Offer:
-    return Offer(
-        devices=(Device(DeviceKind.CUDA, "bench gpu", 80 * 2**30, "9.0"),),
-        warm_models=(MODEL,),
-        prices=(ModelPrice(MODEL, 10**15),),
-        free_slots=8,
-    )
-
-
-async def overlay(
-    stack: AsyncExitStack, keys: list[NodeKey], registry: CachedRegistryView
-) -> list[tuple[P2PHost, DiscoveryService]]:
-    settings = P2PSettings(advert_refresh_s=3600, advert_ttl_s=600, read_timeout_s=10)
-    nodes: list[tuple[P2PHost, DiscoveryService]] = []
+async def start_overlay(
+    keys: list[NodeKey],
+    rpc_url: str,
+    registry: str,
+    workdir: Path,
+    arrivals: dict[tuple[str, int], list[float]],
+) -> list[NodeProcess]:
+    peers_file = workdir / "peers.txt"
+    peers_file.write_text("\n".join(k.address for k in keys))
+    nodes = [await NodeProcess.spawn(k, rpc_url, registry, peers_file, arrivals) for k in keys]
+    ready = [await n.replies.get() for n in nodes]
+    addrs = [str(r["addr"]) for r in ready]
     rng = random.Random(7)
-    for i, key in enumerate(keys):
-        host = await stack.enter_async_context(P2PHost.start(key, settings, dht_validators=dht_validators()))
-        validator = AdvertValidator(registry, rate_per_s=10.0, rate_burst=20)
-        discovery = await stack.enter_async_context(
-            DiscoveryService.start(host, registry, settings, key=key, validator=validator)
-        )
-        # Node 0 bootstraps everybody; each node also knows two random earlier nodes.
-        for target in {0, *rng.sample(range(i), min(i, 2))} - {i} if i else set():
-            await host.connect(nodes[target][0].addrs[0])
-        nodes.append((host, discovery))
+    # Node 0 bootstraps everybody; each node also knows two random earlier nodes.
+    for i, node in enumerate(nodes[1:], start=1):
+        targets = sorted({0, *rng.sample(range(i), min(i, 2))})
+        await node.request(cmd="connect", addrs=[addrs[t] for t in targets])
     want = min(4, len(keys) - 1)
-    async with asyncio.timeout(60):
-        for host, _ in nodes:
-            while len(await host.topic_peers(ADVERT_TOPIC)) < min(want, len(host.connected_peers())):
-                await asyncio.sleep(0.05)
+    async with asyncio.timeout(120):
+        for node in nodes:
+            while True:
+                state = await node.request(cmd="topic_peers")
+                if int(state["topic_peers"]) >= min(want, int(state["connected"])):  # type: ignore[call-overload]
+                    break
+                await asyncio.sleep(0.1)
     # Two heartbeats for every mesh to graft up to its target degree.
     await asyncio.sleep(2.5)
     return nodes
 
 
 async def measure_advert(
-    nodes: list[tuple[P2PHost, DiscoveryService]], publisher: int
+    nodes: list[NodeProcess],
+    keys: list[NodeKey],
+    publisher: int,
+    arrivals: dict[tuple[str, int], list[float]],
 ) -> tuple[list[float], int]:
-    host, discovery = nodes[publisher]
-    address = host.address
-    receivers = [d for i, (_, d) in enumerate(nodes) if i != publisher]
-    started = time.perf_counter()
-    advert = await discovery.announce(offer())
-
-    async def arrival(d: DiscoveryService) -> float | None:
-        try:
-            await d.directory.wait_for(
-                lambda dir_: getattr(dir_.get(address), "sequence", 0) >= advert.sequence, DELIVERY_TIMEOUT_S
-            )
-        except TimeoutError:
-            return None
-        return (time.perf_counter() - started) * 1000
-
-    times = await asyncio.gather(*(arrival(d) for d in receivers))
-    delivered = [t for t in times if t is not None]
-    return delivered, len(receivers)
+    reply = await nodes[publisher].request(cmd="announce")
+    key = (keys[publisher].address, int(reply["announced"]))  # type: ignore[call-overload]
+    started = float(reply["t"])  # type: ignore[arg-type]
+    expected = len(nodes)  # the publisher's own directory counts itself too
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+    while len(arrivals.get(key, [])) < expected and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    times = [(t - started) * 1000 for t in arrivals.get(key, [])]
+    # Drop the publisher's own (local) arrival: the figure is delivery to the other peers.
+    times.sort()
+    return times[1:], expected - 1
 
 
-async def propagation(size: int) -> dict[str, float]:
-    client, registry, keys = await registered_keys(size)
+async def propagation(size: int, anvil: AnvilProcess, workdir: Path) -> dict[str, float]:
+    client, registry, keys = await registered_keys(anvil.rpc_url, anvil.accounts, size)
+    arrivals: dict[tuple[str, int], list[float]] = {}
+    nodes: list[NodeProcess] = []
     try:
-        async with AsyncExitStack() as stack:
-            nodes = await overlay(stack, keys, registry)
-            samples: list[float] = []
-            expected = 0
-            for publisher in random.Random(size).sample(range(size), min(ADVERTS_PER_SIZE, size)):
-                delivered, receivers = await measure_advert(nodes, publisher)
-                samples += delivered
-                expected += receivers
-                await asyncio.sleep(0.2)
+        nodes = await start_overlay(keys, anvil.rpc_url, registry, workdir, arrivals)
+        samples: list[float] = []
+        expected = 0
+        for publisher in random.Random(size).sample(range(size), min(ADVERTS_PER_SIZE, size)):
+            delivered, receivers = await measure_advert(nodes, keys, publisher, arrivals)
+            samples += delivered
+            expected += receivers
+            await asyncio.sleep(0.2)
     finally:
+        await asyncio.gather(*(n.stop() for n in nodes))
         await client.close()
     return {
         "p50_ms": round(percentile(samples, 0.50), 2),
@@ -229,15 +288,17 @@ async def blob_throughput(size: int = 50 * 10**6, rounds: int = 3) -> float:
 
 async def main(as_json: bool, sizes: tuple[int, ...]) -> None:
     results: dict[str, object] = {"propagation": {}}
-    for size in sizes:
-        figures = await propagation(size)
-        results["propagation"][str(size)] = figures  # type: ignore[index]
-        if not as_json:
-            print(
-                f"advert propagation to {size:>2} peers: p50 {figures['p50_ms']:.1f} ms, "
-                f"p99 {figures['p99_ms']:.1f} ms, delivered {figures['delivered']:.1%}",
-                flush=True,
-            )
+    async with AnvilProcess(accounts=20) as anvil:
+        for size in sizes:
+            with tempfile.TemporaryDirectory() as workdir:
+                figures = await propagation(size, anvil, Path(workdir))
+            results["propagation"][str(size)] = figures  # type: ignore[index]
+            if not as_json:
+                print(
+                    f"advert propagation to {size:>2} peers: p50 {figures['p50_ms']:.1f} ms, "
+                    f"p99 {figures['p99_ms']:.1f} ms, delivered {figures['delivered']:.1%}",
+                    flush=True,
+                )
     rtts = await round_trips()
     results["rtt_p50_ms"] = round(percentile(rtts, 0.5), 3)
     results["rtt_p99_ms"] = round(percentile(rtts, 0.99), 3)

@@ -17,6 +17,8 @@ class Directory:
         self._clock = clock
         self._adverts: dict[Address, ProviderAdvert] = {}
         self._changed = asyncio.Event()
+        # Called with every advert that changes the directory (schedulers react to new offers).
+        self.on_upsert: list[Callable[[ProviderAdvert], None]] = []
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -36,6 +38,8 @@ class Directory:
             return False
         self._adverts[advert.address] = advert
         self._notify()
+        for listener in self.on_upsert:
+            listener(advert)
         return True
 
     def remove(self, address: Address) -> None:

@@ -35,6 +35,8 @@ log = get_logger(__name__)
 
 # Stale adverts are swept this often; queries already ignore them in between.
 EXPIRY_SWEEP_S = 1.0
+# A new advert goes into the DHT this long after it was gossiped.
+DHT_PUT_DELAY_S = 1.0
 # Validated adverts waiting for the consumer, by message hash, so nothing is verified twice.
 _STASH_SIZE = 4096
 
@@ -126,6 +128,9 @@ class DiscoveryService:
         return replace(advert, signed=signed), signed
 
     async def _store_in_dht(self, advert: ProviderAdvert, signed: bytes) -> None:
+        # Gossip is the latency-sensitive path; the DHT lookup walk competes with it for the
+        # same connections and CPU, so it starts once the gossip push has had time to spread.
+        await asyncio.sleep(DHT_PUT_DELAY_S)
         try:
             await self.host.dht_put(dht_key(advert.address), signed)
         except P2PError as exc:

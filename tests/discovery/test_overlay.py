@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,7 +11,10 @@ from discovery_support import MODEL, offer, register, settings, start_node
 from node.chain.keys import NodeKey
 
 if TYPE_CHECKING:
-    from discovery_support import Chain, NodesFactory
+    from discovery_support import Chain, Node, NodesFactory
+
+    from node.discovery.advert import ProviderAdvert
+    from node.types import Address
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,8 +48,9 @@ async def test_node_that_leaves_expires_and_is_found_again_after_rejoining(
             for other in running:
                 await other.discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
             first_addrs = node.host.addrs
+            first_sequence = node.discovery.current.sequence if node.discovery.current else 0
             # The leaver's record is in the DHT too.
-            assert (await running[3].discovery.lookup(leaver.address, connect=False)) is not None
+            assert (await lookup_eventually(running[3], leaver.address, connect=False)) is not None
 
         for other in running:
             await other.discovery.directory.wait_for(lambda d: leaver.address not in d, timeout_s=15)
@@ -54,10 +59,23 @@ async def test_node_that_leaves_expires_and_is_found_again_after_rejoining(
         async with start_node(leaver, chain.registry, rejoin, provider_offer=offer(price=10**14)) as node:
             assert node.host.addrs != first_addrs
             await running[0].discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
-            found = await running[2].discovery.lookup(leaver.address)
+            found = await lookup_eventually(running[2], leaver.address, sequence_after=first_sequence)
             assert found is not None
             assert found.listen_addrs == tuple(node.host.addrs)
             assert found.price_for(MODEL) == 10**14
             assert node.host.peer_id in running[2].host.connected_peers()
             for other in running:
                 await other.discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
+
+
+async def lookup_eventually(
+    node: Node, address: Address, *, connect: bool = True, sequence_after: int = 0, timeout_s: float = 15.0
+) -> ProviderAdvert | None:
+    """Look `address` up in the DHT until a record newer than `sequence_after` shows up: a
+    provider stores its advert there a moment after gossiping it."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            found = await node.discovery.lookup(address, connect=connect)
+            if found is not None and found.sequence > sequence_after:
+                return found
+            await asyncio.sleep(0.2)
