@@ -1,0 +1,551 @@
+"""A whole marketplace on one machine: the chain, the contracts, N providers and a client.
+
+`run_devnet` deploys `ProviderRegistry` and `JobMarket` on the embedded chain (or anvil, or any dev
+chain's RPC URL), starts providers and a client as real nodes — libp2p hosts on 127.0.0.1, the
+sandboxed executor, SQLite — registers and stakes the providers, waits for their adverts to reach
+the client, runs jobs through both payment paths plus a dApp's consumer contract, verifies every
+receipt, settles everything and checks that each provider was paid exactly what it earned and that
+the market holds exactly what it owes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+from safetensors.numpy import save
+
+from node.app import Node
+from node.chain.anvil import AnvilProcess
+from node.chain.artifacts import load_artifact
+from node.chain.client import ChainClient
+from node.chain.deploy import Deployment, deploy_contracts
+from node.chain.eip712 import verify_receipt
+from node.chain.follower import ChainEvent, EventFollower, JsonCursorStore
+from node.chain.keys import NodeKey
+from node.config import (
+    ChainSettings,
+    ExecutorSettings,
+    P2PSettings,
+    ProviderSettings,
+    Settings,
+    StorageSettings,
+)
+from node.errors import ExecutorError, GpunodeError
+from node.executor.manifest import ModelManifest
+from node.executor.store import ModelStore
+from node.jobs.service import JobSpec, JobView
+from node.jobs.state import JobState, PaymentPath
+from node.logging import get_logger
+from node.p2p.identity import peer_id_from, peer_id_to_bytes
+from node.settlement.policy import RedemptionPolicy
+from node.types import Address, sha256
+
+log = get_logger(__name__)
+
+Progress = Callable[[str], None]
+
+MIN_STAKE_WEI = 10**18
+UNSTAKE_COOLDOWN_S = 3600
+CHALLENGE_WINDOW_S = 600
+WITHDRAWAL_DELAY_S = 3600
+# Each node's account starts with this much, from the dev chain's funded accounts.
+NODE_FUNDING_WEI = 10 * 10**18
+CLIENT_DEPOSIT_WEI = 10**17
+
+
+@dataclass(frozen=True, slots=True)
+class DevnetOptions:
+    providers: int = 3
+    jobs: int = 20
+    # Share of the client's jobs paid through on-chain escrow; the rest use vouchers.
+    escrow_share: float = 0.5
+    # Jobs a dApp's consumer contract asks for on-chain, answered through its callback.
+    dapp_jobs: int = 2
+    # "embedded" (in-process chain), "anvil" (started here, from npm), or a dev chain's RPC URL.
+    chain: str = "embedded"
+    architecture: str = "mlp"
+    price_wei: int = 10**12
+    concurrency: int = 4
+    home: Path | None = None  # kept when given; otherwise a temporary directory removed at the end
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSummary:
+    address: Address
+    jobs_served: int
+    earned_wei: int  # price times the jobs it completed, as the client and the dApp saw them
+    paid_wei: int  # what its settlements credited to it in the market
+
+
+@dataclass(frozen=True, slots=True)
+class DevnetSummary:
+    chain: str
+    providers: int
+    jobs: int
+    completed: int
+    by_path: dict[str, int]
+    receipts_verified: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    gas_per_job: dict[str, float]
+    provider_summaries: tuple[ProviderSummary, ...]
+    market_balance_wei: int
+    market_owed_wei: int
+    elapsed_s: float
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "chain": self.chain,
+                "providers": self.providers,
+                "jobs": self.jobs,
+                "completed": self.completed,
+                "by_path": self.by_path,
+                "receipts_verified": self.receipts_verified,
+                "latency_p50_ms": round(self.latency_p50_ms, 2),
+                "latency_p99_ms": round(self.latency_p99_ms, 2),
+                "gas_per_job": {k: round(v) for k, v in self.gas_per_job.items()},
+                "provider_earnings": [
+                    {
+                        "address": p.address,
+                        "jobs": p.jobs_served,
+                        "earned_wei": str(p.earned_wei),
+                        "paid_wei": str(p.paid_wei),
+                    }
+                    for p in self.provider_summaries
+                ],
+                "market_balance_wei": str(self.market_balance_wei),
+                "market_owed_wei": str(self.market_owed_wei),
+                "elapsed_s": round(self.elapsed_s, 2),
+                "ok": self.ok,
+                "problems": list(self.problems),
+            }
+        )
+
+
+# building blocks, shared with the end-to-end tests ------------------------------------------------
+
+
+def make_builtin_model(out: Path, architecture: str = "mlp") -> str:
+    """Generate a built-in model's files in a torch subprocess (torch stays out of the node process);
+    returns its model id. The weights are deterministic, so every provider gets the same id."""
+    done = subprocess.run(
+        [sys.executable, "-m", "node.executor.builtin_models", architecture, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ExecutorError(f"could not generate the built-in model {architecture!r}: {done.stderr.strip()}")
+    return str(json.loads(done.stdout.strip().splitlines()[-1])["model_id"])
+
+
+def sample_input(manifest: ModelManifest, seed: int, rows: int = 2) -> bytes:
+    """A valid random input for `manifest` (safetensors bytes), reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, np.ndarray] = {}
+    for spec in manifest.inputs:
+        shape = tuple(rows if dim is None else dim for dim in spec.shape)
+        # safetensors names: F32, I64, … (BF16 has no numpy type; no built-in model takes it).
+        dtype = np.dtype(("float" if spec.dtype.startswith("F") else "int") + spec.dtype.lstrip("FIU"))
+        if spec.dtype.startswith("F"):
+            tensors[spec.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            tensors[spec.name] = rng.integers(0, manifest.config.get("vocab", 2), size=shape, dtype=dtype)
+    return bytes(save(tensors))
+
+
+def node_settings(
+    home: Path,
+    deployment: Deployment,
+    rpc_url: str,
+    *,
+    provider: bool,
+    price_wei: int,
+    bootstrap: Sequence[str] = (),
+    executor: dict[str, object] | None = None,
+) -> Settings:
+    """Settings of one devnet node: loopback only, quick advert refresh, small executor limits."""
+    return Settings(
+        home=home,
+        chain=ChainSettings(
+            rpc_url=rpc_url,
+            registry_address=deployment.registry.address,
+            market_address=deployment.market.address,
+            receipt_timeout_s=30.0,
+            poll_interval_s=0.2,
+        ),
+        p2p=P2PSettings(
+            listen=["/ip4/127.0.0.1/tcp/0"],
+            bootstrap=list(bootstrap),
+            advert_refresh_s=2.0,
+            advert_ttl_s=60.0,
+            job_timeout_s=30.0,
+            read_timeout_s=5.0,
+        ),
+        executor=ExecutorSettings.model_validate(
+            {"model_dir": home / "models", **(executor or DEVNET_EXECUTOR)}
+        ),
+        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
+        provider=ProviderSettings(enabled=provider, price_per_job_wei=price_wei, stake_wei=MIN_STAKE_WEI),
+    )
+
+
+# Limits sized for several providers sharing one small machine.
+DEVNET_EXECUTOR: dict[str, object] = {
+    "worker_memory_bytes": int(1.5 * 2**30),
+    "tmpfs_bytes": 16 * 2**20,
+    "max_processes": 32,
+    "worker_cpu_seconds": 600,
+    "job_timeout_s": 60.0,
+    "max_input_bytes": 1 * 2**20,
+    "max_batch_wait_ms": 0.0,
+}
+
+
+async def register_provider(deployment: Deployment, key: NodeKey, stake_wei: int = MIN_STAKE_WEI) -> None:
+    peer_id = peer_id_to_bytes(str(peer_id_from(key)))
+    await deployment.registry.register(peer_id, sha256(peer_id), stake=stake_wei, sender=key.account)
+
+
+@asynccontextmanager
+async def connected_chain(chain: str) -> AsyncIterator[tuple[ChainClient, str]]:
+    """A client on the asked-for chain and the RPC URL nodes should use ("embedded" shares it)."""
+    async with AsyncExitStack() as stack:
+        if chain == "anvil":
+            anvil = await stack.enter_async_context(AnvilProcess())
+            rpc_url = anvil.rpc_url
+        else:
+            rpc_url = chain
+        client = await ChainClient.connect(ChainSettings(rpc_url=rpc_url, receipt_timeout_s=30.0))
+        stack.push_async_callback(client.close)
+        yield client, rpc_url
+
+
+# the run ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    options: DevnetOptions
+    root: Path
+    progress: Progress
+    chain: ChainClient
+    rpc_url: str
+    deployment: Deployment
+    funder: LocalAccount
+    model_id: str = ""
+    manifest: ModelManifest | None = None
+    providers: list[Node] = field(default_factory=list)
+    client: Node | None = None
+    consumer: Address | None = None
+    first_block: int = 0
+    # wei each provider's settlements credited to it (vouchers redeemed + escrowed jobs finalized)
+    paid: Counter[str] = field(default_factory=Counter)
+
+
+async def run_devnet(options: DevnetOptions, progress: Progress = lambda _: None) -> DevnetSummary:
+    """Run the whole marketplace once and return what happened; raises only for faults."""
+    if options.providers < 1 or options.jobs < 0 or options.dapp_jobs < 0:
+        raise GpunodeError("a devnet needs at least one provider and a non-negative number of jobs")
+    started = time.monotonic()
+    root = options.home or Path(tempfile.mkdtemp(prefix="gpunode-devnet-"))
+    try:
+        async with connected_chain(options.chain) as (chain, rpc_url):
+            progress(f"chain {options.chain} (id {chain.chain_id}): deploying the contracts")
+            funder = chain.dev_accounts()[0]
+            deployment = await deploy_contracts(
+                chain,
+                funder,
+                min_stake=MIN_STAKE_WEI,
+                unstake_cooldown_s=UNSTAKE_COOLDOWN_S,
+                challenge_window_s=CHALLENGE_WINDOW_S,
+                withdrawal_delay_s=WITHDRAWAL_DELAY_S,
+            )
+            run = _Run(options, root, progress, chain, rpc_url, deployment, funder)
+            return await _run(run, started)
+    finally:
+        if options.home is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def _run(run: _Run, started: float) -> DevnetSummary:
+    options = run.options
+    run.progress(f"generating the built-in {options.architecture} model")
+    source = run.root / "model-src"
+    run.model_id = await asyncio.to_thread(make_builtin_model, source, options.architecture)
+    run.manifest = ModelStore(run.root / "model-cache", 2**30).import_dir(source)
+    async with AsyncExitStack() as stack:
+        await _start_nodes(run, stack)
+        run.first_block = await run.chain.block_number()
+        views = await _run_client_jobs(run)
+        dapp = await _run_dapp_jobs(run)
+        await _settle(run, views)
+        return await _summarize(run, views, dapp, time.monotonic() - started)
+
+
+async def _fund(run: _Run, key: NodeKey) -> None:
+    await run.chain.transfer(key.address, NODE_FUNDING_WEI, sender=run.funder)
+
+
+async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
+    options = run.options
+    client_key = NodeKey.generate()
+    await _fund(run, client_key)
+    client_settings = node_settings(
+        run.root / "client", run.deployment, run.rpc_url, provider=False, price_wei=options.price_wei
+    )
+    client = Node(client_settings, key=client_key, shared_chain=run.chain, serve_api=False)
+    run.client = await stack.enter_async_context(client.running())
+    bootstrap = [run.client.host.addrs[0]]
+    run.progress(f"client {client_key.address} up at {bootstrap[0]}")
+
+    keys = [NodeKey.generate() for _ in range(options.providers)]
+    for key in keys:
+        await _fund(run, key)
+        await register_provider(run.deployment, key)
+    run.progress(f"{len(keys)} providers registered with a stake of {MIN_STAKE_WEI} wei each")
+    nodes = []
+    for i, key in enumerate(keys):
+        settings = node_settings(
+            run.root / f"provider{i}",
+            run.deployment,
+            run.rpc_url,
+            provider=True,
+            price_wei=options.price_wei,
+            bootstrap=bootstrap,
+        )
+        ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes).import_dir(
+            run.root / "model-src"
+        )
+        # Redeem only when asked: the devnet settles at the end, in one batch per provider.
+        never = RedemptionPolicy(min_amount_wei=2**255, min_vouchers=2**31)
+        nodes.append(Node(settings, key=key, shared_chain=run.chain, serve_api=False, redemption=never))
+    run.progress("starting providers: warming sandboxed workers")
+    run.providers = list(await asyncio.gather(*(stack.enter_async_context(n.running()) for n in nodes)))
+    await run.client.discovery.directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=60.0)
+    run.progress(f"every provider's advert reached the client ({options.providers} live)")
+    await run.client.client_jobs.deposit(CLIENT_DEPOSIT_WEI)
+
+
+async def _run_client_jobs(run: _Run) -> list[tuple[JobView, float]]:
+    options, client = run.options, run.client
+    manifest = run.manifest
+    if client is None or manifest is None:
+        raise GpunodeError("the devnet's client is not running")
+    escrow_jobs = round(options.jobs * options.escrow_share)
+    limit = asyncio.Semaphore(options.concurrency)
+    done: list[tuple[JobView, float]] = []
+
+    async def one(i: int) -> None:
+        payment = PaymentPath.ESCROW if i < escrow_jobs else PaymentPath.VOUCHER
+        spec = JobSpec(
+            model_id=run.model_id,
+            input=sample_input(manifest, seed=i),
+            payment=payment,
+            max_price_wei=options.price_wei,
+            timeout_s=60.0,
+        )
+        async with limit:
+            t0 = time.perf_counter()
+            submitted = await client.client_jobs.submit(spec)
+            view = submitted
+            async for view in client.client_jobs.watch(submitted.job_id):
+                if view.state is JobState.VERIFIED or view.terminal:
+                    break
+            done.append((view, (time.perf_counter() - t0) * 1000))
+            run.progress(
+                f"job {len(done)}/{options.jobs} {payment.value}: {view.state.value} by {view.provider}"
+            )
+
+    await asyncio.gather(*(one(i) for i in range(options.jobs)))
+    return done
+
+
+async def _run_dapp_jobs(run: _Run) -> list[Address | None]:
+    """A dApp's consumer contract asks for jobs on-chain and gets each result in its callback."""
+    options = run.options
+    if options.dapp_jobs == 0 or run.manifest is None:
+        return []
+    artifact = load_artifact("ExampleConsumer")
+    model_id = bytes.fromhex(run.model_id)
+    address = await run.chain.deploy(artifact, run.deployment.market.address, model_id, sender=run.funder)
+    consumer = run.chain.contract(artifact, address)
+    run.consumer = Address(address)
+    answered: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_answers(events: Sequence[ChainEvent]) -> None:
+        for event in events:
+            answered.put_nowait(bytes(event.args["jobId"]))
+
+    follower = EventFollower(
+        run.chain,
+        consumer,
+        name="devnet-consumer",
+        cursors=JsonCursorStore(run.root / "consumer-cursor.json"),
+        events=("Answered",),
+        poll_interval_s=0.2,
+        start_block=await run.chain.block_number(),
+    )
+    watching = asyncio.create_task(follower.run(on_answers))
+    try:
+        block = await run.chain.w3.eth.get_block("latest")
+        deadline = int(block["timestamp"]) + 3600
+        for i in range(options.dapp_jobs):
+            sample = sample_input(run.manifest, seed=10_000 + i)
+            await run.chain.transact(
+                consumer.functions.ask(sample, deadline), sender=run.funder, value=options.price_wei
+            )
+        run.progress(f"dApp consumer {address} asked for {options.dapp_jobs} on-chain jobs")
+        jobs = [await asyncio.wait_for(answered.get(), timeout=120.0) for _ in range(options.dapp_jobs)]
+        run.progress(f"dApp consumer received {len(jobs)} results through its callback")
+        # Who served each job, read while the market still holds it (finalizing clears it).
+        return [(await run.deployment.market.job(job_id)).provider for job_id in jobs]
+    finally:
+        follower.stop()
+        watching.cancel()
+
+
+async def _settle(run: _Run, views: list[tuple[JobView, float]]) -> None:
+    """Redeem vouchers, let the challenge window pass, finalize escrowed jobs, withdraw earnings."""
+    run.progress("providers redeem their vouchers, one batch each")
+    await _settle_providers(run)
+    run.progress(f"challenge window: moving the chain's clock {CHALLENGE_WINDOW_S} s on")
+    await run.chain.increase_time(CHALLENGE_WINDOW_S + 1)
+    await _settle_providers(run)
+    client = run.client
+    if client is None:
+        return
+    escrowed = [v.job_id for v, _ in views if v.payment is PaymentPath.ESCROW and not v.terminal]
+    client.settlement.poke()
+    for job_id in escrowed:
+        async for view in client.client_jobs.watch(job_id):
+            if view.terminal:
+                break
+    run.progress("every escrowed job finalized; providers withdrew their earnings")
+
+
+async def _settle_providers(run: _Run) -> None:
+    for node in run.providers:
+        if node.services.provider is not None:
+            report = await node.services.provider.settle()
+            run.paid[node.key.address] += report.redeemed_wei + report.finalized_wei
+
+
+async def _gas_by_path(run: _Run) -> dict[str, int]:
+    """Gas of every market transaction since the jobs began, grouped by what it paid for."""
+    market = run.deployment.market.contract
+    names = {
+        "requestJob": "escrow",
+        "claimJob": "escrow",
+        "submitResult": "escrow",
+        "finalize": "escrow",
+        "redeemVouchers": "voucher",
+    }
+    totals: Counter[str] = Counter()
+    last = await run.chain.block_number()
+    for number in range(run.first_block + 1, last + 1):
+        block = await run.chain.w3.eth.get_block(number, full_transactions=True)
+        for tx in block["transactions"]:
+            if not isinstance(tx, Mapping) or tx.get("to") != market.address:
+                continue
+            function, _ = market.decode_function_input(tx.get("input") or tx["data"])
+            path = names.get(function.fn_name)
+            if path is not None:
+                receipt = await run.chain.w3.eth.get_transaction_receipt(tx["hash"])
+                totals[path] += int(receipt["gasUsed"])
+    return dict(totals)
+
+
+async def _summarize(
+    run: _Run, views: list[tuple[JobView, float]], dapp_jobs: list[Address | None], elapsed: float
+) -> DevnetSummary:
+    problems: list[str] = []
+    domain = run.deployment.market.domain()
+    completed = [v for v, _ in views if v.receipt is not None]
+    verified = sum(
+        1
+        for v in completed
+        if v.receipt is not None
+        and v.provider is not None
+        and verify_receipt(domain, v.receipt.receipt, v.receipt.signature, v.provider)
+    )
+    if verified != len(views):
+        problems.append(f"{len(views) - verified} of {len(views)} client jobs have no verified receipt")
+    latencies = sorted(ms for _, ms in views)
+    by_path = Counter(v.payment.value for v, _ in views)
+    served = Counter(v.provider for v in completed if v.provider is not None)
+    served.update(p for p in dapp_jobs if p is not None)
+    by_path["dapp"] = len(dapp_jobs)
+    gas = await _gas_by_path(run)
+    gas_per_job = {
+        "escrow": gas.get("escrow", 0) / max(1, by_path["escrow"] + by_path["dapp"]),
+        "voucher": gas.get("voucher", 0) / max(1, by_path["voucher"]),
+    }
+    summaries = []
+    for node in run.providers:
+        address = node.key.address
+        earned = served[address] * run.options.price_wei
+        summaries.append(ProviderSummary(address, served[address], earned, run.paid[address]))
+        if run.paid[address] != earned:
+            problems.append(f"provider {address} earned {earned} wei but was paid {run.paid[address]} wei")
+    market = run.deployment.market
+    balance = await run.chain.balance(market.address)
+    owed = await _market_owed(run)
+    if balance != owed:
+        problems.append(f"the market holds {balance} wei but owes {owed} wei")
+    return DevnetSummary(
+        chain=run.options.chain,
+        providers=len(run.providers),
+        jobs=len(views) + len(dapp_jobs),
+        completed=len(completed) + len(dapp_jobs),
+        by_path=dict(by_path),
+        receipts_verified=verified,
+        latency_p50_ms=_percentile(latencies, 50),
+        latency_p99_ms=_percentile(latencies, 99),
+        gas_per_job=gas_per_job,
+        provider_summaries=tuple(summaries),
+        market_balance_wei=balance,
+        market_owed_wei=owed,
+        elapsed_s=elapsed,
+        problems=tuple(problems),
+    )
+
+
+async def _market_owed(run: _Run) -> int:
+    """What the market owes everyone who took part: deposits left, unwithdrawn credit."""
+    market = run.deployment.market
+    accounts: list[str] = [n.key.address for n in run.providers]
+    accounts += [a for a in (run.client.key.address if run.client else None, run.consumer) if a]
+    owed = 0
+    for account in accounts:
+        owed += await market.withdrawable(account)
+        owed += (await market.client_account(account)).balance
+    return owed
+
+
+def _percentile(values: list[float], pct: int) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
