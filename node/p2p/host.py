@@ -7,6 +7,7 @@ speaks plain strings and bytes, so nothing above `node.p2p` ever sees trio or li
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -106,6 +107,8 @@ class P2PHost:
         dht_validators: Mapping[str, RecordValidator] | None = None,
     ) -> AsyncIterator[P2PHost]:
         """Listen on `settings.listen`, join the DHT, dial the bootstrap peers; stop cleanly on exit."""
+        for addr in settings.listen:
+            _check_port_free(addr)
         stack = _build_stack(key, settings, dht_validators or {})
         listen = [_parse_multiaddr(a) for a in settings.listen]
 
@@ -117,6 +120,11 @@ class P2PHost:
                 background_trio_service(stack.gossipsub),
                 background_trio_service(stack.dht),
             ):
+                if not stack.host.get_transport_addrs():
+                    # py-libp2p logs a failed bind and carries on without a listener.
+                    raise P2PError(
+                        f"cannot listen on {settings.listen}", hint="is the port taken? pick a free one"
+                    )
                 async with trio.open_nursery() as nursery:
                     stack.nursery = nursery
                     await stack.pubsub.wait_until_ready()
@@ -341,6 +349,32 @@ def _still_valid(dht: KadDHT, key: str, value: bytes) -> bool:
     except Exception:
         return False
     return True
+
+
+def _check_port_free(addr: str) -> None:
+    """py-libp2p binds with SO_REUSEPORT, so a second node on a taken port starts "fine" and
+    silently shares its incoming connections with the first; refuse that up front."""
+    maddr = _parse_multiaddr(addr)
+    protocols = {p.name for p in maddr.protocols()}
+    if "tcp" not in protocols or not ({"ip4", "ip6"} & protocols):
+        return
+    port = int(maddr.value_for_protocol("tcp"))
+    if port == 0:
+        return
+    family, ip = (
+        (socket.AF_INET6, maddr.value_for_protocol("ip6"))
+        if "ip6" in protocols
+        else (socket.AF_INET, maddr.value_for_protocol("ip4"))
+    )
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR tolerates TIME_WAIT leftovers of our own last run, not a live listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            raise P2PError(
+                f"cannot listen on {addr}: {exc.strerror}", hint="is another node using the port?"
+            ) from exc
 
 
 def _parse_multiaddr(addr: str) -> multiaddr.Multiaddr:

@@ -149,3 +149,11 @@ async def test_ping_and_gossip_between_two_hosts(running_hosts: HostsFactory) ->
         await a.publish("test/topic", b"hello")
         message = await asyncio.wait_for(sub_b.get(), 10)
         assert (message.source, message.data) == (a.peer_id, b"hello")
+
+
+async def test_cannot_listen_on_a_taken_port(running_hosts: HostsFactory) -> None:
+    async with running_hosts(1) as (first,):
+        taken = first.addrs[0].split("/p2p/")[0]
+        with pytest.raises(P2PError, match="cannot listen"):
+            async with P2PHost.start(os.urandom(32), P2PSettings(listen=[taken])):
+                pass
