@@ -1,0 +1,213 @@
+"""The `gpunode` commands that talk to a node, run through typer's CliRunner against real nodes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, mlp_input
+from typer.testing import CliRunner, Result
+
+from node.cli.main import _register_groups, app
+
+_register_groups()
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No config from the developer's home leaks in; the node is named with --api.
+
+    Each command points logging at the stderr CliRunner lends it and closes afterwards; the
+    handlers are put back so the nodes' own records keep a place to go. The nodes share this
+    process, so their info records are kept out of the commands' stderr.
+    """
+    monkeypatch.setenv("GPUNODE_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("GPUNODE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GPUNODE_LOG_LEVEL", "ERROR")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def gpunode(*args: str, stdin: bytes | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), input=stdin)
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def refused(result: Result) -> str:
+    """A refusal: status 1, nothing on stdout, one error line on stderr (which is returned)."""
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def input_file(tmp_path: Path) -> Path:
+    path = tmp_path / "input.safetensors"
+    path.write_bytes(mlp_input(seed=21))
+    return path
+
+
+def test_can_submit_wait_and_save_the_output(api_devnet: ApiDevnet, input_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "output.safetensors"
+    api = ("--api", api_devnet.client_api)
+    job = as_json(
+        gpunode(
+            "job", "submit", api_devnet.model_id, str(input_file), "--wait", "--out", str(out), "--json", *api
+        )
+    )
+    assert job["state"] == "settled"
+    assert job["provider"] == api_devnet.provider_address
+    assert job["receipt"]["verified"] is True
+    assert job["receipt"]["receipt"]["output_hash"] == "0x" + hashlib.sha256(out.read_bytes()).hexdigest()
+    assert job["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    got = as_json(gpunode("job", "get", job["job_id"], "--json", *api))
+    assert got["state"] == "settled"
+    assert got["output_bytes"] == out.stat().st_size
+    listed = as_json(gpunode("job", "list", "--state", "settled", "--json", *api))
+    assert job["job_id"] in [j["job_id"] for j in listed["jobs"]]
+    table = gpunode("job", "list", *api)
+    assert table.exit_code == 0
+    assert job["job_id"][:6] in table.stdout  # the table folds long ids to the terminal's width
+
+
+def test_can_submit_then_watch_as_json_lines(api_devnet: ApiDevnet, input_file: Path) -> None:
+    api = ("--api", api_devnet.client_api)
+    submitted = as_json(gpunode("job", "submit", api_devnet.model_id, str(input_file), "--json", *api))
+    assert submitted["state"] == "submitted"
+    watched = gpunode("job", "watch", submitted["job_id"], "--json", *api)
+    assert watched.exit_code == 0, watched.output
+    states = [json.loads(line)["state"] for line in watched.stdout.splitlines()]
+    assert states[-1] == "settled"
+    assert len(states) == len(set(states)), "one line per transition"
+
+
+def test_can_submit_from_stdin_and_follow_it_live(api_devnet: ApiDevnet) -> None:
+    result = gpunode(
+        "job",
+        "submit",
+        api_devnet.model_id,
+        "-",
+        "--wait",
+        "--api",
+        api_devnet.client_api,
+        stdin=mlp_input(seed=22),
+    )
+    assert result.exit_code == 0, result.output
+    assert "settled" in result.stderr
+    assert "verified" in result.stdout
+
+
+def test_cannot_submit_for_an_unknown_model(api_devnet: ApiDevnet, input_file: Path) -> None:
+    api = ("--api", api_devnet.client_api)
+    before = as_json(gpunode("job", "list", "--json", *api))
+    unknown = hashlib.sha256(b"unknown").hexdigest()
+    line = refused(gpunode("job", "submit", unknown, str(input_file), *api))
+    assert f"no live provider offers model {unknown}" in line
+    assert "check the model id" in line
+    assert as_json(gpunode("job", "list", "--json", *api)) == before
+
+
+def test_cannot_submit_an_oversize_input(api_devnet: ApiDevnet, tmp_path: Path) -> None:
+    api = ("--api", api_devnet.client_api)
+    before = as_json(gpunode("job", "list", "--json", *api))
+    big = tmp_path / "big.safetensors"
+    big.write_bytes(b"\0" * (MAX_INPUT_BYTES + 1))
+    line = refused(gpunode("job", "submit", api_devnet.model_id, str(big), *api))
+    assert f"the input is {MAX_INPUT_BYTES + 1} bytes; at most {MAX_INPUT_BYTES}" in line
+    assert as_json(gpunode("job", "list", "--json", *api)) == before
+
+
+def test_cannot_submit_without_a_deposit(api_devnet: ApiDevnet, input_file: Path) -> None:
+    api = ("--api", api_devnet.pauper_api)
+    line = refused(gpunode("job", "submit", api_devnet.model_id, str(input_file), *api))
+    assert "deposit" in line
+    assert as_json(gpunode("job", "list", "--json", *api)) == {"jobs": []}
+
+
+def test_cannot_cancel_a_finished_job(api_devnet: ApiDevnet, input_file: Path) -> None:
+    api = ("--api", api_devnet.client_api)
+    job = as_json(gpunode("job", "submit", api_devnet.model_id, str(input_file), "--wait", "--json", *api))
+    line = refused(gpunode("job", "cancel", job["job_id"], *api))
+    assert "already settled" in line
+    after = as_json(gpunode("job", "get", job["job_id"], "--json", *api))
+    assert after == job
+
+
+@pytest.mark.parametrize("bad_id", ["nope", "0x1234"])
+def test_cannot_name_a_job_by_a_malformed_id(api_devnet: ApiDevnet, bad_id: str) -> None:
+    for command in ("get", "cancel", "watch"):
+        line = refused(gpunode("job", command, bad_id, "--api", api_devnet.client_api))
+        assert "is not an id" in line
+        assert "64 hex digits" in line
+
+
+def test_cannot_read_a_missing_input_file(api_devnet: ApiDevnet, tmp_path: Path) -> None:
+    line = refused(
+        gpunode(
+            "job", "submit", api_devnet.model_id, str(tmp_path / "absent"), "--api", api_devnet.client_api
+        )
+    )
+    assert "cannot read the input" in line
+
+
+def test_can_show_node_status_and_peers(api_devnet: ApiDevnet) -> None:
+    api = ("--api", api_devnet.client_api)
+    status = as_json(gpunode("node", "status", "--json", *api))
+    assert status["address"] == api_devnet.client_address
+    assert status["chain_id"] == api_devnet.chain_id
+    peers = as_json(gpunode("node", "peers", "--json", *api))
+    assert api_devnet.provider_address in [p["address"] for p in peers["peers"] if p["provider"]]
+    table = gpunode("node", "status", *api)
+    assert table.exit_code == 0
+    assert api_devnet.market_address in table.stdout
+
+
+def test_can_show_provider_status_and_settle(api_devnet: ApiDevnet) -> None:
+    api = ("--api", api_devnet.provider_api)
+    shown = as_json(gpunode("provider", "status", "--json", *api))
+    assert shown["status"]["address"] == api_devnet.provider_address
+    assert shown["status"]["active"] is True
+    assert shown["status"]["price_per_job_wei"] == PRICE_WEI
+    settled = as_json(gpunode("provider", "settle", "--json", *api))
+    assert settled["redeemed_wei"] % PRICE_WEI == 0
+    after = as_json(gpunode("provider", "status", "--json", *api))
+    assert after["earnings"]["unredeemed_voucher_wei"] == 0
+
+
+def test_cannot_ask_a_client_node_for_provider_status(api_devnet: ApiDevnet) -> None:
+    line = refused(gpunode("provider", "status", "--api", api_devnet.client_api))
+    assert "does not serve jobs" in line
+    assert "gpunode provider start" in line
+
+
+def test_can_add_and_list_models(api_devnet: ApiDevnet) -> None:
+    api = ("--api", api_devnet.provider_api)
+    added = as_json(gpunode("models", "add", str(api_devnet.small_model_dir), "--json", *api))
+    listed = as_json(gpunode("models", "list", "--json", *api))
+    ids = [m["model_id"] for m in listed["models"]]
+    assert added["model_id"] in ids
+    assert api_devnet.model_id in ids
+
+
+def test_cannot_add_a_model_over_the_upload_limit(api_devnet: ApiDevnet) -> None:
+    api = ("--api", api_devnet.provider_api)
+    before = as_json(gpunode("models", "list", "--json", *api))
+    line = refused(gpunode("models", "add", str(api_devnet.large_model_dir), *api))
+    assert "more than the 65536 this node accepts" in line
+    assert "api.max_upload_bytes" in line
+    assert as_json(gpunode("models", "list", "--json", *api)) == before
