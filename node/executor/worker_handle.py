@@ -54,8 +54,10 @@ class WorkerHandle:
         profile: ExecutionProfile,
         startup: WorkerStartup,
         stderr: deque[bytes],
+        drain: asyncio.Task[None],
     ) -> None:
         self._proc = proc
+        self._drain = drain  # held: the loop keeps only a weak reference to running tasks
         self._channel = channel
         self.profile = profile
         self.startup = startup
@@ -128,14 +130,14 @@ class WorkerHandle:
             for fd in model_fds.values():
                 os.close(fd)
         stderr: deque[bytes] = deque(maxlen=64)
-        asyncio.get_running_loop().create_task(_drain(proc, stderr))
+        drain = asyncio.get_running_loop().create_task(_drain(proc, stderr))
         channel = AsyncChannel(ours, max_body=settings.max_output_bytes * settings.max_batch + 2**20)
-        ready = await _await_ready(proc, channel, stderr, settings.job_timeout_s, manifest.name)
+        ready = await _await_ready(proc, channel, (stderr, drain), settings.job_timeout_s, manifest.name)
         startup = WorkerStartup(
             wall_s=time.perf_counter() - started, torch_import_s=float(ready["torch_import_s"])
         )
         log.info("worker_ready", model=manifest.name, device=device, startup_s=round(startup.wall_s, 3))
-        return cls(proc, channel, ExecutionProfile.from_worker(ready), startup, stderr)
+        return cls(proc, channel, ExecutionProfile.from_worker(ready), startup, stderr, drain)
 
     async def run_batch(self, items: list[bytes], timeout_s: float) -> list[bytes]:
         """Outputs for `items`, in order; kills the worker on timeout, crash or protocol breach."""
@@ -212,24 +214,34 @@ class WorkerHandle:
 
 
 async def _await_ready(
-    proc: SandboxedProcess, channel: AsyncChannel, stderr: deque[bytes], timeout_s: float, model: str
+    proc: SandboxedProcess,
+    channel: AsyncChannel,
+    stderr: tuple[deque[bytes], asyncio.Task[None]],
+    timeout_s: float,
+    model: str,
 ) -> dict[str, Any]:
+    message: framing.Message | None = None
+    failure: Exception | None = None
     try:
         async with asyncio.timeout(timeout_s):
             message = await channel.recv()
     except (TimeoutError, OSError, framing.FramingError) as exc:
-        proc.kill()
-        await proc.wait()
-        channel.close()
-        raise WorkerCrashed(f"worker for {model} did not come up: {exc!r}") from exc
-    if message is None or message.kind is not Kind.READY:
-        proc.kill()
-        code = await proc.wait()
-        channel.close()
-        tail = b"".join(stderr).decode(errors="replace")[-_STDERR_TAIL:].strip()
-        raise WorkerCrashed(f"worker for {model} exited before it was ready ({describe_exit(code)}): {tail}")
-    info: dict[str, Any] = json.loads(message.body)
-    return info
+        failure = exc
+    if message is not None and message.kind is Kind.READY:
+        info: dict[str, Any] = json.loads(message.body)
+        return info
+    proc.kill()
+    code = await proc.wait()
+    channel.close()
+    sink, drain = stderr
+    await drain  # the whole of what it said before dying
+    tail = b"".join(sink).decode(errors="replace")[-_STDERR_TAIL:].strip()
+    reason = (
+        f"did not come up ({failure!r})" if failure else f"exited before it was ready ({describe_exit(code)})"
+    )
+    raise WorkerCrashed(
+        f"worker for {model} {reason}: {tail}", hint="run `gpunode doctor` to check the sandbox"
+    )
 
 
 async def _drain(proc: SandboxedProcess, sink: deque[bytes]) -> None:

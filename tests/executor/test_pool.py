@@ -257,3 +257,18 @@ async def test_pinned_cpu_capability_is_recorded_in_the_profile(
     torch.testing.assert_close(
         load(result.output)["output"], load(default.output)["output"], rtol=1e-4, atol=1e-4
     )
+
+
+async def test_model_that_cannot_load_gets_a_clear_error(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    store = builtin_models.store
+    good = builtin_models.mlp
+    # Weights of one shape under a manifest that promises another: only torch, in the worker, can tell.
+    wrong = ModelManifest.model_validate(
+        {**good.model_dump(), "name": "mismatched", "config": {**good.config, "hidden": 128}}
+    )
+    store.install(wrong, {"weights.safetensors": store.path(good.model_id) / "weights.safetensors"})
+    with pytest.raises(WorkerCrashed, match=r"exited before it was ready(.|\n)*size mismatch"):
+        await pool.run(wrong.model_id, mlp_input())
+    assert (await pool.run(good.model_id, mlp_input())).output
