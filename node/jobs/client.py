@@ -51,12 +51,11 @@ class ClientJobs:
     async def run(self) -> None:
         db = self.pipeline.db
         live = await db.run(db.jobs.live, Role.CLIENT)
-        everything = await db.run(db.jobs.list, role=Role.CLIENT, limit=2**31 - 1)
         latest = await db.run(db.vouchers.unredeemed)
         signed = {
             v.voucher.provider: v.voucher.cumulative_amount for v in latest if v.voucher.client == self.me
         }
-        self.pipeline.vouchers.load(everything, signed)
+        self.pipeline.vouchers.load(signed)
         async with asyncio.TaskGroup() as group:
             for record in live:
                 self._start(group, record.job_id)
@@ -118,7 +117,7 @@ class ClientJobs:
             payment=spec.payment,
             model_id=model_id,
             input_hash=input_hash,
-            price_wei=price,
+            price_wei=spec.max_price_wei,
             client=self.me,
             deadline=time.time() + spec.timeout_s,
         )
@@ -126,6 +125,7 @@ class ClientJobs:
         if spec.provider is not None:
             self.pipeline.pinned[job.job_id] = spec.provider
         self.pipeline.peers[choice.candidate.address] = choice.candidate.peer_id
+        self.pipeline.prices[job.job_id, choice.candidate.address] = price
         self.pipeline.events.publish(record)
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
@@ -227,4 +227,9 @@ class ClientJobs:
             if receipt is not None:
                 output = await self.pipeline.blobs.get(receipt.receipt.output_hash)
         verified = record.state in (JobState.VERIFIED, JobState.SETTLED)
-        return job_view(record, client=self.me, receipt=receipt, verified=verified, output=output)
+        price = None
+        if status.attempts and record.role is Role.CLIENT:
+            price = self.pipeline.prices.get((record.job_id, status.attempts[-1].provider))
+        return job_view(
+            record, client=self.me, receipt=receipt, verified=verified, output=output, price_wei=price
+        )

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
 
 from node.chain.eip712 import Eip712Domain, sign_voucher
 from node.chain.market import JobTerms
 from node.chain.registry import ZERO_ADDRESS
-from node.jobs.state import AttemptOutcome, PaymentPath, Role
+from node.jobs.state import PaymentPath
 from node.storage import JobRecord, SignedVoucher
 from node.types import Address, Hash32, Voucher
 
@@ -49,10 +48,6 @@ def receipt_job_id(client: Address, record: JobRecord, attempt: int) -> Hash32:
     return record.job_id
 
 
-def _counts(outcome: AttemptOutcome | None) -> bool:
-    return outcome is None or outcome is AttemptOutcome.COMPLETED
-
-
 class VoucherBook:
     """The amount promised to each provider, and the next voucher for a new attempt."""
 
@@ -64,15 +59,10 @@ class VoucherBook:
         self._signed: dict[Address, int] = {}
         self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def load(self, jobs: Iterable[JobRecord], latest: dict[Address, int]) -> None:
-        """Rebuild the promised amounts from stored jobs and the latest stored voucher amounts."""
-        self._committed.clear()
-        for job in jobs:
-            if job.role is not Role.CLIENT or job.status.payment is not PaymentPath.VOUCHER:
-                continue
-            for attempt in job.status.attempts:
-                if attempt.paid and _counts(attempt.outcome):
-                    self._committed[attempt.provider] += job.price_wei
+    def load(self, latest: dict[Address, int]) -> None:
+        """Start from the latest stored voucher amounts: after a restart, everything signed counts
+        as promised (the prices of attempts that failed before the restart are not known)."""
+        self._committed = defaultdict(int, latest)
         self._signed = dict(latest)
 
     def lock(self, provider: Address) -> asyncio.Lock:

@@ -77,6 +77,8 @@ class ClientPipeline:
     # Peer ids of matched providers, learnt from their adverts.
     peers: dict[Address, str] = field(default_factory=dict)
     pinned: dict[Hash32, Address] = field(default_factory=dict)
+    # What each attempt costs: the matched provider's advertised price (the job stores its budget).
+    prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
     _last_error: dict[Hash32, str] = field(default_factory=dict)
 
     @property
@@ -129,15 +131,17 @@ class ClientPipeline:
         except GpunodeError as exc:
             return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
         self.peers[choice.candidate.address] = choice.candidate.peer_id
+        self.prices[record.job_id, choice.candidate.address] = choice.offer.price_wei
         return await self.apply(record.job_id, Matched(choice.candidate.address))
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
         if record.status.payment is PaymentPath.VOUCHER:
             async with self.vouchers.lock(provider):
-                voucher = self.vouchers.next_voucher(provider, record.price_wei)
+                price = self.price_of(record, provider)
+                voucher = self.vouchers.next_voucher(provider, price)
                 moved = await self.apply(record.job_id, PaymentMade(), voucher=voucher)
-                self.vouchers.committed(voucher, record.price_wei)
+                self.vouchers.committed(voucher, price)
             return moved
         try:
             await self._escrow(record, provider)
@@ -156,7 +160,7 @@ class ClientPipeline:
                 now = await self._chain_time()
                 await self.market.request_job(
                     record.model_id,
-                    price=record.price_wei,
+                    price=self.price_of(record, provider),
                     deadline=now + int(remaining) + ESCROW_MARGIN_S,
                     input_hash=record.input_hash,
                     provider=provider,
@@ -189,7 +193,7 @@ class ClientPipeline:
             model_id=record.model_id,
             input=await self.blobs.require(record.input_hash, "job input"),
             payment=payment,
-            max_price_wei=record.price_wei,
+            max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
         )
         progress = _Progress(self, record.job_id)
@@ -271,6 +275,18 @@ class ClientPipeline:
 
     # helpers ----------------------------------------------------------------------------------
 
+    def price_of(self, record: JobRecord, provider: Address) -> int:
+        """The attempt's price: as matched, else the provider's current advert, else the budget."""
+        known = self.prices.get((record.job_id, provider))
+        if known is not None:
+            return known
+        advert = self.matchmaker.directory.get(provider)
+        price = advert.price_for(record.model_id) if advert is not None else None
+        if price is None or price > record.price_wei:
+            price = record.price_wei
+        self.prices[record.job_id, provider] = price
+        return price
+
     async def _peer_of(self, provider: Address) -> str | None:
         """The provider's peer id, dialled at its advertised addresses if not connected yet."""
         advert = self.matchmaker.directory.get(provider)
@@ -298,8 +314,10 @@ class ClientPipeline:
         self.matchmaker.failed(provider)
         paid = record.status.current is not None and record.status.current.paid
         moved = await self.apply(record.job_id, ProviderLost(outcome, detail))
-        if paid and record.status.payment is PaymentPath.VOUCHER:
-            self.vouchers.released(provider, record.price_wei)
+        price = self.prices.get((record.job_id, provider))
+        # After a restart the attempt's price is unknown: its amount then stays promised.
+        if paid and record.status.payment is PaymentPath.VOUCHER and price is not None:
+            self.vouchers.released(provider, price)
         return moved
 
     async def _fail(self, record: JobRecord, reason: str) -> JobRecord:

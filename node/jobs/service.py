@@ -73,7 +73,7 @@ class JobView:
     terminal: bool
     attempts: tuple[AttemptView, ...]
     provider: Address | None  # the provider of the latest attempt
-    price_wei: int  # what this job costs (the matched provider's price; the max price until matched)
+    price_wei: int  # the matched provider's price (known to this run of the node), else the budget
     output: bytes | None  # safetensors bytes once the result is in
     receipt: ReceiptView | None
     error: str | None  # why the job failed or was cancelled

@@ -18,6 +18,7 @@ def job_view(
     receipt: StoredReceipt | None = None,
     verified: bool = False,
     output: bytes | None = None,
+    price_wei: int | None = None,
 ) -> JobView:
     status = record.status
     current = status.attempts[-1] if status.attempts else None
@@ -33,7 +34,7 @@ def job_view(
         terminal=status.terminal,
         attempts=tuple(AttemptView(a.provider, a.paid, a.outcome) for a in status.attempts),
         provider=None if current is None else current.provider,
-        price_wei=record.price_wei,
+        price_wei=record.price_wei if price_wei is None else price_wei,
         output=output,
         receipt=None if receipt is None else ReceiptView(receipt.receipt, receipt.signature, verified),
         error=status.reason,
