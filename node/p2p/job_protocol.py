@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import trio
@@ -81,38 +82,51 @@ async def _answer(handler: JobHandler, stream: P2PStream, request: JobRequest, k
     """Stream the handler's answers to one request; False when the stream cannot be reused."""
     responses = handler(stream.remote_peer, request)
     order = _ResponseOrder()
-    last_fraction = 0.0
+    pending: asyncio.Future[JobResponse] | None = None
+    job = request.job_id.hex()
     try:
-        while True:
-            nxt: asyncio.Future[JobResponse] = asyncio.ensure_future(anext(responses))
-            while not (await asyncio.wait({nxt}, timeout=keepalive_s))[0]:
+        last_fraction = 0.0
+        while not order.finished:
+            pending = asyncio.ensure_future(anext(responses))
+            while not (await asyncio.wait({pending}, timeout=keepalive_s))[0]:
                 if order.accepted:
                     await stream.write_frame(encode_response(JobProgress("running", last_fraction)))
-            try:
-                response = nxt.result()
-            except StopAsyncIteration:
-                log.error("job_handler_ended_early", job_id=request.job_id.hex())
-                await stream.write_frame(encode_response(JobFailed("internal", "provider gave no result")))
-                return False
+            response = pending.result()
             order.check(response, "handler")
             if isinstance(response, JobProgress):
                 last_fraction = response.fraction
             await stream.write_frame(encode_response(response))
-            if order.finished:
-                return True
-    except ProtocolViolation as exc:
-        log.error("job_handler_broke_protocol", job_id=request.job_id.hex(), error=str(exc))
-        await stream.write_frame(encode_response(JobFailed("internal", "provider error")))
-        return False
+        return True
     except P2PError as exc:
-        log.info("job_stream_lost", job_id=request.job_id.hex(), peer=stream.remote_peer, error=str(exc))
+        if isinstance(exc, ProtocolViolation) and not isinstance(exc, PeerTimeout):
+            log.error("job_handler_broke_protocol", job_id=job, error=str(exc))
+            await _give_up(stream, order, "provider error")
+        else:
+            log.info("job_stream_lost", job_id=job, peer=stream.remote_peer, error=str(exc))
+        return False
+    except StopAsyncIteration:
+        log.error("job_handler_ended_early", job_id=job)
+        await _give_up(stream, order, "provider gave no result")
         return False
     except Exception as exc:
-        log.exception("job_handler_failed", job_id=request.job_id.hex(), error=str(exc))
-        await stream.write_frame(encode_response(JobFailed("internal", "provider error")))
+        log.exception("job_handler_failed", job_id=job, error=str(exc))
+        await _give_up(stream, order, "provider error")
         return False
     finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with suppress(BaseException):
+                await pending
         await responses.aclose()  # type: ignore[attr-defined]
+
+
+async def _give_up(stream: P2PStream, order: _ResponseOrder, reason: str) -> None:
+    """Tell the client the job is over, in the one form still legal at this point."""
+    if order.finished:
+        return
+    final = JobFailed("internal", reason) if order.accepted else JobRejected("internal", reason)
+    with suppress(P2PError):
+        await stream.write_frame(encode_response(final))
 
 
 @dataclass

@@ -184,3 +184,46 @@ async def test_unknown_peer_gives_clear_error(running_hosts: HostsFactory) -> No
             peer = gone.peer_id
         with pytest.raises(P2PError):
             await JobClient(client).request_job(peer, make_request())
+
+
+async def test_handler_that_breaks_the_order_is_reported_cleanly(running_hosts: HostsFactory) -> None:
+    async def ends_early(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        yield JobAccepted()
+
+    async def progress_first(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        yield JobProgress("loading", 0.1)
+
+    async with running_hosts(3) as (early, unordered, client):
+        serve_jobs(early, ends_early)
+        serve_jobs(unordered, progress_first)
+        jobs = JobClient(client)
+        for provider in (early, unordered):
+            await client.connect(provider.addrs[0])
+        assert await jobs.request_job(early.peer_id, make_request()) == JobFailed(
+            "internal", "provider gave no result"
+        )
+        assert await jobs.request_job(unordered.peer_id, make_request()) == JobRejected(
+            "internal", "provider error"
+        )
+
+
+async def test_client_going_away_stops_the_provider_handler(running_hosts: HostsFactory) -> None:
+    closed = asyncio.Event()
+
+    async def long_job(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        try:
+            yield JobAccepted()
+            while True:
+                yield JobProgress("running", 0.5)
+                await asyncio.sleep(0.1)
+        finally:
+            closed.set()
+
+    async with running_hosts(1) as (provider,):
+        serve_jobs(provider, long_job)
+        async with running_hosts(1) as (client,):
+            await client.connect(provider.addrs[0])
+            job = asyncio.create_task(JobClient(client).request_job(provider.peer_id, make_request()))
+            await asyncio.sleep(0.5)
+            job.cancel()
+        await asyncio.wait_for(closed.wait(), 10)
