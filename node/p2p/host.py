@@ -45,6 +45,8 @@ log = get_logger(__name__)
 
 # How long a dial or a protocol negotiation may take on a live network before we give up.
 DIAL_TIMEOUT_S = 10.0
+# Inbound streams served by asyncio handlers at once (a job or blob request each).
+INBOUND_HANDLER_CREDITS = 256
 # Closing connections on shutdown may take this long before we just drop them.
 SHUTDOWN_TIMEOUT_S = 5.0
 # Bootstrap peers are redialled this often while they are not connected.
@@ -94,6 +96,7 @@ class P2PHost:
         self._bridge = bridge
         self._stack = stack
         self._settings = settings
+        self._inbound_credits = trio.CapacityLimiter(INBOUND_HANDLER_CREDITS)
         self.peer_id: str = str(stack.host.get_id())
         self.address: Address = peer_id_to_address(stack.host.get_id())
 
@@ -214,11 +217,16 @@ class P2PHost:
     def set_stream_handler(
         self, protocol: str, handler: StreamHandler, *, max_frame: int = DEFAULT_MAX_FRAME
     ) -> None:
-        """Serve `protocol` with an asyncio handler; its exceptions are logged, never swallowed."""
-        bridge, read_timeout = self._bridge, self._settings.read_timeout_s
+        """Serve `protocol` with an asyncio handler; its exceptions are logged, never swallowed.
+
+        At most `INBOUND_HANDLER_CREDITS` handlers run at once on the asyncio side; further
+        streams wait in the p2p thread, which pushes back on the peers opening them.
+        """
+        bridge, read_timeout, credits = self._bridge, self._settings.read_timeout_s, self._inbound_credits
 
         async def on_stream(framed: FramedStream) -> None:
-            await bridge.to_asyncio(handler, P2PStream(framed, bridge, read_timeout=read_timeout))
+            async with credits:
+                await bridge.to_asyncio(handler, P2PStream(framed, bridge, read_timeout=read_timeout))
 
         self.set_trio_stream_handler(protocol, on_stream, max_frame=max_frame)
 
