@@ -93,8 +93,9 @@ class ApiClient:
             ],
         )
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout_s)
-        except TimeoutError:
+            async with asyncio.timeout(timeout_s):
+                await _ready_or_refused(channel)
+        except (TimeoutError, ConnectionRefusedError):
             await channel.close()
             raise unreachable(target) from None
         return cls(channel, target)
@@ -261,6 +262,16 @@ class ApiClient:
         if correlation and not hint:
             hint = f"correlation id {correlation}"
         return ApiCallFailed(message, code=code.name, error_type=error_type, hint=hint)
+
+
+async def _ready_or_refused(channel: grpc.aio.Channel) -> None:
+    """Wait for the channel to connect; a refused connection fails at once instead of retrying."""
+    state = channel.get_state(try_to_connect=True)
+    while state is not grpc.ChannelConnectivity.READY:
+        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            raise ConnectionRefusedError
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
 
 
 def _is_transport_failure(details: str) -> bool:
