@@ -60,6 +60,9 @@ class SandboxLimits:
     cpu_seconds: int
     max_processes: int
     max_open_files: int = 1024
+    # CUDA reserves terabytes of virtual address space at start, so GPU workers are bounded by the
+    # memory cgroup instead of RLIMIT_AS/RLIMIT_DATA.
+    limit_address_space: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,13 +191,13 @@ class Sandbox:
 
 def _rlimits(limits: SandboxLimits, *, nproc: bool) -> list[tuple[int, int]]:
     values = [
-        (resource.RLIMIT_AS, limits.memory_bytes),
-        (resource.RLIMIT_DATA, limits.memory_bytes),
         (resource.RLIMIT_FSIZE, limits.tmpfs_bytes),
         (resource.RLIMIT_NOFILE, limits.max_open_files),
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_CPU, limits.cpu_seconds),
     ]
+    if limits.limit_address_space:
+        values += [(resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_DATA, limits.memory_bytes)]
     return [*values, (resource.RLIMIT_NPROC, limits.max_processes)] if nproc else values
 
 

@@ -35,12 +35,13 @@ class WorkerStartup:
     torch_import_s: float
 
 
-def limits_from(settings: ExecutorSettings) -> SandboxLimits:
+def limits_from(settings: ExecutorSettings, device: str = "cpu") -> SandboxLimits:
     return SandboxLimits(
         memory_bytes=settings.worker_memory_bytes,
         tmpfs_bytes=settings.tmpfs_bytes,
         cpu_seconds=settings.worker_cpu_seconds,
         max_processes=settings.max_processes,
+        limit_address_space=not device.startswith("cuda"),
     )
 
 
@@ -115,7 +116,7 @@ class WorkerHandle:
             env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         spec = SandboxSpec(
             argv=argv,
-            limits=limits_from(settings),
+            limits=limits_from(settings, device),
             env=env,
             devices=_device_nodes(device),
             pass_fds=(theirs.fileno(), *model_fds.values()),
