@@ -7,27 +7,15 @@ speaks plain strings and bytes, so nothing above `node.p2p` ever sees trio or li
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Protocol
 
-import multiaddr
 import trio
-from libp2p import create_yamux_muxer_option, new_host
-from libp2p.abc import IHost, INetStream
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
-from libp2p.records.validator import NamespacedValidator, Validator
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from node.config import P2PSettings
@@ -35,64 +23,41 @@ from node.errors import P2PError, PeerTimeout
 from node.logging import get_logger
 from node.p2p.bridge import TrioBridge
 from node.p2p.framing import DEFAULT_MAX_FRAME
-from node.p2p.gossip import new_gossipsub, new_pubsub
-from node.p2p.identity import PrivateKeyHolder, key_pair_from, peer_id_to_address
+from node.p2p.identity import PrivateKeyHolder, peer_id_to_address
+from node.p2p.stack import (
+    DIAL_TIMEOUT_S,
+    RecordValidator,
+    Stack,
+    build_stack,
+    check_port_free,
+    drain_subscription,
+    feed_routing_table,
+    keep_bootstrap_connected,
+    parse_multiaddr,
+    still_valid,
+)
 from node.p2p.stream import FramedStream, P2PStream
-from node.p2p.subscription import GossipMessage, Subscription
+from node.p2p.subscription import Subscription
 from node.types import Address
+
+__all__ = ["P2PHost", "RecordValidator", "StreamHandler", "TopicValidator", "TrioStreamHandler"]
 
 log = get_logger(__name__)
 
-# How long a dial or a protocol negotiation may take on a live network before we give up.
-DIAL_TIMEOUT_S = 10.0
 # Inbound streams served by asyncio handlers at once (a job or blob request each).
 INBOUND_HANDLER_CREDITS = 256
 # Closing connections on shutdown may take this long before we just drop them.
 SHUTDOWN_TIMEOUT_S = 5.0
-# Bootstrap peers are redialled this often while they are not connected.
-BOOTSTRAP_RETRY_S = 2.0
 
 StreamHandler = Callable[[P2PStream], Awaitable[None]]
 TopicValidator = Callable[[str, bytes], Awaitable[bool]]
 TrioStreamHandler = Callable[[FramedStream], Awaitable[None]]
 
 
-class RecordValidator(Protocol):
-    """A DHT record validator; runs synchronously in the p2p thread, so it must be pure."""
-
-    def validate(self, key: str, value: bytes) -> None:
-        """Raise (any exception) when `value` is not acceptable under `key`."""
-
-    def select(self, key: str, values: list[bytes]) -> int:
-        """Index of the best of several valid values."""
-
-
-class _ValidatorAdapter(Validator):
-    def __init__(self, inner: RecordValidator) -> None:
-        self._inner = inner
-
-    def validate(self, key: str, value: bytes) -> None:
-        self._inner.validate(key, value)
-
-    def select(self, key: str, values: list[bytes]) -> int:
-        return self._inner.select(key, values)
-
-
-class _Stack:
-    """The trio-side objects; only touched from the trio thread."""
-
-    def __init__(self, host: IHost, pubsub: Pubsub, gossipsub: GossipSub, dht: KadDHT) -> None:
-        self.host = host
-        self.pubsub = pubsub
-        self.gossipsub = gossipsub
-        self.dht = dht
-        self.nursery: trio.Nursery | None = None
-
-
 class P2PHost:
     """The node's libp2p host. Create with `async with P2PHost.start(key, settings) as host:`."""
 
-    def __init__(self, bridge: TrioBridge, stack: _Stack, settings: P2PSettings) -> None:
+    def __init__(self, bridge: TrioBridge, stack: Stack, settings: P2PSettings) -> None:
         self._bridge = bridge
         self._stack = stack
         self._settings = settings
@@ -111,9 +76,9 @@ class P2PHost:
     ) -> AsyncIterator[P2PHost]:
         """Listen on `settings.listen`, join the DHT, dial the bootstrap peers; stop cleanly on exit."""
         for addr in settings.listen:
-            _check_port_free(addr)
-        stack = _build_stack(key, settings, dht_validators or {})
-        listen = [_parse_multiaddr(a) for a in settings.listen]
+            check_port_free(addr)
+        stack = build_stack(key, settings, dht_validators or {})
+        listen = [parse_multiaddr(a) for a in settings.listen]
 
         @asynccontextmanager
         async def serve(bridge: TrioBridge) -> AsyncIterator[None]:
@@ -131,8 +96,8 @@ class P2PHost:
                 async with trio.open_nursery() as nursery:
                     stack.nursery = nursery
                     await stack.pubsub.wait_until_ready()
-                    nursery.start_soon(_keep_bootstrap_connected, stack, settings.bootstrap)
-                    nursery.start_soon(_feed_routing_table, stack)
+                    nursery.start_soon(keep_bootstrap_connected, stack, settings.bootstrap)
+                    nursery.start_soon(feed_routing_table, stack)
                     try:
                         yield
                     finally:
@@ -175,7 +140,7 @@ class P2PHost:
 
     async def connect(self, addr: str) -> str:
         """Dial a full multiaddr (…/p2p/<peer id>); returns the peer id."""
-        info = info_from_p2p_addr(_parse_multiaddr(addr))
+        info = info_from_p2p_addr(parse_multiaddr(addr))
 
         async def dial() -> None:
             with trio.move_on_after(DIAL_TIMEOUT_S):
@@ -304,7 +269,7 @@ class P2PHost:
             sub = await self._stack.pubsub.subscribe(topic)
             if self._stack.nursery is None:
                 raise P2PError("the p2p host is shutting down")
-            self._stack.nursery.start_soon(_drain, sub, subscription, loop)
+            self._stack.nursery.start_soon(drain_subscription, sub, subscription, loop)
 
         await self._bridge.call(join)
         return subscription
@@ -333,7 +298,7 @@ class P2PHost:
         async def get() -> bytes | None:
             with trio.move_on_after(timeout_s):
                 value: bytes | None = await dht.get_value(key)
-                if value is not None and not _still_valid(dht, key, value):
+                if value is not None and not still_valid(dht, key, value):
                     # get_value answers from the local store first, even with a record that
                     # has expired since; drop it so the lookup goes to the network.
                     dht.value_store.remove(key.encode())
@@ -347,121 +312,3 @@ class P2PHost:
             raise
         except Exception as exc:
             raise P2PError(f"DHT lookup of {key} failed: {exc}") from exc
-
-
-def _still_valid(dht: KadDHT, key: str, value: bytes) -> bool:
-    if dht.validator is None:
-        return True
-    try:
-        dht.validator.validate(key, value)
-    except Exception:
-        return False
-    return True
-
-
-def _check_port_free(addr: str) -> None:
-    """py-libp2p binds with SO_REUSEPORT, so a second node on a taken port starts "fine" and
-    silently shares its incoming connections with the first; refuse that up front."""
-    maddr = _parse_multiaddr(addr)
-    protocols = {p.name for p in maddr.protocols()}
-    if "tcp" not in protocols or not ({"ip4", "ip6"} & protocols):
-        return
-    port = int(maddr.value_for_protocol("tcp"))
-    if port == 0:
-        return
-    family, ip = (
-        (socket.AF_INET6, maddr.value_for_protocol("ip6"))
-        if "ip6" in protocols
-        else (socket.AF_INET, maddr.value_for_protocol("ip4"))
-    )
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # SO_REUSEADDR tolerates TIME_WAIT leftovers of our own last run, not a live listener.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((ip, port))
-        except OSError as exc:
-            raise P2PError(
-                f"cannot listen on {addr}: {exc.strerror}", hint="is another node using the port?"
-            ) from exc
-
-
-def _parse_multiaddr(addr: str) -> multiaddr.Multiaddr:
-    try:
-        return multiaddr.Multiaddr(addr)
-    except Exception as exc:
-        raise P2PError(
-            f"malformed multiaddr {addr!r}: {exc}", hint="e.g. /ip4/127.0.0.1/tcp/4001/p2p/16Uiu2…"
-        ) from exc
-
-
-def _build_stack(
-    key: PrivateKeyHolder | bytes, settings: P2PSettings, validators: Mapping[str, RecordValidator]
-) -> _Stack:
-    key_pair = key_pair_from(key)
-    host = new_host(
-        key_pair=key_pair,
-        # Noise only: the default security list also offers plaintext, which a peer could pick.
-        sec_opt={
-            NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-        },
-        muxer_opt=create_yamux_muxer_option(),
-        listen_addrs=[_parse_multiaddr(a) for a in settings.listen],
-        enable_mDNS=settings.mdns,
-        # One connection per peer: with more, every dial waits 250 ms for a second one.
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
-    )
-    namespaced = NamespacedValidator(
-        {ns: _ValidatorAdapter(v) for ns, v in validators.items()}, strict_validation=True
-    )
-    # Strict: a key outside a namespace we validate is refused, so the DHT cannot be used to
-    # park arbitrary data on our nodes.
-    dht = KadDHT(host, DHTMode.SERVER, validator=namespaced, validator_changed=True, strict_validation=True)
-    gossipsub = new_gossipsub()
-    pubsub = new_pubsub(host, gossipsub)
-    return _Stack(host, pubsub, gossipsub, dht)
-
-
-async def _keep_bootstrap_connected(stack: _Stack, bootstrap: list[str]) -> None:
-    infos = [info_from_p2p_addr(_parse_multiaddr(a)) for a in bootstrap]
-    while infos:
-        for info in infos:
-            if info.peer_id in stack.host.get_connected_peers():
-                continue
-            with trio.move_on_after(DIAL_TIMEOUT_S):
-                try:
-                    await stack.host.connect(info)
-                    await stack.dht.add_peer(info.peer_id, skip_server_mode_check=True)
-                    log.info("bootstrap_connected", peer=str(info.peer_id))
-                except Exception as exc:
-                    log.debug("bootstrap_dial_failed", peer=str(info.peer_id), error=str(exc))
-        await trio.sleep(BOOTSTRAP_RETRY_S)
-
-
-async def _feed_routing_table(stack: _Stack) -> None:
-    # Peers that dialled us (not only those we dialled) belong in the routing table too, so a
-    # lookup started anywhere can walk the whole overlay.
-    while True:
-        for peer in stack.host.get_connected_peers():
-            if stack.dht.routing_table.peer_in_table(peer):
-                continue
-            try:
-                await stack.dht.add_peer(peer, skip_server_mode_check=True)
-            except Exception as exc:
-                log.debug("routing_table_add_failed", peer=str(peer), error=str(exc))
-        await trio.sleep(1.0)
-
-
-async def _drain(sub: object, subscription: Subscription, loop: asyncio.AbstractEventLoop) -> None:
-    # Empties py-libp2p's 32-slot subscription channel as fast as messages arrive: that channel
-    # drops silently when full, while the asyncio-side queue counts what it drops.
-    get = sub.get  # type: ignore[attr-defined]
-    while True:
-        msg = await get()
-        try:
-            source = str(ID(msg.from_id))
-        except Exception as exc:
-            log.debug("gossip_message_without_source", error=str(exc))
-            continue
-        loop.call_soon_threadsafe(
-            subscription.deliver, GossipMessage(subscription.topic, source, bytes(msg.data))
-        )
