@@ -46,10 +46,13 @@ EXECUTOR_LIMITS = {
 }
 
 
-def make_builtin_model(out: Path, architecture: str = "mlp") -> str:
+def make_builtin_model(out: Path, architecture: str = "mlp", name: str | None = None, **config: int) -> str:
     """Generate a built-in model's files in a torch subprocess; returns its model id."""
+    argv = [sys.executable, "-m", "node.executor.builtin_models", architecture, "--out", str(out)]
+    argv += ["--name", name] if name else []
+    argv += [arg for key, value in config.items() for arg in ("--set", f"{key}={value}")]
     done = subprocess.run(
-        [sys.executable, "-m", "node.executor.builtin_models", architecture, "--out", str(out)],
+        argv,
         capture_output=True,
         text=True,
         check=True,
@@ -74,6 +77,12 @@ class Devnet:
     root: Path
     providers: list[Node] = field(default_factory=list)
     client: Node | None = None
+    rpc_url: str = "embedded"
+
+    @property
+    def shared(self) -> ChainClient | None:
+        """Nodes in this process share the embedded chain; on an RPC URL each connects itself."""
+        return self.chain if self.rpc_url == "embedded" else None
 
     @property
     def market(self):  # type: ignore[no-untyped-def]
@@ -84,7 +93,7 @@ class Devnet:
         return Settings(
             home=home,
             chain=ChainSettings(
-                rpc_url="embedded",
+                rpc_url=self.rpc_url,
                 registry_address=self.deployment.registry.address,
                 market_address=self.deployment.market.address,
                 receipt_timeout_s=30.0,
@@ -103,13 +112,19 @@ class Devnet:
             provider=ProviderSettings(enabled=provider, price_per_job_wei=PRICE_WEI, stake_wei=MIN_STAKE),
         )
 
-    def provider_node(self, index: int, *, bootstrap: list[str]) -> Node:
+    def provider_settings(
+        self, index: int, *, bootstrap: list[str], model_dir: Path | None = None
+    ) -> Settings:
         settings = self.settings(f"provider{index}", provider=True, bootstrap=bootstrap)
-        install_model(self.model_dir, settings.executor.model_dir)
+        install_model(model_dir or self.model_dir, settings.executor.model_dir)
+        return settings
+
+    def provider_node(self, index: int, *, bootstrap: list[str], settings: Settings | None = None) -> Node:
+        settings = settings or self.provider_settings(index, bootstrap=bootstrap)
         return Node(
             settings,
             key=self.keys[1 + index],
-            shared_chain=self.chain,
+            shared_chain=self.shared,
             serve_api=False,
             redemption=RedemptionPolicy(min_amount_wei=10**30, min_vouchers=10**6),
         )
@@ -136,32 +151,37 @@ async def register(devnet: Devnet, key: NodeKey) -> None:
     )
 
 
+async def deploy(chain: ChainClient) -> Deployment:
+    return await deploy_contracts(
+        chain,
+        chain.dev_accounts()[0],
+        min_stake=MIN_STAKE,
+        unstake_cooldown_s=3600,
+        challenge_window_s=CHALLENGE_WINDOW_S,
+        withdrawal_delay_s=WITHDRAWAL_DELAY_S,
+    )
+
+
 @asynccontextmanager
-async def deployed(root: Path) -> AsyncIterator[Devnet]:
-    chain = await ChainClient.connect(ChainSettings(rpc_url="embedded", receipt_timeout_s=30.0))
+async def deployed(root: Path, *, rpc_url: str = "embedded") -> AsyncIterator[Devnet]:
+    chain = await ChainClient.connect(ChainSettings(rpc_url=rpc_url, receipt_timeout_s=30.0))
     try:
-        accounts = chain.dev_accounts()
-        deployment = await deploy_contracts(
-            chain,
-            accounts[0],
-            min_stake=MIN_STAKE,
-            unstake_cooldown_s=3600,
-            challenge_window_s=CHALLENGE_WINDOW_S,
-            withdrawal_delay_s=WITHDRAWAL_DELAY_S,
-        )
-        keys = [NodeKey.from_private_key(bytes(a.key)) for a in accounts]
+        deployment = await deploy(chain)
+        keys = [NodeKey.from_private_key(bytes(a.key)) for a in chain.dev_accounts()]
         model_dir = root / "model-src"
         model_id = await asyncio.to_thread(make_builtin_model, model_dir)
-        yield Devnet(chain, deployment, keys, model_dir, model_id, root)
+        yield Devnet(chain, deployment, keys, model_dir, model_id, root, rpc_url=rpc_url)
     finally:
         await chain.close()
 
 
 @asynccontextmanager
-async def running_devnet(root: Path, *, providers: int = 3) -> AsyncIterator[Devnet]:
+async def running_devnet(
+    root: Path, *, providers: int = 3, rpc_url: str = "embedded"
+) -> AsyncIterator[Devnet]:
     """The chain, `providers` registered providers and a client with a voucher deposit, all ready,
     every provider's advert in the client's directory."""
-    async with deployed(root) as devnet, AsyncExitStack() as stack:
+    async with deployed(root, rpc_url=rpc_url) as devnet, AsyncExitStack() as stack:
         client = await stack.enter_async_context(devnet.client_node().running())
         devnet.client = client
         bootstrap = [client.host.addrs[0]]
