@@ -106,6 +106,9 @@ class ApiSettings(_Section):
     # The largest message a call may carry (a job's input on submit, its output on get and watch).
     max_message_bytes: int = Field(default=256 * 2**20, ge=4 * 2**20)
     grace_s: float = Field(default=5.0, ge=0, description="how long stop() lets calls in flight finish")
+    # Ask every caller for the bearer token in <home>/api.token (made on first start, mode 0600);
+    # worth it whenever `listen` is reachable by anyone but this machine's owner.
+    require_token: bool = False
 
 
 class ProviderSettings(_Section):

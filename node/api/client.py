@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 
 from node.api import convert
+from node.api.auth import bearer
 from node.api.errors import ApiCallFailed, InvalidRequest, NodeUnreachable
 from node.api.interceptors import CORRELATION_KEY, ERROR_TYPE_KEY, HINT_KEY
 from node.executor.manifest import MANIFEST_FILE, parse_manifest
@@ -67,9 +68,10 @@ def unreachable(target: str) -> NodeUnreachable:
 
 
 class ApiClient:
-    def __init__(self, channel: grpc.aio.Channel, target: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, target: str, *, token: str | None = None) -> None:
         self.target = target
         self._channel = channel
+        self._metadata = bearer(token) if token else ()
         self._jobs = api_grpc.JobServiceStub(channel)
         self._provider = api_grpc.ProviderServiceStub(channel)
         self._models = api_grpc.ModelServiceStub(channel)
@@ -82,8 +84,12 @@ class ApiClient:
         *,
         timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         max_message_bytes: int = 256 * 2**20,
+        token: str | None = None,
     ) -> ApiClient:
-        """Open a channel and wait until the node answers; `NodeUnreachable` after `timeout_s`."""
+        """Open a channel and wait until the node answers; `NodeUnreachable` after `timeout_s`.
+
+        `token` is the node's API token (`<home>/api.token`) when it asks for one.
+        """
         target = dial_target(target)
         channel = grpc.aio.insecure_channel(
             target,
@@ -98,7 +104,7 @@ class ApiClient:
         except (TimeoutError, ConnectionRefusedError):
             await channel.close()
             raise unreachable(target) from None
-        return cls(channel, target)
+        return cls(channel, target, token=token)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -144,7 +150,9 @@ class ApiClient:
 
     async def watch_job(self, job_id: str, *, omit_output: bool = False) -> AsyncIterator[JobView]:
         """The job now and after every transition; ends after the terminal update."""
-        call = self._jobs.WatchJob(pb.WatchJobRequest(job_id=job_id, omit_output=omit_output))
+        call = self._jobs.WatchJob(
+            pb.WatchJobRequest(job_id=job_id, omit_output=omit_output), metadata=self._metadata
+        )
         try:
             async for message in call:
                 yield convert.job_from_pb(message)
@@ -224,7 +232,7 @@ class ApiClient:
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request)
+            return await method(request, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._failure(exc) from None
 

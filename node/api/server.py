@@ -17,6 +17,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from node.api.auth import TokenAuthInterceptor, ensure_token, token_path
 from node.api.errors import ApiError
 from node.api.interceptors import ErrorStatusInterceptor
 from node.api.job_servicer import JobServicer
@@ -61,8 +62,12 @@ class ApiServer:
 
     async def start(self) -> None:
         api = self._settings.api
+        interceptors: list[Any] = [ErrorStatusInterceptor()]
+        if api.require_token:
+            home = self._settings.home
+            interceptors.insert(0, TokenAuthInterceptor(ensure_token(home), token_path(home)))
         server = grpc.aio.server(
-            interceptors=[ErrorStatusInterceptor()],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", api.max_message_bytes),
                 ("grpc.max_send_message_length", api.max_message_bytes),

@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from node.api.auth import read_token, token_path
 from node.api.client import ApiClient
 from node.cli.output import fail
 from node.config import Settings, load_settings
@@ -58,8 +59,13 @@ def call_node(api: str | None, config: Path | None, work: Callable[[ApiClient], 
         settings = cli_settings(config)
         target = api or settings.api.listen
 
+        token_file = token_path(settings.home)
+        token = read_token(token_file) if token_file.is_file() else None
+
         async def session() -> T:
-            client = await ApiClient.connect(target, max_message_bytes=settings.api.max_message_bytes)
+            client = await ApiClient.connect(
+                target, max_message_bytes=settings.api.max_message_bytes, token=token
+            )
             async with client:
                 return await work(client)
 

@@ -2,7 +2,8 @@
 
 One embedded chain with the contracts, one registered provider (the sandboxed executor with a
 built-in MLP) and two clients — `client` with a voucher deposit, `pauper` without — all real nodes
-built by `node.app` on 127.0.0.1, each serving its API on a free port. They run on their own event
+built by `node.app` on 127.0.0.1, each serving its API on a free port; `pauper`'s API asks for
+its token. They run on their own event
 loop in a thread, so the tests reach them only through gRPC, as the CLI and SDK do, and the CLI's
 own `asyncio.run` works from plain test functions.
 """
@@ -65,6 +66,7 @@ class ApiDevnet:
     client_api: str
     provider_api: str
     pauper_api: str
+    pauper_home: Path  # holds the api.token its API asks for
     provider_address: str
     client_address: str
     model_id: str
@@ -89,7 +91,13 @@ def mlp_input(seed: int = 0, rows: int = 2) -> bytes:
 
 
 def _settings(
-    root: Path, name: str, deployment: Deployment, *, provider: bool, bootstrap: list[str]
+    root: Path,
+    name: str,
+    deployment: Deployment,
+    *,
+    provider: bool,
+    bootstrap: list[str],
+    require_token: bool = False,
 ) -> Settings:
     home = root / name
     return Settings(
@@ -111,7 +119,9 @@ def _settings(
         ),
         executor=ExecutorSettings.model_validate({"model_dir": home / "models", **EXECUTOR_LIMITS}),
         storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
-        api=ApiSettings(listen="127.0.0.1:0", max_upload_bytes=MAX_UPLOAD_BYTES, grace_s=0.5),
+        api=ApiSettings(
+            listen="127.0.0.1:0", max_upload_bytes=MAX_UPLOAD_BYTES, grace_s=0.5, require_token=require_token
+        ),
         provider=ProviderSettings(enabled=provider, price_per_job_wei=PRICE_WEI, stake_wei=MIN_STAKE),
     )
 
@@ -137,7 +147,9 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
         await asyncio.to_thread(make_builtin_model, large, hidden=128)
 
         def node(name: str, key: NodeKey, *, provider: bool, bootstrap: list[str]) -> Node:
-            settings = _settings(root, name, deployment, provider=provider, bootstrap=bootstrap)
+            settings = _settings(
+                root, name, deployment, provider=provider, bootstrap=bootstrap, require_token=name == "pauper"
+            )
             if provider:
                 ModelStore(settings.executor.model_dir, 2**30).import_dir(served)
             return Node(settings, key=key, shared_chain=chain)
@@ -166,6 +178,7 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
             client_api=client.api.address,
             provider_api=provider.api.address,
             pauper_api=pauper.api.address,
+            pauper_home=root / "pauper",
             provider_address=provider_key.address,
             client_address=keys[8].address,
             model_id=model_id,

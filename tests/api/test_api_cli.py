@@ -132,7 +132,11 @@ def test_cannot_submit_an_oversize_input(api_devnet: ApiDevnet, tmp_path: Path) 
     assert as_json(gpunode("job", "list", "--json", *api)) == before
 
 
-def test_cannot_submit_without_a_deposit(api_devnet: ApiDevnet, input_file: Path) -> None:
+def test_cannot_submit_without_a_deposit(
+    api_devnet: ApiDevnet, input_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run with the node's home, so the CLI finds the token the node's API asks for.
+    monkeypatch.setenv("GPUNODE_HOME", str(api_devnet.pauper_home))
     api = ("--api", api_devnet.pauper_api)
     line = refused(gpunode("job", "submit", api_devnet.model_id, str(input_file), *api))
     assert "deposit" in line
@@ -211,3 +215,9 @@ def test_cannot_add_a_model_over_the_upload_limit(api_devnet: ApiDevnet) -> None
     assert "more than the 65536 this node accepts" in line
     assert "api.max_upload_bytes" in line
     assert as_json(gpunode("models", "list", "--json", *api)) == before
+
+
+def test_cannot_call_a_token_guarded_node_from_another_home(api_devnet: ApiDevnet) -> None:
+    line = refused(gpunode("node", "status", "--api", api_devnet.pauper_api))
+    assert "needs its token" in line
+    assert "api.token" in line

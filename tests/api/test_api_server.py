@@ -13,6 +13,7 @@ from conftest import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, mlp_input
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from node.api.auth import read_token, token_path
 from node.api.client import ApiClient
 from node.api.errors import ApiCallFailed, NodeUnreachable
 from node.chain.eip712 import Eip712Domain, verify_receipt
@@ -21,8 +22,12 @@ from node.jobs.state import JobState, PaymentPath, Role
 from node.types import Address, sha256
 
 
-async def _client(target: str) -> ApiClient:
-    return await ApiClient.connect(target, timeout_s=10.0)
+async def _client(target: str, *, token: str | None = None) -> ApiClient:
+    return await ApiClient.connect(target, timeout_s=10.0, token=token)
+
+
+def _pauper_token(api_devnet: ApiDevnet) -> str:
+    return read_token(token_path(api_devnet.pauper_home))
 
 
 async def _finished(api: ApiClient, job: JobView) -> list[JobView]:
@@ -135,7 +140,7 @@ async def test_cannot_submit_an_oversize_input_and_nothing_is_stored(api_devnet:
 
 
 async def test_cannot_submit_without_a_deposit_and_nothing_is_stored(api_devnet: ApiDevnet) -> None:
-    async with await _client(api_devnet.pauper_api) as api:
+    async with await _client(api_devnet.pauper_api, token=_pauper_token(api_devnet)) as api:
         error = await _refused(api.submit_job(JobSpec(model_id=api_devnet.model_id, input=mlp_input())))
         listed = await api.list_jobs()
     assert error.code == "FAILED_PRECONDITION"
@@ -234,3 +239,21 @@ async def test_cannot_reach_a_node_that_is_not_there() -> None:
         await ApiClient.connect("127.0.0.1:9", timeout_s=0.5)
     assert caught.value.hint
     assert "gpunode provider start" in caught.value.hint
+
+
+async def test_cannot_call_a_token_guarded_node_without_its_token(api_devnet: ApiDevnet) -> None:
+    token_file = token_path(api_devnet.pauper_home)
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    for token in (None, "not-the-token"):
+        async with await _client(api_devnet.pauper_api, token=token) as api:
+            error = await _refused(api.node_status())
+            assert error.code == "UNAUTHENTICATED"
+            assert str(token_file) in error.message
+            with pytest.raises(ApiCallFailed, match="needs its token"):
+                async for _ in api.watch_job("00" * 32):
+                    pass
+    async with await _client(api_devnet.pauper_api, token=_pauper_token(api_devnet)) as api:
+        assert (await api.node_status()).address
+    async with grpc.aio.insecure_channel(api_devnet.pauper_api) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
