@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -187,14 +188,35 @@ async def run_attack(
     wall = time.perf_counter() - started
     lines = out.decode(errors="replace").strip().splitlines()
     verdict = json.loads(lines[-1]) if lines else None
-    leftovers = (
-        frozenset(_pids_of_uid(sandbox.uid_base + slot))
-        if sandbox.mode == "unprivileged-uid"
-        else frozenset()
-    )
+    unprivileged = sandbox.mode == "unprivileged-uid"
+    leftovers = await _still_running(_pids_of_uid(sandbox.uid_base + slot)) if unprivileged else frozenset()
     return AttackOutcome(
         verdict, code, describe_exit(code), err.decode(errors="replace"), timed_out, wall, leftovers
     )
+
+
+async def _still_running(pids: list[int], grace_s: float = 5.0) -> frozenset[int]:
+    """The pids that have not exited within `grace_s`: a process killed with its sandbox may still be
+    in its exit path for a moment, so each is awaited through a pidfd (readable once it has exited)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    left: set[int] = set()
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        exited = loop.create_future()
+        loop.add_reader(fd, lambda f=exited: f.done() or f.set_result(None))
+        try:
+            await asyncio.wait_for(exited, grace_s)
+        except TimeoutError:
+            left.add(pid)
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+    return frozenset(left)
 
 
 def _pids_of_uid(uid: int) -> list[int]:
