@@ -24,6 +24,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 WEI_PER_ETH = 10**18
+GWEI = 10**9
 
 
 def jsonable(value: Any) -> Any:
@@ -60,11 +61,20 @@ def fail(message: str) -> None:
 
 
 def format_wei(wei: int) -> str:
+    """An amount in the unit that reads best: ETH for large amounts, gwei for whole gwei, else wei."""
     if wei == 0:
         return "0"
     if wei >= 10**14:
         return f"{wei / WEI_PER_ETH:.6f} ETH"
+    if wei % GWEI == 0:
+        return f"{wei // GWEI} gwei"
     return f"{wei} wei"
+
+
+def format_wei_exact(wei: int) -> str:
+    """Readable, with the exact wei alongside when the readable form rounds or changes unit."""
+    readable = format_wei(wei)
+    return readable if readable in (f"{wei} wei", "0") else f"{readable} ({wei} wei)"
 
 
 def format_time(seconds: float) -> str:
@@ -98,7 +108,9 @@ def short(text: str | None, keep: int = 10) -> str:
 
 def jobs_table(jobs: Iterable[JobView]) -> Table:
     table = Table(title="jobs")
-    for column in ("job id", "state", "role", "payment", "model", "provider", "price", "tries", "updated"):
+    # The full id, unbroken: it is what `job get` and `job cancel` take.
+    table.add_column("job id", no_wrap=True, min_width=64)
+    for column in ("state", "role", "payment", "model", "provider", "price", "tries", "updated"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(
@@ -125,7 +137,7 @@ def job_table(job: JobView) -> Table:
             "payment": job.payment.value,
             "model": job.model_id,
             "provider": job.provider or "-",
-            "price": f"{format_wei(job.price_wei)} ({job.price_wei} wei)",
+            "price": format_wei_exact(job.price_wei),
             "created": format_time(job.created_at),
             "updated": format_time(job.updated_at),
         },

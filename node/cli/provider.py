@@ -11,7 +11,15 @@ import typer
 from rich.table import Table
 
 from node.api.client import ApiClient
-from node.cli.output import console, err_console, format_wei, jsonable, key_value_table, print_json
+from node.cli.output import (
+    console,
+    err_console,
+    format_wei,
+    format_wei_exact,
+    jsonable,
+    key_value_table,
+    print_json,
+)
 from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node, cli_settings, exit_on_error
 from node.config import Settings, load_settings
 from node.jobs.service import EarningsView, ProviderStatusView
@@ -140,7 +148,7 @@ def _status_table(view: ProviderStatusView, earnings: EarningsView) -> Table:
             "standing": standing,
             "serving jobs": "yes" if view.enabled else "no",
             "stake": format_wei(view.stake_wei),
-            "price per job": f"{format_wei(view.price_per_job_wei)} ({view.price_per_job_wei} wei)",
+            "price per job": format_wei_exact(view.price_per_job_wei),
             "models": "\n".join(view.models) or "-",
             "warm models": "\n".join(view.warm_models) or "-",
             "running / queued": f"{view.running} / {view.queued}",

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from node.cli.main import _register_groups, app
 from node.cli.models import parse_tensor_spec
-from node.cli.output import format_wei, job_json, jsonable
+from node.cli.output import format_wei, format_wei_exact, job_json, jsonable
 from node.jobs.service import AttemptView, JobView, ModelView
 from node.jobs.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.types import Address
@@ -153,5 +153,8 @@ def test_can_print_views_as_json_without_output_bytes() -> None:
 
 def test_can_show_wei_amounts_readably() -> None:
     assert format_wei(0) == "0"
-    assert format_wei(10**12) == "1000000000000 wei"
+    assert format_wei(10**12) == "1000 gwei"
+    assert format_wei(1234) == "1234 wei"
     assert format_wei(10**18) == "1.000000 ETH"
+    assert format_wei_exact(10**12) == "1000 gwei (1000000000000 wei)"
+    assert format_wei_exact(1234) == "1234 wei"
