@@ -16,7 +16,7 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -198,7 +198,12 @@ class Node:
     async def run(self) -> None:
         """Build everything, run until `stop()` (or a crash, which is raised), then tear down."""
         async with AsyncExitStack() as stack:
-            await self._build(stack)
+            try:
+                await self._build(stack)
+            except BaseExceptionGroup as failed:
+                # Libraries that run nurseries wrap start-up failures in groups; a user wants the
+                # one error that says what to fix.
+                raise _first_error(failed) from failed
             try:
                 async with asyncio.TaskGroup() as group:
                     await self._start_services(group)
@@ -385,6 +390,21 @@ class Node:
         )
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    ours = [e for e in leaves if isinstance(e, GpunodeError)]
+    return (ours or leaves or [group])[0]
+
+
 class _Stopping(Exception):
     """Raised inside the TaskGroup to cancel every service on a requested stop."""
 
@@ -413,14 +433,30 @@ def _api_server(services: NodeServices, settings: Settings) -> Any:
     return serve(services, settings)
 
 
-async def run_node(settings: Settings, *, key: NodeKey | None = None) -> None:
-    """The daemon: run one node until SIGINT or SIGTERM, then stop gracefully."""
-    node = Node(settings, key=key)
+async def run_node(
+    settings: Settings,
+    *,
+    key: NodeKey | None = None,
+    on_ready: Callable[[Node], None] | None = None,
+    shared_chain: ChainClient | None = None,
+) -> None:
+    """The daemon: run one node until SIGINT or SIGTERM, then stop gracefully.
+
+    `on_ready` is called with the node once every service is ready (the CLI prints its address).
+    """
+    node = Node(settings, key=key, shared_chain=shared_chain)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, node.stop)
     try:
-        await node.run()
+        running = asyncio.create_task(node.run(), name="node")
+        ready = asyncio.create_task(node.ready.wait())
+        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done() and on_ready is not None:
+            on_ready(node)
+        ready.cancel()
+        # Returns after a signal's graceful stop; raises what crashed a service.
+        await running
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

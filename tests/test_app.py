@@ -1,0 +1,114 @@
+"""The composition root: settings turned into a running node, start-up failures reported with
+an actionable error, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from node.app import Node, build_chain, load_key, run_node
+from node.chain.client import ChainClient
+from node.chain.deploy import deploy_contracts
+from node.chain.keys import NodeKey, create_keystore
+from node.config import ChainSettings, KeySettings, P2PSettings, Settings, StorageSettings
+from node.errors import ConfigError, KeyStoreError, P2PError
+
+
+def settings_for(home: Path, chain: ChainSettings, **overrides: object) -> Settings:
+    return Settings(
+        home=home,
+        chain=chain,
+        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
+        p2p=P2PSettings(listen=["/ip4/127.0.0.1/tcp/0"]),
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+async def deployed_chain() -> tuple[ChainClient, ChainSettings]:
+    client = await ChainClient.connect(ChainSettings(rpc_url="embedded"))
+    deployment = await deploy_contracts(
+        client,
+        client.dev_accounts()[0],
+        min_stake=10**18,
+        unstake_cooldown_s=60,
+        challenge_window_s=60,
+        withdrawal_delay_s=60,
+    )
+    settings = ChainSettings(
+        rpc_url="embedded",
+        registry_address=deployment.registry.address,
+        market_address=deployment.market.address,
+    )
+    return client, settings
+
+
+async def test_cannot_build_a_node_without_contract_addresses(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="market_address"):
+        await build_chain(settings_for(tmp_path, ChainSettings()))
+
+
+def test_can_load_the_key_only_with_its_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keystore = tmp_path / "keystore.json"
+    created = create_keystore(keystore, "correct horse")
+    settings = settings_for(
+        tmp_path, ChainSettings(), keys=KeySettings(keystore=keystore, password_env="TEST_PW")
+    )
+    monkeypatch.delenv("TEST_PW", raising=False)
+    with pytest.raises(ConfigError, match="TEST_PW"):
+        load_key(settings)
+    monkeypatch.setenv("TEST_PW", "wrong")
+    with pytest.raises(KeyStoreError):
+        load_key(settings)
+    monkeypatch.setenv("TEST_PW", "correct horse")
+    assert load_key(settings).address == created.address
+
+
+async def test_a_node_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path: Path) -> None:
+    chain, chain_settings = await deployed_chain()
+    try:
+        settings = settings_for(tmp_path, chain_settings)
+        settings.p2p.listen = ["/ip4/192.0.2.1/tcp/0"]  # an address this machine does not have
+        node = Node(settings, key=NodeKey.generate(), shared_chain=chain, serve_api=False)
+        with pytest.raises(P2PError, match="cannot listen"):
+            async with node.running():
+                pass
+        assert not node.ready.is_set()
+        # The database was opened and closed again: the same home serves a node that does start.
+        settings.p2p.listen = ["/ip4/127.0.0.1/tcp/0"]
+        async with Node(
+            settings, key=NodeKey.generate(), shared_chain=chain, serve_api=False
+        ).running() as ok:
+            status = await ok.services.node.status()
+            assert status.chain_id == chain.chain_id
+            assert status.market_address == chain_settings.market_address
+            assert status.provider is False
+            assert ok.services.provider is None
+    finally:
+        await chain.close()
+
+
+async def test_can_stop_gracefully_on_sigterm(tmp_path: Path) -> None:
+    chain, chain_settings = await deployed_chain()
+    try:
+        settings = settings_for(tmp_path, chain_settings, api={"listen": "127.0.0.1:0"})
+        started = asyncio.Event()
+        seen: list[Node] = []
+
+        def ready(node: Node) -> None:
+            seen.append(node)
+            started.set()
+
+        daemon = asyncio.create_task(
+            run_node(settings, key=NodeKey.generate(), on_ready=ready, shared_chain=chain)
+        )
+        await asyncio.wait_for(started.wait(), 60)
+        assert seen[0].api is not None
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(daemon, 30)
+        assert not seen[0].ready.is_set()
+    finally:
+        await chain.close()
