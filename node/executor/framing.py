@@ -21,6 +21,7 @@ from typing import TypeVar
 HEADER = struct.Struct("<BBHIQ")  # kind, flags, item count, request id, body length
 ITEM_LEN = struct.Struct("<Q")
 INLINE_LIMIT = 64 * 1024
+_OFFLOAD_BYTES = 1 << 20
 FLAG_MEMFD = 1
 _T = TypeVar("_T")
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -163,7 +164,11 @@ class AsyncChannel:
         self._max_body = max_body
 
     async def send(self, kind: Kind, request_id: int, body: Body, count: int = 0) -> None:
-        packet, fds = encode(kind, request_id, body, count)
+        size = len(body) if isinstance(body, bytes) else sum(len(part) for part in body)
+        if size > _OFFLOAD_BYTES:  # copying megabytes into a memfd would stall the event loop
+            packet, fds = await asyncio.to_thread(encode, kind, request_id, body, count)
+        else:
+            packet, fds = encode(kind, request_id, body, count)
         try:
             await self._wait_until(lambda: socket.send_fds(self._sock, [packet], fds), writable=True)
         finally:
@@ -176,6 +181,8 @@ class AsyncChannel:
         )
         if not packet and not fds:
             return None
+        if fds and len(packet) >= HEADER.size and HEADER.unpack_from(packet)[4] > _OFFLOAD_BYTES:
+            return await asyncio.to_thread(decode, packet, fds, max_body=self._max_body)
         return decode(packet, fds, max_body=self._max_body)
 
     async def _wait_until(self, attempt: Callable[[], _T], *, writable: bool) -> _T:

@@ -31,6 +31,7 @@ from node.types import Hash32, sha256
 
 log = get_logger(__name__)
 _SLOTS = 2**16
+_OFFLOAD_BYTES = 1 << 20
 
 
 class ExecutorPool:
@@ -103,11 +104,12 @@ class ExecutorPool:
         except InvalidInput as exc:
             raise ModelFailed(f"the model's output is not a valid tensor payload: {exc.message}") from exc
         finished = time.perf_counter()
+        input_hash, output_hash = await asyncio.gather(_hash(input_bytes), _hash(output))
         return ExecutionResult(
             model_id=Hash32(bytes.fromhex(key)),
-            input_hash=sha256(input_bytes),
+            input_hash=input_hash,
             output=output,
-            output_hash=sha256(output),
+            output_hash=output_hash,
             profile=profile,
             queued_s=started - enqueued,
             run_s=finished - started,
@@ -145,3 +147,8 @@ class ExecutorPool:
     def _take_slots(self) -> int:
         slot, self._next_slot = self._next_slot, (self._next_slot + 1) % _SLOTS
         return slot
+
+
+async def _hash(data: bytes) -> Hash32:
+    # hashlib releases the GIL on large buffers: hash those in a thread, off the event loop.
+    return await asyncio.to_thread(sha256, data) if len(data) > _OFFLOAD_BYTES else sha256(data)
