@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +81,8 @@ class DevnetOptions:
     price_wei: int = 10**12
     concurrency: int = 4
     home: Path | None = None  # kept when given; otherwise a temporary directory removed at the end
+    # After the run, keep every node up and the client's gRPC API listening here (None: stop).
+    serve_api: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,10 @@ class DevnetSummary:
                 "problems": list(self.problems),
             }
         )
+
+
+# Called with the summary and the client's home while the nodes still run (`DevnetOptions.serve_api`).
+Serve = Callable[[DevnetSummary, Path], Awaitable[None]]
 
 
 # building blocks, shared with the end-to-end tests ------------------------------------------------
@@ -222,6 +228,12 @@ DEVNET_EXECUTOR: dict[str, object] = {
 }
 
 
+def _write_cli_config(settings: Settings) -> None:
+    """What the CLI needs to reach this node: its API address (the token lives beside it)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "config.toml").write_text(f'[api]\nlisten = "{settings.api.listen}"\n')
+
+
 async def register_provider(deployment: Deployment, key: NodeKey, stake_wei: int = MIN_STAKE_WEI) -> None:
     peer_id = peer_id_to_bytes(str(peer_id_from(key)))
     await deployment.registry.register(peer_id, sha256(peer_id), stake=stake_wei, sender=key.account)
@@ -263,8 +275,14 @@ class _Run:
     paid: Counter[str] = field(default_factory=Counter)
 
 
-async def run_devnet(options: DevnetOptions, progress: Progress = lambda _: None) -> DevnetSummary:
-    """Run the whole marketplace once and return what happened; raises only for faults."""
+async def run_devnet(
+    options: DevnetOptions, progress: Progress = lambda _: None, serve: Serve | None = None
+) -> DevnetSummary:
+    """Run the whole marketplace once and return what happened; raises only for faults.
+
+    With `options.serve_api`, `serve(summary, client_home)` runs before anything stops, so the
+    marketplace stays up for the CLI (`GPUNODE_HOME=<client_home> gpunode job submit …`).
+    """
     if options.providers < 1 or options.jobs < 0 or options.dapp_jobs < 0:
         raise GpunodeError("a devnet needs at least one provider and a non-negative number of jobs")
     started = time.monotonic()
@@ -282,13 +300,13 @@ async def run_devnet(options: DevnetOptions, progress: Progress = lambda _: None
                 withdrawal_delay_s=WITHDRAWAL_DELAY_S,
             )
             run = _Run(options, root, progress, chain, rpc_url, deployment, funder)
-            return await _run(run, started)
+            return await _run(run, started, serve)
     finally:
         if options.home is None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-async def _run(run: _Run, started: float) -> DevnetSummary:
+async def _run(run: _Run, started: float, serve: Serve | None) -> DevnetSummary:
     options = run.options
     run.progress(f"generating the built-in {options.architecture} model")
     source = run.root / "model-src"
@@ -300,7 +318,10 @@ async def _run(run: _Run, started: float) -> DevnetSummary:
         views = await _run_client_jobs(run)
         dapp = await _run_dapp_jobs(run)
         await _settle(run, views)
-        return await _summarize(run, views, dapp, time.monotonic() - started)
+        summary = await _summarize(run, views, dapp, time.monotonic() - started)
+        if serve is not None and run.options.serve_api is not None:
+            await serve(summary, run.root / "client")
+        return summary
 
 
 async def _fund(run: _Run, key: NodeKey) -> None:
@@ -314,7 +335,12 @@ async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
     client_settings = node_settings(
         run.root / "client", run.deployment, run.rpc_url, provider=False, price_wei=options.price_wei
     )
-    client = Node(client_settings, key=client_key, shared_chain=run.chain, serve_api=False)
+    if options.serve_api is not None:
+        client_settings.api.listen = options.serve_api
+        _write_cli_config(client_settings)
+    client = Node(
+        client_settings, key=client_key, shared_chain=run.chain, serve_api=options.serve_api is not None
+    )
     run.client = await stack.enter_async_context(client.running())
     bootstrap = [run.client.host.addrs[0]]
     run.progress(f"client {client_key.address} up at {bootstrap[0]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +42,12 @@ def devnet(
     home: Annotated[
         Path | None, typer.Option(help="keep the nodes' homes here (default: a temp dir)")
     ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="after the run, keep the marketplace up for the CLI until Ctrl-C")
+    ] = False,
+    api: Annotated[
+        str, typer.Option(help="with --serve: where the client's gRPC API listens")
+    ] = "127.0.0.1:50051",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Deploy the contracts, start providers and a client as real nodes, run and settle jobs."""
@@ -55,19 +62,51 @@ def devnet(
         chain=chain,
         architecture=model,
         home=home,
+        serve_api=api if serve else None,
     )
 
     def progress(line: str) -> None:
         if not as_json:
             err_console.print(f"[dim]•[/dim] {line}")
 
-    summary = asyncio.run(run_devnet(options, progress))
+    async def keep_serving(summary: DevnetSummary, client_home: Path) -> None:
+        _report(summary, as_json)
+        err_console.print(
+            f"\nthe marketplace is up; the client's API listens on {api}. In another shell:\n"
+            f"  export GPUNODE_HOME={client_home}\n"
+            "  gpunode node peers\n"
+            "  gpunode job list\n"
+            "Ctrl-C stops every node."
+        )
+        await _until_interrupted()
+
+    try:
+        summary = asyncio.run(run_devnet(options, progress, keep_serving if serve else None))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if not serve:
+        _report(summary, as_json)
+    if not summary.ok:
+        raise GpunodeError("the devnet finished with problems: " + "; ".join(summary.problems))
+
+
+def _report(summary: DevnetSummary, as_json: bool) -> None:
     if as_json:
         typer.echo(summary.as_json())
     else:
         _print_summary(summary)
-    if not summary.ok:
-        raise GpunodeError("the devnet finished with problems: " + "; ".join(summary.problems))
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _print_summary(summary: DevnetSummary) -> None:
