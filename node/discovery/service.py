@@ -75,12 +75,13 @@ class DiscoveryService:
         offer: Offer | None = None,
         validator: AdvertValidator | None = None,
     ) -> AsyncIterator[DiscoveryService]:
-        """Subscribe to adverts; with `key` and `offer`, also announce ours until exit."""
+        """Subscribe to adverts; with `key`, also announce our offer (once there is one) on
+        every `advert_refresh_s` until exit."""
         service = cls(host, validator or AdvertValidator(registry), Directory(), settings, key)
         service._offer = offer
         subscription = await host.subscribe(ADVERT_TOPIC, service._gossip_check)
         loops = [service._consume(subscription), service._sweep()]
-        if key is not None and offer is not None:
+        if key is not None:
             loops.append(service._refresh())
         running = [asyncio.create_task(_logged(loop)) for loop in loops]
         try:
@@ -108,7 +109,7 @@ class DiscoveryService:
         await self.host.publish(ADVERT_TOPIC, signed)
         self.current = advert
         if self._dht_put is None or self._dht_put.done():
-            self._dht_put = asyncio.create_task(self._store_in_dht(advert, signed))
+            self._dht_put = asyncio.create_task(self._store_in_dht())
         return advert
 
     def _make_advert(self, key: PrivateKeyHolder, offer: Offer) -> tuple[ProviderAdvert, bytes]:
@@ -127,21 +128,25 @@ class DiscoveryService:
         signed = sign_advert(advert, key.private_key)
         return replace(advert, signed=signed), signed
 
-    async def _store_in_dht(self, advert: ProviderAdvert, signed: bytes) -> None:
+    async def _store_in_dht(self) -> None:
         # Gossip is the latency-sensitive path; the DHT lookup walk competes with it for the
         # same connections and CPU, so it starts once the gossip push has had time to spread.
         await asyncio.sleep(DHT_PUT_DELAY_S)
-        try:
-            await self.host.dht_put(dht_key(advert.address), signed)
-        except P2PError as exc:
-            log.warning("advert_dht_put_failed", error=str(exc))
+        stored: ProviderAdvert | None = None
+        while (advert := self.current) is not None and advert is not stored:
+            try:
+                await self.host.dht_put(dht_key(advert.address), advert.signed)
+            except P2PError as exc:
+                log.warning("advert_dht_put_failed", error=str(exc))
+            stored = advert
 
     async def _refresh(self) -> None:
         while True:
-            try:
-                await self.announce()
-            except P2PError as exc:
-                log.warning("advert_publish_failed", error=str(exc))
+            if self._offer is not None:
+                try:
+                    await self.announce()
+                except P2PError as exc:
+                    log.warning("advert_publish_failed", error=str(exc))
             await asyncio.sleep(self._settings.advert_refresh_s)
 
     # receiving --------------------------------------------------------------------------------
