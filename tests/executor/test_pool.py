@@ -70,7 +70,12 @@ def in_process(manifest: ModelManifest, store_root: Path, data: bytes) -> bytes:
 
 @pytest.mark.parametrize(
     ("model", "data"),
-    [("mlp", mlp_input(3)), ("classifier", token_input(2, 24)), ("lm", token_input(1, 32, seed=5))],
+    [
+        ("mlp", mlp_input(3)),
+        ("classifier", token_input(2, 24)),
+        ("lm", token_input(1, 32, seed=5)),
+        ("lm", token_input(8, 128, seed=7)),  # 2 MiB of logits: the memfd path, read off the event loop
+    ],
 )
 async def test_can_run_builtin_models_bit_identical_to_in_process_torch(
     pool: ExecutorPool, builtin_models: BuiltinModels, model: str, data: bytes
