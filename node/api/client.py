@@ -148,6 +148,11 @@ class ApiClient:
     async def cancel_job(self, job_id: str) -> JobView:
         return convert.job_from_pb(await self._call(self._jobs.CancelJob, pb.CancelJobRequest(job_id=job_id)))
 
+    async def deposit(self, amount_wei: int) -> int:
+        """Add `amount_wei` to the node's voucher deposit; returns the deposit's balance."""
+        answer = await self._call(self._jobs.Deposit, pb.DepositRequest(amount_wei=str(amount_wei)))
+        return int(answer.balance_wei)
+
     async def watch_job(self, job_id: str, *, omit_output: bool = False) -> AsyncIterator[JobView]:
         """The job now and after every transition; ends after the terminal update."""
         call = self._jobs.WatchJob(

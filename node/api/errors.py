@@ -25,6 +25,10 @@ class NotAProvider(ApiError):
     """A provider call reached a node that does not serve jobs."""
 
 
+class NotSupported(ApiError):
+    """This node's build does not offer the asked-for call."""
+
+
 class NodeUnreachable(ApiError):
     """No node answers at the API address."""
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 import grpc.aio
 
-from node.api.convert import job_filter_from_pb, job_spec_from_pb, job_to_pb, parse_id
+from node.api.convert import job_filter_from_pb, job_spec_from_pb, job_to_pb, parse_id, parse_wei
+from node.api.errors import InvalidRequest, NotSupported
 from node.gen.gpunode.v1 import api_pb2 as pb
 from node.jobs.service import ClientJobsApi
+
+
+@runtime_checkable
+class Depositing(Protocol):
+    """Client jobs that can top up the node's voucher deposit (`node.jobs.client.ClientJobs` can)."""
+
+    async def deposit(self, amount_wei: int) -> int: ...
 
 
 class JobServicer:
@@ -39,3 +48,13 @@ class JobServicer:
         job_id = parse_id(request.job_id, "job id")
         async for view in self._jobs.watch(job_id):
             yield job_to_pb(view, include_output=view.terminal or not request.omit_output)
+
+    async def Deposit(
+        self, request: pb.DepositRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DepositResponse:
+        amount = parse_wei(request.amount_wei, "deposit")
+        if amount == 0:
+            raise InvalidRequest("a deposit of 0 wei changes nothing", hint="give the amount to add, in wei")
+        if not isinstance(self._jobs, Depositing):
+            raise NotSupported("this node's jobs service takes no deposits")
+        return pb.DepositResponse(balance_wei=str(await self._jobs.deposit(amount)))

@@ -59,6 +59,7 @@ STATUS_FOR: Mapping[type[errors.GpunodeError], grpc.StatusCode] = {
     api_errors.UploadCorrupt: Code.INVALID_ARGUMENT,
     api_errors.NotAProvider: Code.FAILED_PRECONDITION,
     api_errors.NodeUnreachable: Code.UNAVAILABLE,
+    api_errors.NotSupported: Code.UNIMPLEMENTED,
 }
 
 

@@ -15,6 +15,7 @@ from node.cli.output import (
     err_console,
     fail,
     format_time,
+    format_wei_exact,
     job_json,
     job_table,
     jobs_table,
@@ -134,6 +135,26 @@ def cancel(
         print_json(job_json(job))
     else:
         console.print(f"job {job.job_id} is {styled_state(job.state.value)}")
+
+
+def deposit(
+    amount: Annotated[int, typer.Argument(help="wei to add to the node's voucher deposit", min=1)],
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Add to the node's voucher deposit in the JobMarket (vouchers for jobs are paid out of it)."""
+    balance = call_node(api, config, lambda client: client.deposit(amount))
+    if as_json:
+        print_json({"deposited_wei": amount, "balance_wei": balance})
+    else:
+        console.print(f"deposited {format_wei_exact(amount)}; the deposit holds {format_wei_exact(balance)}")
+
+
+def register(root: typer.Typer) -> None:
+    """Add `gpunode job …` and the top-level `gpunode deposit` to the root command."""
+    root.add_typer(app)
+    root.command("deposit")(deposit)
 
 
 def _read_input(path: Path) -> bytes:

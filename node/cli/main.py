@@ -35,7 +35,7 @@ def _register_groups() -> None:
     doctor.register(app)
     from node.cli import job, models, node_cmd, provider
 
-    app.add_typer(job.app)
+    job.register(app)
     app.add_typer(models.app)
     app.add_typer(node_cmd.app)
     app.add_typer(provider.app)

@@ -221,3 +221,12 @@ def test_cannot_call_a_token_guarded_node_from_another_home(api_devnet: ApiDevne
     line = refused(gpunode("node", "status", "--api", api_devnet.pauper_api))
     assert "needs its token" in line
     assert "api.token" in line
+
+
+def test_can_deposit_into_the_voucher_deposit(api_devnet: ApiDevnet) -> None:
+    api = ("--api", api_devnet.client_api)
+    first = as_json(gpunode("deposit", "1000000", "--json", *api))
+    second = as_json(gpunode("deposit", "2000000", "--json", *api))
+    assert first["deposited_wei"] == 1000000
+    assert second["balance_wei"] - first["balance_wei"] == 2000000
+    assert gpunode("deposit", "0", *api).exit_code == 2

@@ -16,7 +16,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from node.api.auth import read_token, token_path
 from node.api.client import ApiClient
 from node.api.errors import ApiCallFailed, NodeUnreachable
+from node.api.server import api_grpc
 from node.chain.eip712 import Eip712Domain, verify_receipt
+from node.gen.gpunode.v1 import api_pb2 as pb
 from node.jobs.service import JobFilter, JobSpec, JobView
 from node.jobs.state import JobState, PaymentPath, Role
 from node.types import Address, sha256
@@ -257,3 +259,20 @@ async def test_cannot_call_a_token_guarded_node_without_its_token(api_devnet: Ap
     async with grpc.aio.insecure_channel(api_devnet.pauper_api) as channel:
         answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_can_top_up_the_voucher_deposit(api_devnet: ApiDevnet) -> None:
+    async with await _client(api_devnet.client_api) as api:
+        first = await api.deposit(10**15)
+        second = await api.deposit(3 * 10**15)
+    assert second - first == 3 * 10**15
+
+
+@pytest.mark.parametrize(("amount", "reason"), [("0", "changes nothing"), ("-5", "not an amount of wei")])
+async def test_cannot_deposit_a_bad_amount(api_devnet: ApiDevnet, amount: str, reason: str) -> None:
+    async with grpc.aio.insecure_channel(api_devnet.client_api) as channel:
+        stub = api_grpc.JobServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Deposit(pb.DepositRequest(amount_wei=amount))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in (caught.value.details() or "")

@@ -148,6 +148,18 @@ class CancelJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class DepositRequest(_message.Message):
+    __slots__ = ("amount_wei",)
+    AMOUNT_WEI_FIELD_NUMBER: _ClassVar[int]
+    amount_wei: str
+    def __init__(self, amount_wei: _Optional[str] = ...) -> None: ...
+
+class DepositResponse(_message.Message):
+    __slots__ = ("balance_wei",)
+    BALANCE_WEI_FIELD_NUMBER: _ClassVar[int]
+    balance_wei: str
+    def __init__(self, balance_wei: _Optional[str] = ...) -> None: ...
+
 class ProviderStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -71,6 +71,11 @@ class JobServiceStub:
                 request_serializer=gpunode_dot_v1_dot_api__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=gpunode_dot_v1_dot_api__pb2.Job.FromString,
                 _registered_method=True)
+        self.Deposit = channel.unary_unary(
+                '/gpunode.v1.JobService/Deposit',
+                request_serializer=gpunode_dot_v1_dot_api__pb2.DepositRequest.SerializeToString,
+                response_deserializer=gpunode_dot_v1_dot_api__pb2.DepositResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -121,6 +126,13 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deposit(self, request, context):
+        """Add to this node's voucher deposit in the JobMarket; vouchers are paid out of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +160,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=gpunode_dot_v1_dot_api__pb2.CancelJobRequest.FromString,
                     response_serializer=gpunode_dot_v1_dot_api__pb2.Job.SerializeToString,
+            ),
+            'Deposit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deposit,
+                    request_deserializer=gpunode_dot_v1_dot_api__pb2.DepositRequest.FromString,
+                    response_serializer=gpunode_dot_v1_dot_api__pb2.DepositResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -297,6 +314,33 @@ class JobService:
             '/gpunode.v1.JobService/CancelJob',
             gpunode_dot_v1_dot_api__pb2.CancelJobRequest.SerializeToString,
             gpunode_dot_v1_dot_api__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deposit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpunode.v1.JobService/Deposit',
+            gpunode_dot_v1_dot_api__pb2.DepositRequest.SerializeToString,
+            gpunode_dot_v1_dot_api__pb2.DepositResponse.FromString,
             options,
             channel_credentials,
             insecure,
