@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, mlp_input
+from api_devnet import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, mlp_input
 from typer.testing import CliRunner, Result
 
 from node.cli.main import _register_groups, app

@@ -1,4 +1,4 @@
-"""Every RPC of the node's API against real nodes (see conftest), and every bad input refused with
+"""Every RPC of the node's API against real nodes (see api_devnet), and every bad input refused with
 a clear status while nothing stored changes."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import hashlib
 import grpc
 import grpc.aio
 import pytest
-from conftest import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, mlp_input
+from api_devnet import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, mlp_input
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
