@@ -35,6 +35,7 @@ from node.p2p.stack import (
     keep_bootstrap_connected,
     parse_multiaddr,
     still_valid,
+    unblock,
 )
 from node.p2p.stream import FramedStream, P2PStream
 from node.p2p.subscription import Subscription
@@ -144,6 +145,7 @@ class P2PHost:
 
         async def dial() -> None:
             with trio.move_on_after(DIAL_TIMEOUT_S):
+                unblock(self._stack, info.peer_id)
                 await self._stack.host.connect(info)
                 await self._stack.dht.add_peer(info.peer_id, skip_server_mode_check=True)
                 return

@@ -72,6 +72,14 @@ class Stack:
         self.nursery: trio.Nursery | None = None
 
 
+def unblock(stack: Stack, peer: ID) -> None:
+    """Forget earlier failed dials to `peer`: we are about to dial an address we were just given,
+    and py-libp2p would otherwise refuse for a while a peer that went away and came back."""
+    unblock_peer = getattr(stack.host.get_network(), "unblock_peer", None)
+    if unblock_peer is not None:
+        unblock_peer(peer)
+
+
 def still_valid(dht: KadDHT, key: str, value: bytes) -> bool:
     if dht.validator is None:
         return True
@@ -152,6 +160,7 @@ async def keep_bootstrap_connected(stack: Stack, bootstrap: list[str]) -> None:
                 continue
             with trio.move_on_after(DIAL_TIMEOUT_S):
                 try:
+                    unblock(stack, info.peer_id)
                     await stack.host.connect(info)
                     await stack.dht.add_peer(info.peer_id, skip_server_mode_check=True)
                     log.info("bootstrap_connected", peer=str(info.peer_id))
