@@ -157,3 +157,13 @@ async def test_cannot_listen_on_a_taken_port(running_hosts: HostsFactory) -> Non
         with pytest.raises(P2PError, match="cannot listen"):
             async with P2PHost.start(os.urandom(32), P2PSettings(listen=[taken])):
                 pass
+
+
+@pytest.mark.integration
+async def test_hosts_find_each_other_by_mdns() -> None:
+    settings = P2PSettings(mdns=True)
+    async with P2PHost.start(os.urandom(32), settings) as a, P2PHost.start(os.urandom(32), settings) as b:
+        async with asyncio.timeout(20):
+            # mDNS discovery has no event on this side; poll the connection list.
+            while b.peer_id not in a.connected_peers():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
