@@ -115,6 +115,29 @@ def exported_program(path: Path) -> Path:
     return path
 
 
+def exported_program_with_state(path: Path) -> Path:
+    """A `.pt2` with buffers, batch-norm statistics, a lifted constant and two outputs."""
+    import torch
+
+    class WithState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv1d(3, 4, 3)
+            self.norm = torch.nn.BatchNorm1d(4)
+            self.weights = torch.tensor([1.0, 2.0, 3.0, 4.0])
+            self.register_buffer("scale", torch.full((4,), 0.5))
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            features = self.norm(self.conv(x)).mean(-1) * self.weights * self.scale
+            return features, x.sum()
+
+    torch.manual_seed(1)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(WithState().eval(), (torch.randn(2, 3, 10),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return path
+
+
 def poisoned_program(clean: Path, path: Path, command: str = "touch /tmp/pwned") -> Path:
     """`clean` with its pickled sample inputs swapped for a pickle that runs `command`."""
     import io

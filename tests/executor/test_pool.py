@@ -16,6 +16,7 @@ from executor_support import (
     BuiltinModels,
     executor_settings,
     exported_program,
+    exported_program_with_state,
     mlp_input,
     token_input,
     working_modes,
@@ -64,7 +65,8 @@ def in_process(manifest: ModelManifest, store_root: Path, data: bytes) -> bytes:
     else:
         program = torch.export.load(str(model_dir / PROGRAM_FILE)).module()
         with torch.inference_mode():
-            outputs = {manifest.outputs[0]: program(*load(data).values())}
+            result = program(*load(data).values())
+        outputs = dict(zip(manifest.outputs, result if isinstance(result, tuple) else (result,), strict=True))
     return bytes(save_torch({k: v.contiguous() for k, v in outputs.items()}))
 
 
@@ -101,6 +103,21 @@ async def test_can_run_an_exported_program(
     data = bytes(save({"x": np.arange(12, dtype=np.float32).reshape(3, 4)}))
     result = await pool.run(manifest.model_id, data)
     assert result.output == in_process(manifest, builtin_models.store.root, data)
+
+
+async def test_can_run_an_exported_program_with_state_and_two_outputs(
+    pool: ExecutorPool, builtin_models: BuiltinModels, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = exported_program_with_state(tmp_path_factory.mktemp("pt2") / "stateful.pt2")
+    spec = (TensorSpec(name="x", dtype="F32", shape=(None, 3, 10)),)
+    store = builtin_models.store
+    manifest = store.import_exported_program(
+        path, name="stateful", inputs=spec, outputs=("features", "total")
+    )
+    data = bytes(save({"x": np.linspace(-1, 1, 60, dtype=np.float32).reshape(2, 3, 10)}))
+    result = await pool.run(manifest.model_id, data)
+    assert set(load(result.output)) == {"features", "total"}
+    assert result.output == in_process(manifest, store.root, data)
 
 
 async def test_can_batch_concurrent_jobs_without_mixing_them_up(
