@@ -257,7 +257,7 @@ class Node:
         market = self.contracts.market
         runner = JobRunner(self.db, pool, self.key, market.domain(), events, slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs")
-        jobs = ProviderJobs(runner, market, blobs, policy, price_wei=prices.get, spawn=self._spawn)
+        jobs = ProviderJobs(runner, market, policy, price_wei=prices.get, spawn=self._spawn)
         follower = EventFollower(
             self.contracts.client,
             market.contract,

@@ -126,6 +126,7 @@ class ClientJobs:
             self.pipeline.pinned[job.job_id] = spec.provider
         self.pipeline.peers[choice.candidate.address] = choice.candidate.peer_id
         self.pipeline.prices[job.job_id, choice.candidate.address] = price
+        self.pipeline.inputs[job.job_id] = spec.input
         self.pipeline.events.publish(record)
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)

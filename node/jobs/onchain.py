@@ -173,6 +173,7 @@ class OnchainJobs:
             output=signed.output if with_callback else b"",
             sender=self.runner.key.account,
         )
+        await self.runner.delivered(terms.job_id)
         log.info("onchain_result_submitted", job_id=terms.job_id.hex())
 
     async def _chain_time(self) -> float:

@@ -79,6 +79,8 @@ class ClientPipeline:
     pinned: dict[Hash32, Address] = field(default_factory=dict)
     # What each attempt costs: the matched provider's advertised price (the job stores its budget).
     prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
+    # Inputs of jobs submitted in this run, kept so a send does not read them back from disk.
+    inputs: dict[Hash32, bytes] = field(default_factory=dict)
     _last_error: dict[Hash32, str] = field(default_factory=dict)
 
     @property
@@ -96,14 +98,17 @@ class ClientPipeline:
         """Move the job until it is terminal or waits on the chain (escrow jobs, once verified)."""
         record = await self.db.run(self.db.jobs.get, job_id)
         record = await self._recover(record)
-        while not record.status.terminal:
-            step = _STEPS.get(record.state)
-            if step is None:
-                return
-            moved = await step(self, record)
-            if moved is None:
-                return
-            record = moved
+        try:
+            while not record.status.terminal:
+                step = _STEPS.get(record.state)
+                if step is None:
+                    return
+                moved = await step(self, record)
+                if moved is None:
+                    return
+                record = moved
+        finally:
+            self.inputs.pop(job_id, None)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
         """A job found mid-flight at start: the request and its answer were lost with the process."""
@@ -191,7 +196,7 @@ class ClientPipeline:
         request = JobRequest(
             job_id=record.job_id,
             model_id=record.model_id,
-            input=await self.blobs.require(record.input_hash, "job input"),
+            input=self.inputs.get(record.job_id) or await self.blobs.require(record.input_hash, "job input"),
             payment=payment,
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),

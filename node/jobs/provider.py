@@ -20,7 +20,6 @@ from node.chain.market import JobMarket, JobTerms
 from node.chain.market import JobStatus as ChainJobStatus
 from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
 from node.executor.manifest import normalize_model_id
-from node.jobs.blobs import JobBlobs
 from node.jobs.onchain import find_terms
 from node.jobs.runner import JobRunner
 from node.jobs.state import JobState, PaymentPath, Role
@@ -56,7 +55,6 @@ class ProviderJobs:
         self,
         runner: JobRunner,
         market: JobMarket,
-        blobs: JobBlobs,
         policy: AdmissionPolicy,
         *,
         price_wei: Callable[[Hash32], int | None],
@@ -64,7 +62,6 @@ class ProviderJobs:
     ) -> None:
         self.runner = runner
         self.market = market
-        self.blobs = blobs
         self.policy = policy
         self._price = price_wei
         self._spawn = spawn
@@ -112,6 +109,10 @@ class ProviderJobs:
         if terms is not None:
             # On-chain first: once the client holds the result, the escrow must be claimable.
             await self._submit_onchain(terms, signed.receipt, signed.signature)
+            await self.runner.delivered(record.job_id)
+        else:
+            # The signed receipt is durable already; recording the hand-over overlaps sending it.
+            self._spawn(self.runner.delivered(record.job_id))
         yield JobResult(signed.receipt, signed.signature, signed.output)
 
     async def _accept(
@@ -243,7 +244,7 @@ class ProviderJobs:
         client: Address,
         price: int,
     ) -> JobRecord:
-        input_hash = await self.blobs.put(job_input)
+        input_hash = sha256(job_input)
         job = NewJob(
             job_id=job_id,
             role=Role.PROVIDER,

@@ -8,6 +8,8 @@ never reaches a worker.
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from node.chain.eip712 import Eip712Domain, sign_receipt
@@ -23,6 +25,8 @@ from node.storage import Database, JobRecord, SignedReceipt
 from node.types import Hash32, ResultReceipt
 
 log = get_logger(__name__)
+
+_TIMINGS_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,8 @@ class JobRunner:
         self.slots = slots
         self.load = Load()
         self.served = 0
+        # Seconds the executor spent on each recent job, for figures (end-to-end minus execution).
+        self.run_seconds: OrderedDict[Hash32, float] = OrderedDict()
 
     async def apply(self, job_id: Hash32, event: JobEvent, **attached: object) -> JobRecord:
         record = await self.db.run(self.db.jobs.apply, job_id, event, **attached)  # type: ignore[arg-type]
@@ -72,23 +78,23 @@ class JobRunner:
     async def run(
         self, record: JobRecord, job_input: bytes, *, timeout_s: float | None = None
     ) -> SignedResult:
-        """Run an accepted job; the result is signed and recorded as delivered before it returns.
+        """Run an accepted job; the result is signed and recorded as signed before it returns.
 
-        An `ExecutorError` marks the job failed and is raised again for the caller to report.
+        Call `delivered()` once the result is handed over. An `ExecutorError` marks the job failed
+        and is raised again for the caller to report.
         """
-        self.load.queued += 1
-        try:
-            await self.apply(record.job_id, Started())
-        finally:
-            self.load.queued -= 1
+        # Recording the start overlaps the run itself: the signed result is what must be durable.
+        started = asyncio.create_task(self.apply(record.job_id, Started()))
         self.load.running += 1
         try:
             result = await self.pool.run(record.model_id, job_input, timeout_s=timeout_s)
         except ExecutorError as exc:
+            await started
             await self.apply(record.job_id, Failed(f"execution failed: {exc}"))
             raise
         finally:
             self.load.running -= 1
+        await started
         receipt = build_receipt(
             job_id=record.job_id,
             model_id=record.model_id,
@@ -98,8 +104,13 @@ class JobRunner:
         )
         signature = sign_receipt(self.key.private_key, self.domain, receipt)
         await self.apply(record.job_id, ResultSigned(), receipt=SignedReceipt(receipt, signature))
-        # Recorded before the bytes go out: a lost stream must not leave the job looking unsigned.
-        await self.apply(record.job_id, ResultDelivered())
         self.served += 1
+        self.run_seconds[record.job_id] = result.run_s
+        while len(self.run_seconds) > _TIMINGS_KEPT:
+            self.run_seconds.popitem(last=False)
         log.info("job_served", job_id=record.job_id.hex(), run_ms=round(result.run_s * 1000, 2))
         return SignedResult(receipt, signature, result.output, result.run_s)
+
+    async def delivered(self, job_id: Hash32) -> None:
+        """The result left this node (over the overlay or on-chain)."""
+        await self.apply(job_id, ResultDelivered())
