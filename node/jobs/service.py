@@ -200,6 +200,13 @@ class ClientJobsApi(Protocol):
         """Yield the job now and after every persisted transition, ending after a terminal one."""
         ...
 
+    async def deposit(self, amount_wei: int) -> int:
+        """Add to this client's voucher deposit in the JobMarket; returns the deposit's balance.
+
+        `ChainError`/`TransactionReverted` when the chain refuses it (too little ether, RPC down).
+        """
+        ...
+
 
 class ProviderApi(Protocol):
     """The provider side of this node."""
