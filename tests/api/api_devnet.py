@@ -1,5 +1,5 @@
 """A small marketplace behind the gRPC API, shared by the API and CLI tests of this directory
-(the `api_devnet` fixture in conftest.py starts it once per session).
+(the `api_devnet` fixture in conftest.py starts one per test module).
 
 One embedded chain with the contracts, one registered provider (the sandboxed executor with a
 built-in MLP) and two clients — `client` with a voucher deposit, `pauper` without — all real nodes

@@ -1,4 +1,5 @@
-"""Fixtures of the API and CLI tests: one marketplace of real nodes per session (see api_devnet)."""
+"""Fixtures of the API and CLI tests: a marketplace of real nodes per test module (see api_devnet);
+module scope, so its nodes stop before the rest of the suite runs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from api_devnet import ApiDevnet, Background
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiDevnet]:
     background = Background(tmp_path_factory.mktemp("api-devnet"))
     try:
