@@ -23,6 +23,8 @@ RUN pip install 'torch==2.13.0'
 WORKDIR /opt/gpunode
 COPY pyproject.toml README.md ./
 COPY node ./node
+COPY scripts/make_builtin_models.py ./scripts/
+COPY docker/entrypoint.sh ./docker/
 RUN pip install .
 
 USER 10001
@@ -31,5 +33,5 @@ VOLUME ["/var/lib/gpunode"]
 # libp2p overlay and the gRPC API.
 EXPOSE 4001 50051
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD ["gpunode", "node", "status", "--json"]
-ENTRYPOINT ["tini", "--", "gpunode"]
-CMD ["provider", "start"]
+ENTRYPOINT ["tini", "--", "/opt/gpunode/docker/entrypoint.sh"]
+CMD ["provider"]

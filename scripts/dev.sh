@@ -15,6 +15,7 @@ install_system_packages() {
     command -v npm >/dev/null || need+=(nodejs npm)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+    command -v docker-compose >/dev/null || need+=(docker-compose)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing system packages: ${need[*]}"
         if [ "$(id -u)" -ne 0 ]; then

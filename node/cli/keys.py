@@ -44,6 +44,34 @@ def new(
     _report(key, path, as_json)
 
 
+@app.command("import")
+def import_key(
+    keystore: KeystoreOption = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing keystore")] = False,
+    key_env: Annotated[
+        str, typer.Option("--key-env", help="environment variable holding the hex private key")
+    ] = "GPUNODE_IMPORT_KEY",
+    as_json: JsonOption = False,
+) -> None:
+    """Encrypt an existing private key (hex, from --key-env or a prompt) into the keystore."""
+    settings = _settings()
+    path = keystore or settings.keys.keystore
+    if path.exists() and not force:
+        raise KeyStoreError(f"a keystore already exists at {path}", hint="pass --force to replace it")
+    raw = os.environ.get(key_env) or typer.prompt("Private key (hex)", hide_input=True)
+    try:
+        private_key = bytes.fromhex(raw.strip().removeprefix("0x"))
+    except ValueError:
+        raise KeyStoreError(
+            "the private key is not hex", hint="give 64 hex digits, with or without 0x"
+        ) from None
+    if len(private_key) != 32:
+        raise KeyStoreError(f"a private key has 32 bytes, this one has {len(private_key)}")
+    node_key = NodeKey.from_private_key(private_key)
+    key = create_keystore(path, read_password(settings, confirm=True), force=force, key=node_key)
+    _report(key, path, as_json)
+
+
 @app.command("show")
 def show(keystore: KeystoreOption = None, as_json: JsonOption = False) -> None:
     """Unlock the keystore and print the address and compressed public key."""

@@ -45,6 +45,9 @@ def _register_groups() -> None:
     from node.cli import devnet
 
     devnet.register(app)
+    from node.cli import contracts
+
+    app.add_typer(contracts.app)
 
 
 def main() -> None:
