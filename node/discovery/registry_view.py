@@ -48,5 +48,12 @@ class CachedRegistryView:
         self._cache[key] = (active, now + (self._active_ttl_s if active else self._inactive_ttl_s))
         return active
 
+    def peek(self, address: Address) -> bool | None:
+        """The cached answer, or None when only the chain can say (never blocks)."""
+        cached = self._cache.get(address.lower())
+        if cached is None or self._clock() >= cached[1]:
+            return None
+        return cached[0]
+
     def forget(self, address: Address) -> None:
         self._cache.pop(address.lower(), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
@@ -60,6 +61,8 @@ class DiscoveryService:
         self._offer: Offer | None = None
         self._sequence = 0
         self._stash: OrderedDict[Hash32, ProviderAdvert] = OrderedDict()
+        # The stash is filled from the p2p thread (quick validation) and emptied on the loop.
+        self._stash_lock = threading.Lock()
         self._dht_put: asyncio.Task[None] | None = None
         self.current: ProviderAdvert | None = None
 
@@ -79,7 +82,9 @@ class DiscoveryService:
         every `advert_refresh_s` until exit."""
         service = cls(host, validator or AdvertValidator(registry), Directory(), settings, key)
         service._offer = offer
-        subscription = await host.subscribe(ADVERT_TOPIC, service._gossip_check)
+        subscription = await host.subscribe(
+            ADVERT_TOPIC, service._gossip_check, quick_validator=service._gossip_check_now
+        )
         loops = [service._consume(subscription), service._sweep()]
         if key is not None:
             loops.append(service._refresh())
@@ -152,17 +157,27 @@ class DiscoveryService:
     # receiving --------------------------------------------------------------------------------
 
     async def _gossip_check(self, source: str, data: bytes) -> bool:
-        result = await self.validator.check(source, data)
+        return self._stash_if_accepted(data, await self.validator.check(source, data))
+
+    def _gossip_check_now(self, source: str, data: bytes) -> bool | None:
+        # Runs in the p2p thread: only the validator's cached, non-blocking path.
+        result = self.validator.check_now(source, data)
+        return None if result is None else self._stash_if_accepted(data, result)
+
+    def _stash_if_accepted(self, data: bytes, result: ProviderAdvert | Rejected) -> bool:
         if isinstance(result, Rejected):
             return False
-        self._stash[sha256(data)] = result
-        while len(self._stash) > _STASH_SIZE:
-            self._stash.popitem(last=False)
+        with self._stash_lock:
+            self._stash[sha256(data)] = result
+            while len(self._stash) > _STASH_SIZE:
+                self._stash.popitem(last=False)
         return True
 
     async def _consume(self, subscription: Subscription) -> None:
         async for message in subscription:
-            advert = self._stash.pop(sha256(message.data), None) or open_advert(message.data)
+            with self._stash_lock:
+                stashed = self._stash.pop(sha256(message.data), None)
+            advert = stashed or open_advert(message.data)
             if isinstance(advert, ProviderAdvert) and self.directory.upsert(advert):
                 log.debug("provider_seen", address=advert.address, sequence=advert.sequence)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from node.discovery.registry_view import RegistryView
 from node.errors import ChainError, P2PError
 from node.logging import get_logger
 from node.p2p.identity import peer_id_to_address
-from node.types import Hash32, sha256
+from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
 
@@ -76,6 +77,8 @@ class AdvertValidator:
         self._recent: OrderedDict[Hash32, ProviderAdvert] = OrderedDict()
         self.rejected: Counter[RejectReason] = Counter()
         self.accepted = 0
+        # The p2p thread (check_now) and the asyncio loop (check) share this state.
+        self._lock = threading.Lock()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -83,37 +86,83 @@ class AdvertValidator:
     async def check(self, source: str, signed: bytes) -> ProviderAdvert | Rejected:
         """Validate an advert that `source` (the signed gossip originator) published."""
         digest = sha256(signed)
-        seen = self._recent.get(digest)
-        if seen is not None and seen.peer_id == source:
+        with self._lock:
+            seen = self._duplicate(source, digest)
+            if seen is not None:
+                return seen
+            if not self.rate.allow(source):
+                return self._record(source, digest, self._rate_limited())
+        result = self._screen(source, open_advert(signed))
+        if isinstance(result, ProviderAdvert):
+            result = await self.check_registered(result)
+        with self._lock:
+            return self._record(source, digest, result)
+
+    def check_now(self, source: str, signed: bytes) -> ProviderAdvert | Rejected | None:
+        """The verdict without waiting, when the registry's answer is cached; None otherwise.
+
+        The p2p thread calls this for every gossiped advert, so the common case (a provider we
+        already know) needs no round trip to the asyncio side.
+        """
+        peek: Callable[[Address], bool | None] | None = getattr(self._registry, "peek", None)
+        if peek is None:
+            return None
+        digest = sha256(signed)
+        with self._lock:
+            seen = self._duplicate(source, digest)
+        if seen is not None:
             return seen
-        result = await self._check(source, signed)
+        advert = open_advert(signed)
+        active = peek(advert.address) if isinstance(advert, ProviderAdvert) else False
+        if active is None:
+            return None
+        with self._lock:
+            if not self.rate.allow(source):
+                return self._record(source, digest, self._rate_limited())
+            result = self._screen(source, advert)
+            if isinstance(result, ProviderAdvert) and not active:
+                result = self._not_registered(result)
+            return self._record(source, digest, result)
+
+    def _duplicate(self, source: str, digest: Hash32) -> ProviderAdvert | None:
+        seen = self._recent.get(digest)
+        return seen if seen is not None and seen.peer_id == source else None
+
+    def _rate_limited(self) -> Rejected:
+        return Rejected(RejectReason.RATE_LIMITED, f"more than {self.rate.burst} adverts in a burst")
+
+    def _screen(self, source: str, advert: ProviderAdvert | Rejected) -> ProviderAdvert | Rejected:
+        """Every check but the registry's, on an advert already opened (signature checked)."""
+        if isinstance(advert, Rejected):
+            return advert
+        problem = check_binding(advert, source) or self.check_times(advert)
+        if problem is not None:
+            return problem
+        last = self._last.get(advert.address)
+        if last is not None and advert.sequence <= last[0]:
+            return Rejected(RejectReason.REPLAYED, f"sequence {advert.sequence} <= last seen {last[0]}")
+        return advert
+
+    def _record(
+        self, source: str, digest: Hash32, result: ProviderAdvert | Rejected
+    ) -> ProviderAdvert | Rejected:
+        """Count the verdict and remember what was accepted; call with the lock held."""
         if isinstance(result, Rejected):
             self.rejected[result.reason] += 1
             log.info("advert_rejected", reason=result.reason.value, detail=result.detail, source=source)
             return result
+        last = self._last.get(result.address)
+        if last is not None and result.sequence <= last[0]:
+            # A newer advert of the same provider was accepted while this one waited on the chain.
+            return self._record(
+                source, digest, Rejected(RejectReason.REPLAYED, "overtaken by a newer advert")
+            )
         self.accepted += 1
         self._last[result.address] = (result.sequence, digest)
         self._recent[digest] = result
         while len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
         return result
-
-    async def _check(self, source: str, signed: bytes) -> ProviderAdvert | Rejected:
-        if not self.rate.allow(source):
-            return Rejected(RejectReason.RATE_LIMITED, f"more than {self.rate.burst} adverts in a burst")
-        advert = open_advert(signed)
-        if isinstance(advert, Rejected):
-            return advert
-        binding = check_binding(advert, source)
-        if binding is not None:
-            return binding
-        timing = self.check_times(advert)
-        if timing is not None:
-            return timing
-        last = self._last.get(advert.address)
-        if last is not None and advert.sequence <= last[0]:
-            return Rejected(RejectReason.REPLAYED, f"sequence {advert.sequence} <= last seen {last[0]}")
-        return await self.check_registered(advert)
 
     def check_times(self, advert: ProviderAdvert) -> Rejected | None:
         now = self._now_ms()
@@ -128,9 +177,11 @@ class AdvertValidator:
             active = await self._registry.is_active(advert.address)
         except ChainError as exc:
             return Rejected(RejectReason.REGISTRY_UNAVAILABLE, str(exc))
-        if not active:
-            return Rejected(RejectReason.NOT_REGISTERED, f"{advert.address} is not an active provider")
-        return advert
+        return advert if active else self._not_registered(advert)
+
+    @staticmethod
+    def _not_registered(advert: ProviderAdvert) -> Rejected:
+        return Rejected(RejectReason.NOT_REGISTERED, f"{advert.address} is not an active provider")
 
 
 def check_binding(advert: ProviderAdvert, source: str) -> Rejected | None:

@@ -41,7 +41,14 @@ from node.p2p.stream import FramedStream, P2PStream
 from node.p2p.subscription import Subscription
 from node.types import Address
 
-__all__ = ["P2PHost", "RecordValidator", "StreamHandler", "TopicValidator", "TrioStreamHandler"]
+__all__ = [
+    "P2PHost",
+    "QuickTopicValidator",
+    "RecordValidator",
+    "StreamHandler",
+    "TopicValidator",
+    "TrioStreamHandler",
+]
 
 log = get_logger(__name__)
 
@@ -52,6 +59,7 @@ SHUTDOWN_TIMEOUT_S = 5.0
 
 StreamHandler = Callable[[P2PStream], Awaitable[None]]
 TopicValidator = Callable[[str, bytes], Awaitable[bool]]
+QuickTopicValidator = Callable[[str, bytes], bool | None]
 TrioStreamHandler = Callable[[FramedStream], Awaitable[None]]
 
 
@@ -250,9 +258,19 @@ class P2PHost:
             raise P2PError(f"cannot publish on {topic}: {exc}") from exc
 
     async def subscribe(
-        self, topic: str, validator: TopicValidator | None = None, *, queue_size: int = 4096
+        self,
+        topic: str,
+        validator: TopicValidator | None = None,
+        *,
+        quick_validator: QuickTopicValidator | None = None,
+        queue_size: int = 4096,
     ) -> Subscription:
-        """Join `topic`. `validator(source, data)` runs before a message is relayed or delivered."""
+        """Join `topic`. `validator(source, data)` runs before a message is relayed or delivered.
+
+        `quick_validator(source, data)`, if given, runs first in the p2p thread and must not
+        block: True or False is the verdict, None hands the message to `validator` on the
+        asyncio side. It saves two thread hops per message in the common case.
+        """
         loop = asyncio.get_running_loop()
         subscription = Subscription(topic, queue_size)
         bridge = self._bridge
@@ -261,11 +279,15 @@ class P2PHost:
             if validator is not None:
 
                 async def check(_forwarder: ID, msg: rpc_pb2.Message) -> bool:
+                    source, data = str(ID(msg.from_id)), bytes(msg.data)
                     try:
-                        return await bridge.to_asyncio(validator, str(ID(msg.from_id)), bytes(msg.data))
+                        verdict = quick_validator(source, data) if quick_validator is not None else None
+                        if verdict is None:
+                            verdict = await bridge.to_asyncio(validator, source, data)
                     except Exception as exc:
                         log.warning("topic_validator_failed", topic=topic, error=str(exc))
                         return False
+                    return verdict
 
                 self._stack.pubsub.set_topic_validator(topic, check, True)
             sub = await self._stack.pubsub.subscribe(topic)

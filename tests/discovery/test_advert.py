@@ -171,3 +171,22 @@ async def test_directory_filters_and_expires() -> None:
     now[0] += 2.0
     assert directory.expire() == [cheap.address]
     assert [a.address for a in directory.live()] == [dear.address]
+
+
+async def test_quick_check_decides_only_from_the_cache(chain: Chain) -> None:
+    key = chain.keys[6]
+    await register(chain, key)
+    registry = CachedRegistryView(chain.registry)
+    validator = AdvertValidator(registry)
+    source = str(peer_id_from(key))
+    first = sign_advert(advert_of(key, sequence=1), key.private_key)
+    assert validator.check_now(source, first) is None  # unknown provider: the chain must answer
+    assert isinstance(await validator.check(source, first), ProviderAdvert)
+    second = sign_advert(advert_of(key, sequence=2), key.private_key)
+    assert isinstance(validator.check_now(source, second), ProviderAdvert)
+    assert validator.check_now(source, first) == await validator.check(source, first)  # a duplicate
+    older = sign_advert(advert_of(key, sequence=1, ttl_ms=30_000), key.private_key)
+    replayed = validator.check_now(source, older)
+    assert isinstance(replayed, Rejected)
+    assert replayed.reason is RejectReason.REPLAYED
+    assert registry.lookups == 1

@@ -9,6 +9,7 @@ import pytest
 from discovery_support import MODEL, offer, register, settings, start_node
 
 from node.chain.keys import NodeKey
+from node.discovery.registry_view import CachedRegistryView
 
 if TYPE_CHECKING:
     from discovery_support import Chain, Node, NodesFactory
@@ -25,13 +26,25 @@ async def test_every_advert_reaches_every_node(chain: Chain, nodes: NodesFactory
         await register(chain, key)
     # Eight providers and four plain clients (fresh keys, not registered): twelve nodes.
     keys = [*providers, *(NodeKey.generate() for _ in range(4))]
-    async with nodes(keys, chain.registry, settings(), providers=len(providers)) as running:
+    # A registry cache, as a node runs it: after the first advert of each provider, validation
+    # stays in the p2p thread (the quick path); the first one goes to the chain.
+    registry = CachedRegistryView(chain.registry)
+    async with nodes(keys, registry, settings(), providers=len(providers)) as running:
         for node in running:
             await node.discovery.directory.wait_for(lambda d: len(d) == len(providers), timeout_s=30)
         for node in running:
             found = node.discovery.directory.find(model_id=MODEL, max_price_wei=10**15)
             assert {a.address for a in found} == {k.address for k in providers}
             assert sum(node.discovery.validator.rejected.values()) == 0
+        # Second round: every registry answer is cached now, so no node asks the chain again.
+        lookups = registry.lookups
+        for node in running[: len(providers)]:
+            await node.discovery.announce(offer(price=10**14))
+        for node in running:
+            await node.discovery.directory.wait_for(
+                lambda d: len(d.find(model_id=MODEL, max_price_wei=10**14)) == len(providers), timeout_s=30
+            )
+        assert registry.lookups == lookups
 
 
 async def test_node_that_leaves_expires_and_is_found_again_after_rejoining(
