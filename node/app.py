@@ -257,7 +257,7 @@ class Node:
         market = self.contracts.market
         runner = JobRunner(self.db, pool, self.key, market.domain(), events, slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs")
-        jobs = ProviderJobs(runner, market, policy, price_wei=prices.get, spawn=self._spawn)
+        jobs = ProviderJobs(runner, market, policy, spawn=self._spawn)
         follower = EventFollower(
             self.contracts.client,
             market.contract,
@@ -362,13 +362,13 @@ class Node:
         serve_jobs(self.host, parts.jobs.handle)
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
-        await self.discovery.announce(build_offer(parts.policy, warm))
+        await self.discovery.announce(build_offer(parts.jobs.policy, warm))
         group.create_task(self._keep_announcing(parts, warm), name="announce")
 
     async def _keep_announcing(self, parts: ProviderParts, warm: list[Hash32]) -> None:
         while True:
             await asyncio.sleep(self.settings.p2p.advert_refresh_s)
-            await self.discovery.announce(build_offer(parts.policy, warm))
+            await self.discovery.announce(build_offer(parts.jobs.policy, warm))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""

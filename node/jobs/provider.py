@@ -10,6 +10,7 @@ before the job is accepted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -57,13 +58,11 @@ class ProviderJobs:
         market: JobMarket,
         policy: AdmissionPolicy,
         *,
-        price_wei: Callable[[Hash32], int | None],
         spawn: Spawn,
     ) -> None:
         self.runner = runner
         self.market = market
         self.policy = policy
-        self._price = price_wei
         self._spawn = spawn
         self.domain: Eip712Domain = runner.domain
         # Wei of the jobs taken from each client by voucher (live or done): what vouchers must cover.
@@ -81,6 +80,12 @@ class ProviderJobs:
             voucher_paid = job.role is Role.PROVIDER and job.status.payment is PaymentPath.VOUCHER
             if voucher_paid and job.client and job.state in _LIVE:
                 self._covered[job.client] += job.price_wei
+
+    def set_price(self, model_id: Hash32, price_wei: int) -> None:
+        """Ask `price_wei` for `model_id` from now on (adverts carry it from their next refresh)."""
+        floors = dict(self.policy.price_floor_wei)
+        floors[model_id] = price_wei
+        self.policy = dataclasses.replace(self.policy, price_floor_wei=floors)
 
     # the protocol handler ---------------------------------------------------------------------
 
@@ -120,7 +125,7 @@ class ProviderJobs:
     ) -> tuple[JobRecord, bytes, JobTerms | None, int] | JobRejected:
         client = peer_id_to_address(peer)
         model_key = normalize_model_id(request.model_id)
-        price = self._price(request.model_id)
+        price = self.policy.price_floor_wei.get(request.model_id)
         if price is None:
             return JobRejected("unknown_model", f"this provider does not serve model {model_key}")
         size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)

@@ -22,6 +22,7 @@ from node.chain.eip712 import sign_voucher, verify_receipt
 from node.chain.market import JobStatus as ChainJobStatus
 from node.chain.registry import events_in
 from node.errors import ExecutorError, JobError, SettlementError, TransactionReverted
+from node.jobs.onchain import ChainOutcome, chain_outcome
 from node.jobs.service import JobSpec, JobView
 from node.jobs.state import JobState, PaymentPath, Role
 from node.p2p.job_messages import JobRejected, JobRequest, VoucherPayment
@@ -263,3 +264,41 @@ async def test_a_reverted_transaction_changes_nothing(devnet: Devnet) -> None:
     done = await until(client.services.jobs, view.job_id, {JobState.VERIFIED, JobState.FAILED})
     assert done.state is JobState.VERIFIED
     assert done.role is Role.CLIENT
+
+
+async def test_escrow_of_a_rejected_attempt_is_refunded(devnet: Devnet) -> None:
+    """A provider that raised its price turns the escrowed job away; after the job's on-chain
+    deadline the client's settlement takes the escrow back, and nothing stays in the market."""
+    client = client_of(devnet)
+    provider = devnet.providers[2]
+    assert provider.provider is not None
+    model = Hash32(bytes.fromhex(devnet.model_id))
+    provider.provider.jobs.set_price(model, 2 * PRICE_WEI)  # its advert still says PRICE_WEI
+    try:
+        jobs = client.services.jobs
+        view = await jobs.submit(
+            JobSpec(
+                model_id=devnet.model_id,
+                input=mlp_input(11),
+                payment=PaymentPath.ESCROW,
+                provider=provider.key.address,
+                timeout_s=30,
+            )
+        )
+        failed = await until(jobs, view.job_id, {JobState.FAILED})
+        assert failed.error is not None
+        assert "price" in failed.error
+        (attempt,) = failed.attempts
+        assert attempt.paid
+        assert failed.onchain_job_id is not None
+        onchain_id = Hash32(bytes.fromhex(failed.onchain_job_id))
+        assert (await devnet.market.job(onchain_id)).status is ChainJobStatus.REQUESTED
+
+        market_before = await devnet.chain.balance(devnet.market.address)
+        await devnet.chain.increase_time(30 + 300 + 1)
+        await client.settlement.tick()  # the background round may get there first: same outcome
+        assert await chain_outcome(devnet.market, onchain_id) is ChainOutcome.REFUNDED
+        assert await devnet.market.withdrawable(client.key.address) == 0
+        assert await devnet.chain.balance(devnet.market.address) == market_before - PRICE_WEI
+    finally:
+        provider.provider.jobs.set_price(model, PRICE_WEI)
