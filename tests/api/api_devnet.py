@@ -231,3 +231,24 @@ class Background:
             self.devnet = devnet
             self.ready.set()
             await self._stop.wait()
+
+
+_EXPORT_SMALL_PROGRAM = """
+import sys, torch
+class Small(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+    def forward(self, x):
+        return torch.relu(self.linear(x))
+torch.manual_seed(0)
+batch = torch.export.Dim("batch", min=1, max=1024)
+program = torch.export.export(Small(), (torch.randn(2, 4),), dynamic_shapes=({0: batch},))
+torch.export.save(program, sys.argv[1])
+"""
+
+
+def exported_program(path: Path) -> Path:
+    """A small real `.pt2` (relu(linear(x)), dynamic batch), exported in a torch subprocess."""
+    subprocess.run([sys.executable, "-c", _EXPORT_SMALL_PROGRAM, str(path)], check=True, capture_output=True)
+    return path

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api_devnet import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, mlp_input
+from api_devnet import MAX_INPUT_BYTES, PRICE_WEI, ApiDevnet, exported_program, mlp_input
 from typer.testing import CliRunner, Result
 
 from node.cli.main import _register_groups, app
@@ -230,3 +231,41 @@ def test_can_deposit_into_the_voucher_deposit(api_devnet: ApiDevnet) -> None:
     assert first["deposited_wei"] == 1000000
     assert second["balance_wei"] - first["balance_wei"] == 2000000
     assert gpunode("deposit", "0", *api).exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_program(tmp_path_factory.mktemp("program") / "small.pt2")
+
+
+def test_can_add_a_torch_export_program(api_devnet: ApiDevnet, program: Path) -> None:
+    api = ("--api", api_devnet.provider_api)
+    added = as_json(
+        gpunode(
+            "models",
+            "add",
+            str(program),
+            "--name",
+            "small",
+            "--input",
+            "x:F32:*,4",
+            "--batchable",
+            "--json",
+            *api,
+        )
+    )
+    assert (added["name"], added["format"], added["batchable"]) == ("small", "torch_export", True)
+    listed = as_json(gpunode("models", "list", "--json", *api))
+    assert added["model_id"] in [m["model_id"] for m in listed["models"]]
+
+
+def test_cannot_add_a_pickle_dressed_as_a_program(api_devnet: ApiDevnet, tmp_path: Path) -> None:
+    api = ("--api", api_devnet.provider_api)
+    before = as_json(gpunode("models", "list", "--json", *api))
+    fake = tmp_path / "evil.pt2"
+    fake.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    line = refused(gpunode("models", "add", str(fake), "--name", "evil", "--input", "x:F32:4", *api))
+    assert "evil" not in [m["name"] for m in as_json(gpunode("models", "list", "--json", *api))["models"]]
+    assert as_json(gpunode("models", "list", "--json", *api)) == before
+    assert "is a raw pickle, which can run arbitrary code" in line
+    assert "torch.export.save" in line
