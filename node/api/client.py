@@ -46,6 +46,9 @@ api_grpc: Any = importlib.import_module("node.gen.gpunode.v1.api_pb2_grpc")
 
 DEFAULT_CONNECT_TIMEOUT_S = 3.0
 DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+# Room the other fields of a SubmitJob message take next to the input bytes.
+_ENVELOPE_BYTES = 4096
 # Called with (bytes sent so far, total bytes) while a model uploads.
 UploadProgress = Callable[[int, int], None]
 # How gRPC words an UNAVAILABLE that came from no server answering, rather than from the node.
@@ -68,9 +71,17 @@ def unreachable(target: str) -> NodeUnreachable:
 
 
 class ApiClient:
-    def __init__(self, channel: grpc.aio.Channel, target: str, *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        target: str,
+        *,
+        token: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.target = target
         self._channel = channel
+        self._max_message_bytes = max_message_bytes
         self._metadata = bearer(token) if token else ()
         self._jobs = api_grpc.JobServiceStub(channel)
         self._provider = api_grpc.ProviderServiceStub(channel)
@@ -83,7 +94,7 @@ class ApiClient:
         target: str,
         *,
         timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-        max_message_bytes: int = 256 * 2**20,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         token: str | None = None,
     ) -> ApiClient:
         """Open a channel and wait until the node answers; `NodeUnreachable` after `timeout_s`.
@@ -104,7 +115,7 @@ class ApiClient:
         except (TimeoutError, ConnectionRefusedError):
             await channel.close()
             raise unreachable(target) from None
-        return cls(channel, target, token=token)
+        return cls(channel, target, token=token, max_message_bytes=max_message_bytes)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -120,6 +131,12 @@ class ApiClient:
     # -- jobs ----------------------------------------------------------------------------------
 
     async def submit_job(self, spec: JobSpec) -> JobView:
+        if len(spec.input) > self._max_message_bytes - _ENVELOPE_BYTES:
+            raise InvalidRequest(
+                f"the input is {len(spec.input)} bytes, more than one API message carries "
+                f"({self._max_message_bytes - _ENVELOPE_BYTES})",
+                hint="split the job, or raise api.max_message_bytes on the node and this client",
+            )
         request = pb.SubmitJobRequest(
             model_id=spec.model_id,
             input=spec.input,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +35,8 @@ OutOption = Annotated[
     Path | None, typer.Option("--out", help="write the output (safetensors bytes) to this file")
 ]
 _FAILED = (JobState.FAILED, JobState.CANCELLED, JobState.REFUNDED)
+# The façade's own defaults, so the CLI never drifts from what the SDK gets.
+_SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(JobSpec)}
 
 
 @app.command("submit")
@@ -43,8 +46,12 @@ def submit(
     payment: Annotated[PaymentPath, typer.Option(help="pay by voucher or by on-chain escrow")] = (
         PaymentPath.VOUCHER
     ),
-    max_price: Annotated[int, typer.Option("--max-price", help="the most to pay, in wei", min=0)] = 10**15,
-    timeout: Annotated[float, typer.Option(help="seconds the job may take end to end", min=0.001)] = 60.0,
+    max_price: Annotated[
+        int, typer.Option("--max-price", help="the most to pay, in wei", min=0)
+    ] = _SPEC_DEFAULTS["max_price_wei"],
+    timeout: Annotated[
+        float, typer.Option(help="seconds the job may take end to end", min=0.001)
+    ] = _SPEC_DEFAULTS["timeout_s"],
     provider: Annotated[str | None, typer.Option(help="pin the job to this provider's address")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it finishes")] = False,
     out: OutOption = None,

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from node.api.auth import read_token, token_path
 from node.api.client import ApiClient
-from node.api.errors import ApiCallFailed, NodeUnreachable
+from node.api.errors import ApiCallFailed, InvalidRequest, NodeUnreachable
 from node.api.server import api_grpc
 from node.chain.eip712 import Eip712Domain, verify_receipt
 from node.gen.gpunode.v1 import api_pb2 as pb
@@ -276,3 +276,14 @@ async def test_cannot_deposit_a_bad_amount(api_devnet: ApiDevnet, amount: str, r
             await stub.Deposit(pb.DepositRequest(amount_wei=amount))
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert reason in (caught.value.details() or "")
+
+
+async def test_cannot_send_an_input_larger_than_one_api_message(api_devnet: ApiDevnet) -> None:
+    api = await ApiClient.connect(api_devnet.client_api, max_message_bytes=2**20)
+    async with api:
+        before = await api.list_jobs()
+        with pytest.raises(InvalidRequest, match="more than one API message carries") as caught:
+            await api.submit_job(JobSpec(model_id=api_devnet.model_id, input=b"\0" * 2**20))
+        after = await api.list_jobs()
+    assert "api.max_message_bytes" in (caught.value.hint or "")
+    assert after == before
