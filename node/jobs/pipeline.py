@@ -233,8 +233,10 @@ class ClientPipeline:
     ) -> JobRecord | None:
         provider = _current_provider(record)
         record = await self._reach_running(record)
-        await self.blobs.put(result.output)
-        record = await self.apply(record.job_id, ResultReceived())
+        # The output must be on disk before the result counts as verified, not before it is received.
+        _, record = await asyncio.gather(
+            self.blobs.put(result.output), self.apply(record.job_id, ResultReceived())
+        )
         problem = self._check_result(record, result, provider, attempt)
         if problem is not None:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)

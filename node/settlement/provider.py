@@ -98,9 +98,7 @@ class ProviderSettlement:
         for stored in unredeemed:
             account = await self.market.client_account(stored.voucher.client)
             withdrawals[stored.voucher.client] = account.withdrawable_at
-        due = due_vouchers(
-            unredeemed, withdrawals=withdrawals, now=await self._chain_time(), policy=self.policy, force=force
-        )
+        due = due_vouchers(unredeemed, withdrawals=withdrawals, policy=self.policy, force=force)
         if not due:
             return
         redemption = await self.market.redeem_vouchers(

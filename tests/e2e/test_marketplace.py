@@ -302,3 +302,23 @@ async def test_escrow_of_a_rejected_attempt_is_refunded(devnet: Devnet) -> None:
         assert await devnet.chain.balance(devnet.market.address) == market_before - PRICE_WEI
     finally:
         provider.provider.jobs.set_price(model, PRICE_WEI)
+
+
+async def test_vouchers_are_redeemed_before_a_client_can_withdraw(devnet: Devnet) -> None:
+    """Too little is owed for redemption to be worth its gas, until the client asks to withdraw:
+    then the provider redeems at once, well before the withdrawal delay runs out."""
+    client = client_of(devnet)
+    jobs = client.services.jobs
+    view = await jobs.submit(JobSpec(model_id=devnet.model_id, input=mlp_input(21)))
+    done = await until(jobs, view.job_id, {JobState.SETTLED})
+    provider = next(p for p in devnet.providers if p.key.address == done.provider)
+    assert provider.services.provider is not None
+    await provider.settlement.tick()
+    owed = (await provider.services.provider.earnings()).unredeemed_voucher_wei
+    assert owed >= PRICE_WEI
+    paid_before = await devnet.market.paid(client.key.address, provider.key.address)
+
+    await devnet.market.request_withdrawal(PRICE_WEI, sender=client.key.account)
+    await provider.settlement.tick()
+    assert (await provider.services.provider.earnings()).unredeemed_voucher_wei == 0
+    assert await devnet.market.paid(client.key.address, provider.key.address) == paid_before + owed
