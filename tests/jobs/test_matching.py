@@ -1,0 +1,74 @@
+"""Matching a job to a provider from live adverts: the cheapest fitting one, back-off after a
+failure, and errors that say why nobody fits."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer, ProviderAdvert
+from node.discovery.directory import Directory
+from node.errors import SchedulerError
+from node.executor.errors import UnknownModel
+from node.jobs.matching import Matchmaker
+from node.types import Address, Hash32
+
+MODEL = Hash32(b"\x05" * 32)
+CHEAP = Address("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+DEAR = Address("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC")
+
+
+def advert(address: Address, price: int) -> ProviderAdvert:
+    now_ms = int(time.time() * 1000)
+    return ProviderAdvert(
+        address=address,
+        peer_id=f"peer-{address[-4:]}",
+        listen_addrs=(),
+        offer=Offer(
+            devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
+            warm_models=(MODEL,),
+            prices=(ModelPrice(MODEL, price),),
+            free_slots=4,
+        ),
+        sequence=1,
+        issued_at_ms=now_ms,
+        expires_at_ms=now_ms + 60_000,
+    )
+
+
+def market() -> Matchmaker:
+    directory = Directory()
+    directory.upsert(advert(CHEAP, 100))
+    directory.upsert(advert(DEAR, 300))
+    return Matchmaker(directory)
+
+
+def test_can_pick_the_cheapest_fitting_provider_then_the_next() -> None:
+    matchmaker = market()
+    first = matchmaker.choose(MODEL, 1000)
+    assert (first.candidate.address, first.offer.price_wei) == (CHEAP, 100)
+    second = matchmaker.choose(MODEL, 1000, tried=frozenset({CHEAP}))
+    assert second.candidate.address == DEAR
+    assert matchmaker.choose(MODEL, 1000, pinned=DEAR).candidate.address == DEAR
+
+
+def test_cannot_match_an_unknown_model_or_a_budget_too_small() -> None:
+    matchmaker = market()
+    with pytest.raises(UnknownModel, match="no live provider"):
+        matchmaker.choose(Hash32(b"\x06" * 32), 1000)
+    with pytest.raises(SchedulerError, match="budget"):
+        matchmaker.choose(MODEL, 50)
+    with pytest.raises(SchedulerError, match="no live advert"):
+        matchmaker.choose(MODEL, 1000, pinned=Address("0x" + "ab" * 20))
+
+
+def test_cannot_pick_a_provider_backed_off_after_a_failure() -> None:
+    matchmaker = market()
+    matchmaker.failed(CHEAP)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == DEAR
+    matchmaker.failed(DEAR)
+    with pytest.raises(SchedulerError, match="backed off"):
+        matchmaker.choose(MODEL, 1000)
+    matchmaker.succeeded(CHEAP, latency_ms=12.0)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == CHEAP
