@@ -78,8 +78,10 @@ class ApiServer:
         try:
             self.port = server.add_insecure_port(api.listen)
         except RuntimeError as exc:
+            await server.stop(None)
             raise _cannot_listen(api.listen) from exc
         if self.port == 0:
+            await server.stop(None)
             raise _cannot_listen(api.listen)
         await server.start()
         for name in (*SERVICE_NAMES, health.OVERALL_HEALTH):

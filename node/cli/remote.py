@@ -42,8 +42,25 @@ def exit_on_error() -> Iterator[None]:
     except GpunodeError as exc:
         fail(describe(exc))
         raise typer.Exit(code=1) from None
+    except ExceptionGroup as group:
+        # A node's TaskGroup reports the service that failed inside a group; an expected error
+        # still deserves its one line, anything else its traceback.
+        expected, rest = group.split(GpunodeError)
+        if expected is None or rest is not None:
+            raise
+        for error in _leaves(expected):
+            fail(describe(error))
+        raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
+
+
+def _leaves(group: BaseExceptionGroup[GpunodeError]) -> Iterator[GpunodeError]:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
 
 
 def cli_settings(config: Path | None) -> Settings:

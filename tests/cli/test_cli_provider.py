@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -198,3 +199,20 @@ async def test_can_start_a_provider_serve_the_api_and_stop_on_sigterm(chain: Cha
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_cannot_start_a_provider_on_a_taken_api_port(chain: Chain, tmp_path: Path) -> None:
+    home, _ = _home(tmp_path, chain, 7, stake=MIN_STAKE)
+    config = (home / "config.toml").read_text()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (home / "config.toml").write_text(
+            re.sub(r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{port}"', config)
+        )
+        done = await _gpunode(home, "provider", "start")
+    assert done.returncode == 1
+    assert f"the API cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "set api.listen" in done.stderr
+    assert "Traceback" not in done.stderr
