@@ -64,6 +64,7 @@ class ModelLane:
         self._profile: ExecutionProfile | None = None
         self._broken: ExecutorError | None = None
         self._closing = False
+        self._changed = asyncio.Event()  # set whenever a worker comes or goes
 
     async def start(self) -> None:
         workers = await asyncio.gather(
@@ -81,6 +82,12 @@ class ModelLane:
         return list(self._workers)
 
     async def profile(self) -> ExecutionProfile:
+        """The lane's execution profile, once a worker is up (after a crash, its replacement)."""
+        while not self._workers:
+            if self._broken is not None:
+                raise self._broken
+            self._changed.clear()
+            await self._changed.wait()
         if self._profile is None:
             raise ExecutorError(f"model {self.manifest.name} has no worker up")
         return self._profile
@@ -122,6 +129,7 @@ class ModelLane:
 
     def _adopt(self, worker: WorkerHandle) -> None:
         self._workers.add(worker)
+        self._changed.set()
         self._profile = self._profile or worker.profile
         self._idle.put_nowait(worker)
         self._spawn(self._watch(worker))
@@ -225,6 +233,7 @@ class ModelLane:
         except ExecutorError as exc:
             log.error("worker_restart_failed", model=self.manifest.name, reason=str(exc))
             self._broken = exc
+            self._changed.set()
             if not self._workers:
                 self._fail(list(self._queue), exc)
                 self._queue.clear()

@@ -155,9 +155,12 @@ class WorkerHandle:
                 f"job ran past its wall-clock limit of {timeout_s:g} s; its worker was killed",
                 hint="send a smaller input, or ask the provider for a longer job timeout",
             ) from None
-        except (OSError, framing.FramingError) as exc:
+        except OSError as exc:  # the socket broke: the worker died, or is made to
+            self._proc.kill()
+            raise await self._crashed() from exc
+        except framing.FramingError as exc:
             await self.kill()
-            raise WorkerCrashed(f"lost the worker while running the job: {exc}") from exc
+            raise WorkerCrashed(f"worker broke the message protocol: {exc}") from exc
         finally:
             self.running.clear()
         if reply is None:
@@ -188,6 +191,7 @@ class WorkerHandle:
     async def _crashed(self) -> WorkerCrashed:
         self.alive = False
         code = await self._proc.wait()
+        self._channel.close()
         return WorkerCrashed(
             f"worker died while running the job ({describe_exit(code)}): {self.stderr_tail()}",
             hint="the worker was replaced; the job was not retried",
