@@ -211,6 +211,11 @@ class Node:
                     raise _Stopping
             except* _Stopping:
                 pass
+            except* Exception as crashed:
+                # One service failed and the TaskGroup cancelled the others: say which and why.
+                for error in crashed.exceptions:
+                    log.error("node_service_crashed", address=self.key.address, error=repr(error))
+                raise
             finally:
                 self.ready.clear()
         log.info("node_stopped", address=self.key.address)

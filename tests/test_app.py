@@ -15,7 +15,7 @@ from node.chain.client import ChainClient
 from node.chain.deploy import deploy_contracts
 from node.chain.keys import NodeKey, create_keystore
 from node.config import ChainSettings, KeySettings, P2PSettings, Settings, StorageSettings
-from node.errors import ConfigError, KeyStoreError, P2PError
+from node.errors import ConfigError, KeyStoreError, P2PError, StorageError
 
 
 def settings_for(home: Path, chain: ChainSettings, **overrides: object) -> Settings:
@@ -112,3 +112,36 @@ async def test_can_stop_gracefully_on_sigterm(tmp_path: Path) -> None:
         assert not seen[0].ready.is_set()
     finally:
         await chain.close()
+
+
+async def test_a_crashed_service_stops_the_node_and_is_reported(tmp_path: Path) -> None:
+    """The database disappears under a running node: the settlement service fails on its next
+    round, the TaskGroup cancels every other service, and `running()` raises the failure."""
+    chain, chain_settings = await deployed_chain()
+    try:
+        settings = settings_for(tmp_path, chain_settings)
+        node = Node(settings, key=NodeKey.generate(), shared_chain=chain, serve_api=False)
+        with pytest.raises(BaseExceptionGroup) as caught:
+            await _lose_database_while_running(node, tmp_path)
+        assert caught.group_contains(StorageError)
+        assert not node.ready.is_set()
+    finally:
+        await chain.close()
+
+
+async def _lose_database_while_running(node: Node, home: Path) -> None:
+    async with node.running():
+        node.db.close()
+        await asyncio.to_thread(_remove_database_files, home)
+        node.settlement.poke()
+        await asyncio.wait_for(_stopped(node), 30)
+
+
+def _remove_database_files(home: Path) -> None:
+    for leftover in home.glob("gpunode.db*"):
+        leftover.unlink()
+
+
+async def _stopped(node: Node) -> None:
+    while node.ready.is_set():  # noqa: ASYNC110 (the node offers no stopped event; a crash clears ready)
+        await asyncio.sleep(0.05)
