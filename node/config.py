@@ -102,7 +102,6 @@ class ApiSettings(_Section):
     listen: str = Field(default="127.0.0.1:50051", pattern=r"^\S+:\d{1,5}$")
     # A model upload larger than this is refused before it fills the disk.
     max_upload_bytes: int = Field(default=4 * 2**30, gt=0)
-    upload_chunk_bytes: int = Field(default=1 * 2**20, ge=1024, le=3 * 2**20)
     # The largest message a call may carry (a job's input on submit, its output on get and watch).
     max_message_bytes: int = Field(default=256 * 2**20, ge=4 * 2**20)
     grace_s: float = Field(default=5.0, ge=0, description="how long stop() lets calls in flight finish")
