@@ -6,10 +6,26 @@ import typer
 
 from node.api.client import ApiClient
 from node.cli.output import console, jsonable, key_value_table, peers_table, print_json
-from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
+from node.cli.remote import (
+    ApiOption,
+    ConfigOption,
+    JsonOption,
+    call_node,
+    exit_on_error,
+    run_node_in_foreground,
+)
+from node.config import load_settings
 from node.jobs.service import NodeStatusView
 
-app = typer.Typer(name="node", help="Inspect a running node.", no_args_is_help=True)
+app = typer.Typer(name="node", help="Run a node and inspect a running one.", no_args_is_help=True)
+
+
+@app.command("start")
+def start(config: ConfigOption = None) -> None:
+    """Run this node in the foreground (a client; a provider too if provider.enabled) until Ctrl-C."""
+    with exit_on_error():
+        settings = load_settings(config)
+    run_node_in_foreground(settings, "provider" if settings.provider.enabled else "client")
 
 
 @app.command("status")

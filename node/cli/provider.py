@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,17 +12,24 @@ from rich.table import Table
 from node.api.client import ApiClient
 from node.cli.output import (
     console,
-    err_console,
     format_wei,
     format_wei_exact,
     jsonable,
     key_value_table,
     print_json,
 )
-from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node, cli_settings, exit_on_error
+from node.cli.remote import (
+    ApiOption,
+    ConfigOption,
+    JsonOption,
+    call_node,
+    cli_settings,
+    exit_on_error,
+    run_node_in_foreground,
+)
 from node.config import Settings, load_settings
 from node.jobs.service import EarningsView, ProviderStatusView
-from node.logging import configure_logging, get_logger
+from node.logging import get_logger
 from node.types import sha256
 
 app = typer.Typer(name="provider", help="Run and manage a provider node.", no_args_is_help=True)
@@ -36,31 +42,7 @@ def start(config: ConfigOption = None) -> None:
     with exit_on_error():
         # Deep-merged over the file: only `enabled` is forced, every other provider setting stays.
         settings = load_settings(config, provider={"enabled": True})
-        configure_logging(settings.log_level, json=settings.log_json)
-        asyncio.run(_serve(settings))
-
-
-async def _serve(settings: Settings) -> None:
-    from node.app import Node
-
-    node = Node(settings)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, node.stop)
-    try:
-        running = asyncio.create_task(node.run(), name="node")
-        ready = asyncio.create_task(node.ready.wait())
-        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if ready.done() and not running.done():
-            api = node.api.address if node.api is not None else "off"
-            err_console.print(
-                f"provider {node.key.address} ready — API at {api}, peer {node.host.peer_id}; Ctrl-C stops it"
-            )
-        ready.cancel()
-        await running
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    run_node_in_foreground(settings, "provider")
 
 
 @dataclass(frozen=True, slots=True)

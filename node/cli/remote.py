@@ -13,7 +13,7 @@ import typer
 
 from node.api.auth import read_token, token_path
 from node.api.client import ApiClient
-from node.cli.output import fail
+from node.cli.output import err_console, fail
 from node.config import Settings, load_settings
 from node.errors import GpunodeError
 from node.logging import configure_logging
@@ -87,3 +87,18 @@ def call_node(api: str | None, config: Path | None, work: Callable[[ApiClient], 
                 return await work(client)
 
         return asyncio.run(session())
+
+
+def run_node_in_foreground(settings: Settings, role: str) -> None:
+    """Run a node until Ctrl-C or SIGTERM, saying on stderr where it can be reached once ready."""
+    from node.app import Node, run_node
+
+    def announce(node: Node) -> None:
+        api = node.api.address if node.api is not None else "off"
+        err_console.print(
+            f"{role} {node.key.address} ready — API at {api}, peer {node.host.peer_id}; Ctrl-C stops it"
+        )
+
+    with exit_on_error():
+        configure_logging(settings.log_level, json=settings.log_json)
+        asyncio.run(run_node(settings, on_ready=announce))

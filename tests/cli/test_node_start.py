@@ -1,0 +1,35 @@
+"""`gpunode node start` refuses to start on settings it cannot run with, saying what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from node.cli.main import _register_groups, app
+
+runner = CliRunner()
+_register_groups()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GPUNODE_HOME", str(tmp_path))
+    monkeypatch.setenv("GPUNODE_KEY_PASSWORD", "pw")
+    monkeypatch.delenv("GPUNODE_CONFIG", raising=False)
+    return tmp_path
+
+
+def test_cannot_start_a_node_without_a_key(home: Path) -> None:
+    result = runner.invoke(app, ["node", "start"])
+    assert result.exit_code == 1
+    assert "keystore" in result.output
+
+
+def test_cannot_start_a_node_without_contract_addresses(home: Path) -> None:
+    assert runner.invoke(app, ["keys", "new", "--json"]).exit_code == 0
+    result = runner.invoke(app, ["node", "start"])
+    assert result.exit_code == 1
+    assert "registry_address" in result.output
+    assert "gpunode devnet" in result.output or "deploy" in result.output

@@ -1,0 +1,54 @@
+"""The provider image and the compose file lint clean (no Docker engine is needed for either)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_provider_dockerfile_lints_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    done = subprocess.run(
+        [str(hadolint), str(ROOT / "docker/provider.Dockerfile")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_file_parses() -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.fail("docker-compose is missing: run `bash scripts/dev.sh setup`")
+    done = subprocess.run(
+        [compose, "-f", str(ROOT / "docker/compose.yaml"), "config", "--services"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.split()) == {"anvil", "deploy", "provider1", "provider2", "client"}
+
+
+def test_entrypoint_runs_only_commands_that_exist() -> None:
+    from typer.testing import CliRunner
+
+    from node.cli.main import _register_groups, app
+
+    _register_groups()
+    script = (ROOT / "docker/entrypoint.sh").read_text()
+    commands = set(re.findall(r"gpunode ([a-z]+ [a-z]+)", script))
+    assert {
+        "keys import",
+        "contracts deploy",
+        "provider register",
+        "provider start",
+        "node start",
+    } <= commands
+    for command in sorted(commands):
+        result = CliRunner().invoke(app, [*command.split(), "--help"])
+        assert result.exit_code == 0, f"gpunode {command}: {result.output}"
