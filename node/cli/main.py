@@ -26,28 +26,18 @@ def version() -> None:
 
 
 def _register_groups() -> None:
-    # Each command group lives in its own module and is added here.
-    from node.cli import keys
+    """Add every command group; imported here so that `node.cli.main` stays cheap to import."""
+    from node.cli import contracts, devnet, doctor, init_cmd, job, keys, models, node_cmd, provider
 
+    init_cmd.register(app)
     app.add_typer(keys.app)
-    from node.cli import doctor
-
     doctor.register(app)
-    from node.cli import job, models, node_cmd, provider
-
+    app.add_typer(contracts.app)
+    app.add_typer(provider.app)
     job.register(app)
     app.add_typer(models.app)
     app.add_typer(node_cmd.app)
-    app.add_typer(provider.app)
-    from node.cli import init_cmd
-
-    init_cmd.register(app)
-    from node.cli import devnet
-
     devnet.register(app)
-    from node.cli import contracts
-
-    app.add_typer(contracts.app)
 
 
 def main() -> None:
