@@ -93,9 +93,15 @@ async def throughput_ratio(
     sandboxed: list[float] = []
     # Alternate single jobs and compare each pair: on a shared, loaded machine the load drifts
     # between seconds, and a pair sees nearly the same load on both sides.
-    for _ in range(args_rounds * 10):
-        raw += raw_seconds_per_job(run, x, 1)
-        sandboxed += await pool_seconds_per_job(pool, heavy.model_id, data, 1)
+    for i in range(args_rounds * 10):
+        # ABBA order, so whichever side runs second (warmer caches, or a freshly woken core) does
+        # not always favour the same side.
+        if i % 2 == 0:
+            raw += raw_seconds_per_job(run, x, 1)
+            sandboxed += await pool_seconds_per_job(pool, heavy.model_id, data, 1)
+        else:
+            sandboxed += await pool_seconds_per_job(pool, heavy.model_id, data, 1)
+            raw += raw_seconds_per_job(run, x, 1)
     pairs = [r / s for r, s in zip(raw, sandboxed, strict=True)]
     return {
         "raw_job_ms": statistics.median(raw) * 1000,
