@@ -25,7 +25,7 @@ from node.jobs.views import has_result, job_view
 from node.logging import get_logger
 from node.storage import Database, JobRecord, NewJob
 from node.storage.errors import InvalidRecord, UnknownJob
-from node.types import Address, Hash32
+from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
 
@@ -110,7 +110,7 @@ class ClientJobs:
             )
         if spec.payment is PaymentPath.VOUCHER:
             await self._check_deposit(price)
-        input_hash = await self.pipeline.blobs.put(spec.input)
+        input_hash = sha256(spec.input)
         job = NewJob(
             job_id=Hash32(secrets.token_bytes(32)),
             role=Role.CLIENT,
@@ -121,7 +121,10 @@ class ClientJobs:
             client=self.me,
             deadline=time.time() + spec.timeout_s,
         )
-        record = await self.db.run(self.db.jobs.create, job)
+        # Both are durable before the job is acknowledged; neither needs the other.
+        _, record = await asyncio.gather(
+            self.pipeline.blobs.put(spec.input), self.db.run(self.db.jobs.create, job)
+        )
         if spec.provider is not None:
             self.pipeline.pinned[job.job_id] = spec.provider
         self.pipeline.peers[choice.candidate.address] = choice.candidate.peer_id

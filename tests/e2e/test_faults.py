@@ -59,7 +59,10 @@ async def start_provider_process(
     )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 120)
-    assert line.startswith(b"/ip4/"), f"provider process did not start: {line!r}"
+    if not line.startswith(b"/ip4/"):
+        await process.wait()
+        log = (devnet.root / f"provider{index}.log").read_text()[-3000:]
+        raise AssertionError(f"provider process did not start (exit {process.returncode}): {log}")
     return process
 
 
