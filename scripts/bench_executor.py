@@ -33,7 +33,9 @@ from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 from node.logging import configure_logging
 
-# ~1.5 GFLOP a job at batch 64: well over 5 ms of compute on one CPU thread.
+# Jobs of batch 64, well over 5 ms of compute on one CPU thread: COMPUTE (~1.2 GFLOP, 64 KiB in and
+# out) is the headline; HEAVY (~1.5 GFLOP, 256 KiB in and out) shows what bigger tensors cost.
+COMPUTE = {"in_features": 256, "hidden": 2048, "out_features": 256, "layers": 3}
 HEAVY = {"in_features": 1024, "hidden": 2048, "out_features": 1024, "layers": 3}
 HEAVY_BATCH = 64
 TINY = {"in_features": 64, "hidden": 256, "out_features": 16, "layers": 2}
@@ -82,9 +84,10 @@ async def throughput_ratio(
     pool: ExecutorPool, store: ModelStore, heavy: ModelManifest, device: str, args_rounds: int
 ) -> dict[str, float]:
     run = raw_model(store, heavy, device)
-    data = make_input(HEAVY_BATCH, HEAVY["in_features"])
+    features = heavy.config["in_features"]
+    data = make_input(HEAVY_BATCH, features)
     x = torch.from_numpy(
-        np.random.default_rng(0).standard_normal((HEAVY_BATCH, HEAVY["in_features"]), dtype=np.float32)
+        np.random.default_rng(0).standard_normal((HEAVY_BATCH, features), dtype=np.float32)
     ).to(device)
     await pool.warm(heavy.model_id)
     await pool_seconds_per_job(pool, heavy.model_id, data, 3)
@@ -188,7 +191,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
     root = Path(tempfile.mkdtemp(prefix="gpunode-bench-"))
     store = ModelStore(root / "store", capacity_bytes=2**31)
     models = {}
-    for name, config in (("bench-heavy", HEAVY), ("bench-tiny", TINY)):
+    for name, config in (("bench-compute", COMPUTE), ("bench-heavy", HEAVY), ("bench-tiny", TINY)):
         write_builtin("mlp", root / name, name=name, **config)
         models[name] = store.import_dir(root / name)
     settings = ExecutorSettings(
@@ -199,7 +202,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         max_input_bytes=16 * 2**20,
     )
     async with ExecutorPool(settings, store, device=args.device) as pool:
-        ratio = await throughput_ratio(pool, store, models["bench-heavy"], args.device, args.rounds)
+        ratio = await throughput_ratio(pool, store, models["bench-compute"], args.device, args.rounds)
+        big_io = await throughput_ratio(pool, store, models["bench-heavy"], args.device, args.rounds)
         over = await overhead(pool, store, models["bench-tiny"], args.device, args.jobs)
     cold = await cold_start(settings, store, models["bench-tiny"], args.device, args.cold_runs)
     load = {"clients": args.clients, "jobs_per_client": args.jobs_per_client}
@@ -219,6 +223,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "_detail": {
             "pairs": args.rounds * 10,
             "throughput": ratio,
+            "throughput_big_io": big_io,
             "overhead": over,
             "cold_start": cold,
             "batched_jobs_per_s": batched,
@@ -232,18 +237,29 @@ def print_table(figures: dict[str, object]) -> None:
     detail = figures["_detail"]
     assert isinstance(detail, dict)
     t, o, c = detail["throughput"], detail["overhead"], detail["cold_start"]
+    big = detail["throughput_big_io"]
     len_pairs = detail["pairs"]
     rows = [
         ("device", str(figures["device"]), ""),
         (
-            "job of batch 64 (1.5 GFLOP)",
+            "job: batch 64, 1.2 GFLOP, 64 KiB io",
             f"raw torch {t['raw_job_ms']:.2f} ms",
-            f"sandboxed {t['sandboxed_job_ms']:.2f} ms",
+            f"sandboxed {t['sandboxed_job_ms']:.2f} ms (medians)",
         ),
         (
             "throughput ratio sandboxed/raw",
             f"{figures['throughput_ratio']:.3f}",
             f"target >= 0.95 (median of {len_pairs} pairs; best/best {t['best_ratio']:.3f})",
+        ),
+        (
+            "job: batch 64, 1.5 GFLOP, 256 KiB io",
+            f"raw torch {big['raw_job_ms']:.2f} ms",
+            f"sandboxed {big['sandboxed_job_ms']:.2f} ms (medians)",
+        ),
+        (
+            "  its throughput ratio",
+            f"{big['ratio']:.3f}",
+            f"(best/best {big['best_ratio']:.3f})",
         ),
         ("warm overhead per job p50", f"{figures['overhead_p50_ms']:.3f} ms", "target <= 1 ms"),
         (
