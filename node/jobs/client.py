@@ -56,13 +56,17 @@ class ClientJobs:
             v.voucher.provider: v.voucher.cumulative_amount for v in latest if v.voucher.client == self.me
         }
         self.pipeline.vouchers.load(signed)
-        async with asyncio.TaskGroup() as group:
-            for record in live:
-                self._start(group, record.job_id)
-            self.ready.set()
-            log.info("client_jobs_ready", resumed=len(live))
-            while True:
-                self._start(group, await self._queue.get())
+        self.pipeline.matchmaker.load(await db.run(db.providers.all))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for record in live:
+                    self._start(group, record.job_id)
+                self.ready.set()
+                log.info("client_jobs_ready", resumed=len(live))
+                while True:
+                    self._start(group, await self._queue.get())
+        finally:
+            await self.pipeline.flush()
 
     def _start(self, group: asyncio.TaskGroup, job_id: Hash32) -> None:
         if job_id in self._driving:

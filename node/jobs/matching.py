@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from node.discovery.advert import ProviderAdvert
@@ -22,6 +23,7 @@ from node.scheduler import (
     ProviderStats,
     backoff_until,
 )
+from node.storage import KnownProvider
 from node.types import Address, Hash32
 
 
@@ -90,12 +92,23 @@ class Matchmaker:
             old, successes=old.successes + 1, latency_ms=smoothed, consecutive_failures=0, backoff_until=0.0
         )
 
-    def failed(self, provider: Address) -> None:
+    def failed(self, provider: Address) -> float:
+        """Count a failure; returns when the provider may be tried again."""
         old = self.stats.get(provider, ProviderStats())
         streak = old.consecutive_failures + 1
+        until = backoff_until(streak, time.time(), rng=self.rng)
         self.stats[provider] = replace(
-            old,
-            failures=old.failures + 1,
-            consecutive_failures=streak,
-            backoff_until=backoff_until(streak, time.time(), rng=self.rng),
+            old, failures=old.failures + 1, consecutive_failures=streak, backoff_until=until
         )
+        return until
+
+    def load(self, known: Iterable[KnownProvider]) -> None:
+        """Start from how providers served this node before a restart."""
+        for provider in known:
+            self.stats[provider.address] = ProviderStats(
+                successes=provider.successes,
+                failures=provider.failures,
+                latency_ms=provider.latency_ms,
+                consecutive_failures=provider.consecutive_failures,
+                backoff_until=provider.backoff_until,
+            )

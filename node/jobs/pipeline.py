@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
-from node.errors import ChainError, GpunodeError, P2PError, PeerTimeout, SchedulerError, TransactionReverted
+from node.errors import (
+    ChainError,
+    GpunodeError,
+    P2PError,
+    PeerTimeout,
+    SchedulerError,
+    StorageError,
+    TransactionReverted,
+)
 from node.jobs.blobs import JobBlobs, ReceiptFiles
 from node.jobs.events import JobEvents
 from node.jobs.matching import Matchmaker
@@ -81,6 +89,8 @@ class ClientPipeline:
     prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
     # Inputs of jobs submitted in this run, kept so a send does not read them back from disk.
     inputs: dict[Hash32, bytes] = field(default_factory=dict)
+    _seen: dict[Address, int] = field(default_factory=dict)
+    _writes: set[asyncio.Task[None]] = field(default_factory=set)
     _last_error: dict[Hash32, str] = field(default_factory=dict)
 
     @property
@@ -248,6 +258,7 @@ class ClientPipeline:
             await self.receipts.put(result.receipt, result.signature)
             record = await self.apply(record.job_id, ResultVerified())
         self.matchmaker.succeeded(provider, elapsed_s * 1000)
+        self._remember(provider, latency_ms=elapsed_s * 1000)
         return record
 
     def _check_result(
@@ -281,6 +292,36 @@ class ClientPipeline:
         return None  # escrow jobs settle when the chain finalizes them (node.settlement)
 
     # helpers ----------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait for background writes (provider statistics) to land."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _remember(
+        self, provider: Address, *, latency_ms: float | None = None, backoff_until: float = 0.0
+    ) -> None:
+        """Keep how the provider served us in the database, off the job's critical path."""
+        task = asyncio.create_task(self._record_service(provider, latency_ms, backoff_until))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _record_service(
+        self, provider: Address, latency_ms: float | None, backoff_until: float
+    ) -> None:
+        providers = self.db.providers
+        try:
+            advert = self.matchmaker.directory.get(provider)
+            if advert is not None and self._seen.get(provider) != advert.sequence:
+                summary = {"listen_addrs": list(advert.listen_addrs), "sequence": advert.sequence}
+                await self.db.run(providers.seen, provider, advert.peer_id, summary)
+                self._seen[provider] = advert.sequence
+            if latency_ms is not None:
+                await self.db.run(providers.record_success, provider, latency_ms)
+            else:
+                await self.db.run(providers.record_failure, provider, backoff_until)
+        except StorageError as exc:
+            # Only the scheduler's memory is at stake; the job itself is already recorded.
+            log.warning("provider_stats_not_saved", provider=provider, error=str(exc))
 
     def price_of(self, record: JobRecord, provider: Address) -> int:
         """The attempt's price: as matched, else the provider's current advert, else the budget."""
@@ -318,7 +359,7 @@ class ClientPipeline:
             "provider_lost", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
         )
         self._last_error[record.job_id] = f"{provider}: {outcome}: {detail}"
-        self.matchmaker.failed(provider)
+        self._remember(provider, backoff_until=self.matchmaker.failed(provider))
         paid = record.status.current is not None and record.status.current.paid
         moved = await self.apply(record.job_id, ProviderLost(outcome, detail))
         price = self.prices.get((record.job_id, provider))

@@ -75,6 +75,10 @@ async def test_can_restart_nodes_and_recover_from_database_and_chain(tmp_path: P
             assert after_voucher.state is JobState.SETTLED
             assert after_voucher.output == before_voucher.output
             assert after_voucher.receipt == before_voucher.receipt
+            # How the provider served us survived the restart too (the scheduler's memory).
+            remembered = client.client_jobs.pipeline.matchmaker.stats[provider_key.address]
+            assert remembered.successes == 2
+            assert remembered.latency_ms is not None
             after_escrow = await jobs.get(escrowed.job_id)
             assert after_escrow.receipt == before_escrow.receipt
             assert after_escrow.output == before_escrow.output
