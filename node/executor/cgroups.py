@@ -19,8 +19,6 @@ from node.logging import get_logger
 
 log = get_logger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-_CONTROLLERS = ("pids", "memory", "cpu")
-_CPU_PERIOD_US = 100_000
 
 
 @dataclass
@@ -87,7 +85,7 @@ class CgroupScope:
     @classmethod
     def _create_v1(cls, name: str) -> CgroupScope | None:
         roots = {}
-        for controller in _CONTROLLERS:
+        for controller in ("pids", "memory"):
             base = CGROUP_ROOT / controller
             if (base / "cgroup.procs").is_file() and os.access(base, os.W_OK):
                 remove_stale_scopes(base)
@@ -103,33 +101,22 @@ class CgroupScope:
         remove_stale_scopes(CGROUP_ROOT)
         scope = CGROUP_ROOT / name
         scope.mkdir()
-        wanted = [c for c in _CONTROLLERS if c in available]
+        wanted = [c for c in ("pids", "memory") if c in available]
         (scope / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
         return cls(roots=dict.fromkeys(wanted, scope), version=2)
 
-    def leaf(self, name: str, *, max_processes: int, memory_bytes: int, cpus: float) -> CgroupLeaf:
-        """A worker's cgroups: at most `max_processes` tasks, `memory_bytes` of memory (page cache and
-        tmpfs included) and `cpus` cores' worth of CPU time."""
+    def leaf(self, name: str, *, max_processes: int, memory_bytes: int) -> CgroupLeaf:
         dirs: dict[Path, None] = {}
-        quota = max(1000, int(cpus * _CPU_PERIOD_US))
         for controller, root in self.roots.items():
             d = root / name
             d.mkdir(exist_ok=True)
             dirs[d] = None
-            if self.version == 2:
-                settings = {
-                    "pids": {"pids.max": str(max_processes)},
-                    "memory": {"memory.max": str(memory_bytes)},
-                    "cpu": {"cpu.max": f"{quota} {_CPU_PERIOD_US}"},
-                }[controller]
+            if controller == "pids":
+                (d / "pids.max").write_text(str(max_processes))
+            elif self.version == 1:
+                (d / "memory.limit_in_bytes").write_text(str(memory_bytes))
             else:
-                settings = {
-                    "pids": {"pids.max": str(max_processes)},
-                    "memory": {"memory.limit_in_bytes": str(memory_bytes)},
-                    "cpu": {"cpu.cfs_period_us": str(_CPU_PERIOD_US), "cpu.cfs_quota_us": str(quota)},
-                }[controller]
-            for file, value in settings.items():
-                (d / file).write_text(value)
+                (d / "memory.max").write_text(str(memory_bytes))
         leaf = CgroupLeaf(dirs=list(dirs))
         self.leaves.append(leaf)
         return leaf

@@ -60,7 +60,6 @@ class SandboxLimits:
     cpu_seconds: int
     max_processes: int
     max_open_files: int = 1024
-    cpus: float = 2.0  # CPU time in cores (cgroup quota), where a cpu controller is writable
     # CUDA reserves terabytes of virtual address space at start, so GPU workers are bounded by the
     # memory cgroup instead of RLIMIT_AS/RLIMIT_DATA.
     limit_address_space: bool = True
@@ -166,7 +165,6 @@ class Sandbox:
             f"slot-{spec.slot}-{os.urandom(4).hex()}",
             max_processes=spec.limits.max_processes,
             memory_bytes=spec.limits.memory_bytes,
-            cpus=spec.limits.cpus,
         )
 
     def _preexec(self, spec: SandboxSpec, leaf: CgroupLeaf | None) -> Callable[[], None]:

@@ -42,8 +42,6 @@ def limits_from(settings: ExecutorSettings, device: str = "cpu") -> SandboxLimit
         cpu_seconds=settings.worker_cpu_seconds,
         max_processes=settings.max_processes,
         limit_address_space=not device.startswith("cuda"),
-        # One core over the torch threads: the worker's own I/O never throttles the compute.
-        cpus=settings.threads + 1,
     )
 
 

@@ -23,13 +23,9 @@ pytestmark = pytest.mark.skipif(not _writable(), reason="no writable pids cgroup
 async def test_can_bound_a_leaf_and_remove_everything() -> None:
     scope = CgroupScope.create()
     assert scope is not None
-    leaf = scope.leaf("slot-test", max_processes=12, memory_bytes=2**28, cpus=1.5)
+    leaf = scope.leaf("slot-test", max_processes=12, memory_bytes=2**28)
     pids_dir = next(d for d in leaf.dirs if (d / "pids.max").exists())
     assert (pids_dir / "pids.max").read_text().strip() == "12"
-    cpu_dirs = [d for d in leaf.dirs if (d / "cpu.cfs_quota_us").exists() or (d / "cpu.max").exists()]
-    if cpu_dirs:  # a writable cpu controller
-        quota = cpu_dirs[0] / ("cpu.cfs_quota_us" if scope.version == 1 else "cpu.max")
-        assert quota.read_text().split()[0] == "150000"
     await leaf.release()
     scope.close()
     assert not any(d.exists() for d in leaf.dirs)
