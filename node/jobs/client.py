@@ -79,11 +79,22 @@ class ClientJobs:
             await self.pipeline.drive(job_id)
         except asyncio.CancelledError:
             raise
+        except JobTransitionError as exc:
+            if await self._finished(job_id):
+                # Moved under us (cancelled by its client): nothing is left to drive.
+                log.info("job_moved_elsewhere", job_id=job_id.hex(), reason=exc.message)
+            else:
+                log.exception("job_pipeline_failed", job_id=job_id.hex())
+                await self._give_up(job_id, f"the node hit an error driving the job: {exc}")
         except Exception as exc:
             log.exception("job_pipeline_failed", job_id=job_id.hex())
             await self._give_up(job_id, f"the node hit an error driving the job: {exc}")
         finally:
             self._driving.discard(job_id)
+
+    async def _finished(self, job_id: Hash32) -> bool:
+        record = await self.db.run(self.db.jobs.get, job_id)
+        return record.status.terminal
 
     async def _give_up(self, job_id: Hash32, reason: str) -> None:
         try:

@@ -82,7 +82,8 @@ class ClientSettlement:
     async def _refund_lost_attempts(self, record: JobRecord, now: float) -> int:
         total = 0
         for number, attempt in enumerate(record.status.attempts):
-            if not attempt.paid or attempt.outcome not in _LOST:
+            # Unpaid attempts count too: a cancel can land between `requestJob` and recording it.
+            if attempt.outcome not in _LOST:
                 continue
             terms = escrow_terms(self.me, record, number)
             if terms.job_id in self._closed:
