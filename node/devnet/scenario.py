@@ -1,4 +1,5 @@
-"""A whole marketplace on one machine: the chain, the contracts, N providers and a client.
+"""`gpunode devnet`: a whole marketplace on one machine — the chain, the contracts, N providers
+and a client — run once, settled and checked.
 
 `run_devnet` deploys `ProviderRegistry` and `JobMarket` on the embedded chain (or anvil, or any dev
 chain's RPC URL), starts providers and a client as real nodes — libp2p hosts on 127.0.0.1, the
@@ -14,56 +15,32 @@ import asyncio
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from eth_account.signers.local import LocalAccount
-from safetensors.numpy import save
-
 from node.app import Node
-from node.chain.anvil import AnvilProcess
 from node.chain.artifacts import load_artifact
 from node.chain.client import ChainClient
-from node.chain.deploy import Deployment, deploy_contracts
+from node.chain.deploy import Deployment
 from node.chain.eip712 import verify_receipt
 from node.chain.follower import ChainEvent, EventFollower, JsonCursorStore
-from node.chain.keys import NodeKey
-from node.config import (
-    ChainSettings,
-    ExecutorSettings,
-    P2PSettings,
-    ProviderSettings,
-    Settings,
-    StorageSettings,
-)
-from node.errors import ExecutorError, GpunodeError
-from node.executor.manifest import ModelManifest
-from node.executor.store import ModelStore
+from node.config import ApiSettings, Settings
+from node.devnet.marketplace import CHALLENGE_WINDOW_S, MIN_STAKE_WEI, PRICE_WEI, Marketplace, sample_input
+from node.errors import GpunodeError
 from node.jobs.service import JobSpec, JobView
 from node.jobs.state import JobState, PaymentPath
 from node.logging import get_logger
-from node.p2p.identity import peer_id_from, peer_id_to_bytes
-from node.settlement.policy import RedemptionPolicy
-from node.types import Address, sha256
+from node.types import Address
 
 log = get_logger(__name__)
 
 Progress = Callable[[str], None]
 
-MIN_STAKE_WEI = 10**18
-UNSTAKE_COOLDOWN_S = 3600
-CHALLENGE_WINDOW_S = 600
-WITHDRAWAL_DELAY_S = 3600
-# Each node's account starts with this much, from the dev chain's funded accounts.
-NODE_FUNDING_WEI = 10 * 10**18
 CLIENT_DEPOSIT_WEI = 10**17
 
 
@@ -78,7 +55,7 @@ class DevnetOptions:
     # "embedded" (in-process chain), "anvil" (started here, from npm), or a dev chain's RPC URL.
     chain: str = "embedded"
     architecture: str = "mlp"
-    price_wei: int = 10**12
+    price_wei: int = PRICE_WEI
     concurrency: int = 4
     home: Path | None = None  # kept when given; otherwise a temporary directory removed at the end
     # After the run, keep every node up and the client's gRPC API listening here (None: stop).
@@ -148,131 +125,28 @@ class DevnetSummary:
 Serve = Callable[[DevnetSummary, Path], Awaitable[None]]
 
 
-# building blocks, shared with the end-to-end tests ------------------------------------------------
-
-
-def make_builtin_model(out: Path, architecture: str = "mlp") -> str:
-    """Generate a built-in model's files in a torch subprocess (torch stays out of the node process);
-    returns its model id. The weights are deterministic, so every provider gets the same id."""
-    done = subprocess.run(
-        [sys.executable, "-m", "node.executor.builtin_models", architecture, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ExecutorError(f"could not generate the built-in model {architecture!r}: {done.stderr.strip()}")
-    return str(json.loads(done.stdout.strip().splitlines()[-1])["model_id"])
-
-
-def sample_input(manifest: ModelManifest, seed: int, rows: int = 2) -> bytes:
-    """A valid random input for `manifest` (safetensors bytes), reproducible from `seed`."""
-    rng = np.random.default_rng(seed)
-    tensors: dict[str, np.ndarray] = {}
-    for spec in manifest.inputs:
-        shape = tuple(rows if dim is None else dim for dim in spec.shape)
-        # safetensors names: F32, I64, … (BF16 has no numpy type; no built-in model takes it).
-        dtype = np.dtype(("float" if spec.dtype.startswith("F") else "int") + spec.dtype.lstrip("FIU"))
-        if spec.dtype.startswith("F"):
-            tensors[spec.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            tensors[spec.name] = rng.integers(0, manifest.config.get("vocab", 2), size=shape, dtype=dtype)
-    return bytes(save(tensors))
-
-
-def node_settings(
-    home: Path,
-    deployment: Deployment,
-    rpc_url: str,
-    *,
-    provider: bool,
-    price_wei: int,
-    bootstrap: Sequence[str] = (),
-    executor: dict[str, object] | None = None,
-) -> Settings:
-    """Settings of one devnet node: loopback only, quick advert refresh, small executor limits."""
-    return Settings(
-        home=home,
-        chain=ChainSettings(
-            rpc_url=rpc_url,
-            registry_address=deployment.registry.address,
-            market_address=deployment.market.address,
-            receipt_timeout_s=30.0,
-            poll_interval_s=0.2,
-        ),
-        p2p=P2PSettings(
-            listen=["/ip4/127.0.0.1/tcp/0"],
-            bootstrap=list(bootstrap),
-            advert_refresh_s=2.0,
-            advert_ttl_s=60.0,
-            job_timeout_s=30.0,
-            read_timeout_s=5.0,
-        ),
-        executor=ExecutorSettings.model_validate(
-            {"model_dir": home / "models", **(executor or DEVNET_EXECUTOR)}
-        ),
-        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
-        provider=ProviderSettings(enabled=provider, price_per_job_wei=price_wei, stake_wei=MIN_STAKE_WEI),
-    )
-
-
-# Limits sized for several providers sharing one small machine.
-DEVNET_EXECUTOR: dict[str, object] = {
-    "worker_memory_bytes": int(1.5 * 2**30),
-    "tmpfs_bytes": 16 * 2**20,
-    "max_processes": 32,
-    "worker_cpu_seconds": 600,
-    "job_timeout_s": 60.0,
-    "max_input_bytes": 1 * 2**20,
-    "max_batch_wait_ms": 0.0,
-}
-
-
-def _write_cli_config(settings: Settings) -> None:
-    """What the CLI needs to reach this node: its API address (the token lives beside it)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    (settings.home / "config.toml").write_text(f'[api]\nlisten = "{settings.api.listen}"\n')
-
-
-async def register_provider(deployment: Deployment, key: NodeKey, stake_wei: int = MIN_STAKE_WEI) -> None:
-    peer_id = peer_id_to_bytes(str(peer_id_from(key)))
-    await deployment.registry.register(peer_id, sha256(peer_id), stake=stake_wei, sender=key.account)
-
-
-@asynccontextmanager
-async def connected_chain(chain: str) -> AsyncIterator[tuple[ChainClient, str]]:
-    """A client on the asked-for chain and the RPC URL nodes should use ("embedded" shares it)."""
-    async with AsyncExitStack() as stack:
-        if chain == "anvil":
-            anvil = await stack.enter_async_context(AnvilProcess())
-            rpc_url = anvil.rpc_url
-        else:
-            rpc_url = chain
-        client = await ChainClient.connect(ChainSettings(rpc_url=rpc_url, receipt_timeout_s=30.0))
-        stack.push_async_callback(client.close)
-        yield client, rpc_url
-
-
 # the run ------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Run:
     options: DevnetOptions
-    root: Path
+    market: Marketplace
     progress: Progress
-    chain: ChainClient
-    rpc_url: str
-    deployment: Deployment
-    funder: LocalAccount
-    model_id: str = ""
-    manifest: ModelManifest | None = None
     providers: list[Node] = field(default_factory=list)
     client: Node | None = None
     consumer: Address | None = None
     first_block: int = 0
     # wei each provider's settlements credited to it (vouchers redeemed + escrowed jobs finalized)
     paid: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def chain(self) -> ChainClient:
+        return self.market.chain
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.market.deployment
 
 
 async def run_devnet(
@@ -287,96 +161,72 @@ async def run_devnet(
         raise GpunodeError("a devnet needs at least one provider and a non-negative number of jobs")
     started = time.monotonic()
     root = options.home or Path(tempfile.mkdtemp(prefix="gpunode-devnet-"))
+    progress(f"chain {options.chain}: deploying the contracts, generating the {options.architecture} model")
     try:
-        async with connected_chain(options.chain) as (chain, rpc_url):
-            progress(f"chain {options.chain} (id {chain.chain_id}): deploying the contracts")
-            funder = chain.dev_accounts()[0]
-            deployment = await deploy_contracts(
-                chain,
-                funder,
-                min_stake=MIN_STAKE_WEI,
-                unstake_cooldown_s=UNSTAKE_COOLDOWN_S,
-                challenge_window_s=CHALLENGE_WINDOW_S,
-                withdrawal_delay_s=WITHDRAWAL_DELAY_S,
+        async with Marketplace.open(
+            root, chain=options.chain, architecture=options.architecture, price_wei=options.price_wei
+        ) as market:
+            progress(
+                f"registry {market.deployment.registry.address}, market {market.deployment.market.address} "
+                f"on chain {market.chain.chain_id}"
             )
-            run = _Run(options, root, progress, chain, rpc_url, deployment, funder)
-            return await _run(run, started, serve)
+            run = _Run(options, market, progress)
+            async with AsyncExitStack() as stack:
+                await _start_nodes(run, stack)
+                run.first_block = await run.chain.block_number()
+                views = await _run_client_jobs(run)
+                dapp = await _run_dapp_jobs(run)
+                await _settle(run, views)
+                summary = await _summarize(run, views, dapp, time.monotonic() - started)
+                if serve is not None and options.serve_api is not None:
+                    await serve(summary, root / "client")
+                return summary
     finally:
         if options.home is None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-async def _run(run: _Run, started: float, serve: Serve | None) -> DevnetSummary:
-    options = run.options
-    run.progress(f"generating the built-in {options.architecture} model")
-    source = run.root / "model-src"
-    run.model_id = await asyncio.to_thread(make_builtin_model, source, options.architecture)
-    run.manifest = ModelStore(run.root / "model-cache", 2**30).import_dir(source)
-    async with AsyncExitStack() as stack:
-        await _start_nodes(run, stack)
-        run.first_block = await run.chain.block_number()
-        views = await _run_client_jobs(run)
-        dapp = await _run_dapp_jobs(run)
-        await _settle(run, views)
-        summary = await _summarize(run, views, dapp, time.monotonic() - started)
-        if serve is not None and run.options.serve_api is not None:
-            await serve(summary, run.root / "client")
-        return summary
-
-
-async def _fund(run: _Run, key: NodeKey) -> None:
-    await run.chain.transfer(key.address, NODE_FUNDING_WEI, sender=run.funder)
-
-
 async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
-    options = run.options
-    client_key = NodeKey.generate()
-    await _fund(run, client_key)
-    client_settings = node_settings(
-        run.root / "client", run.deployment, run.rpc_url, provider=False, price_wei=options.price_wei
-    )
-    if options.serve_api is not None:
-        client_settings.api.listen = options.serve_api
+    options, market = run.options, run.market
+    client_key = await market.funded_key()
+    serving = options.serve_api is not None
+    api = ApiSettings(listen=options.serve_api) if options.serve_api is not None else None
+    client_settings = market.settings("client", provider=False, api=api)
+    if serving:
         _write_cli_config(client_settings)
-    client = Node(
-        client_settings, key=client_key, shared_chain=run.chain, serve_api=options.serve_api is not None
+    client = await stack.enter_async_context(
+        market.node(client_settings, client_key, serve_api=serving).running()
     )
-    run.client = await stack.enter_async_context(client.running())
-    bootstrap = [run.client.host.addrs[0]]
+    run.client = client
+    bootstrap = [client.host.addrs[0]]
     run.progress(f"client {client_key.address} up at {bootstrap[0]}")
 
-    keys = [NodeKey.generate() for _ in range(options.providers)]
+    keys = [await market.funded_key() for _ in range(options.providers)]
     for key in keys:
-        await _fund(run, key)
-        await register_provider(run.deployment, key)
+        await market.register(key)
     run.progress(f"{len(keys)} providers registered with a stake of {MIN_STAKE_WEI} wei each")
-    nodes = []
-    for i, key in enumerate(keys):
-        settings = node_settings(
-            run.root / f"provider{i}",
-            run.deployment,
-            run.rpc_url,
-            provider=True,
-            price_wei=options.price_wei,
-            bootstrap=bootstrap,
-        )
-        ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes).import_dir(
-            run.root / "model-src"
-        )
-        # Redeem only when asked: the devnet settles at the end, in one batch per provider.
-        never = RedemptionPolicy(min_amount_wei=2**255, min_vouchers=2**31)
-        nodes.append(Node(settings, key=key, shared_chain=run.chain, serve_api=False, redemption=never))
+    # The providers redeem only when asked: the devnet settles at the end, one batch each.
+    nodes = [
+        market.node(market.settings(f"provider{i}", provider=True, bootstrap=bootstrap), key)
+        for i, key in enumerate(keys)
+    ]
     run.progress("starting providers: warming sandboxed workers")
     run.providers = list(await asyncio.gather(*(stack.enter_async_context(n.running()) for n in nodes)))
-    await run.client.discovery.directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=60.0)
+    await client.discovery.directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=60.0)
     run.progress(f"every provider's advert reached the client ({options.providers} live)")
-    await run.client.client_jobs.deposit(CLIENT_DEPOSIT_WEI)
+    await client.client_jobs.deposit(CLIENT_DEPOSIT_WEI)
+
+
+def _write_cli_config(settings: Settings) -> None:
+    """What the CLI needs to reach this node: its API address (the token lives beside it)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "config.toml").write_text(f'[api]\nlisten = "{settings.api.listen}"\n')
 
 
 async def _run_client_jobs(run: _Run) -> list[tuple[JobView, float]]:
     options, client = run.options, run.client
-    manifest = run.manifest
-    if client is None or manifest is None:
+    manifest = run.market.manifest
+    if client is None:
         raise GpunodeError("the devnet's client is not running")
     escrow_jobs = round(options.jobs * options.escrow_share)
     limit = asyncio.Semaphore(options.concurrency)
@@ -385,7 +235,7 @@ async def _run_client_jobs(run: _Run) -> list[tuple[JobView, float]]:
     async def one(i: int) -> None:
         payment = PaymentPath.ESCROW if i < escrow_jobs else PaymentPath.VOUCHER
         spec = JobSpec(
-            model_id=run.model_id,
+            model_id=run.market.model_id,
             input=sample_input(manifest, seed=i),
             payment=payment,
             max_price_wei=options.price_wei,
@@ -410,11 +260,12 @@ async def _run_client_jobs(run: _Run) -> list[tuple[JobView, float]]:
 async def _run_dapp_jobs(run: _Run) -> list[Address | None]:
     """A dApp's consumer contract asks for jobs on-chain and gets each result in its callback."""
     options = run.options
-    if options.dapp_jobs == 0 or run.manifest is None:
+    if options.dapp_jobs == 0:
         return []
     artifact = load_artifact("ExampleConsumer")
-    model_id = bytes.fromhex(run.model_id)
-    address = await run.chain.deploy(artifact, run.deployment.market.address, model_id, sender=run.funder)
+    model_id = bytes.fromhex(run.market.model_id)
+    funder = run.market.funder
+    address = await run.chain.deploy(artifact, run.deployment.market.address, model_id, sender=funder)
     consumer = run.chain.contract(artifact, address)
     run.consumer = Address(address)
     answered: asyncio.Queue[bytes] = asyncio.Queue()
@@ -427,7 +278,7 @@ async def _run_dapp_jobs(run: _Run) -> list[Address | None]:
         run.chain,
         consumer,
         name="devnet-consumer",
-        cursors=JsonCursorStore(run.root / "consumer-cursor.json"),
+        cursors=JsonCursorStore(run.market.root / "consumer-cursor.json"),
         events=("Answered",),
         poll_interval_s=0.2,
         start_block=await run.chain.block_number(),
@@ -437,9 +288,9 @@ async def _run_dapp_jobs(run: _Run) -> list[Address | None]:
         block = await run.chain.w3.eth.get_block("latest")
         deadline = int(block["timestamp"]) + 3600
         for i in range(options.dapp_jobs):
-            sample = sample_input(run.manifest, seed=10_000 + i)
+            sample = sample_input(run.market.manifest, seed=10_000 + i)
             await run.chain.transact(
-                consumer.functions.ask(sample, deadline), sender=run.funder, value=options.price_wei
+                consumer.functions.ask(sample, deadline), sender=funder, value=options.price_wei
             )
         run.progress(f"dApp consumer {address} asked for {options.dapp_jobs} on-chain jobs")
         jobs = [await asyncio.wait_for(answered.get(), timeout=120.0) for _ in range(options.dapp_jobs)]
