@@ -12,7 +12,6 @@ own `asyncio.run` works from plain test functions.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import threading
@@ -25,38 +24,17 @@ import numpy as np
 from safetensors.numpy import save
 
 from node.app import Node
-from node.chain.client import ChainClient
-from node.chain.deploy import Deployment, deploy_contracts
 from node.chain.keys import NodeKey
-from node.config import (
-    ApiSettings,
-    ChainSettings,
-    ExecutorSettings,
-    P2PSettings,
-    ProviderSettings,
-    Settings,
-    StorageSettings,
-)
-from node.executor.store import ModelStore
-from node.p2p.identity import peer_id_from, peer_id_to_bytes
-from node.types import sha256
+from node.config import ApiSettings
+from node.devnet import Marketplace, make_builtin_model
+from node.devnet.marketplace import PRICE_WEI
 
-MIN_STAKE = 10**18
-PRICE_WEI = 10**12
 DEPOSIT_WEI = 10**17
 MAX_INPUT_BYTES = 256 * 1024
 MAX_UPLOAD_BYTES = 64 * 1024
 START_TIMEOUT_S = 240.0
 
-EXECUTOR_LIMITS = {
-    "worker_memory_bytes": int(1.5 * 2**30),
-    "tmpfs_bytes": 16 * 2**20,
-    "max_processes": 32,
-    "worker_cpu_seconds": 600,
-    "job_timeout_s": 60.0,
-    "max_input_bytes": MAX_INPUT_BYTES,
-    "max_batch_wait_ms": 0.0,
-}
+EXECUTOR_LIMITS = {"max_input_bytes": MAX_INPUT_BYTES}
 
 
 @dataclass(frozen=True)
@@ -77,94 +55,37 @@ class ApiDevnet:
     large_model_dir: Path  # does not
 
 
-def make_builtin_model(out: Path, architecture: str = "mlp", **overrides: int) -> str:
-    """Generate a built-in model's files in a torch subprocess; returns its model id."""
-    argv = [sys.executable, "-m", "node.executor.builtin_models", architecture, "--out", str(out)]
-    argv += [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return str(json.loads(done.stdout.strip().splitlines()[-1])["model_id"])
-
-
 def mlp_input(seed: int = 0, rows: int = 2) -> bytes:
     rng = np.random.default_rng(seed)
     return bytes(save({"input": rng.standard_normal((rows, 64), dtype=np.float32)}))
 
 
-def _settings(
-    root: Path,
-    name: str,
-    deployment: Deployment,
-    *,
-    provider: bool,
-    bootstrap: list[str],
-    require_token: bool = False,
-) -> Settings:
-    home = root / name
-    return Settings(
-        home=home,
-        chain=ChainSettings(
-            rpc_url="embedded",
-            registry_address=deployment.registry.address,
-            market_address=deployment.market.address,
-            receipt_timeout_s=30.0,
-            poll_interval_s=0.2,
-        ),
-        p2p=P2PSettings(
-            listen=["/ip4/127.0.0.1/tcp/0"],
-            bootstrap=bootstrap,
-            advert_refresh_s=2.0,
-            advert_ttl_s=120.0,
-            job_timeout_s=30.0,
-            read_timeout_s=5.0,
-        ),
-        executor=ExecutorSettings.model_validate({"model_dir": home / "models", **EXECUTOR_LIMITS}),
-        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
-        api=ApiSettings(
-            listen="127.0.0.1:0", max_upload_bytes=MAX_UPLOAD_BYTES, grace_s=0.5, require_token=require_token
-        ),
-        provider=ProviderSettings(enabled=provider, price_per_job_wei=PRICE_WEI, stake_wei=MIN_STAKE),
-    )
-
-
 @asynccontextmanager
 async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
-    chain = await ChainClient.connect(ChainSettings(rpc_url="embedded", receipt_timeout_s=30.0))
-    async with AsyncExitStack() as stack:
-        stack.push_async_callback(chain.close)
-        accounts = chain.dev_accounts()
-        deployment = await deploy_contracts(
-            chain,
-            accounts[0],
-            min_stake=MIN_STAKE,
-            unstake_cooldown_s=3600,
-            challenge_window_s=600,
-            withdrawal_delay_s=3600,
-        )
-        keys = [NodeKey.from_private_key(bytes(a.key)) for a in accounts]
-        served, small, large = root / "model-served", root / "model-small", root / "model-large"
-        model_id = await asyncio.to_thread(make_builtin_model, served)
+    async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
+        keys = market.dev_keys()
+        small, large = root / "model-small", root / "model-large"
         await asyncio.to_thread(make_builtin_model, small, hidden=8)
         await asyncio.to_thread(make_builtin_model, large, hidden=128)
 
         def node(name: str, key: NodeKey, *, provider: bool, bootstrap: list[str]) -> Node:
-            settings = _settings(
-                root, name, deployment, provider=provider, bootstrap=bootstrap, require_token=name == "pauper"
+            api = ApiSettings(
+                listen="127.0.0.1:0",
+                max_upload_bytes=MAX_UPLOAD_BYTES,
+                grace_s=0.5,
+                require_token=name == "pauper",
             )
-            if provider:
-                ModelStore(settings.executor.model_dir, 2**30).import_dir(served)
-            return Node(settings, key=key, shared_chain=chain)
+            settings = market.settings(
+                name, provider=provider, bootstrap=bootstrap, executor=EXECUTOR_LIMITS, api=api
+            )
+            return market.node(settings, key, serve_api=True, redemption=None)
 
         client = await stack.enter_async_context(
             node("client", keys[8], provider=False, bootstrap=[]).running()
         )
         bootstrap = [client.host.addrs[0]]
         provider_key = keys[1]
-        await deployment.registry.register(
-            peer_id_to_bytes(str(peer_id_from(provider_key))),
-            sha256(b"provider"),
-            stake=MIN_STAKE,
-            sender=provider_key.account,
-        )
+        await market.register(provider_key)
         provider = await stack.enter_async_context(
             node("provider", provider_key, provider=True, bootstrap=bootstrap).running()
         )
@@ -181,10 +102,10 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
             pauper_home=root / "pauper",
             provider_address=provider_key.address,
             client_address=keys[8].address,
-            model_id=model_id,
-            registry_address=deployment.registry.address,
-            market_address=deployment.market.address,
-            chain_id=chain.chain_id,
+            model_id=market.model_id,
+            registry_address=market.deployment.registry.address,
+            market_address=market.deployment.market.address,
+            chain_id=market.chain.chain_id,
             small_model_dir=small,
             large_model_dir=large,
         )
