@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,26 +28,11 @@ from safetensors.numpy import save
 
 from node.api.client import ApiClient
 from node.app import Node
-from node.chain.client import ChainClient
-from node.chain.deploy import deploy_contracts
-from node.chain.keys import NodeKey
-from node.config import (
-    ApiSettings,
-    ChainSettings,
-    ExecutorSettings,
-    P2PSettings,
-    ProviderSettings,
-    Settings,
-    StorageSettings,
-)
-from node.executor.store import ModelStore
+from node.config import ApiSettings
+from node.devnet import Marketplace, make_builtin_model
+from node.devnet.marketplace import PRICE_WEI
 from node.jobs.service import JobSpec, NodeServices
 from node.logging import configure_logging
-from node.p2p.identity import peer_id_from, peer_id_to_bytes
-from node.types import sha256
-
-MIN_STAKE = 10**18
-PRICE_WEI = 10**12
 
 
 @dataclass
@@ -59,73 +43,27 @@ class Bench:
     upload_dir: Path
 
 
-def _model(out: Path, **overrides: int) -> str:
-    argv = [sys.executable, "-m", "node.executor.builtin_models", "mlp", "--out", str(out)]
-    argv += [arg for k, v in overrides.items() for arg in ("--set", f"{k}={v}")]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return str(json.loads(done.stdout.strip().splitlines()[-1])["model_id"])
-
-
-def _settings(
-    root: Path, name: str, registry: str, market: str, *, provider: bool, boot: list[str]
-) -> Settings:
-    home = root / name
-    return Settings(
-        home=home,
-        log_level="WARNING",
-        chain=ChainSettings(rpc_url="embedded", registry_address=registry, market_address=market),
-        p2p=P2PSettings(listen=["/ip4/127.0.0.1/tcp/0"], bootstrap=boot, advert_refresh_s=2.0),
-        executor=ExecutorSettings(
-            model_dir=home / "models",
-            worker_memory_bytes=int(1.5 * 2**30),
-            tmpfs_bytes=16 * 2**20,
-            max_processes=32,
-            max_batch_wait_ms=0.0,
-        ),
-        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
-        api=ApiSettings(listen="127.0.0.1:0", grace_s=0.5),
-        provider=ProviderSettings(enabled=provider, price_per_job_wei=PRICE_WEI, stake_wei=MIN_STAKE),
-    )
-
-
 @asynccontextmanager
 async def marketplace(root: Path) -> AsyncIterator[Bench]:
-    chain = await ChainClient.connect(ChainSettings(rpc_url="embedded"))
-    async with AsyncExitStack() as stack:
-        stack.push_async_callback(chain.close)
-        accounts = chain.dev_accounts()
-        deployment = await deploy_contracts(
-            chain,
-            accounts[0],
-            min_stake=MIN_STAKE,
-            unstake_cooldown_s=3600,
-            challenge_window_s=600,
-            withdrawal_delay_s=3600,
-        )
-        registry, market = deployment.registry.address, deployment.market.address
-        keys = [NodeKey.from_private_key(bytes(a.key)) for a in accounts]
-        model_id = await asyncio.to_thread(_model, root / "served")
-        await asyncio.to_thread(_model, root / "upload", hidden=1024)
-        client_settings = _settings(root, "client", registry, market, provider=False, boot=[])
+    async with Marketplace.open(root) as market, AsyncExitStack() as stack:
+        keys = market.dev_keys()
+        await asyncio.to_thread(make_builtin_model, root / "upload", hidden=1024)
+        api = ApiSettings(listen="127.0.0.1:0", grace_s=0.5)
+        client_settings = market.settings("client", provider=False, api=api)
         client = await stack.enter_async_context(
-            Node(client_settings, key=keys[8], shared_chain=chain).running()
+            market.node(client_settings, keys[8], serve_api=True, redemption=None).running()
         )
         provider_key = keys[1]
-        await deployment.registry.register(
-            peer_id_to_bytes(str(peer_id_from(provider_key))),
-            sha256(b"bench"),
-            stake=MIN_STAKE,
-            sender=provider_key.account,
+        await market.register(provider_key)
+        provider_settings = market.settings(
+            "provider", provider=True, bootstrap=[client.host.addrs[0]], api=api
         )
-        provider_settings = _settings(
-            root, "provider", registry, market, provider=True, boot=[client.host.addrs[0]]
-        )
-        ModelStore(provider_settings.executor.model_dir, 2**30).import_dir(root / "served")
         provider = await stack.enter_async_context(
-            Node(provider_settings, key=provider_key, shared_chain=chain).running()
+            market.node(provider_settings, provider_key, serve_api=True, redemption=None).running()
         )
         await client.discovery.directory.wait_for(lambda d: len(d) >= 1, timeout_s=60.0)
         await client.client_jobs.deposit(10**18)
+        model_id = market.model_id
         yield Bench(client, provider, model_id, root / "upload")
 
 
