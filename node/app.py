@@ -27,11 +27,12 @@ from node.chain.keys import NodeKey, unlock_keystore
 from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
 from node.config import Settings
-from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer
+from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
 from node.discovery.registry_view import CachedRegistryView
 from node.discovery.service import DiscoveryService
 from node.errors import ConfigError, GpunodeError
+from node.executor.inventory import Inventory, take_inventory
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 from node.jobs.blobs import JobBlobs, ReceiptFiles
@@ -80,6 +81,7 @@ class ProviderParts:
     jobs: ProviderJobs
     onchain: OnchainJobs
     policy: AdmissionPolicy
+    inventory: Inventory
 
 
 def load_key(settings: Settings) -> NodeKey:
@@ -135,13 +137,29 @@ def served_models(settings: Settings, store: ModelStore) -> dict[Hash32, int]:
     return {Hash32(bytes.fromhex(store.get(i).model_id)): price for i in ids}
 
 
-def build_offer(policy: AdmissionPolicy, warm: list[Hash32]) -> Offer:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def build_offer(policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventory) -> Offer:
+    """The advertised offer: measured devices and benchmark figures, prices, warm models, slots."""
+    healthy = [d for d in inventory.devices if d.healthy]
+    devices = tuple(
+        Device(DeviceKind(d.kind), d.name, d.memory_bytes, d.compute_capability or "") for d in healthy
+    )
+    # Benchmark figures name their device as torch does ("cuda:0", "cpu"); adverts by position.
+    index = {("cpu" if d.kind == "cpu" else f"{d.kind}:{d.index}"): i for i, d in enumerate(healthy)}
+    benchmarks = tuple(
+        Benchmark(
+            Hash32(bytes.fromhex(b.reference_model_id)),
+            index.get(b.device, 0),
+            b.throughput_items_per_s,
+            b.latency_ms_p50,
+        )
+        for b in inventory.benchmarks
+    )
     return Offer(
-        devices=(Device(DeviceKind.CPU, "cpu", memory),),
+        devices=devices,
         warm_models=tuple(warm),
         prices=tuple(ModelPrice(m, p) for m, p in policy.price_floor_wei.items()),
         free_slots=policy.slots,
+        benchmarks=benchmarks,
     )
 
 
@@ -272,7 +290,11 @@ class Node:
             start_block=await self.contracts.client.block_number(),
         )
         onchain = OnchainJobs(runner, market, blobs, follower, policy, spawn=self._spawn)
-        return ProviderParts(store, pool, runner, jobs, onchain, policy)
+        # Probed in a torch subprocess: torch never loads in the node process.
+        inventory = await take_inventory(
+            benchmark=settings.provider.benchmark_on_start, threads=settings.executor.threads
+        )
+        return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory)
 
     def _build_client(self) -> None:
         market = self.contracts.market
@@ -367,13 +389,13 @@ class Node:
         serve_jobs(self.host, parts.jobs.handle)
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
-        await self.discovery.announce(build_offer(parts.jobs.policy, warm))
+        await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
         group.create_task(self._keep_announcing(parts, warm), name="announce")
 
     async def _keep_announcing(self, parts: ProviderParts, warm: list[Hash32]) -> None:
         while True:
             await asyncio.sleep(self.settings.p2p.advert_refresh_s)
-            await self.discovery.announce(build_offer(parts.jobs.policy, warm))
+            await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""

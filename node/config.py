@@ -118,6 +118,8 @@ class ProviderSettings(_Section):
     price_per_job_wei: int = Field(default=10**12, ge=0)
     max_queue: int = Field(default=64, ge=1)
     stake_wei: int = Field(default=10**18, ge=0)
+    # Benchmark the devices at start (a few seconds) so adverts carry measured throughput.
+    benchmark_on_start: bool = True
 
 
 class Settings(BaseSettings):

@@ -145,3 +145,22 @@ def _remove_database_files(home: Path) -> None:
 async def _stopped(node: Node) -> None:
     while node.ready.is_set():  # noqa: ASYNC110 (the node offers no stopped event; a crash clears ready)
         await asyncio.sleep(0.05)
+
+
+async def test_can_advertise_the_measured_devices_and_benchmark() -> None:
+    from node.app import build_offer
+    from node.discovery.advert import DeviceKind
+    from node.executor.inventory import take_inventory
+    from node.scheduler import AdmissionPolicy
+    from node.types import Hash32
+
+    inventory = await take_inventory(benchmark=True, repeats=3)
+    model = Hash32(bytes.fromhex(inventory.benchmarks[0].reference_model_id))
+    policy = AdmissionPolicy(price_floor_wei={model: 10**12}, slots=4, max_queue=8, max_input_bytes=2**20)
+    offer = build_offer(policy, [model], inventory)
+    assert [d.kind for d in offer.devices] == [DeviceKind(d.kind) for d in inventory.devices if d.healthy]
+    assert offer.devices[0].memory_bytes == inventory.devices[0].memory_bytes > 0
+    (figure,) = offer.benchmarks
+    assert figure.model_id == model
+    assert figure.throughput_per_s == inventory.benchmarks[0].throughput_items_per_s > 0
+    assert figure.latency_p50_ms > 0

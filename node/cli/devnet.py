@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from node.cli.output import format_wei
 from node.config import load_settings
 from node.devnet import DevnetOptions, DevnetSummary, run_devnet
 from node.errors import GpunodeError
@@ -120,13 +121,16 @@ def _print_summary(summary: DevnetSummary) -> None:
         f"p99 {summary.latency_p99_ms:.1f} ms   gas per job: "
         + ", ".join(f"{path} {gas:,.0f}" for path, gas in summary.gas_per_job.items())
     )
-    table = Table(title="provider earnings (wei)")
+    table = Table(title="provider earnings")
     table.add_column("provider")
     table.add_column("jobs", justify="right")
     table.add_column("earned", justify="right")
     table.add_column("paid", justify="right")
+    table.add_column("advertised items/s", justify="right")
     for p in summary.provider_summaries:
-        table.add_row(p.address, str(p.jobs_served), f"{p.earned_wei:,}", f"{p.paid_wei:,}")
+        speed = f"{p.advertised_items_per_s:,.0f}" if p.advertised_items_per_s else "-"
+        short = f"{p.address[:8]}…{p.address[-6:]}"
+        table.add_row(short, str(p.jobs_served), format_wei(p.earned_wei), format_wei(p.paid_wei), speed)
     console.print(table)
     balanced = (
         "[green]balanced[/green]"
@@ -134,5 +138,6 @@ def _print_summary(summary: DevnetSummary) -> None:
         else "[red]off[/red]"
     )
     console.print(
-        f"market holds {summary.market_balance_wei:,} wei, owes {summary.market_owed_wei:,} wei: {balanced}"
+        f"market holds {format_wei(summary.market_balance_wei)}, owes {format_wei(summary.market_owed_wei)}: "
+        f"{balanced}"
     )

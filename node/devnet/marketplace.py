@@ -157,9 +157,11 @@ class Marketplace:
         bootstrap: Sequence[str] = (),
         executor: dict[str, Any] | None = None,
         api: ApiSettings | None = None,
+        benchmark: bool = False,
     ) -> Settings:
         """Settings of one node under `root/name`: loopback only, quick advert refresh, small limits;
-        a provider's store gets the marketplace's model."""
+        a provider's store gets the marketplace's model. `benchmark` runs the start-up device
+        benchmark (seconds of CPU per provider) so adverts carry its figures."""
         home = self.root / name
         settings = Settings(
             home=home,

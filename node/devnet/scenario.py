@@ -68,6 +68,7 @@ class ProviderSummary:
     jobs_served: int
     earned_wei: int  # price times the jobs it completed, as the client and the dApp saw them
     paid_wei: int  # what its settlements credited to it in the market
+    advertised_items_per_s: float | None = None  # its benchmark, as its advert told the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class DevnetSummary:
                         "jobs": p.jobs_served,
                         "earned_wei": str(p.earned_wei),
                         "paid_wei": str(p.paid_wei),
+                        "advertised_items_per_s": p.advertised_items_per_s,
                     }
                     for p in self.provider_summaries
                 ],
@@ -207,7 +209,7 @@ async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
     run.progress(f"{len(keys)} providers registered with a stake of {MIN_STAKE_WEI} wei each")
     # The providers redeem only when asked: the devnet settles at the end, one batch each.
     nodes = [
-        market.node(market.settings(f"provider{i}", provider=True, bootstrap=bootstrap), key)
+        market.node(market.settings(f"provider{i}", provider=True, bootstrap=bootstrap, benchmark=True), key)
         for i, key in enumerate(keys)
     ]
     run.progress("starting providers: warming sandboxed workers")
@@ -382,7 +384,10 @@ async def _summarize(
     for node in run.providers:
         address = node.key.address
         earned = served[address] * run.options.price_wei
-        summaries.append(ProviderSummary(address, served[address], earned, run.paid[address]))
+        advert = run.client.discovery.directory.get(address) if run.client else None
+        figures = advert.offer.benchmarks if advert else ()
+        throughput = figures[0].throughput_per_s if figures else None
+        summaries.append(ProviderSummary(address, served[address], earned, run.paid[address], throughput))
         if run.paid[address] != earned:
             problems.append(f"provider {address} earned {earned} wei but was paid {run.paid[address]} wei")
     market = run.deployment.market

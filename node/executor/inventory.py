@@ -40,6 +40,7 @@ class BenchmarkFigures:
     device: str
     matmul_gflops: float
     reference_model: str
+    reference_model_id: str  # hex model id of the reference model as a store holds it
     batch: int
     latency_ms_p50: float
     throughput_items_per_s: float

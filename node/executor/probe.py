@@ -11,12 +11,15 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
-from node.executor.builtin_models import DEFAULT_CONFIGS, build, deterministic_weights
+from node.executor.builtin_models import DEFAULT_CONFIGS, WEIGHTS_FILE, build, write_builtin
 
 
 def cuda_devices() -> list[dict[str, Any]]:
@@ -106,8 +109,13 @@ def benchmark(device: str, *, size: int, batch: int, repeats: int) -> dict[str, 
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     matmul_s = min(_timed(lambda: a @ b, device, repeats))
+    # The reference model is the built-in MLP exactly as a store holds it, so its model id can
+    # stand beside the figures in an advert.
+    with tempfile.TemporaryDirectory() as scratch:
+        manifest = write_builtin("mlp", Path(scratch))
+        weights = load_file(str(Path(scratch) / WEIGHTS_FILE))
     model = build("mlp", DEFAULT_CONFIGS["mlp"])
-    model.load_state_dict(deterministic_weights(model, 0))
+    model.load_state_dict(weights)
     model.eval().to(device)
     x = torch.randn(batch, DEFAULT_CONFIGS["mlp"]["in_features"], device=device)
     with torch.inference_mode():
@@ -117,6 +125,7 @@ def benchmark(device: str, *, size: int, batch: int, repeats: int) -> dict[str, 
         "device": device,
         "matmul_gflops": 2 * size**3 / matmul_s / 1e9,
         "reference_model": "builtin:mlp",
+        "reference_model_id": manifest.model_id,
         "batch": batch,
         "latency_ms_p50": p50 * 1000,
         "throughput_items_per_s": batch / p50,
