@@ -6,7 +6,7 @@ portable NUMERIC holds that exactly. Hashes and signatures are raw bytes; times 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,7 +16,9 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -130,3 +132,14 @@ class ChainCursorRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     block: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+# A row of any Core select.
+AnyRow = Row[*tuple[Any, ...]]
+
+# The tables themselves, for Core statements on the job path (see `node.storage.session`).
+JOBS = cast(Table, JobRow.__table__)
+JOB_ATTEMPTS = cast(Table, JobAttemptRow.__table__)
+JOB_EVENTS = cast(Table, JobEventRow.__table__)
+RECEIPTS = cast(Table, ReceiptRow.__table__)
+VOUCHERS = cast(Table, VoucherRow.__table__)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, insert, select
 
 from node.storage.errors import ConflictingReceipt, UnknownJob
-from node.storage.models import JobRow, ReceiptRow
+from node.storage.models import RECEIPTS, AnyRow, JobRow, ReceiptRow
 from node.storage.records import StoredReceipt
 from node.storage.session import Transactions, retry_on_conflict
 from node.storage.validation import check_hash, check_signature, checked_address
@@ -32,7 +31,7 @@ class ReceiptRepository:
                     f"no job {receipt.job_id.hex()} is stored for this receipt",
                     hint="store the job before its receipt",
                 )
-            return save_receipt(session, receipt, signature, self._tx.clock())
+            return save_receipt(session.connection(), receipt, signature, self._tx.clock())
 
     def get(self, job_id: Hash32, provider: Address) -> StoredReceipt | None:
         check_hash("job id", job_id)
@@ -51,9 +50,19 @@ class ReceiptRepository:
             return tuple(_stored(r) for r in rows)
 
 
-def save_receipt(session: Session, receipt: ResultReceipt, signature: bytes, now: float) -> StoredReceipt:
+_SELECT_RECEIPT = select(RECEIPTS).where(
+    RECEIPTS.c.job_id == bindparam("job_id"), RECEIPTS.c.provider == bindparam("provider")
+)
+_INSERT_RECEIPT = insert(RECEIPTS)
+
+
+def save_receipt(
+    connection: Connection, receipt: ResultReceipt, signature: bytes, now: float
+) -> StoredReceipt:
     """Store a checked receipt in the caller's transaction (the job must exist)."""
-    existing = session.get(ReceiptRow, (receipt.job_id, receipt.provider))
+    existing = connection.execute(
+        _SELECT_RECEIPT, {"job_id": receipt.job_id, "provider": receipt.provider}
+    ).one_or_none()
     if existing is not None:
         stored = _stored(existing)
         if stored.receipt == receipt and stored.signature == signature:
@@ -62,9 +71,20 @@ def save_receipt(session: Session, receipt: ResultReceipt, signature: bytes, now
             f"provider {receipt.provider} already signed a different receipt for job {receipt.job_id.hex()}",
             hint="both receipts are evidence of equivocation; the first one is kept",
         )
-    row = _row(receipt, signature, now)
-    session.add(row)
-    return _stored(row)
+    connection.execute(
+        _INSERT_RECEIPT,
+        {
+            "job_id": receipt.job_id,
+            "provider": receipt.provider,
+            "model_id": receipt.model_id,
+            "input_hash": receipt.input_hash,
+            "output_hash": receipt.output_hash,
+            "profile_hash": receipt.profile_hash,
+            "signature": signature,
+            "stored_at": now,
+        },
+    )
+    return StoredReceipt(receipt=receipt, signature=signature, stored_at=now)
 
 
 def checked_receipt(receipt: ResultReceipt, signature: bytes) -> ResultReceipt:
@@ -74,20 +94,7 @@ def checked_receipt(receipt: ResultReceipt, signature: bytes) -> ResultReceipt:
     return dataclasses.replace(receipt, provider=checked_address("provider", receipt.provider))
 
 
-def _row(receipt: ResultReceipt, signature: bytes, now: float) -> ReceiptRow:
-    return ReceiptRow(
-        job_id=receipt.job_id,
-        provider=receipt.provider,
-        model_id=receipt.model_id,
-        input_hash=receipt.input_hash,
-        output_hash=receipt.output_hash,
-        profile_hash=receipt.profile_hash,
-        signature=signature,
-        stored_at=now,
-    )
-
-
-def _stored(row: ReceiptRow) -> StoredReceipt:
+def _stored(row: ReceiptRow | AnyRow) -> StoredReceipt:
     receipt = ResultReceipt(
         job_id=Hash32(row.job_id),
         model_id=Hash32(row.model_id),

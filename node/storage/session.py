@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,8 +22,10 @@ class Transactions:
 
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.clock = clock
+        self._engine = engine
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._read = sessionmaker(engine, expire_on_commit=False)
-        self._write = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -35,6 +37,20 @@ class Transactions:
         """A transaction that commits when the block ends and rolls back if it raises."""
         with _translated(), self._write() as session, session.begin():
             yield session
+
+    # The job path's statements run on bare connections: the ORM's identity map, unit of work and
+    # refresh cost several times the statements themselves on transitions written many times a job.
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction on a bare connection (Core statements)."""
+        with _translated(), self._engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction on a bare connection; commits when the block ends, else rolls back."""
+        with _translated(), self._write_engine.begin() as connection:
+            yield connection
 
 
 def retry_on_conflict(write: Callable[[], T], attempts: int = 3) -> T:

@@ -6,11 +6,10 @@ redemption marks how much the chain has paid out, never more than the voucher co
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from node.storage.errors import InvalidRecord, RecordNotFound, StaleVoucher
-from node.storage.models import VoucherRow
+from node.storage.models import VOUCHERS, AnyRow, VoucherRow
 from node.storage.records import StoredVoucher
 from node.storage.session import Transactions, retry_on_conflict
 from node.storage.validation import check_signature, check_wei, checked_address
@@ -28,7 +27,7 @@ class VoucherRepository:
 
     def _record(self, voucher: Voucher, signature: bytes) -> StoredVoucher:
         with self._tx.write() as session:
-            return record_voucher(session, voucher, signature, self._tx.clock())
+            return record_voucher(session.connection(), voucher, signature, self._tx.clock())
 
     def get(self, client: Address, provider: Address) -> StoredVoucher | None:
         client = checked_address("client", client)
@@ -72,20 +71,25 @@ class VoucherRepository:
         return tuple(v for v in stored if v.unredeemed_wei > 0)
 
 
-def record_voucher(session: Session, voucher: Voucher, signature: bytes, now: float) -> StoredVoucher:
+_SELECT_VOUCHER = (
+    select(VOUCHERS)
+    .where(VOUCHERS.c.client == bindparam("client"), VOUCHERS.c.provider == bindparam("provider"))
+    .with_for_update()
+)
+_INSERT_VOUCHER = insert(VOUCHERS)
+_RAISE_VOUCHER = update(VOUCHERS).where(
+    VOUCHERS.c.client == bindparam("b_client"), VOUCHERS.c.provider == bindparam("b_provider")
+)
+
+
+def record_voucher(connection: Connection, voucher: Voucher, signature: bytes, now: float) -> StoredVoucher:
     """Keep a checked voucher as the latest for its pair, in the caller's transaction."""
-    row = session.get(VoucherRow, (voucher.client, voucher.provider), with_for_update=True)
+    pair = {"client": voucher.client, "provider": voucher.provider}
+    row = connection.execute(_SELECT_VOUCHER, pair).one_or_none()
     if row is None:
-        row = VoucherRow(
-            client=voucher.client,
-            provider=voucher.provider,
-            cumulative_wei=str(voucher.cumulative_amount),
-            signature=signature,
-            redeemed_wei="0",
-            updated_at=now,
-        )
-        session.add(row)
-        return _stored(row)
+        values = {"cumulative_wei": str(voucher.cumulative_amount), "signature": signature}
+        connection.execute(_INSERT_VOUCHER, {**pair, **values, "redeemed_wei": "0", "updated_at": now})
+        return StoredVoucher(voucher=voucher, signature=signature, redeemed_wei=0, updated_at=now)
     stored = _stored(row)
     if stored.voucher == voucher and stored.signature == signature:
         return stored
@@ -95,10 +99,19 @@ def record_voucher(session: Session, voucher: Voucher, signature: bytes, now: fl
             f"does not exceed the stored {stored.voucher.cumulative_amount} wei",
             hint="vouchers are cumulative: each must carry the total owed so far",
         )
-    row.cumulative_wei = str(voucher.cumulative_amount)
-    row.signature = signature
-    row.updated_at = now
-    return _stored(row)
+    connection.execute(
+        _RAISE_VOUCHER,
+        {
+            "b_client": voucher.client,
+            "b_provider": voucher.provider,
+            "cumulative_wei": str(voucher.cumulative_amount),
+            "signature": signature,
+            "updated_at": now,
+        },
+    )
+    return StoredVoucher(
+        voucher=voucher, signature=signature, redeemed_wei=stored.redeemed_wei, updated_at=now
+    )
 
 
 def checked_voucher(voucher: Voucher, signature: bytes) -> Voucher:
@@ -111,7 +124,7 @@ def checked_voucher(voucher: Voucher, signature: bytes) -> Voucher:
     )
 
 
-def _stored(row: VoucherRow) -> StoredVoucher:
+def _stored(row: VoucherRow | AnyRow) -> StoredVoucher:
     return StoredVoucher(
         voucher=Voucher(
             client=Address(row.client),

@@ -382,3 +382,55 @@ def test_cannot_pay_a_job_with_a_voucher_that_does_not_raise_the_amount(db: Data
         db.jobs.apply(job.job_id, PaymentMade(), voucher=SignedVoucher(Voucher(CLIENT, PROVIDER_A, 400), SIG))
     assert db.jobs.get(job.job_id) == matched
     assert db.vouchers.get(CLIENT, PROVIDER_A) == kept
+
+
+def test_can_make_moves_in_a_row_in_one_transaction(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    paid = db.jobs.apply_many(
+        job.job_id,
+        [Matched(provider=PROVIDER_A), PaymentMade()],
+        voucher=SignedVoucher(Voucher(CLIENT, PROVIDER_A, 700), SIG),
+    )
+    assert [r.state for r in paid] == [JobState.MATCHED, JobState.PAID]
+    assert [r.version for r in paid] == [2, 3]
+    moved = db.jobs.apply_many(job.job_id, [Sent(), Started(), ResultReceived()], known=paid[-1])
+    assert [r.state for r in moved] == [JobState.SENT, JobState.RUNNING, JobState.RESULT]
+    assert db.jobs.get(job.job_id) == moved[-1]
+    history = db.jobs.history(job.job_id)
+    assert [h.seq for h in history] == [2, 3, 4, 5, 6]
+    assert [(h.from_state, h.to_state) for h in history][1:3] == [
+        (JobState.MATCHED, JobState.PAID),
+        (JobState.PAID, JobState.SENT),
+    ]
+    assert db.vouchers.get(CLIENT, PROVIDER_A) is not None
+
+
+def test_cannot_make_moves_in_a_row_when_one_is_illegal_and_nothing_is_written(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    with pytest.raises(JobTransitionError):
+        db.jobs.apply_many(
+            job.job_id,
+            [Matched(provider=PROVIDER_A), Settled()],
+            voucher=SignedVoucher(Voucher(CLIENT, PROVIDER_A, 700), SIG),
+        )
+    assert db.jobs.get(job.job_id) == job
+    assert db.jobs.history(job.job_id) == ()
+    assert db.vouchers.get(CLIENT, PROVIDER_A) is None
+    with pytest.raises(InvalidRecord, match="no events"):
+        db.jobs.apply_many(job.job_id, [])
+
+
+def test_a_stale_known_job_is_read_again_before_deciding(db: Database) -> None:
+    job = db.jobs.create(new_job())
+    cancelled = db.jobs.apply(job.job_id, Cancelled())
+    with pytest.raises(JobTransitionError):
+        db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A), known=job)
+    assert db.jobs.get(job.job_id) == cancelled
+    other = db.jobs.create(new_job())
+    matched = db.jobs.apply(other.job_id, Matched(provider=PROVIDER_A))
+    # Decided on the stored job (matched), not on the stale one the caller still held.
+    paid = db.jobs.apply(other.job_id, PaymentMade(), known=other)
+    assert (paid.state, paid.version) == (JobState.PAID, matched.version + 1)
+    with pytest.raises(StaleJobVersion):
+        db.jobs.apply(other.job_id, Sent(), known=matched, expected_version=matched.version)
+    assert db.jobs.get(other.job_id) == paid
