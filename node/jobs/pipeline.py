@@ -59,7 +59,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
-from node.storage import Database, JobRecord, SignedReceipt
+from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher
 from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
@@ -97,10 +97,25 @@ class ClientPipeline:
     def me(self) -> Address:
         return self.key.address
 
-    async def apply(self, job_id: Hash32, event: JobEvent, **attached: object) -> JobRecord:
-        record = await self.db.run(self.db.jobs.apply, job_id, event, **attached)  # type: ignore[arg-type]
-        self.events.publish(record)
-        return record
+    async def apply(
+        self,
+        job_id: Hash32,
+        *events: JobEvent,
+        known: JobRecord | None = None,
+        receipt: SignedReceipt | None = None,
+        voucher: SignedVoucher | None = None,
+    ) -> JobRecord:
+        """Persist `events` (moves in a row, one transaction), then tell watchers of each state.
+
+        `known` is the job as the caller holds it, sparing a read; the write is still guarded by
+        its version.
+        """
+        records = await self.db.run(
+            self.db.jobs.apply_many, job_id, events, known=known, receipt=receipt, voucher=voucher
+        )
+        for record in records:
+            self.events.publish(record)
+        return records[-1]
 
     # driving ----------------------------------------------------------------------------------
 
@@ -145,26 +160,33 @@ class ClientPipeline:
             )
         except GpunodeError as exc:
             return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
-        self.peers[choice.candidate.address] = choice.candidate.peer_id
-        self.prices[record.job_id, choice.candidate.address] = choice.offer.price_wei
-        return await self.apply(record.job_id, Matched(choice.candidate.address))
+        provider = choice.candidate.address
+        self.peers[provider] = choice.candidate.peer_id
+        self.prices[record.job_id, provider] = choice.offer.price_wei
+        if record.status.payment is PaymentPath.VOUCHER:
+            # Signing the voucher needs nothing from outside: matched and paid are written together.
+            return await self._pay_by_voucher(record, provider, Matched(provider))
+        return await self.apply(record.job_id, Matched(provider), known=record)
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
         if record.status.payment is PaymentPath.VOUCHER:
-            async with self.vouchers.lock(provider):
-                price = self.price_of(record, provider)
-                voucher = self.vouchers.next_voucher(provider, price)
-                moved = await self.apply(record.job_id, PaymentMade(), voucher=voucher)
-                self.vouchers.committed(voucher, price)
-            return moved
+            return await self._pay_by_voucher(record, provider)
         try:
             await self._escrow(record, provider)
         except TransactionReverted as exc:
             return await self._fail(record, f"the chain refused the escrow payment: {exc}")
         except ChainError as exc:
             return await self._fail(record, f"the chain stayed unreachable while paying: {exc}")
-        return await self.apply(record.job_id, PaymentMade())
+        return await self.apply(record.job_id, PaymentMade(), known=record)
+
+    async def _pay_by_voucher(self, record: JobRecord, provider: Address, *before: JobEvent) -> JobRecord:
+        async with self.vouchers.lock(provider):
+            price = self.price_of(record, provider)
+            voucher = self.vouchers.next_voucher(provider, price)
+            moved = await self.apply(record.job_id, *before, PaymentMade(), known=record, voucher=voucher)
+            self.vouchers.committed(voucher, price)
+        return moved
 
     async def _escrow(self, record: JobRecord, provider: Address) -> None:
         attempt = len(record.status.attempts) - 1
@@ -211,18 +233,15 @@ class ClientPipeline:
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
         )
-        progress = _Progress(self, record.job_id)
+        progress = _Progress(self, record)
         started = time.perf_counter()
         try:
             outcome = await self.jobs.request_job(peer, request, progress.on_event)
         except PeerTimeout as exc:
-            await progress.drain()
-            return await self._lose(await self._fresh(record), AttemptOutcome.TIMED_OUT, str(exc))
+            return await self._lose(await progress.drain(), AttemptOutcome.TIMED_OUT, str(exc))
         except P2PError as exc:
-            await progress.drain()
-            return await self._lose(await self._fresh(record), AttemptOutcome.DIED, str(exc))
-        await progress.drain()
-        record = await self._fresh(record)
+            return await self._lose(await progress.drain(), AttemptOutcome.DIED, str(exc))
+        record = await progress.drain()
         if isinstance(outcome, JobRejected):
             return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")
         if isinstance(outcome, JobFailed):
@@ -242,10 +261,10 @@ class ClientPipeline:
         self, record: JobRecord, result: JobResult, attempt: int, elapsed_s: float
     ) -> JobRecord | None:
         provider = _current_provider(record)
-        record = await self._reach_running(record)
         # The output must be on disk before the result counts as verified, not before it is received.
         _, record = await asyncio.gather(
-            self.blobs.put(result.output), self.apply(record.job_id, ResultReceived())
+            self.blobs.put(result.output),
+            self.apply(record.job_id, *_to_running(record), ResultReceived(), known=record),
         )
         problem = self._check_result(record, result, provider, attempt)
         if problem is not None:
@@ -253,10 +272,13 @@ class ClientPipeline:
             return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
         signed = SignedReceipt(result.receipt, result.signature)
         if record.status.payment is PaymentPath.VOUCHER:
-            record = await self.apply(record.job_id, ResultVerified(), receipt=signed)
+            # The voucher covering the job was taken when the provider ran it: nothing is left
+            # to wait for, so verified and settled are written together.
+            verified_and_settled = (ResultVerified(), Settled())
+            record = await self.apply(record.job_id, *verified_and_settled, known=record, receipt=signed)
         else:
             await self.receipts.put(result.receipt, result.signature)
-            record = await self.apply(record.job_id, ResultVerified())
+            record = await self.apply(record.job_id, ResultVerified(), known=record)
         self.matchmaker.succeeded(provider, elapsed_s * 1000)
         self._remember(provider, latency_ms=elapsed_s * 1000)
         return record
@@ -277,18 +299,10 @@ class ClientPipeline:
             return "the receipt's signature is not the provider's"
         return None
 
-    async def _reach_running(self, record: JobRecord) -> JobRecord:
-        # A fast job may finish before its accepted/progress frames were recorded.
-        if record.state is JobState.PAID:
-            record = await self.apply(record.job_id, Sent())
-        if record.state is JobState.SENT:
-            record = await self.apply(record.job_id, Started())
-        return record
-
     async def _settle_voucher_job(self, record: JobRecord) -> JobRecord | None:
         if record.status.payment is PaymentPath.VOUCHER:
             # The voucher covering this job was acknowledged when the provider ran it.
-            return await self.apply(record.job_id, Settled())
+            return await self.apply(record.job_id, Settled(), known=record)
         return None  # escrow jobs settle when the chain finalizes them (node.settlement)
 
     # helpers ----------------------------------------------------------------------------------
@@ -350,9 +364,6 @@ class ClientPipeline:
                     log.info("provider_dial_failed", provider=provider, addr=addr, error=str(exc))
         return advert.peer_id
 
-    async def _fresh(self, record: JobRecord) -> JobRecord:
-        return await self.db.run(self.db.jobs.get, record.job_id)
-
     async def _lose(self, record: JobRecord, outcome: AttemptOutcome, detail: str) -> JobRecord:
         provider = _current_provider(record)
         log.info(
@@ -361,7 +372,7 @@ class ClientPipeline:
         self._last_error[record.job_id] = f"{provider}: {outcome}: {detail}"
         self._remember(provider, backoff_until=self.matchmaker.failed(provider))
         paid = record.status.current is not None and record.status.current.paid
-        moved = await self.apply(record.job_id, ProviderLost(outcome, detail))
+        moved = await self.apply(record.job_id, ProviderLost(outcome, detail), known=record)
         price = self.prices.get((record.job_id, provider))
         # After a restart the attempt's price is unknown: its amount then stays promised.
         if paid and record.status.payment is PaymentPath.VOUCHER and price is not None:
@@ -371,17 +382,18 @@ class ClientPipeline:
     async def _fail(self, record: JobRecord, reason: str) -> JobRecord:
         log.info("job_failed", job_id=record.job_id.hex(), reason=reason)
         self._last_error.pop(record.job_id, None)
-        return await self.apply(record.job_id, Failed(reason))
+        return await self.apply(record.job_id, Failed(reason), known=record)
 
 
 class _Progress:
     """Records accepted/running as the provider reports them, in order, without blocking the stream."""
 
-    def __init__(self, pipeline: ClientPipeline, job_id: Hash32) -> None:
+    def __init__(self, pipeline: ClientPipeline, sent: JobRecord) -> None:
         self._pipeline = pipeline
-        self._job_id = job_id
+        self._job_id = sent.job_id
         self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._latest = sent
         self._sent = False
         self._started = False
 
@@ -400,12 +412,25 @@ class _Progress:
 
     async def _record(self) -> None:
         while not self._queue.empty():
-            await self._pipeline.apply(self._job_id, self._queue.get_nowait())
+            events = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            self._latest = await self._pipeline.apply(self._job_id, *events, known=self._latest)
         self._task = None
 
-    async def drain(self) -> None:
+    async def drain(self) -> JobRecord:
+        """The job once every step the provider reported is recorded."""
         while self._task is not None:
             await self._task
+        return self._latest
+
+
+def _to_running(record: JobRecord) -> tuple[JobEvent, ...]:
+    """The moves a job still needs to be running: a fast job may finish before its accepted and
+    progress frames were recorded."""
+    if record.state is JobState.PAID:
+        return (Sent(), Started())
+    if record.state is JobState.SENT:
+        return (Started(),)
+    return ()
 
 
 def _current_provider(record: JobRecord) -> Address:

@@ -46,6 +46,9 @@ log = get_logger(__name__)
 
 _LIVE = frozenset({JobState.ACCEPTED, JobState.RUNNING, JobState.SIGNED, JobState.DELIVERED, JobState.PAID})
 
+# How long a client's deposit, read from the chain, is trusted to back its next vouchers.
+DEPOSIT_READ_S = 2.0
+
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
@@ -67,7 +70,8 @@ class ProviderJobs:
         self.domain: Eip712Domain = runner.domain
         # Wei of the jobs taken from each client by voucher (live or done): what vouchers must cover.
         self._covered: defaultdict[Address, int] = defaultdict(int)
-        self._deposit_ok: dict[Address, int] = {}
+        # Per client: the most its vouchers may add up to, as read from the chain, and when.
+        self._deposit_ceiling: dict[Address, tuple[int, float]] = {}
         self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
@@ -192,16 +196,26 @@ class ProviderJobs:
         return None
 
     async def _deposit_shortfall(self, client: Address, cumulative: int) -> str | None:
-        if self._deposit_ok.get(client, -1) >= cumulative:
+        """Why the client's deposit does not back `cumulative` wei of vouchers, or None if it does.
+
+        The deposit covers vouchers up to its balance plus what this provider has already been
+        paid. That ceiling, once read, is trusted for `DEPOSIT_READ_S`: reading the chain on every
+        job (two contract calls) cost more than the rest of the job's overhead together. A ceiling
+        that does not cover a voucher is read again at once, so only a drop within that window
+        (another provider redeeming, a withdrawal, whose unlock delay is far longer) goes unseen.
+        """
+        known = self._deposit_ceiling.get(client)
+        if known is not None and known[0] >= cumulative and _monotonic() - known[1] < DEPOSIT_READ_S:
             return None
+        read_at = _monotonic()
         account = await self.market.client_account(client)
         paid = await self.market.paid(client, self.me)
+        self._deposit_ceiling[client] = (account.balance + paid, read_at)
         if account.balance < cumulative - paid:
             return (
                 f"the client's deposit ({account.balance} wei) does not cover the {cumulative - paid} wei "
                 "its vouchers owe this provider"
             )
-        self._deposit_ok[client] = cumulative
         return None
 
     # escrow -----------------------------------------------------------------------------------
@@ -268,3 +282,7 @@ class ProviderJobs:
 
 def _now() -> float:
     return time.time()
+
+
+def _monotonic() -> float:
+    return time.monotonic()

@@ -69,9 +69,18 @@ class JobRunner:
         self.served = 0
         # Seconds the executor spent on each recent job, for figures (end-to-end minus execution).
         self.run_seconds: OrderedDict[Hash32, float] = OrderedDict()
+        # Jobs signed and not yet handed over, as stored, so recording the hand-over reads nothing.
+        self._signed: dict[Hash32, JobRecord] = {}
 
-    async def apply(self, job_id: Hash32, event: JobEvent, **attached: object) -> JobRecord:
-        record = await self.db.run(self.db.jobs.apply, job_id, event, **attached)  # type: ignore[arg-type]
+    async def apply(
+        self,
+        job_id: Hash32,
+        event: JobEvent,
+        *,
+        known: JobRecord | None = None,
+        receipt: SignedReceipt | None = None,
+    ) -> JobRecord:
+        record = await self.db.run(self.db.jobs.apply, job_id, event, known=known, receipt=receipt)
         self.events.publish(record)
         return record
 
@@ -84,17 +93,16 @@ class JobRunner:
         and is raised again for the caller to report.
         """
         # Recording the start overlaps the run itself: the signed result is what must be durable.
-        started = asyncio.create_task(self.apply(record.job_id, Started()))
+        started = asyncio.create_task(self.apply(record.job_id, Started(), known=record))
         self.load.running += 1
         try:
             result = await self.pool.run(record.model_id, job_input, timeout_s=timeout_s)
         except ExecutorError as exc:
-            await started
-            await self.apply(record.job_id, Failed(f"execution failed: {exc}"))
+            await self.apply(record.job_id, Failed(f"execution failed: {exc}"), known=await started)
             raise
         finally:
             self.load.running -= 1
-        await started
+        running = await started
         receipt = build_receipt(
             job_id=record.job_id,
             model_id=record.model_id,
@@ -103,7 +111,12 @@ class JobRunner:
             provider=self.key.address,
         )
         signature = sign_receipt(self.key.private_key, self.domain, receipt)
-        await self.apply(record.job_id, ResultSigned(), receipt=SignedReceipt(receipt, signature))
+        signed = await self.apply(
+            record.job_id, ResultSigned(), known=running, receipt=SignedReceipt(receipt, signature)
+        )
+        self._signed[record.job_id] = signed
+        while len(self._signed) > _TIMINGS_KEPT:  # results whose stream broke are never handed over
+            del self._signed[next(iter(self._signed))]
         self.served += 1
         self.run_seconds[record.job_id] = result.run_s
         while len(self.run_seconds) > _TIMINGS_KEPT:
@@ -113,4 +126,4 @@ class JobRunner:
 
     async def delivered(self, job_id: Hash32) -> None:
         """The result left this node (over the overlay or on-chain)."""
-        await self.apply(job_id, ResultDelivered())
+        await self.apply(job_id, ResultDelivered(), known=self._signed.pop(job_id, None))

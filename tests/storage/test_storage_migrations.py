@@ -53,6 +53,7 @@ def test_cannot_open_a_database_from_a_newer_release(database_url: str) -> None:
         ("sqlite:///:memory:", "in-memory SQLite"),
         ("mysql://root@localhost/gpunode", "unsupported database 'mysql'"),
         ("not a url", "is not a database URL"),
+        ("sqlite:///gpunode.db?synchronous=off", "synchronous='off'"),
     ],
 )
 def test_cannot_open_an_unusable_url(url: str, message: str) -> None:
@@ -70,6 +71,13 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
+
+
+@pytest.mark.parametrize(("query", "level"), [("", 1), ("?synchronous=normal", 1), ("?synchronous=FULL", 2)])
+def test_sqlite_durability_is_chosen_in_the_url(tmp_path: Path, query: str, level: int) -> None:
+    with Database.open(f"sqlite:///{tmp_path / 'g.db'}{query}") as db, db.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar_one() == level
+    assert (tmp_path / "g.db").exists()
 
 
 def test_cannot_put_a_sqlite_database_under_a_file(tmp_path: Path) -> None:
