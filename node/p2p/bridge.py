@@ -18,6 +18,7 @@ import trio
 
 from node.errors import P2PError
 from node.logging import get_logger
+from node.p2p.errors import HostShuttingDown
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -134,7 +135,7 @@ class TrioBridge:
         scope: trio.CancelScope,
     ) -> None:
         if self._calls is None:
-            self._settle(fut, exc=P2PError("the p2p host is shutting down"))
+            self._settle(fut, exc=HostShuttingDown())
             return
         self._calls.start_soon(self._run_call, fn, args, fut, scope)
 
@@ -149,7 +150,7 @@ class TrioBridge:
             try:
                 result = await fn(*args)
             except trio.Cancelled:
-                self._settle(fut, exc=P2PError("the p2p host is shutting down"))
+                self._settle(fut, exc=HostShuttingDown())
                 raise
             except Exception as exc:
                 self._settle(fut, exc=exc)

@@ -11,3 +11,10 @@ class BlobNotFound(P2PError):
 
 class BlobIntegrityError(ProtocolViolation):
     """A blob's chunk or whole did not hash to what was promised: tampered or truncated."""
+
+
+class HostShuttingDown(P2PError):
+    """The host stopped while a call or a stream was in flight."""
+
+    def __init__(self) -> None:
+        super().__init__("the p2p host is shutting down")

@@ -22,6 +22,7 @@ from node.config import P2PSettings
 from node.errors import P2PError, PeerTimeout
 from node.logging import get_logger
 from node.p2p.bridge import TrioBridge
+from node.p2p.errors import HostShuttingDown
 from node.p2p.framing import DEFAULT_MAX_FRAME
 from node.p2p.identity import PrivateKeyHolder, peer_id_to_address
 from node.p2p.stack import (
@@ -214,6 +215,11 @@ class P2PHost:
             framed = FramedStream(stream, max_frame=max_frame)
             try:
                 await handler(framed)
+            except HostShuttingDown:
+                # A stream cut by our own shutdown is expected; its peer sees the reset.
+                log.debug("stream_closed_by_shutdown", protocol=protocol, peer=framed.remote_peer)
+                await framed.reset()
+                return
             except Exception as exc:
                 # py-libp2p drops handler exceptions silently; the stream must not just hang.
                 log.warning(
@@ -292,7 +298,7 @@ class P2PHost:
                 self._stack.pubsub.set_topic_validator(topic, check, True)
             sub = await self._stack.pubsub.subscribe(topic)
             if self._stack.nursery is None:
-                raise P2PError("the p2p host is shutting down")
+                raise HostShuttingDown
             self._stack.nursery.start_soon(drain_subscription, sub, subscription, loop)
 
         await self._bridge.call(join)

@@ -76,9 +76,17 @@ async def test_node_that_leaves_expires_and_is_found_again_after_rejoining(
             assert found is not None
             assert found.listen_addrs == tuple(node.host.addrs)
             assert found.price_for(MODEL) == 10**14
-            assert node.host.peer_id in running[2].host.connected_peers()
+            # The lookup dials the provider; under load the dial may need a retry to land.
+            await connected_eventually(running[2], node)
             for other in running:
                 await other.discovery.directory.wait_for(lambda d: leaver.address in d, timeout_s=30)
+
+
+async def connected_eventually(node: Node, peer: Node, timeout_s: float = 15.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while peer.host.peer_id not in node.host.connected_peers():
+            await node.host.connect(peer.host.addrs[0])
+            await asyncio.sleep(0.2)
 
 
 async def lookup_eventually(
