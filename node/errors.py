@@ -34,7 +34,9 @@ class ChainError(GpunodeError):
 class TransactionReverted(ChainError):
     """A transaction or call reverted; `error_name` and `args` are decoded from the contract ABI."""
 
-    def __init__(self, message: str, *, error_name: str = "", args: tuple[object, ...] = (), hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, error_name: str = "", args: tuple[object, ...] = (), hint: str | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.error_name = error_name
         self.error_args = args
