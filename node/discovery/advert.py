@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import base58
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from google.protobuf.message import DecodeError
@@ -260,5 +261,12 @@ def _uint(raw: bytes) -> int:
 
 
 def dht_key(address: str) -> str:
-    """Where a provider's latest advert lives in the DHT."""
-    return f"/gpunode/provider/{address.lower()}"
+    """Where a provider's latest advert lives in the DHT: `/gpunode/provider/<address in base58>`.
+
+    Base58 of the 20 address bytes, not 0x-hex: py-libp2p peers drop a FIND_NODE whose key is
+    longer than 50 bytes, and the hex form (60 bytes) would confine lookups to known peers.
+    """
+    raw = bytes.fromhex(address.removeprefix("0x"))
+    if len(raw) != 20:
+        raise DiscoveryError(f"{address!r} is not an Ethereum address")
+    return f"/gpunode/provider/{base58.b58encode(raw).decode()}"

@@ -15,6 +15,7 @@ from node.discovery.advert import (
     ProviderAdvert,
     Rejected,
     RejectReason,
+    dht_key,
     open_advert,
     sign_advert,
 )
@@ -144,12 +145,20 @@ def test_dht_record_validator_checks_key_and_prefers_newest() -> None:
     validator = AdvertRecordValidator()
     old = sign_advert(advert_of(key, sequence=1), key.private_key)
     new = sign_advert(advert_of(key, sequence=2), key.private_key)
-    validator.validate(f"/gpunode/provider/{key.address.lower()}", new)
+    validator.validate(dht_key(key.address), new)
     assert validator.select("k", [old, new, b"junk"]) == 1
     with pytest.raises(DiscoveryError, match="wrong key"):
-        validator.validate("/gpunode/provider/0x0000000000000000000000000000000000000001", new)
+        validator.validate(dht_key("0x0000000000000000000000000000000000000001"), new)
     with pytest.raises(DiscoveryError, match="invalid advert record"):
-        validator.validate(f"/gpunode/provider/{key.address.lower()}", b"junk")
+        validator.validate(dht_key(key.address), b"junk")
+
+
+def test_dht_key_fits_what_py_libp2p_peers_route() -> None:
+    key = dht_key(NodeKey.generate().address)
+    assert key.startswith("/gpunode/provider/")
+    assert 2 <= len(key.encode()) <= 50
+    with pytest.raises(DiscoveryError, match="not an Ethereum address"):
+        dht_key("0x1234")
 
 
 async def test_directory_filters_and_expires() -> None:
