@@ -39,6 +39,8 @@ class ClientJobs:
         self.ready = asyncio.Event()
         self._queue: asyncio.Queue[Hash32] = asyncio.Queue()
         self._driving: set[Hash32] = set()
+        # Jobs submitted and not yet picked up, as stored, so driving one starts without a read.
+        self._submitted: dict[Hash32, JobRecord] = {}
         # Wei deposited minus withdrawn, as last read from the chain (balance + paid out).
         self._funded: int | None = None
 
@@ -76,7 +78,7 @@ class ClientJobs:
 
     async def _drive(self, job_id: Hash32) -> None:
         try:
-            await self.pipeline.drive(job_id)
+            await self.pipeline.drive(job_id, known=self._submitted.pop(job_id, None))
         except asyncio.CancelledError:
             raise
         except JobTransitionError as exc:
@@ -146,6 +148,7 @@ class ClientJobs:
         self.pipeline.prices[job.job_id, choice.candidate.address] = price
         self.pipeline.inputs[job.job_id] = spec.input
         self.pipeline.events.publish(record)
+        self._submitted[job.job_id] = record
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
         return await self._view(record)
@@ -210,23 +213,18 @@ class ClientJobs:
         return await self._view(moved)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobView]:
-        record = await self._record(job_id)
-        with self.pipeline.events.subscribe(record.job_id) as queue:
-            first = await self.db.run(self.db.jobs.get, record.job_id)
+        # Subscribed before reading, so no change between the read and the first event is missed.
+        with self.pipeline.events.subscribe(_job_key(job_id)) as queue:
+            first = await self._record(job_id)
             async for latest in records_until_terminal(first, queue):
                 yield await self._view(latest)
 
     # helpers ----------------------------------------------------------------------------------
 
     async def _record(self, job_id: str) -> JobRecord:
+        raw = _job_key(job_id)
         try:
-            raw = bytes.fromhex(job_id.lower().removeprefix("0x"))
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise JobError(f"{job_id!r} is not a job id", hint="a job id is 64 hex digits")
-        try:
-            return await self.db.run(self.db.jobs.get, Hash32(raw))
+            return await self.db.run(self.db.jobs.get, raw)
         except (UnknownJob, InvalidRecord) as exc:
             raise JobError(
                 f"no job {raw.hex()} is known to this node", hint="check the id with `job list`"
@@ -239,11 +237,15 @@ class ClientJobs:
         if status.attempts and record.role is Role.CLIENT and has_result(record):
             attempt = len(status.attempts) - 1
             receipt_id = receipt_job_id(self.me, record, attempt)
-            if status.payment is PaymentPath.ESCROW:
+            recent = self.pipeline.results.get(receipt_id)
+            if recent is not None:
+                receipt, output = recent
+            elif status.payment is PaymentPath.ESCROW:
                 receipt = await self.pipeline.receipts.get(receipt_id)
-            else:
+            elif record.state is not JobState.RESULT:
+                # A voucher job's receipt is stored with its verification, never before.
                 receipt = await self.db.run(self.db.receipts.get, receipt_id, status.attempts[-1].provider)
-            if receipt is not None:
+            if receipt is not None and output is None:
                 output = await self.pipeline.blobs.get(receipt.receipt.output_hash)
         verified = record.state in (JobState.VERIFIED, JobState.SETTLED)
         price = None
@@ -252,3 +254,13 @@ class ClientJobs:
         return job_view(
             record, client=self.me, receipt=receipt, verified=verified, output=output, price_wei=price
         )
+
+
+def _job_key(job_id: str) -> Hash32:
+    try:
+        raw = bytes.fromhex(job_id.lower().removeprefix("0x"))
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise JobError(f"{job_id!r} is not a job id", hint="a job id is 64 hex digits")
+    return Hash32(raw)

@@ -57,6 +57,8 @@ class VoucherBook:
         self.domain = domain
         self._committed: defaultdict[Address, int] = defaultdict(int)
         self._signed: dict[Address, int] = {}
+        # The highest voucher persisted for each provider in this run, ready to be sent again.
+        self._latest: dict[Address, SignedVoucher] = {}
         self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def load(self, latest: dict[Address, int]) -> None:
@@ -64,6 +66,7 @@ class VoucherBook:
         as promised (the prices of attempts that failed before the restart are not known)."""
         self._committed = defaultdict(int, latest)
         self._signed = dict(latest)
+        self._latest = {}
 
     def lock(self, provider: Address) -> asyncio.Lock:
         """Held while a voucher for `provider` is made and persisted, so amounts never interleave."""
@@ -81,6 +84,13 @@ class VoucherBook:
         provider = voucher.voucher.provider
         self._committed[provider] += price_wei
         self._signed[provider] = max(self._signed.get(provider, 0), voucher.voucher.cumulative_amount)
+        kept = self._latest.get(provider)
+        if kept is None or voucher.voucher.cumulative_amount >= kept.voucher.cumulative_amount:
+            self._latest[provider] = voucher
+
+    def latest(self, provider: Address) -> SignedVoucher | None:
+        """The highest voucher for `provider` persisted since start (None: read the database)."""
+        return self._latest.get(provider)
 
     def providers(self) -> tuple[Address, ...]:
         return tuple(set(self._committed) | set(self._signed))

@@ -30,6 +30,7 @@ from node.jobs.blobs import JobBlobs, ReceiptFiles
 from node.jobs.events import JobEvents
 from node.jobs.matching import Matchmaker
 from node.jobs.payments import MAX_ATTEMPTS, VoucherBook, escrow_terms, receipt_job_id
+from node.jobs.recent import RecentResults
 from node.jobs.state import (
     AttemptOutcome,
     Failed,
@@ -59,7 +60,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
-from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher
+from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher, StoredReceipt
 from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
@@ -89,6 +90,8 @@ class ClientPipeline:
     prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
     # Inputs of jobs submitted in this run, kept so a send does not read them back from disk.
     inputs: dict[Hash32, bytes] = field(default_factory=dict)
+    # Verified results, so watchers' views of a finished job need not read them back.
+    results: RecentResults = field(default_factory=RecentResults)
     _seen: dict[Address, int] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     _last_error: dict[Hash32, str] = field(default_factory=dict)
@@ -119,9 +122,13 @@ class ClientPipeline:
 
     # driving ----------------------------------------------------------------------------------
 
-    async def drive(self, job_id: Hash32) -> None:
-        """Move the job until it is terminal or waits on the chain (escrow jobs, once verified)."""
-        record = await self.db.run(self.db.jobs.get, job_id)
+    async def drive(self, job_id: Hash32, *, known: JobRecord | None = None) -> None:
+        """Move the job until it is terminal or waits on the chain (escrow jobs, once verified).
+
+        `known`, the job as just stored, spares reading it; every move is still checked against
+        the stored version.
+        """
+        record = known if known is not None else await self.db.run(self.db.jobs.get, job_id)
         record = await self._recover(record)
         try:
             while not record.status.terminal:
@@ -251,37 +258,56 @@ class ClientPipeline:
     async def _payment_message(self, record: JobRecord, provider: Address, attempt: int) -> Payment:
         if record.status.payment is PaymentPath.ESCROW:
             return OnchainPayment(receipt_job_id(self.me, record, attempt))
-        stored = await self.db.run(self.db.vouchers.get, self.me, provider)
-        if stored is None:
-            raise SchedulerError(f"no voucher for provider {provider} is stored although the job is paid")
-        voucher = stored.voucher
-        return VoucherPayment(voucher.client, voucher.provider, voucher.cumulative_amount, stored.signature)
+        latest = self.vouchers.latest(provider)
+        if latest is None:
+            stored = await self.db.run(self.db.vouchers.get, self.me, provider)
+            if stored is None:
+                raise SchedulerError(f"no voucher for provider {provider} is stored although the job is paid")
+            latest = SignedVoucher(stored.voucher, stored.signature)
+        voucher = latest.voucher
+        return VoucherPayment(voucher.client, voucher.provider, voucher.cumulative_amount, latest.signature)
 
     async def _take_result(
         self, record: JobRecord, result: JobResult, attempt: int, elapsed_s: float
     ) -> JobRecord | None:
         provider = _current_provider(record)
-        # The output must be on disk before the result counts as verified, not before it is received.
-        _, record = await asyncio.gather(
-            self.blobs.put(result.output),
-            self.apply(record.job_id, *_to_running(record), ResultReceived(), known=record),
-        )
+        received = (*_to_running(record), ResultReceived())
         problem = self._check_result(record, result, provider, attempt)
         if problem is not None:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
+            record = await self.apply(record.job_id, *received, known=record)
             return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
-        signed = SignedReceipt(result.receipt, result.signature)
+        # The output (and an escrow job's receipt) must be on disk before the job counts as verified.
         if record.status.payment is PaymentPath.VOUCHER:
-            # The voucher covering the job was taken when the provider ran it: nothing is left
-            # to wait for, so verified and settled are written together.
-            verified_and_settled = (ResultVerified(), Settled())
-            record = await self.apply(record.job_id, *verified_and_settled, known=record, receipt=signed)
+            await self.blobs.put(result.output)
         else:
-            await self.receipts.put(result.receipt, result.signature)
-            record = await self.apply(record.job_id, ResultVerified(), known=record)
+            await asyncio.gather(
+                self.blobs.put(result.output), self.receipts.put(result.receipt, result.signature)
+            )
+        # Known to watchers from the moment the job is recorded as verified; gone if it is not.
+        self.results.put(StoredReceipt(result.receipt, result.signature, time.time()), result.output)
+        try:
+            record = await self._record_verified(
+                record, received, SignedReceipt(result.receipt, result.signature)
+            )
+        except BaseException:
+            self.results.forget(result.receipt.job_id)
+            raise
         self.matchmaker.succeeded(provider, elapsed_s * 1000)
         self._remember(provider, latency_ms=elapsed_s * 1000)
         return record
+
+    async def _record_verified(
+        self, record: JobRecord, received: tuple[JobEvent, ...], signed: SignedReceipt
+    ) -> JobRecord:
+        # Checking a result needs nothing from outside, so received and verified are one write.
+        if record.status.payment is PaymentPath.VOUCHER:
+            # The voucher covering the job was taken when the provider ran it: nothing is left to
+            # wait for, so the job settles in the same write.
+            moves = (*received, ResultVerified(), Settled())
+            return await self.apply(record.job_id, *moves, known=record, receipt=signed)
+        # An escrow receipt names the on-chain job; it was kept in the receipt files above.
+        return await self.apply(record.job_id, *received, ResultVerified(), known=record)
 
     def _check_result(
         self, record: JobRecord, result: JobResult, provider: Address, attempt: int

@@ -39,7 +39,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
-from node.storage import JobRecord, NewJob
+from node.storage import JobRecord, NewJob, SignedVoucher
 from node.types import Address, Hash32, Voucher, sha256
 
 log = get_logger(__name__)
@@ -72,6 +72,8 @@ class ProviderJobs:
         self._covered: defaultdict[Address, int] = defaultdict(int)
         # Per client: the most its vouchers may add up to, as read from the chain, and when.
         self._deposit_ceiling: dict[Address, tuple[int, float]] = {}
+        # Per client: the amount of the latest voucher stored (only this node stores them).
+        self._held: dict[Address, int] = {}
         self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
@@ -105,16 +107,21 @@ class ProviderJobs:
             yield accepted
             return
         record, job_input, terms, position = accepted
-        yield JobAccepted(queue_position=position)
-        yield JobProgress("running", 0.0)
         timeout = max(0.1, request.deadline_ms / 1000 - _now())
+        # The job is stored: it runs while the frames saying so travel to the client.
+        execution = asyncio.ensure_future(self.runner.run(record, job_input, timeout_s=timeout))
         try:
-            signed = await self.runner.run(record, job_input, timeout_s=timeout)
+            yield JobAccepted(queue_position=position)
+            yield JobProgress("running", 0.0)
+            signed = await execution
         except ExecutorError as exc:
             if record.status.payment is PaymentPath.VOUCHER and record.client is not None:
                 self._covered[record.client] -= record.price_wei
             yield JobFailed("execution", str(exc))
             return
+        finally:
+            # The client went away (the stream closed this generator) or the node is stopping.
+            execution.cancel()
         if terms is not None:
             # On-chain first: once the client holds the result, the escrow must be claimable.
             await self._submit_onchain(terms, signed.receipt, signed.signature)
@@ -163,9 +170,8 @@ class ProviderJobs:
         problem = self._voucher_problem(client, voucher, payment.signature)
         if problem is not None:
             return JobRejected("bad_voucher", problem)
-        db = self.runner.db
-        stored = await db.run(db.vouchers.get, client, self.me)
-        held = max(voucher.cumulative_amount, 0 if stored is None else stored.voucher.cumulative_amount)
+        stored = await self._stored_voucher(client)
+        held = max(voucher.cumulative_amount, 0 if stored is None else stored)
         needed = self._covered[client] + price
         if held < needed:
             return JobRejected(
@@ -176,11 +182,30 @@ class ProviderJobs:
         shortfall = await self._deposit_shortfall(client, held)
         if shortfall:
             return JobRejected("insufficient_deposit", shortfall)
-        if stored is None or voucher.cumulative_amount > stored.voucher.cumulative_amount:
-            await db.run(db.vouchers.record, voucher, payment.signature)
-        record = await self._create(request, PaymentPath.VOUCHER, request.job_id, job_input, client, price)
+        raised = stored is None or voucher.cumulative_amount > stored
+        record = await self._create(
+            request,
+            PaymentPath.VOUCHER,
+            request.job_id,
+            job_input,
+            client,
+            price,
+            voucher=SignedVoucher(voucher, payment.signature) if raised else None,
+        )
+        if raised:
+            self._held[client] = voucher.cumulative_amount
         self._covered[client] += price
         return record
+
+    async def _stored_voucher(self, client: Address) -> int | None:
+        """The amount of the latest voucher stored from `client`, read once per run."""
+        if client not in self._held:
+            db = self.runner.db
+            stored = await db.run(db.vouchers.get, client, self.me)
+            if stored is None:
+                return None
+            self._held[client] = stored.voucher.cumulative_amount
+        return self._held[client]
 
     def _voucher_problem(self, client: Address, voucher: Voucher, signature: bytes) -> str | None:
         if voucher.provider.lower() != self.me.lower():
@@ -262,6 +287,8 @@ class ProviderJobs:
         job_input: bytes,
         client: Address,
         price: int,
+        *,
+        voucher: SignedVoucher | None = None,
     ) -> JobRecord:
         input_hash = sha256(job_input)
         job = NewJob(
@@ -275,7 +302,7 @@ class ProviderJobs:
             deadline=request.deadline_ms / 1000,
         )
         db = self.runner.db
-        record = await db.run(db.jobs.create, job)
+        record = await db.run(db.jobs.create, job, voucher=voucher)
         self.runner.events.publish(record)
         return record
 

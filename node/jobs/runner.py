@@ -16,9 +16,9 @@ from node.chain.eip712 import Eip712Domain, sign_receipt
 from node.chain.keys import NodeKey
 from node.errors import ExecutorError
 from node.executor.pool import ExecutorPool
-from node.executor.result import build_receipt
+from node.executor.result import ExecutionResult, build_receipt
 from node.jobs.events import JobEvents
-from node.jobs.state import Failed, JobEvent, ResultDelivered, ResultSigned, Started
+from node.jobs.state import Failed, JobEvent, JobState, ResultDelivered, ResultSigned, Started
 from node.logging import get_logger
 from node.scheduler import ProviderLoad
 from node.storage import Database, JobRecord, SignedReceipt
@@ -27,6 +27,9 @@ from node.types import Hash32, ResultReceipt
 log = get_logger(__name__)
 
 _TIMINGS_KEPT = 10_000
+# A job that finishes within this long is recorded as running and signed in one write: a start
+# written alongside the run would hold the signed result back behind it.
+RUNNING_RECORD_DELAY_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +78,14 @@ class JobRunner:
     async def apply(
         self,
         job_id: Hash32,
-        event: JobEvent,
-        *,
+        *events: JobEvent,
         known: JobRecord | None = None,
         receipt: SignedReceipt | None = None,
     ) -> JobRecord:
-        record = await self.db.run(self.db.jobs.apply, job_id, event, known=known, receipt=receipt)
-        self.events.publish(record)
-        return record
+        records = await self.db.run(self.db.jobs.apply_many, job_id, events, known=known, receipt=receipt)
+        for record in records:
+            self.events.publish(record)
+        return records[-1]
 
     async def run(
         self, record: JobRecord, job_input: bytes, *, timeout_s: float | None = None
@@ -92,17 +95,11 @@ class JobRunner:
         Call `delivered()` once the result is handed over. An `ExecutorError` marks the job failed
         and is raised again for the caller to report.
         """
-        # Recording the start overlaps the run itself: the signed result is what must be durable.
-        started = asyncio.create_task(self.apply(record.job_id, Started(), known=record))
         self.load.running += 1
         try:
-            result = await self.pool.run(record.model_id, job_input, timeout_s=timeout_s)
-        except ExecutorError as exc:
-            await self.apply(record.job_id, Failed(f"execution failed: {exc}"), known=await started)
-            raise
+            result, running = await self._execute(record, job_input, timeout_s)
         finally:
             self.load.running -= 1
-        running = await started
         receipt = build_receipt(
             job_id=record.job_id,
             model_id=record.model_id,
@@ -111,8 +108,9 @@ class JobRunner:
             provider=self.key.address,
         )
         signature = sign_receipt(self.key.private_key, self.domain, receipt)
+        moves = (ResultSigned(),) if running.state is JobState.RUNNING else (Started(), ResultSigned())
         signed = await self.apply(
-            record.job_id, ResultSigned(), known=running, receipt=SignedReceipt(receipt, signature)
+            record.job_id, *moves, known=running, receipt=SignedReceipt(receipt, signature)
         )
         self._signed[record.job_id] = signed
         while len(self._signed) > _TIMINGS_KEPT:  # results whose stream broke are never handed over
@@ -123,6 +121,29 @@ class JobRunner:
             self.run_seconds.popitem(last=False)
         log.info("job_served", job_id=record.job_id.hex(), run_ms=round(result.run_s * 1000, 2))
         return SignedResult(receipt, signature, result.output, result.run_s)
+
+    async def _execute(
+        self, record: JobRecord, job_input: bytes, timeout_s: float | None
+    ) -> tuple[ExecutionResult, JobRecord]:
+        """The execution's result and the job as stored once it ends (running, or still accepted
+        when it ended before the start was worth recording)."""
+        execution = asyncio.ensure_future(self.pool.run(record.model_id, job_input, timeout_s=timeout_s))
+        try:
+            await asyncio.wait({execution}, timeout=RUNNING_RECORD_DELAY_S)
+        except asyncio.CancelledError:
+            execution.cancel()
+            raise
+        # Recording the start overlaps the rest of the run: the signed result is what must be durable.
+        started = None
+        if not execution.done():
+            started = asyncio.create_task(self.apply(record.job_id, Started(), known=record))
+        try:
+            result = await execution
+        except ExecutorError as exc:
+            current = record if started is None else await started
+            await self.apply(record.job_id, Failed(f"execution failed: {exc}"), known=current)
+            raise
+        return result, record if started is None else await started
 
     async def delivered(self, job_id: Hash32) -> None:
         """The result left this node (over the overlay or on-chain)."""

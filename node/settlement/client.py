@@ -3,8 +3,6 @@ escrow of attempts that failed is refunded after its deadline and withdrawn."""
 
 from __future__ import annotations
 
-import time
-
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
@@ -14,6 +12,7 @@ from node.jobs.onchain import ChainOutcome, chain_outcome
 from node.jobs.payments import escrow_terms, receipt_job_id
 from node.jobs.state import AttemptOutcome, JobEvent, JobState, PaymentPath, Refunded, Role, Settled
 from node.logging import get_logger
+from node.settlement.chain_time import chain_time
 from node.storage import Database, JobRecord
 from node.types import Address, Hash32
 
@@ -45,10 +44,12 @@ class ClientSettlement:
 
     async def tick(self) -> int:
         """Settle what the chain allows now; returns the wei refunded and withdrawn."""
-        jobs = await self.db.run(self.db.jobs.list, role=Role.CLIENT, limit=2**31 - 1)
-        escrowed = [j for j in jobs if j.status.payment is PaymentPath.ESCROW]
-        now = await self._chain_time()
+        # Voucher jobs settle with their result; only escrowed ones wait on the chain.
+        escrowed = await self.db.run(
+            self.db.jobs.list, role=Role.CLIENT, payment=PaymentPath.ESCROW, limit=2**31 - 1
+        )
         refunded = 0
+        now = await self._chain_time() if escrowed else 0.0
         for record in escrowed:
             if record.state is JobState.VERIFIED:
                 await self._settle_verified(record)
@@ -107,5 +108,4 @@ class ClientSettlement:
         self.events.publish(moved)
 
     async def _chain_time(self) -> float:
-        block = await self.market.client.w3.eth.get_block("latest")
-        return float(block["timestamp"]) if block else time.time()
+        return await chain_time(self.market)

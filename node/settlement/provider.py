@@ -3,7 +3,6 @@ challenge window, withdraw earnings; on start-up, take the chain's word over the
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from node.chain.keys import NodeKey
@@ -15,6 +14,7 @@ from node.jobs.onchain import ChainOutcome, chain_outcome
 from node.jobs.service import SettlementReport
 from node.jobs.state import Failed, JobEvent, JobState, PaymentPath, PaymentReceived, Role
 from node.logging import get_logger
+from node.settlement.chain_time import chain_time
 from node.settlement.policy import RedemptionPolicy, due_vouchers
 from node.storage import Database, JobRecord
 from node.types import Address
@@ -62,8 +62,12 @@ class ProviderSettlement:
         moved = await self.db.run(self.db.jobs.apply, record.job_id, event)
         self.events.publish(moved)
 
-    async def _provider_jobs(self, *states: JobState) -> tuple[JobRecord, ...]:
-        return await self.db.run(self.db.jobs.list, role=Role.PROVIDER, states=states, limit=2**31 - 1)
+    async def _provider_jobs(
+        self, *states: JobState, payment: PaymentPath | None = None
+    ) -> tuple[JobRecord, ...]:
+        return await self.db.run(
+            self.db.jobs.list, role=Role.PROVIDER, states=states, payment=payment, limit=2**31 - 1
+        )
 
     # start-up ---------------------------------------------------------------------------------
 
@@ -116,8 +120,8 @@ class ProviderSettlement:
 
     async def _mark_paid_clients(self) -> None:
         """Delivered voucher jobs of clients whose latest voucher is fully redeemed are paid."""
-        for record in await self._provider_jobs(JobState.DELIVERED):
-            if record.status.payment is not PaymentPath.VOUCHER or record.client is None:
+        for record in await self._provider_jobs(JobState.DELIVERED, payment=PaymentPath.VOUCHER):
+            if record.client is None:
                 continue
             stored = await self.db.run(self.db.vouchers.get, record.client, self.me)
             if stored is not None and stored.unredeemed_wei == 0:
@@ -125,9 +129,8 @@ class ProviderSettlement:
 
     async def _finalize(self, tally: _Tally) -> None:
         now = await self._chain_time()
-        for record in await self._provider_jobs(JobState.DELIVERED):
-            if record.status.payment is not PaymentPath.ESCROW:
-                continue
+        # Delivered voucher jobs wait for redemption, not the chain: a busy provider holds many.
+        for record in await self._provider_jobs(JobState.DELIVERED, payment=PaymentPath.ESCROW):
             onchain = await self.market.job(record.job_id)
             if onchain.status is ChainJobStatus.SUBMITTED and onchain.time <= now:
                 try:
@@ -167,5 +170,4 @@ class ProviderSettlement:
             ) from exc
 
     async def _chain_time(self) -> float:
-        block = await self.market.client.w3.eth.get_block("latest")
-        return float(block["timestamp"]) if block else time.time()
+        return await chain_time(self.market)

@@ -50,9 +50,15 @@ class JobRepository:
     def __init__(self, tx: Transactions) -> None:
         self._tx = tx
 
-    def create(self, job: NewJob) -> JobRecord:
-        """Store a new job in its role's initial state (client: submitted; provider: accepted)."""
+    def create(self, job: NewJob, *, voucher: SignedVoucher | None = None) -> JobRecord:
+        """Store a new job in its role's initial state (client: submitted; provider: accepted).
+
+        A `voucher` given along (a provider taking a voucher-paid job) is kept as the latest of
+        its pair in the same transaction: the job and the payment for it are durable together.
+        """
         job = _checked_new_job(job)
+        if voucher is not None:
+            voucher = SignedVoucher(checked_voucher(voucher.voucher, voucher.signature), voucher.signature)
         now = self._tx.clock()
         status = JobStatus.initial(job.role, job.payment)
         values = {
@@ -73,6 +79,8 @@ class JobRepository:
         try:
             with self._tx.writing() as connection:
                 connection.execute(_INSERT_JOB, values)
+                if voucher is not None:
+                    record_voucher(connection, voucher.voucher, voucher.signature, now)
         except IntegrityError as exc:
             raise DuplicateRecord(
                 f"job {job.job_id.hex()} is already stored", hint="a job id names one job; fetch it instead"
@@ -210,6 +218,7 @@ class JobRepository:
         *,
         role: Role | None = None,
         states: Iterable[JobState] | None = None,
+        payment: PaymentPath | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[JobRecord, ...]:
@@ -219,6 +228,8 @@ class JobRepository:
             query = query.where(JOBS.c.role == role.value)
         if states is not None:
             query = query.where(JOBS.c.state.in_([s.value for s in states]))
+        if payment is not None:
+            query = query.where(JOBS.c.payment == payment.value)
         with self._tx.reading() as connection:
             rows = connection.execute(query).all()
             attempts = _attempts_of(connection, [r.job_id for r in rows])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -26,6 +27,12 @@ class Transactions:
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(self._write_engine, expire_on_commit=False)
+        # SQLite lets one writer in at a time and makes the others poll with growing sleeps (1, 2,
+        # 5, 10… ms): writers of this process queue on a lock instead and go in the moment the
+        # previous one commits. PostgreSQL locks rows, not the database, and needs none.
+        self._one_writer: AbstractContextManager[object] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -35,7 +42,7 @@ class Transactions:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits when the block ends and rolls back if it raises."""
-        with _translated(), self._write() as session, session.begin():
+        with self._one_writer, _translated(), self._write() as session, session.begin():
             yield session
 
     # The job path's statements run on bare connections: the ORM's identity map, unit of work and
@@ -49,7 +56,7 @@ class Transactions:
     @contextmanager
     def writing(self) -> Iterator[Connection]:
         """A write transaction on a bare connection; commits when the block ends, else rolls back."""
-        with _translated(), self._write_engine.begin() as connection:
+        with self._one_writer, _translated(), self._write_engine.begin() as connection:
             yield connection
 
 

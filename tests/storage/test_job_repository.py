@@ -434,3 +434,11 @@ def test_a_stale_known_job_is_read_again_before_deciding(db: Database) -> None:
     with pytest.raises(StaleJobVersion):
         db.jobs.apply(other.job_id, Sent(), known=matched, expected_version=matched.version)
     assert db.jobs.get(other.job_id) == paid
+
+
+def test_can_list_jobs_by_payment_path(db: Database) -> None:
+    escrowed = db.jobs.create(new_job(payment=PaymentPath.ESCROW))
+    by_voucher = db.jobs.create(new_job())
+    assert db.jobs.list(payment=PaymentPath.ESCROW) == (escrowed,)
+    assert db.jobs.list(role=Role.CLIENT, payment=PaymentPath.VOUCHER) == (by_voucher,)
+    assert db.jobs.list(role=Role.PROVIDER, payment=PaymentPath.VOUCHER) == ()
