@@ -9,7 +9,11 @@ then:
   seconds the executor spent running it (measured by the provider around the sandboxed run);
 - throughput: `--burst` jobs submitted at once, jobs/s from the first submit to the last settled.
 
-    .venv/bin/python scripts/bench_e2e.py [--providers 1] [--jobs 200] [--burst 200] [--json]
+    .venv/bin/python scripts/bench_e2e.py [--providers 1] [--jobs 200] [--burst 200]
+                                          [--synchronous normal|full] [--json]
+
+`--synchronous` is each node's SQLite durability (`storage.url`'s `?synchronous=`): `normal`, the
+node's default, survives a crash of the node; `full` also a power cut, at an fsync per commit.
 
 With `--json` it prints exactly {"overhead_p50_ms": x, "overhead_p99_ms": x, "jobs_per_s": x}.
 """
@@ -67,14 +71,16 @@ def job_input(seed: int) -> bytes:
     return bytes(save({"input": rng.standard_normal((2, 64), dtype=np.float32)}))
 
 
-def settings_for(home: Path, chain: ChainSettings, *, provider: bool, bootstrap: list[str]) -> Settings:
+def settings_for(
+    home: Path, chain: ChainSettings, *, provider: bool, bootstrap: list[str], synchronous: str
+) -> Settings:
     return Settings(
         home=home,
         log_level="WARNING",
         chain=chain,
         p2p=P2PSettings(listen=["/ip4/127.0.0.1/tcp/0"], bootstrap=bootstrap, advert_refresh_s=2.0),
         executor=ExecutorSettings(model_dir=home / "models", max_batch_wait_ms=0.0),
-        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
+        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}?synchronous={synchronous}"),
         provider=ProviderSettings(enabled=provider, price_per_job_wei=PRICE_WEI, stake_wei=MIN_STAKE),
     )
 
@@ -146,7 +152,13 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, float]:
         await asyncio.to_thread(make_model, source)
         async with AsyncExitStack() as stack:
             client = Node(
-                settings_for(root / "client", chain_settings, provider=False, bootstrap=[]),
+                settings_for(
+                    root / "client",
+                    chain_settings,
+                    provider=False,
+                    bootstrap=[],
+                    synchronous=args.synchronous,
+                ),
                 key=keys[9],
                 shared_chain=chain,
                 serve_api=False,
@@ -163,7 +175,11 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, float]:
                     sender=key.account,
                 )
                 settings = settings_for(
-                    root / f"provider{i}", chain_settings, provider=True, bootstrap=[client.host.addrs[0]]
+                    root / f"provider{i}",
+                    chain_settings,
+                    provider=True,
+                    bootstrap=[client.host.addrs[0]],
+                    synchronous=args.synchronous,
                 )
                 store = ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes)
                 model_id = store.import_dir(source).model_id
@@ -196,6 +212,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200, help="jobs timed one after the other")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--burst", type=int, default=200, help="jobs submitted at once for jobs/s")
+    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging("WARNING")
@@ -205,6 +222,7 @@ def main() -> None:
         print(json.dumps(figures))
         return
     print(f"providers:               {args.providers} (loopback, warm built-in MLP, voucher payment)")
+    print(f"sqlite synchronous:      {args.synchronous}")
     p50 = figures["overhead_p50_ms"]
     print(f"overhead p50 per job:    {p50:.2f} ms  (end to end minus execution; target <= 10 ms)")
     print(f"overhead p99 per job:    {figures['overhead_p99_ms']:.2f} ms")

@@ -67,6 +67,8 @@ log = get_logger(__name__)
 
 # Room the provider needs after the job's own timeout to claim and submit on-chain.
 ESCROW_MARGIN_S = 300
+# How long a provider's accepted/running reports wait before being written on their own.
+PROGRESS_RECORD_DELAY_S = 0.005
 # Retry spacing while the chain is unreachable.
 CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
 
@@ -412,13 +414,18 @@ class ClientPipeline:
 
 
 class _Progress:
-    """Records accepted/running as the provider reports them, in order, without blocking the stream."""
+    """Records accepted/running as the provider reports them, in order, without blocking the stream.
+
+    Recording waits `PROGRESS_RECORD_DELAY_S` first: a job whose result comes back sooner has
+    its accepted/running steps written with the result, in one transaction, and never alone.
+    """
 
     def __init__(self, pipeline: ClientPipeline, sent: JobRecord) -> None:
         self._pipeline = pipeline
         self._job_id = sent.job_id
         self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._writing = False
         self._latest = sent
         self._sent = False
         self._started = False
@@ -437,13 +444,20 @@ class _Progress:
             self._task = asyncio.create_task(self._record())
 
     async def _record(self) -> None:
+        await asyncio.sleep(PROGRESS_RECORD_DELAY_S)
+        self._writing = True
         while not self._queue.empty():
             events = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
             self._latest = await self._pipeline.apply(self._job_id, *events, known=self._latest)
         self._task = None
+        self._writing = False
 
     async def drain(self) -> JobRecord:
-        """The job once every step the provider reported is recorded."""
+        """The job as recorded once no step the provider reported is being written; steps still
+        waiting to be written are dropped (the caller writes them with what comes next)."""
+        if self._task is not None and not self._writing:
+            self._task.cancel()
+            self._task = None
         while self._task is not None:
             await self._task
         return self._latest
