@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, select, update
 
 from node.storage.errors import InvalidRecord, UnknownProvider
-from node.storage.models import ProviderRow
+from node.storage.models import PROVIDERS, AnyRow, ProviderRow
 from node.storage.records import KnownProvider
 from node.storage.session import Transactions, retry_on_conflict
 from node.storage.validation import checked_address
@@ -60,26 +60,33 @@ class ProviderRepository:
         """A job came back verified in `latency_ms`: count it, fold the latency in, lift any back-off."""
         if not latency_ms >= 0:
             raise InvalidRecord(f"latency must be a non-negative number of milliseconds, got {latency_ms!r}")
-        with self._tx.write() as session:
-            row = self._locked(session, address)
-            row.successes += 1
-            row.consecutive_failures = 0
-            row.backoff_until = 0.0
-            row.latency_ms = (
+        with self._tx.writing() as connection:
+            known = self._locked(connection, address)
+            latency = (
                 latency_ms
-                if row.latency_ms is None
-                else (1 - LATENCY_EWMA_ALPHA) * row.latency_ms + LATENCY_EWMA_ALPHA * latency_ms
+                if known.latency_ms is None
+                else (1 - LATENCY_EWMA_ALPHA) * known.latency_ms + LATENCY_EWMA_ALPHA * latency_ms
             )
-            return _known(row)
+            return _update(
+                connection,
+                known,
+                successes=known.successes + 1,
+                consecutive_failures=0,
+                backoff_until=0.0,
+                latency_ms=latency,
+            )
 
     def record_failure(self, address: Address, backoff_until: float) -> KnownProvider:
         """A try failed; skip the provider until `backoff_until` (the scheduler computes it)."""
-        with self._tx.write() as session:
-            row = self._locked(session, address)
-            row.failures += 1
-            row.consecutive_failures += 1
-            row.backoff_until = max(row.backoff_until, backoff_until)
-            return _known(row)
+        with self._tx.writing() as connection:
+            known = self._locked(connection, address)
+            return _update(
+                connection,
+                known,
+                failures=known.failures + 1,
+                consecutive_failures=known.consecutive_failures + 1,
+                backoff_until=max(known.backoff_until, backoff_until),
+            )
 
     def get(self, address: Address) -> KnownProvider | None:
         address = checked_address("address", address)
@@ -93,17 +100,27 @@ class ProviderRepository:
                 _known(r) for r in session.scalars(select(ProviderRow).order_by(ProviderRow.address))
             )
 
-    def _locked(self, session: Session, address: Address) -> ProviderRow:
+    def _locked(self, connection: Connection, address: Address) -> KnownProvider:
+        # Statements, not ORM loads: a client writes these after every job it gets back.
         address = checked_address("address", address)
-        row: ProviderRow | None = session.get(ProviderRow, address, with_for_update=True)
+        row = connection.execute(_SELECT_PROVIDER, {"address": address}).one_or_none()
         if row is None:
             raise UnknownProvider(
                 f"provider {address} is not known", hint="a provider is known once its advert has been seen"
             )
-        return row
+        return _known(row)
 
 
-def _known(row: ProviderRow) -> KnownProvider:
+_SELECT_PROVIDER = select(PROVIDERS).where(PROVIDERS.c.address == bindparam("address")).with_for_update()
+_UPDATE_PROVIDER = update(PROVIDERS).where(PROVIDERS.c.address == bindparam("b_address"))
+
+
+def _update(connection: Connection, known: KnownProvider, **values: Any) -> KnownProvider:
+    connection.execute(_UPDATE_PROVIDER, {"b_address": known.address, **values})
+    return dataclasses.replace(known, **values)
+
+
+def _known(row: ProviderRow | AnyRow) -> KnownProvider:
     return KnownProvider(
         address=Address(row.address),
         peer_id=row.peer_id,
