@@ -442,3 +442,22 @@ def test_can_list_jobs_by_payment_path(db: Database) -> None:
     assert db.jobs.list(payment=PaymentPath.ESCROW) == (escrowed,)
     assert db.jobs.list(role=Role.CLIENT, payment=PaymentPath.VOUCHER) == (by_voucher,)
     assert db.jobs.list(role=Role.PROVIDER, payment=PaymentPath.VOUCHER) == ()
+
+
+def test_can_store_a_provider_job_and_its_voucher_in_one_step(db: Database) -> None:
+    job = db.jobs.create(
+        new_job(role=Role.PROVIDER), voucher=SignedVoucher(Voucher(CLIENT, PROVIDER_A, 900), SIG)
+    )
+    assert db.jobs.get(job.job_id) == job
+    stored = db.vouchers.get(CLIENT, PROVIDER_A)
+    assert stored is not None
+    assert stored.voucher.cumulative_amount == 900
+
+
+def test_cannot_store_a_job_with_a_voucher_that_does_not_raise_the_amount(db: Database) -> None:
+    kept = db.vouchers.record(Voucher(CLIENT, PROVIDER_A, 500), SIG)
+    job = new_job(role=Role.PROVIDER)
+    with pytest.raises(StaleVoucher):
+        db.jobs.create(job, voucher=SignedVoucher(Voucher(CLIENT, PROVIDER_A, 400), SIG))
+    assert db.jobs.find(job.job_id) is None
+    assert db.vouchers.get(CLIENT, PROVIDER_A) == kept
