@@ -104,7 +104,7 @@ async def build_chain(settings: Settings, *, shared: ChainClient | None = None) 
     if chain.registry_address is None or chain.market_address is None:
         raise ConfigError(
             "chain.registry_address and chain.market_address must be set",
-            hint="deploy the contracts (gpunode devnet) and put their addresses in the config",
+            hint="deploy them with `gpunode contracts deploy` and put the addresses in [chain] of the config",
         )
     if shared is not None:
         client = await ChainClient.connect(chain, provider=shared.w3.provider, nonces=shared.nonces)
