@@ -45,10 +45,12 @@ install_python() {
 }
 
 install_node_tools() {
-    # solc-js (compiler) and anvil (dev chain), pinned in contracts/package-lock.json.
+    # solc-js (compiler) and anvil (dev chain), pinned exactly in contracts/package.json and its
+    # lock. Not `npm ci`: anvil lists a binary package per platform as optional, the lock holds
+    # only this platform's, and `npm ci` refuses a lock without the others.
     if [ -f contracts/package.json ]; then
         log "installing solc and anvil from npm"
-        (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
+        (cd contracts && npm install --no-audit --no-fund --loglevel=error)
     fi
 }
 
