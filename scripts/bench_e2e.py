@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import AsyncExitStack
@@ -35,54 +33,17 @@ import numpy as np
 from safetensors.numpy import save
 
 from node.app import Node
-from node.chain.client import ChainClient
-from node.chain.deploy import deploy_contracts
-from node.chain.keys import NodeKey
-from node.config import (
-    ChainSettings,
-    ExecutorSettings,
-    P2PSettings,
-    ProviderSettings,
-    Settings,
-    StorageSettings,
-)
-from node.executor.store import ModelStore
+from node.config import Settings
+from node.devnet.marketplace import PRICE_WEI, Marketplace
 from node.jobs.service import JobSpec
 from node.jobs.state import JobState
 from node.logging import configure_logging
-from node.p2p.identity import peer_id_from, peer_id_to_bytes
-from node.settlement.policy import RedemptionPolicy
-from node.types import Hash32, sha256
-
-MIN_STAKE = 10**18
-PRICE_WEI = 10**12
-
-
-def make_model(out: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "node.executor.builtin_models", "mlp", "--out", str(out)],
-        check=True,
-        capture_output=True,
-    )
+from node.types import Hash32
 
 
 def job_input(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     return bytes(save({"input": rng.standard_normal((2, 64), dtype=np.float32)}))
-
-
-def settings_for(
-    home: Path, chain: ChainSettings, *, provider: bool, bootstrap: list[str], synchronous: str
-) -> Settings:
-    return Settings(
-        home=home,
-        log_level="WARNING",
-        chain=chain,
-        p2p=P2PSettings(listen=["/ip4/127.0.0.1/tcp/0"], bootstrap=bootstrap, advert_refresh_s=2.0),
-        executor=ExecutorSettings(model_dir=home / "models", max_batch_wait_ms=0.0),
-        storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}?synchronous={synchronous}"),
-        provider=ProviderSettings(enabled=provider, price_per_job_wei=PRICE_WEI, stake_wei=MIN_STAKE),
-    )
 
 
 async def run_until(node: Node, job_id: str) -> JobState:
@@ -131,73 +92,31 @@ async def throughput(client: Node, model_id: str, burst: int, first_seed: int) -
 
 
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, float]:
-    chain = await ChainClient.connect(ChainSettings(rpc_url="embedded"))
-    try:
-        accounts = chain.dev_accounts()
-        deployment = await deploy_contracts(
-            chain,
-            accounts[0],
-            min_stake=MIN_STAKE,
-            unstake_cooldown_s=60,
-            challenge_window_s=60,
-            withdrawal_delay_s=60,
-        )
-        chain_settings = ChainSettings(
-            rpc_url="embedded",
-            registry_address=deployment.registry.address,
-            market_address=deployment.market.address,
-        )
-        keys = [NodeKey.from_private_key(bytes(a.key)) for a in accounts]
-        source = root / "model"
-        await asyncio.to_thread(make_model, source)
-        async with AsyncExitStack() as stack:
-            client = Node(
-                settings_for(
-                    root / "client",
-                    chain_settings,
-                    provider=False,
-                    bootstrap=[],
-                    synchronous=args.synchronous,
-                ),
-                key=keys[9],
-                shared_chain=chain,
-                serve_api=False,
+    async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
+        keys = market.dev_keys()
+
+        def settings_for(name: str, *, provider: bool, bootstrap: list[str]) -> Settings:
+            settings = market.settings(name, provider=provider, bootstrap=bootstrap)
+            settings.storage.url += f"?synchronous={args.synchronous}"
+            return settings
+
+        client = market.node(settings_for("client", provider=False, bootstrap=[]), keys[9])
+        await stack.enter_async_context(client.running())
+        providers = []
+        for i in range(args.providers):
+            key = keys[1 + i]
+            await market.register(key)
+            # The providers redeem only when asked, so no redemption lands in the measurement.
+            node = market.node(
+                settings_for(f"provider{i}", provider=True, bootstrap=[client.host.addrs[0]]), key
             )
-            await stack.enter_async_context(client.running())
-            providers = []
-            model_id = ""
-            for i in range(args.providers):
-                key = keys[1 + i]
-                await deployment.registry.register(
-                    peer_id_to_bytes(str(peer_id_from(key))),
-                    sha256(b"bench"),
-                    stake=MIN_STAKE,
-                    sender=key.account,
-                )
-                settings = settings_for(
-                    root / f"provider{i}",
-                    chain_settings,
-                    provider=True,
-                    bootstrap=[client.host.addrs[0]],
-                    synchronous=args.synchronous,
-                )
-                store = ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes)
-                model_id = store.import_dir(source).model_id
-                node = Node(
-                    settings,
-                    key=key,
-                    shared_chain=chain,
-                    serve_api=False,
-                    redemption=RedemptionPolicy(min_amount_wei=10**30, min_vouchers=10**9),
-                )
-                providers.append(await stack.enter_async_context(node.running()))
-            await client.discovery.directory.wait_for(lambda d: len(d) >= args.providers, timeout_s=60)
-            await client.client_jobs.deposit(10**18)
-            await latency(client, providers, model_id, args.warmup, 0)
-            overheads = await latency(client, providers, model_id, args.jobs, 10_000)
-            rate = await throughput(client, model_id, args.burst, 20_000)
-    finally:
-        await chain.close()
+            providers.append(await stack.enter_async_context(node.running()))
+        await client.discovery.directory.wait_for(lambda d: len(d) >= args.providers, timeout_s=60)
+        await client.client_jobs.deposit(10**18)
+        model_id = market.model_id
+        await latency(client, providers, model_id, args.warmup, 0)
+        overheads = await latency(client, providers, model_id, args.jobs, 10_000)
+        rate = await throughput(client, model_id, args.burst, 20_000)
     quantiles = statistics.quantiles(overheads, n=100, method="inclusive")
     return {
         "overhead_p50_ms": round(quantiles[49], 3),

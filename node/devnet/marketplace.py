@@ -62,10 +62,13 @@ DEVNET_EXECUTOR: dict[str, Any] = {
 REDEEM_ON_REQUEST = RedemptionPolicy(min_amount_wei=2**255, min_vouchers=2**31)
 
 
-def make_builtin_model(out: Path, architecture: str = "mlp", **overrides: int) -> str:
+def make_builtin_model(
+    out: Path, architecture: str = "mlp", name: str | None = None, **overrides: int
+) -> str:
     """Generate a built-in model's files in a torch subprocess (torch stays out of the node process);
     returns its model id. The weights are deterministic, so every provider gets the same id."""
     argv = [sys.executable, "-m", "node.executor.builtin_models", architecture, "--out", str(out)]
+    argv += ["--name", name] if name else []
     argv += [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -86,6 +89,20 @@ def sample_input(manifest: ModelManifest, seed: int, rows: int = 2) -> bytes:
         else:
             tensors[spec.name] = rng.integers(0, manifest.config.get("vocab", 2), size=shape, dtype=dtype)
     return bytes(save(tensors))
+
+
+async def deploy_devnet_contracts(
+    client: ChainClient, *, challenge_window_s: int = CHALLENGE_WINDOW_S
+) -> Deployment:
+    """The contracts with the devnet's parameters, deployed by the chain's first dev account."""
+    return await deploy_contracts(
+        client,
+        client.dev_accounts()[0],
+        min_stake=MIN_STAKE_WEI,
+        unstake_cooldown_s=UNSTAKE_COOLDOWN_S,
+        challenge_window_s=challenge_window_s,
+        withdrawal_delay_s=WITHDRAWAL_DELAY_S,
+    )
 
 
 @dataclass
@@ -119,14 +136,7 @@ class Marketplace:
                 rpc_url = (await stack.enter_async_context(AnvilProcess())).rpc_url
             client = await ChainClient.connect(ChainSettings(rpc_url=rpc_url, receipt_timeout_s=30.0))
             stack.push_async_callback(client.close)
-            deployment = await deploy_contracts(
-                client,
-                client.dev_accounts()[0],
-                min_stake=MIN_STAKE_WEI,
-                unstake_cooldown_s=UNSTAKE_COOLDOWN_S,
-                challenge_window_s=challenge_window_s,
-                withdrawal_delay_s=WITHDRAWAL_DELAY_S,
-            )
+            deployment = await deploy_devnet_contracts(client, challenge_window_s=challenge_window_s)
             source = root / "model-src"
             model_id = await asyncio.to_thread(make_builtin_model, source, architecture)
             manifest = ModelStore(root / "model-cache", 2**30).import_dir(source)
