@@ -18,14 +18,6 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # structlog prints to stdout until configured; nodes run in background threads by some fixtures
-    # would then write into the stdout of CLI commands under test. Records go to stderr, as in the CLI.
-    from node.logging import configure_logging
-
-    configure_logging("DEBUG")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _has_cuda():
         return
