@@ -4,20 +4,20 @@
 One embedded chain with the contracts, one registered provider (the sandboxed executor with a
 built-in MLP) and two clients — `client` with a voucher deposit, `pauper` without — all real nodes
 built by `node.app` on 127.0.0.1, each serving its API on a free port; `pauper`'s API asks for
-its token. They run on their own event
-loop in a thread, so the tests reach them only through gRPC, as the CLI and SDK do, and the CLI's
-own `asyncio.run` works from plain test functions.
+its token. They run in a child process (ChildMarketplace), so the tests reach them only through
+gRPC, as the CLI and SDK do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from node.chain.keys import NodeKey
 from node.config import ApiSettings
 from node.devnet import Marketplace, make_builtin_model
 from node.devnet.marketplace import PRICE_WEI
+from node.logging import configure_logging
 
 DEPOSIT_WEI = 10**17
 MAX_INPUT_BYTES = 256 * 1024
@@ -111,47 +112,60 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
         )
 
 
-class Background:
-    """Runs the marketplace on its own loop in a thread until told to stop."""
+class ChildMarketplace:
+    """Runs the marketplace in a child process, so the nodes' threads, logs and gRPC state never
+    share a process with the tests (whose CLI commands print to a captured stdout).
+
+    The child prints one JSON line (the ApiDevnet) when ready and runs until its stdin closes, so
+    it also stops when the test session dies; its log goes to `marketplace.log` in the root.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.devnet: ApiDevnet | None = None
-        self.error: BaseException | None = None
-        self.ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="api-devnet", daemon=True)
+        self.log = root / "marketplace.log"
+        self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> ApiDevnet:
-        self._thread.start()
-        if not self.ready.wait(START_TIMEOUT_S):
-            raise TimeoutError(f"the API test marketplace did not start in {START_TIMEOUT_S} s")
-        if self.error is not None:
-            raise self.error
-        assert self.devnet is not None
-        return self.devnet
+        with self.log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, __file__, str(self.root)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        stdout = self._process.stdout
+        assert stdout is not None
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(START_TIMEOUT_S)
+        if not ready or not ready[0]:
+            self.stop()
+            tail = self.log.read_text(errors="replace")[-6000:]
+            raise RuntimeError(f"the API test marketplace did not start in {START_TIMEOUT_S} s:\n{tail}")
+        fields = json.loads(ready[0])
+        for name in ("pauper_home", "small_model_dir", "large_model_dir"):
+            fields[name] = Path(fields[name])
+        return ApiDevnet(**fields)
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60.0)
-
-    def _main(self) -> None:
+        if self._process is None:
+            return
+        assert self._process.stdin is not None
+        self._process.stdin.close()
         try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported to the test session through start()
-            self.error = exc
-        finally:
-            self.ready.set()
+            self._process.wait(60.0)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with _marketplace(self.root) as devnet:
-            self.devnet = devnet
-            self.ready.set()
-            await self._stop.wait()
+
+async def _serve(root: Path) -> None:
+    async with _marketplace(root) as devnet:
+        fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(devnet).items()}
+        print(json.dumps(fields), flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the test session closes our stdin
 
 
 _EXPORT_SMALL_PROGRAM = """
@@ -173,3 +187,8 @@ def exported_program(path: Path) -> Path:
     """A small real `.pt2` (relu(linear(x)), dynamic batch), exported in a torch subprocess."""
     subprocess.run([sys.executable, "-c", _EXPORT_SMALL_PROGRAM, str(path)], check=True, capture_output=True)
     return path
+
+
+if __name__ == "__main__":
+    configure_logging("INFO")
+    asyncio.run(_serve(Path(sys.argv[1])))

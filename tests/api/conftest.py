@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from api_devnet import ApiDevnet, Background
+from api_devnet import ApiDevnet, ChildMarketplace
 
 
 @pytest.fixture(scope="module")
 def api_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiDevnet]:
-    background = Background(tmp_path_factory.mktemp("api-devnet"))
+    marketplace = ChildMarketplace(tmp_path_factory.mktemp("api-devnet"))
     try:
-        yield background.start()
+        yield marketplace.start()
     finally:
-        background.stop()
+        marketplace.stop()

@@ -24,8 +24,7 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """No config from the developer's home leaks in; the node is named with --api.
 
     Each command points logging at the stderr CliRunner lends it and closes afterwards; the
-    handlers are put back so the nodes' own records keep a place to go. The nodes share this
-    process, so their info records are kept out of the commands' stderr.
+    handlers are put back so no later test logs into a closed stream.
     """
     monkeypatch.setenv("GPUNODE_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.setenv("GPUNODE_HOME", str(tmp_path / "home"))
