@@ -302,7 +302,7 @@ class Node:
             db=self.db,
             blobs=JobBlobs(self.settings.home / "blobs"),
             events=self.events,
-            matchmaker=Matchmaker(self.discovery.directory),
+            matchmaker=Matchmaker(self.discovery.directory, exploration=self.settings.client.exploration),
             jobs=JobClient(self.host),
             host=self.host,
             market=market,

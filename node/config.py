@@ -112,6 +112,14 @@ class ApiSettings(_Section):
     require_token: bool = False
 
 
+class ClientSettings(_Section):
+    """How this node picks providers for the jobs it submits."""
+
+    # The share of decisions that try another eligible provider than the best-scored one, so a
+    # provider that is new, or better than its record says, gets a chance to show it.
+    exploration: float = Field(default=0.05, ge=0, le=1)
+
+
 class ProviderSettings(_Section):
     """What a provider offers and what it asks for it (prices in wei)."""
 
@@ -140,6 +148,7 @@ class Settings(BaseSettings):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    client: ClientSettings = Field(default_factory=ClientSettings)
     provider: ProviderSettings = Field(default_factory=ProviderSettings)
 
     @classmethod

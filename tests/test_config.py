@@ -87,6 +87,7 @@ def test_cannot_load_a_missing_config_file(tmp_path: Path) -> None:
         ('[chain]\nmarket_address = "0x1234"\n', "chain.market_address"),
         ("[chain]\nconfirmation = 2\n", "chain.confirmation"),
         ('[keys]\npassword = "plain"\n', "keys.password"),
+        ("[client]\nexploration = 1.5\n", "client.exploration"),
         ("colour = true\n", "colour"),
     ],
 )
@@ -118,7 +119,7 @@ def test_can_resolve_relative_paths_under_home(tmp_path: Path, monkeypatch: pyte
     assert settings.storage.url == f"sqlite:///{tmp_path / 'home' / 'gpunode.db'}"
 
 
-@pytest.mark.parametrize("section", ["p2p", "executor", "storage", "api", "provider"])
+@pytest.mark.parametrize("section", ["p2p", "executor", "storage", "api", "client", "provider"])
 def test_cannot_load_a_misspelt_key_in_any_section(tmp_path: Path, section: str) -> None:
     config = write_config(tmp_path, f"[{section}]\nno_such_setting = 1\n")
     with pytest.raises(ConfigError, match="no_such_setting"):

@@ -45,6 +45,9 @@ url = "sqlite:///gpunode.db"        # or postgresql+psycopg://user@host/db
 [executor]
 model_dir = "models"
 
+[client]
+exploration = 0.05                  # share of jobs sent to another provider than the best-scored
+
 [provider]
 enabled = {provider}
 price_per_job_wei = {price}

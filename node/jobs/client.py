@@ -117,7 +117,10 @@ class ClientJobs:
     async def submit(self, spec: JobSpec) -> JobView:
         model_id = Hash32(bytes.fromhex(normalize_model_id(spec.model_id)))
         self._check_spec(spec)
-        choice = self.pipeline.matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
+        # The provider whose price this checks; the pipeline matches again, possibly exploring.
+        choice = self.pipeline.matchmaker.choose(
+            model_id, spec.max_price_wei, pinned=spec.provider, explore=False
+        )
         price = choice.offer.price_wei
         if spec.payment is PaymentPath.ESCROW and price % GWEI:
             raise JobError(

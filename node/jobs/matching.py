@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -13,6 +14,7 @@ from node.discovery.directory import Directory
 from node.errors import SchedulerError
 from node.executor.errors import UnknownModel
 from node.scheduler import (
+    DEFAULT_EXPLORATION,
     CandidateIndex,
     Choice,
     DeviceOffer,
@@ -43,12 +45,16 @@ def candidate_of(advert: ProviderAdvert, stats: ProviderStats) -> ProviderCandid
 
 @dataclass
 class Matchmaker:
-    """Chooses a provider for a job's next attempt and remembers how providers did."""
+    """Chooses a provider for a job's next attempt and remembers how providers did, including
+    how many of this node's attempts each is running now (so one client spreads its jobs before
+    it fills a provider's advertised slots)."""
 
     directory: Directory
     rng: random.Random = field(default_factory=random.Random)
-    exploration: float = 0.0
+    exploration: float = DEFAULT_EXPLORATION
     stats: dict[Address, ProviderStats] = field(default_factory=dict)
+    _assigned: dict[Hash32, Address] = field(default_factory=dict)
+    _in_flight: Counter[Address] = field(default_factory=Counter)
 
     def choose(
         self,
@@ -57,8 +63,10 @@ class Matchmaker:
         *,
         tried: frozenset[Address] = frozenset(),
         pinned: Address | None = None,
+        explore: bool = True,
     ) -> Choice:
-        """The best live provider not yet tried; `SchedulerError` (or `UnknownModel`) naming why none."""
+        """The best live provider not yet tried (or, for a small share of decisions when `explore`,
+        another eligible one); `SchedulerError` (or `UnknownModel`) naming why none."""
         adverts = self.directory.find(model_id=model_id)
         if pinned is not None:
             adverts = [a for a in adverts if a.address.lower() == pinned.lower()]
@@ -72,18 +80,40 @@ class Matchmaker:
                 f"no live provider offers model {model_id.hex()}",
                 hint="check the model id, or wait for providers' adverts to arrive",
             )
-        candidates = [candidate_of(a, self.stats.get(a.address, ProviderStats())) for a in adverts]
+        candidates = [candidate_of(a, self._stats_of(a.address)) for a in adverts]
         index = CandidateIndex.build(candidates)
         choice = index.choose(
             JobRequirements(model_id=model_id, max_price_wei=max_price_wei),
             now=time.time(),
             rng=self.rng,
             tried=tried,
-            exploration=self.exploration,
+            exploration=self.exploration if explore else 0.0,
         )
         if isinstance(choice, NoCandidate):
             raise SchedulerError(choice.reason, hint="raise the max price, or wait and submit again")
         return choice
+
+    def _stats_of(self, provider: Address) -> ProviderStats:
+        stats = self.stats.get(provider, ProviderStats())
+        running = self._in_flight.get(provider, 0)
+        return replace(stats, in_flight=running) if running else stats
+
+    def assigned(self, job_id: Hash32, provider: Address) -> None:
+        """The job's current attempt went to `provider` (replacing any earlier attempt's)."""
+        self.released(job_id)
+        self._assigned[job_id] = provider
+        self._in_flight[provider] += 1
+
+    def released(self, job_id: Hash32) -> None:
+        """The job's current attempt is over, whatever its outcome."""
+        provider = self._assigned.pop(job_id, None)
+        if provider is not None:
+            self._in_flight[provider] -= 1
+            if self._in_flight[provider] <= 0:
+                del self._in_flight[provider]
+
+    def in_flight(self, provider: Address) -> int:
+        return self._in_flight.get(provider, 0)
 
     def succeeded(self, provider: Address, latency_ms: float) -> None:
         old = self.stats.get(provider, ProviderStats())

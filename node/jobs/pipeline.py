@@ -143,6 +143,7 @@ class ClientPipeline:
                 record = moved
         finally:
             self.inputs.pop(job_id, None)
+            self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
         """A job found mid-flight at start: the request and its answer were lost with the process."""
@@ -170,6 +171,7 @@ class ClientPipeline:
         except GpunodeError as exc:
             return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
         provider = choice.candidate.address
+        self.matchmaker.assigned(record.job_id, provider)
         self.peers[provider] = choice.candidate.peer_id
         self.prices[record.job_id, provider] = choice.offer.price_wei
         if record.status.payment is PaymentPath.VOUCHER:

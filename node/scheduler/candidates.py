@@ -35,13 +35,15 @@ class DeviceOffer:
 
 @dataclass(frozen=True, slots=True)
 class ProviderStats:
-    """How a provider has served this node: counts, latency (moving average), back-off."""
+    """How a provider has served this node: counts, latency (moving average), back-off, and how
+    many of this node's jobs it is running now."""
 
     successes: int = 0
     failures: int = 0
     latency_ms: float | None = None
     consecutive_failures: int = 0
     backoff_until: float = 0.0
+    in_flight: int = 0
 
     @property
     def success_rate(self) -> float:

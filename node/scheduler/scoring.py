@@ -16,7 +16,7 @@ from node.types import Address
 
 # Latency at which the latency component is 0.5; unknown latency also scores 0.5.
 REFERENCE_LATENCY_MS = 100.0
-# More free slots than this adds nothing: the provider is simply not busy.
+# More spare slots than this adds nothing: the provider is simply not busy.
 SLOTS_SATURATION = 4
 
 
@@ -27,7 +27,10 @@ class ScoreWeights:
     success: float = 0.25
     throughput: float = 0.15
     warm: float = 0.10
-    free_slots: float = 0.05
+    # Spare slots: the advertised free slots less this node's jobs running there. Heavy enough
+    # that a client about to fill the best provider moves on to the next one before the
+    # provider starts queueing (or refusing) its jobs.
+    free_slots: float = 0.20
 
 
 DEFAULT_WEIGHTS = ScoreWeights()
@@ -62,7 +65,8 @@ def score(
         0.5 if stats.latency_ms is None else REFERENCE_LATENCY_MS / (REFERENCE_LATENCY_MS + stats.latency_ms)
     )
     throughput = 0.0 if market.max_throughput <= 0 else candidate.throughput / market.max_throughput
-    slots = min(candidate.free_slots, SLOTS_SATURATION) / SLOTS_SATURATION
+    spare = max(candidate.free_slots - stats.in_flight, 0)
+    slots = min(spare, SLOTS_SATURATION) / SLOTS_SATURATION
     return (
         weights.price * price
         + weights.latency * latency

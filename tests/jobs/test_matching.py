@@ -1,9 +1,12 @@
 """Matching a job to a provider from live adverts: the cheapest fitting one, back-off after a
-failure, and errors that say why nobody fits."""
+failure, spreading one client's jobs before a provider's slots fill, exploration, and errors that
+say why nobody fits."""
 
 from __future__ import annotations
 
+import random
 import time
+from collections import Counter
 
 import pytest
 
@@ -37,11 +40,11 @@ def advert(address: Address, price: int) -> ProviderAdvert:
     )
 
 
-def market() -> Matchmaker:
+def market(cheap: int = 100, dear: int = 300, *, exploration: float = 0.0) -> Matchmaker:
     directory = Directory()
-    directory.upsert(advert(CHEAP, 100))
-    directory.upsert(advert(DEAR, 300))
-    return Matchmaker(directory)
+    directory.upsert(advert(CHEAP, cheap))
+    directory.upsert(advert(DEAR, dear))
+    return Matchmaker(directory, rng=random.Random(7), exploration=exploration)
 
 
 def test_can_pick_the_cheapest_fitting_provider_then_the_next() -> None:
@@ -72,3 +75,36 @@ def test_cannot_pick_a_provider_backed_off_after_a_failure() -> None:
         matchmaker.choose(MODEL, 1000)
     matchmaker.succeeded(CHEAP, latency_ms=12.0)
     assert matchmaker.choose(MODEL, 1000).candidate.address == CHEAP
+
+
+def test_can_spread_one_clients_jobs_before_a_provider_fills_its_slots() -> None:
+    matchmaker = market(cheap=100, dear=100)  # same price: CHEAP wins ties by address order
+    first = matchmaker.choose(MODEL, 1000).candidate.address
+    other = DEAR if first == CHEAP else CHEAP
+    matchmaker.assigned(Hash32(b"\x01" * 32), first)
+    assert matchmaker.in_flight(first) == 1
+    assert matchmaker.choose(MODEL, 1000).candidate.address == other
+    matchmaker.assigned(Hash32(b"\x02" * 32), other)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == first
+    # A reassigned attempt moves its count; a finished one gives it back.
+    matchmaker.assigned(Hash32(b"\x01" * 32), other)
+    assert (matchmaker.in_flight(first), matchmaker.in_flight(other)) == (0, 2)
+    matchmaker.released(Hash32(b"\x01" * 32))
+    matchmaker.released(Hash32(b"\x02" * 32))
+    matchmaker.released(Hash32(b"\x02" * 32))  # twice is harmless
+    assert (matchmaker.in_flight(first), matchmaker.in_flight(other)) == (0, 0)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == first
+
+
+def test_can_fill_a_much_cheaper_provider_first_and_queue_there_when_all_are_busy() -> None:
+    matchmaker = market(cheap=100, dear=10_000)
+    for n in range(6):  # beyond CHEAP's 4 free slots: still eligible, its own admission queues
+        matchmaker.assigned(Hash32(bytes([n]) * 32), CHEAP)
+        assert matchmaker.choose(MODEL, 20_000).candidate.address == CHEAP
+
+
+def test_can_explore_a_small_share_of_decisions_and_never_when_told_not_to() -> None:
+    matchmaker = market(exploration=0.2)
+    picks = Counter(matchmaker.choose(MODEL, 1000).candidate.address for _ in range(1000))
+    assert 30 <= picks[DEAR] <= 200, picks  # about half of the 20% exploring picks the other one
+    assert all(matchmaker.choose(MODEL, 1000, explore=False).candidate.address == CHEAP for _ in range(200))
