@@ -32,11 +32,18 @@ EXPECTED = {
 }
 
 
-async def wait_for_rejections(observer: Node, timeout_s: float = 30) -> None:
-    async with asyncio.timeout(timeout_s):
-        # Rejections have no event of their own; poll the counters.
-        while any(observer.discovery.validator.rejected[r] < n for r, n in EXPECTED.items()):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+async def wait_for_rejections(observer: Node, timeout_s: float = 60) -> None:
+    rejected = observer.discovery.validator.rejected
+    try:
+        async with asyncio.timeout(timeout_s):
+            # Rejections have no event of their own; poll the counters.
+            while any(rejected[r] < n for r, n in EXPECTED.items()):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        seen = {r.name: n for r in RejectReason if (n := rejected[r])}
+        raise AssertionError(
+            f"rejections after {timeout_s} s: {seen}; expected at least {EXPECTED}"
+        ) from None
 
 
 async def test_bad_adverts_are_dropped_and_honest_ones_arrive(chain: Chain) -> None:
