@@ -279,7 +279,7 @@ class Node:
         events = self.events
         market = self.contracts.market
         runner = JobRunner(self.db, pool, self.key, market.domain(), events, slots=policy.slots)
-        blobs = JobBlobs(settings.home / "blobs")
+        blobs = JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss)
         jobs = ProviderJobs(runner, market, policy, spawn=self._spawn)
         follower = EventFollower(
             self.contracts.client,
@@ -300,7 +300,7 @@ class Node:
         market = self.contracts.market
         pipeline = ClientPipeline(
             db=self.db,
-            blobs=JobBlobs(self.settings.home / "blobs"),
+            blobs=JobBlobs(self.settings.home / "blobs", fsync=self.db.survives_power_loss),
             events=self.events,
             matchmaker=Matchmaker(self.discovery.directory, exploration=self.settings.client.exploration),
             jobs=JobClient(self.host),
@@ -308,7 +308,7 @@ class Node:
             market=market,
             key=self.key,
             vouchers=VoucherBook(self.key.address, self.key.private_key, market.domain()),
-            receipts=ReceiptFiles(self.settings.home / "receipts"),
+            receipts=ReceiptFiles(self.settings.home / "receipts", fsync=self.db.survives_power_loss),
         )
         self.client_jobs = ClientJobs(pipeline, max_input_bytes=self.settings.executor.max_input_bytes)
         provider_settlement = None

@@ -1,5 +1,11 @@
 """Job inputs and outputs on disk, addressed by sha256, so a restarted node can resend an input
-and still show a finished job's output."""
+and still show a finished job's output.
+
+Files are as durable as the database that names them (`Database.survives_power_loss`): always
+written in full and renamed into place before the state change that refers to them commits, so
+they survive a crash of the node; fsynced as well only when the database's commits also survive
+a power cut. A file torn by a power cut reads as missing, never as a wrong blob or receipt.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,27 @@ import os
 import secrets
 from pathlib import Path
 
-from node.errors import JobError
+from node.errors import GpunodeError, JobError
 from node.p2p.job_messages import JobResult, decode_response, encode_response
 from node.storage import StoredReceipt
 from node.types import Hash32, ResultReceipt, sha256
 
 
+def _write_atomically(directory: Path, name: str, data: bytes, *, fsync: bool) -> None:
+    # A unique temporary name: two jobs with the same input may be stored at once.
+    tmp = directory / f".{name}.{secrets.token_hex(4)}.part"
+    with tmp.open("wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, directory / name)
+
+
 class JobBlobs:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = directory
+        self.fsync = fsync
         directory.mkdir(parents=True, exist_ok=True)
 
     async def put(self, data: bytes) -> Hash32:
@@ -36,16 +54,8 @@ class JobBlobs:
 
     def _write(self, data: bytes) -> Hash32:
         digest = sha256(data)
-        target = self.directory / digest.hex()
-        if target.is_file():
-            return digest
-        # A unique temporary name: two jobs with the same input may be stored at once.
-        tmp = self.directory / f".{digest.hex()}.{secrets.token_hex(4)}.part"
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        if not (self.directory / digest.hex()).is_file():
+            _write_atomically(self.directory, digest.hex(), data, fsync=self.fsync)
         return digest
 
     def _read(self, digest: Hash32) -> bytes | None:
@@ -64,8 +74,9 @@ class ReceiptFiles:
     on-chain job of one attempt, which the client does not store as a job of its own.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = directory
+        self.fsync = fsync
         directory.mkdir(parents=True, exist_ok=True)
 
     async def put(self, receipt: ResultReceipt, signature: bytes) -> None:
@@ -77,19 +88,16 @@ class ReceiptFiles:
         if found is None:
             return None
         data, stored_at = found
-        decoded = decode_response(data)
+        try:
+            decoded = decode_response(data)
+        except GpunodeError:
+            return None  # torn by a power cut: as good as missing
         if not isinstance(decoded, JobResult) or decoded.receipt.job_id != onchain_job_id:
             return None
         return StoredReceipt(decoded.receipt, decoded.signature, stored_at)
 
     def _write(self, job_id: Hash32, data: bytes) -> None:
-        target = self.directory / job_id.hex()
-        tmp = self.directory / f".{job_id.hex()}.{secrets.token_hex(4)}.part"
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        _write_atomically(self.directory, job_id.hex(), data, fsync=self.fsync)
 
     def _read(self, job_id: Hash32) -> tuple[bytes, float] | None:
         path = self.directory / job_id.hex()

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from node.logging import get_logger
 from node.storage.cursors import ChainCursorRepository
-from node.storage.engine import create_database_engine, migrate
+from node.storage.engine import create_database_engine, migrate, survives_power_loss
 from node.storage.jobs import JobRepository
 from node.storage.providers import ProviderRepository
 from node.storage.receipts import ReceiptRepository
@@ -36,8 +36,11 @@ T = TypeVar("T")
 class Database:
     """Open with `Database.open(url)`; close with `close()` (or use it as a context manager)."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = time.time) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock = time.time, survives_power_loss: bool = True) -> None:
         self.engine = engine
+        # Whether a commit survives a power cut, not only a crash of the node: files that rows
+        # refer to (job inputs, outputs, receipts) are then fsynced as well.
+        self.survives_power_loss = survives_power_loss
         tx = Transactions(engine, clock)
         self.jobs = JobRepository(tx)
         self.receipts = ReceiptRepository(tx)
@@ -56,7 +59,7 @@ class Database:
             engine.dispose()
             raise
         log.info("database open", backend=engine.dialect.name, database=engine.url.database)
-        return cls(engine, clock=clock)
+        return cls(engine, clock=clock, survives_power_loss=survives_power_loss(url))
 
     @property
     def backend(self) -> str:

@@ -58,6 +58,13 @@ def create_database_engine(url: str) -> Engine:
     )
 
 
+def survives_power_loss(url: str) -> bool:
+    """Whether a commit on `url` survives a power cut: PostgreSQL's (fsync on), SQLite's only
+    with `?synchronous=full`."""
+    parsed = _parse(url)
+    return parsed.get_backend_name() != "sqlite" or _sqlite_synchronous(parsed) == "FULL"
+
+
 def _parse(url: str) -> URL:
     try:
         return make_url(url)

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from node.errors import ConfigError
 from node.storage import Database
-from node.storage.engine import create_database_engine, migrate
+from node.storage.engine import create_database_engine, migrate, survives_power_loss
 from node.storage.errors import DatabaseUnavailable
 from node.storage.models import Base
 
@@ -73,11 +73,21 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
 
 
-@pytest.mark.parametrize(("query", "level"), [("", 1), ("?synchronous=normal", 1), ("?synchronous=FULL", 2)])
-def test_sqlite_durability_is_chosen_in_the_url(tmp_path: Path, query: str, level: int) -> None:
+@pytest.mark.parametrize(
+    ("query", "level", "power_safe"),
+    [("", 1, False), ("?synchronous=normal", 1, False), ("?synchronous=FULL", 2, True)],
+)
+def test_sqlite_durability_is_chosen_in_the_url(
+    tmp_path: Path, query: str, level: int, power_safe: bool
+) -> None:
     with Database.open(f"sqlite:///{tmp_path / 'g.db'}{query}") as db, db.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA synchronous").scalar_one() == level
+        assert db.survives_power_loss is power_safe
     assert (tmp_path / "g.db").exists()
+
+
+def test_postgresql_commits_survive_power_loss() -> None:
+    assert survives_power_loss("postgresql+psycopg://gpunode@127.0.0.1/gpunode")
 
 
 def test_cannot_put_a_sqlite_database_under_a_file(tmp_path: Path) -> None:
