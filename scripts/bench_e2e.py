@@ -1,8 +1,7 @@
 """Marketplace overhead per job and jobs/s, end to end on loopback with warm models.
 
-Starts an embedded chain with the contracts, `--providers` provider nodes and a client node in
-this process (real libp2p on 127.0.0.1, the sandboxed executor, SQLite), warms the built-in MLP,
-then:
+Starts a chain with the contracts, `--providers` provider nodes and a client node (real libp2p on
+127.0.0.1, the sandboxed executor, SQLite), warms the built-in MLP, then:
 
 - latency: `--jobs` voucher-paid jobs one after the other; each job's end-to-end time is from
   `submit()` to its `settled` state as the client's watch sees it; the overhead is that minus the
@@ -10,7 +9,13 @@ then:
 - throughput: `--burst` jobs submitted at once, jobs/s from the first submit to the last settled.
 
     .venv/bin/python scripts/bench_e2e.py [--providers 1] [--jobs 200] [--burst 200]
-                                          [--synchronous normal|full] [--json]
+                                          [--synchronous normal|full] [--nodes process|shared]
+                                          [--json]
+
+`--nodes process` (the default) runs each provider in a process of its own on anvil, as nodes are
+deployed: client and provider then do not take turns on one interpreter's lock. `--nodes shared`
+runs every node in this process on the embedded chain, so both sides of each job share one
+interpreter (and, here, two cores): an upper bound on the overhead.
 
 `--synchronous` is each node's SQLite durability (`storage.url`'s `?synchronous=`): `normal`, the
 node's default, survives a crash of the node; `full` also a power cut, at an fsync per commit.
@@ -24,6 +29,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import AsyncExitStack
@@ -33,12 +39,12 @@ import numpy as np
 from safetensors.numpy import save
 
 from node.app import Node
+from node.chain.keys import NodeKey
 from node.config import Settings
-from node.devnet.marketplace import PRICE_WEI, Marketplace
+from node.devnet.marketplace import PRICE_WEI, REDEEM_ON_REQUEST, Marketplace
 from node.jobs.service import JobSpec
 from node.jobs.state import JobState
 from node.logging import configure_logging
-from node.types import Hash32
 
 
 def job_input(seed: int) -> bytes:
@@ -53,27 +59,17 @@ async def run_until(node: Node, job_id: str) -> JobState:
     raise RuntimeError(f"job {job_id} stopped being watched before it finished")
 
 
-def execution_s(providers: list[Node], job_id: str) -> float:
-    key = Hash32(bytes.fromhex(job_id))
-    for provider in providers:
-        if provider.provider is not None and key in provider.provider.runner.run_seconds:
-            return provider.provider.runner.run_seconds[key]
-    raise RuntimeError(f"no provider ran job {job_id}")
-
-
-async def latency(
-    client: Node, providers: list[Node], model_id: str, jobs: int, first_seed: int
-) -> list[float]:
-    overheads = []
+async def latency(client: Node, model_id: str, jobs: int, first_seed: int) -> dict[str, float]:
+    """Each job's end-to-end seconds, by job id."""
+    elapsed: dict[str, float] = {}
     for i in range(jobs):
         started = time.perf_counter()
         view = await client.services.jobs.submit(JobSpec(model_id=model_id, input=job_input(first_seed + i)))
         state = await run_until(client, view.job_id)
-        elapsed = time.perf_counter() - started
+        elapsed[view.job_id] = time.perf_counter() - started
         if state is not JobState.SETTLED:
             raise RuntimeError(f"job {view.job_id} ended {state}")
-        overheads.append((elapsed - execution_s(providers, view.job_id)) * 1000)
-    return overheads
+    return elapsed
 
 
 async def throughput(client: Node, model_id: str, burst: int, first_seed: int) -> float:
@@ -91,8 +87,73 @@ async def throughput(client: Node, model_id: str, burst: int, first_seed: int) -
     return burst / elapsed
 
 
+class ProviderProcess:
+    """A provider node in a child process (this script with `--provider-child`). The child reads
+    its settings and key as the first line of stdin and prints its first listen address when
+    ready; on each further line it prints the execution seconds of every job it ran, as JSON."""
+
+    def __init__(self, process: asyncio.subprocess.Process, addr: str) -> None:
+        self.process = process
+        self.addr = addr
+
+    @classmethod
+    async def start(cls, settings: Settings, key: NodeKey) -> ProviderProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--provider-child",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        spec = {"settings": settings.model_dump(mode="json"), "key": key.private_key.hex()}
+        line = await cls._ask(process, json.dumps(spec), timeout_s=300)
+        if not line:
+            raise RuntimeError(f"provider {key.address} did not start (exit {await process.wait()})")
+        return cls(process, json.loads(line)["addr"])
+
+    @staticmethod
+    async def _ask(process: asyncio.subprocess.Process, line: str, *, timeout_s: float) -> bytes:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(line.encode() + b"\n")
+        await process.stdin.drain()
+        return await asyncio.wait_for(process.stdout.readline(), timeout_s)
+
+    async def run_seconds(self) -> dict[str, float]:
+        return dict(json.loads(await self._ask(self.process, "timings", timeout_s=60)))
+
+    async def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 60)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def provider_child() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    spec = json.loads(await reader.readline())
+    node = Node(
+        Settings.model_validate(spec["settings"]),
+        key=NodeKey.from_private_key(bytes.fromhex(spec["key"])),
+        redemption=REDEEM_ON_REQUEST,
+    )
+    async with node.running():
+        print(json.dumps({"addr": node.host.addrs[0]}), flush=True)
+        while await reader.readline():
+            assert node.provider is not None
+            timings = {job_id.hex(): s for job_id, s in node.provider.runner.run_seconds.items()}
+            print(json.dumps(timings), flush=True)
+
+
 async def bench(args: argparse.Namespace, root: Path) -> dict[str, float]:
-    async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
+    shared = args.nodes == "shared"
+    chain = "embedded" if shared else "anvil"
+    async with Marketplace.open(root, chain=chain, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
         keys = market.dev_keys()
 
         def settings_for(name: str, *, provider: bool, bootstrap: list[str]) -> Settings:
@@ -102,21 +163,36 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, float]:
 
         client = market.node(settings_for("client", provider=False, bootstrap=[]), keys[9])
         await stack.enter_async_context(client.running())
-        providers = []
+        bootstrap = [client.host.addrs[0]]
+        in_process: list[Node] = []
+        children: list[ProviderProcess] = []
         for i in range(args.providers):
             key = keys[1 + i]
             await market.register(key)
-            # The providers redeem only when asked, so no redemption lands in the measurement.
-            node = market.node(
-                settings_for(f"provider{i}", provider=True, bootstrap=[client.host.addrs[0]]), key
-            )
-            providers.append(await stack.enter_async_context(node.running()))
+            settings = settings_for(f"provider{i}", provider=True, bootstrap=bootstrap)
+            if shared:
+                # The providers redeem only when asked, so no redemption lands in the measurement.
+                in_process.append(await stack.enter_async_context(market.node(settings, key).running()))
+            else:
+                child = await ProviderProcess.start(settings, key)
+                stack.push_async_callback(child.stop)
+                children.append(child)
         await client.discovery.directory.wait_for(lambda d: len(d) >= args.providers, timeout_s=60)
         await client.client_jobs.deposit(10**18)
         model_id = market.model_id
-        await latency(client, providers, model_id, args.warmup, 0)
-        overheads = await latency(client, providers, model_id, args.jobs, 10_000)
+        await latency(client, model_id, args.warmup, 0)
+        elapsed = await latency(client, model_id, args.jobs, 10_000)
         rate = await throughput(client, model_id, args.burst, 20_000)
+        executed: dict[str, float] = {}
+        for node in in_process:
+            assert node.provider is not None
+            executed.update({job.hex(): s for job, s in node.provider.runner.run_seconds.items()})
+        for child in children:
+            executed.update(await child.run_seconds())
+    missing = [job for job in elapsed if job not in executed]
+    if missing:
+        raise RuntimeError(f"no provider reports running {len(missing)} of the timed jobs")
+    overheads = [(seconds - executed[job]) * 1000 for job, seconds in elapsed.items()]
     quantiles = statistics.quantiles(overheads, n=100, method="inclusive")
     return {
         "overhead_p50_ms": round(quantiles[49], 3),
@@ -132,15 +208,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--burst", type=int, default=200, help="jobs submitted at once for jobs/s")
     parser.add_argument("--synchronous", choices=("normal", "full"), default="normal")
+    parser.add_argument("--nodes", choices=("process", "shared"), default="process")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--provider-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_logging("WARNING")
+    if args.provider_child:
+        asyncio.run(provider_child())
+        return
     with tempfile.TemporaryDirectory(prefix="gpunode-bench-e2e-") as tmp:
         figures = asyncio.run(bench(args, Path(tmp)))
     if args.json:
         print(json.dumps(figures))
         return
+    where = (
+        "each in its own process, anvil" if args.nodes == "process" else "all in this process, embedded chain"
+    )
     print(f"providers:               {args.providers} (loopback, warm built-in MLP, voucher payment)")
+    print(f"nodes:                   {where}")
     print(f"sqlite synchronous:      {args.synchronous}")
     p50 = figures["overhead_p50_ms"]
     print(f"overhead p50 per job:    {p50:.2f} ms  (end to end minus execution; target <= 10 ms)")
