@@ -31,6 +31,7 @@ from node.logging import get_logger
 from node.p2p.gossip import new_gossipsub, new_pubsub
 from node.p2p.identity import PrivateKeyHolder, key_pair_from
 from node.p2p.subscription import GossipMessage, Subscription
+from node.p2p.tuning import apply as apply_tuning
 
 log = get_logger(__name__)
 
@@ -128,6 +129,7 @@ def parse_multiaddr(addr: str) -> multiaddr.Multiaddr:
 def build_stack(
     key: PrivateKeyHolder | bytes, settings: P2PSettings, validators: Mapping[str, RecordValidator]
 ) -> Stack:
+    apply_tuning()
     key_pair = key_pair_from(key)
     host = new_host(
         key_pair=key_pair,
