@@ -25,6 +25,13 @@ KeystoreOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
+def _writable_keystore(path: Path, *, force: bool) -> Path:
+    # Checked before asking for a password or a key, so nobody types one for nothing.
+    if path.exists() and not force:
+        raise KeyStoreError(f"a keystore already exists at {path}", hint="pass --force to replace it")
+    return path
+
+
 @app.command("new")
 def new(
     keystore: KeystoreOption = None,
@@ -33,10 +40,7 @@ def new(
 ) -> None:
     """Generate a key and save it to an encrypted keystore (mode 0600)."""
     settings = _settings()
-    path = keystore or settings.keys.keystore
-    if path.exists() and not force:
-        # Checked before asking for a password, so nobody types one twice for nothing.
-        raise KeyStoreError(f"a keystore already exists at {path}", hint="pass --force to replace it")
+    path = _writable_keystore(keystore or settings.keys.keystore, force=force)
     password = read_password(settings, confirm=True)
     if not as_json:
         err_console.print("encrypting the key with scrypt (about a second)…")
@@ -55,9 +59,7 @@ def import_key(
 ) -> None:
     """Encrypt an existing private key (hex, from --key-env or a prompt) into the keystore."""
     settings = _settings()
-    path = keystore or settings.keys.keystore
-    if path.exists() and not force:
-        raise KeyStoreError(f"a keystore already exists at {path}", hint="pass --force to replace it")
+    path = _writable_keystore(keystore or settings.keys.keystore, force=force)
     raw = os.environ.get(key_env) or typer.prompt("Private key (hex)", hide_input=True)
     try:
         private_key = bytes.fromhex(raw.strip().removeprefix("0x"))

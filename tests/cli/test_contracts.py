@@ -28,14 +28,6 @@ async def anvil() -> AsyncIterator[AnvilProcess]:
         yield process
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GPUNODE_HOME", str(tmp_path))
-    monkeypatch.setenv("GPUNODE_KEY_PASSWORD", "pw")
-    monkeypatch.delenv("GPUNODE_CONFIG", raising=False)
-    return tmp_path
-
-
 async def test_can_import_a_dev_key_and_deploy_the_contracts(
     anvil: AnvilProcess, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from node.cli.main import _register_groups, app
 
 runner = CliRunner()
 _register_groups()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GPUNODE_HOME", str(tmp_path))
-    monkeypatch.setenv("GPUNODE_KEY_PASSWORD", "pw")
-    monkeypatch.delenv("GPUNODE_CONFIG", raising=False)
-    return tmp_path
 
 
 def test_cannot_start_a_node_without_a_key(home: Path) -> None:
