@@ -5,8 +5,8 @@ means; scripts/bench_p2p.py measured them as most of a node's CPU per gossip mes
   window back once half of it is consumed) it grants any smaller slack at once, whatever its
   `PY_YAMUX_*` knobs say. That is one more encrypted write for every message received. Streams
   here follow go-yamux's rule alone (`_window_update_at_half`), with the library's own window
-  auto-tuning: a sender never waits on a window that has at least half of it free, and a
-  window it has exhausted is granted back as soon as the reader has read it.
+  auto-tuning: the reader grants the window back once it has consumed half of it, so a sender
+  that used it up waits only for the reader, never for a frame nobody will send.
 - Every pubsub RPC carries the sender's signed peer record, and the library checks its signature
   twice per RPC (once in the read loop, once in gossipsub's handler) although a peer resends the
   same record for hours. A record already accepted from that peer, byte for byte, is taken again
