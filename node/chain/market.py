@@ -571,5 +571,29 @@ class JobMarket:
             )
         ]
 
+    async def credited(self, from_block: int, to_block: int | str = "latest") -> dict[Address, int]:
+        """Wei the market credited to each provider in a block range: escrowed jobs finalized and
+        vouchers redeemed, whoever sent the transaction (anyone may finalize a job)."""
+        finalized = self.contract.events.JobFinalized()
+        redeemed = self.contract.events.VoucherRedeemed()
+        logs: Sequence[LogReceipt] = await self.client.get_logs(
+            {
+                "address": to_checksum_address(self.address),
+                "fromBlock": from_block,
+                "toBlock": to_block,  # type: ignore[typeddict-item]
+                "topics": [[finalized.topic, redeemed.topic]],
+            }
+        )
+        credited: dict[Address, int] = {}
+        for entry in logs:
+            if bytes(entry["topics"][0]) == HexBytes(finalized.topic):
+                args = finalized.process_log(entry)["args"]
+                provider, amount = Address(args["provider"]), int(args["price"])
+            else:
+                args = redeemed.process_log(entry)["args"]
+                provider, amount = Address(args["provider"]), int(args["amount"])
+            credited[provider] = credited.get(provider, 0) + amount
+        return credited
+
     def _event(self, name: str, receipt: TxReceipt) -> Any:
         return single_event(self.contract.events[name](), receipt)["args"]

@@ -67,7 +67,7 @@ class ProviderSummary:
     address: Address
     jobs_served: int
     earned_wei: int  # price times the jobs it completed, as the client and the dApp saw them
-    paid_wei: int  # what its settlements credited to it in the market
+    paid_wei: int  # what the market credited to it: its escrowed jobs finalized, vouchers redeemed
     advertised_items_per_s: float | None = None  # its benchmark, as its advert told the client
 
 
@@ -139,8 +139,6 @@ class _Run:
     client: Node | None = None
     consumer: Address | None = None
     first_block: int = 0
-    # wei each provider's settlements credited to it (vouchers redeemed + escrowed jobs finalized)
-    paid: Counter[str] = field(default_factory=Counter)
 
     @property
     def chain(self) -> ChainClient:
@@ -320,14 +318,14 @@ async def _settle(run: _Run, views: list[tuple[JobView, float]]) -> None:
         async for view in client.client_jobs.watch(job_id):
             if view.terminal:
                 break
+    await _settle_providers(run)  # the client may have finalized jobs after a provider's last try
     run.progress("every escrowed job finalized; providers withdrew their earnings")
 
 
 async def _settle_providers(run: _Run) -> None:
     for node in run.providers:
         if node.services.provider is not None:
-            report = await node.services.provider.settle()
-            run.paid[node.key.address] += report.redeemed_wei + report.finalized_wei
+            await node.services.provider.settle()
 
 
 async def _gas_by_path(run: _Run) -> dict[str, int]:
@@ -380,6 +378,8 @@ async def _summarize(
         "escrow": gas.get("escrow", 0) / max(1, by_path["escrow"] + by_path["dapp"]),
         "voucher": gas.get("voucher", 0) / max(1, by_path["voucher"]),
     }
+    # From the chain: the client finalizes escrowed jobs too, and may get there first.
+    credited = await run.deployment.market.credited(run.first_block + 1)
     summaries = []
     for node in run.providers:
         address = node.key.address
@@ -387,9 +387,10 @@ async def _summarize(
         advert = run.client.discovery.directory.get(address) if run.client else None
         figures = advert.offer.benchmarks if advert else ()
         throughput = figures[0].throughput_per_s if figures else None
-        summaries.append(ProviderSummary(address, served[address], earned, run.paid[address], throughput))
-        if run.paid[address] != earned:
-            problems.append(f"provider {address} earned {earned} wei but was paid {run.paid[address]} wei")
+        paid = credited.get(address, 0)
+        summaries.append(ProviderSummary(address, served[address], earned, paid, throughput))
+        if paid != earned:
+            problems.append(f"provider {address} earned {earned} wei but was paid {paid} wei")
     market = run.deployment.market
     balance = await run.chain.balance(market.address)
     owed = await _market_owed(run)

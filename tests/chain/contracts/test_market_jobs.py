@@ -377,11 +377,14 @@ async def test_can_finalize_after_the_challenge_window_and_withdraw(
     deployment: Deployment, roles: Roles, provider: LocalAccount, advance_time: AdvanceTime
 ) -> None:
     market = deployment.market
+    start = await market.client.block_number()
     job = await submitted(deployment, roles.requester, provider, roles.relayer)
     await advance_time(market.client, CHALLENGE_WINDOW_S)
     finalized = await market.finalize(job.job_id, sender=roles.outsider)
     assert finalized.provider == provider.address
     assert finalized.price == PRICE
+    # Credited to the provider although someone else finalized it.
+    assert await market.credited(start + 1) == {provider.address: PRICE}
     assert (await market.job(job.job_id)).status is JobStatus.NONE
     assert await market.withdrawable(provider.address) == PRICE
     before = await market.client.balance(provider.address)

@@ -75,6 +75,8 @@ async def test_can_redeem_a_cumulative_voucher_once(deployment: Deployment, role
     assert replayed.total == 0
     assert replayed.skipped[0].reason is SkipReason.ALREADY_PAID
     assert await market.paid(roles.payer.address, provider.address) == 5 * PRICE
+    assert await market.credited(redemption.tx.block_number) == {provider.address: 5 * PRICE}
+    assert await market.credited(later.tx.block_number + 1) == {}
 
 
 async def test_can_redeem_many_clients_in_one_call(
