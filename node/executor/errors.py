@@ -33,5 +33,10 @@ class UnsafeModelFile(ModelStoreError):
     """A model file could run code when loaded (a pickle, or a `.pt2` with unsafe pickled parts)."""
 
 
+class ProgramRefused(ModelStoreError):
+    """A user program could carry one job's data into another's: it mutates its state, reads
+    uninitialized memory, or returns something other than the outputs its manifest declares."""
+
+
 class UnknownModel(ModelStoreError):
     """No model with this id is in the store."""

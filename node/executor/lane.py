@@ -30,6 +30,7 @@ class _Job:
     data: bytes
     payload: TensorPayload
     timeout_s: float
+    client: str | None  # the tenant; None: a job of its own, batched with no other
     alone: bool = False  # set after its batch failed: it reruns by itself
     done: asyncio.Future[LaneOutput] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -92,12 +93,14 @@ class ModelLane:
             raise ExecutorError(f"model {self.manifest.name} has no worker up")
         return self._profile
 
-    async def submit(self, data: bytes, payload: TensorPayload, timeout_s: float) -> LaneOutput:
+    async def submit(
+        self, data: bytes, payload: TensorPayload, timeout_s: float, client: str | None = None
+    ) -> LaneOutput:
         if self._closing:
             raise ExecutorError("the executor is shutting down; the job did not run")
         if self._broken is not None and not self._workers:
             raise self._broken
-        job = _Job(data, payload, timeout_s)
+        job = _Job(data, payload, timeout_s, client)
         self._queue.append(job)
         self._queued.set()
         return await job.done
@@ -174,10 +177,15 @@ class ModelLane:
 
     def _matching(self, first: _Job, limit: int) -> list[_Job]:
         signature = first.payload.signature()
+        # Code that is not ours sees a whole batch: a user program batches one client's jobs only.
+        ours = self.manifest.format == "builtin"
         taken = [
             job
             for job in self._queue
-            if not job.alone and not job.done.done() and job.payload.signature() == signature
+            if not job.alone
+            and not job.done.done()
+            and job.payload.signature() == signature
+            and (ours or (first.client is not None and job.client == first.client))
         ][:limit]
         for job in taken:
             self._queue.remove(job)

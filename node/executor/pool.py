@@ -85,9 +85,16 @@ class ExecutorPool:
         return await lane.profile()
 
     async def run(
-        self, model_id: str | bytes, input_bytes: bytes, *, timeout_s: float | None = None
+        self,
+        model_id: str | bytes,
+        input_bytes: bytes,
+        *,
+        timeout_s: float | None = None,
+        client: str | None = None,
     ) -> ExecutionResult:
-        """Run one job; raises an `ExecutorError` subclass naming what went wrong."""
+        """Run one job for `client` (its address: user programs batch only one client's jobs, and
+        a job without a client is batched with none); raises an `ExecutorError` subclass naming
+        what went wrong."""
         key = normalize_model_id(model_id)
         # A warm lane already holds the verified manifest: no disk access on the hot path.
         warm = self._lanes.get(key)
@@ -97,7 +104,7 @@ class ExecutorPool:
         lane = await self._lane(key)
         enqueued = time.perf_counter()
         output, profile, started = await lane.submit(
-            input_bytes, payload, timeout_s or self.settings.job_timeout_s
+            input_bytes, payload, timeout_s or self.settings.job_timeout_s, client
         )
         try:
             parse_payload(output, max_bytes=self.settings.max_output_bytes)

@@ -26,6 +26,7 @@ from node.executor.manifest import (
     parse_manifest,
 )
 from node.executor.pickle_scan import check_exported_program, looks_like_pickle
+from node.executor.program_rules import check_program, read_program
 from node.executor.wire import parse_payload
 from node.logging import get_logger
 
@@ -127,7 +128,8 @@ class ModelStore:
         outputs: tuple[str, ...],
         batchable: bool = False,
     ) -> ModelManifest:
-        """Install a user model saved with `torch.export.save`; pickles and unsafe archives are refused."""
+        """Install a user model saved with `torch.export.save`; pickles, unsafe archives and programs
+        that break `program_rules` (state mutation, uninitialized memory, undeclared outputs) are refused."""
         manifest = ModelManifest(
             name=name,
             format="torch_export",
@@ -204,7 +206,10 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
         if set(files) != {PROGRAM_FILE}:
             raise ModelStoreError(f"a torch_export model has exactly one file, {PROGRAM_FILE}")
         data = files[PROGRAM_FILE].read_bytes()
-        check_exported_program(data, max_unpacked=8 * max(len(data), 2**20))
+        max_unpacked = 8 * max(len(data), 2**20)
+        check_exported_program(data, max_unpacked=max_unpacked)
+        program = read_program(data, max_unpacked=max_unpacked)
+        check_program(program, inputs=len(manifest.inputs), outputs=len(manifest.outputs))
         return
     if manifest.architecture not in BUILTIN_ARCHITECTURES:
         raise ModelStoreError(

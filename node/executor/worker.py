@@ -9,7 +9,6 @@ ERROR messages and the worker keeps serving; anything worse ends it.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket
@@ -56,16 +55,15 @@ def _load_model(files: dict[str, int], device: str) -> tuple[Model, dict[str, An
         module.load_state_dict(load_tensors(blobs["weights.safetensors"]), strict=True)
         module.eval().to(device)
         return (lambda inputs: module(**inputs)), manifest
-    program = torch.export.load(io.BytesIO(blobs["program.pt2"])).module().to(device)
+    # Never torch.export.load: it can unpickle, import, eval and exec from the file.
+    from node.executor.program_loader import load_program
+
     names = [spec["name"] for spec in manifest["inputs"]]
     outputs = manifest["outputs"]
+    program = load_program(blobs["program.pt2"], inputs=len(names), outputs=len(outputs), device=device)
 
     def run_exported(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        result = program(*(inputs[name] for name in names))
-        result = result if isinstance(result, (tuple, list)) else (result,)
-        if len(result) != len(outputs):
-            raise ValueError(f"program returned {len(result)} outputs, its manifest names {len(outputs)}")
-        return dict(zip(outputs, result, strict=True))
+        return dict(zip(outputs, program(*(inputs[name] for name in names)), strict=True))
 
     return run_exported, manifest
 

@@ -127,7 +127,9 @@ class JobRunner:
     ) -> tuple[ExecutionResult, JobRecord]:
         """The execution's result and the job as stored once it ends (running, or still accepted
         when it ended before the start was worth recording)."""
-        execution = asyncio.ensure_future(self.pool.run(record.model_id, job_input, timeout_s=timeout_s))
+        execution = asyncio.ensure_future(
+            self.pool.run(record.model_id, job_input, timeout_s=timeout_s, client=record.client)
+        )
         try:
             await asyncio.wait({execution}, timeout=RUNNING_RECORD_DELAY_S)
         except asyncio.CancelledError:

