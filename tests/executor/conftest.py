@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from executor_support import builtin_models
+from executor_support import builtin_models, clean_program, exploits, tenant_programs
 
-__all__ = ["builtin_models"]
+__all__ = ["builtin_models", "clean_program", "exploits", "tenant_programs"]

@@ -475,3 +475,38 @@ def uninitialized_program(path: Path) -> Path:
             return torch.empty_like(x)
 
     return _export(Uninitialized(), path)
+
+
+IN_SANDBOX_MARKER = "/tmp/pwned-{}"  # inside a sandbox, its private /tmp: what a payload would leave
+
+
+@pytest.fixture(scope="session")
+def clean_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_program(tmp_path_factory.mktemp("clean") / "small.pt2")
+
+
+@pytest.fixture(scope="session")
+def exploits(clean_program: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One `.pt2` per loader code path, each leaving `IN_SANDBOX_MARKER` if its payload runs."""
+    out = tmp_path_factory.mktemp("exploits")
+    return {
+        name: program_exploiting(name, clean_program, out / f"{name}.pt2", IN_SANDBOX_MARKER.format(name))
+        for name in CODE_PATHS
+    }
+
+
+@pytest.fixture(scope="session")
+def tenant_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Programs that would carry one job's data into another's, and one (rolling) that is legal."""
+    import torch
+
+    out = tmp_path_factory.mktemp("tenants")
+    remembering = remembering_program(out / "remembering.pt2")
+    functional = out / "remembering_functional.pt2"
+    torch.export.save(torch.export.load(str(remembering)).run_decompositions({}), str(functional))
+    return {
+        "remembering": remembering,
+        "remembering_functional": functional,
+        "rolling": rolling_program(out / "rolling.pt2"),
+        "uninitialized": uninitialized_program(out / "uninitialized.pt2"),
+    }

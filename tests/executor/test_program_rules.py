@@ -1,0 +1,67 @@
+"""What a user program may be, checked when it is installed: no file that runs code when torch
+loads it (one per code path in the pinned torch's loader), no state carried between jobs, no
+uninitialized memory, inputs and outputs exactly as the manifest declares them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from executor_support import CODE_PATHS
+
+from node.executor.errors import ProgramRefused, UnsafeModelFile
+from node.executor.manifest import TensorSpec
+from node.executor.store import ModelStore
+
+SPEC = (TensorSpec(name="x", dtype="F32", shape=(None, 4)),)
+
+
+@pytest.mark.parametrize("path", sorted(CODE_PATHS))
+def test_cannot_install_a_program_that_runs_code_when_loaded(
+    exploits: dict[str, Path], tmp_path: Path, path: str
+) -> None:
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    with pytest.raises(
+        UnsafeModelFile, match=r"run (arbitrary )?code|not a torch.export|pickle|execute|shape"
+    ):
+        store.import_exported_program(exploits[path], name="evil", inputs=SPEC, outputs=("y",))
+    assert store.models() == []
+    assert not os.path.exists(f"/tmp/pwned-{path}")
+
+
+@pytest.mark.parametrize(
+    ("program", "reason"),
+    [
+        ("remembering", r"aten.copy_.default writes into an existing tensor"),
+        ("remembering_functional", r"writes to its state or inputs \(buffer_mutation\)"),
+        ("uninitialized", r"aten.empty_like.default returns uninitialized memory"),
+    ],
+)
+def test_cannot_install_a_program_that_passes_data_between_jobs(
+    tenant_programs: dict[str, Path], tmp_path: Path, program: str, reason: str
+) -> None:
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    with pytest.raises(ProgramRefused, match=reason):
+        store.import_exported_program(tenant_programs[program], name=program, inputs=SPEC, outputs=("y",))
+    assert store.models() == []
+
+
+def test_can_install_a_program_that_only_computes(tenant_programs: dict[str, Path], tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    manifest = store.import_exported_program(
+        tenant_programs["rolling"], name="rolling", inputs=SPEC, outputs=("y",), batchable=True
+    )
+    assert store.verify(manifest.model_id) == manifest
+
+
+def test_cannot_install_a_program_whose_inputs_or_outputs_differ_from_its_manifest(
+    clean_program: Path, tmp_path: Path
+) -> None:
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    with pytest.raises(ProgramRefused, match="returns 1 outputs, its manifest declares 2"):
+        store.import_exported_program(clean_program, name="two", inputs=SPEC, outputs=("y", "z"))
+    two_inputs = (*SPEC, TensorSpec(name="w", dtype="F32", shape=(None, 4)))
+    with pytest.raises(ProgramRefused, match="takes 1 inputs, its manifest declares 2"):
+        store.import_exported_program(clean_program, name="two", inputs=two_inputs, outputs=("y",))
+    assert store.models() == []
