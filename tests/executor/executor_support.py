@@ -406,20 +406,22 @@ def _guard_code(members: dict[str, bytes], marker: str) -> None:
 
 
 # Each way the pinned torch's `torch.export.load` (and `.module()`) can unpickle, import or run
-# something from a `.pt2`: name -> (the edit that plants a payload leaving `marker`, whether the
-# payload is shown to run under torch's own loader; None where building one needs a compiler).
-CODE_PATHS: dict[str, tuple[Any, bool | None]] = {
-    "opaque_object_constant": (_object_constant("opaque_obj"), True),
+# something from a `.pt2`: name -> (the edit that plants a payload leaving `marker`, what torch's own
+# loader does with it inside the sandbox: "runs" it; "weights_only", a `torch.load` that the
+# sandbox's TORCH_FORCE_WEIGHTS_ONLY_LOAD stops (outside it, it runs); None, not built here, as a
+# working payload would need a compiler or a registered TorchScript class).
+CODE_PATHS: dict[str, tuple[Any, str | None]] = {
+    "opaque_object_constant": (_object_constant("opaque_obj"), "runs"),
     "custom_object_constant": (_object_constant("custom_obj"), None),
-    "pickled_tensor_constant": (_pickled_tensor_constant, True),
-    "pickled_weight": (_pickled_weight, True),
-    "legacy_weights_file": (_planted_file("data/weights/model.pt"), True),
-    "legacy_constants_file": (_planted_file("data/constants/model.pt"), True),
-    "raw_pickle_sample_inputs": (_planted_file("data/sample_inputs/model.pt"), True),
-    "legacy_zip_format": (_legacy_zip_format, True),
+    "pickled_tensor_constant": (_pickled_tensor_constant, "weights_only"),
+    "pickled_weight": (_pickled_weight, "weights_only"),
+    "legacy_weights_file": (_planted_file("data/weights/model.pt"), "weights_only"),
+    "legacy_constants_file": (_planted_file("data/constants/model.pt"), "weights_only"),
+    "raw_pickle_sample_inputs": (_planted_file("data/sample_inputs/model.pt"), "weights_only"),
+    "legacy_zip_format": (_legacy_zip_format, "weights_only"),
     "aotinductor_library": (_aoti_library, None),
-    "sympy_expression": (_sympy_expression, True),
-    "guard_code": (_guard_code, True),
+    "sympy_expression": (_sympy_expression, "runs"),
+    "guard_code": (_guard_code, "runs"),
 }
 
 
