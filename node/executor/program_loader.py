@@ -8,14 +8,18 @@ each ATen operator directly.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import operator
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from node.executor.errors import ProgramRefused
+from node.executor.errors import ProgramRefused, UnsafeModelFile
 from node.executor.program_rules import ProgramArchive, TensorRecord, check_program, read_program
 
 _DTYPES = {
@@ -53,12 +57,10 @@ def load_program(
     data: bytes, *, inputs: int, outputs: int, device: str
 ) -> Callable[..., tuple[torch.Tensor, ...]]:
     """A callable taking the user inputs in order and returning the outputs in order."""
-    program = read_program(data, max_unpacked=8 * max(len(data), 2**20))
-    check_program(program, inputs=inputs, outputs=outputs)
+    program, steps = _checked(data, inputs=inputs, outputs=outputs)
     state = {
         name: _tensor(program, program.tensors[record]).to(device) for name, record in program.state_inputs()
     }
-    steps = [_step(node) for node in program.graph["nodes"]]
     user_inputs, user_outputs = program.user_inputs(), program.user_outputs()
 
     def run(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -69,6 +71,29 @@ def load_program(
         return tuple(values[name] for name in user_outputs)
 
     return run
+
+
+def _checked(data: bytes, *, inputs: int, outputs: int) -> tuple[ProgramArchive, list[Step]]:
+    program = read_program(data, max_unpacked=8 * max(len(data), 2**20))
+    check_program(program, inputs=inputs, outputs=outputs)
+    return program, [_step(node) for node in program.graph["nodes"]]
+
+
+def main(argv: list[str]) -> int:
+    """`python -m node.executor.program_loader FILE --inputs N --outputs M`: the store's check at
+    install, the worker's own minus running anything; prints the refusal as JSON, exits 1."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("program", type=Path)
+    parser.add_argument("--inputs", type=int, required=True)
+    parser.add_argument("--outputs", type=int, required=True)
+    args = parser.parse_args(argv)
+    try:
+        _checked(args.program.read_bytes(), inputs=args.inputs, outputs=args.outputs)
+    except (UnsafeModelFile, ProgramRefused) as exc:
+        error = {"error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        sys.stdout.write(json.dumps(error) + "\n")
+        return 1
+    return 0
 
 
 def _tensor(program: ProgramArchive, record: TensorRecord) -> torch.Tensor:
@@ -201,3 +226,7 @@ def _output_name(output: dict[str, Any]) -> str | None:
     if kind == "as_none":
         return None
     raise ProgramRefused(f"node output of kind {kind!r} is not supported")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

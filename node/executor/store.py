@@ -7,6 +7,7 @@ staged under `<root>/.staging` and renamed into place, so a crash never leaves h
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from node.errors import ModelStoreError
-from node.executor.errors import InvalidInput, UnknownModel, UnsafeModelFile
+from node.executor.errors import InvalidInput, ProgramRefused, UnknownModel, UnsafeModelFile
 from node.executor.manifest import (
     BUILTIN_ARCHITECTURES,
     MANIFEST_FILE,
@@ -210,6 +211,7 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
         check_exported_program(data, max_unpacked=max_unpacked)
         program = read_program(data, max_unpacked=max_unpacked)
         check_program(program, inputs=len(manifest.inputs), outputs=len(manifest.outputs))
+        _check_operators(files[PROGRAM_FILE], manifest)
         return
     if manifest.architecture not in BUILTIN_ARCHITECTURES:
         raise ModelStoreError(
@@ -227,6 +229,22 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
                     hint="save weights with safetensors.torch.save_file",
                 ) from exc
             raise ModelStoreError(f"{name} is not a valid safetensors file: {exc.message}") from exc
+
+
+def _check_operators(program: Path, manifest: ModelManifest) -> None:
+    """The worker's own check, ATen schemas included (only torch knows which operators write to an
+    argument), in a torch subprocess: nothing from the file is run, the node never imports torch."""
+    argv = [sys.executable, "-m", "node.executor.program_loader", str(program)]
+    argv += ["--inputs", str(len(manifest.inputs)), "--outputs", str(len(manifest.outputs))]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return
+    try:
+        refusal = json.loads(done.stdout.strip().splitlines()[-1])
+        error = UnsafeModelFile if refusal["error"] == "UnsafeModelFile" else ProgramRefused
+    except (ValueError, IndexError, KeyError, TypeError):
+        raise ModelStoreError(f"checking program {manifest.name} failed: {done.stderr[-2000:]}") from None
+    raise error(refusal["message"], hint=refusal["hint"])
 
 
 def _sha256_file(path: Path) -> str:

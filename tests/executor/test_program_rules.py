@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from executor_support import CODE_PATHS
+from executor_support import CODE_PATHS, rewrite_program
 
 from node.executor.errors import ProgramRefused, UnsafeModelFile
 from node.executor.manifest import TensorSpec
@@ -64,4 +64,20 @@ def test_cannot_install_a_program_whose_inputs_or_outputs_differ_from_its_manife
     two_inputs = (*SPEC, TensorSpec(name="w", dtype="F32", shape=(None, 4)))
     with pytest.raises(ProgramRefused, match="takes 1 inputs, its manifest declares 2"):
         store.import_exported_program(clean_program, name="two", inputs=two_inputs, outputs=("y",))
+    assert store.models() == []
+
+
+def test_cannot_install_an_operator_that_writes_to_its_arguments(
+    tenant_programs: dict[str, Path], tmp_path: Path
+) -> None:
+    # No trailing underscore, no `out` overload: only the ATen schema says `sort.values` writes.
+    def retarget(members: dict[str, bytes]) -> None:
+        members["models/model.json"] = members["models/model.json"].replace(
+            b"torch.ops.aten.roll.default", b"torch.ops.aten.sort.values"
+        )
+
+    forged = rewrite_program(tenant_programs["rolling"], tmp_path / "forged.pt2", retarget)
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    with pytest.raises(ProgramRefused, match=r"aten.sort.values writes to its argument"):
+        store.import_exported_program(forged, name="forged", inputs=SPEC, outputs=("y",))
     assert store.models() == []
