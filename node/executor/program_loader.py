@@ -64,6 +64,8 @@ def load_program(
     user_inputs, user_outputs = program.user_inputs(), program.user_outputs()
 
     def run(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # The generator's state is state too: a job's draws must not depend on the jobs before it.
+        torch.manual_seed(0)
         values: dict[str, Any] = dict(state)
         values.update(zip(user_inputs, args, strict=True))
         for step in steps:

@@ -10,7 +10,8 @@ the store refuses any other member, and the worker's own loader (`program_loader
 these, checks them again with the same rules, and calls ATen operators by name.
 
 The rules keep one job's data out of another's (a warm worker serves every client): no state
-mutation (in-place or `out=` operators, mutated buffers or inputs, batch norm in training mode),
+mutation (in-place or `out=` operators, mutated buffers or inputs, batch norm in training mode;
+the worker also reseeds the random generator before each batch), no file reads,
 no uninitialized memory (the `empty` family and `resize`, refused outright rather than trusting a
 fill that only the deterministic profile turns on), and exactly the inputs and outputs the
 manifest declares, all tensors.
@@ -67,6 +68,7 @@ _STATEFUL = frozenset(
         "record_stream",
     }
 )
+_FILE_IO = frozenset({"from_file"})
 # Composite norms that update their running statistics in place when this flag is set.
 _TRAINING_FLAGS = {
     "batch_norm": "training",
@@ -282,6 +284,8 @@ def _check_aten(name: str, overload: str, node: dict[str, Any]) -> None:
             f"{op} returns uninitialized memory, which could hold a previous job's data",
             hint="use zeros/full/zeros_like instead",
         )
+    if name in _FILE_IO:
+        raise ProgramRefused(f"{op} reads files: a program computes from its inputs and weights only")
     if name in _STATEFUL and overload not in ("no_stats", "functional"):
         raise ProgramRefused(f"{op} updates state that outlives the job")
     if name in _TRAINING_FLAGS:

@@ -510,5 +510,17 @@ def tenant_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
         "remembering": remembering,
         "remembering_functional": functional,
         "rolling": rolling_program(out / "rolling.pt2"),
+        "random": random_program(out / "random.pt2"),
         "uninitialized": uninitialized_program(out / "uninitialized.pt2"),
     }
+
+
+def random_program(path: Path) -> Path:
+    """Draws random numbers: a generator that carried on from job to job would carry state too."""
+    import torch
+
+    class Draws(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.rand_like(x)
+
+    return _export(Draws(), path)

@@ -189,3 +189,16 @@ async def test_builtin_models_still_batch_across_clients(
         *(pool.run(builtin_models.mlp.model_id, d, client=f"0x{i:040x}") for i, d in enumerate(inputs))
     )
     assert max(r.profile.batch_size for r in results) > 2
+
+
+async def test_random_draws_do_not_depend_on_earlier_jobs(
+    pool: ExecutorPool, builtin_models: BuiltinModels, tenant_programs: dict[str, Path]
+) -> None:
+    manifest = builtin_models.store.import_exported_program(
+        tenant_programs["random"], name="random", inputs=SPEC, outputs=("y",)
+    )
+    data = bytes(save({"x": np.zeros((2, 4), dtype=np.float32)}))
+    first = await pool.run(manifest.model_id, data, client="0xAlice")
+    await pool.run(manifest.model_id, bytes(save({"x": np.zeros((64, 4), dtype=np.float32)})), client="0xBob")
+    again = await pool.run(manifest.model_id, data, client="0xAlice")
+    assert first.output == again.output  # a fresh generator per job: Bob's draws left no trace
