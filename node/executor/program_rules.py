@@ -48,7 +48,9 @@ _FIXED_MEMBERS = frozenset(
 )
 _TENSOR_MEMBER = re.compile(r"^data/(weights/weight|constants/tensor)_[0-9]{1,6}$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
-_ATEN_TARGET = re.compile(r"^torch\.ops\.aten\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+_ATEN_TARGET = re.compile(
+    r"^torch\.ops\.aten\.((?!__)[A-Za-z_][A-Za-z0-9_]*)\.((?!__)[A-Za-z_][A-Za-z0-9_]*)$"
+)
 SYM_TARGETS = frozenset(
     [f"_operator.{name}" for name in ("eq", "ne", "le", "ge", "lt", "gt", "neg", "pos", "mul", "add")]
     + [f"_operator.{name}" for name in ("sub", "floordiv", "mod", "pow", "truediv", "and_", "or_")]
@@ -435,7 +437,7 @@ def _static(value: Any) -> int:
 def _json(blob: bytes, where: str) -> dict[str, Any]:
     try:
         parsed = json.loads(blob)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UnsafeModelFile(f"{where} is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise UnsafeModelFile(f"{where} is not a JSON object")
