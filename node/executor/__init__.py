@@ -4,13 +4,16 @@ Torch is imported only inside worker and probe processes, never by the modules a
 run jobs. What other layers use:
 
 - `pool.ExecutorPool(settings.executor, store)`: `async with` it, then
-  `await pool.run(model_id, input_bytes) -> result.ExecutionResult` (output bytes, sha256 hashes
-  computed outside the sandbox, `ExecutionProfile`); `await pool.warm(model_id)`; `pool.lanes()`
+  `await pool.run(model_id, input_bytes, client=address) -> result.ExecutionResult` (output
+  bytes, sha256 hashes computed outside the sandbox, `ExecutionProfile`; user programs batch only
+  one client's jobs); `await pool.warm(model_id)`; `pool.lanes()`
   for the models kept warm. Faults are `node.errors.ExecutorError` subclasses (`errors.py`).
 - `result.build_receipt(job_id=, model_id=, input_hash=, result=, provider=)` -> the unsigned
   `node.types.ResultReceipt`; sign it with `node.chain.eip712.sign_receipt`.
 - `store.ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes)`; model ids
-  are hex sha256 of the canonical manifest (`bytes.fromhex` gives the bytes32).
+  are hex sha256 of the canonical manifest (`bytes.fromhex` gives the bytes32). User programs
+  (`.pt2`) must follow `program_rules`; workers run them with `program_loader`, never
+  `torch.export.load`.
 - `wire.parse_payload`: job inputs and outputs are safetensors bytes of named tensors.
 - `inventory.take_inventory()` -> `Inventory` (devices, start-up benchmark figures for adverts).
 - `checks.run_checks(settings.executor)`: what `gpunode doctor` shows.

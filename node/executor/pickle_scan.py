@@ -3,8 +3,10 @@
 A pickle can call any importable function. `.pt2` archives from `torch.export.save` keep a few
 pickled parts (sample inputs, some constants) that `torch.export.load` would unpickle, falling back
 to full unpickling when the safe loader refuses. Every pickle in an archive, nested archives
-included, must reference only tensor-rebuilding globals; workers also force torch's weights-only
-loader, so a file that slipped past this check still could not run code.
+included, must reference only tensor-rebuilding globals. This is the first check only: torch also
+unpickles members by their names whatever their flags, and evaluates or executes parts of the JSON,
+so `program_rules` refuses every member but raw tensors and JSON, and workers never call
+`torch.export.load` (`program_loader`).
 """
 
 from __future__ import annotations
