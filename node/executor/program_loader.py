@@ -188,45 +188,55 @@ def _value(arg: dict[str, Any], values: dict[str, Any]) -> Any:
         return _MEMORY_FORMATS[value]
     if kind == "as_device":
         return torch.device(value["type"], value.get("index"))
-    if kind in ("as_ints", "as_floats", "as_bools", "as_strings"):
+    if kind == "as_floats":
+        return [_float(item) for item in value]
+    if kind in ("as_ints", "as_bools", "as_strings"):
         return list(value)
-    return value  # as_int, as_float, as_bool, as_string
+    if kind == "as_float":
+        return _float(value)
+    return value  # as_int, as_bool, as_string
+
+
+def _float(value: float | str) -> float:
+    # JSON has no infinities or NaN: torch writes them as "Infinity", "-Infinity", "NaN".
+    if isinstance(value, str) and value not in ("Infinity", "-Infinity", "NaN"):
+        raise ProgramRefused(f"float argument {value[:40]!r} is not a number")
+    return float(value)
 
 
 def _sym(value: dict[str, Any], values: dict[str, Any]) -> Any:
     kind, inner = next(iter(value.items()))
-    return values[inner] if kind == "as_name" else inner
+    if kind == "as_name":
+        return values[inner]
+    return _float(inner) if kind == "as_float" else inner
 
 
 def _binder(outputs: list[dict[str, Any]]) -> Callable[[dict[str, Any], Any], None]:
-    names = [_output_name(output) for output in outputs]
-    if len(outputs) == 1 and "as_tensors" in outputs[0]:
-        listed = [item["name"] for item in outputs[0]["as_tensors"]]
-        return lambda values, result: values.update(zip(listed, result, strict=True))
-    if len(names) == 1:
-        only = names[0]
-        return (
-            (lambda values, result: None)
-            if only is None
-            else (lambda values, result: values.__setitem__(only, result))
-        )
+    """Stores an operator's result under the names its node gives: one value, or one per item."""
+    if len(outputs) == 1 and "as_tensors" not in outputs[0]:
+        only = _output_names(outputs[0])
+        return lambda values, result: values.update(zip(only, (result,), strict=True))
+    names = [_output_names(output) for output in outputs]
+    nested = len(outputs) == 1  # a single list output (split, unbind): the result is the list
 
     def bind_many(values: dict[str, Any], result: Any) -> None:
-        for name, item in zip(names, result, strict=True):
-            if name is not None:
-                values[name] = item
+        for item_names, item in zip(names, [result] if nested else result, strict=True):
+            values.update(zip(item_names, item if isinstance(item, (list, tuple)) else (item,), strict=True))
 
     return bind_many
 
 
-def _output_name(output: dict[str, Any]) -> str | None:
+def _output_names(output: dict[str, Any]) -> list[str]:
+    """The names an output binds; a `None` output binds a throwaway name."""
     kind, value = next(iter(output.items()))
     if kind == "as_tensor":
-        return str(value["name"])
+        return [str(value["name"])]
+    if kind == "as_tensors":
+        return [str(item["name"]) for item in value]
     if kind in ("as_sym_int", "as_sym_float", "as_sym_bool"):
-        return str(value["as_name"])
+        return [str(value["as_name"])]
     if kind == "as_none":
-        return None
+        return [" none"]  # never a valid identifier, so never read back
     raise ProgramRefused(f"node output of kind {kind!r} is not supported")
 
 

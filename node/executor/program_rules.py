@@ -94,13 +94,21 @@ _SYMPY_WORDS = frozenset(
         "Symbol", "Integer", "Rational", "Float", "True", "False", "positive", "integer", "real",
         "nonnegative", "finite", "Max", "Min", "Mod", "FloorDiv", "CeilDiv", "ModularIndexing",
         "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt", "TruncToInt", "Eq", "Ne", "Lt", "Le",
-        "Gt", "Ge", "And", "Or", "Not", "oo", "IntTrueDiv", "FloatTrueDiv", "PowByNatural",
+        "Gt", "Ge", "And", "Or", "Not", "oo", "IntTrueDiv", "FloatTrueDiv", "PowByNatural", "Mul", "Add",
+        "Pow", "StrictLessThan", "LessThan", "StrictGreaterThan", "GreaterThan", "Equality", "Unequality",
+        "Abs", "Piecewise", "ITE", "BooleanTrue", "BooleanFalse", "zoo", "nan", "Identity", "ToFloat",
+        "TruncToFloat", "RoundToInt", "RoundDecimal", "LShift", "RShift", "FloatPow", "Where",
     }
 )  # fmt: skip
 _EXPR_TOKEN = re.compile(
     r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|([0-9]+(?:\.[0-9]+)?)|('[a-z]{1,8}[0-9]{1,9}')|(\*\*|[-+*/%(),=<>!]))"
 )
 _SYMBOL = re.compile(r"^[a-z]{1,8}[0-9]{1,9}$")
+_GUARD_TOKEN = re.compile(
+    r"\s*(?:L(?:\[(?:'[A-Za-z_][A-Za-z0-9_]{0,99}'|[0-9]{1,6})\])+"
+    r"|\.(?:size|stride)\(\)\[[0-9]{1,2}\]|\.storage_offset\(\)"
+    r"|[0-9]{1,19}|==|!=|<=|>=|//|[-+*%<>()]|(?:and|or|not)\b)"
+)
 
 
 @dataclass(frozen=True)
@@ -197,11 +205,7 @@ def read_program(data: bytes, *, max_unpacked: int) -> ProgramArchive:
             raise TypeError("graph and signature must be objects")
     except (KeyError, TypeError) as exc:
         raise UnsafeModelFile(f"models/model.json is not an exported program: {exc}") from exc
-    if model.get("guards_code"):
-        raise UnsafeModelFile(
-            "the program carries guard code, Python source that torch.export would execute",
-            hint="export without custom guards",
-        )
+    _check_guards(model.get("guards_code", []))
     _check_expressions(model)
     tensor_data = {relative: blob for relative, blob in members.items() if _TENSOR_MEMBER.match(relative)}
     return ProgramArchive(graph=graph, signature=signature, tensors=tensors, members=tensor_data)
@@ -347,6 +351,30 @@ def _output_names(output: dict[str, Any]) -> Iterator[str]:
         yield _name(value["as_name"])
     elif kind != "as_none":
         raise ProgramRefused(f"node output of kind {kind!r} is not allowed")
+
+
+def _check_guards(guards: Any) -> None:
+    """Guards are Python that `.module()` would exec: only shape comparisons like torch writes
+    (`L['img'].size()[0] == L['ids'].size()[0]`) pass; workers never run them either way."""
+    if not isinstance(guards, list):
+        raise UnsafeModelFile("the program's guards are not a list")
+    for guard in guards:
+        if not isinstance(guard, str) or not _tokens_all(_GUARD_TOKEN, guard):
+            raise UnsafeModelFile(
+                f"the program carries guard code {str(guard)[:80]!r}, Python that torch.export would "
+                "execute, beyond shape comparisons",
+                hint="export without custom guards",
+            )
+
+
+def _tokens_all(token: re.Pattern[str], text: str) -> bool:
+    position = 0
+    while position < len(text):
+        match = token.match(text, position)
+        if match is None or match.end() == position:
+            return False
+        position = match.end()
+    return True
 
 
 def _check_expressions(tree: Any) -> None:
