@@ -6,6 +6,7 @@ when forced past the store, inside the pool's sandbox in every mode that works h
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from node.executor.manifest import MANIFEST_FILE, ModelManifest, TensorSpec
 from node.executor.pool import ExecutorPool
 from node.executor.sandbox import SandboxMode
 from node.executor.sandbox_mode import create_sandbox
-from node.executor.store import PROGRAM_FILE, ModelStore, _sha256_file
+from node.executor.store import PROGRAM_FILE, ModelStore
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 MODES = working_modes()
@@ -53,7 +54,7 @@ def force_into_store(store: ModelStore, program: Path, *, name: str, batchable: 
     manifest = ModelManifest(
         name=name,
         format="torch_export",
-        files={PROGRAM_FILE: _sha256_file(program)},
+        files={PROGRAM_FILE: hashlib.sha256(program.read_bytes()).hexdigest()},
         inputs=SPEC,
         outputs=("y",),
         batchable=batchable,
