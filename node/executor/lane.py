@@ -41,6 +41,7 @@ class _Job:
     payload: TensorPayload
     deadline: float  # on the event loop's clock
     timeout_s: float
+    running: bool = False  # in a batch on a worker, under a timeout that ends by the deadline
     done: asyncio.Future[LaneOutput] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -122,9 +123,16 @@ class ModelLane:
         self._queued.set()
         try:
             async with asyncio.timeout_at(job.deadline):
-                return await job.done  # cancelled at the deadline: no batch takes it after that
+                return await asyncio.shield(job.done)
         except TimeoutError:
-            raise job.timed_out() from None
+            if not job.running:  # still queued: cancelled, so no batch takes it after its deadline
+                job.done.cancel()
+                raise job.timed_out() from None
+        except asyncio.CancelledError:
+            job.done.cancel()
+            raise
+        # Its batch's own timeout ends by this deadline and kills the worker: wait for that verdict.
+        return await job.done
 
     async def close(self) -> None:
         self._closing = True
@@ -227,6 +235,8 @@ class ModelLane:
             for job in batch:
                 self._fail([job], job.timed_out())
             return
+        for job in batch:
+            job.running = True
         try:
             outputs = await worker.run_batch([job.data for job in batch], left_s)
         except ModelFailed as exc:
@@ -241,6 +251,9 @@ class ModelLane:
             await worker.kill()
             self._split(batch, WorkerCrashed(f"worker broke the message protocol: {exc}"))
             return
+        except asyncio.CancelledError:  # the lane is closing: no caller waits on a batch that is gone
+            self._fail(batch, ExecutorError("the executor is shutting down; the job did not finish"))
+            raise
         rows = sum(job.payload.batch_rows for job in batch)
         profile = worker.profile.with_batch(rows)
         self._idle.put_nowait(worker)
@@ -254,6 +267,7 @@ class ModelLane:
         # it gets the error. Jobs whose own deadline has passed fail now.
         live = []
         for job in batch:
+            job.running = False
             if job.left_s() > 0:
                 live.append(job)
             else:
