@@ -33,6 +33,11 @@ from node.logging import get_logger
 log = get_logger(__name__)
 LaneOutput = tuple[bytes, ExecutionProfile, float]
 _DEADLINE_SPREAD = 2.0
+# A worker that dies before serving anything (not killed for a job's deadline) waits this long, then
+# twice as long after each such death in a row, before it is replaced: a model that exits right
+# after READY must not make the node start sandboxes in a loop.
+_RESTART_BACKOFF_S = 0.25
+_RESTART_BACKOFF_MAX_S = 30.0
 
 
 @dataclass
@@ -86,6 +91,7 @@ class ModelLane:
         self._broken: ExecutorError | None = None
         self._closing = False
         self._changed = asyncio.Event()  # set whenever a worker comes or goes
+        self._failed_starts = 0  # workers in a row that died before serving a batch
 
     async def start(self) -> None:
         workers = await asyncio.gather(
@@ -173,6 +179,12 @@ class ModelLane:
             return
         self._workers.discard(worker)
         log.warning("worker_exited", model=self.manifest.name, status=describe_exit(code))
+        if worker.batches_served or worker.lost_to_timeout:
+            self._failed_starts = 0
+        else:
+            self._failed_starts += 1
+            delay = _RESTART_BACKOFF_S * 2 ** (self._failed_starts - 1)
+            await asyncio.sleep(min(delay, _RESTART_BACKOFF_MAX_S))
         await self._restart()
 
     async def _dispatch(self) -> None:

@@ -71,6 +71,8 @@ class WorkerHandle:
         self.alive = True
         self.running = asyncio.Event()  # set while a batch is in flight
         self.batches_run = 0
+        self.batches_served = 0  # answered with results or a model's error, within the protocol
+        self.lost_to_timeout = False  # killed because a job's deadline came, not for its own fault
 
     @property
     def pid(self) -> int:
@@ -172,8 +174,14 @@ class WorkerHandle:
                 )
             if reply is None:
                 raise await self._crashed()
-            return self._outputs(reply, request_id, len(items))
+            outputs = self._outputs(reply, request_id, len(items))
+            self.batches_served += 1
+            return outputs
+        except ModelFailed:
+            self.batches_served += 1
+            raise
         except TimeoutError:
+            self.lost_to_timeout = True
             await self.kill()
             raise JobTimedOut(
                 f"job ran past its wall-clock limit of {timeout_s:g} s; its worker was killed",
@@ -212,6 +220,8 @@ class WorkerHandle:
         """Wait until the worker's sandbox has exited, for whatever reason; its exit status."""
         code = await self._proc.wait()
         self.alive = False
+        if not self.running.is_set():  # else the batch in flight reads the end and closes it
+            self._channel.close()  # a worker that ended on its own while idle leaves no socket
         return code
 
     async def _crashed(self) -> WorkerCrashed:

@@ -64,6 +64,8 @@ if behaviour == "stderr_flood":
         os.write(2, chunk)
     sys.exit(3)
 framing.send_blocking(sock, Kind.READY, 0, json.dumps(READY).encode())
+if behaviour == "exit_after_ready":
+    sys.exit(0)
 while True:
     message = framing.recv_blocking(sock, max_body=2**30)
     if message is None or message.kind is Kind.SHUTDOWN:

@@ -205,3 +205,20 @@ async def test_one_bad_input_in_a_batch_costs_log_runs_not_one_per_job(
         # One batch of 18, then halves down to the culprit: 1 + 2*5 = 11 at most (before: 1 + 18).
         assert worker.batches_run <= 11
         assert pool.lanes()[model].workers() == [worker]  # a model error keeps the worker warm
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_worker_exiting_after_ready_does_not_make_the_node_restart_it_in_a_loop(
+    sandboxes: dict[SandboxMode, Sandbox], builtin_models: BuiltinModels, mode: SandboxMode
+) -> None:
+    async with hostile_pool(sandboxes, mode, builtin_models, "exit_after_ready") as (pool, sandbox):
+        model = builtin_models.mlp.model_id
+        await pool.warm(model)
+        started = time.monotonic()
+        with pytest.raises((JobTimedOut, WorkerCrashed)):  # whichever came first
+            await pool.run(model, mlp_input(), timeout_s=3.0)
+        await asyncio.sleep(3.0 - (time.monotonic() - started))  # the lane left to itself
+        # Three seconds of a sandbox that quits at once: 0.25 + 0.5 + 1 + 2 s of backoff lets
+        # a handful start (before: one every ~0.1 s, without end, with or without jobs).
+        assert time.monotonic() - started < 5
+        assert len(sandbox.spawned) <= 6
