@@ -60,12 +60,16 @@ if behaviour in BAD_READY:
     time.sleep(3600)
 if behaviour == "stderr_flood":
     chunk = b"flood " * 10000
-    for _ in range(2000):
+    for _ in range(25):
         os.write(2, chunk)
     sys.exit(3)
 framing.send_blocking(sock, Kind.READY, 0, json.dumps(READY).encode())
 if behaviour == "exit_after_ready":
     sys.exit(0)
+if behaviour == "stderr_flood_forever":
+    chunk = b"x" * 65536
+    while True:
+        os.write(2, chunk)
 while True:
     message = framing.recv_blocking(sock, max_body=2**30)
     if message is None or message.kind is Kind.SHUTDOWN:
