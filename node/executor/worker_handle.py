@@ -174,7 +174,8 @@ class WorkerHandle:
 
     async def run_batch(self, items: list[bytes], timeout_s: float) -> list[bytes]:
         """Outputs for `items`, in order; kills the worker on timeout, crash or protocol breach."""
-        request_id, self._next_id = self._next_id, self._next_id + 1
+        # Ids are 32 bits on the wire and never 0 (READY's): they wrap after 2**32 - 1 batches.
+        request_id, self._next_id = self._next_id, self._next_id % (2**32 - 1) + 1
         self.batches_run += 1
         self.running.set()
         try:

@@ -239,3 +239,18 @@ async def test_stderr_flood_while_idle_is_read_at_a_bounded_rate(
         # Before: hundreds of MB a second, 73% of a node core spent reading them.
         assert worker.stderr_bytes_read - read <= STDERR_BURST_BYTES + (seconds + 1) * STDERR_BYTES_PER_S
         assert len(worker.stderr_tail()) <= 4096
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_request_ids_wrap_instead_of_breaking_the_header(
+    sandboxes: dict[SandboxMode, Sandbox], builtin_models: BuiltinModels, mode: SandboxMode
+) -> None:
+    async with hostile_pool(sandboxes, mode, builtin_models, "honest") as (pool, sandbox):
+        model = builtin_models.mlp.model_id
+        await pool.warm(model)
+        worker = pool.lanes()[model].workers()[0]
+        worker._next_id = 2**32 - 1  # four billion batches on: the last id the header can carry
+        for seed in range(3):
+            assert (await pool.run(model, mlp_input(seed=seed))).output
+        assert worker._next_id == 3
+        assert len(sandbox.spawned) == 1
