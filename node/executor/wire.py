@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from node.executor.errors import InputTooLarge, InvalidInput
+from node.executor.json_depth import too_deep
 
 DTYPE_SIZES: dict[str, int] = {
     "BOOL": 1,
@@ -40,6 +41,7 @@ MAX_TENSORS = 64
 MAX_RANK = 8
 MAX_HEADER_BYTES = 256 * 1024
 _MAX_INT = 2**63 - 1
+_MAX_DEPTH = 3  # {name: {"shape": [...]}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ def _read_header(data: bytes) -> dict[str, dict[str, object]]:
     raw = data[_HEADER_LEN.size : _HEADER_LEN.size + length]
     if not raw.startswith(b"{"):
         raise InvalidInput("input header is not a JSON object", hint=_FORMAT_HINT)
+    if too_deep(raw, _MAX_DEPTH):
+        raise InvalidInput("input header nests too deeply", hint=_FORMAT_HINT)
     try:
         header = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -18,6 +18,7 @@ from node.config import ExecutorSettings
 from node.executor import framing
 from node.executor.errors import JobTimedOut, ModelFailed, WorkerCrashed
 from node.executor.framing import AsyncChannel, Kind
+from node.executor.json_depth import too_deep
 from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.profile import ExecutionProfile
 from node.executor.sandbox import Sandbox, SandboxedProcess, SandboxLimits, SandboxSpec
@@ -280,6 +281,8 @@ async def _await_ready(channel: AsyncChannel, timeout_s: float) -> tuple[Executi
     if message.kind is not Kind.READY or message.request_id != 0:
         raise framing.FramingError(f"sent {message.kind.name} (request {message.request_id}) before READY")
     try:
+        if too_deep(message.body, 1):
+            raise ValueError("READY nests deeper than one object")
         info = json.loads(message.body)
         if not isinstance(info, dict):
             raise TypeError("READY is not a JSON object")
@@ -302,6 +305,8 @@ def _startup_failure(exc: BaseException, code: int) -> str:
 def _model_error(body: bytes) -> tuple[str, str]:
     """The (type, message) of an ERROR body, cut to a length fit for a client's error."""
     try:
+        if too_deep(body, 1):
+            raise ValueError("nests deeper than one object")
         detail = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise framing.FramingError("ERROR body is not JSON") from exc

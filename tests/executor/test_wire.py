@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import save
 
 from node.executor.errors import InputTooLarge, InvalidInput
+from node.executor.json_depth import too_deep
 from node.executor.wire import MAX_HEADER_BYTES, parse_payload
 
 
@@ -103,3 +106,33 @@ def test_cannot_send_a_huge_header_and_it_is_refused_before_parsing() -> None:
     header = b'{"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "pad": "' + b"a" * 2**26 + b'"}'
     with pytest.raises(InvalidInput, match=f"over the limit of {MAX_HEADER_BYTES}"):
         parse_payload(_header_only(header) + b"\0" * 4, max_bytes=2**27)
+
+
+def test_deep_nesting_is_refused_even_where_the_recursion_limit_was_raised() -> None:
+    # With a raised limit json.loads recursed until the C stack overflowed: the node segfaulted.
+    code = (
+        "import struct, sys; sys.setrecursionlimit(10**7)\n"
+        "from node.executor.wire import parse_payload\n"
+        "from node.executor.errors import InvalidInput\n"
+        "h = b'{\"x\": ' + b'[' * 100000 + b']' * 100000 + b'}'\n"
+        "try:\n"
+        "    parse_payload(struct.pack('<Q', len(h)) + h, max_bytes=2**20)\n"
+        "except InvalidInput as e:\n"
+        "    print(e.message)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "input header nests too deeply")
+
+
+@pytest.mark.parametrize(
+    ("raw", "deep"),
+    [
+        (b'{"a": {"shape": [1, 2]}, "__metadata__": {"k": "v"}}', False),
+        (b'{"a": {"shape": [[1]]}}', True),
+        (b'{"a": "[[[[[[{{{{"}', False),  # brackets inside strings do not count
+        (b'{"a": "\\"[[[[["}', False),
+        (b"{[}", True),  # unbalanced
+    ],
+)
+def test_nesting_depth_is_found_outside_strings(raw: bytes, deep: bool) -> None:
+    assert too_deep(raw, 3) is deep
