@@ -242,8 +242,11 @@ class WorkerHandle:
         self.alive = False
         code = await self._proc.wait()
         self._channel.close()
+        # What the worker wrote goes to the provider's log, not into the error the client gets: a
+        # warm worker has seen other clients' inputs, and its stderr is its own to fill.
+        log.warning("worker_died", status=describe_exit(code), stderr=self.stderr_tail())
         return WorkerCrashed(
-            f"worker died while running the job ({describe_exit(code)}): {self.stderr_tail()}",
+            f"worker died while running the job ({describe_exit(code)})",
             hint="the worker was replaced; the job was not retried",
         )
 

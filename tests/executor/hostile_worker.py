@@ -106,6 +106,13 @@ while True:
             framing.send_blocking(sock, Kind.RESULT, rid, framing.pack_items(outputs), len(outputs))
     elif behaviour == "silent":
         continue
+    elif behaviour == "leak_then_crash":  # one job's input, told to the next job's error
+        if b"secret" in items[0]:
+            framing.send_blocking(sock, Kind.RESULT, rid, framing.pack_items(outputs), len(outputs))
+            seen = items[0]
+        else:
+            os.write(2, b"previous input: " + seen)
+            sys.exit(1)
 """
 
 

@@ -180,10 +180,14 @@ async def test_one_jobs_long_timeout_does_not_stretch_its_batch(
 
 
 def _marked_input(seed: int, marked: bool) -> bytes:
+    return _input_with_mark(seed, "marked" if marked else "plain")
+
+
+def _input_with_mark(seed: int, mark: str) -> bytes:
     data = mlp_input(1, seed=seed)
     length = struct.unpack_from("<Q", data)[0]
     header = json.loads(data[8 : 8 + length])
-    header["__metadata__"] = {"mark": "marked" if marked else "plain"}
+    header["__metadata__"] = {"mark": mark}
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
     return struct.pack("<Q", len(encoded)) + encoded + data[8 + length :]
@@ -254,3 +258,16 @@ async def test_request_ids_wrap_instead_of_breaking_the_header(
             assert (await pool.run(model, mlp_input(seed=seed))).output
         assert worker._next_id == 3
         assert len(sandbox.spawned) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_worker_stderr_does_not_reach_another_clients_error(
+    sandboxes: dict[SandboxMode, Sandbox], builtin_models: BuiltinModels, mode: SandboxMode
+) -> None:
+    async with hostile_pool(sandboxes, mode, builtin_models, "leak_then_crash") as (pool, _):
+        model = builtin_models.mlp.model_id
+        await pool.warm(model)
+        assert (await pool.run(model, _input_with_mark(1, "secret"))).output  # client A
+        with pytest.raises(WorkerCrashed, match="worker died while running the job") as raised:
+            await pool.run(model, mlp_input(seed=2))  # client B
+        assert "secret" not in str(raised.value)  # before: A's input bytes, in B's error
