@@ -4,6 +4,11 @@ Each message is one packet: a 16-byte header, then the body inline, or, when the
 than `INLINE_LIMIT`, the body in a sealed memfd passed with SCM_RIGHTS (measured here: memfd moves
 ~600 MiB/s, a pipe ~250 MiB/s). A RUN or RESULT body is a table of item lengths followed by the
 items; READY and ERROR bodies are JSON. Stdlib only: the worker imports this inside the sandbox.
+
+Either end may be hostile (a worker runs code the node does not trust), so a receiver believes
+nothing it has not checked: control bodies (READY, ERROR, SHUTDOWN) are inline and small, item
+bodies are capped by the receiver per message and per item, and an fd is read only when it is a
+memfd sealed against any change, so what was checked is what is read.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import enum
 import fcntl
 import os
 import socket
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +27,8 @@ from typing import TypeVar
 HEADER = struct.Struct("<BBHIQ")  # kind, flags, item count, request id, body length
 ITEM_LEN = struct.Struct("<Q")
 INLINE_LIMIT = 64 * 1024
+# READY and ERROR are a few hundred bytes of JSON; the cap leaves room, never a memfd's worth.
+CONTROL_LIMIT = 32 * 1024
 _OFFLOAD_BYTES = 1 << 20
 FLAG_MEMFD = 1
 _T = TypeVar("_T")
@@ -51,6 +59,7 @@ class Message:
 
 
 ITEM_KINDS = frozenset({Kind.RUN, Kind.RESULT})
+_RECV_TRUNCATED = socket.MSG_TRUNC | socket.MSG_CTRUNC
 Body = bytes | list[bytes]
 
 
@@ -78,20 +87,28 @@ def encode(kind: Kind, request_id: int, body: Body, count: int = 0) -> tuple[byt
     return HEADER.pack(kind, FLAG_MEMFD, count, request_id, size), [fd]
 
 
-def decode(packet: bytes, fds: list[int], *, max_body: int) -> Message:
-    """Parse one packet; closes every received fd whatever happens."""
+def decode(packet: bytes, fds: list[int], *, max_body: int, max_item: int | None = None) -> Message:
+    """Parse one packet; closes every received fd whatever happens.
+
+    `max_body` caps a RUN or RESULT body, `max_item` each of its items; control bodies are capped
+    at `CONTROL_LIMIT` whatever the caller allows.
+    """
     try:
         if len(packet) < HEADER.size:
             raise FramingError(f"packet of {len(packet)} bytes is shorter than a header")
         kind, flags, count, request_id, body_len = HEADER.unpack_from(packet)
         if kind not in Kind.__members__.values():
             raise FramingError(f"unknown message kind {kind}")
-        if body_len > max_body:
-            raise FramingError(f"body of {body_len} bytes is over the limit of {max_body}")
+        kind = Kind(kind)
+        limit = max_body if kind in ITEM_KINDS else CONTROL_LIMIT
+        if body_len > limit:
+            raise FramingError(f"{kind.name} body of {body_len} bytes is over the limit of {limit}")
+        if kind not in ITEM_KINDS and (flags & FLAG_MEMFD or count):
+            raise FramingError(f"a {kind.name} body is inline and carries no items")
         read = _body_reader(packet, fds, flags, body_len)
-        if Kind(kind) in ITEM_KINDS:
-            return Message(Kind(kind), request_id, count, b"", _read_items(read, count, body_len))
-        return Message(Kind(kind), request_id, count, read(0, body_len), [])
+        if kind in ITEM_KINDS:
+            return Message(kind, request_id, count, b"", _read_items(read, count, body_len, max_item))
+        return Message(kind, request_id, count, read(0, body_len), [])
     finally:
         for fd in fds:
             os.close(fd)
@@ -99,15 +116,18 @@ def decode(packet: bytes, fds: list[int], *, max_body: int) -> Message:
 
 def _body_reader(packet: bytes, fds: list[int], flags: int, body_len: int) -> Callable[[int, int], bytes]:
     """A function reading (offset, length) of the body: straight from the memfd, one copy per item."""
+    if flags & ~FLAG_MEMFD:
+        raise FramingError(f"unknown header flags {flags:#x}")
     if not flags & FLAG_MEMFD:
         if fds or len(packet) - HEADER.size != body_len:
             raise FramingError("inline body length does not match its header")
         return lambda offset, length: packet[HEADER.size + offset : HEADER.size + offset + length]
     if len(fds) != 1 or len(packet) != HEADER.size:
         raise FramingError("a memfd body needs exactly one fd and no inline bytes")
-    if os.fstat(fds[0]).st_size < body_len:
-        raise FramingError("memfd is shorter than its header says")
     fd = fds[0]
+    _check_sealed_memfd(fd)
+    if os.fstat(fd).st_size != body_len:
+        raise FramingError("memfd size does not match its header")
 
     def pread(offset: int, length: int) -> bytes:
         data = os.pread(fd, length, offset)
@@ -118,7 +138,24 @@ def _body_reader(packet: bytes, fds: list[int], flags: int, body_len: int) -> Ca
     return pread
 
 
-def _read_items(read: Callable[[int, int], bytes], count: int, body_len: int) -> list[bytes]:
+def _check_sealed_memfd(fd: int) -> None:
+    """Only a memfd sealed against writes and resizing: a file, pipe, socket or device fd could
+    block the reader, change under it, or be far larger than it says."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        mode = os.fstat(fd).st_mode
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS) if stat.S_ISREG(mode) else 0
+    except OSError as exc:
+        raise FramingError(f"the body's fd is not a sealed memfd ({exc.strerror})") from None
+    if not target.startswith("/memfd:") or not stat.S_ISREG(mode):
+        raise FramingError("the body's fd is not a memfd")
+    if seals & _SEALS != _SEALS:
+        raise FramingError("the body's memfd is not sealed against writes and resizing")
+
+
+def _read_items(
+    read: Callable[[int, int], bytes], count: int, body_len: int, max_item: int | None
+) -> list[bytes]:
     table_len = ITEM_LEN.size * count
     if body_len < table_len:
         raise FramingError(f"body of {body_len} bytes cannot hold a table of {count} items")
@@ -126,6 +163,8 @@ def _read_items(read: Callable[[int, int], bytes], count: int, body_len: int) ->
     lengths = [ITEM_LEN.unpack_from(table, i * ITEM_LEN.size)[0] for i in range(count)]
     if table_len + sum(lengths) != body_len:
         raise FramingError("item lengths do not add up to the body length")
+    if max_item is not None and lengths and max(lengths) > max_item:
+        raise FramingError(f"an item of {max(lengths)} bytes is over the limit of {max_item}")
     items, cursor = [], table_len
     for length in lengths:
         items.append(read(cursor, length))
@@ -144,10 +183,19 @@ def send_blocking(sock: socket.socket, kind: Kind, request_id: int, body: Body, 
 
 def recv_blocking(sock: socket.socket, *, max_body: int) -> Message | None:
     """The next message, or None when the peer closed the socket."""
-    packet, fds, _flags, _addr = socket.recv_fds(sock, HEADER.size + INLINE_LIMIT, 1)
+    packet, fds, flags, _addr = socket.recv_fds(sock, HEADER.size + INLINE_LIMIT, 1)
     if not packet and not fds:
         return None
+    _refuse_truncated(flags, fds)
     return decode(packet, fds, max_body=max_body)
+
+
+def _refuse_truncated(flags: int, fds: list[int]) -> None:
+    """A packet longer than any honest one, or more fds than one: the excess is already gone."""
+    if flags & _RECV_TRUNCATED:
+        for fd in fds:
+            os.close(fd)
+        raise FramingError("packet or its fds were larger than any the protocol allows")
 
 
 def _wake(ready: asyncio.Future[None]) -> None:
@@ -175,15 +223,19 @@ class AsyncChannel:
             for fd in fds:
                 os.close(fd)
 
-    async def recv(self) -> Message | None:
-        packet, fds, _flags, _addr = await self._wait_until(
+    async def recv(self, *, max_body: int | None = None, max_item: int | None = None) -> Message | None:
+        """The next message, or None at end of stream; `max_body` tightens the channel's cap."""
+        packet, fds, flags, _addr = await self._wait_until(
             lambda: socket.recv_fds(self._sock, HEADER.size + INLINE_LIMIT, 1), writable=False
         )
         if not packet and not fds:
             return None
-        if fds and len(packet) >= HEADER.size and HEADER.unpack_from(packet)[4] > _OFFLOAD_BYTES:
-            return await asyncio.to_thread(decode, packet, fds, max_body=self._max_body)
-        return decode(packet, fds, max_body=self._max_body)
+        _refuse_truncated(flags, fds)
+        limit = self._max_body if max_body is None else min(max_body, self._max_body)
+        body_len = HEADER.unpack_from(packet)[4] if len(packet) >= HEADER.size else 0
+        if fds and _OFFLOAD_BYTES < body_len <= limit:
+            return await asyncio.to_thread(decode, packet, fds, max_body=limit, max_item=max_item)
+        return decode(packet, fds, max_body=limit, max_item=max_item)
 
     async def _wait_until(self, attempt: Callable[[], _T], *, writable: bool) -> _T:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,13 @@
-"""One (model, device) lane: its queue, its warm workers, the batcher between them."""
+"""One (model, device) lane: its queue, its warm workers, the batcher between them.
+
+Every job carries a deadline from the moment it is queued; it fails with `JobTimedOut` at that
+deadline wherever it is (queued, batched, running), so no worker, honest or not, can hold a
+caller past it. A batch runs under the smallest time its jobs have left, and only jobs whose
+deadlines are within a factor `_DEADLINE_SPREAD` of each other share a batch: one job's short
+deadline cannot cut a long job's run to a sliver, one job's long deadline never stretches a short
+one. A batch that fails is split in halves rather than rerun job by job, so one bad input costs
+about 2·log2(batch) runs, not one per job of its batch.
+"""
 
 from __future__ import annotations
 
@@ -23,18 +32,34 @@ from node.logging import get_logger
 
 log = get_logger(__name__)
 LaneOutput = tuple[bytes, ExecutionProfile, float]
+_DEADLINE_SPREAD = 2.0
+# A worker that dies before serving anything (not killed for a job's deadline) waits this long, then
+# twice as long after each such death in a row, before it is replaced: a model that exits right
+# after READY must not make the node start sandboxes in a loop.
+_RESTART_BACKOFF_S = 0.25
+_RESTART_BACKOFF_MAX_S = 30.0
 
 
 @dataclass
 class _Job:
     data: bytes
     payload: TensorPayload
+    deadline: float  # on the event loop's clock
     timeout_s: float
     client: str | None  # the tenant; None: a job of its own, batched with no other
-    alone: bool = False  # set after its batch failed: it reruns by itself
+    running: bool = False  # in a batch on a worker, under a timeout that ends by the deadline
     done: asyncio.Future[LaneOutput] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+    def left_s(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def timed_out(self) -> JobTimedOut:
+        return JobTimedOut(
+            f"job did not finish within its limit of {self.timeout_s:g} s",
+            hint="send a smaller input or allow a longer deadline (the provider's job_timeout_s caps it)",
+        )
 
 
 class ModelLane:
@@ -57,6 +82,7 @@ class ModelLane:
         self._device = device
         self._slots = slots
         self._queue: deque[_Job] = deque()
+        self._retries: deque[list[_Job]] = deque()  # halves of failed batches, run before new jobs
         self._queued = asyncio.Event()
         self._idle: asyncio.Queue[WorkerHandle] = asyncio.Queue()
         self._workers: set[WorkerHandle] = set()
@@ -66,6 +92,7 @@ class ModelLane:
         self._broken: ExecutorError | None = None
         self._closing = False
         self._changed = asyncio.Event()  # set whenever a worker comes or goes
+        self._failed_starts = 0  # workers in a row that died before serving a batch
 
     async def start(self) -> None:
         workers = await asyncio.gather(
@@ -100,9 +127,20 @@ class ModelLane:
             raise ExecutorError("the executor is shutting down; the job did not run")
         if self._broken is not None and not self._workers:
             raise self._broken
-        job = _Job(data, payload, timeout_s, client)
+        job = _Job(data, payload, asyncio.get_running_loop().time() + timeout_s, timeout_s, client)
         self._queue.append(job)
         self._queued.set()
+        try:
+            async with asyncio.timeout_at(job.deadline):
+                return await asyncio.shield(job.done)
+        except TimeoutError:
+            if not job.running:  # still queued: cancelled, so no batch takes it after its deadline
+                job.done.cancel()
+                raise job.timed_out() from None
+        except asyncio.CancelledError:
+            job.done.cancel()
+            raise
+        # Its batch's own timeout ends by this deadline and kills the worker: wait for that verdict.
         return await job.done
 
     async def close(self) -> None:
@@ -115,10 +153,10 @@ class ModelLane:
             *self._tasks, *([self._dispatcher] if self._dispatcher else []), return_exceptions=True
         )
         await asyncio.gather(*(worker.stop() for worker in self._workers), return_exceptions=True)
-        for job in self._queue:
-            if not job.done.done():
-                job.done.set_exception(ExecutorError("the executor is shutting down; the job did not run"))
+        shutdown = ExecutorError("the executor is shutting down; the job did not run")
+        self._fail([*self._queue, *(job for batch in self._retries for job in batch)], shutdown)
         self._queue.clear()
+        self._retries.clear()
 
     async def _start_worker(self) -> WorkerHandle:
         return await WorkerHandle.start(
@@ -144,24 +182,34 @@ class ModelLane:
             return
         self._workers.discard(worker)
         log.warning("worker_exited", model=self.manifest.name, status=describe_exit(code))
+        if worker.batches_served or worker.lost_to_timeout:
+            self._failed_starts = 0
+        else:
+            self._failed_starts += 1
+            delay = _RESTART_BACKOFF_S * 2 ** (self._failed_starts - 1)
+            await asyncio.sleep(min(delay, _RESTART_BACKOFF_MAX_S))
         await self._restart()
 
     async def _dispatch(self) -> None:
         while True:
             worker = await self._idle.get()
-            while not self._queue:
+            while not self._queue and not self._retries:
                 self._queued.clear()
                 await self._queued.wait()
             if not worker.alive:  # died while idle; its replacement will come through the queue
                 continue
-            batch = await self._take_batch()
-            self._spawn(self._run(worker, batch))
+            batch = self._retries.popleft() if self._retries else await self._take_batch()
+            batch = [job for job in batch if not job.done.done()]  # callers gone or timed out
+            if batch:
+                self._spawn(self._run(worker, batch))
+            else:
+                self._idle.put_nowait(worker)
 
     async def _take_batch(self) -> list[_Job]:
         first = self._queue.popleft()
         while first.done.done() and self._queue:  # its caller gave up (cancelled) while it queued
             first = self._queue.popleft()
-        if not self.manifest.batchable or self._settings.max_batch == 1 or first.alone:
+        if not self.manifest.batchable or self._settings.max_batch == 1:
             return [first]
         batch = [first, *self._matching(first, self._settings.max_batch - 1)]
         # Waiting only pays off when jobs are arriving together; a lone job goes straight out.
@@ -177,14 +225,15 @@ class ModelLane:
 
     def _matching(self, first: _Job, limit: int) -> list[_Job]:
         signature = first.payload.signature()
+        span = first.left_s()
         # Code that is not ours sees a whole batch: a user program batches one client's jobs only.
         ours = self.manifest.format == "builtin"
         taken = [
             job
             for job in self._queue
-            if not job.alone
-            and not job.done.done()
+            if not job.done.done()
             and job.payload.signature() == signature
+            and span / _DEADLINE_SPREAD <= job.left_s() <= span * _DEADLINE_SPREAD
             and (ours or (first.client is not None and job.client == first.client))
         ][:limit]
         for job in taken:
@@ -198,20 +247,31 @@ class ModelLane:
 
     async def _run(self, worker: WorkerHandle, batch: list[_Job]) -> None:
         started = time.perf_counter()
+        left_s = min(job.left_s() for job in batch)
+        if left_s <= 0:
+            self._idle.put_nowait(worker)
+            for job in batch:
+                self._fail([job], job.timed_out())
+            return
+        for job in batch:
+            job.running = True
         try:
-            outputs = await worker.run_batch([job.data for job in batch], max(job.timeout_s for job in batch))
+            outputs = await worker.run_batch([job.data for job in batch], left_s)
         except ModelFailed as exc:
             self._idle.put_nowait(worker)
-            self._retry_alone(batch, exc)
+            self._split(batch, exc)
             return
         except (JobTimedOut, WorkerCrashed) as exc:
             log.warning("worker_lost", model=self.manifest.name, reason=str(exc))
-            self._retry_alone(batch, exc)
+            self._split(batch, exc)
             return
         except Exception as exc:  # a worker that breaks the protocol is not trusted again
             await worker.kill()
-            self._retry_alone(batch, WorkerCrashed(f"worker broke the message protocol: {exc}"))
+            self._split(batch, WorkerCrashed(f"worker broke the message protocol: {exc}"))
             return
+        except asyncio.CancelledError:  # the lane is closing: no caller waits on a batch that is gone
+            self._fail(batch, ExecutorError("the executor is shutting down; the job did not finish"))
+            raise
         rows = sum(job.payload.batch_rows for job in batch)
         profile = worker.profile.with_batch(rows)
         self._idle.put_nowait(worker)
@@ -219,15 +279,22 @@ class ModelLane:
             if not job.done.done():
                 job.done.set_result((output, profile, started))
 
-    def _retry_alone(self, batch: list[_Job], exc: ExecutorError) -> None:
-        # One bad job must not fail the honest jobs batched with it: rerun each on its own, so
-        # only the culprit gets the error (at the price of one more failure of its own).
-        if len(batch) == 1:
-            self._fail(batch, exc)
+    def _split(self, batch: list[_Job], exc: ExecutorError) -> None:
+        # One bad job must not fail the honest jobs batched with it, nor buy a rerun of each of
+        # them: the halves run again (first, before new jobs) until the culprit is alone, and only
+        # it gets the error. Jobs whose own deadline has passed fail now.
+        live = []
+        for job in batch:
+            job.running = False
+            if job.left_s() > 0:
+                live.append(job)
+            else:
+                self._fail([job], job.timed_out())
+        if len(batch) == 1 or not live:
+            self._fail(live, exc)
             return
-        for job in reversed(batch):
-            job.alone = True
-            self._queue.appendleft(job)
+        middle = (len(live) + 1) // 2
+        self._retries.extendleft(half for half in (live[middle:], live[:middle]) if half)
         self._queued.set()
 
     def _fail(self, batch: list[_Job], exc: ExecutorError) -> None:
@@ -243,5 +310,6 @@ class ModelLane:
             self._broken = exc
             self._changed.set()
             if not self._workers:
-                self._fail(list(self._queue), exc)
+                self._fail([*self._queue, *(job for batch in self._retries for job in batch)], exc)
                 self._queue.clear()
+                self._retries.clear()

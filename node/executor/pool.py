@@ -3,7 +3,10 @@
     async with ExecutorPool(settings, store) as pool:
         result = await pool.run(model_id, input_bytes)
 
-Inputs are checked (size, format, fit to the model) before anything reaches a worker. Batchable
+Inputs are checked (size, format, fit to the model, and the value ranges our built-in models take)
+before they are queued, off the event loop when they are large, so a bad input fails alone
+before it can share a batch. Every job runs under `executor.job_timeout_s` at most: a caller's
+deadline may shorten it, never extend it. Batchable
 models get dynamic batching: a free worker takes every queued job of the same shape, up to
 `max_batch`, waiting up to `max_batch_wait_ms` for more only while jobs are arriving together.
 """
@@ -13,25 +16,29 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any, TypeVar
 
 from node.config import ExecutorSettings
 from node.errors import ExecutorError
-from node.executor.errors import InvalidInput, ModelFailed
+from node.executor.errors import InvalidInput, JobTimedOut, ModelFailed
+from node.executor.input_limits import check_builtin_values
 from node.executor.lane import ModelLane
-from node.executor.manifest import normalize_model_id
+from node.executor.manifest import ModelManifest, normalize_model_id
 from node.executor.profile import ExecutionProfile
 from node.executor.result import ExecutionResult
 from node.executor.sandbox import Sandbox
 from node.executor.sandbox_mode import create_sandbox
 from node.executor.store import ModelStore
-from node.executor.wire import parse_payload
+from node.executor.wire import TensorPayload, parse_payload
 from node.logging import get_logger
 from node.types import Hash32, sha256
 
 log = get_logger(__name__)
 _SLOTS = 2**16
 _OFFLOAD_BYTES = 1 << 20
+_T = TypeVar("_T")
 
 
 class ExecutorPool:
@@ -92,22 +99,21 @@ class ExecutorPool:
         timeout_s: float | None = None,
         client: str | None = None,
     ) -> ExecutionResult:
-        """Run one job for `client` (its address: user programs batch only one client's jobs, and
-        a job without a client is batched with none); raises an `ExecutorError` subclass naming
-        what went wrong."""
+        """Run one job for `client` within `timeout_s` (capped by `executor.job_timeout_s`).
+
+        `client` is the job's tenant: user programs batch only one client's jobs, and a job without
+        a client is batched with none. Raises an `ExecutorError` subclass naming what went wrong."""
         key = normalize_model_id(model_id)
+        timeout = self.job_timeout(timeout_s)
         # A warm lane already holds the verified manifest: no disk access on the hot path.
         warm = self._lanes.get(key)
         manifest = warm.manifest if warm is not None else self.store.get(key)
-        payload = parse_payload(input_bytes, max_bytes=self.settings.max_input_bytes)
-        manifest.check_input(payload)
+        payload = await _off_loop_if_large(input_bytes, _admit, manifest, input_bytes, self.settings)
         lane = await self._lane(key)
         enqueued = time.perf_counter()
-        output, profile, started = await lane.submit(
-            input_bytes, payload, timeout_s or self.settings.job_timeout_s, client
-        )
+        output, profile, started = await lane.submit(input_bytes, payload, timeout, client)
         try:
-            parse_payload(output, max_bytes=self.settings.max_output_bytes)
+            await _off_loop_if_large(output, parse_payload, output, max_bytes=self.settings.max_output_bytes)
         except InvalidInput as exc:
             raise ModelFailed(f"the model's output is not a valid tensor payload: {exc.message}") from exc
         finished = time.perf_counter()
@@ -121,6 +127,14 @@ class ExecutorPool:
             queued_s=started - enqueued,
             run_s=finished - started,
         )
+
+    def job_timeout(self, timeout_s: float | None) -> float:
+        """The provider's `job_timeout_s` is a ceiling: a caller's deadline may only come sooner."""
+        ceiling = self.settings.job_timeout_s
+        timeout = timeout_s if timeout_s is not None and timeout_s < ceiling else ceiling  # NaN: ceiling
+        if timeout <= 0:
+            raise JobTimedOut("the job's deadline passed before it could run", hint="allow a later deadline")
+        return timeout
 
     def lanes(self) -> dict[str, ModelLane]:
         return dict(self._lanes)
@@ -154,6 +168,20 @@ class ExecutorPool:
     def _take_slots(self) -> int:
         slot, self._next_slot = self._next_slot, (self._next_slot + 1) % _SLOTS
         return slot
+
+
+def _admit(manifest: ModelManifest, data: bytes, settings: ExecutorSettings) -> TensorPayload:
+    payload = parse_payload(data, max_bytes=settings.max_input_bytes)
+    manifest.check_input(payload)
+    check_builtin_values(manifest, payload, data)
+    return payload
+
+
+async def _off_loop_if_large(data: bytes, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    # Checking reads at most a capped header, but value checks scan the buffer: big ones in a thread.
+    if len(data) > _OFFLOAD_BYTES:
+        return await asyncio.to_thread(check, *args, **kwargs)
+    return check(*args, **kwargs)
 
 
 async def _hash(data: bytes) -> Hash32:

@@ -22,6 +22,7 @@ import resource
 import shutil
 import signal
 import site
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,9 +42,13 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
 
 
 # Kernel knobs under /proc that are root-owned files: bwrap leaves them to file permissions, and in
-# root-userns mode the sandbox's uid is host root, so they are hidden outright (in every mode).
+# root-userns mode the sandbox's uid is host root, so they are hidden outright (in every mode), with
+# every other /proc file that is not world-readable or that can be written (`proc_masks`).
 _PROC_DIRS_HIDDEN = ("/proc/sys", "/proc/irq", "/proc/bus")
-_PROC_FILES_HIDDEN = ("/proc/sysrq-trigger", "/proc/kcore")
+# World-readable, but kernel addresses for whoever counts as root: hidden too.
+_PROC_FILES_HIDDEN = ("/proc/sysrq-trigger", "/proc/kcore", "/proc/kallsyms", "/proc/modules")
+# Per-process (the sandbox's own), per-namespace, or hidden whole above.
+_PROC_NOT_WALKED = frozenset({"self", "thread-self", "net", "sys", "irq", "bus"})
 
 
 class SandboxMode(enum.StrEnum):
@@ -108,6 +113,7 @@ class Sandbox:
         self.uid_base = uid_base
         self.cgroups = cgroups
         self.bwrap = shutil.which("bwrap") or "bwrap"
+        self.proc_masks = proc_masks() if mode is not SandboxMode.NONE else ([], [])
 
     def command(self, spec: SandboxSpec, seccomp: int | None) -> list[str]:
         if self.mode is SandboxMode.NONE:
@@ -117,7 +123,7 @@ class Sandbox:
         argv += ["--unshare-user", "--disable-userns"]
         if self.mode is SandboxMode.ROOT_USERNS:
             argv += ["--uid", "65534", "--gid", "65534"]
-        argv += [*_system_binds(), "--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
+        argv += [*_system_binds(), "--proc", "/proc", *_proc_mask_args(*self.proc_masks), "--dev", "/dev"]
         for device in spec.devices:
             argv += ["--dev-bind", device, device]
         # /tmp and /dev/shm are the only writable places, each a tmpfs of the given size; bwrap's
@@ -201,13 +207,37 @@ def _rlimits(limits: SandboxLimits, *, nproc: bool) -> list[tuple[int, int]]:
     return [*values, (resource.RLIMIT_NPROC, limits.max_processes)] if nproc else values
 
 
-def _proc_masks() -> list[str]:
+def proc_masks(root: str = "/proc") -> tuple[list[str], list[str]]:
+    """The /proc directories and files a sandbox must not see, found on this kernel: those not
+    world-readable (kernel pages, slabs, timers, the kernel log...), those anyone may write, and
+    the fixed lists above. In root-userns mode file permissions do not stop the sandbox (its uid
+    is host root), so each of these is covered by an empty read-only tmpfs or /dev/null."""
+    dirs = [d for d in _PROC_DIRS_HIDDEN if os.path.isdir(d)]
+    files = [f for f in _PROC_FILES_HIDDEN if os.path.exists(f)]
+    pending = [entry for entry in os.scandir(root) if not entry.name.isdigit()]
+    pending = [entry for entry in pending if entry.name not in _PROC_NOT_WALKED]
+    while pending:
+        entry = pending.pop()
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                if mode & 0o005 != 0o005:
+                    dirs.append(entry.path)
+                else:
+                    pending.extend(os.scandir(entry.path))
+            elif stat.S_ISREG(mode) and (not mode & stat.S_IROTH or mode & 0o222):
+                files.append(entry.path)
+        except OSError:  # gone, or unreadable even to root: mask what cannot be looked at
+            dirs.append(entry.path) if entry.is_dir(follow_symlinks=False) else files.append(entry.path)
+    return sorted(set(dirs)), sorted(set(files) - set(dirs))
+
+
+def _proc_mask_args(dirs: list[str], files: list[str]) -> list[str]:
     argv: list[str] = []
-    for path in _PROC_DIRS_HIDDEN:
-        if os.path.isdir(path):
-            argv += ["--tmpfs", path, "--remount-ro", path]
-    for path in _PROC_FILES_HIDDEN:
-        if os.path.exists(path):
+    for path in dirs:
+        argv += ["--tmpfs", path, "--remount-ro", path]
+    for path in files:
+        if not any(path.startswith(d + "/") for d in dirs):
             argv += ["--ro-bind", "/dev/null", path]
     return argv
 

@@ -3,6 +3,11 @@
 safetensors is a documented, language-neutral format (8-byte little-endian header length, a JSON
 header naming each tensor's dtype, shape and byte range, then the raw little-endian buffer), it
 cannot carry code, and it can be checked here without torch. Inputs and outputs use it alike.
+
+The header is read the way the workers' Rust parser reads it, so what the node checked is what the
+worker sees: a JSON object (no duplicate keys, no NaN), sizes that fit in 64 bits, string metadata,
+and at most `MAX_HEADER_BYTES` of it (64 named tensors need a few KiB), so a hostile header is
+refused before any JSON is parsed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from node.executor.errors import InputTooLarge, InvalidInput
+from node.executor.json_depth import too_deep
 
 DTYPE_SIZES: dict[str, int] = {
     "BOOL": 1,
@@ -33,6 +39,9 @@ DTYPE_SIZES: dict[str, int] = {
 _HEADER_LEN = struct.Struct("<Q")
 MAX_TENSORS = 64
 MAX_RANK = 8
+MAX_HEADER_BYTES = 256 * 1024
+_MAX_INT = 2**63 - 1
+_MAX_DEPTH = 3  # {name: {"shape": [...]}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,7 @@ class TensorInfo:
     name: str
     dtype: str
     shape: tuple[int, ...]
+    offsets: tuple[int, int] = (0, 0)  # byte range in the buffer after the header
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,7 @@ class TensorPayload:
 
     tensors: tuple[TensorInfo, ...]
     size: int
+    body_start: int = 0  # where the tensors' buffer begins in the payload's bytes
 
     @property
     def batch_rows(self) -> int:
@@ -76,7 +87,7 @@ def parse_payload(data: bytes, *, max_bytes: int) -> TensorPayload:
     if not tensors:
         raise InvalidInput("input holds no tensors", hint="send at least one named tensor")
     _check_ranges(header, body_len)
-    return TensorPayload(tensors=tensors, size=len(data))
+    return TensorPayload(tensors=tensors, size=len(data), body_start=len(data) - body_len)
 
 
 def _header_length(data: bytes) -> int:
@@ -89,13 +100,29 @@ def _read_header(data: bytes) -> dict[str, dict[str, object]]:
     length = _header_length(data)
     if length > len(data) - _HEADER_LEN.size:
         raise InvalidInput("input header length runs past the end of the input", hint=_FORMAT_HINT)
+    if length > MAX_HEADER_BYTES:
+        raise InvalidInput(
+            f"input header is {length} bytes, over the limit of {MAX_HEADER_BYTES}",
+            hint="name at most 64 tensors, with short names and little metadata",
+        )
+    raw = data[_HEADER_LEN.size : _HEADER_LEN.size + length]
+    if not raw.startswith(b"{"):
+        raise InvalidInput("input header is not a JSON object", hint=_FORMAT_HINT)
+    if too_deep(raw, _MAX_DEPTH):
+        raise InvalidInput("input header nests too deeply", hint=_FORMAT_HINT)
     try:
-        header = json.loads(data[_HEADER_LEN.size : _HEADER_LEN.size + length])
+        header = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"input header is not JSON: {exc}", hint=_FORMAT_HINT) from exc
+    except RecursionError:
+        raise InvalidInput("input header nests too deeply", hint=_FORMAT_HINT) from None
+    except ValueError as exc:  # a duplicate key, NaN/Infinity, an integer of thousands of digits
+        raise InvalidInput(f"input header is not valid safetensors JSON: {exc}", hint=_FORMAT_HINT) from None
     if not isinstance(header, dict):
         raise InvalidInput("input header is not a JSON object", hint=_FORMAT_HINT)
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InvalidInput("input __metadata__ must map names to strings", hint=_FORMAT_HINT)
     if len(header) > MAX_TENSORS:
         raise InvalidInput(f"input names {len(header)} tensors, over the limit of {MAX_TENSORS}")
     return header
@@ -115,15 +142,26 @@ def _tensor_info(name: str, spec: object, body_len: int) -> TensorInfo:
         raise InvalidInput(f"tensor {name!r}: data_offsets {offsets!r} fall outside the input")
     if math.prod(shape) * DTYPE_SIZES[dtype] != offsets[1] - offsets[0]:
         raise InvalidInput(f"tensor {name!r}: shape {shape} and dtype {dtype} do not match its byte range")
-    return TensorInfo(name=name, dtype=dtype, shape=tuple(shape))
+    return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), offsets=(offsets[0], offsets[1]))
 
 
 def _is_int_list(value: object, max_len: int) -> TypeGuard[list[int]]:
     return (
         isinstance(value, list)
         and len(value) <= max_len
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v <= _MAX_INT for v in value)
     )
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return found
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _check_ranges(header: dict[str, dict[str, object]], body_len: int) -> None:

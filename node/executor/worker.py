@@ -94,7 +94,8 @@ def _encode(outputs: dict[str, torch.Tensor]) -> bytes:
 
 def _describe(error: BaseException) -> dict[str, str]:
     kind = "out_of_memory" if isinstance(error, MemoryError) or "out of memory" in str(error) else "model"
-    return {"kind": kind, "type": type(error).__name__, "message": str(error)[:2000]}
+    # Kept well under framing.CONTROL_LIMIT even when JSON escapes every character.
+    return {"kind": kind, "type": type(error).__name__[:100], "message": str(error)[:2000]}
 
 
 def _serve(sock: socket.socket, model: Model, manifest: dict[str, Any], args: argparse.Namespace) -> None:

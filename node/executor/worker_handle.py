@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import socket
 import sys
@@ -12,12 +13,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from node.config import ExecutorSettings
 from node.executor import framing
 from node.executor.errors import JobTimedOut, ModelFailed, WorkerCrashed
 from node.executor.framing import AsyncChannel, Kind
+from node.executor.json_depth import too_deep
 from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.profile import ExecutionProfile
 from node.executor.sandbox import Sandbox, SandboxedProcess, SandboxLimits, SandboxSpec
@@ -25,6 +26,20 @@ from node.logging import get_logger
 
 log = get_logger(__name__)
 _STDERR_TAIL = 4096
+_DETAIL_CHARS = 500  # of a worker's own words (an ERROR's message) passed on to the client
+_DRAIN_GRACE_S = 2.0
+# What the node reads of a worker's stderr a second at most: a worker that floods it blocks on its
+# own writes instead of keeping the node's event loop busy (measured: 73% of a core, unthrottled).
+STDERR_BYTES_PER_S = 256 * 1024
+STDERR_BURST_BYTES = 2**20  # read at once: an honest worker's warnings never wait
+
+
+class StderrTail(deque[bytes]):
+    """The last chunks a worker wrote to stderr, and how many bytes the node has read in all."""
+
+    def __init__(self) -> None:
+        super().__init__(maxlen=64)
+        self.bytes_read = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +69,12 @@ class WorkerHandle:
         channel: AsyncChannel,
         profile: ExecutionProfile,
         startup: WorkerStartup,
-        stderr: deque[bytes],
+        stderr: StderrTail,
         drain: asyncio.Task[None],
+        max_output_bytes: int,
     ) -> None:
         self._proc = proc
+        self._max_output = max_output_bytes
         self._drain = drain  # held: the loop keeps only a weak reference to running tasks
         self._channel = channel
         self.profile = profile
@@ -67,6 +84,8 @@ class WorkerHandle:
         self.alive = True
         self.running = asyncio.Event()  # set while a batch is in flight
         self.batches_run = 0
+        self.batches_served = 0  # answered with results or a model's error, within the protocol
+        self.lost_to_timeout = False  # killed because a job's deadline came, not for its own fault
 
     @property
     def pid(self) -> int:
@@ -130,26 +149,53 @@ class WorkerHandle:
             theirs.close()
             for fd in model_fds.values():
                 os.close(fd)
-        stderr: deque[bytes] = deque(maxlen=64)
+        stderr = StderrTail()
         drain = asyncio.get_running_loop().create_task(_drain(proc, stderr))
-        channel = AsyncChannel(ours, max_body=settings.max_output_bytes * settings.max_batch + 2**20)
-        ready = await _await_ready(proc, channel, (stderr, drain), settings.job_timeout_s, manifest.name)
-        startup = WorkerStartup(
-            wall_s=time.perf_counter() - started, torch_import_s=float(ready["torch_import_s"])
-        )
+        channel = AsyncChannel(ours, max_body=_max_result(settings, settings.max_batch))
+        try:
+            profile, torch_import_s = await _await_ready(channel, settings.job_timeout_s)
+        except BaseException as exc:
+            # Whatever went wrong (a crash, a timeout, a malformed READY, the caller cancelled),
+            # the sandbox is killed and reaped here: nothing else holds it.
+            proc.kill()
+            code = await proc.wait()
+            channel.close()
+            if not isinstance(exc, Exception):
+                raise
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(drain, _DRAIN_GRACE_S)  # what it said before dying
+            tail = b"".join(stderr).decode(errors="replace")[-_STDERR_TAIL:].strip()
+            raise WorkerCrashed(
+                f"worker for {manifest.name} {_startup_failure(exc, code)}: {tail}",
+                hint="run `gpunode doctor` to check the sandbox",
+            ) from None
+        startup = WorkerStartup(wall_s=time.perf_counter() - started, torch_import_s=torch_import_s)
         log.info("worker_ready", model=manifest.name, device=device, startup_s=round(startup.wall_s, 3))
-        return cls(proc, channel, ExecutionProfile.from_worker(ready), startup, stderr, drain)
+        return cls(proc, channel, profile, startup, stderr, drain, settings.max_output_bytes)
 
     async def run_batch(self, items: list[bytes], timeout_s: float) -> list[bytes]:
         """Outputs for `items`, in order; kills the worker on timeout, crash or protocol breach."""
-        request_id, self._next_id = self._next_id, self._next_id + 1
+        # Ids are 32 bits on the wire and never 0 (READY's): they wrap after 2**32 - 1 batches.
+        request_id, self._next_id = self._next_id, self._next_id % (2**32 - 1) + 1
         self.batches_run += 1
         self.running.set()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._channel.send(Kind.RUN, request_id, framing.pack_items(items), len(items))
-                reply = await self._channel.recv()
+                reply = await self._channel.recv(
+                    max_body=len(items) * (self._max_output + framing.ITEM_LEN.size),
+                    max_item=self._max_output,
+                )
+            if reply is None:
+                raise await self._crashed()
+            outputs = self._outputs(reply, request_id, len(items))
+            self.batches_served += 1
+            return outputs
+        except ModelFailed:
+            self.batches_served += 1
+            raise
         except TimeoutError:
+            self.lost_to_timeout = True
             await self.kill()
             raise JobTimedOut(
                 f"job ran past its wall-clock limit of {timeout_s:g} s; its worker was killed",
@@ -159,25 +205,27 @@ class WorkerHandle:
             self._proc.kill()
             raise await self._crashed() from exc
         except framing.FramingError as exc:
+            # A worker that breaks the protocol once is not trusted again: it is killed (its lane
+            # starts a fresh one), never left running with a reply the node did not read.
             await self.kill()
-            raise WorkerCrashed(f"worker broke the message protocol: {exc}") from exc
+            raise WorkerCrashed(
+                f"worker broke the message protocol and was killed: {exc}",
+                hint="the worker was replaced; the job was not retried",
+            ) from None
         finally:
             self.running.clear()
-        if reply is None:
-            raise await self._crashed()
-        return self._outputs(reply, request_id, len(items))
 
     def _outputs(self, reply: framing.Message, request_id: int, expected: int) -> list[bytes]:
         if reply.request_id != request_id:
-            raise WorkerCrashed(f"worker answered request {reply.request_id}, expected {request_id}")
+            raise framing.FramingError(f"worker answered request {reply.request_id}, expected {request_id}")
         if reply.kind is Kind.ERROR:
-            detail = json.loads(reply.body)
+            kind, message = _model_error(reply.body)
             raise ModelFailed(
-                f"model failed on this input: {detail.get('type')}: {detail.get('message')}",
+                f"model failed on this input: {kind}: {message}",
                 hint="check the input's shapes, dtypes and value ranges against the model",
             )
         if reply.kind is not Kind.RESULT or reply.count != expected:
-            raise WorkerCrashed(
+            raise framing.FramingError(
                 f"worker sent {reply.kind.name} with {reply.count} items, expected {expected}"
             )
         return reply.items
@@ -186,16 +234,25 @@ class WorkerHandle:
         """Wait until the worker's sandbox has exited, for whatever reason; its exit status."""
         code = await self._proc.wait()
         self.alive = False
+        if not self.running.is_set():  # else the batch in flight reads the end and closes it
+            self._channel.close()  # a worker that ended on its own while idle leaves no socket
         return code
 
     async def _crashed(self) -> WorkerCrashed:
         self.alive = False
         code = await self._proc.wait()
         self._channel.close()
+        # What the worker wrote goes to the provider's log, not into the error the client gets: a
+        # warm worker has seen other clients' inputs, and its stderr is its own to fill.
+        log.warning("worker_died", status=describe_exit(code), stderr=self.stderr_tail())
         return WorkerCrashed(
-            f"worker died while running the job ({describe_exit(code)}): {self.stderr_tail()}",
+            f"worker died while running the job ({describe_exit(code)})",
             hint="the worker was replaced; the job was not retried",
         )
+
+    @property
+    def stderr_bytes_read(self) -> int:
+        return self._stderr.bytes_read
 
     def stderr_tail(self) -> str:
         return b"".join(self._stderr).decode(errors="replace")[-_STDERR_TAIL:].strip()
@@ -218,43 +275,65 @@ class WorkerHandle:
         self._channel.close()
 
 
-async def _await_ready(
-    proc: SandboxedProcess,
-    channel: AsyncChannel,
-    stderr: tuple[deque[bytes], asyncio.Task[None]],
-    timeout_s: float,
-    model: str,
-) -> dict[str, Any]:
-    message: framing.Message | None = None
-    failure: Exception | None = None
+async def _await_ready(channel: AsyncChannel, timeout_s: float) -> tuple[ExecutionProfile, float]:
+    """The worker's profile and torch import time from its READY; raises on anything else."""
+    async with asyncio.timeout(timeout_s):
+        message = await channel.recv()
+    if message is None:
+        raise EOFError("exited before it was ready")
+    if message.kind is not Kind.READY or message.request_id != 0:
+        raise framing.FramingError(f"sent {message.kind.name} (request {message.request_id}) before READY")
     try:
-        async with asyncio.timeout(timeout_s):
-            message = await channel.recv()
-    except (TimeoutError, OSError, framing.FramingError) as exc:
-        failure = exc
-    if message is not None and message.kind is Kind.READY:
-        info: dict[str, Any] = json.loads(message.body)
-        return info
-    proc.kill()
-    code = await proc.wait()
-    channel.close()
-    sink, drain = stderr
-    await drain  # the whole of what it said before dying
-    tail = b"".join(sink).decode(errors="replace")[-_STDERR_TAIL:].strip()
-    reason = (
-        f"did not come up ({failure!r})" if failure else f"exited before it was ready ({describe_exit(code)})"
-    )
-    raise WorkerCrashed(
-        f"worker for {model} {reason}: {tail}", hint="run `gpunode doctor` to check the sandbox"
-    )
+        if too_deep(message.body, 1):
+            raise ValueError("READY nests deeper than one object")
+        info = json.loads(message.body)
+        if not isinstance(info, dict):
+            raise TypeError("READY is not a JSON object")
+        torch_import_s = float(info["torch_import_s"])
+        if not math.isfinite(torch_import_s) or torch_import_s < 0:
+            raise ValueError(f"torch_import_s {torch_import_s} is not a duration")
+        return ExecutionProfile.from_worker(info), torch_import_s
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        raise framing.FramingError(f"malformed READY: {type(exc).__name__}: {exc}"[:300]) from None
 
 
-async def _drain(proc: SandboxedProcess, sink: deque[bytes]) -> None:
+def _startup_failure(exc: BaseException, code: int) -> str:
+    if isinstance(exc, EOFError):
+        return f"exited before it was ready ({describe_exit(code)})"
+    if isinstance(exc, TimeoutError):
+        return "did not come up in time"
+    return f"did not come up ({exc!r})"
+
+
+def _model_error(body: bytes) -> tuple[str, str]:
+    """The (type, message) of an ERROR body, cut to a length fit for a client's error."""
+    try:
+        if too_deep(body, 1):
+            raise ValueError("nests deeper than one object")
+        detail = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise framing.FramingError("ERROR body is not JSON") from exc
+    if not isinstance(detail, dict) or not all(
+        isinstance(detail.get(key), str) for key in ("type", "message")
+    ):
+        raise framing.FramingError("ERROR body lacks its type and message strings")
+    return detail["type"][:100], detail["message"][:_DETAIL_CHARS]
+
+
+async def _drain(proc: SandboxedProcess, sink: StderrTail) -> None:
     stream = proc.process.stderr
     if stream is None:
         return
+    loop = asyncio.get_running_loop()
+    allowance, last = float(STDERR_BURST_BYTES), loop.time()
     while chunk := await stream.read(4096):
         sink.append(chunk)
+        sink.bytes_read += len(chunk)
+        now = loop.time()
+        allowance = min(STDERR_BURST_BYTES, allowance + (now - last) * STDERR_BYTES_PER_S) - len(chunk)
+        last = now
+        if allowance < 0:  # the pipe fills and the worker's own writes block
+            await asyncio.sleep(-allowance / STDERR_BYTES_PER_S)
 
 
 def describe_exit(code: int) -> str:
@@ -274,6 +353,10 @@ def describe_exit(code: int) -> str:
 
 def _max_body(settings: ExecutorSettings) -> int:
     return settings.max_input_bytes * settings.max_batch + 2**20
+
+
+def _max_result(settings: ExecutorSettings, items: int) -> int:
+    return items * (settings.max_output_bytes + framing.ITEM_LEN.size)
 
 
 def _gpu_index(device: str) -> str:

@@ -173,3 +173,16 @@ for name, fd in FILES.items():
     verdict[name] = entry
 print(json.dumps(verdict))
 """
+
+READ_PROC = """
+import errno, json
+verdict = {}
+for path in PATHS:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4096)
+        verdict[path] = "read" if data.strip(b"0 \\n") else "empty"
+    except OSError as e:
+        verdict[path] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(verdict))
+"""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import stat
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,6 +146,49 @@ async def test_cannot_read_host_files_or_the_nodes_environment(
         assert "GPUNODE_KEY_PASSWORD" not in environ
     assert "PATH=/usr/bin:/bin" in str(verdict["proc1_environ"])
     assert len(verdict["processes"]) <= 3  # type: ignore[arg-type]  # its own pid namespace
+    await assert_pool_still_serves(pool, builtin_models)
+
+
+def _root_only_proc_files() -> list[str]:
+    """Every /proc file outside the per-process directories that only root may read, plus kallsyms
+    (kernel addresses for whoever counts as root)."""
+    found = ["/proc/kallsyms"]
+    for top in os.listdir("/proc"):
+        if top.isdigit() or top in ("self", "thread-self", "net"):
+            continue
+        for folder, subdirs, names in os.walk(f"/proc/{top}") if os.path.isdir(f"/proc/{top}") else []:
+            subdirs[:] = [d for d in subdirs if not os.path.islink(f"{folder}/{d}")]
+            found += [f"{folder}/{n}" for n in names if _root_only(f"{folder}/{n}")]
+        if _root_only(f"/proc/{top}"):
+            found.append(f"/proc/{top}")
+    return sorted(set(found))
+
+
+def _root_only(path: str) -> bool:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) and not mode & stat.S_IROTH
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cannot_read_root_only_proc_files(
+    pool: ExecutorPool,
+    builtin_models: BuiltinModels,
+    sandboxes: dict[SandboxMode, Sandbox],
+    attack_settings: ExecutorSettings,
+    mode: SandboxMode,
+) -> None:
+    # In root-userns mode the sandbox's uid is host root: file modes alone let it read kernel page
+    # flags, slab and vmalloc maps, timers, the kernel log.
+    targets = await asyncio.to_thread(_root_only_proc_files)
+    assert "/proc/slabinfo" in targets
+    script = attacks.READ_PROC.replace("PATHS", repr(targets))
+    outcome = await run_attack(sandboxes[mode], attack_settings, script)
+    assert outcome.verdict is not None, outcome.stderr
+    read = {path: result for path, result in outcome.verdict.items() if result == "read"}
+    assert read == {}
     await assert_pool_still_serves(pool, builtin_models)
 
 
