@@ -11,8 +11,9 @@ these, checks them again with the same rules, and calls ATen operators by name.
 
 The rules keep one job's data out of another's (a warm worker serves every client): no state
 mutation (in-place or `out=` operators, mutated buffers or inputs, batch norm in training mode;
-the worker also reseeds the random generator before each batch), no file reads,
-no uninitialized memory (the `empty` family and `resize`, refused outright rather than trusting a
+the worker also reseeds the random generator before each batch), no file reads, no operator that
+reads or writes where its arguments point without a bounds check (private operators outside a
+short list, gradients, sparse and nested layouts), no uninitialized memory (the `empty` family and `resize`, refused outright rather than trusting a
 fill that only the deterministic profile turns on), and exactly the inputs and outputs the
 manifest declares, all tensors.
 """
@@ -71,6 +72,26 @@ _STATEFUL = frozenset(
     }
 )
 _FILE_IO = frozenset({"from_file"})
+# Private operators skip the checks their public callers make (`_reshape_alias` takes any strides
+# without a bounds check, `_sparse_coo_tensor_unsafe` any indices): only those torch.export writes
+# for inference, each checked here like its public twin, may appear.
+_PRIVATE_ALLOWED = frozenset(
+    {
+        "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "_assert_scalar", "_assert_tensor_metadata",
+        "_cdist_forward", "_embedding_bag", "_fft_c2c", "_fft_c2r", "_fft_r2c", "_local_scalar_dense",
+        "_log_softmax", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+        "_pdist_forward", "_reshape_copy", "_safe_softmax", "_softmax", "_to_copy", "_unsafe_index",
+        "_unsafe_masked_index", "_unsafe_view", "_upsample_bilinear2d_aa", "_upsample_nearest_exact1d",
+        "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "_weight_norm_interface",
+        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention", "_scaled_dot_product_cudnn_attention",
+    }
+)  # fmt: skip
+# Public operators that trust the indices, offsets or lengths they are given, so a crafted
+# argument reads or writes outside a tensor: gradients scattered by index (`*_backward`), sparse and
+# nested layouts built from offsets, `segment_reduce(unsafe=True)`, pooling from given samples.
+_UNCHECKED_WORDS = frozenset({"backward", "sparse", "nested", "mkldnn", "padded"})
+_UNCHECKED = frozenset({"segment_reduce", "set", "fractional_max_pool2d", "fractional_max_pool3d"})
 # Composite norms that update their running statistics in place when this flag is set.
 _TRAINING_FLAGS = {
     "batch_norm": "training",
@@ -289,6 +310,16 @@ def _check_aten(name: str, overload: str, node: dict[str, Any]) -> None:
         raise ProgramRefused(
             f"{op} returns uninitialized memory, which could hold a previous job's data",
             hint="use zeros/full/zeros_like instead",
+        )
+    if name.startswith("_") and name not in _PRIVATE_ALLOWED:
+        raise ProgramRefused(
+            f"{op} is a private operator: it skips the bounds checks public operators make",
+            hint="export with torch.export.export, whose graphs use public operators",
+        )
+    if name in _UNCHECKED or _UNCHECKED_WORDS & set(name.split("_")):
+        raise ProgramRefused(
+            f"{op} trusts the indices or offsets it is given: it could read or write outside "
+            "its tensors (another job's data in a warm worker)"
         )
     if name in _FILE_IO:
         raise ProgramRefused(f"{op} reads files: a program computes from its inputs and weights only")

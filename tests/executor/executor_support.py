@@ -505,14 +505,45 @@ def tenant_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     out = tmp_path_factory.mktemp("tenants")
     remembering = remembering_program(out / "remembering.pt2")
     functional = out / "remembering_functional.pt2"
+    rolling = rolling_program(out / "rolling.pt2")
     torch.export.save(torch.export.load(str(remembering)).run_decompositions({}), str(functional))
     return {
         "remembering": remembering,
         "remembering_functional": functional,
-        "rolling": rolling_program(out / "rolling.pt2"),
+        "rolling": rolling,
         "random": random_program(out / "random.pt2"),
         "uninitialized": uninitialized_program(out / "uninitialized.pt2"),
+        "out_of_bounds": with_operator(
+            rolling,
+            out / "out_of_bounds.pt2",
+            "_reshape_alias.default",
+            UNCHECKED_OPERATORS["_reshape_alias.default"],
+        ),
     }
+
+
+def with_operator(program: Path, path: Path, target: str, inputs: dict[str, Any]) -> Path:
+    """`program` (one node, reading `x`) with that node calling `target` on `inputs` (name -> arg)."""
+
+    def change(tree: dict[str, Any]) -> None:
+        node = tree["graph_module"]["graph"]["nodes"][0]
+        node["target"] = f"torch.ops.aten.{target}"
+        node["inputs"] = [{"name": name, "arg": arg, "kind": 1} for name, arg in inputs.items()]
+
+    return rewrite_program(program, path, lambda members: _edit_json(members, "models/model.json", change))
+
+
+X = {"as_tensor": {"name": "x"}}
+# Operators that read or write where their arguments point, with no bounds check: each reads (or
+# scatters into) memory around `x`, in a warm worker the bytes of earlier jobs.
+UNCHECKED_OPERATORS = {
+    "_reshape_alias.default": {"self": X, "size": {"as_ints": [1 << 20]}, "stride": {"as_ints": [1]}},
+    "segment_reduce.default": {"data": X, "reduce": {"as_string": "sum"}, "lengths": X, "unsafe": {"as_bool": True}},
+    "max_pool2d_with_indices_backward.default": {"grad_output": X, "self": X, "indices": X},
+    "embedding_dense_backward.default": {"grad_output": X, "indices": X, "num_weights": {"as_int": 4}},
+    "_sparse_coo_tensor_with_dims_and_tensors.default": {"sparse_dim": {"as_int": 1}, "indices": X, "values": X},
+    "_nested_view_from_buffer.default": {"self": X, "nested_size": X, "nested_strides": X, "offsets": X},
+}  # fmt: skip
 
 
 def random_program(path: Path) -> Path:

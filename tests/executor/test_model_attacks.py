@@ -132,7 +132,9 @@ async def test_cannot_take_over_a_warm_worker_with_a_program_forced_past_the_sto
     assert (await pool.run(builtin_models.mlp.model_id, mlp_input())).output
 
 
-@pytest.mark.parametrize("program", ["remembering", "remembering_functional", "uninitialized"])
+@pytest.mark.parametrize(
+    "program", ["remembering", "remembering_functional", "uninitialized", "out_of_bounds"]
+)
 async def test_forced_program_that_passes_data_between_jobs_never_serves_a_job(
     pool: ExecutorPool,
     builtin_models: BuiltinModels,

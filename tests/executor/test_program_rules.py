@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from executor_support import CODE_PATHS, rewrite_program
+import subprocess
+import sys
+
+from executor_support import CODE_PATHS, UNCHECKED_OPERATORS, rewrite_program, with_operator
 
 from node.executor.errors import ProgramRefused, UnsafeModelFile
 from node.executor.manifest import TensorSpec
@@ -36,6 +39,7 @@ def test_cannot_install_a_program_that_runs_code_when_loaded(
         ("remembering", r"aten.copy_.default writes into an existing tensor"),
         ("remembering_functional", r"writes to its state or inputs \(buffer_mutation\)"),
         ("uninitialized", r"aten.empty_like.default returns uninitialized memory"),
+        ("out_of_bounds", r"aten._reshape_alias.default is a private operator"),
     ],
 )
 def test_cannot_install_a_program_that_passes_data_between_jobs(
@@ -81,3 +85,28 @@ def test_cannot_install_an_operator_that_writes_to_its_arguments(
     with pytest.raises(ProgramRefused, match=r"aten.sort.values writes to its argument"):
         store.import_exported_program(forged, name="forged", inputs=SPEC, outputs=("y",))
     assert store.models() == []
+
+
+@pytest.mark.parametrize("target", sorted(UNCHECKED_OPERATORS))
+def test_cannot_install_an_operator_that_reads_or_writes_outside_its_tensors(
+    tenant_programs: dict[str, Path], tmp_path: Path, target: str
+) -> None:
+    forged = with_operator(
+        tenant_programs["rolling"], tmp_path / "forged.pt2", target, UNCHECKED_OPERATORS[target]
+    )
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    with pytest.raises(ProgramRefused, match=r"private operator|trusts the indices or offsets"):
+        store.import_exported_program(forged, name="forged", inputs=SPEC, outputs=("y",))
+    assert store.models() == []
+
+
+def test_unchecked_operators_are_a_real_way_to_read_other_memory() -> None:
+    # What the rule stops: 4 stored floats viewed as a million, every other one from the heap.
+    peek = (
+        "import torch; x = torch.zeros(4); "
+        "print(torch.ops.aten._reshape_alias.default(x, [1 << 16], [1]).numel())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", peek], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == [str(1 << 16)]
