@@ -1,12 +1,14 @@
 """One (model, device) lane: its queue, its warm workers, the batcher between them.
 
-Every job carries a deadline from the moment it is queued; it fails with `JobTimedOut` at that
-deadline wherever it is (queued, batched, running), so no worker, honest or not, can hold a
-caller past it. A batch runs under the smallest time its jobs have left, and only jobs whose
-deadlines are within a factor `_DEADLINE_SPREAD` of each other share a batch: one job's short
-deadline cannot cut a long job's run to a sliver, one job's long deadline never stretches a short
-one. A batch that fails is split in halves rather than rerun job by job, so one bad input costs
-about 2·log2(batch) runs, not one per job of its batch.
+Every job carries the caller's deadline from the moment it is queued and fails with `JobTimedOut`
+at that deadline wherever it is (queued, batched, running): no worker, honest or not, holds a
+caller past it. A caller's deadline never kills a worker, though: a batch runs under the
+provider's `job_timeout_s` alone, and only that ceiling kills a worker (with its batch). Were a
+caller's deadline to kill it, a client sending jobs with tiny deadlines would make every warm worker
+start cold again, at no cost to itself and at the cost of every other client's queued jobs; letting
+a batch finish costs the provider no more than any job may (the ceiling), and a job whose deadline
+passes while queued never runs at all. A batch that fails is split in halves rather than rerun job
+by job, so one bad input costs about 2·log2(batch) runs, not one per job of its batch.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from node.logging import get_logger
 
 log = get_logger(__name__)
 LaneOutput = tuple[bytes, ExecutionProfile, float]
-_DEADLINE_SPREAD = 2.0
 # A worker that dies before serving anything (not killed for a job's deadline) waits this long, then
 # twice as long after each such death in a row, before it is replaced: a model that exits right
 # after READY must not make the node start sandboxes in a loop.
@@ -47,7 +48,6 @@ class _Job:
     deadline: float  # on the event loop's clock
     timeout_s: float
     client: str | None  # the tenant; None: a job of its own, batched with no other
-    running: bool = False  # in a batch on a worker, under a timeout that ends by the deadline
     done: asyncio.Future[LaneOutput] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -134,14 +134,13 @@ class ModelLane:
             async with asyncio.timeout_at(job.deadline):
                 return await asyncio.shield(job.done)
         except TimeoutError:
-            if not job.running:  # still queued: cancelled, so no batch takes it after its deadline
-                job.done.cancel()
-                raise job.timed_out() from None
+            # Queued: no batch takes it now. Running: its batch goes on, under the provider's
+            # ceiling, and the worker stays warm for the next job.
+            job.done.cancel()
+            raise job.timed_out() from None
         except asyncio.CancelledError:
             job.done.cancel()
             raise
-        # Its batch's own timeout ends by this deadline and kills the worker: wait for that verdict.
-        return await job.done
 
     async def close(self) -> None:
         self._closing = True
@@ -225,7 +224,6 @@ class ModelLane:
 
     def _matching(self, first: _Job, limit: int) -> list[_Job]:
         signature = first.payload.signature()
-        span = first.left_s()
         # Code that is not ours sees a whole batch: a user program batches one client's jobs only.
         ours = self.manifest.format == "builtin"
         taken = [
@@ -233,7 +231,6 @@ class ModelLane:
             for job in self._queue
             if not job.done.done()
             and job.payload.signature() == signature
-            and span / _DEADLINE_SPREAD <= job.left_s() <= span * _DEADLINE_SPREAD
             and (ours or (first.client is not None and job.client == first.client))
         ][:limit]
         for job in taken:
@@ -247,16 +244,16 @@ class ModelLane:
 
     async def _run(self, worker: WorkerHandle, batch: list[_Job]) -> None:
         started = time.perf_counter()
-        left_s = min(job.left_s() for job in batch)
-        if left_s <= 0:
-            self._idle.put_nowait(worker)
-            for job in batch:
-                self._fail([job], job.timed_out())
-            return
         for job in batch:
-            job.running = True
+            if job.left_s() <= 0:
+                self._fail([job], job.timed_out())
+        batch = [job for job in batch if not job.done.done()]
+        if not batch:
+            self._idle.put_nowait(worker)
+            return
         try:
-            outputs = await worker.run_batch([job.data for job in batch], left_s)
+            # The provider's ceiling, not a caller's deadline: only the ceiling kills a worker.
+            outputs = await worker.run_batch([job.data for job in batch], self._settings.job_timeout_s)
         except ModelFailed as exc:
             self._idle.put_nowait(worker)
             self._split(batch, exc)
@@ -285,7 +282,8 @@ class ModelLane:
         # it gets the error. Jobs whose own deadline has passed fail now.
         live = []
         for job in batch:
-            job.running = False
+            if job.done.done():  # its caller's deadline passed while it ran: already answered
+                continue
             if job.left_s() > 0:
                 live.append(job)
             else:

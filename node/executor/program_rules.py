@@ -13,9 +13,9 @@ The rules keep one job's data out of another's (a warm worker serves every clien
 mutation (in-place or `out=` operators, mutated buffers or inputs, batch norm in training mode;
 the worker also reseeds the random generator before each batch), no file reads, no operator that
 reads or writes where its arguments point without a bounds check (private operators outside a
-short list, gradients, sparse and nested layouts), no uninitialized memory (the `empty` family and `resize`, refused outright rather than trusting a
-fill that only the deterministic profile turns on), and exactly the inputs and outputs the
-manifest declares, all tensors.
+short list, gradients, sparse and nested layouts), no uninitialized memory (the `empty` family
+and `resize`, refused outright rather than trusting a fill that only the deterministic profile
+turns on), and exactly the inputs and outputs the manifest declares, all tensors.
 """
 
 from __future__ import annotations

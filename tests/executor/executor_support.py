@@ -538,10 +538,14 @@ X = {"as_tensor": {"name": "x"}}
 # scatters into) memory around `x`, in a warm worker the bytes of earlier jobs.
 UNCHECKED_OPERATORS = {
     "_reshape_alias.default": {"self": X, "size": {"as_ints": [1 << 20]}, "stride": {"as_ints": [1]}},
-    "segment_reduce.default": {"data": X, "reduce": {"as_string": "sum"}, "lengths": X, "unsafe": {"as_bool": True}},
+    "segment_reduce.default": {
+        "data": X, "reduce": {"as_string": "sum"}, "lengths": X, "unsafe": {"as_bool": True}
+    },
     "max_pool2d_with_indices_backward.default": {"grad_output": X, "self": X, "indices": X},
     "embedding_dense_backward.default": {"grad_output": X, "indices": X, "num_weights": {"as_int": 4}},
-    "_sparse_coo_tensor_with_dims_and_tensors.default": {"sparse_dim": {"as_int": 1}, "indices": X, "values": X},
+    "_sparse_coo_tensor_with_dims_and_tensors.default": {
+        "sparse_dim": {"as_int": 1}, "indices": X, "values": X
+    },
     "_nested_view_from_buffer.default": {"self": X, "nested_size": X, "nested_strides": X, "offsets": X},
 }  # fmt: skip
 

@@ -76,7 +76,9 @@ while True:
         sys.exit(0)
     rid, items = message.request_id, message.items
     outputs = [output_for(item) for item in items]
-    if behaviour == "honest":
+    if behaviour == "slow":  # an honest model that takes a second per batch
+        time.sleep(1.0)
+    if behaviour in ("honest", "slow"):
         framing.send_blocking(sock, Kind.RESULT, rid, framing.pack_items(outputs), len(outputs))
     elif behaviour == "wrong_id":
         framing.send_blocking(sock, Kind.RESULT, rid + 1, framing.pack_items(outputs), len(outputs))

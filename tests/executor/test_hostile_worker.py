@@ -179,6 +179,27 @@ async def test_one_jobs_long_timeout_does_not_stretch_its_batch(
             await long
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_cannot_make_warm_workers_start_cold_with_tiny_deadlines(
+    sandboxes: dict[SandboxMode, Sandbox], builtin_models: BuiltinModels, mode: SandboxMode
+) -> None:
+    async with hostile_pool(sandboxes, mode, builtin_models, "slow") as (pool, sandbox):
+        model = builtin_models.mlp.model_id
+        await pool.warm(model)
+        worker = pool.lanes()[model].workers()[0]
+        # The attacker: jobs whose deadlines end long before the model could answer.
+        for seed in range(3):
+            started = time.monotonic()
+            with pytest.raises(JobTimedOut, match=r"limit of 0\.1 s"):
+                await pool.run(model, mlp_input(seed=seed), timeout_s=0.1)
+            assert time.monotonic() - started < 0.5  # the caller still gets its answer at its deadline
+        # Before: each killed the warm worker, and the next client waited for a cold start.
+        assert (await pool.run(model, mlp_input(seed=9))).output
+        assert worker.alive
+        assert pool.lanes()[model].workers() == [worker]
+        assert len(sandbox.spawned) == 1
+
+
 def _marked_input(seed: int, marked: bool) -> bytes:
     return _input_with_mark(seed, "marked" if marked else "plain")
 

@@ -220,7 +220,7 @@ async def test_killed_worker_fails_its_job_clearly_and_is_replaced(
     assert [w.pid for w in lane.workers()] != [worker.pid]
 
 
-async def test_job_over_its_time_limit_is_killed_and_the_pool_serves_the_next(
+async def test_job_over_its_deadline_fails_at_it_and_its_worker_stays_warm(
     pool: ExecutorPool, builtin_models: BuiltinModels
 ) -> None:
     heavy = builtin_models.heavy.model_id
@@ -228,10 +228,10 @@ async def test_job_over_its_time_limit_is_killed_and_the_pool_serves_the_next(
     worker = pool.lanes()[heavy].workers()[0]
     with pytest.raises(JobTimedOut, match=r"limit of 0\.05 s"):
         await pool.run(heavy, mlp_input(512, features=1024), timeout_s=0.05)
-    assert not worker.alive
-    with pytest.raises(ProcessLookupError):
-        os.kill(worker.pid, 0)
+    # Only the provider's job_timeout_s kills a worker; a caller's deadline ends its own wait.
     assert (await pool.run(heavy, mlp_input(1, features=1024))).output
+    assert worker.alive
+    assert pool.lanes()[heavy].workers() == [worker]
 
 
 @pytest.mark.parametrize("mode", working_modes())

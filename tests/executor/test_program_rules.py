@@ -5,12 +5,11 @@ uninitialized memory, inputs and outputs exactly as the manifest declares them."
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import subprocess
-import sys
-
 from executor_support import CODE_PATHS, UNCHECKED_OPERATORS, rewrite_program, with_operator
 
 from node.executor.errors import ProgramRefused, UnsafeModelFile
