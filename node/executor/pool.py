@@ -57,8 +57,8 @@ class ExecutorPool:
         self.device = device
         self._sandbox = sandbox
         self._owns_sandbox = sandbox is None
-        self._lanes: dict[str, ModelLane] = {}
-        self._lane_locks: dict[str, asyncio.Lock] = {}
+        self._lanes: dict[str, ModelLane] = {}  # only lanes whose start succeeded
+        self._starting: dict[str, asyncio.Task[ModelLane]] = {}  # one start per model, shared
         # Random start: pools of other nodes on this host draw other uids (RLIMIT_NPROC is per uid).
         self._next_slot = secrets.randbelow(_SLOTS)
         self.ready = asyncio.Event()
@@ -78,6 +78,9 @@ class ExecutorPool:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        for starting in self._starting.values():
+            starting.cancel()
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
         await asyncio.gather(*(lane.close() for lane in self._lanes.values()), return_exceptions=True)
         for model_id in self._lanes:
             self.store.unpin(model_id)
@@ -143,27 +146,34 @@ class ExecutorPool:
         lane = self._lanes.get(model_id)
         if lane is not None:
             return lane
-        async with self._lane_locks.setdefault(model_id, asyncio.Lock()):
-            if model_id not in self._lanes:
-                manifest = self.store.verify(model_id)
-                self.store.pin(model_id)
-                lane = ModelLane(
-                    manifest,
-                    self.store.path(model_id),
-                    self.settings,
-                    self.sandbox,
-                    device=self.device,
-                    slots=self._take_slots,
-                )
-                self._lanes[model_id] = lane
-                try:
-                    await lane.start()
-                except BaseException:
-                    self._lanes.pop(model_id, None)
-                    self.store.unpin(model_id)
-                    await lane.close()
-                    raise
-            return self._lanes[model_id]
+        # Jobs arriving together wait on one start and share its outcome, its error included: a
+        # lane is visible to jobs only once it started, so none is queued on a lane that fails.
+        starting = self._starting.get(model_id)
+        if starting is None:
+            starting = asyncio.get_running_loop().create_task(self._start_lane(model_id))
+            self._starting[model_id] = starting
+            starting.add_done_callback(lambda _: self._starting.pop(model_id, None))
+        return await asyncio.shield(starting)
+
+    async def _start_lane(self, model_id: str) -> ModelLane:
+        manifest = self.store.verify(model_id)
+        self.store.pin(model_id)
+        lane = ModelLane(
+            manifest,
+            self.store.path(model_id),
+            self.settings,
+            self.sandbox,
+            device=self.device,
+            slots=self._take_slots,
+        )
+        try:
+            await lane.start()
+        except BaseException:
+            self.store.unpin(model_id)
+            await lane.close()
+            raise
+        self._lanes[model_id] = lane
+        return lane
 
     def _take_slots(self) -> int:
         slot, self._next_slot = self._next_slot, (self._next_slot + 1) % _SLOTS

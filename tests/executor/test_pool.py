@@ -313,3 +313,22 @@ async def test_model_that_cannot_load_gets_a_clear_error(
     with pytest.raises(WorkerCrashed, match=r"exited before it was ready(.|\n)*size mismatch"):
         await pool.run(wrong.model_id, mlp_input())
     assert (await pool.run(good.model_id, mlp_input())).output
+
+
+async def test_jobs_arriving_together_for_a_model_that_cannot_load_all_get_its_error(
+    pool: ExecutorPool, builtin_models: BuiltinModels
+) -> None:
+    store = builtin_models.store
+    good = builtin_models.mlp
+    wrong = ModelManifest.model_validate(
+        {**good.model_dump(), "name": "mismatched-together", "config": {**good.config, "hidden": 96}}
+    )
+    store.install(wrong, {"weights.safetensors": store.path(good.model_id) / "weights.safetensors"})
+    outcomes = await asyncio.gather(
+        *(pool.run(wrong.model_id, mlp_input(seed=seed)) for seed in range(4)), return_exceptions=True
+    )
+    # Before: the first job got the real error, the others "the executor is shutting down".
+    for outcome in outcomes:
+        assert isinstance(outcome, WorkerCrashed)
+        assert "size mismatch" in str(outcome)
+    assert wrong.model_id not in pool.lanes()
