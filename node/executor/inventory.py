@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,9 @@ async def take_inventory(
     ]
     proc = await asyncio.create_subprocess_exec(
         *argv,
+        # NVML counts GPUs in PCI bus order; so must torch, or one GPU's health is told of another
+        # and `cuda:N` would name a different GPU here than in the sandbox (`gpu_binding`).
+        env={**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,

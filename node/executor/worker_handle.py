@@ -18,6 +18,7 @@ from node.config import ExecutorSettings
 from node.executor import framing
 from node.executor.errors import JobTimedOut, ModelFailed, WorkerCrashed
 from node.executor.framing import AsyncChannel, Kind
+from node.executor.gpu_binding import gpu_binding
 from node.executor.json_depth import too_deep
 from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.profile import ExecutionProfile
@@ -104,6 +105,7 @@ class WorkerHandle:
         slot: int = 0,
     ) -> WorkerHandle:
         started = time.perf_counter()
+        gpu = gpu_binding(device)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Opened here and inherited: the sandbox sees the model's bytes, never the store's paths.
         model_fds = {
@@ -129,15 +131,15 @@ class WorkerHandle:
         env = {"OMP_NUM_THREADS": str(settings.threads), "MKL_NUM_THREADS": str(settings.threads)}
         if settings.cpu_capability:
             env["ATEN_CPU_CAPABILITY"] = settings.cpu_capability
-        if device.startswith("cuda"):
+        if device != "cpu":
             # Only this GPU's device node is bound in, so inside it is the one visible GPU, cuda:0.
-            env["CUDA_VISIBLE_DEVICES"] = _gpu_index(device)
+            env.update(gpu.env)
             env["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         spec = SandboxSpec(
             argv=argv,
             limits=limits_from(settings, device),
             env=env,
-            devices=_device_nodes(device),
+            devices=gpu.nodes,
             pass_fds=(theirs.fileno(), *model_fds.values()),
             slot=slot,
         )
@@ -359,17 +361,5 @@ def _max_result(settings: ExecutorSettings, items: int) -> int:
     return items * (settings.max_output_bytes + framing.ITEM_LEN.size)
 
 
-def _gpu_index(device: str) -> str:
-    return device.partition(":")[2] or "0"
-
-
 def _device_inside(device: str) -> str:
     return "cuda:0" if device.startswith("cuda") else device
-
-
-def _device_nodes(device: str) -> tuple[str, ...]:
-    if not device.startswith("cuda"):
-        return ()
-    index = _gpu_index(device)
-    shared = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
-    return tuple(p for p in (f"/dev/nvidia{index}", *shared) if Path(p).exists())
