@@ -72,6 +72,10 @@ _STATEFUL = frozenset(
     }
 )
 _FILE_IO = frozenset({"from_file"})
+# Page-locked host memory is pinned by the GPU driver, outside what the sandbox's limits count.
+_PINNING = frozenset({"pin_memory"})
+# Devices a program may name: the lane's own (cpu, or its one GPU, cuda:0 inside the sandbox).
+_DEVICE_TYPES = frozenset({"cpu", "cuda"})
 # Private operators skip the checks their public callers make (`_reshape_alias` takes any strides
 # without a bounds check, `_sparse_coo_tensor_unsafe` any indices): only those torch.export writes
 # for inference, each checked here like its public twin, may appear.
@@ -321,6 +325,9 @@ def _check_aten(name: str, overload: str, node: dict[str, Any]) -> None:
             f"{op} trusts the indices or offsets it is given: it could read or write outside "
             "its tensors (another job's data in a warm worker)"
         )
+    pinned = any(item["name"] == "pin_memory" and item["arg"] == {"as_bool": True} for item in node["inputs"])
+    if name in _PINNING or pinned:
+        raise ProgramRefused(f"{op} pins host memory, which the sandbox's memory limit does not bound")
     if name in _FILE_IO:
         raise ProgramRefused(f"{op} reads files: a program computes from its inputs and weights only")
     if name in _STATEFUL and overload not in ("no_stats", "functional"):
@@ -354,6 +361,9 @@ def _check_input(arg: dict[str, Any], defined: set[str]) -> None:
     elif kind in _SYM_LIST_KINDS:
         for item in _list(value, kind):
             _check_sym(item, defined)
+    elif kind == "as_device":
+        if value.get("type") not in _DEVICE_TYPES or value.get("index") not in (None, 0):
+            raise ProgramRefused(f"device {str(value)[:80]} is not the job's own device")
     elif kind not in _VALUE_KINDS:
         raise ProgramRefused(
             f"argument of kind {kind!r} is not allowed (graphs, objects and operators are refused)"

@@ -548,6 +548,15 @@ UNCHECKED_OPERATORS = {
     },
     "_nested_view_from_buffer.default": {"self": X, "nested_size": X, "nested_strides": X, "offsets": X},
 }  # fmt: skip
+# Operators that reach past the sandbox's limits or its one device.
+DEVICE_OPERATORS = {
+    "pin_memory.default": {"self": X},
+    "_to_copy.default": {"self": X, "pin_memory": {"as_bool": True}},
+    "to.device": {
+        "self": X, "device": {"as_device": {"type": "cuda", "index": 1}}, "dtype": {"as_scalar_type": 7}
+    },
+    "clone.default": {"self": X, "device": {"as_device": {"type": "privateuseone", "index": None}}},
+}  # fmt: skip
 
 
 def random_program(path: Path) -> Path:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from executor_support import CODE_PATHS, UNCHECKED_OPERATORS, rewrite_program, with_operator
+from executor_support import CODE_PATHS, DEVICE_OPERATORS, UNCHECKED_OPERATORS, rewrite_program, with_operator
 
 from node.executor.errors import ProgramRefused, UnsafeModelFile
 from node.executor.manifest import TensorSpec
@@ -109,3 +109,16 @@ def test_unchecked_operators_are_a_real_way_to_read_other_memory() -> None:
         [sys.executable, "-c", peek], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.split() == [str(1 << 16)]
+
+
+@pytest.mark.parametrize("target", sorted(DEVICE_OPERATORS))
+def test_cannot_install_an_operator_that_pins_memory_or_names_another_device(
+    tenant_programs: dict[str, Path], tmp_path: Path, target: str
+) -> None:
+    forged = with_operator(
+        tenant_programs["rolling"], tmp_path / "forged.pt2", target, DEVICE_OPERATORS[target]
+    )
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    with pytest.raises(ProgramRefused, match=r"pins host memory|is not the job's own device"):
+        store.import_exported_program(forged, name="forged", inputs=SPEC, outputs=("y",))
+    assert store.models() == []
