@@ -6,7 +6,7 @@
 Inputs are checked (size, format, fit to the model, and the value ranges our built-in models take)
 before they are queued, off the event loop when they are large, so a bad input fails alone
 before it can share a batch. Every job runs under `executor.job_timeout_s` at most: a caller's
-deadline may shorten it, never extend it. Batchable
+deadline may shorten its wait, never extend it, and never kills a warm worker (`lane`). Batchable
 models get dynamic batching: a free worker takes every queued job of the same shape, up to
 `max_batch`, waiting up to `max_batch_wait_ms` for more only while jobs are arriving together.
 """

@@ -493,7 +493,8 @@ def _check_record(fqn: str, record: TensorRecord, meta: dict[str, Any], members:
     extent = record.offset + sum(
         (size - 1) * stride for size, stride in zip(record.sizes, record.strides, strict=True)
     )
-    if nbytes % DTYPE_SIZES[record.dtype] or (nbytes and 0 not in record.sizes and extent >= numel):
+    # No stored bytes: only a tensor with no elements (else the loader would make zeros of any size).
+    if nbytes % DTYPE_SIZES[record.dtype] or (0 not in record.sizes and extent >= numel):
         raise UnsafeModelFile(f"tensor {fqn!r} reaches outside its {nbytes} stored bytes")
 
 

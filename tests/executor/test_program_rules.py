@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from executor_support import CODE_PATHS, DEVICE_OPERATORS, UNCHECKED_OPERATORS, rewrite_program, with_operator
+from executor_support import (
+    CODE_PATHS,
+    DEVICE_OPERATORS,
+    UNCHECKED_OPERATORS,
+    _add_constant,
+    _raw_meta,
+    rewrite_program,
+    with_operator,
+)
 
 from node.executor.errors import ProgramRefused, UnsafeModelFile
 from node.executor.manifest import TensorSpec
@@ -121,4 +129,18 @@ def test_cannot_install_an_operator_that_pins_memory_or_names_another_device(
     store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
     with pytest.raises(ProgramRefused, match=r"pins host memory|is not the job's own device"):
         store.import_exported_program(forged, name="forged", inputs=SPEC, outputs=("y",))
+    assert store.models() == []
+
+
+def test_cannot_install_a_tensor_whose_shape_promises_more_than_its_bytes(
+    clean_program: Path, tmp_path: Path
+) -> None:
+    # No bytes stored, four TiB declared: the loader would have filled the gap with zeros.
+    ghost = {"path_name": "tensor_9", "use_pickle": False, "tensor_meta": _raw_meta(1 << 40, dtype=7)}
+    forged = rewrite_program(
+        clean_program, tmp_path / "ghost.pt2", lambda m: _add_constant(m, "ghost", ghost, b"")
+    )
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    with pytest.raises(UnsafeModelFile, match=r"tensor 'ghost' reaches outside its 0 stored bytes"):
+        store.import_exported_program(forged, name="ghost", inputs=SPEC, outputs=("y",))
     assert store.models() == []
