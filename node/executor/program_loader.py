@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from node.executor.errors import ProgramRefused, UnsafeModelFile
+from node.executor.pickle_scan import check_exported_program
 from node.executor.program_rules import ProgramArchive, TensorRecord, check_program, read_program
 
 _DTYPES = {
@@ -83,14 +84,17 @@ def _checked(data: bytes, *, inputs: int, outputs: int) -> tuple[ProgramArchive,
 
 def main(argv: list[str]) -> int:
     """`python -m node.executor.program_loader FILE --inputs N --outputs M`: the store's check at
-    install, the worker's own minus running anything; prints the refusal as JSON, exits 1."""
+    install (the pickle scan, then the worker's own check minus running anything); prints the
+    refusal as JSON, exits 1."""
     parser = argparse.ArgumentParser()
     parser.add_argument("program", type=Path)
     parser.add_argument("--inputs", type=int, required=True)
     parser.add_argument("--outputs", type=int, required=True)
     args = parser.parse_args(argv)
     try:
-        _checked(args.program.read_bytes(), inputs=args.inputs, outputs=args.outputs)
+        data = args.program.read_bytes()
+        check_exported_program(data, max_unpacked=8 * max(len(data), 2**20))
+        _checked(data, inputs=args.inputs, outputs=args.outputs)
     except (UnsafeModelFile, ProgramRefused) as exc:
         error = {"error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
         sys.stdout.write(json.dumps(error) + "\n")

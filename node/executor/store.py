@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,14 +27,16 @@ from node.executor.manifest import (
     normalize_model_id,
     parse_manifest,
 )
-from node.executor.pickle_scan import check_exported_program, looks_like_pickle
-from node.executor.program_rules import check_program, read_program
+from node.executor.pickle_scan import looks_like_pickle
 from node.executor.wire import parse_payload
 from node.logging import get_logger
 
 log = get_logger(__name__)
 PROGRAM_FILE = "program.pt2"
 _STAGING = ".staging"
+# What the install check's torch subprocess may use, before the archive's own share (16x its size).
+_CHECK_MEMORY_BYTES = 2 * 2**30
+_CHECK_TIMEOUT_S = 300
 
 
 class ModelStore:
@@ -206,12 +209,7 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
     if manifest.format == "torch_export":
         if set(files) != {PROGRAM_FILE}:
             raise ModelStoreError(f"a torch_export model has exactly one file, {PROGRAM_FILE}")
-        data = files[PROGRAM_FILE].read_bytes()
-        max_unpacked = 8 * max(len(data), 2**20)
-        check_exported_program(data, max_unpacked=max_unpacked)
-        program = read_program(data, max_unpacked=max_unpacked)
-        check_program(program, inputs=len(manifest.inputs), outputs=len(manifest.outputs))
-        _check_operators(files[PROGRAM_FILE], manifest)
+        _check_program(files[PROGRAM_FILE], manifest, size=files[PROGRAM_FILE].stat().st_size)
         return
     if manifest.architecture not in BUILTIN_ARCHITECTURES:
         raise ModelStoreError(
@@ -231,12 +229,24 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
             raise ModelStoreError(f"{name} is not a valid safetensors file: {exc.message}") from exc
 
 
-def _check_operators(program: Path, manifest: ModelManifest) -> None:
-    """The worker's own check, ATen schemas included (only torch knows which operators write to an
-    argument), in a torch subprocess: nothing from the file is run, the node never imports torch."""
+def _check_program(program: Path, manifest: ModelManifest, *, size: int) -> None:
+    """The pickle scan, then the worker's own check (`program_rules` and the ATen schemas: only torch
+    knows which operators write to an argument), in a torch subprocess: nothing from the file is
+    run, the node never imports torch, and the archive is unpacked and its JSON parsed there alone,
+    under a memory and a time limit: a few MB can unpack to JSON that takes gigabytes as objects."""
     argv = [sys.executable, "-m", "node.executor.program_loader", str(program)]
     argv += ["--inputs", str(len(manifest.inputs)), "--outputs", str(len(manifest.outputs))]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    memory = _CHECK_MEMORY_BYTES + 16 * size
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, check=False, preexec_fn=limit, timeout=_CHECK_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelStoreError(f"checking program {manifest.name} took over {_CHECK_TIMEOUT_S} s") from None
     if done.returncode == 0:
         return
     try:

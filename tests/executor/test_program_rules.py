@@ -144,3 +144,37 @@ def test_cannot_install_a_tensor_whose_shape_promises_more_than_its_bytes(
     with pytest.raises(UnsafeModelFile, match=r"tensor 'ghost' reaches outside its 0 stored bytes"):
         store.import_exported_program(forged, name="ghost", inputs=SPEC, outputs=("y",))
     assert store.models() == []
+
+
+@pytest.mark.parametrize(
+    ("member", "key"),
+    [("models/model.json", b"graph_module"), ("data/weights/model_weights_config.json", b"config")],
+)
+def test_installing_a_json_bomb_costs_the_node_no_memory(
+    clean_program: Path, tmp_path: Path, member: str, key: bytes
+) -> None:
+    # 24 MB of `{},`: eight million dicts, ~700 MB as Python objects. Before, the node parsed it in
+    # its own process (the pickle scan reads every config); now only the checking subprocess does.
+    def bomb(members: dict[str, bytes]) -> None:
+        members[member] = b'{"' + key + b'": [' + b"{}," * (8 << 20) + b"{}]}"
+
+    forged = rewrite_program(clean_program, tmp_path / "bomb.pt2", bomb)
+    install = (
+        "import sys; from pathlib import Path; from node.executor.manifest import TensorSpec\n"
+        "from node.executor.store import ModelStore\n"
+        "spec = (TensorSpec(name='x', dtype='F32', shape=(None, 4)),)\n"
+        "store = ModelStore(Path(sys.argv[1]), capacity_bytes=2**30)\n"
+        "try:\n"
+        "    store.import_exported_program(Path(sys.argv[2]), name='bomb', inputs=spec, outputs=('y',))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+        # This process's own peak (ru_maxrss would count the forking parent's pages too).
+        "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
+        "print(int(peak.split()[1]) // 1024)\n"
+    )
+    argv = [sys.executable, "-c", install, str(tmp_path / "store"), str(forged)]
+    refused, peak_mib = subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split()
+    assert refused == "UnsafeModelFile"
+    assert int(peak_mib) < 300
