@@ -26,37 +26,38 @@ from node.chain.follower import EventFollower
 from node.chain.keys import NodeKey, unlock_keystore
 from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
+from node.client.jobs import ClientJobs
+from node.client.matching import Matchmaker
+from node.client.payments import VoucherBook
+from node.client.pipeline import ClientPipeline
 from node.config import Settings
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
 from node.discovery.registry_view import CachedRegistryView
 from node.discovery.service import DiscoveryService
+from node.domain.service import NodeServices
+from node.domain.state import Role
 from node.errors import ConfigError, GpunodeError
 from node.executor.inventory import Inventory, take_inventory
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
-from node.jobs.blobs import JobBlobs, ReceiptFiles
-from node.jobs.client import ClientJobs
-from node.jobs.events import JobEvents
-from node.jobs.matching import Matchmaker
-from node.jobs.models import Models
-from node.jobs.node_info import NodeInfo, ProviderInfo
-from node.jobs.onchain import FOLLOWER_NAME, OnchainJobs
-from node.jobs.payments import VoucherBook
-from node.jobs.pipeline import ClientPipeline
-from node.jobs.provider import ProviderJobs
-from node.jobs.runner import JobRunner
-from node.jobs.service import NodeServices
-from node.jobs.state import Role
+from node.jobstore.blobs import JobBlobs, ReceiptFiles
+from node.jobstore.events import JobEvents
 from node.logging import get_logger
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
+from node.provider.info import ProviderInfo
+from node.provider.jobs import ProviderJobs
+from node.provider.models import Models
+from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
+from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy
 from node.settlement.client import ClientSettlement
 from node.settlement.policy import RedemptionPolicy
 from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
+from node.status import NodeInfo
 from node.storage import Database
 from node.types import Hash32, sha256
 

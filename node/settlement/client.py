@@ -3,14 +3,14 @@ escrow of attempts that failed is refunded after its deadline and withdrawn."""
 
 from __future__ import annotations
 
+from node.chain.job_logs import ChainOutcome, chain_outcome
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
+from node.client.payments import escrow_terms, receipt_job_id
+from node.domain.state import AttemptOutcome, JobEvent, JobState, PaymentPath, Refunded, Role, Settled
 from node.errors import ChainError
-from node.jobs.events import JobEvents
-from node.jobs.onchain import ChainOutcome, chain_outcome
-from node.jobs.payments import escrow_terms, receipt_job_id
-from node.jobs.state import AttemptOutcome, JobEvent, JobState, PaymentPath, Refunded, Role, Settled
+from node.jobstore.events import JobEvents
 from node.logging import get_logger
 from node.settlement.chain_time import chain_time
 from node.storage import Database, JobRecord

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from node.chain.job_logs import ChainOutcome, chain_outcome
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.service import SettlementReport
+from node.domain.state import Failed, JobEvent, JobState, PaymentPath, PaymentReceived, Role
 from node.errors import ChainError, SettlementError
-from node.jobs.events import JobEvents
-from node.jobs.onchain import ChainOutcome, chain_outcome
-from node.jobs.service import SettlementReport
-from node.jobs.state import Failed, JobEvent, JobState, PaymentPath, PaymentReceived, Role
+from node.jobstore.events import JobEvents
 from node.logging import get_logger
 from node.settlement.chain_time import chain_time
 from node.settlement.policy import RedemptionPolicy, due_vouchers

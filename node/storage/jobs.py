@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from node.jobs.state import (
+from node.domain.records import JobEventRecord, JobRecord, NewJob, SignedReceipt, SignedVoucher
+from node.domain.state import (
     TERMINAL_STATES,
     Attempt,
     AttemptOutcome,
@@ -30,7 +31,6 @@ from node.logging import get_logger
 from node.storage.errors import DuplicateRecord, InvalidRecord, StaleJobVersion, UnknownJob
 from node.storage.models import JOB_ATTEMPTS, JOB_EVENTS, JOBS, AnyRow, JobEventRow, JobRow
 from node.storage.receipts import checked_receipt, save_receipt
-from node.storage.records import JobEventRecord, JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.storage.session import Transactions
 from node.storage.validation import check_hash, check_wei, checked_address
 from node.storage.vouchers import checked_voucher, record_voucher

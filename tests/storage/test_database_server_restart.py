@@ -7,7 +7,7 @@ import os
 import pytest
 from postgres_cluster import PostgresCluster
 
-from node.jobs.state import JobState, Matched, PaymentPath, Role
+from node.domain.state import JobState, Matched, PaymentPath, Role
 from node.storage import Database, NewJob
 from node.storage.errors import DatabaseUnavailable
 from node.types import Address, Hash32

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from eth_utils.address import to_checksum_address
 
-from node.jobs.state import (
+from node.domain.state import (
     Attempt,
     AttemptOutcome,
     Cancelled,

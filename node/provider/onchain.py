@@ -1,24 +1,19 @@
-"""On-chain jobs on the provider: the dApp path (follow `JobRequested`, claim, run, submit) and
-the chain look-ups both paths share (a job's terms, how a job ended)."""
+"""On-chain jobs on the provider: the dApp path (follow `JobRequested`, claim, run, submit)."""
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-from hexbytes import HexBytes
-
 from node.chain.follower import ChainEvent, EventFollower
-from node.chain.market import JobMarket, JobTerms, job_requested_from_log
+from node.chain.market import JobMarket, JobTerms
 from node.chain.registry import ZERO_ADDRESS
+from node.domain.state import PaymentPath, Role
 from node.errors import ChainError, ExecutorError, GpunodeError
-from node.jobs.blobs import JobBlobs
-from node.jobs.runner import JobRunner
-from node.jobs.state import PaymentPath, Role
+from node.jobstore.blobs import JobBlobs
 from node.logging import get_logger
+from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy, Claim, ClaimContext, OnChainJob, should_claim
 from node.storage import NewJob
 from node.types import Address, Hash32
@@ -26,40 +21,6 @@ from node.types import Address, Hash32
 log = get_logger(__name__)
 
 FOLLOWER_NAME = "provider-onchain-jobs"
-
-
-class ChainOutcome(enum.StrEnum):
-    FINALIZED = "finalized"
-    REFUNDED = "refunded"
-
-
-async def _logs_for(market: JobMarket, event: str, job_id: Hash32) -> list[Any]:
-    topic = market.contract.events[event]().topic
-    return await market.client.get_logs(
-        {
-            "address": to_checksum_address(market.address),
-            "fromBlock": 0,
-            "toBlock": "latest",
-            "topics": [topic, HexBytes(job_id).to_0x_hex()],
-        }
-    )
-
-
-async def find_terms(market: JobMarket, job_id: Hash32) -> JobTerms | None:
-    """The terms of an on-chain job, from its `JobRequested` event (jobId is an indexed topic)."""
-    requested = market.contract.events.JobRequested()
-    for entry in await _logs_for(market, "JobRequested", job_id):
-        return job_requested_from_log(requested.process_log(entry)).terms
-    return None
-
-
-async def chain_outcome(market: JobMarket, job_id: Hash32) -> ChainOutcome | None:
-    """How an on-chain job ended, or None while it is still live (or was never requested)."""
-    if await _logs_for(market, "JobFinalized", job_id):
-        return ChainOutcome.FINALIZED
-    if await _logs_for(market, "JobRefunded", job_id):
-        return ChainOutcome.REFUNDED
-    return None
 
 
 class OnchainJobs:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
 from node.chain.keys import NodeKey
-from node.jobs.payments import VoucherBook, escrow_salt, escrow_terms, receipt_job_id
-from node.jobs.state import JobStatus, PaymentPath, Role
+from node.client.payments import VoucherBook, escrow_salt, escrow_terms, receipt_job_id
+from node.domain.state import JobStatus, PaymentPath, Role
 from node.storage import JobRecord
 from node.types import Address, Hash32
 

@@ -10,11 +10,11 @@ from collections import Counter
 
 import pytest
 
+from node.client.matching import Matchmaker
 from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer, ProviderAdvert
 from node.discovery.directory import Directory
 from node.errors import SchedulerError
 from node.executor.errors import UnknownModel
-from node.jobs.matching import Matchmaker
 from node.types import Address, Hash32
 
 MODEL = Hash32(b"\x05" * 32)

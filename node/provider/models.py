@@ -6,11 +6,11 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from node.domain.service import ModelUpload, ModelView
 from node.errors import ModelStoreError
 from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
-from node.jobs.service import ModelUpload, ModelView
 
 
 class Models:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node.jobs.payments import receipt_job_id
-from node.jobs.service import AttemptView, JobView, ReceiptView
-from node.jobs.state import JobState, PaymentPath
+from node.client.payments import receipt_job_id
+from node.domain.service import AttemptView, JobView, ReceiptView
+from node.domain.state import JobState, PaymentPath
 from node.storage import JobRecord, StoredReceipt
 from node.types import Address
 

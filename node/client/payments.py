@@ -18,7 +18,7 @@ from collections import defaultdict
 from node.chain.eip712 import Eip712Domain, sign_voucher
 from node.chain.market import JobTerms
 from node.chain.registry import ZERO_ADDRESS
-from node.jobs.state import PaymentPath
+from node.domain.state import PaymentPath
 from node.storage import JobRecord, SignedVoucher
 from node.types import Address, Hash32, Voucher
 

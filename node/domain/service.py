@@ -1,8 +1,8 @@
 """The node's façade: what the gRPC API and the CLI call, as typed protocols and frozen views.
 
 Nothing here does I/O. The composition root (`node.app`) builds the implementations
-(`node.jobs.client.ClientJobs`, `node.jobs.provider.ProviderJobs`, `node.jobs.models.Models`,
-`node.jobs.node_info.NodeInfo`) and hands them over bundled as `NodeServices`. Every method raises
+(`node.client.jobs.ClientJobs`, `node.provider.jobs.ProviderJobs`, `node.provider.models.Models`,
+`node.provider.info.NodeInfo`) and hands them over bundled as `NodeServices`. Every method raises
 only errors from `node.errors`' tree, each with a message a user can act on:
 
 - `JobError` — unknown job id, cancel of a job that has been paid for or has finished;
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.executor.manifest import TensorSpec
-from node.jobs.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.types import Address, ResultReceipt
 
 # A client's spec may ask for at most this long; longer jobs belong on the chain with a deadline.

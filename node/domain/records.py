@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from node.jobs.state import JobEvent, JobState, JobStatus, PaymentPath, Role
+from node.domain.state import JobEvent, JobState, JobStatus, PaymentPath, Role
 from node.types import Address, Hash32, ResultReceipt, Voucher
 
 

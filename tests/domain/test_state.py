@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.errors import JobError
-from node.jobs.state import (
+from node.domain.state import (
     CLIENT_STATES,
     EVENT_TYPES,
     ROLE_STATES,
@@ -41,6 +40,7 @@ from node.jobs.state import (
     replay,
     transition,
 )
+from node.errors import JobError
 from node.types import Address
 
 A = Address("0x" + "aa" * 20)

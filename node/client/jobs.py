@@ -13,15 +13,15 @@ import time
 from collections.abc import AsyncIterator
 
 from node.chain.market import GWEI
+from node.client.payments import receipt_job_id
+from node.client.pipeline import ClientPipeline
+from node.client.views import has_result, job_view
+from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
+from node.domain.state import Cancelled, Failed, JobState, JobTransitionError, PaymentPath, Role
 from node.errors import GpunodeError, JobError, SettlementError
 from node.executor.errors import InputTooLarge
 from node.executor.manifest import normalize_model_id
-from node.jobs.events import records_until_terminal
-from node.jobs.payments import receipt_job_id
-from node.jobs.pipeline import ClientPipeline
-from node.jobs.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
-from node.jobs.state import Cancelled, Failed, JobState, JobTransitionError, PaymentPath, Role
-from node.jobs.views import has_result, job_view
+from node.jobstore.events import records_until_terminal
 from node.logging import get_logger
 from node.storage import Database, JobRecord, NewJob
 from node.storage.errors import InvalidRecord, UnknownJob

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from node.chain.eip712 import Eip712Domain, sign_receipt
 from node.chain.keys import NodeKey
+from node.domain.state import Failed, JobEvent, JobState, ResultDelivered, ResultSigned, Started
 from node.errors import ExecutorError
 from node.executor.pool import ExecutorPool
 from node.executor.result import ExecutionResult, build_receipt
-from node.jobs.events import JobEvents
-from node.jobs.state import Failed, JobEvent, JobState, ResultDelivered, ResultSigned, Started
+from node.jobstore.events import JobEvents
 from node.logging import get_logger
 from node.scheduler import ProviderLoad
 from node.storage import Database, JobRecord, SignedReceipt

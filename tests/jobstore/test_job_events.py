@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from node.jobs.events import JobEvents, records_until_terminal
-from node.jobs.state import JobState, JobStatus, PaymentPath, Role
+from node.domain.state import JobState, JobStatus, PaymentPath, Role
+from node.jobstore.events import JobEvents, records_until_terminal
 from node.storage import JobRecord
 from node.types import Hash32
 

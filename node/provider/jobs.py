@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
+from node.chain.job_logs import find_terms
 from node.chain.market import JobMarket, JobTerms
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.state import JobState, PaymentPath, Role
 from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
 from node.executor.manifest import normalize_model_id
-from node.jobs.onchain import find_terms
-from node.jobs.runner import JobRunner
-from node.jobs.state import JobState, PaymentPath, Role
 from node.logging import get_logger
 from node.p2p.identity import peer_id_to_address
 from node.p2p.job_messages import (
@@ -38,6 +37,7 @@ from node.p2p.job_messages import (
     OnchainPayment,
     VoucherPayment,
 )
+from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
 from node.storage import JobRecord, NewJob, SignedVoucher
 from node.types import Address, Hash32, Voucher, sha256

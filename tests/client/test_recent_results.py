@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.jobs.recent import RecentResults
+from node.client.recent import RecentResults
 from node.storage import StoredReceipt
 from node.types import Address, Hash32, ResultReceipt
 

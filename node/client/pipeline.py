@@ -17,21 +17,10 @@ from dataclasses import dataclass, field
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
-from node.errors import (
-    ChainError,
-    GpunodeError,
-    P2PError,
-    PeerTimeout,
-    SchedulerError,
-    StorageError,
-    TransactionReverted,
-)
-from node.jobs.blobs import JobBlobs, ReceiptFiles
-from node.jobs.events import JobEvents
-from node.jobs.matching import Matchmaker
-from node.jobs.payments import MAX_ATTEMPTS, VoucherBook, escrow_terms, receipt_job_id
-from node.jobs.recent import RecentResults
-from node.jobs.state import (
+from node.client.matching import Matchmaker
+from node.client.payments import MAX_ATTEMPTS, VoucherBook, escrow_terms, receipt_job_id
+from node.client.recent import RecentResults
+from node.domain.state import (
     AttemptOutcome,
     Failed,
     JobEvent,
@@ -46,6 +35,17 @@ from node.jobs.state import (
     Settled,
     Started,
 )
+from node.errors import (
+    ChainError,
+    GpunodeError,
+    P2PError,
+    PeerTimeout,
+    SchedulerError,
+    StorageError,
+    TransactionReverted,
+)
+from node.jobstore.blobs import JobBlobs, ReceiptFiles
+from node.jobstore.events import JobEvents
 from node.logging import get_logger
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (

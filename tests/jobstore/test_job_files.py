@@ -9,7 +9,7 @@ import pytest
 
 from node.chain.keys import NodeKey
 from node.errors import JobError
-from node.jobs.blobs import JobBlobs, ReceiptFiles
+from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.types import Address, Hash32, ResultReceipt, sha256
 
 
