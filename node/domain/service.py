@@ -2,7 +2,7 @@
 
 Nothing here does I/O. The composition root (`node.app`) builds the implementations
 (`node.client.jobs.ClientJobs`, `node.provider.jobs.ProviderJobs`, `node.provider.models.Models`,
-`node.provider.info.NodeInfo`) and hands them over bundled as `NodeServices`. Every method raises
+`node.status.NodeInfo`) and hands them over bundled as `NodeServices`. Every method raises
 only errors from `node.errors`' tree, each with a message a user can act on:
 
 - `JobError` — unknown job id, cancel of a job that has been paid for or has finished;
