@@ -17,7 +17,7 @@ from node.client.payments import receipt_job_id
 from node.client.pipeline import ClientPipeline
 from node.client.views import has_result, job_view
 from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
-from node.domain.state import Cancelled, Failed, JobState, JobTransitionError, PaymentPath, Role
+from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
 from node.errors import GpunodeError, JobError, SettlementError
 from node.executor.errors import InputTooLarge
 from node.executor.manifest import normalize_model_id
@@ -245,12 +245,12 @@ class ClientJobs:
                 receipt, output = recent
             elif status.payment is PaymentPath.ESCROW:
                 receipt = await self.pipeline.receipts.get(receipt_id)
-            elif record.state is not JobState.RESULT:
+            elif record.state is not ClientState.RESULT:
                 # A voucher job's receipt is stored with its verification, never before.
                 receipt = await self.db.run(self.db.receipts.get, receipt_id, status.attempts[-1].provider)
             if receipt is not None and output is None:
                 output = await self.pipeline.blobs.get(receipt.receipt.output_hash)
-        verified = record.state in (JobState.VERIFIED, JobState.SETTLED)
+        verified = record.state in (ClientState.VERIFIED, ClientState.SETTLED)
         price = None
         if status.attempts and record.role is Role.CLIENT:
             price = self.pipeline.prices.get((record.job_id, status.attempts[-1].provider))

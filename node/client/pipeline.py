@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from node.chain.eip712 import verify_receipt
@@ -22,9 +23,9 @@ from node.client.payments import MAX_ATTEMPTS, VoucherBook, escrow_terms, receip
 from node.client.recent import RecentResults
 from node.domain.state import (
     AttemptOutcome,
+    ClientState,
     Failed,
     JobEvent,
-    JobState,
     Matched,
     PaymentMade,
     PaymentPath,
@@ -34,6 +35,7 @@ from node.domain.state import (
     Sent,
     Settled,
     Started,
+    State,
 )
 from node.errors import (
     ChainError,
@@ -147,9 +149,9 @@ class ClientPipeline:
 
     async def _recover(self, record: JobRecord) -> JobRecord:
         """A job found mid-flight at start: the request and its answer were lost with the process."""
-        if record.state in (JobState.SENT, JobState.RUNNING):
+        if record.state in (ClientState.SENT, ClientState.RUNNING):
             return await self._lose(record, AttemptOutcome.DIED, "the client restarted while the job ran")
-        if record.state is JobState.RESULT:
+        if record.state is ClientState.RESULT:
             return await self._lose(
                 record, AttemptOutcome.BAD_RESULT, "the client restarted before checking the result"
             )
@@ -468,9 +470,9 @@ class _Progress:
 def _to_running(record: JobRecord) -> tuple[JobEvent, ...]:
     """The moves a job still needs to be running: a fast job may finish before its accepted and
     progress frames were recorded."""
-    if record.state is JobState.PAID:
+    if record.state is ClientState.PAID:
         return (Sent(), Started())
-    if record.state is JobState.SENT:
+    if record.state is ClientState.SENT:
         return (Started(),)
     return ()
 
@@ -488,9 +490,10 @@ def _no_provider_reason(exc: GpunodeError, last_error: str | None) -> str:
     return f"{exc}; the last provider tried failed with {last_error}"
 
 
-_STEPS = {
-    JobState.SUBMITTED: ClientPipeline._match,
-    JobState.MATCHED: ClientPipeline._pay,
-    JobState.PAID: ClientPipeline._send,
-    JobState.VERIFIED: ClientPipeline._settle_voucher_job,
+_Step = Callable[["ClientPipeline", JobRecord], Awaitable[JobRecord | None]]
+_STEPS: Mapping[State, _Step] = {
+    ClientState.SUBMITTED: ClientPipeline._match,
+    ClientState.MATCHED: ClientPipeline._pay,
+    ClientState.PAID: ClientPipeline._send,
+    ClientState.VERIFIED: ClientPipeline._settle_voucher_job,
 }

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from node.client.payments import receipt_job_id
 from node.domain.service import AttemptView, JobView, ReceiptView
-from node.domain.state import JobState, PaymentPath
+from node.domain.state import ClientState, JobState, PaymentPath
 from node.storage import JobRecord, StoredReceipt
 from node.types import Address
 
-_HAS_RESULT = frozenset({JobState.RESULT, JobState.VERIFIED, JobState.SETTLED})
+_HAS_RESULT = frozenset({ClientState.RESULT, ClientState.VERIFIED, ClientState.SETTLED})
 
 
 def job_view(
@@ -30,7 +30,7 @@ def job_view(
         role=status.role,
         model_id=record.model_id.hex(),
         payment=status.payment,
-        state=status.state,
+        state=JobState(status.state),
         terminal=status.terminal,
         attempts=tuple(AttemptView(a.provider, a.paid, a.outcome) for a in status.attempts),
         provider=None if current is None else current.provider,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from node.domain.state import JobEvent, JobState, JobStatus, PaymentPath, Role
+from node.domain.state import JobEvent, JobState, JobStatus, PaymentPath, Role, State
 from node.types import Address, Hash32, ResultReceipt, Voucher
 
 
@@ -40,7 +40,7 @@ class JobRecord:
     updated_at: float
 
     @property
-    def state(self) -> JobState:
+    def state(self) -> State:
         return self.status.state
 
     @property

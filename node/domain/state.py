@@ -1,5 +1,8 @@
 """The job state machine: one pure function for both payment paths and both sides of a job.
 
+Each role has its own states (`ClientState`, `ProviderState`): `paid` on the client means this
+attempt is paid for, on the provider that the provider was paid (terminal).
+
 Client side (the node that submits and pays)::
 
     submitted → matched → paid → sent → running → result → verified → settled
@@ -42,7 +45,43 @@ class PaymentPath(enum.StrEnum):
     ESCROW = "escrow"
 
 
+class ClientState(enum.StrEnum):
+    """Where a job stands on the client (the node that submits and pays)."""
+
+    SUBMITTED = "submitted"
+    MATCHED = "matched"
+    PAID = "paid"  # this attempt is paid for: the voucher is signed or the escrow is on-chain
+    SENT = "sent"
+    RUNNING = "running"
+    RESULT = "result"
+    VERIFIED = "verified"
+    SETTLED = "settled"
+    REFUNDED = "refunded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ProviderState(enum.StrEnum):
+    """Where a job stands on the provider (the node that runs it)."""
+
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    SIGNED = "signed"
+    DELIVERED = "delivered"
+    PAID = "paid"  # terminal: the provider was paid (voucher redeemed or on-chain job finalized)
+    FAILED = "failed"
+
+
+State = ClientState | ProviderState
+
+
 class JobState(enum.StrEnum):
+    """A state's name as stored and shown (database, API, CLI filters), whichever role it is of.
+
+    The state machine moves `ClientState` and `ProviderState`, whose names say what a state means
+    on that side; both compare equal to the `JobState` of the same name.
+    """
+
     SUBMITTED = "submitted"
     MATCHED = "matched"
     PAID = "paid"
@@ -70,37 +109,30 @@ class AttemptOutcome(enum.StrEnum):
     ABANDONED = "abandoned"
 
 
-CLIENT_STATES = frozenset(
-    {
-        JobState.SUBMITTED,
-        JobState.MATCHED,
-        JobState.PAID,
-        JobState.SENT,
-        JobState.RUNNING,
-        JobState.RESULT,
-        JobState.VERIFIED,
-        JobState.SETTLED,
-        JobState.REFUNDED,
-        JobState.FAILED,
-        JobState.CANCELLED,
-    }
-)
-PROVIDER_STATES = frozenset(
-    {
-        JobState.ACCEPTED,
-        JobState.RUNNING,
-        JobState.SIGNED,
-        JobState.DELIVERED,
-        JobState.PAID,
-        JobState.FAILED,
-    }
-)
-ROLE_STATES: Mapping[Role, frozenset[JobState]] = {Role.CLIENT: CLIENT_STATES, Role.PROVIDER: PROVIDER_STATES}
-TERMINAL_STATES: Mapping[Role, frozenset[JobState]] = {
-    Role.CLIENT: frozenset({JobState.SETTLED, JobState.REFUNDED, JobState.FAILED, JobState.CANCELLED}),
-    Role.PROVIDER: frozenset({JobState.PAID, JobState.FAILED}),
+CLIENT_STATES: frozenset[State] = frozenset(ClientState)
+PROVIDER_STATES: frozenset[State] = frozenset(ProviderState)
+ROLE_STATES: Mapping[Role, frozenset[State]] = {Role.CLIENT: CLIENT_STATES, Role.PROVIDER: PROVIDER_STATES}
+TERMINAL_STATES: Mapping[Role, frozenset[State]] = {
+    Role.CLIENT: frozenset(
+        {ClientState.SETTLED, ClientState.REFUNDED, ClientState.FAILED, ClientState.CANCELLED}
+    ),
+    Role.PROVIDER: frozenset({ProviderState.PAID, ProviderState.FAILED}),
 }
-INITIAL_STATE: Mapping[Role, JobState] = {Role.CLIENT: JobState.SUBMITTED, Role.PROVIDER: JobState.ACCEPTED}
+INITIAL_STATE: Mapping[Role, State] = {
+    Role.CLIENT: ClientState.SUBMITTED,
+    Role.PROVIDER: ProviderState.ACCEPTED,
+}
+
+
+def role_state(role: Role, name: str) -> State:
+    """The state called `name` on `role`'s side (`JobState`s and stored strings alike)."""
+    try:
+        return ClientState(name) if role is Role.CLIENT else ProviderState(name)
+    except ValueError:
+        states = ", ".join(sorted(ROLE_STATES[role]))
+        raise JobError(
+            f"{name} is not a state of a {role}'s job", hint=f"a {role}'s job is one of: {states}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +150,13 @@ class JobStatus:
 
     role: Role
     payment: PaymentPath
-    state: JobState
+    state: State
     attempts: tuple[Attempt, ...] = ()
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if self.state not in ROLE_STATES[self.role]:
-            raise JobError(
-                f"{self.state} is not a state of a {self.role}'s job",
-                hint=f"a {self.role}'s job is one of: {', '.join(sorted(ROLE_STATES[self.role]))}",
-            )
+        # Each role's own enum, so a shared name (`paid`) never stands for the other side's state.
+        object.__setattr__(self, "state", role_state(self.role, self.state))
 
     @classmethod
     def initial(cls, role: Role, payment: PaymentPath) -> JobStatus:
@@ -327,20 +356,21 @@ def event_from_detail(kind: str, detail: Mapping[str, Any]) -> JobEvent:
 # ---------------------------------------------------------------------------------------------
 # Transitions.
 
-_S = JobState
+_S = ClientState
+_P = ProviderState
 # Plain moves: (role, event kind) -> {from state: to state}. Events with more logic are handled below.
-_SIMPLE: Mapping[tuple[Role, str], Mapping[JobState, JobState]] = {
+_SIMPLE: Mapping[tuple[Role, str], Mapping[State, State]] = {
     (Role.CLIENT, Sent.kind): {_S.PAID: _S.SENT},
     (Role.CLIENT, Started.kind): {_S.SENT: _S.RUNNING},
     (Role.CLIENT, ResultReceived.kind): {_S.RUNNING: _S.RESULT},
     (Role.CLIENT, ResultVerified.kind): {_S.RESULT: _S.VERIFIED},
-    (Role.PROVIDER, Started.kind): {_S.ACCEPTED: _S.RUNNING},
-    (Role.PROVIDER, ResultSigned.kind): {_S.RUNNING: _S.SIGNED},
-    (Role.PROVIDER, ResultDelivered.kind): {_S.SIGNED: _S.DELIVERED},
-    (Role.PROVIDER, PaymentReceived.kind): {_S.DELIVERED: _S.PAID},
+    (Role.PROVIDER, Started.kind): {_P.ACCEPTED: _P.RUNNING},
+    (Role.PROVIDER, ResultSigned.kind): {_P.RUNNING: _P.SIGNED},
+    (Role.PROVIDER, ResultDelivered.kind): {_P.SIGNED: _P.DELIVERED},
+    (Role.PROVIDER, PaymentReceived.kind): {_P.DELIVERED: _P.PAID},
 }
-_LOSABLE = frozenset({_S.MATCHED, _S.PAID, _S.SENT, _S.RUNNING})
-_CANCELLABLE = frozenset({_S.SUBMITTED, _S.MATCHED})
+_LOSABLE: frozenset[State] = frozenset({_S.MATCHED, _S.PAID, _S.SENT, _S.RUNNING})
+_CANCELLABLE: frozenset[State] = frozenset({_S.SUBMITTED, _S.MATCHED})
 
 
 def transition(status: JobStatus, event: JobEvent) -> JobStatus | IllegalTransition:
@@ -353,7 +383,8 @@ def transition(status: JobStatus, event: JobEvent) -> JobStatus | IllegalTransit
     if simple is not None:
         return _simple_move(status, event, simple)
     if isinstance(event, Failed):
-        return _finish(status, _S.FAILED, event.reason, AttemptOutcome.ABANDONED)
+        failed = _S.FAILED if status.role is Role.CLIENT else _P.FAILED
+        return _finish(status, failed, event.reason, AttemptOutcome.ABANDONED)
     if isinstance(event, Matched):
         return _match(status, event)
     if isinstance(event, PaymentMade):
@@ -370,7 +401,7 @@ def transition(status: JobStatus, event: JobEvent) -> JobStatus | IllegalTransit
 
 
 def _simple_move(
-    status: JobStatus, event: JobEvent, moves: Mapping[JobState, JobState]
+    status: JobStatus, event: JobEvent, moves: Mapping[State, State]
 ) -> JobStatus | IllegalTransition:
     target = moves.get(status.state)
     if target is None:
@@ -403,7 +434,7 @@ def _pay(status: JobStatus) -> JobStatus | IllegalTransition:
 def _lose_provider(status: JobStatus, event: ProviderLost) -> JobStatus | IllegalTransition:
     current = status.current
     if event.outcome is AttemptOutcome.BAD_RESULT:
-        allowed: frozenset[JobState] = frozenset({_S.RESULT})
+        allowed: frozenset[State] = frozenset({_S.RESULT})
     elif event.outcome in (AttemptOutcome.REJECTED, AttemptOutcome.TIMED_OUT, AttemptOutcome.DIED):
         allowed = _LOSABLE
     else:
@@ -440,7 +471,7 @@ def _cancel(status: JobStatus, event: Cancelled) -> JobStatus | IllegalTransitio
     return _finish(status, _S.CANCELLED, event.reason, AttemptOutcome.ABANDONED)
 
 
-def _finish(status: JobStatus, state: JobState, reason: str | None, outcome: AttemptOutcome) -> JobStatus:
+def _finish(status: JobStatus, state: State, reason: str | None, outcome: AttemptOutcome) -> JobStatus:
     current = status.current
     attempts = status.attempts
     if current is not None:
@@ -468,6 +499,7 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Cancelled",
+    "ClientState",
     "Failed",
     "IllegalTransition",
     "JobEvent",
@@ -479,6 +511,7 @@ __all__ = [
     "PaymentPath",
     "PaymentReceived",
     "ProviderLost",
+    "ProviderState",
     "Refunded",
     "ResultDelivered",
     "ResultReceived",
@@ -488,8 +521,10 @@ __all__ = [
     "Sent",
     "Settled",
     "Started",
+    "State",
     "event_detail",
     "event_from_detail",
     "replay",
+    "role_state",
     "transition",
 ]

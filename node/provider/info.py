@@ -8,7 +8,7 @@ from node.domain.service import (
     ProviderStatusView,
     SettlementReport,
 )
-from node.domain.state import JobState, PaymentPath, Role
+from node.domain.state import PaymentPath, ProviderState, Role
 from node.provider.jobs import ProviderJobs
 from node.settlement.service import SettlementService
 from node.storage import Database
@@ -64,14 +64,14 @@ class ProviderInfo:
         pending = sum(
             j.price_wei
             for j in jobs
-            if j.status.payment is PaymentPath.ESCROW and j.state is JobState.DELIVERED
+            if j.status.payment is PaymentPath.ESCROW and j.state is ProviderState.DELIVERED
         )
         return EarningsView(
             unredeemed_voucher_wei=unredeemed,
             redeemed_voucher_wei=redeemed,
             pending_onchain_wei=pending,
             withdrawable_wei=await self.jobs.market.withdrawable(me),
-            paid_jobs=sum(1 for j in jobs if j.state is JobState.PAID),
+            paid_jobs=sum(1 for j in jobs if j.state is ProviderState.PAID),
         )
 
     async def settle(self) -> SettlementReport:

@@ -20,7 +20,7 @@ from node.chain.eip712 import Eip712Domain, recover_voucher_signer
 from node.chain.job_logs import find_terms
 from node.chain.market import JobMarket, JobTerms
 from node.chain.market import JobStatus as ChainJobStatus
-from node.domain.state import JobState, PaymentPath, Role
+from node.domain.state import PaymentPath, ProviderState, Role
 from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
 from node.executor.manifest import normalize_model_id
 from node.logging import get_logger
@@ -44,7 +44,15 @@ from node.types import Address, Hash32, Voucher, sha256
 
 log = get_logger(__name__)
 
-_LIVE = frozenset({JobState.ACCEPTED, JobState.RUNNING, JobState.SIGNED, JobState.DELIVERED, JobState.PAID})
+_LIVE = frozenset(
+    {
+        ProviderState.ACCEPTED,
+        ProviderState.RUNNING,
+        ProviderState.SIGNED,
+        ProviderState.DELIVERED,
+        ProviderState.PAID,
+    }
+)
 
 # How long a client's deposit, read from the chain, is trusted to back its next vouchers.
 DEPOSIT_READ_S = 2.0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from node.chain.eip712 import Eip712Domain, sign_receipt
 from node.chain.keys import NodeKey
-from node.domain.state import Failed, JobEvent, JobState, ResultDelivered, ResultSigned, Started
+from node.domain.state import Failed, JobEvent, ProviderState, ResultDelivered, ResultSigned, Started
 from node.errors import ExecutorError
 from node.executor.pool import ExecutorPool
 from node.executor.result import ExecutionResult, build_receipt
@@ -108,7 +108,7 @@ class JobRunner:
             provider=self.key.address,
         )
         signature = sign_receipt(self.key.private_key, self.domain, receipt)
-        moves = (ResultSigned(),) if running.state is JobState.RUNNING else (Started(), ResultSigned())
+        moves = (ResultSigned(),) if running.state is ProviderState.RUNNING else (Started(), ResultSigned())
         signed = await self.apply(
             record.job_id, *moves, known=running, receipt=SignedReceipt(receipt, signature)
         )

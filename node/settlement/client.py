@@ -8,7 +8,7 @@ from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
 from node.client.payments import escrow_terms, receipt_job_id
-from node.domain.state import AttemptOutcome, JobEvent, JobState, PaymentPath, Refunded, Role, Settled
+from node.domain.state import AttemptOutcome, ClientState, JobEvent, PaymentPath, Refunded, Role, Settled
 from node.errors import ChainError
 from node.jobstore.events import JobEvents
 from node.logging import get_logger
@@ -51,7 +51,7 @@ class ClientSettlement:
         refunded = 0
         now = await self._chain_time() if escrowed else 0.0
         for record in escrowed:
-            if record.state is JobState.VERIFIED:
+            if record.state is ClientState.VERIFIED:
                 await self._settle_verified(record)
             refunded += await self._refund_lost_attempts(record, now)
         if refunded or await self.market.withdrawable(self.me):

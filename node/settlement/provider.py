@@ -10,7 +10,7 @@ from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.service import SettlementReport
-from node.domain.state import Failed, JobEvent, JobState, PaymentPath, PaymentReceived, Role
+from node.domain.state import Failed, JobEvent, PaymentPath, PaymentReceived, ProviderState, Role
 from node.errors import ChainError, SettlementError
 from node.jobstore.events import JobEvents
 from node.logging import get_logger
@@ -21,7 +21,7 @@ from node.types import Address
 
 log = get_logger(__name__)
 
-_INTERRUPTED = frozenset({JobState.ACCEPTED, JobState.RUNNING, JobState.SIGNED})
+_INTERRUPTED = frozenset({ProviderState.ACCEPTED, ProviderState.RUNNING, ProviderState.SIGNED})
 
 
 @dataclass
@@ -63,7 +63,7 @@ class ProviderSettlement:
         self.events.publish(moved)
 
     async def _provider_jobs(
-        self, *states: JobState, payment: PaymentPath | None = None
+        self, *states: ProviderState, payment: PaymentPath | None = None
     ) -> tuple[JobRecord, ...]:
         return await self.db.run(
             self.db.jobs.list, role=Role.PROVIDER, states=states, payment=payment, limit=2**31 - 1
@@ -120,7 +120,7 @@ class ProviderSettlement:
 
     async def _mark_paid_clients(self) -> None:
         """Delivered voucher jobs of clients whose latest voucher is fully redeemed are paid."""
-        for record in await self._provider_jobs(JobState.DELIVERED, payment=PaymentPath.VOUCHER):
+        for record in await self._provider_jobs(ProviderState.DELIVERED, payment=PaymentPath.VOUCHER):
             if record.client is None:
                 continue
             stored = await self.db.run(self.db.vouchers.get, record.client, self.me)
@@ -130,7 +130,7 @@ class ProviderSettlement:
     async def _finalize(self, tally: _Tally) -> None:
         now = await self._chain_time()
         # Delivered voucher jobs wait for redemption, not the chain: a busy provider holds many.
-        for record in await self._provider_jobs(JobState.DELIVERED, payment=PaymentPath.ESCROW):
+        for record in await self._provider_jobs(ProviderState.DELIVERED, payment=PaymentPath.ESCROW):
             onchain = await self.market.job(record.job_id)
             if onchain.status is ChainJobStatus.SUBMITTED and onchain.time <= now:
                 try:

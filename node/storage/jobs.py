@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from node.domain.records import JobEventRecord, JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.domain.state import (
+    ROLE_STATES,
     TERMINAL_STATES,
     Attempt,
     AttemptOutcome,
@@ -23,8 +24,10 @@ from node.domain.state import (
     Matched,
     PaymentPath,
     Role,
+    State,
     event_detail,
     event_from_detail,
+    role_state,
     transition,
 )
 from node.logging import get_logger
@@ -217,7 +220,7 @@ class JobRepository:
         self,
         *,
         role: Role | None = None,
-        states: Iterable[JobState] | None = None,
+        states: Iterable[JobState | State] | None = None,
         payment: PaymentPath | None = None,
         limit: int = 100,
         offset: int = 0,
@@ -237,7 +240,7 @@ class JobRepository:
 
     def live(self, role: Role) -> tuple[JobRecord, ...]:
         """Jobs of `role` not yet in a terminal state: what a restarted node must pick up again."""
-        live_states = [s for s in JobState if s not in TERMINAL_STATES[role]]
+        live_states = [s for s in ROLE_STATES[role] if s not in TERMINAL_STATES[role]]
         return self.list(role=role, states=live_states, limit=2**31 - 1)
 
 
@@ -421,7 +424,7 @@ def _record(row: AnyRow, attempts: tuple[Attempt, ...]) -> JobRecord:
     status = JobStatus(
         role=Role(row.role),
         payment=PaymentPath(row.payment),
-        state=JobState(row.state),
+        state=role_state(Role(row.role), row.state),
         attempts=attempts,
         reason=row.reason,
     )

@@ -16,6 +16,7 @@ from node.domain.state import (
     Attempt,
     AttemptOutcome,
     Cancelled,
+    ClientState,
     Failed,
     IllegalTransition,
     JobEvent,
@@ -26,6 +27,7 @@ from node.domain.state import (
     PaymentPath,
     PaymentReceived,
     ProviderLost,
+    ProviderState,
     Refunded,
     ResultDelivered,
     ResultReceived,
@@ -35,6 +37,7 @@ from node.domain.state import (
     Sent,
     Settled,
     Started,
+    State,
     event_detail,
     event_from_detail,
     replay,
@@ -45,30 +48,31 @@ from node.types import Address
 
 A = Address("0x" + "aa" * 20)
 B = Address("0x" + "bb" * 20)
-S = JobState
+C = ClientState
+P = ProviderState
 
 # The specification, written out by hand: (role, from state, event kind) -> to state.
-CLIENT_TABLE: dict[tuple[JobState, str], JobState] = {
-    (S.SUBMITTED, "matched"): S.MATCHED,
-    (S.MATCHED, "payment_made"): S.PAID,
-    (S.PAID, "sent"): S.SENT,
-    (S.SENT, "started"): S.RUNNING,
-    (S.RUNNING, "result_received"): S.RESULT,
-    (S.RESULT, "result_verified"): S.VERIFIED,
-    (S.VERIFIED, "settled"): S.SETTLED,
-    (S.SUBMITTED, "cancelled"): S.CANCELLED,
-    (S.MATCHED, "cancelled"): S.CANCELLED,
-    **{(s, "failed"): S.FAILED for s in CLIENT_STATES - TERMINAL_STATES[Role.CLIENT]},
-    **{(s, "provider_lost"): S.SUBMITTED for s in (S.MATCHED, S.PAID, S.SENT, S.RUNNING)},
-    (S.RESULT, "provider_lost_bad"): S.SUBMITTED,
-    **{(s, "refunded"): S.REFUNDED for s in (S.PAID, S.SENT, S.RUNNING, S.RESULT, S.VERIFIED)},
+CLIENT_TABLE: dict[tuple[State, str], State] = {
+    (C.SUBMITTED, "matched"): C.MATCHED,
+    (C.MATCHED, "payment_made"): C.PAID,
+    (C.PAID, "sent"): C.SENT,
+    (C.SENT, "started"): C.RUNNING,
+    (C.RUNNING, "result_received"): C.RESULT,
+    (C.RESULT, "result_verified"): C.VERIFIED,
+    (C.VERIFIED, "settled"): C.SETTLED,
+    (C.SUBMITTED, "cancelled"): C.CANCELLED,
+    (C.MATCHED, "cancelled"): C.CANCELLED,
+    **{(s, "failed"): C.FAILED for s in CLIENT_STATES - TERMINAL_STATES[Role.CLIENT]},
+    **{(s, "provider_lost"): C.SUBMITTED for s in (C.MATCHED, C.PAID, C.SENT, C.RUNNING)},
+    (C.RESULT, "provider_lost_bad"): C.SUBMITTED,
+    **{(s, "refunded"): C.REFUNDED for s in (C.PAID, C.SENT, C.RUNNING, C.RESULT, C.VERIFIED)},
 }
-PROVIDER_TABLE: dict[tuple[JobState, str], JobState] = {
-    (S.ACCEPTED, "started"): S.RUNNING,
-    (S.RUNNING, "result_signed"): S.SIGNED,
-    (S.SIGNED, "result_delivered"): S.DELIVERED,
-    (S.DELIVERED, "payment_received"): S.PAID,
-    **{(s, "failed"): S.FAILED for s in (S.ACCEPTED, S.RUNNING, S.SIGNED, S.DELIVERED)},
+PROVIDER_TABLE: dict[tuple[State, str], State] = {
+    (P.ACCEPTED, "started"): P.RUNNING,
+    (P.RUNNING, "result_signed"): P.SIGNED,
+    (P.SIGNED, "result_delivered"): P.DELIVERED,
+    (P.DELIVERED, "payment_received"): P.PAID,
+    **{(s, "failed"): P.FAILED for s in (P.ACCEPTED, P.RUNNING, P.SIGNED, P.DELIVERED)},
 }
 
 SAMPLE_EVENTS: dict[str, JobEvent] = {
@@ -90,12 +94,23 @@ SAMPLE_EVENTS: dict[str, JobEvent] = {
 }
 
 
-def _status_in(role: Role, state: JobState) -> JobStatus:
+def _status_in(role: Role, state: State) -> JobStatus:
     """A plausible escrow-paid status in `state`, with provider A's attempt open where one would be."""
-    open_attempt = role is Role.CLIENT and state not in (S.SUBMITTED, *TERMINAL_STATES[Role.CLIENT])
-    paid = state not in (S.SUBMITTED, S.MATCHED)
+    open_attempt = role is Role.CLIENT and state not in (C.SUBMITTED, *TERMINAL_STATES[Role.CLIENT])
+    paid = state not in (C.SUBMITTED, C.MATCHED)
     attempts = (Attempt(provider=A, paid=paid),) if open_attempt else ()
     return JobStatus(role=role, payment=PaymentPath.ESCROW, state=state, attempts=attempts)
+
+
+def test_paid_means_one_thing_per_side() -> None:
+    client = JobStatus(role=Role.CLIENT, payment=PaymentPath.VOUCHER, state=JobState.PAID)
+    provider = JobStatus(role=Role.PROVIDER, payment=PaymentPath.VOUCHER, state=JobState.PAID)
+    assert client.state is ClientState.PAID
+    assert not client.terminal
+    assert provider.state is ProviderState.PAID
+    assert provider.terminal
+    # Stored strings stay what they were: each side reads its own state back from "paid".
+    assert client.state == provider.state == JobState.PAID == "paid"
 
 
 def test_samples_cover_every_event_kind() -> None:
@@ -124,7 +139,7 @@ def test_can_reassign_keeping_attempt_history() -> None:
         moved = transition(status, event)
         assert isinstance(moved, JobStatus)
         status = moved
-    assert status.state is S.SUBMITTED
+    assert status.state is C.SUBMITTED
     assert status.attempts == (Attempt(provider=A, paid=True, outcome=AttemptOutcome.REJECTED),)
     again = transition(status, Matched(provider=A))
     assert isinstance(again, IllegalTransition)
@@ -136,7 +151,7 @@ def test_can_reassign_keeping_attempt_history() -> None:
 
 
 def test_cannot_refund_a_voucher_job() -> None:
-    status = dataclasses.replace(_status_in(Role.CLIENT, S.SENT), payment=PaymentPath.VOUCHER)
+    status = dataclasses.replace(_status_in(Role.CLIENT, C.SENT), payment=PaymentPath.VOUCHER)
     moved = transition(status, Refunded())
     assert isinstance(moved, IllegalTransition)
     assert "escrow" in moved.reason
@@ -150,14 +165,14 @@ def test_cannot_refund_before_escrow_was_paid() -> None:
 
 
 def test_cannot_cancel_a_paid_job() -> None:
-    moved = transition(_status_in(Role.CLIENT, S.RUNNING), Cancelled())
+    moved = transition(_status_in(Role.CLIENT, C.RUNNING), Cancelled())
     assert isinstance(moved, IllegalTransition)
     assert "paid for" in moved.reason
 
 
 def test_cannot_build_a_status_in_a_state_of_the_other_side() -> None:
     with pytest.raises(JobError, match="not a state of a client's job"):
-        JobStatus(role=Role.CLIENT, payment=PaymentPath.VOUCHER, state=S.SIGNED)
+        JobStatus(role=Role.CLIENT, payment=PaymentPath.VOUCHER, state=P.SIGNED)
 
 
 def test_cannot_use_an_event_of_the_other_side() -> None:
@@ -167,7 +182,7 @@ def test_cannot_use_an_event_of_the_other_side() -> None:
 
 
 def test_cannot_lose_a_provider_with_a_completed_outcome() -> None:
-    moved = transition(_status_in(Role.CLIENT, S.RUNNING), ProviderLost(outcome=AttemptOutcome.COMPLETED))
+    moved = transition(_status_in(Role.CLIENT, C.RUNNING), ProviderLost(outcome=AttemptOutcome.COMPLETED))
     assert isinstance(moved, IllegalTransition)
 
 
@@ -215,9 +230,9 @@ def test_random_histories_keep_the_invariants(
         # Never leaves a terminal state.
         assert not status.terminal
         # Never settles without a verified result just before.
-        if moved.state is S.SETTLED:
-            assert status.state is S.VERIFIED
-        if moved.state is S.REFUNDED:
+        if moved.state is C.SETTLED:
+            assert status.state is C.VERIFIED
+        if moved.state is C.REFUNDED:
             assert payment is PaymentPath.ESCROW
             assert any(a.paid for a in moved.attempts)
         # History only grows, and a provider is never tried twice.
