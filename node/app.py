@@ -43,6 +43,7 @@ from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
@@ -187,6 +188,7 @@ class Node:
         self.services: NodeServices
         self.contracts: Contracts
         self.db: Database
+        self.job_store: JobStore
         self.host: P2PHost
         self.discovery: DiscoveryService
         self.client_jobs: ClientJobs
@@ -247,6 +249,7 @@ class Node:
         stack.push_async_callback(self.contracts.client.close)
         self.db = await build_storage(settings)
         stack.callback(self.db.close)
+        self.job_store = JobStore(self.db, self.events)
         self.host = await stack.enter_async_context(
             P2PHost.start(self.key, settings.p2p, dht_validators=dht_validators())
         )
@@ -277,9 +280,8 @@ class Node:
             max_queue=settings.provider.max_queue,
             max_input_bytes=settings.executor.max_input_bytes,
         )
-        events = self.events
         market = self.contracts.market
-        runner = JobRunner(self.db, pool, self.key, market.domain(), events, slots=policy.slots)
+        runner = JobRunner(self.job_store, pool, self.key, market.domain(), slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss)
         jobs = ProviderJobs(runner, market, policy, spawn=self._spawn)
         follower = EventFollower(
@@ -300,9 +302,8 @@ class Node:
     def _build_client(self) -> None:
         market = self.contracts.market
         pipeline = ClientPipeline(
-            db=self.db,
+            store=self.job_store,
             blobs=JobBlobs(self.settings.home / "blobs", fsync=self.db.survives_power_loss),
-            events=self.events,
             matchmaker=Matchmaker(self.discovery.directory, exploration=self.settings.client.exploration),
             jobs=JobClient(self.host),
             host=self.host,
@@ -314,9 +315,9 @@ class Node:
         self.client_jobs = ClientJobs(pipeline, max_input_bytes=self.settings.executor.max_input_bytes)
         provider_settlement = None
         if self.provider is not None:
-            provider_settlement = ProviderSettlement(self.db, market, self.key, self.events, self._redemption)
+            provider_settlement = ProviderSettlement(self.job_store, market, self.key, self._redemption)
         self.settlement = SettlementService(
-            ClientSettlement(self.db, market, self.key, self.events),
+            ClientSettlement(self.job_store, market, self.key),
             provider_settlement,
             interval_s=SETTLEMENT_INTERVAL_S,
         )

@@ -100,7 +100,7 @@ class ClientJobs:
 
     async def _give_up(self, job_id: Hash32, reason: str) -> None:
         try:
-            await self.pipeline.apply(job_id, Failed(reason))
+            await self.pipeline.store.apply(job_id, Failed(reason))
         except GpunodeError as exc:
             log.error("job_not_marked_failed", job_id=job_id.hex(), error=str(exc))
 
@@ -142,15 +142,12 @@ class ClientJobs:
             deadline=time.time() + spec.timeout_s,
         )
         # Both are durable before the job is acknowledged; neither needs the other.
-        _, record = await asyncio.gather(
-            self.pipeline.blobs.put(spec.input), self.db.run(self.db.jobs.create, job)
-        )
+        _, record = await asyncio.gather(self.pipeline.blobs.put(spec.input), self.pipeline.store.create(job))
         if spec.provider is not None:
             self.pipeline.pinned[job.job_id] = spec.provider
         self.pipeline.peers[choice.candidate.address] = choice.candidate.peer_id
         self.pipeline.prices[job.job_id, choice.candidate.address] = price
         self.pipeline.inputs[job.job_id] = spec.input
-        self.pipeline.events.publish(record)
         self._submitted[job.job_id] = record
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
@@ -210,14 +207,14 @@ class ClientJobs:
         if record.role is not Role.CLIENT:
             raise JobError(f"job {job_id} was sent to this node to run; only its client can cancel it")
         try:
-            moved = await self.pipeline.apply(record.job_id, Cancelled())
+            moved = await self.pipeline.store.apply(record.job_id, Cancelled())
         except JobTransitionError as exc:
             raise JobError(exc.message, hint="a paid job finishes, fails or is refunded") from exc
         return await self._view(moved)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobView]:
         # Subscribed before reading, so no change between the read and the first event is missed.
-        with self.pipeline.events.subscribe(_job_key(job_id)) as queue:
+        with self.pipeline.store.watch(_job_key(job_id)) as queue:
             first = await self._record(job_id)
             async for latest in records_until_terminal(first, queue):
                 yield await self._view(latest)

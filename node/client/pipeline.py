@@ -47,7 +47,7 @@ from node.errors import (
     TransactionReverted,
 )
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
-from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
@@ -77,9 +77,8 @@ CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
 
 @dataclass
 class ClientPipeline:
-    db: Database
+    store: JobStore
     blobs: JobBlobs
-    events: JobEvents
     matchmaker: Matchmaker
     jobs: JobClient
     host: P2PHost
@@ -104,25 +103,9 @@ class ClientPipeline:
     def me(self) -> Address:
         return self.key.address
 
-    async def apply(
-        self,
-        job_id: Hash32,
-        *events: JobEvent,
-        known: JobRecord | None = None,
-        receipt: SignedReceipt | None = None,
-        voucher: SignedVoucher | None = None,
-    ) -> JobRecord:
-        """Persist `events` (moves in a row, one transaction), then tell watchers of each state.
-
-        `known` is the job as the caller holds it, sparing a read; the write is still guarded by
-        its version.
-        """
-        records = await self.db.run(
-            self.db.jobs.apply_many, job_id, events, known=known, receipt=receipt, voucher=voucher
-        )
-        for record in records:
-            self.events.publish(record)
-        return records[-1]
+    @property
+    def db(self) -> Database:
+        return self.store.db
 
     # driving ----------------------------------------------------------------------------------
 
@@ -132,7 +115,7 @@ class ClientPipeline:
         `known`, the job as just stored, spares reading it; every move is still checked against
         the stored version.
         """
-        record = known if known is not None else await self.db.run(self.db.jobs.get, job_id)
+        record = known if known is not None else await self.store.get(job_id)
         record = await self._recover(record)
         try:
             while not record.status.terminal:
@@ -179,7 +162,7 @@ class ClientPipeline:
         if record.status.payment is PaymentPath.VOUCHER:
             # Signing the voucher needs nothing from outside: matched and paid are written together.
             return await self._pay_by_voucher(record, provider, Matched(provider))
-        return await self.apply(record.job_id, Matched(provider), known=record)
+        return await self.store.apply(record.job_id, Matched(provider), known=record)
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
@@ -191,13 +174,15 @@ class ClientPipeline:
             return await self._fail(record, f"the chain refused the escrow payment: {exc}")
         except ChainError as exc:
             return await self._fail(record, f"the chain stayed unreachable while paying: {exc}")
-        return await self.apply(record.job_id, PaymentMade(), known=record)
+        return await self.store.apply(record.job_id, PaymentMade(), known=record)
 
     async def _pay_by_voucher(self, record: JobRecord, provider: Address, *before: JobEvent) -> JobRecord:
         async with self.vouchers.lock(provider):
             price = self.price_of(record, provider)
             voucher = self.vouchers.next_voucher(provider, price)
-            moved = await self.apply(record.job_id, *before, PaymentMade(), known=record, voucher=voucher)
+            moved = await self.store.apply(
+                record.job_id, *before, PaymentMade(), known=record, voucher=voucher
+            )
             self.vouchers.committed(voucher, price)
         return moved
 
@@ -281,7 +266,7 @@ class ClientPipeline:
         problem = self._check_result(record, result, provider, attempt)
         if problem is not None:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
-            record = await self.apply(record.job_id, *received, known=record)
+            record = await self.store.apply(record.job_id, *received, known=record)
             return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
         # The output (and an escrow job's receipt) must be on disk before the job counts as verified.
         if record.status.payment is PaymentPath.VOUCHER:
@@ -311,9 +296,9 @@ class ClientPipeline:
             # The voucher covering the job was taken when the provider ran it: nothing is left to
             # wait for, so the job settles in the same write.
             moves = (*received, ResultVerified(), Settled())
-            return await self.apply(record.job_id, *moves, known=record, receipt=signed)
+            return await self.store.apply(record.job_id, *moves, known=record, receipt=signed)
         # An escrow receipt names the on-chain job; it was kept in the receipt files above.
-        return await self.apply(record.job_id, *received, ResultVerified(), known=record)
+        return await self.store.apply(record.job_id, *received, ResultVerified(), known=record)
 
     def _check_result(
         self, record: JobRecord, result: JobResult, provider: Address, attempt: int
@@ -334,7 +319,7 @@ class ClientPipeline:
     async def _settle_voucher_job(self, record: JobRecord) -> JobRecord | None:
         if record.status.payment is PaymentPath.VOUCHER:
             # The voucher covering this job was acknowledged when the provider ran it.
-            return await self.apply(record.job_id, Settled(), known=record)
+            return await self.store.apply(record.job_id, Settled(), known=record)
         return None  # escrow jobs settle when the chain finalizes them (node.settlement)
 
     # helpers ----------------------------------------------------------------------------------
@@ -404,7 +389,7 @@ class ClientPipeline:
         self._last_error[record.job_id] = f"{provider}: {outcome}: {detail}"
         self._remember(provider, backoff_until=self.matchmaker.failed(provider))
         paid = record.status.current is not None and record.status.current.paid
-        moved = await self.apply(record.job_id, ProviderLost(outcome, detail), known=record)
+        moved = await self.store.apply(record.job_id, ProviderLost(outcome, detail), known=record)
         price = self.prices.get((record.job_id, provider))
         # After a restart the attempt's price is unknown: its amount then stays promised.
         if paid and record.status.payment is PaymentPath.VOUCHER and price is not None:
@@ -414,7 +399,7 @@ class ClientPipeline:
     async def _fail(self, record: JobRecord, reason: str) -> JobRecord:
         log.info("job_failed", job_id=record.job_id.hex(), reason=reason)
         self._last_error.pop(record.job_id, None)
-        return await self.apply(record.job_id, Failed(reason), known=record)
+        return await self.store.apply(record.job_id, Failed(reason), known=record)
 
 
 class _Progress:
@@ -452,7 +437,7 @@ class _Progress:
         self._writing = True
         while not self._queue.empty():
             events = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
-            self._latest = await self._pipeline.apply(self._job_id, *events, known=self._latest)
+            self._latest = await self._pipeline.store.apply(self._job_id, *events, known=self._latest)
         self._task = None
         self._writing = False
 

@@ -309,10 +309,7 @@ class ProviderJobs:
             client=client,
             deadline=request.deadline_ms / 1000,
         )
-        db = self.runner.db
-        record = await db.run(db.jobs.create, job, voucher=voucher)
-        self.runner.events.publish(record)
-        return record
+        return await self.runner.store.create(job, voucher=voucher)
 
 
 def _now() -> float:

@@ -107,9 +107,7 @@ class OnchainJobs:
 
     async def _run_claimed(self, terms: JobTerms, job_input: bytes, price: int, deadline: float) -> None:
         input_hash = await self.blobs.put(job_input)
-        db = self.runner.db
-        record = await db.run(
-            db.jobs.create,
+        record = await self.runner.store.create(
             NewJob(
                 job_id=terms.job_id,
                 role=Role.PROVIDER,
@@ -121,7 +119,6 @@ class OnchainJobs:
                 deadline=deadline,
             ),
         )
-        self.runner.events.publish(record)
         try:
             signed = await self.runner.run(record, job_input)
         except ExecutorError:

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from node.chain.eip712 import Eip712Domain, sign_receipt
 from node.chain.keys import NodeKey
-from node.domain.state import Failed, JobEvent, ProviderState, ResultDelivered, ResultSigned, Started
+from node.domain.state import Failed, ProviderState, ResultDelivered, ResultSigned, Started
 from node.errors import ExecutorError
 from node.executor.pool import ExecutorPool
 from node.executor.result import ExecutionResult, build_receipt
-from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.scheduler import ProviderLoad
-from node.storage import Database, JobRecord, SignedReceipt
+from node.storage import JobRecord, SignedReceipt
 from node.types import Hash32, ResultReceipt
 
 log = get_logger(__name__)
@@ -54,19 +54,18 @@ class Load:
 class JobRunner:
     def __init__(
         self,
-        db: Database,
+        store: JobStore,
         pool: ExecutorPool,
         key: NodeKey,
         domain: Eip712Domain,
-        events: JobEvents,
         *,
         slots: int,
     ) -> None:
-        self.db = db
+        self.store = store
+        self.db = store.db
         self.pool = pool
         self.key = key
         self.domain = domain
-        self.events = events
         self.slots = slots
         self.load = Load()
         self.served = 0
@@ -74,18 +73,6 @@ class JobRunner:
         self.run_seconds: OrderedDict[Hash32, float] = OrderedDict()
         # Jobs signed and not yet handed over, as stored, so recording the hand-over reads nothing.
         self._signed: dict[Hash32, JobRecord] = {}
-
-    async def apply(
-        self,
-        job_id: Hash32,
-        *events: JobEvent,
-        known: JobRecord | None = None,
-        receipt: SignedReceipt | None = None,
-    ) -> JobRecord:
-        records = await self.db.run(self.db.jobs.apply_many, job_id, events, known=known, receipt=receipt)
-        for record in records:
-            self.events.publish(record)
-        return records[-1]
 
     async def run(
         self, record: JobRecord, job_input: bytes, *, timeout_s: float | None = None
@@ -109,7 +96,7 @@ class JobRunner:
         )
         signature = sign_receipt(self.key.private_key, self.domain, receipt)
         moves = (ResultSigned(),) if running.state is ProviderState.RUNNING else (Started(), ResultSigned())
-        signed = await self.apply(
+        signed = await self.store.apply(
             record.job_id, *moves, known=running, receipt=SignedReceipt(receipt, signature)
         )
         self._signed[record.job_id] = signed
@@ -136,15 +123,15 @@ class JobRunner:
         # Recording the start overlaps the rest of the run: the signed result is what must be durable.
         started = None
         if not execution.done():
-            started = asyncio.create_task(self.apply(record.job_id, Started(), known=record))
+            started = asyncio.create_task(self.store.apply(record.job_id, Started(), known=record))
         try:
             result = await execution
         except ExecutorError as exc:
             current = record if started is None else await started
-            await self.apply(record.job_id, Failed(f"execution failed: {exc}"), known=current)
+            await self.store.apply(record.job_id, Failed(f"execution failed: {exc}"), known=current)
             raise
         return result, record if started is None else await started
 
     async def delivered(self, job_id: Hash32) -> None:
         """The result left this node (over the overlay or on-chain)."""
-        await self.apply(job_id, ResultDelivered(), known=self._signed.pop(job_id, None))
+        await self.store.apply(job_id, ResultDelivered(), known=self._signed.pop(job_id, None))

@@ -10,10 +10,10 @@ from node.chain.market import JobStatus as ChainJobStatus
 from node.client.payments import escrow_terms, receipt_job_id
 from node.domain.state import AttemptOutcome, ClientState, JobEvent, PaymentPath, Refunded, Role, Settled
 from node.errors import ChainError
-from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.settlement.chain_time import chain_time
-from node.storage import Database, JobRecord
+from node.storage import JobRecord
 from node.types import Address, Hash32
 
 log = get_logger(__name__)
@@ -30,11 +30,11 @@ _LOST = frozenset(
 
 
 class ClientSettlement:
-    def __init__(self, db: Database, market: JobMarket, key: NodeKey, events: JobEvents) -> None:
-        self.db = db
+    def __init__(self, store: JobStore, market: JobMarket, key: NodeKey) -> None:
+        self.store = store
+        self.db = store.db
         self.market = market
         self.key = key
-        self.events = events
         # On-chain jobs known to be over (refunded or finalized): never asked about again.
         self._closed: set[Hash32] = set()
 
@@ -104,8 +104,7 @@ class ClientSettlement:
         return total
 
     async def _apply(self, record: JobRecord, event: JobEvent) -> None:
-        moved = await self.db.run(self.db.jobs.apply, record.job_id, event)
-        self.events.publish(moved)
+        await self.store.apply(record.job_id, event)
 
     async def _chain_time(self) -> float:
         return await chain_time(self.market)

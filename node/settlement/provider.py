@@ -12,11 +12,11 @@ from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.service import SettlementReport
 from node.domain.state import Failed, JobEvent, PaymentPath, PaymentReceived, ProviderState, Role
 from node.errors import ChainError, SettlementError
-from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.settlement.chain_time import chain_time
 from node.settlement.policy import RedemptionPolicy, due_vouchers
-from node.storage import Database, JobRecord
+from node.storage import JobRecord
 from node.types import Address
 
 log = get_logger(__name__)
@@ -45,13 +45,11 @@ class _Tally:
 
 
 class ProviderSettlement:
-    def __init__(
-        self, db: Database, market: JobMarket, key: NodeKey, events: JobEvents, policy: RedemptionPolicy
-    ) -> None:
-        self.db = db
+    def __init__(self, store: JobStore, market: JobMarket, key: NodeKey, policy: RedemptionPolicy) -> None:
+        self.store = store
+        self.db = store.db
         self.market = market
         self.key = key
-        self.events = events
         self.policy = policy
 
     @property
@@ -59,8 +57,7 @@ class ProviderSettlement:
         return self.key.address
 
     async def _apply(self, record: JobRecord, event: JobEvent) -> None:
-        moved = await self.db.run(self.db.jobs.apply, record.job_id, event)
-        self.events.publish(moved)
+        await self.store.apply(record.job_id, event)
 
     async def _provider_jobs(
         self, *states: ProviderState, payment: PaymentPath | None = None
