@@ -192,7 +192,7 @@ class ClientPipeline:
         remaining = max(1.0, (record.deadline or time.time()) - time.time())
         for delay in (*CHAIN_RETRY_S, None):
             try:
-                now = await self._chain_time()
+                now = int(await self.market.client.chain_time())
                 await self.market.request_job(
                     record.model_id,
                     price=self.price_of(record, provider),
@@ -211,10 +211,6 @@ class ClientPipeline:
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
-
-    async def _chain_time(self) -> int:
-        block = await self.market.client.w3.eth.get_block("latest")
-        return int(block["timestamp"])
 
     async def _send(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)

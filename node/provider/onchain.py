@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,7 +55,7 @@ class OnchainJobs:
         requested = [e for e in events if e.name == "JobRequested"]
         if not requested:
             return
-        now = await self._chain_time()
+        now = await self.market.client.chain_time()
         for event in requested:
             job_input = inputs.get(bytes(event.args["jobId"]))
             if job_input is None:
@@ -133,7 +132,3 @@ class OnchainJobs:
         )
         await self.runner.delivered(terms.job_id)
         log.info("onchain_result_submitted", job_id=terms.job_id.hex())
-
-    async def _chain_time(self) -> float:
-        block = await self.market.client.w3.eth.get_block("latest")
-        return float(block["timestamp"]) if block else time.time()

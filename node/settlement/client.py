@@ -12,7 +12,6 @@ from node.domain.state import AttemptOutcome, ClientState, JobEvent, PaymentPath
 from node.errors import ChainError
 from node.jobstore.store import JobStore
 from node.logging import get_logger
-from node.settlement.chain_time import chain_time
 from node.storage import JobRecord
 from node.types import Address, Hash32
 
@@ -49,7 +48,7 @@ class ClientSettlement:
             self.db.jobs.list, role=Role.CLIENT, payment=PaymentPath.ESCROW, limit=2**31 - 1
         )
         refunded = 0
-        now = await self._chain_time() if escrowed else 0.0
+        now = await self.market.client.chain_time() if escrowed else 0.0
         for record in escrowed:
             if record.state is ClientState.VERIFIED:
                 await self._settle_verified(record)
@@ -76,7 +75,7 @@ class ClientSettlement:
         terms = escrow_terms(self.me, record, attempt)
         onchain = await self.market.job(terms.job_id)
         live = onchain.status in (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED)
-        if live and onchain.time < await self._chain_time():
+        if live and onchain.time < await self.market.client.chain_time():
             await self.market.refund(terms, sender=self.key.account)
             await self._apply(record, Refunded())
 
@@ -105,6 +104,3 @@ class ClientSettlement:
 
     async def _apply(self, record: JobRecord, event: JobEvent) -> None:
         await self.store.apply(record.job_id, event)
-
-    async def _chain_time(self) -> float:
-        return await chain_time(self.market)

@@ -14,7 +14,6 @@ from node.domain.state import Failed, JobEvent, PaymentPath, PaymentReceived, Pr
 from node.errors import ChainError, SettlementError
 from node.jobstore.store import JobStore
 from node.logging import get_logger
-from node.settlement.chain_time import chain_time
 from node.settlement.policy import RedemptionPolicy, due_vouchers
 from node.storage import JobRecord
 from node.types import Address
@@ -125,7 +124,7 @@ class ProviderSettlement:
                 await self._apply(record, PaymentReceived())
 
     async def _finalize(self, tally: _Tally) -> None:
-        now = await self._chain_time()
+        now = await self.market.client.chain_time()
         # Delivered voucher jobs wait for redemption, not the chain: a busy provider holds many.
         for record in await self._provider_jobs(ProviderState.DELIVERED, payment=PaymentPath.ESCROW):
             onchain = await self.market.job(record.job_id)
@@ -165,6 +164,3 @@ class ProviderSettlement:
             raise SettlementError(
                 f"settling failed on-chain: {exc}", hint="retry once the chain answers"
             ) from exc
-
-    async def _chain_time(self) -> float:
-        return await chain_time(self.market)
