@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from node.chain.market import GWEI
 from node.client.payments import receipt_job_id
-from node.client.pipeline import ClientPipeline
+from node.client.pipeline import ClientPipeline, Submission
 from node.client.views import has_result, job_view
 from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
 from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
@@ -39,8 +39,9 @@ class ClientJobs:
         self.ready = asyncio.Event()
         self._queue: asyncio.Queue[Hash32] = asyncio.Queue()
         self._driving: set[Hash32] = set()
-        # Jobs submitted and not yet picked up, as stored, so driving one starts without a read.
-        self._submitted: dict[Hash32, JobRecord] = {}
+        # Jobs submitted and not yet picked up, as stored and as chosen, so driving one starts
+        # without a read and without matching again.
+        self._submitted: dict[Hash32, tuple[JobRecord, Submission]] = {}
         # Wei deposited minus withdrawn, as last read from the chain (balance + paid out).
         self._funded: int | None = None
 
@@ -78,7 +79,8 @@ class ClientJobs:
 
     async def _drive(self, job_id: Hash32) -> None:
         try:
-            await self.pipeline.drive(job_id, known=self._submitted.pop(job_id, None))
+            known, submitted = self._submitted.pop(job_id, (None, None))
+            await self.pipeline.drive(job_id, known=known, submitted=submitted)
         except asyncio.CancelledError:
             raise
         except JobTransitionError as exc:
@@ -117,10 +119,8 @@ class ClientJobs:
     async def submit(self, spec: JobSpec) -> JobView:
         model_id = Hash32(bytes.fromhex(normalize_model_id(spec.model_id)))
         self._check_spec(spec)
-        # The provider whose price this checks; the pipeline matches again, possibly exploring.
-        choice = self.pipeline.matchmaker.choose(
-            model_id, spec.max_price_wei, pinned=spec.provider, explore=False
-        )
+        # Chosen once: the first attempt goes to this provider, at the price checked here.
+        choice = self.pipeline.matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
         price = choice.offer.price_wei
         if spec.payment is PaymentPath.ESCROW and price % GWEI:
             raise JobError(
@@ -143,12 +143,7 @@ class ClientJobs:
         )
         # Both are durable before the job is acknowledged; neither needs the other.
         _, record = await asyncio.gather(self.pipeline.blobs.put(spec.input), self.pipeline.store.create(job))
-        if spec.provider is not None:
-            self.pipeline.pinned[job.job_id] = spec.provider
-        self.pipeline.peers[choice.candidate.address] = choice.candidate.peer_id
-        self.pipeline.prices[job.job_id, choice.candidate.address] = price
-        self.pipeline.inputs[job.job_id] = spec.input
-        self._submitted[job.job_id] = record
+        self._submitted[job.job_id] = record, Submission(choice, spec.input, pinned=spec.provider)
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
         return await self._view(record)
@@ -250,7 +245,7 @@ class ClientJobs:
         verified = record.state in (ClientState.VERIFIED, ClientState.SETTLED)
         price = None
         if status.attempts and record.role is Role.CLIENT:
-            price = self.pipeline.prices.get((record.job_id, status.attempts[-1].provider))
+            price = status.attempts[-1].price_wei
         return job_view(
             record, client=self.me, receipt=receipt, verified=verified, output=output, price_wei=price
         )

@@ -62,6 +62,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
+from node.scheduler import Choice
 from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher, StoredReceipt
 from node.types import Address, Hash32, sha256
 
@@ -75,6 +76,16 @@ PROGRESS_RECORD_DELAY_S = 0.005
 CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What a job's submitter already holds: the provider it chose (and checked the price of),
+    the provider it pinned the job to, if any, and the input."""
+
+    choice: Choice
+    input: bytes
+    pinned: Address | None = None
+
+
 @dataclass
 class ClientPipeline:
     store: JobStore
@@ -86,15 +97,18 @@ class ClientPipeline:
     key: NodeKey
     vouchers: VoucherBook
     receipts: ReceiptFiles
-    # Peer ids of matched providers, learnt from their adverts.
-    peers: dict[Address, str] = field(default_factory=dict)
-    pinned: dict[Hash32, Address] = field(default_factory=dict)
-    # What each attempt costs: the matched provider's advertised price (the job stores its budget).
-    prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
-    # Inputs of jobs submitted in this run, kept so a send does not read them back from disk.
-    inputs: dict[Hash32, bytes] = field(default_factory=dict)
     # Verified results, so watchers' views of a finished job need not read them back.
     results: RecentResults = field(default_factory=RecentResults)
+    # Peer ids of matched providers, learnt from their adverts.
+    _peers: dict[Address, str] = field(default_factory=dict)
+    # Jobs pinned to one provider by their submitter (never reassigned elsewhere).
+    _pinned: dict[Hash32, Address] = field(default_factory=dict)
+    # The provider chosen when the job was submitted: its first attempt goes there, unmatched again.
+    _chosen: dict[Hash32, Choice] = field(default_factory=dict)
+    # Inputs of jobs submitted in this run, kept so a send does not read them back from disk.
+    _inputs: dict[Hash32, bytes] = field(default_factory=dict)
+    # Attempts stored before prices were: the price first used, so pay and send agree.
+    _unrecorded_prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
     _seen: dict[Address, int] = field(default_factory=dict)
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     _last_error: dict[Hash32, str] = field(default_factory=dict)
@@ -109,12 +123,19 @@ class ClientPipeline:
 
     # driving ----------------------------------------------------------------------------------
 
-    async def drive(self, job_id: Hash32, *, known: JobRecord | None = None) -> None:
+    async def drive(
+        self, job_id: Hash32, *, known: JobRecord | None = None, submitted: Submission | None = None
+    ) -> None:
         """Move the job until it is terminal or waits on the chain (escrow jobs, once verified).
 
         `known`, the job as just stored, spares reading it; every move is still checked against
-        the stored version.
+        the stored version. `submitted` carries what its submitter already chose and holds.
         """
+        if submitted is not None:
+            self._chosen[job_id] = submitted.choice
+            self._inputs[job_id] = submitted.input
+            if submitted.pinned is not None:
+                self._pinned[job_id] = submitted.pinned
         record = known if known is not None else await self.store.get(job_id)
         record = await self._recover(record)
         try:
@@ -127,7 +148,8 @@ class ClientPipeline:
                     return
                 record = moved
         finally:
-            self.inputs.pop(job_id, None)
+            self._inputs.pop(job_id, None)
+            self._chosen.pop(job_id, None)
             self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
@@ -146,23 +168,25 @@ class ClientPipeline:
             return await self._fail(record, "the job ran out of time before any provider finished it")
         if len(status.attempts) >= MAX_ATTEMPTS:
             return await self._fail(record, f"{MAX_ATTEMPTS} providers tried and none finished the job")
-        try:
-            choice = self.matchmaker.choose(
-                record.model_id,
-                record.price_wei,
-                tried=status.tried_providers,
-                pinned=self.pinned.get(record.job_id),
-            )
-        except GpunodeError as exc:
-            return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
+        choice = self._chosen.pop(record.job_id, None)
+        if choice is None or choice.candidate.address in status.tried_providers:
+            try:
+                choice = self.matchmaker.choose(
+                    record.model_id,
+                    record.price_wei,
+                    tried=status.tried_providers,
+                    pinned=self._pinned.get(record.job_id),
+                )
+            except GpunodeError as exc:
+                return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
         provider = choice.candidate.address
         self.matchmaker.assigned(record.job_id, provider)
-        self.peers[provider] = choice.candidate.peer_id
-        self.prices[record.job_id, provider] = choice.offer.price_wei
+        self._peers[provider] = choice.candidate.peer_id
+        matched = Matched(provider, price_wei=choice.offer.price_wei)
         if record.status.payment is PaymentPath.VOUCHER:
             # Signing the voucher needs nothing from outside: matched and paid are written together.
-            return await self._pay_by_voucher(record, provider, Matched(provider))
-        return await self.store.apply(record.job_id, Matched(provider), known=record)
+            return await self._pay_by_voucher(record, provider, matched)
+        return await self.store.apply(record.job_id, matched, known=record)
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
@@ -222,7 +246,7 @@ class ClientPipeline:
         request = JobRequest(
             job_id=record.job_id,
             model_id=record.model_id,
-            input=self.inputs.get(record.job_id) or await self.blobs.require(record.input_hash, "job input"),
+            input=self._inputs.get(record.job_id) or await self.blobs.require(record.input_hash, "job input"),
             payment=payment,
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
@@ -351,23 +375,28 @@ class ClientPipeline:
             log.warning("provider_stats_not_saved", provider=provider, error=str(exc))
 
     def price_of(self, record: JobRecord, provider: Address) -> int:
-        """The attempt's price: as matched, else the provider's current advert, else the budget."""
-        known = self.prices.get((record.job_id, provider))
+        """The attempt's price as matched and stored with it; for an attempt stored without one,
+        the provider's current advert, else the job's budget."""
+        current = record.status.current
+        if current is not None and current.provider == provider and current.price_wei is not None:
+            return current.price_wei
+        key = (record.job_id, provider)
+        known = self._unrecorded_prices.get(key)
         if known is not None:
             return known
         advert = self.matchmaker.directory.get(provider)
         price = advert.price_for(record.model_id) if advert is not None else None
         if price is None or price > record.price_wei:
             price = record.price_wei
-        self.prices[record.job_id, provider] = price
+        self._unrecorded_prices[key] = price
         return price
 
     async def _peer_of(self, provider: Address) -> str | None:
         """The provider's peer id, dialled at its advertised addresses if not connected yet."""
         advert = self.matchmaker.directory.get(provider)
         if advert is None:
-            return self.peers.get(provider)
-        self.peers[provider] = advert.peer_id
+            return self._peers.get(provider)
+        self._peers[provider] = advert.peer_id
         if advert.peer_id not in self.host.connected_peers():
             for addr in advert.listen_addrs:
                 try:
@@ -384,10 +413,14 @@ class ClientPipeline:
         )
         self._last_error[record.job_id] = f"{provider}: {outcome}: {detail}"
         self._remember(provider, backoff_until=self.matchmaker.failed(provider))
-        paid = record.status.current is not None and record.status.current.paid
+        current = record.status.current
+        paid = current is not None and current.paid
+        # An attempt stored without its price, and not priced since this start: it stays promised.
+        price = current.price_wei if current is not None else None
+        if price is None:
+            price = self._unrecorded_prices.get((record.job_id, provider))
         moved = await self.store.apply(record.job_id, ProviderLost(outcome, detail), known=record)
-        price = self.prices.get((record.job_id, provider))
-        # After a restart the attempt's price is unknown: its amount then stays promised.
+        self._unrecorded_prices.pop((record.job_id, provider), None)
         if paid and record.status.payment is PaymentPath.VOUCHER and price is not None:
             self.vouchers.released(provider, price)
         return moved

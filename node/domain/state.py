@@ -142,6 +142,8 @@ class Attempt:
     provider: Address
     paid: bool = False
     outcome: AttemptOutcome | None = None
+    # What this attempt costs: the matched provider's price (None where it was never recorded).
+    price_wei: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +203,10 @@ class JobEvent:
 
 @dataclass(frozen=True, slots=True)
 class Matched(JobEvent):
-    """The scheduler picked `provider` for the next attempt."""
+    """The scheduler picked `provider` for the next attempt, at `price_wei`."""
 
     provider: Address
+    price_wei: int | None = None
     kind: ClassVar[str] = "matched"
     roles: ClassVar[frozenset[Role]] = frozenset({Role.CLIENT})
 
@@ -346,7 +349,12 @@ def event_from_detail(kind: str, detail: Mapping[str, Any]) -> JobEvent:
             continue
         target = hints[f.name]
         raw = detail[f.name]
-        values[f.name] = target(raw) if isinstance(target, type) and issubclass(target, enum.Enum) else raw
+        if isinstance(target, type) and issubclass(target, enum.Enum):
+            values[f.name] = target(raw)
+        elif target == (int | None):
+            values[f.name] = None if raw in (None, "None") else int(raw)
+        else:
+            values[f.name] = raw
     try:
         return cls(**values)
     except TypeError as exc:
@@ -419,7 +427,7 @@ def _match(status: JobStatus, event: Matched) -> JobStatus | IllegalTransition:
         return IllegalTransition(f"only a submitted job can be matched; this one is {status.state}")
     if event.provider in status.tried_providers:
         return IllegalTransition(f"provider {event.provider} already had a try at this job")
-    attempts = (*status.attempts, Attempt(provider=event.provider))
+    attempts = (*status.attempts, Attempt(provider=event.provider, price_wei=event.price_wei))
     return dataclasses.replace(status, state=_S.MATCHED, attempts=attempts)
 
 

@@ -247,7 +247,7 @@ class JobRepository:
 _INSERT_JOB = insert(JOBS)
 _SELECT_JOB = select(JOBS).where(JOBS.c.job_id == bindparam("job_id"))
 _SELECT_ATTEMPTS = (
-    select(JOB_ATTEMPTS.c.provider, JOB_ATTEMPTS.c.paid, JOB_ATTEMPTS.c.outcome)
+    select(JOB_ATTEMPTS.c.provider, JOB_ATTEMPTS.c.paid, JOB_ATTEMPTS.c.outcome, JOB_ATTEMPTS.c.price_wei)
     .where(JOB_ATTEMPTS.c.job_id == bindparam("job_id"))
     .order_by(JOB_ATTEMPTS.c.number)
 )
@@ -265,7 +265,12 @@ _INSERT_ATTEMPT = insert(JOB_ATTEMPTS)
 _UPDATE_ATTEMPT = (
     update(JOB_ATTEMPTS)
     .where(JOB_ATTEMPTS.c.job_id == bindparam("b_job_id"), JOB_ATTEMPTS.c.number == bindparam("b_number"))
-    .values(provider=bindparam("provider"), paid=bindparam("paid"), outcome=bindparam("outcome"))
+    .values(
+        provider=bindparam("provider"),
+        paid=bindparam("paid"),
+        outcome=bindparam("outcome"),
+        price_wei=bindparam("price_wei"),
+    )
 )
 _INSERT_EVENTS = insert(JOB_EVENTS)
 
@@ -300,7 +305,9 @@ def _attempts_of(connection: Connection, job_ids: list[bytes]) -> dict[bytes, tu
 def _checked_event(event: JobEvent) -> JobEvent:
     if isinstance(event, Matched):
         # One provider, one spelling: "already tried" compares addresses as stored.
-        return Matched(provider=checked_address("provider", event.provider))
+        if event.price_wei is not None:
+            check_wei("price_wei", event.price_wei)
+        return Matched(provider=checked_address("provider", event.provider), price_wei=event.price_wei)
     return event
 
 
@@ -399,6 +406,7 @@ def _attempt(row: AnyRow) -> Attempt:
         provider=Address(row.provider),
         paid=bool(row.paid),
         outcome=None if row.outcome is None else AttemptOutcome(row.outcome),
+        price_wei=None if row.price_wei is None else int(row.price_wei),
     )
 
 
@@ -413,6 +421,7 @@ def _write_attempts(
             "provider": attempt.provider,
             "paid": attempt.paid,
             "outcome": None if attempt.outcome is None else attempt.outcome.value,
+            "price_wei": None if attempt.price_wei is None else str(attempt.price_wei),
         }
         if number < len(before):
             connection.execute(_UPDATE_ATTEMPT, {"b_job_id": job_id, "b_number": number, **values})

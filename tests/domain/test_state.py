@@ -76,7 +76,7 @@ PROVIDER_TABLE: dict[tuple[State, str], State] = {
 }
 
 SAMPLE_EVENTS: dict[str, JobEvent] = {
-    "matched": Matched(provider=B),
+    "matched": Matched(provider=B, price_wei=7),
     "payment_made": PaymentMade(),
     "sent": Sent(),
     "started": Started(),

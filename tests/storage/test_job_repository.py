@@ -98,19 +98,21 @@ def test_can_walk_a_client_job_to_settlement_with_its_history(db: Database) -> N
 def test_can_reassign_a_job_and_keep_every_attempt(db: Database) -> None:
     job = db.jobs.create(new_job(payment=PaymentPath.ESCROW))
     for event in (
-        Matched(provider=PROVIDER_A),
+        Matched(provider=PROVIDER_A, price_wei=2**200),
         PaymentMade(),
         Sent(),
         ProviderLost(AttemptOutcome.DIED, "reset"),
     ):
         job = db.jobs.apply(job.job_id, event)
     job = db.jobs.apply(job.job_id, Matched(provider=PROVIDER_B))
+    # Each attempt keeps the price it was matched at, so a restarted client pays what it agreed.
     assert db.jobs.get(job.job_id).status.attempts == (
-        Attempt(PROVIDER_A, paid=True, outcome=AttemptOutcome.DIED),
+        Attempt(PROVIDER_A, paid=True, outcome=AttemptOutcome.DIED, price_wei=2**200),
         Attempt(PROVIDER_B),
     )
-    lost = db.jobs.history(job.job_id)[3].event
-    assert lost == ProviderLost(AttemptOutcome.DIED, "reset")
+    history = db.jobs.history(job.job_id)
+    assert history[0].event == Matched(provider=PROVIDER_A, price_wei=2**200)
+    assert history[3].event == ProviderLost(AttemptOutcome.DIED, "reset")
 
 
 def test_can_walk_a_provider_job(db: Database) -> None:
