@@ -33,7 +33,6 @@ from node.client.pipeline import ClientPipeline
 from node.config import Settings
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
-from node.discovery.refresher import AdvertRefresher
 from node.discovery.registry_view import CachedRegistryView
 from node.discovery.service import DiscoveryService
 from node.domain.service import NodeServices
@@ -393,12 +392,6 @@ class Node:
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
         await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
-        refresher = AdvertRefresher(
-            lambda: self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory)),
-            interval_s=self.settings.p2p.advert_refresh_s,
-        )
-        group.create_task(refresher.run(), name="announce")
-        waits.append(refresher.ready.wait())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""

@@ -62,6 +62,7 @@ class ClientJobs:
         self.pipeline.matchmaker.load(await db.run(db.providers.all))
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(self.pipeline.record_service(), name="provider-service-records")
                 for record in live:
                     self._start(group, record.job_id)
                 self.ready.set()

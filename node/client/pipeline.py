@@ -110,7 +110,8 @@ class ClientPipeline:
     # Attempts stored before prices were: the price first used, so pay and send agree.
     _unrecorded_prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
     _seen: dict[Address, int] = field(default_factory=dict)
-    _writes: set[asyncio.Task[None]] = field(default_factory=set)
+    # How providers served us, waiting to be written by `record_service()`.
+    _served: asyncio.Queue[tuple[Address, float | None, float]] = field(default_factory=asyncio.Queue)
     _last_error: dict[Hash32, str] = field(default_factory=dict)
 
     @property
@@ -344,17 +345,33 @@ class ClientPipeline:
 
     # helpers ----------------------------------------------------------------------------------
 
+    async def record_service(self) -> None:
+        """Write how providers served us, off the jobs' critical path, until cancelled (a
+        long-running part: `ClientJobs.run` runs it next to the jobs it drives)."""
+        while True:
+            served = await self._served.get()
+            try:
+                await self._record_service(*served)
+            except Exception:
+                # Only the scheduler's memory is at stake: never a reason to stop the node.
+                log.exception("provider_stats_not_saved", provider=served[0])
+            finally:
+                self._served.task_done()
+
     async def flush(self) -> None:
-        """Wait for background writes (provider statistics) to land."""
-        await asyncio.gather(*self._writes, return_exceptions=True)
+        """Write what `record_service()` has not written yet (at shutdown, after it stopped)."""
+        while not self._served.empty():
+            served = self._served.get_nowait()
+            try:
+                await self._record_service(*served)
+            finally:
+                self._served.task_done()
 
     def _remember(
         self, provider: Address, *, latency_ms: float | None = None, backoff_until: float = 0.0
     ) -> None:
         """Keep how the provider served us in the database, off the job's critical path."""
-        task = asyncio.create_task(self._record_service(provider, latency_ms, backoff_until))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._served.put_nowait((provider, latency_ms, backoff_until))
 
     async def _record_service(
         self, provider: Address, latency_ms: float | None, backoff_until: float

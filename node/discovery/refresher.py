@@ -1,4 +1,4 @@
-"""`AdvertRefresher`: re-publishes the provider's advert before it expires, for as long as it runs.
+"""`AdvertRefresher`: publishes the provider's advert again before it expires, for as long as it runs.
 
 A publish that fails (the overlay briefly down, no peers yet) is logged and tried again soon;
 it never stops the node: an advert that lapses for a while costs jobs, a stopped node costs all.
@@ -25,10 +25,9 @@ class AdvertRefresher:
         self.failures = 0
 
     async def run(self) -> None:
+        """Announce now, then every `interval_s`; sooner again after a failure."""
         self.ready.set()
-        wait_s = self.interval_s
         while True:
-            await asyncio.sleep(wait_s)
             try:
                 await self._announce()
             except Exception as exc:
@@ -38,3 +37,4 @@ class AdvertRefresher:
             else:
                 self.failures = 0
                 wait_s = self.interval_s
+            await asyncio.sleep(wait_s)

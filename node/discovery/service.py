@@ -22,6 +22,7 @@ from node.discovery.advert import (
     sign_advert,
 )
 from node.discovery.directory import Directory
+from node.discovery.refresher import AdvertRefresher
 from node.discovery.registry_view import RegistryView
 from node.discovery.validation import AdvertValidator, check_binding
 from node.errors import DiscoveryError, P2PError
@@ -87,7 +88,8 @@ class DiscoveryService:
         )
         loops = [service._consume(subscription), service._sweep()]
         if key is not None:
-            loops.append(service._refresh())
+            refresher = AdvertRefresher(service._announce_offer, interval_s=settings.advert_refresh_s)
+            loops.append(refresher.run())
         running = [asyncio.create_task(_logged(loop)) for loop in loops]
         try:
             yield service
@@ -145,14 +147,10 @@ class DiscoveryService:
                 log.warning("advert_dht_put_failed", error=str(exc))
             stored = advert
 
-    async def _refresh(self) -> None:
-        while True:
-            if self._offer is not None:
-                try:
-                    await self.announce()
-                except P2PError as exc:
-                    log.warning("advert_publish_failed", error=str(exc))
-            await asyncio.sleep(self._settings.advert_refresh_s)
+    async def _announce_offer(self) -> None:
+        """The periodic refresh: our advert again, once there is an offer to announce."""
+        if self._offer is not None:
+            await self.announce()
 
     # receiving --------------------------------------------------------------------------------
 

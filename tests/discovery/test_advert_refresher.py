@@ -16,8 +16,10 @@ async def test_can_keep_announcing_after_a_publish_error() -> None:
         calls.append(len(calls))
         if len(calls) == 3:
             third.set()
-        if len(calls) <= 2:
+        if len(calls) == 1:
             raise P2PError("no peers subscribed to the advert topic yet")
+        if len(calls) == 2:
+            raise RuntimeError("a fault nobody expected")
 
     refresher = AdvertRefresher(announce, interval_s=0.01)
     task = asyncio.create_task(refresher.run())
