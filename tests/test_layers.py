@@ -117,6 +117,10 @@ def test_the_api_makes_no_chain_or_p2p_calls_of_its_own() -> None:
     assert not _layer_graph()["api"] & {"chain", "p2p", "client", "provider", "settlement"}
 
 
+def test_settlement_builds_on_neither_pipeline() -> None:
+    assert not _layer_graph()["settlement"] & {"client", "provider"}
+
+
 def test_the_domain_does_no_io() -> None:
     assert _layer_graph()["domain"] <= {"errors", "types", "executor"}
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 
 from node.chain.market import GWEI
-from node.client.payments import receipt_job_id
 from node.client.pipeline import ClientPipeline, Submission
 from node.client.views import has_result, job_view
 from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
@@ -23,6 +22,7 @@ from node.executor.errors import InputTooLarge
 from node.executor.manifest import normalize_model_id
 from node.jobstore.events import records_until_terminal
 from node.logging import get_logger
+from node.settlement.terms import receipt_job_id
 from node.storage import Database, JobRecord, NewJob
 from node.storage.errors import InvalidRecord, UnknownJob
 from node.types import Address, Hash32, sha256

@@ -19,7 +19,7 @@ from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.client.matching import Matchmaker
-from node.client.payments import MAX_ATTEMPTS, VoucherBook, escrow_terms, receipt_job_id
+from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
 from node.domain.state import (
     AttemptOutcome,
@@ -63,6 +63,7 @@ from node.p2p.job_messages import (
 )
 from node.p2p.job_protocol import JobClient
 from node.scheduler import Choice
+from node.settlement.terms import MAX_ATTEMPTS, escrow_terms, receipt_job_id
 from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher, StoredReceipt
 from node.types import Address, Hash32, sha256
 

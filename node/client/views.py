@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node.client.payments import receipt_job_id
 from node.domain.service import AttemptView, JobView, ReceiptView
 from node.domain.state import ClientState, JobState, PaymentPath
+from node.settlement.terms import receipt_job_id
 from node.storage import JobRecord, StoredReceipt
 from node.types import Address
 

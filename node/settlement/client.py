@@ -7,11 +7,11 @@ from node.chain.job_logs import ChainOutcome, chain_outcome
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
-from node.client.payments import escrow_terms, receipt_job_id
 from node.domain.state import AttemptOutcome, ClientState, JobEvent, PaymentPath, Refunded, Role, Settled
 from node.errors import ChainError
 from node.jobstore.store import JobStore
 from node.logging import get_logger
+from node.settlement.terms import escrow_terms, receipt_job_id
 from node.storage import JobRecord
 from node.types import Address, Hash32
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
 from node.chain.keys import NodeKey
-from node.client.payments import VoucherBook, escrow_salt, escrow_terms, receipt_job_id
+from node.client.payments import VoucherBook
 from node.domain.state import JobStatus, PaymentPath, Role
+from node.settlement.terms import escrow_salt, escrow_terms, receipt_job_id
 from node.storage import JobRecord
 from node.types import Address, Hash32
 
