@@ -110,6 +110,8 @@ class ClientPipeline:
     _inputs: dict[Hash32, bytes] = field(default_factory=dict)
     # Attempts stored before prices were: the price first used, so pay and send agree.
     _unrecorded_prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
+    # Attempts priced in this run (a lost voucher attempt gives its amount back; see `_lose`).
+    _priced_here: dict[Hash32, set[Address]] = field(default_factory=dict)
     _seen: dict[Address, int] = field(default_factory=dict)
     # How providers served us, waiting to be written by `record_service()`.
     _served: asyncio.Queue[tuple[Address, float | None, float]] = field(default_factory=asyncio.Queue)
@@ -152,6 +154,7 @@ class ClientPipeline:
         finally:
             self._inputs.pop(job_id, None)
             self._chosen.pop(job_id, None)
+            self._priced_here.pop(job_id, None)
             self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
@@ -185,9 +188,10 @@ class ClientPipeline:
         self.matchmaker.assigned(record.job_id, provider)
         self._peers[provider] = choice.candidate.peer_id
         matched = Matched(provider, price_wei=choice.offer.price_wei)
+        self._priced_here.setdefault(record.job_id, set()).add(provider)
         if record.status.payment is PaymentPath.VOUCHER:
             # Signing the voucher needs nothing from outside: matched and paid are written together.
-            return await self._pay_by_voucher(record, provider, matched)
+            return await self._pay_by_voucher(record, provider, matched, price=matched.price_wei)
         return await self.store.apply(record.job_id, matched, known=record)
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
@@ -202,9 +206,14 @@ class ClientPipeline:
             return await self._fail(record, f"the chain stayed unreachable while paying: {exc}")
         return await self.store.apply(record.job_id, PaymentMade(), known=record)
 
-    async def _pay_by_voucher(self, record: JobRecord, provider: Address, *before: JobEvent) -> JobRecord:
+    async def _pay_by_voucher(
+        self, record: JobRecord, provider: Address, *before: JobEvent, price: int | None = None
+    ) -> JobRecord:
+        """Sign the next voucher to `provider` and record it paid (after `before`, when given, in
+        the same transaction); `price` is the attempt's, when `record` does not hold it yet."""
         async with self.vouchers.lock(provider):
-            price = self.price_of(record, provider)
+            if price is None:
+                price = self.price_of(record, provider)
             voucher = self.vouchers.next_voucher(provider, price)
             moved = await self.store.apply(
                 record.job_id, *before, PaymentMade(), known=record, voucher=voucher
@@ -395,6 +404,7 @@ class ClientPipeline:
     def price_of(self, record: JobRecord, provider: Address) -> int:
         """The attempt's price as matched and stored with it; for an attempt stored without one,
         the provider's current advert, else the job's budget."""
+        self._priced_here.setdefault(record.job_id, set()).add(provider)
         current = record.status.current
         if current is not None and current.provider == provider and current.price_wei is not None:
             return current.price_wei
@@ -433,14 +443,14 @@ class ClientPipeline:
         self._remember(provider, backoff_until=self.matchmaker.failed(provider))
         current = record.status.current
         paid = current is not None and current.paid
-        # An attempt stored without its price, and not priced since this start: it stays promised.
-        price = current.price_wei if current is not None else None
-        if price is None:
-            price = self._unrecorded_prices.get((record.job_id, provider))
         moved = await self.store.apply(record.job_id, ProviderLost(outcome, detail), known=record)
+        # A voucher attempt lost before this run used its price (a restart found it sent or
+        # running) may have run at the provider, which then counts it as spent: it stays promised.
+        priced_here = self._priced_here.get(record.job_id, set())
+        if paid and record.status.payment is PaymentPath.VOUCHER and provider in priced_here:
+            self.vouchers.released(provider, self.price_of(record, provider))
+        priced_here.discard(provider)
         self._unrecorded_prices.pop((record.job_id, provider), None)
-        if paid and record.status.payment is PaymentPath.VOUCHER and price is not None:
-            self.vouchers.released(provider, price)
         return moved
 
     async def _fail(self, record: JobRecord, reason: str) -> JobRecord:
