@@ -191,6 +191,11 @@ def test_can_round_trip_every_event_through_its_stored_form(event: JobEvent) -> 
     assert event_from_detail(event.kind, event_detail(event)) == event
 
 
+@pytest.mark.parametrize("detail", [{"provider": B}, {"provider": B, "price_wei": "None"}])
+def test_can_read_a_match_stored_before_matches_kept_their_price(detail: dict[str, str]) -> None:
+    assert event_from_detail("matched", detail) == Matched(provider=B)
+
+
 def test_cannot_rebuild_an_unknown_event_kind() -> None:
     with pytest.raises(JobError, match="unknown job event kind"):
         event_from_detail("teleported", {})
