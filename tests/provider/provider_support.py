@@ -1,0 +1,184 @@
+"""A provider node's job side built over fakes (chain, executor) and a real SQLite database.
+
+Every construction of `ProviderJobs` and `JobRunner` lives here, so a change of their
+constructors is a change of this file only; tests talk to `handle()`, `run()` and the fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from job_fakes import FakeMarket, FakePool, sqlite_database
+
+from node.chain.eip712 import sign_voucher
+from node.chain.keys import NodeKey
+from node.jobs.events import JobEvents
+from node.jobs.provider import ProviderJobs
+from node.jobs.runner import JobRunner
+from node.jobs.state import PaymentPath, Role
+from node.p2p.identity import peer_id_from
+from node.p2p.job_messages import JobRequest, JobResponse, OnchainPayment, VoucherPayment
+from node.scheduler import AdmissionPolicy
+from node.storage import Database, JobRecord, NewJob
+from node.types import Address, Hash32, Voucher, sha256
+
+MODEL = Hash32(b"\x05" * 32)
+OTHER_MODEL = Hash32(b"\x06" * 32)
+GWEI = 10**9
+PRICE = 2 * GWEI  # escrow holds whole gwei
+INPUT = b"tensor-bytes"
+
+
+def peer_of(key: NodeKey) -> str:
+    return str(peer_id_from(key.private_key))
+
+
+@dataclass
+class ProviderSide:
+    db: Database
+    key: NodeKey
+    market: FakeMarket
+    pool: FakePool
+    events: JobEvents
+    runner: JobRunner
+    jobs: ProviderJobs
+    spawned: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def me(self) -> Address:
+        return self.key.address
+
+    async def handle(self, client: NodeKey, request: JobRequest) -> list[JobResponse]:
+        """Every frame the provider answers `request` from `client` with; background work done."""
+        frames = [frame async for frame in self.jobs.handle(peer_of(client), request)]
+        await self.settled()
+        return frames
+
+    async def settled(self) -> None:
+        while self.spawned:
+            await self.spawned.pop()
+
+    def restarted(self) -> ProviderSide:
+        """A fresh provider over the same database, chain and executor (the process restarted)."""
+        return build_provider(self.db, self.key, self.market, self.pool)
+
+    async def load_covered(self) -> None:
+        live = await self.db.run(self.db.jobs.live, Role.PROVIDER)
+        self.jobs.load_covered(live)
+
+    # requests a client would send -------------------------------------------------------------
+
+    def voucher_request(
+        self,
+        client: NodeKey,
+        cumulative: int,
+        *,
+        signer: NodeKey | None = None,
+        payer: Address | None = None,
+        payee: Address | None = None,
+        model: Hash32 = MODEL,
+        job_input: bytes = INPUT,
+        max_price: int = PRICE,
+        signature: bytes | None = None,
+    ) -> JobRequest:
+        voucher = Voucher(payer or client.address, payee or self.me, cumulative)
+        if signature is None:
+            signature = sign_voucher((signer or client).private_key, self.market.domain(), voucher)
+        payment = VoucherPayment(voucher.client, voucher.provider, voucher.cumulative_amount, signature)
+        return _request(Hash32(secrets.token_bytes(32)), model, job_input, payment, max_price)
+
+    async def escrow_request(
+        self,
+        client: NodeKey,
+        *,
+        price: int = PRICE,
+        named: Address | str | None = "me",
+        model: Hash32 = MODEL,
+        job_input: bytes = INPUT,
+        sent_model: Hash32 | None = None,
+        sent_input: bytes | None = None,
+        max_price: int = PRICE,
+    ) -> JobRequest:
+        """Escrow `price` on the chain as `client`, and the request that goes with it."""
+        requested = await self.market.request_job(
+            model,
+            price=price,
+            deadline=self.market.now + 3600,
+            input_hash=sha256(job_input),
+            provider=self.me if named == "me" else named,  # type: ignore[arg-type]
+            salt=secrets.randbits(64),
+            sender=client.account,
+        )
+        payment = OnchainPayment(requested.job_id)
+        return _request(
+            requested.job_id,
+            sent_model or model,
+            job_input if sent_input is None else sent_input,
+            payment,
+            max_price,
+        )
+
+    # stored state -----------------------------------------------------------------------------
+
+    async def stored_job(self, job_id: Hash32) -> JobRecord | None:
+        return await self.db.run(self.db.jobs.find, job_id)
+
+    async def accepted_job(self, client: NodeKey, *, payment: PaymentPath = PaymentPath.VOUCHER) -> JobRecord:
+        """A job stored as accepted, as if admitted before a restart."""
+        job = NewJob(
+            job_id=Hash32(secrets.token_bytes(32)),
+            role=Role.PROVIDER,
+            payment=payment,
+            model_id=MODEL,
+            input_hash=sha256(INPUT),
+            price_wei=PRICE,
+            client=client.address,
+            deadline=time.time() + 60,
+        )
+        return await self.db.run(self.db.jobs.create, job)
+
+
+def _request(job_id: Hash32, model: Hash32, job_input: bytes, payment: Any, max_price: int) -> JobRequest:
+    return JobRequest(
+        job_id=job_id,
+        model_id=model,
+        input=job_input,
+        payment=payment,
+        max_price_wei=max_price,
+        deadline_ms=int((time.time() + 60) * 1000),
+    )
+
+
+def build_provider(
+    db: Database,
+    key: NodeKey,
+    market: FakeMarket,
+    pool: FakePool,
+    *,
+    price: int = PRICE,
+    slots: int = 1,
+    max_queue: int = 64,
+    max_input_bytes: int = 2**20,
+) -> ProviderSide:
+    events = JobEvents()
+    policy = AdmissionPolicy(
+        price_floor_wei={MODEL: price}, slots=slots, max_queue=max_queue, max_input_bytes=max_input_bytes
+    )
+    runner = JobRunner(db, pool, key, market.domain(), events, slots=slots)  # type: ignore[arg-type]
+    spawned: list[asyncio.Task[None]] = []
+
+    def spawn(work: Coroutine[Any, Any, None]) -> None:
+        spawned.append(asyncio.ensure_future(work))
+
+    jobs = ProviderJobs(runner, market, policy, spawn=spawn)  # type: ignore[arg-type]
+    return ProviderSide(db, key, market, pool, events, runner, jobs, spawned)
+
+
+def new_provider(tmp_path: Path, **options: Any) -> ProviderSide:
+    return build_provider(sqlite_database(tmp_path), NodeKey.generate(), FakeMarket(), FakePool(), **options)
