@@ -320,6 +320,8 @@ class FakeMarket:
                 skipped.append(
                     VoucherSkipped(voucher.client, voucher.cumulative_amount, SkipReason.ALREADY_PAID)
                 )
+            elif self.balances[voucher.client] == 0:
+                skipped.append(VoucherSkipped(voucher.client, voucher.cumulative_amount, SkipReason.NO_FUNDS))
             else:
                 amount = min(owed, self.balances[voucher.client])
                 self.balances[voucher.client] -= amount
