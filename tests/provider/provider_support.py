@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job_fakes import FakeMarket, FakePool, sqlite_database
+from job_fakes import MARKET_ADDRESS, FakeMarket, FakePool, sqlite_database
 
 from node.chain.eip712 import sign_voucher
+from node.chain.follower import ChainEvent
 from node.chain.keys import NodeKey
+from node.chain.registry import ZERO_ADDRESS
+from node.jobs.blobs import JobBlobs
 from node.jobs.events import JobEvents
+from node.jobs.onchain import OnchainJobs
 from node.jobs.provider import ProviderJobs
 from node.jobs.runner import JobRunner
 from node.jobs.state import PaymentPath, Role
@@ -48,6 +52,8 @@ class ProviderSide:
     events: JobEvents
     runner: JobRunner
     jobs: ProviderJobs
+    onchain: OnchainJobs
+    root: Path
     spawned: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -66,7 +72,49 @@ class ProviderSide:
 
     def restarted(self) -> ProviderSide:
         """A fresh provider over the same database, chain and executor (the process restarted)."""
-        return build_provider(self.db, self.key, self.market, self.pool)
+        return build_provider(self.db, self.key, self.market, self.pool, self.root)
+
+    async def chain_requests(self, events: list[ChainEvent]) -> None:
+        """The chain follower hands over a batch of events; the claims it starts run to the end."""
+        await self.onchain.on_events(events)
+        await self.settled()
+
+    async def requested_onchain(
+        self,
+        requester: NodeKey,
+        *,
+        named: Address | None = None,
+        price: int = PRICE,
+        deadline_s: int = 3600,
+        model: Hash32 = MODEL,
+        with_input: bool = True,
+    ) -> tuple[Hash32, list[ChainEvent]]:
+        """A dApp requests a job on the chain: its id and the events the follower would see."""
+        requested = await self.market.request_job(
+            model,
+            price=price,
+            deadline=self.market.now + deadline_s,
+            input_hash=sha256(INPUT),
+            provider=named,
+            salt=secrets.randbits(64),
+            sender=requester.account,
+            input=INPUT if with_input else b"",
+        )
+        args = {
+            "jobId": requested.job_id,
+            "requester": requester.address,
+            "modelId": model,
+            "inputHash": sha256(INPUT),
+            "callback": ZERO_ADDRESS,
+            "salt": requested.terms.salt,
+            "provider": named or ZERO_ADDRESS,
+            "price": price,
+            "deadline": requested.deadline,
+        }
+        events = [_event("JobRequested", args)]
+        if with_input:
+            events.append(_event("JobInput", {"jobId": requested.job_id, "input": INPUT}))
+        return requested.job_id, events
 
     async def load_covered(self) -> None:
         live = await self.db.run(self.db.jobs.live, Role.PROVIDER)
@@ -155,11 +203,21 @@ def _request(job_id: Hash32, model: Hash32, job_input: bytes, payment: Any, max_
     )
 
 
+def _event(name: str, args: dict[str, Any]) -> ChainEvent:
+    return ChainEvent(name, args, MARKET_ADDRESS, 1, 0, "0x" + "00" * 32)
+
+
+@dataclass
+class _Follower:
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 def build_provider(
     db: Database,
     key: NodeKey,
     market: FakeMarket,
     pool: FakePool,
+    root: Path,
     *,
     price: int = PRICE,
     slots: int = 1,
@@ -177,8 +235,11 @@ def build_provider(
         spawned.append(asyncio.ensure_future(work))
 
     jobs = ProviderJobs(runner, market, policy, spawn=spawn)  # type: ignore[arg-type]
-    return ProviderSide(db, key, market, pool, events, runner, jobs, spawned)
+    blobs = JobBlobs(root / "blobs", fsync=False)
+    onchain = OnchainJobs(runner, market, blobs, _Follower(), policy, spawn=spawn)  # type: ignore[arg-type]
+    return ProviderSide(db, key, market, pool, events, runner, jobs, onchain, root, spawned)
 
 
 def new_provider(tmp_path: Path, **options: Any) -> ProviderSide:
-    return build_provider(sqlite_database(tmp_path), NodeKey.generate(), FakeMarket(), FakePool(), **options)
+    db = sqlite_database(tmp_path)
+    return build_provider(db, NodeKey.generate(), FakeMarket(), FakePool(), tmp_path, **options)
