@@ -5,12 +5,13 @@ receipt signed by the provider; a failed run frees what the client's voucher cov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 
 import pytest
 from job_fakes import chain_down, reverted
-from provider_support import GWEI, INPUT, MODEL, OTHER_MODEL, PRICE, ProviderSide, new_provider
+from provider_support import GWEI, INPUT, MODEL, OTHER_MODEL, PRICE, ProviderSide, new_provider, peer_of
 
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
@@ -361,3 +362,28 @@ async def test_cannot_reuse_a_voucher_for_a_job_still_live_after_a_restart(
     assert rejection(await restarted.handle(client, again)).code == "voucher_too_low"
     assert await restarted.stored_job(again.job_id) is None
     result_of(await restarted.handle(client, restarted.voucher_request(client, 2 * PRICE)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="when the client's stream closes mid-run, ProviderJobs cancels the run but leaves the job "
+    "accepted (live) until a restart and keeps its price counted against the client's voucher, "
+    "while the client, having lost the provider, reuses that amount: its next voucher is refused",
+)
+async def test_can_free_a_job_whose_client_went_away_mid_run(provider: ProviderSide, client: NodeKey) -> None:
+    fund(provider, client)
+    provider.pool.hold()
+    request = provider.voucher_request(client, PRICE)
+    with provider.events.subscribe(request.job_id) as changes:
+        frames = provider.jobs.handle(peer_of(client), request)
+        assert isinstance(await anext(frames), JobAccepted)
+        await provider.pool.started.wait()
+        await frames.aclose()  # the client's stream closed
+        provider.pool.release()
+        with contextlib.suppress(TimeoutError):
+            while not (await asyncio.wait_for(changes.get(), 1.0)).status.terminal:
+                pass
+    stored = await provider.stored_job(request.job_id)
+    assert stored is not None
+    assert stored.state is JobState.FAILED
+    result_of(await provider.handle(client, provider.voucher_request(client, PRICE)))

@@ -5,6 +5,8 @@ nothing twice."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from job_fakes import CHALLENGE_WINDOW_S, chain_down, reverted
 from settlement_support import DEADLINE_S, PRICE, Settlements
@@ -138,3 +140,27 @@ async def test_can_take_back_an_abandoned_escrow_in_a_later_round_after_the_chai
 
     await settle.client.tick()
     assert await settle.state(record.job_id) is JobState.REFUNDED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ClientSettlement lets a ChainError from refunding one abandoned verified job end the whole "
+    "round (lost attempts' refunds and finalize are handled per job, this one is not), so a refund "
+    "that keeps reverting holds back the settlement of every job listed after it",
+)
+async def test_cannot_let_one_failing_refund_hold_back_other_jobs(
+    settle: Settlements, providers: tuple[NodeKey, NodeKey]
+) -> None:
+    good, idle = providers
+    finalized = await settle.client_escrow_job(((good, None),))
+    finalized_terms = settle.client_onchain(finalized, 0)
+    await settle.deliver_onchain(good, finalized_terms)
+    abandoned = await settle.client_escrow_job(((idle, None),))  # moved last: listed first
+    settle.market.advance(DEADLINE_S + 1)
+    await settle.market.finalize(finalized_terms.job_id, sender=good.account)
+    settle.market.fail("refund", reverted("NotRefundable"), times=10)
+
+    with contextlib.suppress(ChainError):
+        await settle.client.tick()
+    assert await settle.state(abandoned.job_id) is JobState.VERIFIED
+    assert await settle.state(finalized.job_id) is JobState.SETTLED
