@@ -136,6 +136,7 @@ class FakeMarket:
         self.earnings: defaultdict[str, int] = defaultdict(int)
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self._failures: defaultdict[str, list[Exception]] = defaultdict(list)
+        self._gates: dict[str, asyncio.Event] = {}
         self._block = 0
 
     def domain(self) -> Eip712Domain:
@@ -147,6 +148,11 @@ class FakeMarket:
         """The next `times` calls of `method` raise `error` and change nothing."""
         self._failures[method.lower()].extend([error] * times)
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of `method` wait until the returned event is set."""
+        gate = self._gates[method.lower()] = asyncio.Event()
+        return gate
+
     def called(self, method: str) -> list[tuple[Any, ...]]:
         return [args for name, args in self.calls if name == method]
 
@@ -154,6 +160,9 @@ class FakeMarket:
         self.now += seconds
 
     async def _call(self, method: str, *args: Any) -> None:
+        gate = self._gates.get(method.lower())
+        if gate is not None:
+            await gate.wait()
         failures = self._failures.get(method.lower())
         if failures:
             raise failures.pop(0)

@@ -248,6 +248,14 @@ class ClientSide:
                 await self._service
             self._service = None
 
+    def changes(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Queue[JobRecord]]:
+        """Every stored move of the job from now on, as the pipeline publishes it."""
+        return self.jobs.pipeline.events.subscribe(Hash32(bytes.fromhex(job_id)))
+
+    async def drive(self, job_id: str) -> None:
+        """Drive one stored job through the pipeline, outside the service, until it ends or waits."""
+        await self.jobs.pipeline.drive(Hash32(bytes.fromhex(job_id)))
+
     async def restart(self) -> None:
         """The node stops and starts again over the same database, files, chain and overlay."""
         await self.stop()

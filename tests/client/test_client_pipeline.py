@@ -4,6 +4,8 @@ next one without paying twice; deadlines, attempts, cancels and chain failures e
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from client_support import BUDGET, GWEI, INPUT, ClientSide, fast_chain_retries, output_for
 from job_fakes import chain_down, reverted
@@ -14,7 +16,7 @@ from node.chain.market import JobStatus as ChainJobStatus
 from node.errors import JobError, SettlementError
 from node.executor.errors import UnknownModel
 from node.jobs.service import JobSpec
-from node.jobs.state import AttemptOutcome, JobState, PaymentPath
+from node.jobs.state import AttemptOutcome, JobState, JobTransitionError, PaymentPath
 from node.p2p.job_messages import OnchainPayment, VoucherPayment
 
 
@@ -291,3 +293,23 @@ async def test_can_budget_and_price_an_escrow_at_the_providers_price(client: Cli
     assert client.market.jobs[onchain].price == 4 * GWEI
     assert client.market.jobs[onchain].status is ChainJobStatus.SUBMITTED
     assert view.provider == provider.address
+
+
+async def test_can_cancel_a_job_while_its_escrow_is_being_requested(client: ClientSide) -> None:
+    provider = client.provider()
+    requesting = client.market.hold("request_job")
+    job_id = (await client.submit(PaymentPath.ESCROW)).job_id
+    with client.changes(job_id) as changes:
+        driving = asyncio.ensure_future(client.drive(job_id))
+        assert (await asyncio.wait_for(changes.get(), 5)).state is JobState.MATCHED
+
+    assert (await client.jobs.cancel(job_id)).state is JobState.CANCELLED
+    requesting.set()  # the escrow reaches the chain after the cancel was recorded
+    with pytest.raises(JobTransitionError):
+        await driving
+    view = await client.jobs.get(job_id)
+    assert view.state is JobState.CANCELLED
+    assert [(a.provider, a.outcome) for a in view.attempts] == [(provider.address, AttemptOutcome.ABANDONED)]
+    assert client.requests_to(provider) == []
+    # The escrow is left to the client's settlement, which refunds abandoned attempts.
+    assert len(client.market.jobs) == 1

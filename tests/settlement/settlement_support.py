@@ -23,6 +23,7 @@ from node.jobs.events import JobEvents
 from node.jobs.payments import escrow_salt, escrow_terms
 from node.jobs.state import (
     AttemptOutcome,
+    Cancelled,
     JobEvent,
     JobState,
     Matched,
@@ -170,7 +171,8 @@ class Settlements:
         self, attempts: tuple[tuple[NodeKey, AttemptOutcome | None], ...], *, verified: bool = True
     ) -> JobRecord:
         """A client's escrow job whose attempts went to these providers and ended so (None: the
-        attempt in flight, verified when `verified`); each attempt's escrow is on the chain."""
+        attempt in flight, verified when `verified`; ABANDONED: cancelled while its escrow was
+        being requested); each attempt's escrow is on the chain."""
         job = NewJob(
             job_id=Hash32(secrets.token_bytes(32)),
             role=Role.CLIENT,
@@ -193,6 +195,10 @@ class Settlements:
                 salt=escrow_salt(job.job_id, number),
                 sender=self.client_key.account,
             )
+            if outcome is AttemptOutcome.ABANDONED:
+                # Cancelled while the escrow was being requested: it reached the chain, unrecorded.
+                events += [Matched(provider.address), Cancelled()]
+                continue
             events += [Matched(provider.address), PaymentMade()]
             if outcome is not None:
                 events.append(ProviderLost(outcome, "lost before settlement"))

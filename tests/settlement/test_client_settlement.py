@@ -164,3 +164,15 @@ async def test_cannot_let_one_failing_refund_hold_back_other_jobs(
         await settle.client.tick()
     assert await settle.state(abandoned.job_id) is JobState.VERIFIED
     assert await settle.state(finalized.job_id) is JobState.SETTLED
+
+
+async def test_can_refund_an_escrow_that_reached_the_chain_after_a_cancel(
+    settle: Settlements, providers: tuple[NodeKey, NodeKey]
+) -> None:
+    named, _ = providers
+    record = await settle.client_escrow_job(((named, AttemptOutcome.ABANDONED),))
+    assert record.state is JobState.CANCELLED
+    settle.market.advance(DEADLINE_S + 1)
+    assert await settle.client.tick() == PRICE
+    assert settle.client_onchain(record, 0).job_id not in settle.market.jobs
+    assert await settle.state(record.job_id) is JobState.CANCELLED
