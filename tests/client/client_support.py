@@ -317,10 +317,12 @@ class ClientSide:
         provider: Provider | None = None,
         deadline: float | None = None,
         lost: tuple[Address, ...] = (),
+        voucher_kept: bool = True,
     ) -> JobRecord:
         """A client job written straight to the store in `state`, its attempt (if any) with
         `provider`, after one lost attempt per address in `lost`; payments made on the way are
-        stored (voucher) or escrowed on the chain (escrow), and the input is on disk."""
+        stored (voucher, unless not `voucher_kept`) or escrowed on the chain (escrow), and the
+        input is on disk."""
         blobs = JobBlobs(self.root / "blobs", fsync=False)
         await blobs.put(INPUT)
         job = NewJob(
@@ -363,13 +365,13 @@ class ClientSide:
         voucher = None
         receipt = None
         if JobState.PAID in path:
-            if payment is PaymentPath.VOUCHER:
+            if payment is PaymentPath.VOUCHER and voucher_kept:
                 amount = (await self.stored_voucher(provider) or 0) + provider.price
                 signed = Voucher(self.me, provider.address, amount)
                 voucher = SignedVoucher(
                     signed, sign_voucher(self.key.private_key, self.market.domain(), signed)
                 )
-            else:
+            elif payment is PaymentPath.ESCROW:
                 await self.escrow(record, provider, attempt)
         if JobState.VERIFIED in path:
             request = self._request_for(record, provider, attempt)

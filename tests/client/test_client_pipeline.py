@@ -313,3 +313,45 @@ async def test_can_cancel_a_job_while_its_escrow_is_being_requested(client: Clie
     assert client.requests_to(provider) == []
     # The escrow is left to the client's settlement, which refunds abandoned attempts.
     assert len(client.market.jobs) == 1
+
+
+# the service ------------------------------------------------------------------------------------
+
+
+async def test_can_watch_a_job_move_through_each_state_in_order(client: ClientSide) -> None:
+    client.provider()
+    await client.start()
+    job_id = (await client.submit()).job_id
+    states = [view.state async for view in client.jobs.watch(job_id)]
+    assert states[-1] is JobState.SETTLED
+    order = list(JobState)
+    assert states == sorted(set(states), key=order.index)
+
+
+async def test_can_submit_once_a_deposit_covers_the_voucher(client: ClientSide) -> None:
+    client.provider(price=3 * GWEI)
+    client.market.balances[client.me] = 0
+    with pytest.raises(SettlementError):
+        await client.submit()
+    assert await client.jobs.deposit(5 * GWEI) == 5 * GWEI
+    await client.start()
+    view = await client.finished((await client.submit()).job_id)
+    assert view.state is JobState.SETTLED
+    # 5 gwei cover one 3-gwei job, not a second.
+    with pytest.raises(SettlementError, match="does not cover"):
+        await client.submit()
+
+
+async def test_cannot_let_one_broken_job_stop_the_others(client: ClientSide) -> None:
+    provider = client.provider()
+    # Paid by a voucher that is not in the store (it was lost with the database's last write).
+    broken = await client.stored_job(JobState.PAID, provider=provider, voucher_kept=False)
+    healthy = await client.stored_job(JobState.SUBMITTED)
+    await client.start()
+    failed = await client.until(broken.job_id.hex(), JobState.FAILED)
+    assert failed.state is JobState.FAILED
+    assert "the node hit an error driving the job" in (failed.error or "")
+    assert client.requests_to(provider) == [
+        r for r in client.requests_to(provider) if r.job_id == healthy.job_id
+    ]
+    assert (await client.finished(healthy.job_id.hex())).state is JobState.SETTLED

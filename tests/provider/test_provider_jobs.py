@@ -387,3 +387,17 @@ async def test_can_free_a_job_whose_client_went_away_mid_run(provider: ProviderS
     assert stored is not None
     assert stored.state is JobState.FAILED
     result_of(await provider.handle(client, provider.voucher_request(client, PRICE)))
+
+
+async def test_can_raise_the_price_for_the_next_jobs(provider: ProviderSide, client: NodeKey) -> None:
+    fund(provider, client)
+    provider.jobs.set_price(MODEL, 2 * PRICE)
+    cheap = provider.voucher_request(client, 2 * PRICE, max_price=PRICE)
+    assert rejection(await provider.handle(client, cheap)).code == "price_too_low"
+    short = provider.voucher_request(client, PRICE, max_price=2 * PRICE)
+    assert rejection(await provider.handle(client, short)).code == "voucher_too_low"
+    paid = provider.voucher_request(client, 2 * PRICE, max_price=2 * PRICE)
+    result_of(await provider.handle(client, paid))
+    stored = await provider.stored_job(paid.job_id)
+    assert stored is not None
+    assert stored.price_wei == 2 * PRICE
