@@ -346,7 +346,8 @@ async def test_cannot_let_one_broken_job_stop_the_others(client: ClientSide) -> 
     provider = client.provider()
     # Paid by a voucher that is not in the store (it was lost with the database's last write).
     broken = await client.stored_job(JobState.PAID, provider=provider, voucher_kept=False)
-    healthy = await client.stored_job(JobState.SUBMITTED)
+    other = client.provider()
+    healthy = await client.stored_job(JobState.MATCHED, provider=other)
     await client.start()
     failed = await client.until(broken.job_id.hex(), JobState.FAILED)
     assert failed.state is JobState.FAILED
