@@ -356,3 +356,13 @@ async def test_cannot_let_one_broken_job_stop_the_others(client: ClientSide) -> 
         r for r in client.requests_to(provider) if r.job_id == healthy.job_id
     ]
     assert (await client.finished(healthy.job_id.hex())).state is JobState.SETTLED
+
+
+async def test_can_resume_a_job_handed_back_to_the_running_service(client: ClientSide) -> None:
+    provider = client.provider()
+    await client.start()
+    record = await client.stored_job(JobState.SUBMITTED)
+    client.jobs.resume(record.job_id)
+    view = await client.finished(record.job_id.hex())
+    assert view.state is JobState.SETTLED
+    assert len(client.requests_to(provider)) == 1
