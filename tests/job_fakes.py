@@ -95,24 +95,13 @@ class _Contract:
     events = _Events()
 
 
-class _Eth:
-    def __init__(self, market: FakeMarket) -> None:
-        self._market = market
-
-    async def get_block(self, _which: str) -> dict[str, int]:
-        await self._market._call("get_block")
-        return {"timestamp": self._market.now}
-
-
-class _Web3:
-    def __init__(self, market: FakeMarket) -> None:
-        self.eth = _Eth(market)
-
-
 class _ChainClient:
     def __init__(self, market: FakeMarket) -> None:
         self._market = market
-        self.w3 = _Web3(market)
+
+    async def chain_time(self) -> float:
+        await self._market._call("chain_time")
+        return float(self._market.now)
 
     async def get_logs(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         await self._market._call("get_logs")

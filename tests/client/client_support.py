@@ -24,6 +24,11 @@ from job_fakes import FakeMarket, FakeOverlay, ProviderBehaviour, accepted_then,
 
 from node.chain.eip712 import sign_receipt, sign_voucher
 from node.chain.keys import NodeKey
+from node.client import pipeline as pipeline_module
+from node.client.jobs import ClientJobs
+from node.client.matching import Matchmaker
+from node.client.payments import VoucherBook
+from node.client.pipeline import ClientPipeline
 from node.discovery.advert import (
     Device,
     DeviceKind,
@@ -34,16 +39,8 @@ from node.discovery.advert import (
     sign_advert,
 )
 from node.discovery.directory import Directory
-from node.errors import P2PError, PeerTimeout
-from node.jobs import pipeline as pipeline_module
-from node.jobs.blobs import JobBlobs, ReceiptFiles
-from node.jobs.client import ClientJobs
-from node.jobs.events import JobEvents
-from node.jobs.matching import Matchmaker
-from node.jobs.payments import VoucherBook, escrow_salt, escrow_terms
-from node.jobs.pipeline import ClientPipeline
-from node.jobs.service import JobSpec, JobView
-from node.jobs.state import (
+from node.domain.service import JobSpec, JobView
+from node.domain.state import (
     AttemptOutcome,
     JobEvent,
     JobState,
@@ -57,8 +54,13 @@ from node.jobs.state import (
     Sent,
     Started,
 )
+from node.errors import P2PError, PeerTimeout
+from node.jobstore.blobs import JobBlobs, ReceiptFiles
+from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.p2p.identity import peer_id_from
 from node.p2p.job_messages import JobFailed, JobRejected, JobRequest, JobResult, OnchainPayment
+from node.settlement.terms import escrow_salt, escrow_terms
 from node.storage import Database, JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.types import Address, Hash32, ResultReceipt, Voucher, sha256
 
@@ -250,7 +252,7 @@ class ClientSide:
 
     def changes(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Queue[JobRecord]]:
         """Every stored move of the job from now on, as the pipeline publishes it."""
-        return self.jobs.pipeline.events.subscribe(Hash32(bytes.fromhex(job_id)))
+        return self.jobs.pipeline.store.watch(Hash32(bytes.fromhex(job_id)))
 
     async def drive(self, job_id: str) -> None:
         """Drive one stored job through the pipeline, outside the service, until it ends or waits."""
@@ -338,7 +340,10 @@ class ClientSide:
         record = await self.db.run(self.db.jobs.create, job)
         events: list[JobEvent] = []
         for address in lost:
-            events += [Matched(address), ProviderLost(AttemptOutcome.REJECTED, "before the restart")]
+            events += [
+                Matched(address, price_wei=GWEI),
+                ProviderLost(AttemptOutcome.REJECTED, "before the restart"),
+            ]
         if events:
             record = (await self.db.run(self.db.jobs.apply_many, job.job_id, tuple(events)))[-1]
         if state is JobState.SUBMITTED:
@@ -353,7 +358,7 @@ class ClientSide:
             JobState.VERIFIED,
         ]
         moves: dict[JobState, JobEvent] = {
-            JobState.MATCHED: Matched(provider.address),
+            JobState.MATCHED: Matched(provider.address, price_wei=provider.price),
             JobState.PAID: PaymentMade(),
             JobState.SENT: Sent(),
             JobState.RUNNING: Started(),
@@ -417,9 +422,8 @@ class ClientSide:
 
 def _client_jobs(side: ClientSide) -> ClientJobs:
     pipeline = ClientPipeline(
-        db=side.db,
+        store=JobStore(side.db, JobEvents()),
         blobs=JobBlobs(side.root / "blobs", fsync=False),
-        events=JobEvents(),
         matchmaker=Matchmaker(side.directory, rng=random.Random(7), exploration=0.0),
         jobs=side.overlay,  # type: ignore[arg-type]
         host=side.overlay,  # type: ignore[arg-type]

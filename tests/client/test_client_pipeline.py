@@ -13,10 +13,10 @@ from job_fakes import chain_down, reverted
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.service import JobSpec
+from node.domain.state import AttemptOutcome, JobState, JobTransitionError, PaymentPath
 from node.errors import JobError, SettlementError
 from node.executor.errors import UnknownModel
-from node.jobs.service import JobSpec
-from node.jobs.state import AttemptOutcome, JobState, JobTransitionError, PaymentPath
 from node.p2p.job_messages import OnchainPayment, VoucherPayment
 
 
@@ -277,7 +277,7 @@ async def test_can_pay_an_escrow_once_the_chain_answers_again(
     fast_chain_retries(monkeypatch)
     provider = client.provider()
     client.market.fail("request_job", chain_down(), times=3)
-    client.market.fail("get_block", chain_down())
+    client.market.fail("chain_time", chain_down())
     await client.start()
     view = await client.finished((await client.submit(PaymentPath.ESCROW)).job_id)
     assert view.state is JobState.VERIFIED
@@ -301,7 +301,7 @@ async def test_can_cancel_a_job_while_its_escrow_is_being_requested(client: Clie
     job_id = (await client.submit(PaymentPath.ESCROW)).job_id
     with client.changes(job_id) as changes:
         driving = asyncio.ensure_future(client.drive(job_id))
-        assert (await asyncio.wait_for(changes.get(), 5)).state is JobState.MATCHED
+        assert (await asyncio.wait_for(changes.get(), 5)).state == JobState.MATCHED
 
     assert (await client.jobs.cancel(job_id)).state is JobState.CANCELLED
     requesting.set()  # the escrow reaches the chain after the cancel was recorded

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from client_support import GWEI, INPUT, ClientSide, output_for
 
-from node.jobs.state import AttemptOutcome, JobState, PaymentPath
+from node.domain.state import AttemptOutcome, JobState, PaymentPath
 from node.p2p.job_messages import VoucherPayment
 
 CHEAP = 1 * GWEI

@@ -20,14 +20,15 @@ from node.chain.eip712 import sign_voucher
 from node.chain.follower import ChainEvent
 from node.chain.keys import NodeKey
 from node.chain.registry import ZERO_ADDRESS
-from node.jobs.blobs import JobBlobs
-from node.jobs.events import JobEvents
-from node.jobs.onchain import OnchainJobs
-from node.jobs.provider import ProviderJobs
-from node.jobs.runner import JobRunner
-from node.jobs.state import PaymentPath, Role
+from node.domain.state import PaymentPath, Role
+from node.jobstore.blobs import JobBlobs
+from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.p2p.identity import peer_id_from
 from node.p2p.job_messages import JobRequest, JobResponse, OnchainPayment, VoucherPayment
+from node.provider.jobs import ProviderJobs
+from node.provider.onchain import OnchainJobs
+from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy
 from node.storage import Database, JobRecord, NewJob
 from node.types import Address, Hash32, Voucher, sha256
@@ -228,7 +229,7 @@ def build_provider(
     policy = AdmissionPolicy(
         price_floor_wei={MODEL: price}, slots=slots, max_queue=max_queue, max_input_bytes=max_input_bytes
     )
-    runner = JobRunner(db, pool, key, market.domain(), events, slots=slots)  # type: ignore[arg-type]
+    runner = JobRunner(JobStore(db, events), pool, key, market.domain(), slots=slots)  # type: ignore[arg-type]
     spawned: list[asyncio.Task[None]] = []
 
     def spawn(work: Coroutine[Any, Any, None]) -> None:

@@ -10,8 +10,8 @@ from provider_support import INPUT, ProviderSide
 
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
+from node.domain.state import JobState, JobTransitionError
 from node.errors import ExecutorError
-from node.jobs.state import JobState, JobTransitionError
 from node.types import sha256
 
 
@@ -31,11 +31,11 @@ async def test_can_run_a_job_and_store_its_signed_receipt_with_the_move(
     stored = await provider.db.run(provider.db.receipts.get, record.job_id, provider.me)
     assert stored is not None
     assert stored.signature == signed.signature
-    assert (await provider.stored_job(record.job_id)).state is JobState.SIGNED  # type: ignore[union-attr]
+    assert (await provider.stored_job(record.job_id)).state == JobState.SIGNED  # type: ignore[union-attr]
     assert await history(provider, record.job_id) == ["running", "signed"]
 
     await provider.runner.delivered(record.job_id)
-    assert (await provider.stored_job(record.job_id)).state is JobState.DELIVERED  # type: ignore[union-attr]
+    assert (await provider.stored_job(record.job_id)).state == JobState.DELIVERED  # type: ignore[union-attr]
 
 
 async def test_can_record_a_long_run_as_running_before_it_ends(
@@ -65,13 +65,13 @@ async def test_can_fail_a_job_whose_run_fails(provider: ProviderSide, client: No
         run = asyncio.ensure_future(provider.runner.run(record, INPUT))
         if held:
             # The run failing after its start was written on its own.
-            assert (await asyncio.wait_for(changes.get(), 5)).state is JobState.RUNNING
+            assert (await asyncio.wait_for(changes.get(), 5)).state == JobState.RUNNING
             provider.pool.release()
         with pytest.raises(ExecutorError):
             await run
     stored = await provider.stored_job(record.job_id)
     assert stored is not None
-    assert stored.state is JobState.FAILED
+    assert stored.state == JobState.FAILED
     assert "out of memory" in (stored.status.reason or "")
     assert await provider.db.run(provider.db.receipts.get, record.job_id, provider.me) is None
     assert provider.runner.load.snapshot().running == 0
@@ -83,7 +83,7 @@ async def test_can_record_a_delivery_after_a_restart(provider: ProviderSide, cli
 
     restarted = provider.restarted()
     await restarted.runner.delivered(record.job_id)
-    assert (await restarted.stored_job(record.job_id)).state is JobState.DELIVERED  # type: ignore[union-attr]
+    assert (await restarted.stored_job(record.job_id)).state == JobState.DELIVERED  # type: ignore[union-attr]
 
 
 async def test_cannot_deliver_a_job_twice_or_run_a_failed_one(
@@ -101,4 +101,4 @@ async def test_cannot_deliver_a_job_twice_or_run_a_failed_one(
         await provider.runner.run(failed, INPUT)
     with pytest.raises(JobTransitionError):
         await provider.runner.run(failed, INPUT)
-    assert (await provider.stored_job(failed.job_id)).state is JobState.FAILED  # type: ignore[union-attr]
+    assert (await provider.stored_job(failed.job_id)).state == JobState.FAILED  # type: ignore[union-attr]

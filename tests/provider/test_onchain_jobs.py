@@ -11,8 +11,8 @@ from provider_support import INPUT, OTHER_MODEL, PRICE, ProviderSide
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.state import JobState
 from node.errors import ExecutorError
-from node.jobs.state import JobState
 from node.types import sha256
 
 
@@ -78,4 +78,4 @@ async def test_can_fail_a_claimed_job_whose_run_fails_without_submitting(
     assert provider.market.called("submit_result") == []
     stored = await provider.stored_job(job_id)
     assert stored is not None
-    assert stored.state is JobState.FAILED
+    assert stored.state == JobState.FAILED

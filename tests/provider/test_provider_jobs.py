@@ -16,8 +16,8 @@ from provider_support import GWEI, INPUT, MODEL, OTHER_MODEL, PRICE, ProviderSid
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.state import JobState
 from node.errors import ExecutorError
-from node.jobs.state import JobState
 from node.p2p.job_messages import (
     BlobRef,
     JobAccepted,
@@ -71,7 +71,7 @@ async def test_can_run_a_voucher_job_and_sign_its_receipt(provider: ProviderSide
     assert verify_receipt(provider.market.domain(), receipt, result.signature, provider.me)
     stored = await provider.stored_job(request.job_id)
     assert stored is not None
-    assert stored.state is JobState.DELIVERED
+    assert stored.state == JobState.DELIVERED
     assert (stored.client, stored.price_wei) == (client.address, PRICE)
     voucher = await provider.db.run(provider.db.vouchers.get, client.address, provider.me)
     assert voucher is not None
@@ -124,7 +124,7 @@ async def test_can_run_an_escrow_job_and_put_its_result_on_chain_first(
     assert provider.market.jobs[request.job_id].status is ChainJobStatus.SUBMITTED
     stored = await provider.stored_job(request.job_id)
     assert stored is not None
-    assert stored.state is JobState.DELIVERED
+    assert stored.state == JobState.DELIVERED
     assert await provider.db.run(provider.db.vouchers.get, client.address, provider.me) is None
 
 
@@ -310,7 +310,7 @@ async def test_can_fail_a_voucher_job_and_free_what_its_voucher_covered(
     assert frames[-1].code == "execution"
     stored = await provider.stored_job(failed.job_id)
     assert stored is not None
-    assert stored.state is JobState.FAILED
+    assert stored.state == JobState.FAILED
     # The amount the failed job took is free again: the same voucher pays for the next one.
     retry = provider.voucher_request(client, PRICE)
     result_of(await provider.handle(client, retry))
@@ -326,7 +326,7 @@ async def test_can_fail_an_escrow_job_without_submitting_anything(
     assert provider.market.called("submit_result") == []
     stored = await provider.stored_job(request.job_id)
     assert stored is not None
-    assert stored.state is JobState.FAILED
+    assert stored.state == JobState.FAILED
 
 
 @pytest.mark.xfail(
@@ -344,7 +344,7 @@ async def test_cannot_hand_over_an_escrow_result_the_chain_does_not_hold(
     assert not any(isinstance(frame, JobResult) for frame in frames)
     stored = await provider.stored_job(request.job_id)
     assert stored is not None
-    assert stored.state is not JobState.DELIVERED
+    assert stored.state != JobState.DELIVERED
 
 
 # restart ----------------------------------------------------------------------------------------
@@ -385,7 +385,7 @@ async def test_can_free_a_job_whose_client_went_away_mid_run(provider: ProviderS
                 pass
     stored = await provider.stored_job(request.job_id)
     assert stored is not None
-    assert stored.state is JobState.FAILED
+    assert stored.state == JobState.FAILED
     result_of(await provider.handle(client, provider.voucher_request(client, PRICE)))
 
 

@@ -19,9 +19,7 @@ from job_fakes import PROFILE, FakeMarket, sqlite_database
 from node.chain.eip712 import sign_receipt, sign_voucher
 from node.chain.keys import NodeKey
 from node.chain.market import JobTerms
-from node.jobs.events import JobEvents
-from node.jobs.payments import escrow_salt, escrow_terms
-from node.jobs.state import (
+from node.domain.state import (
     AttemptOutcome,
     Cancelled,
     JobEvent,
@@ -38,9 +36,12 @@ from node.jobs.state import (
     Sent,
     Started,
 )
+from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.settlement.client import ClientSettlement
 from node.settlement.policy import RedemptionPolicy
 from node.settlement.provider import ProviderSettlement
+from node.settlement.terms import escrow_salt, escrow_terms
 from node.storage import Database, JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.types import Hash32, ResultReceipt, Voucher, sha256
 
@@ -73,7 +74,7 @@ class Settlements:
         return build_settlements(self.db, self.market, self.provider_key, self.client_key)
 
     async def state(self, job_id: Hash32) -> JobState:
-        return (await self.db.run(self.db.jobs.get, job_id)).state
+        return JobState((await self.db.run(self.db.jobs.get, job_id)).state)
 
     async def stored_voucher(self, client: NodeKey) -> tuple[int, int] | None:
         """(cumulative amount, redeemed wei) of the latest voucher from `client` to the provider."""
@@ -197,9 +198,9 @@ class Settlements:
             )
             if outcome is AttemptOutcome.ABANDONED:
                 # Cancelled while the escrow was being requested: it reached the chain, unrecorded.
-                events += [Matched(provider.address), Cancelled()]
+                events += [Matched(provider.address, price_wei=PRICE), Cancelled()]
                 continue
-            events += [Matched(provider.address), PaymentMade()]
+            events += [Matched(provider.address, price_wei=PRICE), PaymentMade()]
             if outcome is not None:
                 events.append(ProviderLost(outcome, "lost before settlement"))
             elif verified:
@@ -226,15 +227,14 @@ def build_settlements(
     *,
     policy: RedemptionPolicy | None = None,
 ) -> Settlements:
-    events = JobEvents()
+    store = JobStore(db, JobEvents())
     provider = ProviderSettlement(
-        db,
-        market,
+        store,
+        market,  # type: ignore[arg-type]
         provider_key,
-        events,
-        policy or RedemptionPolicy(min_amount_wei=10 * PRICE, min_vouchers=3),  # type: ignore[arg-type]
+        policy or RedemptionPolicy(min_amount_wei=10 * PRICE, min_vouchers=3),
     )
-    client = ClientSettlement(db, market, client_key, events)  # type: ignore[arg-type]
+    client = ClientSettlement(store, market, client_key)  # type: ignore[arg-type]
     return Settlements(db, market, provider_key, client_key, provider, client)
 
 

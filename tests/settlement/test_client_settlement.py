@@ -13,8 +13,8 @@ from settlement_support import DEADLINE_S, PRICE, Settlements
 
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.state import AttemptOutcome, JobState
 from node.errors import ChainError
-from node.jobs.state import AttemptOutcome, JobState
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ async def test_can_settle_a_verified_job_once_the_chain_finalizes_it(
     await settle.market.finalize(terms.job_id, sender=good.account)
     await settle.client.tick()
     stored = await settle.db.run(settle.db.jobs.get, record.job_id)
-    assert stored.state is JobState.SETTLED
+    assert stored.state == JobState.SETTLED
     assert stored.status.attempts[-1].outcome is AttemptOutcome.COMPLETED
     assert settle.market.called("refund") == []
 
@@ -106,7 +106,7 @@ async def test_cannot_settle_anything_while_the_chain_is_unreachable(
     lost, good = providers
     record = await settle.client_escrow_job(((lost, AttemptOutcome.DIED), (good, None)))
     settle.market.advance(DEADLINE_S + 1)
-    settle.market.fail("get_block", chain_down())
+    settle.market.fail("chain_time", chain_down())
     with pytest.raises(ChainError):
         await settle.client.tick()
     assert settle.market.called("refund") == []
@@ -171,7 +171,7 @@ async def test_can_refund_an_escrow_that_reached_the_chain_after_a_cancel(
 ) -> None:
     named, _ = providers
     record = await settle.client_escrow_job(((named, AttemptOutcome.ABANDONED),))
-    assert record.state is JobState.CANCELLED
+    assert record.state == JobState.CANCELLED
     settle.market.advance(DEADLINE_S + 1)
     assert await settle.client.tick() == PRICE
     assert settle.client_onchain(record, 0).job_id not in settle.market.jobs

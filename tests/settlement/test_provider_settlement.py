@@ -10,8 +10,8 @@ from job_fakes import CHALLENGE_WINDOW_S, chain_down, reverted
 from settlement_support import DEADLINE_S, PRICE, Settlements
 
 from node.chain.keys import NodeKey
+from node.domain.state import JobState
 from node.errors import ChainError, SettlementError
-from node.jobs.state import JobState
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ async def test_cannot_settle_anything_while_the_chains_clock_is_unreadable(
     alice, _ = clients
     record, _ = await settle.provider_escrow_job(alice)
     settle.market.advance(CHALLENGE_WINDOW_S + 1)
-    settle.market.fail("get_block", chain_down())
+    settle.market.fail("chain_time", chain_down())
     with pytest.raises(ChainError):
         await settle.provider.tick()
     assert await settle.state(record.job_id) is JobState.DELIVERED
@@ -162,7 +162,7 @@ async def test_can_recognise_a_job_refunded_to_its_client(
 
     await settle.provider.tick()
     stored = await settle.db.run(settle.db.jobs.get, record.job_id)
-    assert stored.state is JobState.FAILED
+    assert stored.state == JobState.FAILED
     assert "refunded" in (stored.status.reason or "")
 
 
