@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
@@ -37,7 +38,8 @@ from node.p2p.job_messages import (
     OnchainPayment,
     VoucherPayment,
 )
-from node.provider.runner import JobRunner
+from node.provider.delivery import NotSubmitted, submit_result
+from node.provider.runner import JobRunner, SignedResult
 from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
 from node.storage import JobRecord, NewJob, SignedVoucher
 from node.types import Address, Hash32, Voucher, sha256
@@ -54,10 +56,20 @@ _LIVE = frozenset(
     }
 )
 
+CLIENT_GONE = "the client went away before the result was delivered"
+
 # How long a client's deposit, read from the chain, is trusted to back its next vouchers.
 DEPOSIT_READ_S = 2.0
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Escrow:
+    """An escrowed job as claimed: its terms, and its on-chain deadline (unix seconds)."""
+
+    terms: JobTerms
+    deadline: float
 
 
 class ProviderJobs:
@@ -114,7 +126,7 @@ class ProviderJobs:
             log.info("job_rejected", job_id=request.job_id.hex(), code=accepted.code, reason=accepted.reason)
             yield accepted
             return
-        record, job_input, terms, position = accepted
+        record, job_input, escrow, position = accepted
         timeout = max(0.1, request.deadline_ms / 1000 - _now())
         # The job is stored: it runs while the frames saying so travel to the client.
         execution = asyncio.ensure_future(self.runner.run(record, job_input, timeout_s=timeout))
@@ -123,25 +135,50 @@ class ProviderJobs:
             yield JobProgress("running", 0.0)
             signed = await execution
         except ExecutorError as exc:
-            if record.status.payment is PaymentPath.VOUCHER and record.client is not None:
-                self._covered[record.client] -= record.price_wei
+            self._release(record)
             yield JobFailed("execution", str(exc))
             return
-        finally:
+        except BaseException:
             # The client went away (the stream closed this generator) or the node is stopping.
             execution.cancel()
-        if terms is not None:
-            # On-chain first: once the client holds the result, the escrow must be claimable.
-            await self._submit_onchain(terms, signed.receipt, signed.signature)
+            self._release(record)
+            self._abandon(record, execution)
+            raise
+        if escrow is not None:
+            # The result goes to the client only once the chain holds it: then the escrow pays.
+            refused = await self._submit_onchain(escrow, signed)
+            if refused is not None:
+                await self.runner.undelivered(record.job_id, refused.reason)
+                yield JobFailed("submission_failed", refused.reason)
+                return
             await self.runner.delivered(record.job_id)
         else:
             # The signed receipt is durable already; recording the hand-over overlaps sending it.
             self._spawn(self.runner.delivered(record.job_id))
         yield JobResult(signed.receipt, signed.signature, signed.output)
 
+    def _release(self, record: JobRecord) -> None:
+        """The job will not be paid for: its price no longer counts against the client's vouchers."""
+        if record.status.payment is PaymentPath.VOUCHER and record.client is not None:
+            self._covered[record.client] -= record.price_wei
+
+    def _abandon(self, record: JobRecord, execution: asyncio.Future[SignedResult]) -> None:
+        """Record the job failed once its cancelled run has unwound (a restart does it otherwise)."""
+
+        async def fail() -> None:
+            await asyncio.wait({execution})
+            if not execution.cancelled() and isinstance(execution.exception(), ExecutorError):
+                return  # the runner recorded the failure itself
+            await self.runner.undelivered(record.job_id, CLIENT_GONE)
+
+        try:
+            self._spawn(fail())
+        except RuntimeError as exc:  # the node is stopping: its restart fails the job instead
+            log.info("job_left_for_restart", job_id=record.job_id.hex(), error=str(exc))
+
     async def _accept(
         self, peer: str, request: JobRequest
-    ) -> tuple[JobRecord, bytes, JobTerms | None, int] | JobRejected:
+    ) -> tuple[JobRecord, bytes, _Escrow | None, int] | JobRejected:
         client = peer_id_to_address(peer)
         model_key = normalize_model_id(request.model_id)
         price = self.policy.price_floor_wei.get(request.model_id)
@@ -166,8 +203,8 @@ class ProviderJobs:
         escrowed = await self._take_escrow(client, request, job_input, payment, price)
         if isinstance(escrowed, JobRejected):
             return escrowed
-        record, terms = escrowed
-        return record, job_input, terms, admitted.queue_position
+        record, escrow = escrowed
+        return record, job_input, escrow, admitted.queue_position
 
     # vouchers ---------------------------------------------------------------------------------
 
@@ -255,7 +292,7 @@ class ProviderJobs:
 
     async def _take_escrow(
         self, client: Address, request: JobRequest, job_input: bytes, payment: OnchainPayment, price: int
-    ) -> tuple[JobRecord, JobTerms] | JobRejected:
+    ) -> tuple[JobRecord, _Escrow] | JobRejected:
         onchain = await self.market.job(payment.job_id)
         if onchain.status is not ChainJobStatus.REQUESTED:
             return JobRejected(
@@ -277,13 +314,20 @@ class ProviderJobs:
         record = await self._create(
             request, PaymentPath.ESCROW, payment.job_id, job_input, client, onchain.price
         )
-        return record, terms
+        return record, _Escrow(terms, float(onchain.time))
 
-    async def _submit_onchain(self, terms: JobTerms, receipt: Any, signature: bytes) -> None:
-        try:
-            await self.market.submit_result(terms, receipt, signature, sender=self.runner.key.account)
-        except ChainError as exc:
-            log.error("result_submission_failed", job_id=terms.job_id.hex(), error=str(exc))
+    async def _submit_onchain(self, escrow: _Escrow, signed: SignedResult) -> NotSubmitted | None:
+        refused = await submit_result(
+            self.market,
+            escrow.terms,
+            signed.receipt,
+            signed.signature,
+            sender=self.runner.key.account,
+            deadline=escrow.deadline,
+        )
+        if refused is not None:
+            log.error("result_submission_failed", job_id=escrow.terms.job_id.hex(), error=refused.reason)
+        return refused
 
     # shared -----------------------------------------------------------------------------------
 

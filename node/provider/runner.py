@@ -135,3 +135,7 @@ class JobRunner:
     async def delivered(self, job_id: Hash32) -> None:
         """The result left this node (over the overlay or on-chain)."""
         await self.store.apply(job_id, ResultDelivered(), known=self._signed.pop(job_id, None))
+
+    async def undelivered(self, job_id: Hash32, reason: str) -> None:
+        """The result will never be handed over (or the run never ended): the job failed."""
+        await self.store.apply(job_id, Failed(reason), known=self._signed.pop(job_id, None))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from job_fakes import MARKET_ADDRESS, FakeMarket, FakePool, sqlite_database
 
 from node.chain.eip712 import sign_voucher
@@ -26,6 +27,7 @@ from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.p2p.identity import peer_id_from
 from node.p2p.job_messages import JobRequest, JobResponse, OnchainPayment, VoucherPayment
+from node.provider import delivery
 from node.provider.jobs import ProviderJobs
 from node.provider.onchain import OnchainJobs
 from node.provider.runner import JobRunner
@@ -153,12 +155,13 @@ class ProviderSide:
         sent_model: Hash32 | None = None,
         sent_input: bytes | None = None,
         max_price: int = PRICE,
+        deadline_s: int = 3600,
     ) -> JobRequest:
-        """Escrow `price` on the chain as `client`, and the request that goes with it."""
+        """Escrow `price` on the chain as `client`, due in `deadline_s`, and the request that goes with it."""
         requested = await self.market.request_job(
             model,
             price=price,
-            deadline=self.market.now + 3600,
+            deadline=self.market.now + deadline_s,
             input_hash=sha256(job_input),
             provider=self.me if named == "me" else named,  # type: ignore[arg-type]
             salt=secrets.randbits(64),
@@ -239,6 +242,11 @@ def build_provider(
     blobs = JobBlobs(root / "blobs", fsync=False)
     onchain = OnchainJobs(runner, market, blobs, _Follower(), policy, spawn=spawn)  # type: ignore[arg-type]
     return ProviderSide(db, key, market, pool, events, runner, jobs, onchain, root, spawned)
+
+
+def fast_submission_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The waits between on-chain submissions, shortened so a test of them runs in milliseconds."""
+    monkeypatch.setattr(delivery, "SUBMIT_RETRY_S", (0.05,))
 
 
 def new_provider(tmp_path: Path, **options: Any) -> ProviderSide:

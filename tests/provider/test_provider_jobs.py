@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 from job_fakes import chain_down, reverted
-from provider_support import GWEI, INPUT, MODEL, OTHER_MODEL, PRICE, ProviderSide, new_provider, peer_of
+from provider_support import (
+    GWEI,
+    INPUT,
+    MODEL,
+    OTHER_MODEL,
+    PRICE,
+    ProviderSide,
+    fast_submission_retries,
+    new_provider,
+    peer_of,
+)
 
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
@@ -329,22 +339,49 @@ async def test_can_fail_an_escrow_job_without_submitting_anything(
     assert stored.state == JobState.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ProviderJobs hands an escrow job's result to the client even when submitting it on-chain "
-    "failed (the error is only logged) and records the job delivered; the design says an escrowed "
-    "result is handed over only once the chain holds it",
-)
+async def test_can_hand_over_an_escrow_result_once_a_retried_submission_lands(
+    provider: ProviderSide, client: NodeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_submission_retries(monkeypatch)
+    request = await provider.escrow_request(client)
+    provider.market.fail("submit_result", chain_down(), times=2)
+    result_of(await provider.handle(client, request))
+    assert provider.market.jobs[request.job_id].status is ChainJobStatus.SUBMITTED
+    stored = await provider.stored_job(request.job_id)
+    assert stored is not None
+    assert stored.state == JobState.DELIVERED
+
+
 async def test_cannot_hand_over_an_escrow_result_the_chain_does_not_hold(
+    provider: ProviderSide, client: NodeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_submission_retries(monkeypatch)
+    request = await provider.escrow_request(client, deadline_s=1)
+    provider.market.fail("submit_result", chain_down(), times=1000)
+    frames = await provider.handle(client, request)
+    assert not any(isinstance(frame, JobResult) for frame in frames)
+    assert isinstance(frames[-1], JobFailed)
+    assert frames[-1].code == "submission_failed"
+    assert "deadline" in frames[-1].reason
+    stored = await provider.stored_job(request.job_id)
+    assert stored is not None
+    assert stored.state == JobState.FAILED
+    assert "deadline" in (stored.status.reason or "")
+
+
+async def test_cannot_hand_over_an_escrow_result_the_chain_refused(
     provider: ProviderSide, client: NodeKey
 ) -> None:
     request = await provider.escrow_request(client)
-    provider.market.fail("submit_result", chain_down())
+    provider.market.fail("submit_result", reverted("DeadlinePassed"))
     frames = await provider.handle(client, request)
     assert not any(isinstance(frame, JobResult) for frame in frames)
+    assert isinstance(frames[-1], JobFailed)
+    assert frames[-1].code == "submission_failed"
     stored = await provider.stored_job(request.job_id)
     assert stored is not None
-    assert stored.state != JobState.DELIVERED
+    assert stored.state == JobState.FAILED
+    assert "refused" in (stored.status.reason or "")
 
 
 # restart ----------------------------------------------------------------------------------------
@@ -364,12 +401,6 @@ async def test_cannot_reuse_a_voucher_for_a_job_still_live_after_a_restart(
     result_of(await restarted.handle(client, restarted.voucher_request(client, 2 * PRICE)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the client's stream closes mid-run, ProviderJobs cancels the run but leaves the job "
-    "accepted (live) until a restart and keeps its price counted against the client's voucher, "
-    "while the client, having lost the provider, reuses that amount: its next voucher is refused",
-)
 async def test_can_free_a_job_whose_client_went_away_mid_run(provider: ProviderSide, client: NodeKey) -> None:
     fund(provider, client)
     provider.pool.hold()
@@ -386,6 +417,7 @@ async def test_can_free_a_job_whose_client_went_away_mid_run(provider: ProviderS
     stored = await provider.stored_job(request.job_id)
     assert stored is not None
     assert stored.state == JobState.FAILED
+    assert "client went away" in (stored.status.reason or "")
     result_of(await provider.handle(client, provider.voucher_request(client, PRICE)))
 
 
