@@ -51,7 +51,7 @@ class ClientSettlement:
         now = await self.market.client.chain_time() if escrowed else 0.0
         for record in escrowed:
             if record.state is ClientState.VERIFIED:
-                await self._settle_verified(record)
+                await self._settle_verified(record, now)
             refunded += await self._refund_lost_attempts(record, now)
         if refunded or await self.market.withdrawable(self.me):
             try:
@@ -60,7 +60,7 @@ class ClientSettlement:
                 log.warning("refund_withdrawal_failed", error=str(exc))
         return refunded
 
-    async def _settle_verified(self, record: JobRecord) -> None:
+    async def _settle_verified(self, record: JobRecord, now: float) -> None:
         onchain_id = receipt_job_id(self.me, record, len(record.status.attempts) - 1)
         outcome = await chain_outcome(self.market, onchain_id)
         if outcome is ChainOutcome.FINALIZED:
@@ -68,15 +68,20 @@ class ClientSettlement:
         elif outcome is ChainOutcome.REFUNDED:
             await self._apply(record, Refunded())
         else:
-            await self._refund_if_abandoned(record, len(record.status.attempts) - 1)
+            await self._refund_if_abandoned(record, len(record.status.attempts) - 1, now)
 
-    async def _refund_if_abandoned(self, record: JobRecord, attempt: int) -> None:
+    async def _refund_if_abandoned(self, record: JobRecord, attempt: int, now: float) -> None:
         # The provider delivered to us but never put the result on-chain by the deadline.
         terms = escrow_terms(self.me, record, attempt)
         onchain = await self.market.job(terms.job_id)
         live = onchain.status in (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED)
-        if live and onchain.time < await self.market.client.chain_time():
-            await self.market.refund(terms, sender=self.key.account)
+        if live and onchain.time < now:
+            try:
+                await self.market.refund(terms, sender=self.key.account)
+            except ChainError as exc:
+                # One job's refund failing must not hold back the rest of the round.
+                log.warning("refund_failed", job_id=terms.job_id.hex(), error=str(exc))
+                return
             await self._apply(record, Refunded())
 
     async def _refund_lost_attempts(self, record: JobRecord, now: float) -> int:

@@ -5,8 +5,6 @@ nothing twice."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 from job_fakes import CHALLENGE_WINDOW_S, chain_down, reverted
 from settlement_support import DEADLINE_S, PRICE, Settlements
@@ -134,20 +132,13 @@ async def test_can_take_back_an_abandoned_escrow_in_a_later_round_after_the_chai
     record = await settle.client_escrow_job(((good, None),))
     settle.market.advance(DEADLINE_S + 1)
     settle.market.fail("refund", chain_down())
-    with pytest.raises(ChainError):
-        await settle.client.tick()
+    await settle.client.tick()  # the failure is logged; the round goes on
     assert await settle.state(record.job_id) is JobState.VERIFIED
 
     await settle.client.tick()
     assert await settle.state(record.job_id) is JobState.REFUNDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientSettlement lets a ChainError from refunding one abandoned verified job end the whole "
-    "round (lost attempts' refunds and finalize are handled per job, this one is not), so a refund "
-    "that keeps reverting holds back the settlement of every job listed after it",
-)
 async def test_cannot_let_one_failing_refund_hold_back_other_jobs(
     settle: Settlements, providers: tuple[NodeKey, NodeKey]
 ) -> None:
@@ -160,8 +151,7 @@ async def test_cannot_let_one_failing_refund_hold_back_other_jobs(
     await settle.market.finalize(finalized_terms.job_id, sender=good.account)
     settle.market.fail("refund", reverted("NotRefundable"), times=10)
 
-    with contextlib.suppress(ChainError):
-        await settle.client.tick()
+    await settle.client.tick()
     assert await settle.state(abandoned.job_id) is JobState.VERIFIED
     assert await settle.state(finalized.job_id) is JobState.SETTLED
 
