@@ -60,6 +60,7 @@ from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.p2p.identity import peer_id_from
 from node.p2p.job_messages import JobFailed, JobRejected, JobRequest, JobResult, OnchainPayment
+from node.scheduler import Choice
 from node.settlement.terms import escrow_salt, escrow_terms
 from node.storage import Database, JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.types import Address, Hash32, ResultReceipt, Voucher, sha256
@@ -232,6 +233,20 @@ class ClientSide:
     def forgive(self, provider: Provider) -> None:
         """Lift the back-off a lost attempt put on `provider` (as time would)."""
         self.jobs.pipeline.matchmaker.succeeded(provider.address, latency_ms=1.0)
+
+    def matches(self) -> list[Choice]:
+        """Every provider the matchmaker chooses from now on, in order (the real choice is kept)."""
+        matchmaker = self.jobs.pipeline.matchmaker
+        choose = matchmaker.choose
+        chosen: list[Choice] = []
+
+        def counted(*args: Any, **kwargs: Any) -> Choice:
+            choice = choose(*args, **kwargs)
+            chosen.append(choice)
+            return choice
+
+        matchmaker.choose = counted  # type: ignore[method-assign]
+        return chosen
 
     def fund(self, wei: int = 1000 * GWEI) -> None:
         self.market.balances[self.me] = wei

@@ -49,6 +49,19 @@ async def test_can_run_a_job_paid_by_voucher_and_settle_it(client: ClientSide) -
     assert (again.state, again.output) == (JobState.SETTLED, output_for(INPUT))
 
 
+@pytest.mark.parametrize("payment", [PaymentPath.VOUCHER, PaymentPath.ESCROW])
+async def test_can_match_a_submitted_job_once(client: ClientSide, payment: PaymentPath) -> None:
+    client.provider(price=3 * GWEI)
+    client.provider(price=2 * GWEI)
+    chosen = client.matches()
+    await client.start()
+    view = await client.finished((await client.submit(payment)).job_id)
+
+    [choice] = chosen
+    assert [attempt.provider for attempt in view.attempts] == [choice.candidate.address]
+    assert view.price_wei == choice.offer.price_wei == 2 * GWEI
+
+
 async def test_can_run_a_job_paid_by_escrow_and_wait_for_the_chain(client: ClientSide) -> None:
     provider = client.provider(price=3 * GWEI)
     await client.start()
