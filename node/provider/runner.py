@@ -130,6 +130,11 @@ class JobRunner:
             current = record if started is None else await started
             await self.store.apply(record.job_id, Failed(f"execution failed: {exc}"), known=current)
             raise
+        finally:
+            if started is not None and not started.done():
+                # The caller was cancelled: the start's write must not outlive the run. It is one
+                # short write on a thread that cancelling would not stop, so it is waited for.
+                await asyncio.wait({started})
         return result, record if started is None else await started
 
     async def delivered(self, job_id: Hash32) -> None:

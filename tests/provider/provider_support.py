@@ -119,6 +119,21 @@ class ProviderSide:
             events.append(_event("JobInput", {"jobId": requested.job_id, "input": INPUT}))
         return requested.job_id, events
 
+    def hold_writes(self) -> tuple[asyncio.Event, asyncio.Event]:
+        """The job store's next writes wait: the first event is set once one is waiting, the
+        second lets them through."""
+        store = self.runner.store
+        apply = store.apply
+        waiting, release = asyncio.Event(), asyncio.Event()
+
+        async def held(*args: Any, **kwargs: Any) -> JobRecord:
+            waiting.set()
+            await release.wait()
+            return await apply(*args, **kwargs)
+
+        store.apply = held  # type: ignore[method-assign]
+        return waiting, release
+
     async def load_covered(self) -> None:
         live = await self.db.run(self.db.jobs.live, Role.PROVIDER)
         self.jobs.load_covered(live)

@@ -55,6 +55,25 @@ async def test_can_record_a_long_run_as_running_before_it_ends(
     assert provider.runner.load.snapshot().running == 0
 
 
+async def test_cannot_leave_the_start_being_written_when_the_run_is_cancelled(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    record = await provider.accepted_job(client)
+    provider.pool.hold()
+    writing, release = provider.hold_writes()
+    run = asyncio.ensure_future(provider.runner.run(record, INPUT))
+    await asyncio.wait_for(writing.wait(), 5)  # the run outlasted the delay: its start is being written
+    run.cancel()
+    await asyncio.wait({run}, timeout=0.05)
+    assert not run.done()  # the cancelled run waits for the write it started
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    assert (await provider.stored_job(record.job_id)).state == JobState.RUNNING  # type: ignore[union-attr]
+    assert provider.runner.load.snapshot().running == 0
+
+
 @pytest.mark.parametrize("held", [False, True])
 async def test_can_fail_a_job_whose_run_fails(provider: ProviderSide, client: NodeKey, held: bool) -> None:
     record = await provider.accepted_job(client)
