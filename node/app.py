@@ -256,7 +256,7 @@ class Node:
         if settings.provider.enabled:
             self.provider = await self._build_provider(stack)
         self.discovery = await stack.enter_async_context(
-            DiscoveryService.start(
+            DiscoveryService.subscribed(
                 self.host,
                 CachedRegistryView(self.contracts.registry),
                 settings.p2p,
@@ -357,6 +357,8 @@ class Node:
     async def _start_services(self, group: asyncio.TaskGroup) -> None:
         self._group = group
         waits: list[Awaitable[Any]] = []
+        group.create_task(self.discovery.run(), name="discovery")
+        waits.append(self.discovery.ready.wait())
         group.create_task(self.client_jobs.run(), name="client-jobs")
         waits.append(self.client_jobs.ready.wait())
         group.create_task(self.settlement.run(), name="settlement")
@@ -391,7 +393,11 @@ class Node:
         serve_jobs(self.host, parts.jobs.handle)
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
-        await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
+        try:
+            await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
+        except GpunodeError as exc:
+            # The offer is kept: the advert refresher publishes it on its next round.
+            log.warning("advert_publish_failed", error=str(exc))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""
