@@ -204,10 +204,14 @@ class Node:
     async def running(self) -> AsyncIterator[Node]:
         """Run the node in the background; yields once it is ready, stops it on exit."""
         task = asyncio.create_task(self.run(), name=f"node-{self.key.address}")
-        ready = asyncio.create_task(self.ready.wait())
-        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await _started(task, self.ready)
+        except BaseException:
+            # Cancelled while starting: the node stops with its caller.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         if task.done():
-            ready.cancel()
             task.result()  # raises what stopped the node during start-up
             raise GpunodeError("the node stopped while starting")
         try:
@@ -419,6 +423,16 @@ class Node:
         )
 
 
+async def _started(node: asyncio.Task[None], ready: asyncio.Event) -> None:
+    """Until the node is ready or has stopped; the wait for `ready` never outlives the call."""
+    waiting = asyncio.create_task(ready.wait())
+    try:
+        await asyncio.wait({node, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+
+
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     leaves: list[BaseException] = []
 
@@ -479,13 +493,15 @@ async def run_node(
         loop.add_signal_handler(signum, node.stop)
     try:
         running = asyncio.create_task(node.run(), name="node")
-        ready = asyncio.create_task(node.ready.wait())
-        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if ready.done() and on_ready is not None:
-            on_ready(node)
-        ready.cancel()
-        # Returns after a signal's graceful stop; raises what crashed a service.
-        await running
+        try:
+            await _started(running, node.ready)
+            if node.ready.is_set() and on_ready is not None:
+                on_ready(node)
+            # Returns after a signal's graceful stop; raises what crashed a service.
+            await running
+        finally:
+            running.cancel()  # a no-op once it ended; stops the node if this was cancelled
+            await asyncio.gather(running, return_exceptions=True)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

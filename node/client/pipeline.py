@@ -270,6 +270,10 @@ class ClientPipeline:
             return await self._lose(await progress.drain(), AttemptOutcome.TIMED_OUT, str(exc))
         except P2PError as exc:
             return await self._lose(await progress.drain(), AttemptOutcome.DIED, str(exc))
+        except BaseException:
+            # Cancelled (the node is stopping): no write of the provider's reports outlives the send.
+            await progress.drain()
+            raise
         record = await progress.drain()
         if isinstance(outcome, JobRejected):
             return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")

@@ -133,7 +133,15 @@ class WorkerHandle:
         stderr: deque[bytes] = deque(maxlen=64)
         drain = asyncio.get_running_loop().create_task(_drain(proc, stderr))
         channel = AsyncChannel(ours, max_body=settings.max_output_bytes * settings.max_batch + 2**20)
-        ready = await _await_ready(proc, channel, (stderr, drain), settings.job_timeout_s, manifest.name)
+        try:
+            ready = await _await_ready(proc, channel, (stderr, drain), settings.job_timeout_s, manifest.name)
+        except asyncio.CancelledError:
+            # Stopped while the worker came up: neither it nor the reader of its stderr outlives this.
+            proc.kill()
+            drain.cancel()
+            await asyncio.gather(proc.wait(), drain, return_exceptions=True)
+            channel.close()
+            raise
         startup = WorkerStartup(
             wall_s=time.perf_counter() - started, torch_import_s=float(ready["torch_import_s"])
         )
@@ -216,6 +224,9 @@ class WorkerHandle:
         self._proc.kill()
         await self._proc.wait()
         self._channel.close()
+        # The reader of its stderr ends with the worker, not after it.
+        self._drain.cancel()
+        await asyncio.gather(self._drain, return_exceptions=True)
 
 
 async def _await_ready(
