@@ -12,6 +12,7 @@ from node.domain.state import PaymentPath, Role
 from node.errors import ChainError, ExecutorError, GpunodeError
 from node.jobstore.blobs import JobBlobs
 from node.logging import get_logger
+from node.provider.delivery import submit_result
 from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy, Claim, ClaimContext, OnChainJob, should_claim
 from node.storage import NewJob
@@ -123,12 +124,18 @@ class OnchainJobs:
         except ExecutorError:
             return
         with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
-        await self.market.submit_result(
+        refused = await submit_result(
+            self.market,
             terms,
             signed.receipt,
             signed.signature,
             output=signed.output if with_callback else b"",
             sender=self.runner.key.account,
+            deadline=deadline,
         )
+        if refused is not None:
+            log.error("onchain_result_not_submitted", job_id=terms.job_id.hex(), error=refused.reason)
+            await self.runner.undelivered(terms.job_id, refused.reason)
+            return
         await self.runner.delivered(terms.job_id)
         log.info("onchain_result_submitted", job_id=terms.job_id.hex())

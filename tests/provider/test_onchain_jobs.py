@@ -5,8 +5,8 @@ job behind; a failed run submits nothing."""
 from __future__ import annotations
 
 import pytest
-from job_fakes import reverted
-from provider_support import INPUT, OTHER_MODEL, PRICE, ProviderSide
+from job_fakes import chain_down, reverted
+from provider_support import INPUT, OTHER_MODEL, PRICE, ProviderSide, fast_submission_retries
 
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
@@ -31,6 +31,30 @@ async def test_can_claim_run_and_submit_a_job_requested_on_chain(
     stored = await provider.stored_job(job_id)
     assert stored is not None
     assert (stored.state, stored.client, stored.price_wei) == (JobState.DELIVERED, client.address, PRICE)
+
+
+async def test_can_submit_a_dapp_result_once_the_chain_answers_again(
+    provider: ProviderSide, client: NodeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast_submission_retries(monkeypatch)
+    job_id, events = await provider.requested_onchain(client)
+    provider.market.fail("submit_result", chain_down(), times=2)
+    await provider.chain_requests(events)
+    assert provider.market.jobs[job_id].status is ChainJobStatus.SUBMITTED
+    assert (await provider.stored_job(job_id)).state == JobState.DELIVERED  # type: ignore[union-attr]
+
+
+async def test_can_fail_a_dapp_job_whose_result_the_chain_refused(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    job_id, events = await provider.requested_onchain(client)
+    provider.market.fail("submit_result", reverted("DeadlinePassed"))
+    await provider.chain_requests(events)
+    assert provider.market.jobs[job_id].status is ChainJobStatus.CLAIMED
+    stored = await provider.stored_job(job_id)
+    assert stored is not None
+    assert stored.state == JobState.FAILED
+    assert "refused" in (stored.status.reason or "")
 
 
 @pytest.mark.parametrize("why", ["named_elsewhere", "unknown_model", "price_too_low", "deadline_too_close"])
