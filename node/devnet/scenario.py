@@ -300,6 +300,7 @@ async def _run_dapp_jobs(run: _Run) -> list[Address | None]:
     finally:
         follower.stop()
         watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
 
 
 async def _settle(run: _Run, views: list[tuple[JobView, float]]) -> None:
