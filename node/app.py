@@ -26,37 +26,39 @@ from node.chain.follower import EventFollower
 from node.chain.keys import NodeKey, unlock_keystore
 from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
+from node.client.jobs import ClientJobs
+from node.client.matching import Matchmaker
+from node.client.payments import VoucherBook
+from node.client.pipeline import ClientPipeline
 from node.config import Settings
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
 from node.discovery.registry_view import CachedRegistryView
 from node.discovery.service import DiscoveryService
+from node.domain.service import NodeServices
+from node.domain.state import Role
 from node.errors import ConfigError, GpunodeError
 from node.executor.inventory import Inventory, take_inventory
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
-from node.jobs.blobs import JobBlobs, ReceiptFiles
-from node.jobs.client import ClientJobs
-from node.jobs.events import JobEvents
-from node.jobs.matching import Matchmaker
-from node.jobs.models import Models
-from node.jobs.node_info import NodeInfo, ProviderInfo
-from node.jobs.onchain import FOLLOWER_NAME, OnchainJobs
-from node.jobs.payments import VoucherBook
-from node.jobs.pipeline import ClientPipeline
-from node.jobs.provider import ProviderJobs
-from node.jobs.runner import JobRunner
-from node.jobs.service import NodeServices
-from node.jobs.state import Role
+from node.jobstore.blobs import JobBlobs, ReceiptFiles
+from node.jobstore.events import JobEvents
+from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
+from node.provider.info import ProviderInfo
+from node.provider.jobs import ProviderJobs
+from node.provider.models import Models
+from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
+from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy
 from node.settlement.client import ClientSettlement
 from node.settlement.policy import RedemptionPolicy
 from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
+from node.status import NodeInfo
 from node.storage import Database
 from node.types import Hash32, sha256
 
@@ -186,6 +188,7 @@ class Node:
         self.services: NodeServices
         self.contracts: Contracts
         self.db: Database
+        self.job_store: JobStore
         self.host: P2PHost
         self.discovery: DiscoveryService
         self.client_jobs: ClientJobs
@@ -201,10 +204,14 @@ class Node:
     async def running(self) -> AsyncIterator[Node]:
         """Run the node in the background; yields once it is ready, stops it on exit."""
         task = asyncio.create_task(self.run(), name=f"node-{self.key.address}")
-        ready = asyncio.create_task(self.ready.wait())
-        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await _started(task, self.ready)
+        except BaseException:
+            # Cancelled while starting: the node stops with its caller.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         if task.done():
-            ready.cancel()
             task.result()  # raises what stopped the node during start-up
             raise GpunodeError("the node stopped while starting")
         try:
@@ -246,13 +253,14 @@ class Node:
         stack.push_async_callback(self.contracts.client.close)
         self.db = await build_storage(settings)
         stack.callback(self.db.close)
+        self.job_store = JobStore(self.db, self.events)
         self.host = await stack.enter_async_context(
             P2PHost.start(self.key, settings.p2p, dht_validators=dht_validators())
         )
         if settings.provider.enabled:
             self.provider = await self._build_provider(stack)
         self.discovery = await stack.enter_async_context(
-            DiscoveryService.start(
+            DiscoveryService.subscribed(
                 self.host,
                 CachedRegistryView(self.contracts.registry),
                 settings.p2p,
@@ -276,9 +284,8 @@ class Node:
             max_queue=settings.provider.max_queue,
             max_input_bytes=settings.executor.max_input_bytes,
         )
-        events = self.events
         market = self.contracts.market
-        runner = JobRunner(self.db, pool, self.key, market.domain(), events, slots=policy.slots)
+        runner = JobRunner(self.job_store, pool, self.key, market.domain(), slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss)
         jobs = ProviderJobs(runner, market, policy, spawn=self._spawn)
         follower = EventFollower(
@@ -299,9 +306,8 @@ class Node:
     def _build_client(self) -> None:
         market = self.contracts.market
         pipeline = ClientPipeline(
-            db=self.db,
+            store=self.job_store,
             blobs=JobBlobs(self.settings.home / "blobs", fsync=self.db.survives_power_loss),
-            events=self.events,
             matchmaker=Matchmaker(self.discovery.directory, exploration=self.settings.client.exploration),
             jobs=JobClient(self.host),
             host=self.host,
@@ -313,9 +319,9 @@ class Node:
         self.client_jobs = ClientJobs(pipeline, max_input_bytes=self.settings.executor.max_input_bytes)
         provider_settlement = None
         if self.provider is not None:
-            provider_settlement = ProviderSettlement(self.db, market, self.key, self.events, self._redemption)
+            provider_settlement = ProviderSettlement(self.job_store, market, self.key, self._redemption)
         self.settlement = SettlementService(
-            ClientSettlement(self.db, market, self.key, self.events),
+            ClientSettlement(self.job_store, market, self.key),
             provider_settlement,
             interval_s=SETTLEMENT_INTERVAL_S,
         )
@@ -355,6 +361,8 @@ class Node:
     async def _start_services(self, group: asyncio.TaskGroup) -> None:
         self._group = group
         waits: list[Awaitable[Any]] = []
+        group.create_task(self.discovery.run(), name="discovery")
+        waits.append(self.discovery.ready.wait())
         group.create_task(self.client_jobs.run(), name="client-jobs")
         waits.append(self.client_jobs.ready.wait())
         group.create_task(self.settlement.run(), name="settlement")
@@ -389,13 +397,11 @@ class Node:
         serve_jobs(self.host, parts.jobs.handle)
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
-        await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
-        group.create_task(self._keep_announcing(parts, warm), name="announce")
-
-    async def _keep_announcing(self, parts: ProviderParts, warm: list[Hash32]) -> None:
-        while True:
-            await asyncio.sleep(self.settings.p2p.advert_refresh_s)
+        try:
             await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
+        except GpunodeError as exc:
+            # The offer is kept: the advert refresher publishes it on its next round.
+            log.warning("advert_publish_failed", error=str(exc))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""
@@ -415,6 +421,16 @@ class Node:
             stake=self.settings.provider.stake_wei if stake_wei is None else stake_wei,
             sender=self.key.account,
         )
+
+
+async def _started(node: asyncio.Task[None], ready: asyncio.Event) -> None:
+    """Until the node is ready or has stopped; the wait for `ready` never outlives the call."""
+    waiting = asyncio.create_task(ready.wait())
+    try:
+        await asyncio.wait({node, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -477,13 +493,15 @@ async def run_node(
         loop.add_signal_handler(signum, node.stop)
     try:
         running = asyncio.create_task(node.run(), name="node")
-        ready = asyncio.create_task(node.ready.wait())
-        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if ready.done() and on_ready is not None:
-            on_ready(node)
-        ready.cancel()
-        # Returns after a signal's graceful stop; raises what crashed a service.
-        await running
+        try:
+            await _started(running, node.ready)
+            if node.ready.is_set() and on_ready is not None:
+                on_ready(node)
+            # Returns after a signal's graceful stop; raises what crashed a service.
+            await running
+        finally:
+            running.cancel()  # a no-op once it ended; stops the node if this was cancelled
+            await asyncio.gather(running, return_exceptions=True)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

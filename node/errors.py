@@ -58,6 +58,10 @@ class ProtocolViolation(P2PError):
     """A peer sent a malformed, oversize or out-of-order message."""
 
 
+class BlobNotFound(P2PError):
+    """The peer does not hold the requested blob."""
+
+
 class DiscoveryError(GpunodeError):
     """Adverts could not be built, published or looked up."""
 

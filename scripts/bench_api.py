@@ -31,7 +31,7 @@ from node.app import Node
 from node.config import ApiSettings
 from node.devnet import Marketplace, make_builtin_model
 from node.devnet.marketplace import PRICE_WEI
-from node.jobs.service import JobSpec, NodeServices
+from node.domain.service import JobSpec, NodeServices
 from node.logging import configure_logging
 
 

@@ -42,8 +42,8 @@ from node.app import Node
 from node.chain.keys import NodeKey
 from node.config import Settings
 from node.devnet.marketplace import PRICE_WEI, REDEEM_ON_REQUEST, Marketplace
-from node.jobs.service import JobSpec
-from node.jobs.state import JobState
+from node.domain.service import JobSpec
+from node.domain.state import JobState
 from node.logging import configure_logging
 
 

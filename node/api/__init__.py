@@ -1,7 +1,7 @@
 """The node's gRPC API (`proto/gpunode/v1/api.proto`): what the CLI and the SDK talk to.
 
 - `server.serve(services, settings)` → `ApiServer` (start/stop/run, `ready`): the four services
-  over the façade in `node.jobs.service`, gRPC health and reflection;
+  over the façade in `node.domain.service`, gRPC health and reflection;
 - `interceptors` + `status_map`: every error from `node.errors`' tree leaves as one status code
   chosen in one table, with its message and hint; anything else as INTERNAL with a correlation id;
 - `auth`: the optional bearer token in `<home>/api.token` (`api.require_token`);

@@ -1,6 +1,6 @@
 """A typed asyncio client of a node's gRPC API, used by the CLI and the SDK.
 
-Answers come back as the façade's views (`node.jobs.service`); a refused call raises
+Answers come back as the façade's views (`node.domain.service`); a refused call raises
 `ApiCallFailed` carrying the status code, the error's message and its hint, and a node that does
 not answer at all raises `NodeUnreachable` with the command that starts one.
 
@@ -27,9 +27,7 @@ from node.api import convert
 from node.api.auth import bearer
 from node.api.errors import ApiCallFailed, InvalidRequest, NodeUnreachable
 from node.api.interceptors import CORRELATION_KEY, ERROR_TYPE_KEY, HINT_KEY
-from node.executor.manifest import MANIFEST_FILE, parse_manifest
-from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import (
+from node.domain.service import (
     EarningsView,
     JobFilter,
     JobSpec,
@@ -41,6 +39,8 @@ from node.jobs.service import (
     ProviderStatusView,
     SettlementReport,
 )
+from node.executor.manifest import MANIFEST_FILE, parse_manifest
+from node.gen.gpunode.v1 import api_pb2 as pb
 
 api_grpc: Any = importlib.import_module("node.gen.gpunode.v1.api_pb2_grpc")
 

@@ -1,4 +1,4 @@
-"""Pure conversions between the façade's values (`node.jobs.service`) and the API's messages.
+"""Pure conversions between the façade's values (`node.domain.service`) and the API's messages.
 
 Request fields are checked here, so a malformed id or amount is refused with `InvalidRequest`
 before any layer below sees it. The client side converts answers back into the same views.
@@ -12,8 +12,7 @@ from typing import Any
 from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
 from node.api.errors import InvalidRequest
-from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import (
+from node.domain.service import (
     MAX_TIMEOUT_S,
     AttemptView,
     EarningsView,
@@ -27,7 +26,8 @@ from node.jobs.service import (
     ReceiptView,
     SettlementReport,
 )
-from node.jobs.state import AttemptOutcome, JobState, PaymentPath, Role
+from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
+from node.gen.gpunode.v1 import api_pb2 as pb
 from node.types import Address, Hash32, ResultReceipt
 
 _HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")

@@ -9,13 +9,13 @@ import grpc.aio
 
 from node.api.convert import job_filter_from_pb, job_spec_from_pb, job_to_pb, parse_id, parse_wei
 from node.api.errors import InvalidRequest, NotSupported
+from node.domain.service import ClientJobsApi
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import ClientJobsApi
 
 
 @runtime_checkable
 class Depositing(Protocol):
-    """Client jobs that can top up the node's voucher deposit (`node.jobs.client.ClientJobs` can)."""
+    """Client jobs that can top up the node's voucher deposit (`node.client.jobs.ClientJobs` can)."""
 
     async def deposit(self, amount_wei: int) -> int: ...
 

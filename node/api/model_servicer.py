@@ -9,8 +9,8 @@ import grpc.aio
 
 from node.api.convert import model_to_pb
 from node.api.upload import received_model
+from node.domain.service import ModelsApi
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import ModelsApi
 from node.logging import get_logger
 
 log = get_logger(__name__)

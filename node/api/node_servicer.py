@@ -6,8 +6,8 @@ import grpc.aio
 
 from node import __version__
 from node.api.convert import node_status_to_pb, peer_to_pb
+from node.domain.service import NodeApi
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import NodeApi
 
 
 class NodeServicer:

@@ -6,8 +6,8 @@ import grpc.aio
 
 from node.api.convert import earnings_to_pb, provider_status_to_pb, settlement_to_pb
 from node.api.errors import NotAProvider
+from node.domain.service import ProviderApi
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import ProviderApi
 
 
 class ProviderServicer:

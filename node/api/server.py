@@ -25,8 +25,8 @@ from node.api.model_servicer import ModelServicer
 from node.api.node_servicer import NodeServicer
 from node.api.provider_servicer import ProviderServicer
 from node.config import Settings
+from node.domain.service import NodeServices
 from node.gen.gpunode.v1 import api_pb2
-from node.jobs.service import NodeServices
 from node.logging import get_logger
 
 log = get_logger(__name__)

@@ -14,7 +14,6 @@ import grpc
 from node import errors
 from node.api import errors as api_errors
 from node.executor import errors as executor_errors
-from node.p2p import errors as p2p_errors
 from node.storage import errors as storage_errors
 
 Code = grpc.StatusCode
@@ -31,7 +30,7 @@ STATUS_FOR: Mapping[type[errors.GpunodeError], grpc.StatusCode] = {
     # Overlay.
     errors.P2PError: Code.UNAVAILABLE,
     errors.PeerTimeout: Code.DEADLINE_EXCEEDED,
-    p2p_errors.BlobNotFound: Code.NOT_FOUND,
+    errors.BlobNotFound: Code.NOT_FOUND,
     errors.DiscoveryError: Code.UNAVAILABLE,
     # Executor: most of what reaches the API is about the caller's model or input.
     errors.ExecutorError: Code.INVALID_ARGUMENT,

@@ -20,9 +20,9 @@ from typing import BinaryIO
 from pydantic import ValidationError
 
 from node.api.errors import InvalidRequest, UploadCorrupt, UploadTooLarge
+from node.domain.service import ModelUpload
 from node.executor.manifest import MANIFEST_FILE, TensorSpec, parse_manifest
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import ModelUpload
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

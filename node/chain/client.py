@@ -216,6 +216,27 @@ class ChainClient:
     async def block_number(self) -> int:
         return int(await self._rpc("eth_blockNumber", lambda: self.w3.eth.block_number))
 
+    async def chain_time(self) -> float:
+        """The chain's clock: the latest block's timestamp.
+
+        Transient failures are retried like every read; when the chain stays away, or answers
+        with something that is not a block, a `ChainError` says so, so a caller's round fails and
+        the next one tries again instead of the node stopping.
+        """
+        try:
+            block = await self._rpc("eth_getBlockByNumber", lambda: self.w3.eth.get_block("latest"))
+        except ChainError:
+            raise
+        except Exception as exc:
+            # web3 raises its transport's own errors (aiohttp, OSError, timeouts) for a plain read.
+            raise ChainError(
+                f"reading the chain's latest block failed: {type(exc).__name__}: {exc}",
+                hint="is the chain node running? check chain.rpc_url",
+            ) from exc
+        if not block or "timestamp" not in block:
+            raise ChainError("the chain answered without a latest block", hint="check chain.rpc_url")
+        return float(block["timestamp"])
+
     async def get_logs(self, params: FilterParams) -> list[LogReceipt]:
         return list(await self._rpc("eth_getLogs", lambda: self.w3.eth.get_logs(params)))
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from node.config import load_settings
 from node.executor.checks import CheckResult, run_checks
+from node.logging import configure_logging
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
 
@@ -26,6 +27,9 @@ def doctor(
 ) -> None:
     """Check bubblewrap, user namespaces, seccomp, the sandbox mode, cgroups, GPU driver and disk."""
     settings = load_settings(config)
+    # Checks log what they find (a cgroup left busy by another process): on stderr, so stdout
+    # holds nothing but the report; unconfigured, structlog would print to stdout.
+    configure_logging(settings.log_level, json=settings.log_json)
     results = asyncio.run(run_checks(settings.executor))
     failed = any(r.status == "fail" and r.required for r in results)
     if as_json:

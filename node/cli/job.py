@@ -24,8 +24,8 @@ from node.cli.output import (
     styled_state,
 )
 from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
-from node.jobs.service import JobFilter, JobSpec, JobView
-from node.jobs.state import JobState, PaymentPath, Role
+from node.domain.service import JobFilter, JobSpec, JobView
+from node.domain.state import JobState, PaymentPath, Role
 from node.types import Address
 
 app = typer.Typer(name="job", help="Submit and follow inference jobs.", no_args_is_help=True)

@@ -12,8 +12,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from node.api.client import ApiClient
 from node.cli.output import console, err_console, jsonable, models_table, print_json
 from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
+from node.domain.service import ModelUpload, ModelView
 from node.executor.manifest import TensorSpec
-from node.jobs.service import ModelUpload, ModelView
 
 app = typer.Typer(name="models", help="Upload and list the node's models.", no_args_is_help=True)
 

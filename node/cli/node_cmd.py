@@ -15,7 +15,7 @@ from node.cli.remote import (
     run_node_in_foreground,
 )
 from node.config import load_settings
-from node.jobs.service import NodeStatusView
+from node.domain.service import NodeStatusView
 
 app = typer.Typer(name="node", help="Run a node and inspect a running one.", no_args_is_help=True)
 

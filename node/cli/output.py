@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node.jobs.service import JobView, ModelView, PeerView
+from node.domain.service import JobView, ModelView, PeerView
 
 console = Console()
 err_console = Console(stderr=True)

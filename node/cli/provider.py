@@ -28,7 +28,7 @@ from node.cli.remote import (
     run_node_in_foreground,
 )
 from node.config import Settings, load_settings
-from node.jobs.service import EarningsView, ProviderStatusView
+from node.domain.service import EarningsView, ProviderStatusView
 from node.logging import get_logger
 from node.types import sha256
 

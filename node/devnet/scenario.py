@@ -31,9 +31,9 @@ from node.chain.eip712 import verify_receipt
 from node.chain.follower import ChainEvent, EventFollower, JsonCursorStore
 from node.config import ApiSettings, Settings
 from node.devnet.marketplace import CHALLENGE_WINDOW_S, MIN_STAKE_WEI, PRICE_WEI, Marketplace, sample_input
+from node.domain.service import JobSpec, JobView
+from node.domain.state import JobState, PaymentPath
 from node.errors import GpunodeError
-from node.jobs.service import JobSpec, JobView
-from node.jobs.state import JobState, PaymentPath
 from node.logging import get_logger
 from node.types import Address
 
@@ -300,6 +300,7 @@ async def _run_dapp_jobs(run: _Run) -> list[Address | None]:
     finally:
         follower.stop()
         watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
 
 
 async def _settle(run: _Run, views: list[tuple[JobView, float]]) -> None:

@@ -22,6 +22,7 @@ from node.discovery.advert import (
     sign_advert,
 )
 from node.discovery.directory import Directory
+from node.discovery.refresher import AdvertRefresher
 from node.discovery.registry_view import RegistryView
 from node.discovery.validation import AdvertValidator, check_binding
 from node.errors import DiscoveryError, P2PError
@@ -43,7 +44,8 @@ _STASH_SIZE = 4096
 
 
 class DiscoveryService:
-    """One node's view of the provider overlay. Start with `async with DiscoveryService.start(...)`."""
+    """One node's view of the provider overlay: a component (`run()`, `ready`) opened with
+    `DiscoveryService.subscribed(...)`, or on its own with `async with DiscoveryService.start(...)`."""
 
     def __init__(
         self,
@@ -63,8 +65,32 @@ class DiscoveryService:
         self._stash: OrderedDict[Hash32, ProviderAdvert] = OrderedDict()
         # The stash is filled from the p2p thread (quick validation) and emptied on the loop.
         self._stash_lock = threading.Lock()
-        self._dht_put: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
+        # Set by each announce; the DHT loop stores the advert then.
+        self._announced = asyncio.Event()
         self.current: ProviderAdvert | None = None
+        self.ready = asyncio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def subscribed(
+        cls,
+        host: P2PHost,
+        registry: RegistryView,
+        settings: P2PSettings,
+        *,
+        key: PrivateKeyHolder | None = None,
+        offer: Offer | None = None,
+        validator: AdvertValidator | None = None,
+    ) -> AsyncIterator[DiscoveryService]:
+        """Subscribe to adverts; `run()` then takes them in and, with `key`, announces our offer
+        (once there is one) every `advert_refresh_s`. The node runs `run()` under its TaskGroup."""
+        service = cls(host, validator or AdvertValidator(registry), Directory(), settings, key)
+        service._offer = offer
+        service._subscription = await host.subscribe(
+            ADVERT_TOPIC, service._gossip_check, quick_validator=service._gossip_check_now
+        )
+        yield service
 
     @classmethod
     @asynccontextmanager
@@ -78,25 +104,37 @@ class DiscoveryService:
         offer: Offer | None = None,
         validator: AdvertValidator | None = None,
     ) -> AsyncIterator[DiscoveryService]:
-        """Subscribe to adverts; with `key`, also announce our offer (once there is one) on
-        every `advert_refresh_s` until exit."""
-        service = cls(host, validator or AdvertValidator(registry), Directory(), settings, key)
-        service._offer = offer
-        subscription = await host.subscribe(
-            ADVERT_TOPIC, service._gossip_check, quick_validator=service._gossip_check_now
-        )
-        loops = [service._consume(subscription), service._sweep()]
-        if key is not None:
-            loops.append(service._refresh())
-        running = [asyncio.create_task(_logged(loop)) for loop in loops]
-        try:
-            yield service
-        finally:
-            if service._dht_put is not None:
-                running.append(service._dht_put)
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+        """Discovery on its own (tools, tests): subscribed, and running until the block ends."""
+        async with cls.subscribed(
+            host, registry, settings, key=key, offer=offer, validator=validator
+        ) as service:
+            running = asyncio.create_task(service.run(), name="discovery")
+            ready = asyncio.create_task(service.ready.wait())
+            try:
+                await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+                if running.done():
+                    running.result()  # raises what stopped it
+                yield service
+            finally:
+                for task in (ready, running):
+                    task.cancel()
+                await asyncio.gather(ready, running, return_exceptions=True)
+
+    async def run(self) -> None:
+        """Take adverts in, sweep expired ones, store ours in the DHT and (with a key) refresh it,
+        until cancelled; `ready` is set once all of them run. A loop that fails is raised."""
+        if self._subscription is None:
+            raise DiscoveryError(
+                "discovery is not subscribed", hint="open it with DiscoveryService.subscribed()"
+            )
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_logged(self._consume(self._subscription)), name="advert-intake")
+            group.create_task(_logged(self._sweep()), name="advert-expiry")
+            group.create_task(_logged(self._store_in_dht()), name="advert-dht")
+            if self._key is not None:
+                refresher = AdvertRefresher(self._announce_offer, interval_s=self._settings.advert_refresh_s)
+                group.create_task(_logged(refresher.run()), name="advert-refresher")
+            self.ready.set()
 
     # announcing -------------------------------------------------------------------------------
 
@@ -113,8 +151,7 @@ class DiscoveryService:
         advert, signed = self._make_advert(self._key, self._offer)
         await self.host.publish(ADVERT_TOPIC, signed)
         self.current = advert
-        if self._dht_put is None or self._dht_put.done():
-            self._dht_put = asyncio.create_task(self._store_in_dht())
+        self._announced.set()
         return advert
 
     def _make_advert(self, key: PrivateKeyHolder, offer: Offer) -> tuple[ProviderAdvert, bytes]:
@@ -134,25 +171,24 @@ class DiscoveryService:
         return replace(advert, signed=signed), signed
 
     async def _store_in_dht(self) -> None:
-        # Gossip is the latency-sensitive path; the DHT lookup walk competes with it for the
-        # same connections and CPU, so it starts once the gossip push has had time to spread.
-        await asyncio.sleep(DHT_PUT_DELAY_S)
         stored: ProviderAdvert | None = None
-        while (advert := self.current) is not None and advert is not stored:
-            try:
-                await self.host.dht_put(dht_key(advert.address), advert.signed)
-            except P2PError as exc:
-                log.warning("advert_dht_put_failed", error=str(exc))
-            stored = advert
-
-    async def _refresh(self) -> None:
         while True:
-            if self._offer is not None:
+            await self._announced.wait()
+            # Gossip is the latency-sensitive path; the DHT lookup walk competes with it for the
+            # same connections and CPU, so it starts once the gossip push has had time to spread.
+            await asyncio.sleep(DHT_PUT_DELAY_S)
+            self._announced.clear()
+            while (advert := self.current) is not None and advert is not stored:
                 try:
-                    await self.announce()
+                    await self.host.dht_put(dht_key(advert.address), advert.signed)
                 except P2PError as exc:
-                    log.warning("advert_publish_failed", error=str(exc))
-            await asyncio.sleep(self._settings.advert_refresh_s)
+                    log.warning("advert_dht_put_failed", error=str(exc))
+                stored = advert
+
+    async def _announce_offer(self) -> None:
+        """The periodic refresh: our advert again, once there is an offer to announce."""
+        if self._offer is not None:
+            await self.announce()
 
     # receiving --------------------------------------------------------------------------------
 

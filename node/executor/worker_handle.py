@@ -163,6 +163,9 @@ class WorkerHandle:
             code = await proc.wait()
             channel.close()
             if not isinstance(exc, Exception):
+                # Stopped while the worker came up: the reader of its stderr does not outlive it.
+                drain.cancel()
+                await asyncio.gather(drain, return_exceptions=True)
                 raise
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(drain, _DRAIN_GRACE_S)  # what it said before dying
@@ -275,6 +278,9 @@ class WorkerHandle:
         self._proc.kill()
         await self._proc.wait()
         self._channel.close()
+        # The reader of its stderr ends with the worker, not after it.
+        self._drain.cancel()
+        await asyncio.gather(self._drain, return_exceptions=True)
 
 
 async def _await_ready(channel: AsyncChannel, timeout_s: float) -> tuple[ExecutionProfile, float]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from node.errors import P2PError, ProtocolViolation
+from node.errors import BlobNotFound, P2PError, ProtocolViolation
 
-
-class BlobNotFound(P2PError):
-    """The peer does not hold the requested blob."""
+__all__ = ["BlobIntegrityError", "BlobNotFound", "HostShuttingDown"]
 
 
 class BlobIntegrityError(ProtocolViolation):

@@ -3,17 +3,16 @@ escrow of attempts that failed is refunded after its deadline and withdrawn."""
 
 from __future__ import annotations
 
+from node.chain.job_logs import ChainOutcome, chain_outcome
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.state import AttemptOutcome, ClientState, JobEvent, PaymentPath, Refunded, Role, Settled
 from node.errors import ChainError
-from node.jobs.events import JobEvents
-from node.jobs.onchain import ChainOutcome, chain_outcome
-from node.jobs.payments import escrow_terms, receipt_job_id
-from node.jobs.state import AttemptOutcome, JobEvent, JobState, PaymentPath, Refunded, Role, Settled
+from node.jobstore.store import JobStore
 from node.logging import get_logger
-from node.settlement.chain_time import chain_time
-from node.storage import Database, JobRecord
+from node.settlement.terms import escrow_terms, receipt_job_id
+from node.storage import JobRecord
 from node.types import Address, Hash32
 
 log = get_logger(__name__)
@@ -30,11 +29,11 @@ _LOST = frozenset(
 
 
 class ClientSettlement:
-    def __init__(self, db: Database, market: JobMarket, key: NodeKey, events: JobEvents) -> None:
-        self.db = db
+    def __init__(self, store: JobStore, market: JobMarket, key: NodeKey) -> None:
+        self.store = store
+        self.db = store.db
         self.market = market
         self.key = key
-        self.events = events
         # On-chain jobs known to be over (refunded or finalized): never asked about again.
         self._closed: set[Hash32] = set()
 
@@ -49,10 +48,10 @@ class ClientSettlement:
             self.db.jobs.list, role=Role.CLIENT, payment=PaymentPath.ESCROW, limit=2**31 - 1
         )
         refunded = 0
-        now = await self._chain_time() if escrowed else 0.0
+        now = await self.market.client.chain_time() if escrowed else 0.0
         for record in escrowed:
-            if record.state is JobState.VERIFIED:
-                await self._settle_verified(record)
+            if record.state is ClientState.VERIFIED:
+                await self._settle_verified(record, now)
             refunded += await self._refund_lost_attempts(record, now)
         if refunded or await self.market.withdrawable(self.me):
             try:
@@ -61,7 +60,7 @@ class ClientSettlement:
                 log.warning("refund_withdrawal_failed", error=str(exc))
         return refunded
 
-    async def _settle_verified(self, record: JobRecord) -> None:
+    async def _settle_verified(self, record: JobRecord, now: float) -> None:
         onchain_id = receipt_job_id(self.me, record, len(record.status.attempts) - 1)
         outcome = await chain_outcome(self.market, onchain_id)
         if outcome is ChainOutcome.FINALIZED:
@@ -69,15 +68,20 @@ class ClientSettlement:
         elif outcome is ChainOutcome.REFUNDED:
             await self._apply(record, Refunded())
         else:
-            await self._refund_if_abandoned(record, len(record.status.attempts) - 1)
+            await self._refund_if_abandoned(record, len(record.status.attempts) - 1, now)
 
-    async def _refund_if_abandoned(self, record: JobRecord, attempt: int) -> None:
+    async def _refund_if_abandoned(self, record: JobRecord, attempt: int, now: float) -> None:
         # The provider delivered to us but never put the result on-chain by the deadline.
         terms = escrow_terms(self.me, record, attempt)
         onchain = await self.market.job(terms.job_id)
         live = onchain.status in (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED)
-        if live and onchain.time < await self._chain_time():
-            await self.market.refund(terms, sender=self.key.account)
+        if live and onchain.time < now:
+            try:
+                await self.market.refund(terms, sender=self.key.account)
+            except ChainError as exc:
+                # One job's refund failing must not hold back the rest of the round.
+                log.warning("refund_failed", job_id=terms.job_id.hex(), error=str(exc))
+                return
             await self._apply(record, Refunded())
 
     async def _refund_lost_attempts(self, record: JobRecord, now: float) -> int:
@@ -104,8 +108,4 @@ class ClientSettlement:
         return total
 
     async def _apply(self, record: JobRecord, event: JobEvent) -> None:
-        moved = await self.db.run(self.db.jobs.apply, record.job_id, event)
-        self.events.publish(moved)
-
-    async def _chain_time(self) -> float:
-        return await chain_time(self.market)
+        await self.store.apply(record.job_id, event)

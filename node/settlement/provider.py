@@ -5,23 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from node.chain.job_logs import ChainOutcome, chain_outcome
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.service import SettlementReport
+from node.domain.state import Failed, JobEvent, PaymentPath, PaymentReceived, ProviderState, Role
 from node.errors import ChainError, SettlementError
-from node.jobs.events import JobEvents
-from node.jobs.onchain import ChainOutcome, chain_outcome
-from node.jobs.service import SettlementReport
-from node.jobs.state import Failed, JobEvent, JobState, PaymentPath, PaymentReceived, Role
+from node.jobstore.store import JobStore
 from node.logging import get_logger
-from node.settlement.chain_time import chain_time
 from node.settlement.policy import RedemptionPolicy, due_vouchers
-from node.storage import Database, JobRecord
+from node.storage import JobRecord
 from node.types import Address
 
 log = get_logger(__name__)
 
-_INTERRUPTED = frozenset({JobState.ACCEPTED, JobState.RUNNING, JobState.SIGNED})
+_INTERRUPTED = frozenset({ProviderState.ACCEPTED, ProviderState.RUNNING, ProviderState.SIGNED})
 
 
 @dataclass
@@ -45,13 +44,11 @@ class _Tally:
 
 
 class ProviderSettlement:
-    def __init__(
-        self, db: Database, market: JobMarket, key: NodeKey, events: JobEvents, policy: RedemptionPolicy
-    ) -> None:
-        self.db = db
+    def __init__(self, store: JobStore, market: JobMarket, key: NodeKey, policy: RedemptionPolicy) -> None:
+        self.store = store
+        self.db = store.db
         self.market = market
         self.key = key
-        self.events = events
         self.policy = policy
 
     @property
@@ -59,11 +56,10 @@ class ProviderSettlement:
         return self.key.address
 
     async def _apply(self, record: JobRecord, event: JobEvent) -> None:
-        moved = await self.db.run(self.db.jobs.apply, record.job_id, event)
-        self.events.publish(moved)
+        await self.store.apply(record.job_id, event)
 
     async def _provider_jobs(
-        self, *states: JobState, payment: PaymentPath | None = None
+        self, *states: ProviderState, payment: PaymentPath | None = None
     ) -> tuple[JobRecord, ...]:
         return await self.db.run(
             self.db.jobs.list, role=Role.PROVIDER, states=states, payment=payment, limit=2**31 - 1
@@ -120,7 +116,7 @@ class ProviderSettlement:
 
     async def _mark_paid_clients(self) -> None:
         """Delivered voucher jobs of clients whose latest voucher is fully redeemed are paid."""
-        for record in await self._provider_jobs(JobState.DELIVERED, payment=PaymentPath.VOUCHER):
+        for record in await self._provider_jobs(ProviderState.DELIVERED, payment=PaymentPath.VOUCHER):
             if record.client is None:
                 continue
             stored = await self.db.run(self.db.vouchers.get, record.client, self.me)
@@ -128,9 +124,9 @@ class ProviderSettlement:
                 await self._apply(record, PaymentReceived())
 
     async def _finalize(self, tally: _Tally) -> None:
-        now = await self._chain_time()
+        now = await self.market.client.chain_time()
         # Delivered voucher jobs wait for redemption, not the chain: a busy provider holds many.
-        for record in await self._provider_jobs(JobState.DELIVERED, payment=PaymentPath.ESCROW):
+        for record in await self._provider_jobs(ProviderState.DELIVERED, payment=PaymentPath.ESCROW):
             onchain = await self.market.job(record.job_id)
             if onchain.status is ChainJobStatus.SUBMITTED and onchain.time <= now:
                 try:
@@ -168,6 +164,3 @@ class ProviderSettlement:
             raise SettlementError(
                 f"settling failed on-chain: {exc}", hint="retry once the chain answers"
             ) from exc
-
-    async def _chain_time(self) -> float:
-        return await chain_time(self.market)

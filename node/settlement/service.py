@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from node.domain.service import SettlementReport
 from node.errors import ChainError, SettlementError
-from node.jobs.service import SettlementReport
 from node.logging import get_logger
 from node.settlement.client import ClientSettlement
 from node.settlement.provider import ProviderSettlement

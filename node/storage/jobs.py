@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from node.jobs.state import (
+from node.domain.records import JobEventRecord, JobRecord, NewJob, SignedReceipt, SignedVoucher
+from node.domain.state import (
+    ROLE_STATES,
     TERMINAL_STATES,
     Attempt,
     AttemptOutcome,
@@ -22,15 +24,16 @@ from node.jobs.state import (
     Matched,
     PaymentPath,
     Role,
+    State,
     event_detail,
     event_from_detail,
+    role_state,
     transition,
 )
 from node.logging import get_logger
 from node.storage.errors import DuplicateRecord, InvalidRecord, StaleJobVersion, UnknownJob
 from node.storage.models import JOB_ATTEMPTS, JOB_EVENTS, JOBS, AnyRow, JobEventRow, JobRow
 from node.storage.receipts import checked_receipt, save_receipt
-from node.storage.records import JobEventRecord, JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.storage.session import Transactions
 from node.storage.validation import check_hash, check_wei, checked_address
 from node.storage.vouchers import checked_voucher, record_voucher
@@ -217,7 +220,7 @@ class JobRepository:
         self,
         *,
         role: Role | None = None,
-        states: Iterable[JobState] | None = None,
+        states: Iterable[JobState | State] | None = None,
         payment: PaymentPath | None = None,
         limit: int = 100,
         offset: int = 0,
@@ -237,14 +240,14 @@ class JobRepository:
 
     def live(self, role: Role) -> tuple[JobRecord, ...]:
         """Jobs of `role` not yet in a terminal state: what a restarted node must pick up again."""
-        live_states = [s for s in JobState if s not in TERMINAL_STATES[role]]
+        live_states = [s for s in ROLE_STATES[role] if s not in TERMINAL_STATES[role]]
         return self.list(role=role, states=live_states, limit=2**31 - 1)
 
 
 _INSERT_JOB = insert(JOBS)
 _SELECT_JOB = select(JOBS).where(JOBS.c.job_id == bindparam("job_id"))
 _SELECT_ATTEMPTS = (
-    select(JOB_ATTEMPTS.c.provider, JOB_ATTEMPTS.c.paid, JOB_ATTEMPTS.c.outcome)
+    select(JOB_ATTEMPTS.c.provider, JOB_ATTEMPTS.c.paid, JOB_ATTEMPTS.c.outcome, JOB_ATTEMPTS.c.price_wei)
     .where(JOB_ATTEMPTS.c.job_id == bindparam("job_id"))
     .order_by(JOB_ATTEMPTS.c.number)
 )
@@ -262,7 +265,12 @@ _INSERT_ATTEMPT = insert(JOB_ATTEMPTS)
 _UPDATE_ATTEMPT = (
     update(JOB_ATTEMPTS)
     .where(JOB_ATTEMPTS.c.job_id == bindparam("b_job_id"), JOB_ATTEMPTS.c.number == bindparam("b_number"))
-    .values(provider=bindparam("provider"), paid=bindparam("paid"), outcome=bindparam("outcome"))
+    .values(
+        provider=bindparam("provider"),
+        paid=bindparam("paid"),
+        outcome=bindparam("outcome"),
+        price_wei=bindparam("price_wei"),
+    )
 )
 _INSERT_EVENTS = insert(JOB_EVENTS)
 
@@ -297,7 +305,9 @@ def _attempts_of(connection: Connection, job_ids: list[bytes]) -> dict[bytes, tu
 def _checked_event(event: JobEvent) -> JobEvent:
     if isinstance(event, Matched):
         # One provider, one spelling: "already tried" compares addresses as stored.
-        return Matched(provider=checked_address("provider", event.provider))
+        if event.price_wei is not None:
+            check_wei("price_wei", event.price_wei)
+        return Matched(provider=checked_address("provider", event.provider), price_wei=event.price_wei)
     return event
 
 
@@ -396,6 +406,7 @@ def _attempt(row: AnyRow) -> Attempt:
         provider=Address(row.provider),
         paid=bool(row.paid),
         outcome=None if row.outcome is None else AttemptOutcome(row.outcome),
+        price_wei=None if row.price_wei is None else int(row.price_wei),
     )
 
 
@@ -410,6 +421,7 @@ def _write_attempts(
             "provider": attempt.provider,
             "paid": attempt.paid,
             "outcome": None if attempt.outcome is None else attempt.outcome.value,
+            "price_wei": None if attempt.price_wei is None else str(attempt.price_wei),
         }
         if number < len(before):
             connection.execute(_UPDATE_ATTEMPT, {"b_job_id": job_id, "b_number": number, **values})
@@ -421,7 +433,7 @@ def _record(row: AnyRow, attempts: tuple[Attempt, ...]) -> JobRecord:
     status = JobStatus(
         role=Role(row.role),
         payment=PaymentPath(row.payment),
-        state=JobState(row.state),
+        state=role_state(Role(row.role), row.state),
         attempts=attempts,
         reason=row.reason,
     )

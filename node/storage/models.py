@@ -68,6 +68,7 @@ class JobAttemptRow(Base):
     provider: Mapped[str] = mapped_column(ADDRESS, index=True)
     paid: Mapped[bool] = mapped_column()
     outcome: Mapped[str | None] = mapped_column(String(16))
+    price_wei: Mapped[str | None] = mapped_column(WEI)
 
 
 class JobEventRow(Base):

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from node.domain.records import KnownProvider
 from node.storage.errors import InvalidRecord, UnknownProvider
 from node.storage.models import PROVIDERS, AnyRow, ProviderRow
-from node.storage.records import KnownProvider
 from node.storage.session import Transactions, retry_on_conflict
 from node.storage.validation import checked_address
 from node.types import Address

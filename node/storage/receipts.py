@@ -7,9 +7,9 @@ import dataclasses
 
 from sqlalchemy import Connection, bindparam, insert, select
 
+from node.domain.records import StoredReceipt
 from node.storage.errors import ConflictingReceipt, UnknownJob
 from node.storage.models import RECEIPTS, AnyRow, JobRow, ReceiptRow
-from node.storage.records import StoredReceipt
 from node.storage.session import Transactions, retry_on_conflict
 from node.storage.validation import check_hash, check_signature, checked_address
 from node.types import Address, Hash32, ResultReceipt

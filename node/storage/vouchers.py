@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from node.domain.records import StoredVoucher
 from node.storage.errors import InvalidRecord, RecordNotFound, StaleVoucher
 from node.storage.models import VOUCHERS, AnyRow, VoucherRow
-from node.storage.records import StoredVoucher
 from node.storage.session import Transactions, retry_on_conflict
 from node.storage.validation import check_signature, check_wei, checked_address
 from node.types import Address, Voucher

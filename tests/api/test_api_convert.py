@@ -9,9 +9,9 @@ import pytest
 
 from node.api import convert
 from node.api.errors import InvalidRequest
+from node.domain.service import AttemptView, JobView, ReceiptView
+from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import AttemptView, JobView, ReceiptView
-from node.jobs.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.types import Address, Hash32, ResultReceipt
 
 PROVIDER = Address("0x5B38Da6a701c568545dCfcB03FcB875f56beddC4")

@@ -18,9 +18,9 @@ from node.api.client import ApiClient
 from node.api.errors import ApiCallFailed, InvalidRequest, NodeUnreachable
 from node.api.server import api_grpc
 from node.chain.eip712 import Eip712Domain, verify_receipt
+from node.domain.service import JobFilter, JobSpec, JobView
+from node.domain.state import JobState, PaymentPath, Role
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.jobs.service import JobFilter, JobSpec, JobView
-from node.jobs.state import JobState, PaymentPath, Role
 from node.types import Address, sha256
 
 

@@ -8,8 +8,8 @@ import pytest
 from node import errors
 from node.api.errors import InvalidRequest, NotAProvider, UploadCorrupt, UploadTooLarge
 from node.api.status_map import details_for, status_for
+from node.domain.state import JobTransitionError
 from node.executor.errors import InputTooLarge, InvalidInput, JobTimedOut, UnknownModel, WorkerCrashed
-from node.jobs.state import JobTransitionError
 from node.storage.errors import StaleVoucher, UnknownJob
 
 Code = grpc.StatusCode

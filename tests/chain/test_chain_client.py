@@ -205,6 +205,27 @@ async def test_can_advance_the_chain_clock(
         await advance_time(client, -1)
 
 
+async def test_can_read_the_chain_clock(
+    client: ChainClient, advance_time: Callable[..., Awaitable[None]]
+) -> None:
+    before = await client.chain_time()
+    await advance_time(client, 600)
+    assert await client.chain_time() == float((await client.w3.eth.get_block("latest"))["timestamp"])
+    assert await client.chain_time() >= before + 600
+
+
+@pytest.mark.parametrize("failure", [ConnectionRefusedError("refused"), ValueError("not a block")])
+async def test_cannot_read_the_chain_clock_while_the_chain_is_away(
+    client: ChainClient, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    async def away(*_: object, **__: object) -> object:
+        raise failure
+
+    monkeypatch.setattr(client.w3.eth, "get_block", away)
+    with pytest.raises(ChainError, match=r"check chain\.rpc_url"):
+        await client.chain_time()
+
+
 async def test_can_list_the_same_ten_funded_accounts(
     client: ChainClient, accounts: list[LocalAccount]
 ) -> None:

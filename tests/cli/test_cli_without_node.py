@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from node.cli.main import _register_groups, app
 from node.cli.models import parse_tensor_spec
 from node.cli.output import format_wei, format_wei_exact, job_json, jsonable
-from node.jobs.service import AttemptView, JobView, ModelView
-from node.jobs.state import AttemptOutcome, JobState, PaymentPath, Role
+from node.domain.service import AttemptView, JobView, ModelView
+from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.types import Address
 
 GPUNODE = Path(sys.executable).parent / "gpunode"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from node.cli.main import _register_groups, app
 from node.executor.sandbox_mode import runtime_paths, unreadable_by_others
+from node.logging import get_logger
 
 runner = CliRunner()
 
@@ -30,7 +32,7 @@ def config(tmp_path: Path) -> Path:
 def test_can_check_this_machine_as_json(config: Path) -> None:
     result = runner.invoke(app, ["doctor", "--json", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["ok"] is True
     checks = {c["name"]: c for c in report["checks"]}
     assert set(checks) == {
@@ -65,7 +67,7 @@ def test_cannot_pass_without_bubblewrap(
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no bwrap on it
     result = runner.invoke(app, ["doctor", "--json", "--config", str(config)])
     assert result.exit_code == 1
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["ok"] is False
     bwrap = next(c for c in report["checks"] if c["name"] == "bubblewrap")
     assert bwrap["status"] == "fail"
@@ -83,10 +85,28 @@ def test_says_how_to_fix_a_venv_the_sandbox_uid_cannot_read(
     monkeypatch.setattr(sandbox_mode, "runtime_paths", lambda: [locked / "python"])
     (locked / "python").touch()
     result = runner.invoke(app, ["doctor", "--json", "--config", str(config)])
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     mode = next(c for c in report["checks"] if c["name"] == "sandbox mode")
     assert mode["status"] == "warn"  # root-userns still works here, bounded by a pids cgroup
     assert "root-userns" in mode["detail"]
     assert "readable by other users" in mode["fix"]
     assert any(f"({parent})" in mode["fix"] for parent in locked.parents)
     assert result.exit_code == 0
+
+
+def test_can_keep_log_lines_off_the_json_report(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.cli.doctor as doctor_cli
+
+    checks = doctor_cli.run_checks
+
+    async def logging_checks(settings: Any) -> Any:
+        # What a cgroup scope left busy by another process says while the checks run.
+        get_logger("node.executor.cgroups").warning(
+            "cgroup_not_removed", path="/sys/fs/cgroup/pids/gpunode-1-0", reason="Device or resource busy"
+        )
+        return await checks(settings)
+
+    monkeypatch.setattr(doctor_cli, "run_checks", logging_checks)
+    result = runner.invoke(app, ["doctor", "--json", "--config", str(config)])
+    assert json.loads(result.stdout)["checks"]
+    assert "cgroup_not_removed" in result.stderr

@@ -18,8 +18,8 @@ from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
 from node.discovery.registry_view import CachedRegistryView
 from node.discovery.service import DiscoveryService
-from node.jobs.service import JobSpec
-from node.jobs.state import AttemptOutcome, JobState
+from node.domain.service import JobSpec
+from node.domain.state import AttemptOutcome, JobState
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import JobAccepted, JobRequest, JobResponse, JobResult
 from node.p2p.job_protocol import serve_jobs

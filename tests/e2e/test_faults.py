@@ -22,9 +22,9 @@ from e2e_support import (
 
 from node.app import Node
 from node.chain.anvil import AnvilProcess
+from node.domain.service import JobSpec
+from node.domain.state import AttemptOutcome, JobState
 from node.errors import ChainError
-from node.jobs.service import JobSpec
-from node.jobs.state import AttemptOutcome, JobState
 from node.types import sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -19,12 +19,12 @@ from e2e_support import CHALLENGE_WINDOW_S, PRICE_WEI, Devnet, mlp_input, runnin
 from node.app import Node
 from node.chain.artifacts import load_artifact
 from node.chain.eip712 import sign_voucher, verify_receipt
+from node.chain.job_logs import ChainOutcome, chain_outcome
 from node.chain.market import JobStatus as ChainJobStatus
 from node.chain.registry import events_in
+from node.domain.service import JobSpec, JobView
+from node.domain.state import JobState, PaymentPath, Role
 from node.errors import ExecutorError, JobError, SettlementError, TransactionReverted
-from node.jobs.onchain import ChainOutcome, chain_outcome
-from node.jobs.service import JobSpec, JobView
-from node.jobs.state import JobState, PaymentPath, Role
 from node.p2p.job_messages import JobRejected, JobRequest, VoucherPayment
 from node.p2p.job_protocol import JobClient
 from node.types import Address, Hash32, Voucher, sha256

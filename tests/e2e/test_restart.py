@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from e2e_support import CHALLENGE_WINDOW_S, PRICE_WEI, deployed, mlp_input, register
 
-from node.jobs.service import JobSpec, JobView
-from node.jobs.state import JobState, PaymentPath, Role
+from node.domain.service import JobSpec, JobView
+from node.domain.state import JobState, PaymentPath, Role
 from node.storage import Database, StoredVoucher
 from node.types import Address
 

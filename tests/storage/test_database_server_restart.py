@@ -7,7 +7,7 @@ import os
 import pytest
 from postgres_cluster import PostgresCluster
 
-from node.jobs.state import JobState, Matched, PaymentPath, Role
+from node.domain.state import JobState, Matched, PaymentPath, Role
 from node.storage import Database, NewJob
 from node.storage.errors import DatabaseUnavailable
 from node.types import Address, Hash32
@@ -34,4 +34,4 @@ def test_can_carry_on_after_the_database_server_restarts(own_postgres_cluster: P
         cluster.start()
         assert db.jobs.get(job.job_id) == job
         moved = db.jobs.apply(job.job_id, Matched(provider=Address("0x" + "aa" * 20)), expected_version=1)
-        assert moved.state is JobState.MATCHED
+        assert moved.state == JobState.MATCHED

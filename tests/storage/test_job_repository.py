@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from eth_utils.address import to_checksum_address
 
-from node.jobs.state import (
+from node.domain.state import (
     Attempt,
     AttemptOutcome,
     Cancelled,
@@ -64,7 +64,7 @@ def new_job(
 def test_can_store_and_read_back_a_job(db: Database) -> None:
     job = new_job()
     stored = db.jobs.create(job)
-    assert stored.state is JobState.SUBMITTED
+    assert stored.state == JobState.SUBMITTED
     assert stored.version == 1
     read = db.jobs.get(job.job_id)
     assert read == stored
@@ -86,38 +86,40 @@ def test_can_walk_a_client_job_to_settlement_with_its_history(db: Database) -> N
     for version, event in enumerate(events, start=1):
         job = db.jobs.apply(job.job_id, event, expected_version=version)
         assert job.version == version + 1
-    assert job.state is JobState.SETTLED
+    assert job.state == JobState.SETTLED
     assert job.status.attempts == (Attempt(PROVIDER_A, paid=True, outcome=AttemptOutcome.COMPLETED),)
     history = db.jobs.history(job.job_id)
     assert [h.event for h in history] == events
     assert [h.seq for h in history] == list(range(2, 9))
     assert [h.to_state for h in history][-2:] == [JobState.VERIFIED, JobState.SETTLED]
-    assert history[0].from_state is JobState.SUBMITTED
+    assert history[0].from_state == JobState.SUBMITTED
 
 
 def test_can_reassign_a_job_and_keep_every_attempt(db: Database) -> None:
     job = db.jobs.create(new_job(payment=PaymentPath.ESCROW))
     for event in (
-        Matched(provider=PROVIDER_A),
+        Matched(provider=PROVIDER_A, price_wei=2**200),
         PaymentMade(),
         Sent(),
         ProviderLost(AttemptOutcome.DIED, "reset"),
     ):
         job = db.jobs.apply(job.job_id, event)
     job = db.jobs.apply(job.job_id, Matched(provider=PROVIDER_B))
+    # Each attempt keeps the price it was matched at, so a restarted client pays what it agreed.
     assert db.jobs.get(job.job_id).status.attempts == (
-        Attempt(PROVIDER_A, paid=True, outcome=AttemptOutcome.DIED),
+        Attempt(PROVIDER_A, paid=True, outcome=AttemptOutcome.DIED, price_wei=2**200),
         Attempt(PROVIDER_B),
     )
-    lost = db.jobs.history(job.job_id)[3].event
-    assert lost == ProviderLost(AttemptOutcome.DIED, "reset")
+    history = db.jobs.history(job.job_id)
+    assert history[0].event == Matched(provider=PROVIDER_A, price_wei=2**200)
+    assert history[3].event == ProviderLost(AttemptOutcome.DIED, "reset")
 
 
 def test_can_walk_a_provider_job(db: Database) -> None:
     job = db.jobs.create(new_job(role=Role.PROVIDER))
-    assert job.state is JobState.ACCEPTED
+    assert job.state == JobState.ACCEPTED
     job = db.jobs.apply(job.job_id, Started())
-    assert job.state is JobState.RUNNING
+    assert job.state == JobState.RUNNING
     assert db.jobs.live(Role.PROVIDER) == (job,)
     assert db.jobs.live(Role.CLIENT) == ()
 
@@ -152,7 +154,7 @@ def test_cannot_make_an_illegal_transition_and_nothing_is_written(db: Database) 
     with pytest.raises(JobTransitionError, match="already had a try"):
         db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
     after = db.jobs.get(job.job_id)
-    assert after.state is JobState.SUBMITTED
+    assert after.state == JobState.SUBMITTED
     assert len(db.jobs.history(job.job_id)) == 2
 
 
@@ -210,7 +212,7 @@ def test_cannot_move_a_job_from_a_stale_version(db: Database) -> None:
     db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A), expected_version=1)
     with pytest.raises(StaleJobVersion, match="since version 1"):
         db.jobs.apply(job.job_id, Cancelled(), expected_version=1)
-    assert db.jobs.get(job.job_id).state is JobState.MATCHED
+    assert db.jobs.get(job.job_id).state == JobState.MATCHED
 
 
 def _race(writers: list[Callable[[], object]]) -> list[object]:
@@ -296,13 +298,13 @@ def test_can_recover_every_job_after_a_restart(database_url: str) -> None:
             Sent(),
         ]
         moved = reopened.jobs.apply(job.job_id, Started(), expected_version=job.version)
-        assert moved.state is JobState.RUNNING
+        assert moved.state == JobState.RUNNING
 
 
 async def test_can_call_the_repositories_off_the_event_loop(db: Database) -> None:
     job = await db.run(db.jobs.create, new_job())
     moved = await db.run(db.jobs.apply, job.job_id, Matched(provider=PROVIDER_A), expected_version=1)
-    assert moved.state is JobState.MATCHED
+    assert moved.state == JobState.MATCHED
     assert await db.run(db.jobs.get, job.job_id) == moved
 
 
@@ -337,7 +339,7 @@ def test_can_sign_a_result_and_store_its_receipt_in_one_step(database_url: str) 
         signed = db.jobs.apply(job.job_id, ResultSigned(), receipt=_receipt_for(job.job_id))
     with Database.open(database_url) as db:
         assert db.jobs.get(job.job_id) == signed
-        assert signed.state is JobState.SIGNED
+        assert signed.state == JobState.SIGNED
         stored = db.receipts.get(job.job_id, PROVIDER_A)
         assert stored is not None
         assert stored.receipt == _receipt_for(job.job_id).receipt
@@ -368,7 +370,7 @@ def test_can_pay_a_job_and_store_its_voucher_in_one_step(db: Database) -> None:
     db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
     voucher = Voucher(CLIENT, PROVIDER_A, 500)
     paid = db.jobs.apply(job.job_id, PaymentMade(), voucher=SignedVoucher(voucher, SIG))
-    assert paid.state is JobState.PAID
+    assert paid.state == JobState.PAID
     stored = db.vouchers.get(CLIENT, PROVIDER_A)
     assert stored is not None
     assert stored.voucher == Voucher(to_checksum_address(CLIENT), to_checksum_address(PROVIDER_A), 500)

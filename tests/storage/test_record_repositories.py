@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from node.jobs.state import PaymentPath, Role
+from node.domain.state import PaymentPath, Role
 from node.storage import Database, NewJob
 from node.storage.errors import (
     ConflictingReceipt,

@@ -14,6 +14,7 @@ from node.storage import Database
 from node.storage.engine import create_database_engine, migrate, survives_power_loss
 from node.storage.errors import DatabaseUnavailable
 from node.storage.models import Base
+from node.types import Hash32
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
@@ -23,7 +24,7 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     finally:
         engine.dispose()
 
@@ -95,3 +96,33 @@ def test_cannot_put_a_sqlite_database_under_a_file(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(DatabaseUnavailable, match="cannot create the directory"):
         Database.open(f"sqlite:///{blocker / 'gpunode.db'}")
+
+
+def test_can_read_attempts_stored_before_they_kept_their_price(database_url: str) -> None:
+    engine = create_database_engine(database_url)
+    job_id = b"\x01" * 32
+    try:
+        migrate(engine, "0001")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (job_id, role, payment, state, model_id, input_hash, price_wei,"
+                    " client, deadline, reason, version, created_at, updated_at)"
+                    " VALUES (:job_id, 'client', 'voucher', 'paid', :hash, :hash, '100', :client,"
+                    " NULL, NULL, 2, 0, 0)"
+                ),
+                {"job_id": job_id, "hash": b"\x02" * 32, "client": "0x" + "aa" * 20},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO job_attempts (job_id, number, provider, paid, outcome)"
+                    " VALUES (:job_id, 0, :provider, true, NULL)"
+                ),
+                {"job_id": job_id, "provider": "0x" + "bb" * 20},
+            )
+    finally:
+        engine.dispose()
+    with Database.open(database_url) as db:
+        (attempt,) = db.jobs.get(Hash32(job_id)).status.attempts
+    assert attempt.paid
+    assert attempt.price_wei is None

@@ -1,0 +1,545 @@
+"""The client's pipeline: drives one job through the state machine, persisting every step.
+
+    submitted → matched → paid → sent → running → result → verified → settled
+
+Each step is written to the database (and published to watchers) before the next one starts, so
+a restarted node resumes from the last durable step. A provider that rejects, times out, dies or
+returns a result that does not verify is backed off and the job goes back to `submitted`, to be
+matched with the next candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from node.chain.eip712 import verify_receipt
+from node.chain.keys import NodeKey
+from node.chain.market import JobMarket
+from node.client.matching import Matchmaker
+from node.client.payments import VoucherBook
+from node.client.recent import RecentResults
+from node.domain.state import (
+    AttemptOutcome,
+    ClientState,
+    Failed,
+    JobEvent,
+    Matched,
+    PaymentMade,
+    PaymentPath,
+    ProviderLost,
+    ResultReceived,
+    ResultVerified,
+    Sent,
+    Settled,
+    Started,
+    State,
+)
+from node.errors import (
+    ChainError,
+    GpunodeError,
+    P2PError,
+    PeerTimeout,
+    SchedulerError,
+    StorageError,
+    TransactionReverted,
+)
+from node.jobstore.blobs import JobBlobs, ReceiptFiles
+from node.jobstore.store import JobStore
+from node.logging import get_logger
+from node.p2p.host import P2PHost
+from node.p2p.job_messages import (
+    JobAccepted,
+    JobFailed,
+    JobProgress,
+    JobRejected,
+    JobRequest,
+    JobResult,
+    OnchainPayment,
+    Payment,
+    VoucherPayment,
+)
+from node.p2p.job_protocol import JobClient
+from node.scheduler import Choice
+from node.settlement.terms import MAX_ATTEMPTS, escrow_terms, receipt_job_id
+from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher, StoredReceipt
+from node.types import Address, Hash32, sha256
+
+log = get_logger(__name__)
+
+# Room the provider needs after the job's own timeout to claim and submit on-chain.
+ESCROW_MARGIN_S = 300
+# How long a provider's accepted/running reports wait before being written on their own.
+PROGRESS_RECORD_DELAY_S = 0.005
+# Retry spacing while the chain is unreachable.
+CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What a job's submitter already holds: the provider it chose (and checked the price of),
+    the provider it pinned the job to, if any, and the input."""
+
+    choice: Choice
+    input: bytes
+    pinned: Address | None = None
+
+
+@dataclass
+class ClientPipeline:
+    store: JobStore
+    blobs: JobBlobs
+    matchmaker: Matchmaker
+    jobs: JobClient
+    host: P2PHost
+    market: JobMarket
+    key: NodeKey
+    vouchers: VoucherBook
+    receipts: ReceiptFiles
+    # Verified results, so watchers' views of a finished job need not read them back.
+    results: RecentResults = field(default_factory=RecentResults)
+    # Peer ids of matched providers, learnt from their adverts.
+    _peers: dict[Address, str] = field(default_factory=dict)
+    # Jobs pinned to one provider by their submitter (never reassigned elsewhere).
+    _pinned: dict[Hash32, Address] = field(default_factory=dict)
+    # The provider chosen when the job was submitted: its first attempt goes there, unmatched again.
+    _chosen: dict[Hash32, Choice] = field(default_factory=dict)
+    # Inputs of jobs submitted in this run, kept so a send does not read them back from disk.
+    _inputs: dict[Hash32, bytes] = field(default_factory=dict)
+    # Attempts stored before prices were: the price first used, so pay and send agree.
+    _unrecorded_prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
+    # Attempts priced in this run (a lost voucher attempt gives its amount back; see `_lose`).
+    _priced_here: dict[Hash32, set[Address]] = field(default_factory=dict)
+    _seen: dict[Address, int] = field(default_factory=dict)
+    # How providers served us, waiting to be written by `record_service()`.
+    _served: asyncio.Queue[tuple[Address, float | None, float]] = field(default_factory=asyncio.Queue)
+    _last_error: dict[Hash32, str] = field(default_factory=dict)
+
+    @property
+    def me(self) -> Address:
+        return self.key.address
+
+    @property
+    def db(self) -> Database:
+        return self.store.db
+
+    # driving ----------------------------------------------------------------------------------
+
+    async def drive(
+        self, job_id: Hash32, *, known: JobRecord | None = None, submitted: Submission | None = None
+    ) -> None:
+        """Move the job until it is terminal or waits on the chain (escrow jobs, once verified).
+
+        `known`, the job as just stored, spares reading it; every move is still checked against
+        the stored version. `submitted` carries what its submitter already chose and holds.
+        """
+        if submitted is not None:
+            self._chosen[job_id] = submitted.choice
+            self._inputs[job_id] = submitted.input
+            if submitted.pinned is not None:
+                self._pinned[job_id] = submitted.pinned
+        record = known if known is not None else await self.store.get(job_id)
+        record = await self._recover(record)
+        try:
+            while not record.status.terminal:
+                step = _STEPS.get(record.state)
+                if step is None:
+                    return
+                moved = await step(self, record)
+                if moved is None:
+                    return
+                record = moved
+        finally:
+            self._inputs.pop(job_id, None)
+            self._chosen.pop(job_id, None)
+            self._priced_here.pop(job_id, None)
+            self.matchmaker.released(job_id)
+
+    async def _recover(self, record: JobRecord) -> JobRecord:
+        """A job found mid-flight at start: the request and its answer were lost with the process."""
+        if record.state in (ClientState.SENT, ClientState.RUNNING):
+            return await self._lose(record, AttemptOutcome.DIED, "the client restarted while the job ran")
+        if record.state is ClientState.RESULT:
+            return await self._lose(
+                record, AttemptOutcome.BAD_RESULT, "the client restarted before checking the result"
+            )
+        return record
+
+    async def _match(self, record: JobRecord) -> JobRecord | None:
+        status = record.status
+        if time.time() > (record.deadline or float("inf")):
+            return await self._fail(record, "the job ran out of time before any provider finished it")
+        if len(status.attempts) >= MAX_ATTEMPTS:
+            return await self._fail(record, f"{MAX_ATTEMPTS} providers tried and none finished the job")
+        choice = self._chosen.pop(record.job_id, None)
+        if choice is None or choice.candidate.address in status.tried_providers:
+            try:
+                choice = self.matchmaker.choose(
+                    record.model_id,
+                    record.price_wei,
+                    tried=status.tried_providers,
+                    pinned=self._pinned.get(record.job_id),
+                )
+            except GpunodeError as exc:
+                return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
+        provider = choice.candidate.address
+        self.matchmaker.assigned(record.job_id, provider)
+        self._peers[provider] = choice.candidate.peer_id
+        matched = Matched(provider, price_wei=choice.offer.price_wei)
+        self._priced_here.setdefault(record.job_id, set()).add(provider)
+        if record.status.payment is PaymentPath.VOUCHER:
+            # Signing the voucher needs nothing from outside: matched and paid are written together.
+            return await self._pay_by_voucher(record, provider, matched, price=matched.price_wei)
+        return await self.store.apply(record.job_id, matched, known=record)
+
+    async def _pay(self, record: JobRecord) -> JobRecord | None:
+        provider = _current_provider(record)
+        if record.status.payment is PaymentPath.VOUCHER:
+            return await self._pay_by_voucher(record, provider)
+        try:
+            await self._escrow(record, provider)
+        except TransactionReverted as exc:
+            return await self._fail(record, f"the chain refused the escrow payment: {exc}")
+        except ChainError as exc:
+            return await self._fail(record, f"the chain stayed unreachable while paying: {exc}")
+        return await self.store.apply(record.job_id, PaymentMade(), known=record)
+
+    async def _pay_by_voucher(
+        self, record: JobRecord, provider: Address, *before: JobEvent, price: int | None = None
+    ) -> JobRecord:
+        """Sign the next voucher to `provider` and record it paid (after `before`, when given, in
+        the same transaction); `price` is the attempt's, when `record` does not hold it yet."""
+        async with self.vouchers.lock(provider):
+            if price is None:
+                price = self.price_of(record, provider)
+            voucher = self.vouchers.next_voucher(provider, price)
+            moved = await self.store.apply(
+                record.job_id, *before, PaymentMade(), known=record, voucher=voucher
+            )
+            self.vouchers.committed(voucher, price)
+        return moved
+
+    async def _escrow(self, record: JobRecord, provider: Address) -> None:
+        attempt = len(record.status.attempts) - 1
+        terms = escrow_terms(self.me, record, attempt)
+        remaining = max(1.0, (record.deadline or time.time()) - time.time())
+        for delay in (*CHAIN_RETRY_S, None):
+            try:
+                now = int(await self.market.client.chain_time())
+                await self.market.request_job(
+                    record.model_id,
+                    price=self.price_of(record, provider),
+                    deadline=now + int(remaining) + ESCROW_MARGIN_S,
+                    input_hash=record.input_hash,
+                    provider=provider,
+                    salt=terms.salt,
+                    sender=self.key.account,
+                )
+                return
+            except TransactionReverted as exc:
+                if exc.error_name == "JobExists":
+                    return  # requested before a restart; the same salt names the same job
+                raise
+            except ChainError:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _send(self, record: JobRecord) -> JobRecord | None:
+        provider = _current_provider(record)
+        attempt = len(record.status.attempts) - 1
+        peer = await self._peer_of(provider)
+        if peer is None:
+            return await self._lose(record, AttemptOutcome.DIED, "the provider's advert expired")
+        payment = await self._payment_message(record, provider, attempt)
+        request = JobRequest(
+            job_id=record.job_id,
+            model_id=record.model_id,
+            input=self._inputs.get(record.job_id) or await self.blobs.require(record.input_hash, "job input"),
+            payment=payment,
+            max_price_wei=self.price_of(record, provider),
+            deadline_ms=int((record.deadline or time.time() + 60) * 1000),
+        )
+        progress = _Progress(self, record)
+        started = time.perf_counter()
+        try:
+            outcome = await self.jobs.request_job(peer, request, progress.on_event)
+        except PeerTimeout as exc:
+            return await self._lose(await progress.drain(), AttemptOutcome.TIMED_OUT, str(exc))
+        except P2PError as exc:
+            return await self._lose(await progress.drain(), AttemptOutcome.DIED, str(exc))
+        except BaseException:
+            # Cancelled (the node is stopping): no write of the provider's reports outlives the send.
+            await progress.drain()
+            raise
+        record = await progress.drain()
+        if isinstance(outcome, JobRejected):
+            return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")
+        if isinstance(outcome, JobFailed):
+            return await self._lose(record, AttemptOutcome.DIED, f"{outcome.code}: {outcome.reason}")
+        return await self._take_result(record, outcome, attempt, time.perf_counter() - started)
+
+    async def _payment_message(self, record: JobRecord, provider: Address, attempt: int) -> Payment:
+        if record.status.payment is PaymentPath.ESCROW:
+            return OnchainPayment(receipt_job_id(self.me, record, attempt))
+        latest = self.vouchers.latest(provider)
+        if latest is None:
+            stored = await self.db.run(self.db.vouchers.get, self.me, provider)
+            if stored is None:
+                raise SchedulerError(f"no voucher for provider {provider} is stored although the job is paid")
+            latest = SignedVoucher(stored.voucher, stored.signature)
+        voucher = latest.voucher
+        return VoucherPayment(voucher.client, voucher.provider, voucher.cumulative_amount, latest.signature)
+
+    async def _take_result(
+        self, record: JobRecord, result: JobResult, attempt: int, elapsed_s: float
+    ) -> JobRecord | None:
+        provider = _current_provider(record)
+        received = (*_to_running(record), ResultReceived())
+        problem = self._check_result(record, result, provider, attempt)
+        if problem is not None:
+            log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
+            record = await self.store.apply(record.job_id, *received, known=record)
+            return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
+        # The output (and an escrow job's receipt) must be on disk before the job counts as verified.
+        if record.status.payment is PaymentPath.VOUCHER:
+            await self.blobs.put(result.output)
+        else:
+            await asyncio.gather(
+                self.blobs.put(result.output), self.receipts.put(result.receipt, result.signature)
+            )
+        # Known to watchers from the moment the job is recorded as verified; gone if it is not.
+        self.results.put(StoredReceipt(result.receipt, result.signature, time.time()), result.output)
+        try:
+            record = await self._record_verified(
+                record, received, SignedReceipt(result.receipt, result.signature)
+            )
+        except BaseException:
+            self.results.forget(result.receipt.job_id)
+            raise
+        self.matchmaker.succeeded(provider, elapsed_s * 1000)
+        self._remember(provider, latency_ms=elapsed_s * 1000)
+        return record
+
+    async def _record_verified(
+        self, record: JobRecord, received: tuple[JobEvent, ...], signed: SignedReceipt
+    ) -> JobRecord:
+        # Checking a result needs nothing from outside, so received and verified are one write.
+        if record.status.payment is PaymentPath.VOUCHER:
+            # The voucher covering the job was taken when the provider ran it: nothing is left to
+            # wait for, so the job settles in the same write.
+            moves = (*received, ResultVerified(), Settled())
+            return await self.store.apply(record.job_id, *moves, known=record, receipt=signed)
+        # An escrow receipt names the on-chain job; it was kept in the receipt files above.
+        return await self.store.apply(record.job_id, *received, ResultVerified(), known=record)
+
+    def _check_result(
+        self, record: JobRecord, result: JobResult, provider: Address, attempt: int
+    ) -> str | None:
+        receipt = result.receipt
+        if receipt.job_id != receipt_job_id(self.me, record, attempt):
+            return "the receipt names another job"
+        if receipt.model_id != record.model_id or receipt.input_hash != record.input_hash:
+            return "the receipt names another model or input"
+        if receipt.provider.lower() != provider.lower():
+            return f"the receipt names provider {receipt.provider}, not {provider}"
+        if sha256(result.output) != receipt.output_hash:
+            return "the output does not hash to the receipt's output hash"
+        if not verify_receipt(self.vouchers.domain, receipt, result.signature, provider):
+            return "the receipt's signature is not the provider's"
+        return None
+
+    async def _settle_voucher_job(self, record: JobRecord) -> JobRecord | None:
+        if record.status.payment is PaymentPath.VOUCHER:
+            # The voucher covering this job was acknowledged when the provider ran it.
+            return await self.store.apply(record.job_id, Settled(), known=record)
+        return None  # escrow jobs settle when the chain finalizes them (node.settlement)
+
+    # helpers ----------------------------------------------------------------------------------
+
+    async def record_service(self) -> None:
+        """Write how providers served us, off the jobs' critical path, until cancelled (a
+        long-running part: `ClientJobs.run` runs it next to the jobs it drives)."""
+        while True:
+            served = await self._served.get()
+            try:
+                await self._record_service(*served)
+            except Exception:
+                # Only the scheduler's memory is at stake: never a reason to stop the node.
+                log.exception("provider_stats_not_saved", provider=served[0])
+            finally:
+                self._served.task_done()
+
+    async def flush(self) -> None:
+        """Write what `record_service()` has not written yet (at shutdown, after it stopped)."""
+        while not self._served.empty():
+            served = self._served.get_nowait()
+            try:
+                await self._record_service(*served)
+            finally:
+                self._served.task_done()
+
+    def _remember(
+        self, provider: Address, *, latency_ms: float | None = None, backoff_until: float = 0.0
+    ) -> None:
+        """Keep how the provider served us in the database, off the job's critical path."""
+        self._served.put_nowait((provider, latency_ms, backoff_until))
+
+    async def _record_service(
+        self, provider: Address, latency_ms: float | None, backoff_until: float
+    ) -> None:
+        providers = self.db.providers
+        try:
+            advert = self.matchmaker.directory.get(provider)
+            if advert is not None and self._seen.get(provider) != advert.sequence:
+                summary = {"listen_addrs": list(advert.listen_addrs), "sequence": advert.sequence}
+                await self.db.run(providers.seen, provider, advert.peer_id, summary)
+                self._seen[provider] = advert.sequence
+            if latency_ms is not None:
+                await self.db.run(providers.record_success, provider, latency_ms)
+            else:
+                await self.db.run(providers.record_failure, provider, backoff_until)
+        except StorageError as exc:
+            # Only the scheduler's memory is at stake; the job itself is already recorded.
+            log.warning("provider_stats_not_saved", provider=provider, error=str(exc))
+
+    def price_of(self, record: JobRecord, provider: Address) -> int:
+        """The attempt's price as matched and stored with it; for an attempt stored without one,
+        the provider's current advert, else the job's budget."""
+        self._priced_here.setdefault(record.job_id, set()).add(provider)
+        current = record.status.current
+        if current is not None and current.provider == provider and current.price_wei is not None:
+            return current.price_wei
+        key = (record.job_id, provider)
+        known = self._unrecorded_prices.get(key)
+        if known is not None:
+            return known
+        advert = self.matchmaker.directory.get(provider)
+        price = advert.price_for(record.model_id) if advert is not None else None
+        if price is None or price > record.price_wei:
+            price = record.price_wei
+        self._unrecorded_prices[key] = price
+        return price
+
+    async def _peer_of(self, provider: Address) -> str | None:
+        """The provider's peer id, dialled at its advertised addresses if not connected yet."""
+        advert = self.matchmaker.directory.get(provider)
+        if advert is None:
+            return self._peers.get(provider)
+        self._peers[provider] = advert.peer_id
+        if advert.peer_id not in self.host.connected_peers():
+            for addr in advert.listen_addrs:
+                try:
+                    await self.host.connect(addr)
+                    break
+                except P2PError as exc:
+                    log.info("provider_dial_failed", provider=provider, addr=addr, error=str(exc))
+        return advert.peer_id
+
+    async def _lose(self, record: JobRecord, outcome: AttemptOutcome, detail: str) -> JobRecord:
+        provider = _current_provider(record)
+        log.info(
+            "provider_lost", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
+        )
+        self._last_error[record.job_id] = f"{provider}: {outcome}: {detail}"
+        self._remember(provider, backoff_until=self.matchmaker.failed(provider))
+        current = record.status.current
+        paid = current is not None and current.paid
+        moved = await self.store.apply(record.job_id, ProviderLost(outcome, detail), known=record)
+        # A voucher attempt lost before this run used its price (a restart found it sent or
+        # running) may have run at the provider, which then counts it as spent: it stays promised.
+        priced_here = self._priced_here.get(record.job_id, set())
+        if paid and record.status.payment is PaymentPath.VOUCHER and provider in priced_here:
+            self.vouchers.released(provider, self.price_of(record, provider))
+        priced_here.discard(provider)
+        self._unrecorded_prices.pop((record.job_id, provider), None)
+        return moved
+
+    async def _fail(self, record: JobRecord, reason: str) -> JobRecord:
+        log.info("job_failed", job_id=record.job_id.hex(), reason=reason)
+        self._last_error.pop(record.job_id, None)
+        return await self.store.apply(record.job_id, Failed(reason), known=record)
+
+
+class _Progress:
+    """Records accepted/running as the provider reports them, in order, without blocking the stream.
+
+    Recording waits `PROGRESS_RECORD_DELAY_S` first: a job whose result comes back sooner has
+    its accepted/running steps written with the result, in one transaction, and never alone.
+    """
+
+    def __init__(self, pipeline: ClientPipeline, sent: JobRecord) -> None:
+        self._pipeline = pipeline
+        self._job_id = sent.job_id
+        self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._writing = False
+        self._latest = sent
+        self._sent = False
+        self._started = False
+
+    def on_event(self, event: JobAccepted | JobProgress) -> None:
+        if isinstance(event, JobAccepted) and not self._sent:
+            self._sent = True
+            self._queue.put_nowait(Sent())
+        elif isinstance(event, JobProgress) and not self._started:
+            if not self._sent:
+                self._sent = True
+                self._queue.put_nowait(Sent())
+            self._started = True
+            self._queue.put_nowait(Started())
+        if self._task is None and not self._queue.empty():
+            self._task = asyncio.create_task(self._record())
+
+    async def _record(self) -> None:
+        await asyncio.sleep(PROGRESS_RECORD_DELAY_S)
+        self._writing = True
+        while not self._queue.empty():
+            events = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            self._latest = await self._pipeline.store.apply(self._job_id, *events, known=self._latest)
+        self._task = None
+        self._writing = False
+
+    async def drain(self) -> JobRecord:
+        """The job as recorded once no step the provider reported is being written; steps still
+        waiting to be written are dropped (the caller writes them with what comes next)."""
+        if self._task is not None and not self._writing:
+            self._task.cancel()
+            self._task = None
+        while self._task is not None:
+            await self._task
+        return self._latest
+
+
+def _to_running(record: JobRecord) -> tuple[JobEvent, ...]:
+    """The moves a job still needs to be running: a fast job may finish before its accepted and
+    progress frames were recorded."""
+    if record.state is ClientState.PAID:
+        return (Sent(), Started())
+    if record.state is ClientState.SENT:
+        return (Started(),)
+    return ()
+
+
+def _current_provider(record: JobRecord) -> Address:
+    current = record.status.current
+    if current is None:
+        raise SchedulerError(f"job {record.job_id.hex()} has no provider attempt in flight")
+    return current.provider
+
+
+def _no_provider_reason(exc: GpunodeError, last_error: str | None) -> str:
+    if last_error is None:
+        return str(exc)
+    return f"{exc}; the last provider tried failed with {last_error}"
+
+
+_Step = Callable[["ClientPipeline", JobRecord], Awaitable[JobRecord | None]]
+_STEPS: Mapping[State, _Step] = {
+    ClientState.SUBMITTED: ClientPipeline._match,
+    ClientState.MATCHED: ClientPipeline._pay,
+    ClientState.PAID: ClientPipeline._send,
+    ClientState.VERIFIED: ClientPipeline._settle_voucher_job,
+}

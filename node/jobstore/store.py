@@ -1,0 +1,60 @@
+"""`JobStore`: the one way a job is created or changes, for both roles.
+
+Each change is one transaction (the moves, and the receipt or voucher that goes with them), and
+each new state is published to watchers only once it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from node.domain.records import JobRecord, NewJob, SignedReceipt, SignedVoucher
+from node.domain.state import JobEvent
+from node.jobstore.events import JobEvents
+from node.storage import Database
+from node.types import Hash32
+
+
+class JobStore:
+    """Jobs as stored, with change notifications: create, apply, read, watch."""
+
+    def __init__(self, db: Database, events: JobEvents | None = None) -> None:
+        self.db = db
+        self.events = events if events is not None else JobEvents()
+
+    async def create(self, job: NewJob, *, voucher: SignedVoucher | None = None) -> JobRecord:
+        """Store a new job (and the voucher that pays for it, in the same transaction), then publish it."""
+        record = await self.db.run(self.db.jobs.create, job, voucher=voucher)
+        self.events.publish(record)
+        return record
+
+    async def apply(
+        self,
+        job_id: Hash32,
+        *events: JobEvent,
+        known: JobRecord | None = None,
+        receipt: SignedReceipt | None = None,
+        voucher: SignedVoucher | None = None,
+    ) -> JobRecord:
+        """Persist `events` (moves in a row, one transaction), then publish each new state.
+
+        `known` is the job as the caller holds it, sparing a read; the write is still guarded by
+        its version. Returns the job as it now stands.
+        """
+        records = await self.db.run(
+            self.db.jobs.apply_many, job_id, events, known=known, receipt=receipt, voucher=voucher
+        )
+        for record in records:
+            self.events.publish(record)
+        return records[-1]
+
+    async def get(self, job_id: Hash32) -> JobRecord:
+        return await self.db.run(self.db.jobs.get, job_id)
+
+    @contextmanager
+    def watch(self, job_id: Hash32) -> Iterator[asyncio.Queue[JobRecord]]:
+        """Every record of `job_id` published while the block runs."""
+        with self.events.subscribe(job_id) as queue:
+            yield queue

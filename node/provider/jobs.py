@@ -1,0 +1,364 @@
+"""Provider side of `/gpunode/job/1`: admission, payment checks, execution, the signed result.
+
+A voucher is checked before anything runs: signed by the client the stream comes from, naming
+this provider, covering every job this provider has taken from that client plus this one, and
+backed by the client's deposit. An escrow payment is checked on the chain (requested, naming
+this provider, at this provider's price) and claimed. The voucher and the job are persisted
+before the job is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from node.chain.eip712 import Eip712Domain, recover_voucher_signer
+from node.chain.job_logs import find_terms
+from node.chain.market import JobMarket, JobTerms
+from node.chain.market import JobStatus as ChainJobStatus
+from node.domain.state import PaymentPath, ProviderState, Role
+from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
+from node.executor.manifest import normalize_model_id
+from node.logging import get_logger
+from node.p2p.identity import peer_id_to_address
+from node.p2p.job_messages import (
+    BlobRef,
+    JobAccepted,
+    JobFailed,
+    JobProgress,
+    JobRejected,
+    JobRequest,
+    JobResponse,
+    JobResult,
+    OnchainPayment,
+    VoucherPayment,
+)
+from node.provider.delivery import NotSubmitted, submit_result
+from node.provider.runner import JobRunner, SignedResult
+from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
+from node.storage import JobRecord, NewJob, SignedVoucher
+from node.types import Address, Hash32, Voucher, sha256
+
+log = get_logger(__name__)
+
+_LIVE = frozenset(
+    {
+        ProviderState.ACCEPTED,
+        ProviderState.RUNNING,
+        ProviderState.SIGNED,
+        ProviderState.DELIVERED,
+        ProviderState.PAID,
+    }
+)
+
+CLIENT_GONE = "the client went away before the result was delivered"
+
+# How long a client's deposit, read from the chain, is trusted to back its next vouchers.
+DEPOSIT_READ_S = 2.0
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Escrow:
+    """An escrowed job as claimed: its terms, and its on-chain deadline (unix seconds)."""
+
+    terms: JobTerms
+    deadline: float
+
+
+class ProviderJobs:
+    """Answers job requests from clients over the overlay."""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        market: JobMarket,
+        policy: AdmissionPolicy,
+        *,
+        spawn: Spawn,
+    ) -> None:
+        self.runner = runner
+        self.market = market
+        self.policy = policy
+        self._spawn = spawn
+        self.domain: Eip712Domain = runner.domain
+        # Wei of the jobs taken from each client by voucher (live or done): what vouchers must cover.
+        self._covered: defaultdict[Address, int] = defaultdict(int)
+        # Per client: the most its vouchers may add up to, as read from the chain, and when.
+        self._deposit_ceiling: dict[Address, tuple[int, float]] = {}
+        # Per client: the amount of the latest voucher stored (only this node stores them).
+        self._held: dict[Address, int] = {}
+        self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def me(self) -> Address:
+        return self.runner.key.address
+
+    def load_covered(self, jobs: tuple[JobRecord, ...]) -> None:
+        self._covered.clear()
+        for job in jobs:
+            voucher_paid = job.role is Role.PROVIDER and job.status.payment is PaymentPath.VOUCHER
+            if voucher_paid and job.client and job.state in _LIVE:
+                self._covered[job.client] += job.price_wei
+
+    def set_price(self, model_id: Hash32, price_wei: int) -> None:
+        """Ask `price_wei` for `model_id` from now on (adverts carry it from their next refresh)."""
+        floors = dict(self.policy.price_floor_wei)
+        floors[model_id] = price_wei
+        self.policy = dataclasses.replace(self.policy, price_floor_wei=floors)
+
+    # the protocol handler ---------------------------------------------------------------------
+
+    async def handle(self, peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        try:
+            accepted = await self._accept(peer, request)
+        except GpunodeError as exc:
+            log.warning("job_request_failed", job_id=request.job_id.hex(), error=str(exc))
+            yield JobRejected("unavailable", str(exc))
+            return
+        if isinstance(accepted, JobRejected):
+            log.info("job_rejected", job_id=request.job_id.hex(), code=accepted.code, reason=accepted.reason)
+            yield accepted
+            return
+        record, job_input, escrow, position = accepted
+        timeout = max(0.1, request.deadline_ms / 1000 - _now())
+        # The job is stored: it runs while the frames saying so travel to the client.
+        execution = asyncio.ensure_future(self.runner.run(record, job_input, timeout_s=timeout))
+        try:
+            yield JobAccepted(queue_position=position)
+            yield JobProgress("running", 0.0)
+            signed = await execution
+        except ExecutorError as exc:
+            self._release(record)
+            yield JobFailed("execution", str(exc))
+            return
+        except BaseException:
+            # The client went away (the stream closed this generator) or the node is stopping.
+            execution.cancel()
+            self._release(record)
+            self._abandon(record, execution)
+            raise
+        if escrow is not None:
+            # The result goes to the client only once the chain holds it: then the escrow pays.
+            refused = await self._submit_onchain(escrow, signed)
+            if refused is not None:
+                await self.runner.undelivered(record.job_id, refused.reason)
+                yield JobFailed("submission_failed", refused.reason)
+                return
+            await self.runner.delivered(record.job_id)
+        else:
+            # The signed receipt is durable already; recording the hand-over overlaps sending it.
+            self._spawn(self.runner.delivered(record.job_id))
+        yield JobResult(signed.receipt, signed.signature, signed.output)
+
+    def _release(self, record: JobRecord) -> None:
+        """The job will not be paid for: its price no longer counts against the client's vouchers."""
+        if record.status.payment is PaymentPath.VOUCHER and record.client is not None:
+            self._covered[record.client] -= record.price_wei
+
+    def _abandon(self, record: JobRecord, execution: asyncio.Future[SignedResult]) -> None:
+        """Record the job failed once its cancelled run has unwound (a restart does it otherwise)."""
+
+        async def fail() -> None:
+            await asyncio.wait({execution})
+            if not execution.cancelled() and isinstance(execution.exception(), ExecutorError):
+                return  # the runner recorded the failure itself
+            await self.runner.undelivered(record.job_id, CLIENT_GONE)
+
+        try:
+            self._spawn(fail())
+        except RuntimeError as exc:  # the node is stopping: its restart fails the job instead
+            log.info("job_left_for_restart", job_id=record.job_id.hex(), error=str(exc))
+
+    async def _accept(
+        self, peer: str, request: JobRequest
+    ) -> tuple[JobRecord, bytes, _Escrow | None, int] | JobRejected:
+        client = peer_id_to_address(peer)
+        model_key = normalize_model_id(request.model_id)
+        price = self.policy.price_floor_wei.get(request.model_id)
+        if price is None:
+            return JobRejected("unknown_model", f"this provider does not serve model {model_key}")
+        size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)
+        admitted = admit(
+            JobOffer(request.model_id, request.max_price_wei, size), self.runner.load.snapshot(), self.policy
+        )
+        if isinstance(admitted, Rejected):
+            return JobRejected(admitted.code.value, admitted.reason)
+        if isinstance(request.input, BlobRef):
+            return JobRejected("blob_input", "this provider takes inputs inline only")
+        job_input = request.input
+        payment = request.payment
+        if isinstance(payment, VoucherPayment):
+            async with self._locks[client]:
+                taken = await self._take_voucher(client, request, job_input, payment, price)
+            if isinstance(taken, JobRejected):
+                return taken
+            return taken, job_input, None, admitted.queue_position
+        escrowed = await self._take_escrow(client, request, job_input, payment, price)
+        if isinstance(escrowed, JobRejected):
+            return escrowed
+        record, escrow = escrowed
+        return record, job_input, escrow, admitted.queue_position
+
+    # vouchers ---------------------------------------------------------------------------------
+
+    async def _take_voucher(
+        self, client: Address, request: JobRequest, job_input: bytes, payment: VoucherPayment, price: int
+    ) -> JobRecord | JobRejected:
+        voucher = Voucher(payment.client, payment.provider, payment.cumulative_amount)
+        problem = self._voucher_problem(client, voucher, payment.signature)
+        if problem is not None:
+            return JobRejected("bad_voucher", problem)
+        stored = await self._stored_voucher(client)
+        held = max(voucher.cumulative_amount, 0 if stored is None else stored)
+        needed = self._covered[client] + price
+        if held < needed:
+            return JobRejected(
+                "voucher_too_low",
+                f"the voucher for {voucher.cumulative_amount} wei does not cover the {needed} wei "
+                f"owed with this job",
+            )
+        shortfall = await self._deposit_shortfall(client, held)
+        if shortfall:
+            return JobRejected("insufficient_deposit", shortfall)
+        raised = stored is None or voucher.cumulative_amount > stored
+        record = await self._create(
+            request,
+            PaymentPath.VOUCHER,
+            request.job_id,
+            job_input,
+            client,
+            price,
+            voucher=SignedVoucher(voucher, payment.signature) if raised else None,
+        )
+        if raised:
+            self._held[client] = voucher.cumulative_amount
+        self._covered[client] += price
+        return record
+
+    async def _stored_voucher(self, client: Address) -> int | None:
+        """The amount of the latest voucher stored from `client`, read once per run."""
+        if client not in self._held:
+            db = self.runner.db
+            stored = await db.run(db.vouchers.get, client, self.me)
+            if stored is None:
+                return None
+            self._held[client] = stored.voucher.cumulative_amount
+        return self._held[client]
+
+    def _voucher_problem(self, client: Address, voucher: Voucher, signature: bytes) -> str | None:
+        if voucher.provider.lower() != self.me.lower():
+            return f"the voucher pays {voucher.provider}, not this provider ({self.me})"
+        if voucher.client.lower() != client.lower():
+            return f"the voucher is from {voucher.client}, but the request came from {client}"
+        try:
+            signer = recover_voucher_signer(self.domain, voucher, signature)
+        except SignatureError as exc:
+            return f"the voucher signature is malformed: {exc}"
+        if signer.lower() != client.lower():
+            return f"the voucher was signed by {signer}, not by the client {client}"
+        return None
+
+    async def _deposit_shortfall(self, client: Address, cumulative: int) -> str | None:
+        """Why the client's deposit does not back `cumulative` wei of vouchers, or None if it does.
+
+        The deposit covers vouchers up to its balance plus what this provider has already been
+        paid. That ceiling, once read, is trusted for `DEPOSIT_READ_S`: reading the chain on every
+        job (two contract calls) cost more than the rest of the job's overhead together. A ceiling
+        that does not cover a voucher is read again at once, so only a drop within that window
+        (another provider redeeming, a withdrawal, whose unlock delay is far longer) goes unseen.
+        """
+        known = self._deposit_ceiling.get(client)
+        if known is not None and known[0] >= cumulative and _monotonic() - known[1] < DEPOSIT_READ_S:
+            return None
+        read_at = _monotonic()
+        account = await self.market.client_account(client)
+        paid = await self.market.paid(client, self.me)
+        self._deposit_ceiling[client] = (account.balance + paid, read_at)
+        if account.balance < cumulative - paid:
+            return (
+                f"the client's deposit ({account.balance} wei) does not cover the {cumulative - paid} wei "
+                "its vouchers owe this provider"
+            )
+        return None
+
+    # escrow -----------------------------------------------------------------------------------
+
+    async def _take_escrow(
+        self, client: Address, request: JobRequest, job_input: bytes, payment: OnchainPayment, price: int
+    ) -> tuple[JobRecord, _Escrow] | JobRejected:
+        onchain = await self.market.job(payment.job_id)
+        if onchain.status is not ChainJobStatus.REQUESTED:
+            return JobRejected(
+                "not_escrowed", f"on-chain job {payment.job_id.hex()} is {onchain.status.name}"
+            )
+        if onchain.provider is None or onchain.provider.lower() != self.me.lower():
+            return JobRejected("not_named", "the escrowed job does not name this provider")
+        if onchain.price < price:
+            return JobRejected("price_too_low", f"the escrow holds {onchain.price} wei, the price is {price}")
+        terms = await find_terms(self.market, payment.job_id)
+        if terms is None or terms.requester.lower() != client.lower():
+            return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
+        if terms.input_hash != sha256(job_input) or terms.model_id != request.model_id:
+            return JobRejected("terms_mismatch", "the input or model differs from the escrowed job's terms")
+        try:
+            await self.market.claim_job(payment.job_id, sender=self.runner.key.account)
+        except ChainError as exc:
+            return JobRejected("claim_failed", f"claiming the escrowed job failed: {exc}")
+        record = await self._create(
+            request, PaymentPath.ESCROW, payment.job_id, job_input, client, onchain.price
+        )
+        return record, _Escrow(terms, float(onchain.time))
+
+    async def _submit_onchain(self, escrow: _Escrow, signed: SignedResult) -> NotSubmitted | None:
+        refused = await submit_result(
+            self.market,
+            escrow.terms,
+            signed.receipt,
+            signed.signature,
+            sender=self.runner.key.account,
+            deadline=escrow.deadline,
+        )
+        if refused is not None:
+            log.error("result_submission_failed", job_id=escrow.terms.job_id.hex(), error=refused.reason)
+        return refused
+
+    # shared -----------------------------------------------------------------------------------
+
+    async def _create(
+        self,
+        request: JobRequest,
+        payment: PaymentPath,
+        job_id: Hash32,
+        job_input: bytes,
+        client: Address,
+        price: int,
+        *,
+        voucher: SignedVoucher | None = None,
+    ) -> JobRecord:
+        input_hash = sha256(job_input)
+        job = NewJob(
+            job_id=job_id,
+            role=Role.PROVIDER,
+            payment=payment,
+            model_id=request.model_id,
+            input_hash=input_hash,
+            price_wei=price,
+            client=client,
+            deadline=request.deadline_ms / 1000,
+        )
+        return await self.runner.store.create(job, voucher=voucher)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,141 @@
+"""On-chain jobs on the provider: the dApp path (follow `JobRequested`, claim, run, submit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from node.chain.follower import ChainEvent, EventFollower
+from node.chain.market import JobMarket, JobTerms
+from node.chain.registry import ZERO_ADDRESS
+from node.domain.state import PaymentPath, Role
+from node.errors import ChainError, ExecutorError, GpunodeError
+from node.jobstore.blobs import JobBlobs
+from node.logging import get_logger
+from node.provider.delivery import submit_result
+from node.provider.runner import JobRunner
+from node.scheduler import AdmissionPolicy, Claim, ClaimContext, OnChainJob, should_claim
+from node.storage import NewJob
+from node.types import Address, Hash32
+
+log = get_logger(__name__)
+
+FOLLOWER_NAME = "provider-onchain-jobs"
+
+
+class OnchainJobs:
+    """The dApp path: every job requested with its input on-chain is a candidate to claim."""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        market: JobMarket,
+        blobs: JobBlobs,
+        follower: EventFollower,
+        policy: AdmissionPolicy,
+        *,
+        spawn: Callable[[Any], None],
+    ) -> None:
+        self.runner = runner
+        self.market = market
+        self.blobs = blobs
+        self.follower = follower
+        self.policy = policy
+        self._spawn = spawn
+        self.ready = follower.ready
+
+    @property
+    def me(self) -> Address:
+        return self.runner.key.address
+
+    async def run(self) -> None:
+        await self.follower.run(self.on_events)
+
+    async def on_events(self, events: Sequence[ChainEvent]) -> None:
+        inputs = {bytes(e.args["jobId"]): bytes(e.args["input"]) for e in events if e.name == "JobInput"}
+        requested = [e for e in events if e.name == "JobRequested"]
+        if not requested:
+            return
+        now = await self.market.client.chain_time()
+        for event in requested:
+            job_input = inputs.get(bytes(event.args["jobId"]))
+            if job_input is None:
+                continue  # published by hash: its client sends the input over the overlay
+            decision = self._decide(event, now)
+            if isinstance(decision, Claim):
+                self._spawn(self._serve(event, job_input))
+
+    def _decide(self, event: ChainEvent, now: float) -> object:
+        named = str(event.args["provider"])
+        job = OnChainJob(
+            job_id=Hash32(bytes(event.args["jobId"])),
+            model_id=Hash32(bytes(event.args["modelId"])),
+            price_wei=int(event.args["price"]),
+            deadline=float(event.args["deadline"]),
+            assigned_provider=None if int(named, 16) == 0 else Address(named),
+        )
+        context = ClaimContext(
+            me=self.me,
+            now=now,
+            policy=self.policy,
+            load=self.runner.load.snapshot(),
+            warm_models=frozenset(self.policy.price_floor_wei),
+        )
+        decision = should_claim(job, context)
+        if not isinstance(decision, Claim):
+            log.info("onchain_job_passed", job_id=job.job_id.hex(), reason=getattr(decision, "reason", ""))
+        return decision
+
+    async def _serve(self, event: ChainEvent, job_input: bytes) -> None:
+        terms = JobTerms(
+            requester=Address(str(event.args["requester"])),
+            model_id=Hash32(bytes(event.args["modelId"])),
+            input_hash=Hash32(bytes(event.args["inputHash"])),
+            callback=Address(str(event.args["callback"])),
+            salt=int(event.args["salt"]),
+        )
+        job_id = terms.job_id
+        try:
+            await self.market.claim_job(job_id, sender=self.runner.key.account)
+        except ChainError as exc:
+            log.info("onchain_claim_lost", job_id=job_id.hex(), error=str(exc))
+            return
+        try:
+            await self._run_claimed(terms, job_input, int(event.args["price"]), float(event.args["deadline"]))
+        except GpunodeError as exc:
+            log.error("onchain_job_failed", job_id=job_id.hex(), error=str(exc))
+
+    async def _run_claimed(self, terms: JobTerms, job_input: bytes, price: int, deadline: float) -> None:
+        input_hash = await self.blobs.put(job_input)
+        record = await self.runner.store.create(
+            NewJob(
+                job_id=terms.job_id,
+                role=Role.PROVIDER,
+                payment=PaymentPath.ESCROW,
+                model_id=terms.model_id,
+                input_hash=input_hash,
+                price_wei=price,
+                client=terms.requester,
+                deadline=deadline,
+            ),
+        )
+        try:
+            signed = await self.runner.run(record, job_input)
+        except ExecutorError:
+            return
+        with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
+        refused = await submit_result(
+            self.market,
+            terms,
+            signed.receipt,
+            signed.signature,
+            output=signed.output if with_callback else b"",
+            sender=self.runner.key.account,
+            deadline=deadline,
+        )
+        if refused is not None:
+            log.error("onchain_result_not_submitted", job_id=terms.job_id.hex(), error=refused.reason)
+            await self.runner.undelivered(terms.job_id, refused.reason)
+            return
+        await self.runner.delivered(terms.job_id)
+        log.info("onchain_result_submitted", job_id=terms.job_id.hex())

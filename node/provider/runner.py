@@ -1,0 +1,148 @@
+"""Provider side: run an accepted job in the executor and sign its receipt, persisting each step.
+
+    accepted → running → signed → delivered → paid      (| failed)
+
+The output hash is computed by the executor outside the sandbox; the key that signs the receipt
+never reaches a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from node.chain.eip712 import Eip712Domain, sign_receipt
+from node.chain.keys import NodeKey
+from node.domain.state import Failed, ProviderState, ResultDelivered, ResultSigned, Started
+from node.errors import ExecutorError
+from node.executor.pool import ExecutorPool
+from node.executor.result import ExecutionResult, build_receipt
+from node.jobstore.store import JobStore
+from node.logging import get_logger
+from node.scheduler import ProviderLoad
+from node.storage import JobRecord, SignedReceipt
+from node.types import Hash32, ResultReceipt
+
+log = get_logger(__name__)
+
+_TIMINGS_KEPT = 10_000
+# A job that finishes within this long is recorded as running and signed in one write: a start
+# written alongside the run would hold the signed result back behind it.
+RUNNING_RECORD_DELAY_S = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class SignedResult:
+    receipt: ResultReceipt
+    signature: bytes
+    output: bytes
+    run_s: float
+
+
+@dataclass
+class Load:
+    """Jobs running and waiting on this provider, for admission."""
+
+    running: int = 0
+    queued: int = 0
+
+    def snapshot(self) -> ProviderLoad:
+        return ProviderLoad(running=self.running, queued=self.queued)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        pool: ExecutorPool,
+        key: NodeKey,
+        domain: Eip712Domain,
+        *,
+        slots: int,
+    ) -> None:
+        self.store = store
+        self.db = store.db
+        self.pool = pool
+        self.key = key
+        self.domain = domain
+        self.slots = slots
+        self.load = Load()
+        self.served = 0
+        # Seconds the executor spent on each recent job, for figures (end-to-end minus execution).
+        self.run_seconds: OrderedDict[Hash32, float] = OrderedDict()
+        # Jobs signed and not yet handed over, as stored, so recording the hand-over reads nothing.
+        self._signed: dict[Hash32, JobRecord] = {}
+
+    async def run(
+        self, record: JobRecord, job_input: bytes, *, timeout_s: float | None = None
+    ) -> SignedResult:
+        """Run an accepted job; the result is signed and recorded as signed before it returns.
+
+        Call `delivered()` once the result is handed over. An `ExecutorError` marks the job failed
+        and is raised again for the caller to report.
+        """
+        self.load.running += 1
+        try:
+            result, running = await self._execute(record, job_input, timeout_s)
+        finally:
+            self.load.running -= 1
+        receipt = build_receipt(
+            job_id=record.job_id,
+            model_id=record.model_id,
+            input_hash=record.input_hash,
+            result=result,
+            provider=self.key.address,
+        )
+        signature = sign_receipt(self.key.private_key, self.domain, receipt)
+        moves = (ResultSigned(),) if running.state is ProviderState.RUNNING else (Started(), ResultSigned())
+        signed = await self.store.apply(
+            record.job_id, *moves, known=running, receipt=SignedReceipt(receipt, signature)
+        )
+        self._signed[record.job_id] = signed
+        while len(self._signed) > _TIMINGS_KEPT:  # results whose stream broke are never handed over
+            del self._signed[next(iter(self._signed))]
+        self.served += 1
+        self.run_seconds[record.job_id] = result.run_s
+        while len(self.run_seconds) > _TIMINGS_KEPT:
+            self.run_seconds.popitem(last=False)
+        log.info("job_served", job_id=record.job_id.hex(), run_ms=round(result.run_s * 1000, 2))
+        return SignedResult(receipt, signature, result.output, result.run_s)
+
+    async def _execute(
+        self, record: JobRecord, job_input: bytes, timeout_s: float | None
+    ) -> tuple[ExecutionResult, JobRecord]:
+        """The execution's result and the job as stored once it ends (running, or still accepted
+        when it ended before the start was worth recording)."""
+        execution = asyncio.ensure_future(
+            self.pool.run(record.model_id, job_input, timeout_s=timeout_s, client=record.client)
+        )
+        try:
+            await asyncio.wait({execution}, timeout=RUNNING_RECORD_DELAY_S)
+        except asyncio.CancelledError:
+            execution.cancel()
+            raise
+        # Recording the start overlaps the rest of the run: the signed result is what must be durable.
+        started = None
+        if not execution.done():
+            started = asyncio.create_task(self.store.apply(record.job_id, Started(), known=record))
+        try:
+            result = await execution
+        except ExecutorError as exc:
+            current = record if started is None else await started
+            await self.store.apply(record.job_id, Failed(f"execution failed: {exc}"), known=current)
+            raise
+        finally:
+            if started is not None and not started.done():
+                # The caller was cancelled: the start's write must not outlive the run. It is one
+                # short write on a thread that cancelling would not stop, so it is waited for.
+                await asyncio.wait({started})
+        return result, record if started is None else await started
+
+    async def delivered(self, job_id: Hash32) -> None:
+        """The result left this node (over the overlay or on-chain)."""
+        await self.store.apply(job_id, ResultDelivered(), known=self._signed.pop(job_id, None))
+
+    async def undelivered(self, job_id: Hash32, reason: str) -> None:
+        """The result will never be handed over (or the run never ended): the job failed."""
+        await self.store.apply(job_id, Failed(reason), known=self._signed.pop(job_id, None))

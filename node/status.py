@@ -1,0 +1,65 @@
+"""`NodeInfo`: what the node reports about itself (address, chain, peers)."""
+
+from __future__ import annotations
+
+from node.chain.client import ChainClient
+from node.chain.market import JobMarket
+from node.chain.registry import ProviderRegistry
+from node.discovery.directory import Directory
+from node.domain.service import NodeStatusView, PeerView
+from node.p2p.host import P2PHost
+from node.p2p.identity import peer_id_to_address
+from node.storage import Database
+from node.types import Address
+
+
+class NodeInfo:
+    def __init__(
+        self,
+        host: P2PHost,
+        chain: ChainClient,
+        registry: ProviderRegistry,
+        market: JobMarket,
+        directory: Directory,
+        db: Database,
+        *,
+        provider: bool,
+    ) -> None:
+        self.host = host
+        self.chain = chain
+        self.registry = registry
+        self.market = market
+        self.directory = directory
+        self.db = db
+        self.provider = provider
+
+    async def status(self) -> NodeStatusView:
+        return NodeStatusView(
+            address=self.host.address,
+            peer_id=self.host.peer_id,
+            listen_addrs=tuple(self.host.addrs),
+            chain_id=self.chain.chain_id,
+            rpc_url=self.chain.settings.rpc_url,
+            registry_address=Address(self.registry.address),
+            market_address=Address(self.market.address),
+            block_number=await self.chain.block_number(),
+            provider=self.provider,
+            database=self.db.backend,
+        )
+
+    async def peers(self) -> tuple[PeerView, ...]:
+        connected = set(self.host.connected_peers())
+        adverts = {a.peer_id: a for a in self.directory.live()}
+        views = []
+        for peer in sorted(connected | set(adverts)):
+            advert = adverts.get(peer)
+            views.append(
+                PeerView(
+                    peer_id=peer,
+                    address=advert.address if advert else peer_id_to_address(peer),
+                    connected=peer in connected,
+                    provider=advert is not None,
+                    listen_addrs=advert.listen_addrs if advert else (),
+                )
+            )
+        return tuple(views)

@@ -1,0 +1,110 @@
+"""Matching a job to a provider from live adverts: the cheapest fitting one, back-off after a
+failure, spreading one client's jobs before a provider's slots fill, exploration, and errors that
+say why nobody fits."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from node.client.matching import Matchmaker
+from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer, ProviderAdvert
+from node.discovery.directory import Directory
+from node.errors import SchedulerError
+from node.executor.errors import UnknownModel
+from node.types import Address, Hash32
+
+MODEL = Hash32(b"\x05" * 32)
+CHEAP = Address("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+DEAR = Address("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC")
+
+
+def advert(address: Address, price: int) -> ProviderAdvert:
+    now_ms = int(time.time() * 1000)
+    return ProviderAdvert(
+        address=address,
+        peer_id=f"peer-{address[-4:]}",
+        listen_addrs=(),
+        offer=Offer(
+            devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
+            warm_models=(MODEL,),
+            prices=(ModelPrice(MODEL, price),),
+            free_slots=4,
+        ),
+        sequence=1,
+        issued_at_ms=now_ms,
+        expires_at_ms=now_ms + 60_000,
+    )
+
+
+def market(cheap: int = 100, dear: int = 300, *, exploration: float = 0.0) -> Matchmaker:
+    directory = Directory()
+    directory.upsert(advert(CHEAP, cheap))
+    directory.upsert(advert(DEAR, dear))
+    return Matchmaker(directory, rng=random.Random(7), exploration=exploration)
+
+
+def test_can_pick_the_cheapest_fitting_provider_then_the_next() -> None:
+    matchmaker = market()
+    first = matchmaker.choose(MODEL, 1000)
+    assert (first.candidate.address, first.offer.price_wei) == (CHEAP, 100)
+    second = matchmaker.choose(MODEL, 1000, tried=frozenset({CHEAP}))
+    assert second.candidate.address == DEAR
+    assert matchmaker.choose(MODEL, 1000, pinned=DEAR).candidate.address == DEAR
+
+
+def test_cannot_match_an_unknown_model_or_a_budget_too_small() -> None:
+    matchmaker = market()
+    with pytest.raises(UnknownModel, match="no live provider"):
+        matchmaker.choose(Hash32(b"\x06" * 32), 1000)
+    with pytest.raises(SchedulerError, match="budget"):
+        matchmaker.choose(MODEL, 50)
+    with pytest.raises(SchedulerError, match="no live advert"):
+        matchmaker.choose(MODEL, 1000, pinned=Address("0x" + "ab" * 20))
+
+
+def test_cannot_pick_a_provider_backed_off_after_a_failure() -> None:
+    matchmaker = market()
+    matchmaker.failed(CHEAP)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == DEAR
+    matchmaker.failed(DEAR)
+    with pytest.raises(SchedulerError, match="backed off"):
+        matchmaker.choose(MODEL, 1000)
+    matchmaker.succeeded(CHEAP, latency_ms=12.0)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == CHEAP
+
+
+def test_can_spread_one_clients_jobs_before_a_provider_fills_its_slots() -> None:
+    matchmaker = market(cheap=100, dear=100)  # same price: CHEAP wins ties by address order
+    first = matchmaker.choose(MODEL, 1000).candidate.address
+    other = DEAR if first == CHEAP else CHEAP
+    matchmaker.assigned(Hash32(b"\x01" * 32), first)
+    assert matchmaker.in_flight(first) == 1
+    assert matchmaker.choose(MODEL, 1000).candidate.address == other
+    matchmaker.assigned(Hash32(b"\x02" * 32), other)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == first
+    # A reassigned attempt moves its count; a finished one gives it back.
+    matchmaker.assigned(Hash32(b"\x01" * 32), other)
+    assert (matchmaker.in_flight(first), matchmaker.in_flight(other)) == (0, 2)
+    matchmaker.released(Hash32(b"\x01" * 32))
+    matchmaker.released(Hash32(b"\x02" * 32))
+    matchmaker.released(Hash32(b"\x02" * 32))  # twice is harmless
+    assert (matchmaker.in_flight(first), matchmaker.in_flight(other)) == (0, 0)
+    assert matchmaker.choose(MODEL, 1000).candidate.address == first
+
+
+def test_can_fill_a_much_cheaper_provider_first_and_queue_there_when_all_are_busy() -> None:
+    matchmaker = market(cheap=100, dear=10_000)
+    for n in range(6):  # beyond CHEAP's 4 free slots: still eligible, its own admission queues
+        matchmaker.assigned(Hash32(bytes([n]) * 32), CHEAP)
+        assert matchmaker.choose(MODEL, 20_000).candidate.address == CHEAP
+
+
+def test_can_explore_a_small_share_of_decisions_and_never_when_told_not_to() -> None:
+    matchmaker = market(exploration=0.2)
+    picks = Counter(matchmaker.choose(MODEL, 1000).candidate.address for _ in range(1000))
+    assert 30 <= picks[DEAR] <= 200, picks  # about half of the 20% exploring picks the other one
+    assert all(matchmaker.choose(MODEL, 1000, explore=False).candidate.address == CHEAP for _ in range(200))
