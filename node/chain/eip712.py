@@ -142,7 +142,11 @@ def public_key_to_address(public_key: bytes) -> Address:
         public_key = coincurve.PublicKey(public_key).format(compressed=False)
     if len(public_key) != 65:
         raise SignatureError(f"a secp256k1 public key is 33 or 65 bytes, got {len(public_key)}")
-    return Address(to_checksum_address(keccak(public_key[1:])[-20:]))
+    return Address(_checksummed(keccak(public_key[1:])[-20:]))
+
+
+# Signers recovered on every job are a few accounts: each is checksummed once.
+_checksummed = lru_cache(maxsize=4096)(to_checksum_address)
 
 
 def sign_receipt(private_key: bytes, domain: Eip712Domain, receipt: ResultReceipt) -> bytes:

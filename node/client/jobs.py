@@ -8,6 +8,7 @@ marks the job failed with the reason; it never takes the node down.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -142,8 +143,10 @@ class ClientJobs:
             client=self.me,
             deadline=time.time() + spec.timeout_s,
         )
-        # Both are durable before the job is acknowledged; neither needs the other.
-        _, record = await asyncio.gather(self.pipeline.blobs.put(spec.input), self.pipeline.store.create(job))
+        # Both are durable before the job is acknowledged, in one trip to the database's thread.
+        record = await self.pipeline.store.create(
+            job, before=functools.partial(self.pipeline.blobs.write, spec.input)
+        )
         self._submitted[job.job_id] = record, Submission(choice, spec.input, pinned=spec.provider)
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)

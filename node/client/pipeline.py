@@ -11,6 +11,7 @@ matched with the next candidate.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -303,10 +304,9 @@ class ClientPipeline:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
             record = await self.store.apply(record.job_id, *received, known=record)
             return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
-        # The output (and an escrow job's receipt) must be on disk before the job counts as verified.
-        if record.status.payment is PaymentPath.VOUCHER:
-            await self.blobs.put(result.output)
-        else:
+        # The output (and an escrow job's receipt) must be on disk before the job counts as
+        # verified: a voucher job's output is written on the database's thread, just before it.
+        if record.status.payment is PaymentPath.ESCROW:
             await asyncio.gather(
                 self.blobs.put(result.output), self.receipts.put(result.receipt, result.signature)
             )
@@ -314,7 +314,7 @@ class ClientPipeline:
         self.results.put(StoredReceipt(result.receipt, result.signature, time.time()), result.output)
         try:
             record = await self._record_verified(
-                record, received, SignedReceipt(result.receipt, result.signature)
+                record, received, SignedReceipt(result.receipt, result.signature), result.output
             )
         except BaseException:
             self.results.forget(result.receipt.job_id)
@@ -324,14 +324,17 @@ class ClientPipeline:
         return record
 
     async def _record_verified(
-        self, record: JobRecord, received: tuple[JobEvent, ...], signed: SignedReceipt
+        self, record: JobRecord, received: tuple[JobEvent, ...], signed: SignedReceipt, output: bytes
     ) -> JobRecord:
         # Checking a result needs nothing from outside, so received and verified are one write.
         if record.status.payment is PaymentPath.VOUCHER:
             # The voucher covering the job was taken when the provider ran it: nothing is left to
             # wait for, so the job settles in the same write.
             moves = (*received, ResultVerified(), Settled())
-            return await self.store.apply(record.job_id, *moves, known=record, receipt=signed)
+            write_output = functools.partial(self.blobs.write, output)
+            return await self.store.apply(
+                record.job_id, *moves, known=record, receipt=signed, before=write_output
+            )
         # An escrow receipt names the on-chain job; it was kept in the receipt files above.
         return await self.store.apply(record.job_id, *received, ResultVerified(), known=record)
 

@@ -38,7 +38,7 @@ class JobBlobs:
         directory.mkdir(parents=True, exist_ok=True)
 
     async def put(self, data: bytes) -> Hash32:
-        return await asyncio.to_thread(self._write, data)
+        return await asyncio.to_thread(self.write, data)
 
     async def get(self, digest: Hash32) -> bytes | None:
         return await asyncio.to_thread(self._read, digest)
@@ -52,7 +52,8 @@ class JobBlobs:
             )
         return data
 
-    def _write(self, data: bytes) -> Hash32:
+    def write(self, data: bytes) -> Hash32:
+        """`put` for a caller already off the event loop (`JobStore`'s `before=`)."""
         digest = sha256(data)
         if not (self.directory / digest.hex()).is_file():
             _write_atomically(self.directory, digest.hex(), data, fsync=self.fsync)

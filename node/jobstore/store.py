@@ -7,14 +7,19 @@ each new state is published to watchers only once it is durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 from node.domain.records import JobRecord, NewJob, SignedReceipt, SignedVoucher
 from node.domain.state import JobEvent
 from node.jobstore.events import JobEvents
 from node.storage import Database
 from node.types import Hash32
+
+Before = Callable[[], object]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class JobStore:
@@ -24,9 +29,15 @@ class JobStore:
         self.db = db
         self.events = events if events is not None else JobEvents()
 
-    async def create(self, job: NewJob, *, voucher: SignedVoucher | None = None) -> JobRecord:
-        """Store a new job (and the voucher that pays for it, in the same transaction), then publish it."""
-        record = await self.db.run(self.db.jobs.create, job, voucher=voucher)
+    async def create(
+        self, job: NewJob, *, voucher: SignedVoucher | None = None, before: Before | None = None
+    ) -> JobRecord:
+        """Store a new job (and the voucher that pays for it, in the same transaction), then publish it.
+
+        `before` runs on the database's thread just before the transaction: a file the job's rows
+        refer to is then on disk first, without a trip to a thread of its own.
+        """
+        record = await self.db.run(_after(before, self.db.jobs.create), job, voucher=voucher)
         self.events.publish(record)
         return record
 
@@ -37,14 +48,20 @@ class JobStore:
         known: JobRecord | None = None,
         receipt: SignedReceipt | None = None,
         voucher: SignedVoucher | None = None,
+        before: Before | None = None,
     ) -> JobRecord:
         """Persist `events` (moves in a row, one transaction), then publish each new state.
 
         `known` is the job as the caller holds it, sparing a read; the write is still guarded by
-        its version. Returns the job as it now stands.
+        its version. `before` is as for `create`. Returns the job as it now stands.
         """
         records = await self.db.run(
-            self.db.jobs.apply_many, job_id, events, known=known, receipt=receipt, voucher=voucher
+            _after(before, self.db.jobs.apply_many),
+            job_id,
+            events,
+            known=known,
+            receipt=receipt,
+            voucher=voucher,
         )
         for record in records:
             self.events.publish(record)
@@ -58,3 +75,14 @@ class JobStore:
         """Every record of `job_id` published while the block runs."""
         with self.events.subscribe(job_id) as queue:
             yield queue
+
+
+def _after(before: Before | None, write: Callable[P, T]) -> Callable[P, T]:
+    if before is None:
+        return write
+
+    def both(*args: P.args, **kwargs: P.kwargs) -> T:
+        before()
+        return write(*args, **kwargs)
+
+    return both

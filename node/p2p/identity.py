@@ -6,6 +6,7 @@ anyone holding a peer id can derive the Ethereum address it speaks for without a
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Protocol
 
 import coincurve
@@ -55,6 +56,18 @@ def address_from_public_key(public_key: bytes) -> Address:
 
 def peer_id_to_address(peer_id: ID | bytes | str) -> Address:
     """The Ethereum address a peer id proves; `P2PError` when the peer id embeds no secp256k1 key."""
+    if isinstance(peer_id, str):
+        return _address_of_peer(peer_id)
+    return _peer_address(peer_id)
+
+
+# Every job request names its peer: the few peers a node talks to are not hashed again each time.
+@lru_cache(maxsize=4096)
+def _address_of_peer(peer_id: str) -> Address:
+    return _peer_address(peer_id)
+
+
+def _peer_address(peer_id: ID | bytes | str) -> Address:
     try:
         if isinstance(peer_id, ID):
             pid = peer_id

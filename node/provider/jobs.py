@@ -152,10 +152,20 @@ class ProviderJobs:
                 yield JobFailed("submission_failed", refused.reason)
                 return
             await self.runner.delivered(record.job_id)
-        else:
-            # The signed receipt is durable already; recording the hand-over overlaps sending it.
-            self._spawn(self.runner.delivered(record.job_id))
-        yield JobResult(signed.receipt, signed.signature, signed.output)
+            yield JobResult(signed.receipt, signed.signature, signed.output)
+            return
+        # The signed receipt is durable already: the hand-over is recorded once the result has
+        # left (or failed to), so that its write does not compete with sending it.
+        left = asyncio.Event()
+        self._spawn(self._delivered_once(left, record.job_id))
+        try:
+            yield JobResult(signed.receipt, signed.signature, signed.output)
+        finally:
+            left.set()
+
+    async def _delivered_once(self, left: asyncio.Event, job_id: Hash32) -> None:
+        await left.wait()
+        await self.runner.delivered(job_id)
 
     def _release(self, record: JobRecord) -> None:
         """The job will not be paid for: its price no longer counts against the client's vouchers."""

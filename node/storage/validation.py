@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from eth_utils.address import to_checksum_address
 
@@ -34,7 +35,12 @@ def checked_address(name: str, value: str) -> Address:
     """The address in checksummed form, so one account is one key whatever case it arrived in."""
     if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
         raise InvalidRecord(f"{name} must be a 0x-prefixed 20-byte hex address, got {value!r}")
-    return Address(to_checksum_address(value))
+    return Address(_checksummed(value))
+
+
+# A pure function of a few addresses seen again and again (every job checks its provider's and
+# client's): keccak-hashing each spelling once is enough.
+_checksummed = lru_cache(maxsize=4096)(to_checksum_address)
 
 
 def check_block(value: int) -> None:

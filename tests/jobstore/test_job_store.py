@@ -9,9 +9,10 @@ import pytest
 
 from node.domain.records import NewJob
 from node.domain.state import ClientState, JobTransitionError, Matched, PaymentMade, PaymentPath, Role, Sent
+from node.jobstore.blobs import JobBlobs
 from node.jobstore.store import JobStore
 from node.storage import Database
-from node.types import Address, Hash32
+from node.types import Address, Hash32, sha256
 
 JOB = Hash32(b"\x01" * 32)
 PROVIDER = Address("0x" + "bb" * 20)
@@ -60,3 +61,26 @@ async def test_cannot_publish_a_change_that_was_not_stored(store: JobStore) -> N
         await store.apply(JOB, Matched(PROVIDER), Sent(), known=created)
     assert queue.empty()
     assert (await store.get(JOB)).state is ClientState.SUBMITTED
+
+
+async def test_can_write_a_file_before_the_transaction_that_names_it(store: JobStore, tmp_path: Path) -> None:
+    blobs = JobBlobs(tmp_path / "blobs", fsync=False)
+    seen: list[bool] = []
+
+    def write_input() -> None:
+        blobs.write(b"the input")
+        seen.append(store.db.jobs.find(JOB) is None)  # on disk while the job is not stored yet
+
+    await store.create(_new_job(), before=write_input)
+    assert seen == [True]
+    assert await blobs.get(sha256(b"the input")) == b"the input"
+
+
+async def test_cannot_store_a_job_whose_file_was_not_written(store: JobStore) -> None:
+    def fail() -> None:
+        raise OSError("disk full")
+
+    with store.watch(JOB) as queue, pytest.raises(OSError, match="disk full"):
+        await store.create(_new_job(), before=fail)
+    assert queue.empty()
+    assert store.db.jobs.find(JOB) is None
