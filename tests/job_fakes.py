@@ -350,6 +350,7 @@ class FakePool:
 
     outputs: Callable[[bytes], bytes] = lambda data: b"out:" + data
     runs: list[tuple[Hash32, bytes, float | None]] = field(default_factory=list)
+    clients: list[str | None] = field(default_factory=list)
     _errors: list[ExecutorError] = field(default_factory=list)
     _gate: asyncio.Event | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -365,9 +366,15 @@ class FakePool:
             self._gate.set()
 
     async def run(
-        self, model_id: Hash32, job_input: bytes, *, timeout_s: float | None = None
+        self,
+        model_id: Hash32,
+        job_input: bytes,
+        *,
+        timeout_s: float | None = None,
+        client: str | None = None,
     ) -> ExecutionResult:
         self.runs.append((model_id, job_input, timeout_s))
+        self.clients.append(client)
         self.started.set()
         if self._gate is not None:
             await self._gate.wait()

@@ -88,6 +88,8 @@ async def test_can_run_a_voucher_job_and_sign_its_receipt(provider: ProviderSide
     assert voucher.voucher.cumulative_amount == PRICE
     assert await provider.db.run(provider.db.receipts.get, request.job_id, provider.me) is not None
     assert provider.market.called("submit_result") == []
+    # The executor is told whose job it runs: code that is not ours batches one client's jobs only.
+    assert provider.pool.clients == [client.address]
 
 
 async def test_can_take_a_second_voucher_job_only_with_a_raised_voucher(
