@@ -499,7 +499,9 @@ class JobMarket:
             tx=TxInfo.of(receipt),
         )
 
-    async def reserve(self, provider: str, amount: int, *, deposit: int = 0, sender: LocalAccount) -> Reserved:
+    async def reserve(
+        self, provider: str, amount: int, *, deposit: int = 0, sender: LocalAccount
+    ) -> Reserved:
         """Set `amount` of `sender`'s deposit aside for `provider`'s vouchers, first adding `deposit`
         wei to the deposit (one transaction for both)."""
         fn = self.contract.functions.reserve(checksum(provider, "provider"), wei(amount, "amount"))
@@ -521,6 +523,23 @@ class JobMarket:
             await self.reserve(provider, needed - held.available, sender=sender)
             held = await self.reserve_of(sender.address, provider)
         return held
+
+    async def cover_vouchers(
+        self, provider: str, cumulative: int, *, ahead: int = 0, sender: LocalAccount
+    ) -> int:
+        """Make vouchers from `sender` to `provider` worth `cumulative` wei in all payable, topping
+        the reserve up from the unreserved deposit with `ahead` wei more where the deposit allows
+        (fewer transactions for the jobs that follow). Returns what such vouchers may total now:
+        paid plus available; less than `cumulative` when the deposit is short."""
+        held = await self.reserve_of(sender.address, provider)
+        ceiling = held.paid + held.available
+        if cumulative <= ceiling:
+            return ceiling
+        balance = (await self.client_account(sender.address)).balance
+        top_up = min(balance, cumulative - ceiling + max(0, ahead))
+        if top_up > 0:
+            await self.reserve(provider, top_up, sender=sender)
+        return ceiling + top_up
 
     async def reserve_of(self, client: str, provider: str) -> Reserve:
         """What `client` reserved for `provider`; `.available` is what admission may count on."""

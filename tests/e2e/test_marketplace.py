@@ -158,12 +158,14 @@ async def test_can_run_twenty_jobs_and_pay_each_provider_exactly(devnet: Devnet)
 
     for view in submitted:
         assert (await jobs.get(view.job_id)).state is JobState.SETTLED
-    # What the market still holds is exactly the client's unspent deposit.
-    account = await devnet.market.client_account(client.key.address)
-    assert account.balance == 10**17 - VOUCHER_JOBS * PRICE_WEI
+    # What the market still holds is exactly the client's unspent deposit, reserved or not.
+    unspent = (await devnet.market.client_account(client.key.address)).balance
+    for provider in devnet.providers:
+        unspent += (await devnet.market.reserve_of(client.key.address, provider.key.address)).amount
+    assert unspent == 10**17 - VOUCHER_JOBS * PRICE_WEI
     market_after = await chain.balance(devnet.market.address)
     assert market_after == market_before - VOUCHER_JOBS * PRICE_WEI
-    assert market_after == account.balance
+    assert market_after == unspent
 
 
 async def test_cannot_submit_an_unknown_model(devnet: Devnet) -> None:

@@ -59,7 +59,8 @@ async def test_can_get_the_output_on_chain_as_a_plain_account(
         output_on_chain=True,
         sender=roles.requester,
     )
-    assert job.output_on_chain and job.callback_gas == 0
+    assert job.output_on_chain
+    assert job.callback_gas == 0
     assert (await market.job_requests(job.tx.block_number, job.tx.block_number))[0].output_on_chain
     await market.claim_job(job.job_id, sender=provider)
     receipt, signature = signed_receipt(market.domain(), job.terms, provider, OUTPUT_200)
@@ -92,4 +93,5 @@ async def test_cannot_ask_for_callback_gas_out_of_bounds(
 
 async def test_can_request_by_hash_without_delivery_terms(deployment: Deployment, roles: Roles) -> None:
     job = await request(deployment, roles.requester)
-    assert job.callback_gas == 0 and not job.output_on_chain
+    assert job.callback_gas == 0
+    assert not job.output_on_chain
