@@ -69,6 +69,24 @@ class SkipReason(IntEnum):
     NO_FUNDS = 2
 
 
+# Tags the preimage of a voucher job's id: on-chain ids hash five words of `JobTerms`, these three,
+# so no id a client picks for a voucher job can name an escrowed job (or another client's job).
+_VOUCHER_JOB_TAG = keccak(text="gpunode voucher job")
+
+
+def voucher_job_id(client: str, request_id: bytes) -> Hash32:
+    """The id a provider's receipt names for a voucher job: bound to the paying client, and in a
+    namespace apart from on-chain job ids, whatever `request_id` the client sends."""
+    return Hash32(
+        keccak(
+            eth_abi.encode(
+                ["bytes32", "address", "bytes32"],
+                [_VOUCHER_JOB_TAG, checksum(client, "client"), bytes32(request_id, "request_id")],
+            )
+        )
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class JobTerms:
     """A job's immutable terms; they hash to its id."""

@@ -33,7 +33,7 @@ from node.chain.artifacts import load_artifact
 from node.chain.client import ChainClient
 from node.chain.deploy import Deployment
 from node.chain.eip712 import sign_receipt
-from node.chain.market import JobStatus, SkipReason
+from node.chain.market import JobStatus, SkipReason, voucher_job_id
 from node.chain.registry import events_in
 from node.errors import TransactionReverted
 
@@ -267,3 +267,24 @@ async def test_cannot_prove_equivocation_with_receipts_for_different_inputs(
     wrong = await reverted(market.submit_result(job.terms, honest, lured_sig, sender=roles.outsider))
     assert wrong.error_name == "WrongSigner"
     assert not await market.equivocation_proven(job.job_id, provider.address)
+
+
+async def test_cannot_name_an_escrowed_job_with_a_voucher_job_id(
+    deployment: Deployment, roles: Roles, provider: LocalAccount
+) -> None:
+    """A client that sends someone else's escrowed job id as its voucher job's id gets a receipt for
+    another id: the voucher namespace is bound to the client and apart from on-chain ids."""
+    market = deployment.market
+    job = await request(deployment, roles.requester)
+    await market.claim_job(job.job_id, sender=provider)
+    voucher_id = voucher_job_id(roles.payer.address, job.job_id)
+    assert voucher_id != job.job_id
+    assert voucher_id != voucher_job_id(roles.requester.address, job.job_id)
+    lured = replace(receipt_for(job.terms, provider.address, OUTPUT), job_id=voucher_id)
+    lured_sig = sign_receipt(bytes(provider.key), market.domain(), lured)
+    relayed = market.contract.functions.submitResult(
+        job.terms.as_tuple(), lured.output_hash, lured.profile_hash, lured_sig, OUTPUT
+    )
+    error = await reverted(market.client.transact(relayed, sender=roles.payer))
+    assert error.error_name == "WrongSigner"
+    assert (await market.job(job.job_id)).status is JobStatus.CLAIMED
