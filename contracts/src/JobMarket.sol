@@ -162,6 +162,7 @@ contract JobMarket is IProviderStatusSink {
     event EquivocationProven(
         bytes32 indexed jobId, address indexed provider, address indexed reporter, uint256 slashed
     );
+    event ProofCommitted(bytes32 indexed commitment, address indexed reporter);
 
     // ------------------------------------------------------------------ errors
 
@@ -267,6 +268,11 @@ contract JobMarket is IProviderStatusSink {
     mapping(address client => mapping(address provider => Reserve)) private _reserves;
     mapping(address client => mapping(address provider => Release)) private _releases;
     mapping(bytes32 key => bool proven) private _equivocations;
+    /// @dev Block in which each proof commitment was first made.
+    mapping(bytes32 commitment => uint256 blockNumber) private _commitments;
+    /// @notice Rewards of proofs whose sender had not committed to them first: locked for good, so
+    /// copying a proof seen in the mempool earns nothing.
+    uint256 public unclaimedRewards;
     bool private transient _locked;
 
     // ------------------------------------------------------------------ constructor
@@ -597,11 +603,22 @@ contract JobMarket is IProviderStatusSink {
 
     // ------------------------------------------------------------------ external: disputes
 
+    /// @notice Commits to a proof before sending it, so nobody can take its reward by copying it:
+    /// `commitment` is `proofCommitment(reporter, a, b)`; the proof earns its reward only when sent
+    /// by `reporter` in a later block.
+    /// @param commitment The commitment.
+    function commitProof(bytes32 commitment) external {
+        if (_commitments[commitment] != 0) return;
+        _commitments[commitment] = block.number;
+        emit ProofCommitted(commitment, msg.sender);
+    }
+
     /// @notice Proves that a provider signed two different results for the same task (job id, model
     /// and input): disputes the on-chain job if that provider holds it (claimed, or submitted and not
     /// finalized), so it is never paid and its requester can be refunded at once, and slashes the
-    /// provider's whole stake (half credited to the caller, taken out with `withdrawEarnings`). The
-    /// dispute stands even when no stake is left to slash.
+    /// provider's whole stake. Half of it is credited to the caller (taken out with
+    /// `withdrawEarnings`) if the caller committed to this proof in an earlier block (`commitProof`),
+    /// else locked for good. The dispute stands even when no stake is left to slash.
     /// @param a The first receipt.
     /// @param sigA The provider's signature over `a`.
     /// @param b The second receipt: same job, model, input and provider, different output or profile.
@@ -628,7 +645,12 @@ contract JobMarket is IProviderStatusSink {
         _equivocations[key] = true;
         _disputeIfPending(a.jobId, a.provider);
         (uint256 slashed, uint256 reward) = registry.slash(a.provider, type(uint256).max);
-        _ledgers[msg.sender].withdrawable += uint128(reward);
+        uint256 committedAt = _commitments[_proofCommitment(msg.sender, digestA, digestB)];
+        if (committedAt != 0 && committedAt < block.number) {
+            _ledgers[msg.sender].withdrawable += uint128(reward);
+        } else {
+            unclaimedRewards += reward;
+        }
         emit EquivocationProven(a.jobId, a.provider, msg.sender, slashed);
     }
 
@@ -698,6 +720,15 @@ contract JobMarket is IProviderStatusSink {
         return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();
     }
 
+    /// @notice What `reporter` commits to (`commitProof`) before proving that `a` and `b` equivocate.
+    function proofCommitment(address reporter, ResultReceipt calldata a, ResultReceipt calldata b)
+        external
+        view
+        returns (bytes32)
+    {
+        return _proofCommitment(reporter, receiptDigest(a), receiptDigest(b));
+    }
+
     /// @notice The EIP-712 digest a provider signs for `receipt`.
     function receiptDigest(ResultReceipt calldata receipt) public view returns (bytes32) {
         return _hashTypedData(keccak256(abi.encode(RECEIPT_TYPEHASH, receipt)));
@@ -735,6 +766,10 @@ contract JobMarket is IProviderStatusSink {
         held.amount = uint128(reserved - amount);
         held.paid = uint128(alreadyPaid + amount);
         emit VoucherRedeemed(client, msg.sender, amount, alreadyPaid + amount, cumulative);
+    }
+
+    function _proofCommitment(address reporter, bytes32 digestA, bytes32 digestB) private pure returns (bytes32) {
+        return keccak256(abi.encode(reporter, digestA, digestB));
     }
 
     function _deposit() private {

@@ -687,8 +687,20 @@ class JobMarket:
         signature_b: bytes,
         *,
         sender: LocalAccount,
+        commit_first: bool = True,
     ) -> EquivocationProven:
-        """Slash a provider that signed two different receipts for one job; `sender` is rewarded."""
+        """Slash a provider that signed two different receipts for one job and dispute the job.
+
+        With `commit_first` (the default), `sender` first commits to the proof in its own block, so
+        the reward is credited to it and nobody who copies the proof from the mempool can take it.
+        """
+        if commit_first:
+            commitment = await self.client.call(
+                self.contract.functions.proofCommitment(
+                    checksum(sender.address, "sender"), _receipt_tuple(receipt_a), _receipt_tuple(receipt_b)
+                )
+            )
+            await self.client.transact(self.contract.functions.commitProof(commitment), sender=sender)
         fn = self.contract.functions.proveEquivocation(
             _receipt_tuple(receipt_a),
             _signature(signature_a, "signature_a"),
@@ -705,6 +717,10 @@ class JobMarket:
             disputed=bool(events_in(self.contract.events.JobDisputed(), receipt)),
             tx=TxInfo.of(receipt),
         )
+
+    async def unclaimed_rewards(self) -> int:
+        """Rewards of proofs sent without a commitment: locked in the market for good."""
+        return int(await self.client.call(self.contract.functions.unclaimedRewards()))
 
     async def equivocation_proven(self, job_id: bytes, provider: str) -> bool:
         fn = self.contract.functions.equivocationProven(

@@ -288,3 +288,37 @@ async def test_cannot_name_an_escrowed_job_with_a_voucher_job_id(
     error = await reverted(market.client.transact(relayed, sender=roles.payer))
     assert error.error_name == "WrongSigner"
     assert (await market.job(job.job_id)).status is JobStatus.CLAIMED
+
+
+# Review: front-running a proof's reward --------------------------------------------------------------
+
+
+async def test_cannot_earn_a_reward_by_copying_a_proof_from_the_mempool(
+    deployment: Deployment, roles: Roles, provider: LocalAccount
+) -> None:
+    market = deployment.market
+    job = await request(deployment, roles.requester)
+    await market.claim_job(job.job_id, sender=provider)
+    receipt_a, sig_a = signed_receipt(market.domain(), job.terms, provider, OUTPUT)
+    receipt_b, sig_b = signed_receipt(market.domain(), job.terms, provider, b"another output")
+    # The copier sends the reporter's proof first, without having committed to it.
+    copied = await market.prove_equivocation(
+        receipt_a, sig_a, receipt_b, sig_b, sender=roles.outsider, commit_first=False
+    )
+    assert copied.slashed == MIN_STAKE
+    assert copied.disputed
+    assert await market.withdrawable(roles.outsider.address) == 0
+    assert await market.unclaimed_rewards() == MIN_STAKE // 2
+
+
+async def test_can_earn_a_reward_for_a_committed_proof(
+    deployment: Deployment, roles: Roles, provider: LocalAccount
+) -> None:
+    market = deployment.market
+    job = await request(deployment, roles.requester)
+    await market.claim_job(job.job_id, sender=provider)
+    receipt_a, sig_a = signed_receipt(market.domain(), job.terms, provider, OUTPUT)
+    receipt_b, sig_b = signed_receipt(market.domain(), job.terms, provider, b"another output")
+    await market.prove_equivocation(receipt_a, sig_a, receipt_b, sig_b, sender=roles.reporter)
+    assert await market.withdrawable(roles.reporter.address) == MIN_STAKE // 2
+    assert await market.unclaimed_rewards() == 0
