@@ -27,9 +27,8 @@ import {IProviderStatusSink} from "./interfaces/IProviderStatusSink.sol";
 /// a time (bits 168-199: the deadline until a result is submitted, then the end of the challenge
 /// window), the callback gas in thousands (bits 200-215) and the price in gwei (bits 216-255), so
 /// `claimJob` and `finalize` need only the id. Prices are therefore whole gwei. A settled job's slot
-/// is cleared, which refunds most of what finalizing costs. Each account's earnings and active
-/// status (a copy pushed by the registry, `setProviderActive`) share one slot, so claiming calls no
-/// other contract.
+/// is cleared, which refunds most of what finalizing costs. Providers' active status is a copy
+/// pushed by the registry on every change (`setProviderActive`), so claiming calls no other contract.
 /// Section order: types, events, errors, constants/immutables, storage, constructor, modifiers,
 /// external functions, views, internal functions.
 contract JobMarket is IProviderStatusSink {
@@ -90,13 +89,6 @@ contract JobMarket is IProviderStatusSink {
         uint128 balance;
         uint88 withdrawalAmount;
         uint40 withdrawableAt;
-    }
-
-    /// @dev One slot per account: credited earnings, refunds and rewards, and the registry's
-    /// active status.
-    struct Ledger {
-        uint128 withdrawable;
-        bool active;
     }
 
     /// @dev What `client` set aside for one provider: `amount` is still unpaid, `paid` went out
@@ -263,7 +255,10 @@ contract JobMarket is IProviderStatusSink {
     // ------------------------------------------------------------------ storage
 
     mapping(bytes32 jobId => uint256 packed) private _jobs;
-    mapping(address account => Ledger) private _ledgers;
+    /// @notice Wei each account can take out with `withdrawEarnings`: earnings, refunds and rewards.
+    mapping(address account => uint256 amount) public withdrawable;
+    /// @notice Copy of `registry.isActive(provider)`, written only by the registry.
+    mapping(address provider => bool active) public providerActive;
     mapping(address client => ClientAccount) private _accounts;
     mapping(address client => mapping(address provider => Reserve)) private _reserves;
     mapping(address client => mapping(address provider => Release)) private _releases;
@@ -382,7 +377,7 @@ contract JobMarket is IProviderStatusSink {
         if (block.timestamp > deadline) revert DeadlinePassed(jobId, deadline);
         address named = _provider(packed);
         if (named != address(0) && named != msg.sender) revert NotNamedProvider(jobId, named, msg.sender);
-        if (!_ledgers[msg.sender].active) revert ProviderNotActive(msg.sender);
+        if (!providerActive[msg.sender]) revert ProviderNotActive(msg.sender);
         _jobs[jobId] = _restate(packed, JobStatus.Claimed, msg.sender, deadline);
         emit JobClaimed(jobId, msg.sender);
     }
@@ -444,10 +439,7 @@ contract JobMarket is IProviderStatusSink {
         address provider = _provider(packed);
         uint256 price = _price(packed);
         delete _jobs[jobId];
-        // Cannot overflow: credits never exceed the ether held here.
-        unchecked {
-            _ledgers[provider].withdrawable += uint128(price);
-        }
+        withdrawable[provider] += price;
         emit JobFinalized(jobId, provider, price);
     }
 
@@ -468,12 +460,12 @@ contract JobMarket is IProviderStatusSink {
         }
         uint256 price = _price(packed);
         delete _jobs[jobId];
-        _ledgers[terms.requester].withdrawable += uint128(price);
+        withdrawable[terms.requester] += price;
         emit JobRefunded(jobId, terms.requester, price);
         if (status == JobStatus.Claimed) {
             address provider = _provider(packed);
             (uint256 slashed, uint256 reward) = registry.slash(provider, price);
-            _ledgers[terms.requester].withdrawable += uint128(reward);
+            withdrawable[terms.requester] += reward;
             emit ClaimExpired(jobId, provider, slashed);
         }
     }
@@ -481,10 +473,9 @@ contract JobMarket is IProviderStatusSink {
     /// @notice Pays out everything credited to the caller: earnings of finalized jobs, refunds and
     /// rewards for proven faults.
     function withdrawEarnings() external nonReentrant {
-        Ledger storage ledger = _ledgers[msg.sender];
-        uint256 amount = ledger.withdrawable;
+        uint256 amount = withdrawable[msg.sender];
         if (amount == 0) revert NothingToWithdraw(msg.sender);
-        ledger.withdrawable = 0;
+        withdrawable[msg.sender] = 0;
         emit EarningsWithdrawn(msg.sender, amount);
         _send(msg.sender, amount);
     }
@@ -492,7 +483,7 @@ contract JobMarket is IProviderStatusSink {
     /// @inheritdoc IProviderStatusSink
     function setProviderActive(address provider, bool active) external {
         if (msg.sender != address(registry)) revert NotRegistry(msg.sender);
-        _ledgers[provider].active = active;
+        providerActive[provider] = active;
         emit ProviderStatusChanged(provider, active);
     }
 
@@ -647,7 +638,7 @@ contract JobMarket is IProviderStatusSink {
         (uint256 slashed, uint256 reward) = registry.slash(a.provider, type(uint256).max);
         uint256 committedAt = _commitments[_proofCommitment(msg.sender, digestA, digestB)];
         if (committedAt != 0 && committedAt < block.number) {
-            _ledgers[msg.sender].withdrawable += uint128(reward);
+            withdrawable[msg.sender] += reward;
         } else {
             unclaimedRewards += reward;
         }
@@ -670,16 +661,6 @@ contract JobMarket is IProviderStatusSink {
     /// @notice The id of a job with these terms.
     function jobIdOf(JobTerms calldata terms) external pure returns (bytes32) {
         return keccak256(abi.encode(terms));
-    }
-
-    /// @notice Wei `account` can take out with `withdrawEarnings`: earnings, refunds and rewards.
-    function withdrawable(address account) external view returns (uint256) {
-        return _ledgers[account].withdrawable;
-    }
-
-    /// @notice Copy of `registry.isActive(provider)`, written only by the registry.
-    function providerActive(address provider) external view returns (bool) {
-        return _ledgers[provider].active;
     }
 
     /// @notice Wei already paid from `client` to `provider` through vouchers.
