@@ -648,14 +648,29 @@ contract JobMarket is IProviderStatusSink {
     // ------------------------------------------------------------------ views
 
     /// @notice A live job's status, its provider (named or claiming), its time (the deadline until a
-    /// result is submitted, then the end of the challenge window) and price. Settled jobs read as `None`.
+    /// result is submitted, then the end of the challenge window), price, the gas its callback gets
+    /// and whether its result must carry the output. Settled jobs read as `None`.
     function job(bytes32 jobId)
         external
         view
-        returns (JobStatus status, address provider, uint256 time, uint256 price)
+        returns (
+            JobStatus status,
+            address provider,
+            uint256 time,
+            uint256 price,
+            uint256 callbackGas,
+            bool outputOnChain
+        )
     {
         uint256 packed = _jobs[jobId];
-        return (JobStatus(packed & STATUS_MASK), _provider(packed), _time(packed), _price(packed));
+        return (
+            JobStatus(packed & STATUS_MASK),
+            _provider(packed),
+            _time(packed),
+            _price(packed),
+            ((packed >> KGAS_SHIFT) & KGAS_MASK) * 1000,
+            packed & OUTPUT_ON_CHAIN != 0
+        );
     }
 
     /// @notice The id of a job with these terms.

@@ -114,6 +114,8 @@ class JobRecord:
     provider: Address | None
     time: int
     price: int
+    callback_gas: int = 0
+    output_on_chain: bool = False  # a result must carry the output bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,13 +475,17 @@ class JobMarket:
 
     async def job(self, job_id: bytes) -> JobRecord:
         key = bytes32(job_id, "job_id")
-        status, provider, time, price = await self.client.call(self.contract.functions.job(key))
+        status, provider, time, price, callback_gas, output_on_chain = await self.client.call(
+            self.contract.functions.job(key)
+        )
         return JobRecord(
             job_id=key,
             status=JobStatus(status),
             provider=_optional_address(provider),
             time=int(time),
             price=int(price),
+            callback_gas=int(callback_gas),
+            output_on_chain=bool(output_on_chain),
         )
 
     async def withdrawable(self, account: str) -> int:

@@ -166,11 +166,12 @@ class OnchainJobs:
         except ExecutorError:
             return
         with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
+        on_chain = with_callback or (await self.market.job(terms.job_id)).output_on_chain
         await self.market.submit_result(
             terms,
             signed.receipt,
             signed.signature,
-            output=signed.output if with_callback else b"",
+            output=signed.output if on_chain else b"",
             sender=self.runner.key.account,
         )
         await self.runner.delivered(terms.job_id)

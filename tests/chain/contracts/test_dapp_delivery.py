@@ -62,6 +62,7 @@ async def test_can_get_the_output_on_chain_as_a_plain_account(
     assert job.output_on_chain
     assert job.callback_gas == 0
     assert (await market.job_requests(job.tx.block_number, job.tx.block_number))[0].output_on_chain
+    assert (await market.job(job.job_id)).output_on_chain
     await market.claim_job(job.job_id, sender=provider)
     receipt, signature = signed_receipt(market.domain(), job.terms, provider, OUTPUT_200)
     result = await market.submit_result(job.terms, receipt, signature, output=OUTPUT_200, sender=provider)
