@@ -17,7 +17,13 @@ import {JobMarket} from "../src/JobMarket.sol";
 ///     providers accept. If the callback reverts or runs out of gas the market records
 ///     `CallbackFailed` and the provider is paid anyway; the output is still in `ResultOutput`;
 ///  4. if no result comes by the deadline, anyone may call `market.refund(terms)`; the price is
-///     credited to this contract, and `collectRefunds` moves it to the owner.
+///     credited to this contract, and `collectRefunds` moves it to the owner (with half the stake
+///     the claimer lost, if a provider claimed the job and let it run out of time).
+/// A requester without a contract (a plain account) gets its output the same way without the
+/// callback: `requestJob(model, 0, input, deadline, 0, address(0), 0, true, salt)` and the bytes
+/// arrive in the market's `ResultOutput` event; or, with `outputOnChain` false, only the signed
+/// `outputHash` is on chain and the output is fetched from the provider that submitted it, by that
+/// hash, over the overlay's blob protocol (`/gpunode/blob/1`).
 contract ExampleConsumer is IJobConsumer {
     event Asked(bytes32 indexed jobId, bytes input);
     event Answered(bytes32 indexed jobId, bytes32 outputHash, bytes output);

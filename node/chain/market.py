@@ -539,15 +539,6 @@ class JobMarket:
             tx=TxInfo.of(receipt),
         )
 
-    async def ensure_reserved(self, provider: str, needed: int, *, sender: LocalAccount) -> Reserve:
-        """Top `sender`'s reserve for `provider` up from its deposit so that `needed` wei are
-        available to that provider; sends nothing when they already are."""
-        held = await self.reserve_of(sender.address, provider)
-        if held.available < needed:
-            await self.reserve(provider, needed - held.available, sender=sender)
-            held = await self.reserve_of(sender.address, provider)
-        return held
-
     async def cover_vouchers(
         self, provider: str, cumulative: int, *, ahead: int = 0, sender: LocalAccount
     ) -> int:
