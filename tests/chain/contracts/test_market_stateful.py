@@ -58,7 +58,7 @@ CLIENTS = 3
 SLASH_REWARD_BPS = 5_000
 STATEFUL = settings(
     max_examples=10,
-    stateful_step_count=50,
+    stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -213,6 +213,8 @@ class MarketMachine(RuleBasedStateMachine):
         if not self.stakes[self.providers[provider].address].registered:
             self.register(provider)
 
+    # One provider leaves at a time, so the others keep claiming.
+    @precondition(lambda self: not any(s.unstake_at for s in self.stakes.values()))
     @rule(provider=st.integers(0, PROVIDERS - 1))
     def request_unstake(self, provider: int) -> None:
         account = self.providers[provider]
@@ -227,13 +229,12 @@ class MarketMachine(RuleBasedStateMachine):
         if requested is not None:
             stake.unstake_at = requested.unstake_at
 
-    @precondition(lambda self: any(s.unstake_at for s in self.stakes.values()))
-    @rule(provider=st.integers(0, PROVIDERS - 1))
-    def withdraw_stake(self, provider: int) -> None:
-        account = self.providers[provider]
+    @precondition(lambda self: any(0 < s.unstake_at < self.clock + SLACK_S for s in self.stakes.values()))
+    @rule(data=st.data())
+    def withdraw_stake(self, data: st.DataObject) -> None:
+        leaving = [i for i, p in enumerate(self.providers) if self.stakes[p.address].unstake_at]
+        account = self.providers[data.draw(st.sampled_from(leaving))]
         stake, now = self.stakes[account.address], self.latest()
-        if not stake.unstake_at:
-            return
         withdrawn = self.attempt(
             self.registry.withdraw_stake(sender=account),
             may_succeed=now + SLACK_S >= stake.unstake_at,
@@ -273,10 +274,16 @@ class MarketMachine(RuleBasedStateMachine):
         self.jobs[job.job_id] = ModelJob(job, JobStatus.REQUESTED, None, deadline)
 
     @precondition(lambda self: self.jobs_in(JobStatus.REQUESTED))
-    @rule(data=st.data(), provider=st.integers(0, PROVIDERS - 1))
-    def claim_job(self, data: st.DataObject, provider: int) -> None:
-        job_id = data.draw(st.sampled_from(self.jobs_in(JobStatus.REQUESTED)))
+    @rule(data=st.data(), anyone=st.booleans())
+    def claim_job(self, data: st.DataObject, anyone: bool) -> None:
+        # Mostly a live job and an active provider, so work flows; sometimes anyone, anything.
+        live = [j for j in self.jobs_in(JobStatus.REQUESTED) if self.jobs[j].time > self.clock + SLACK_S]
+        job_id = data.draw(
+            st.sampled_from(live if live and not anyone else self.jobs_in(JobStatus.REQUESTED))
+        )
         job, now = self.jobs[job_id], self.latest()
+        active = [i for i, p in enumerate(self.providers) if self.stakes[p.address].active]
+        provider = data.draw(st.sampled_from(active if active and not anyone else range(PROVIDERS)))
         claimer = self.providers[provider]
         active = self.stakes[claimer.address].active
         late = now + SLACK_S >= job.time
@@ -438,10 +445,12 @@ class MarketMachine(RuleBasedStateMachine):
         available = self.run(self.market.reserved(key[0], key[1]))
         assert available == self.reserves[key] - amount
 
-    @precondition(lambda self: self.releases)
+    @precondition(lambda self: any(r.at < self.clock + SLACK_S for r in self.releases.values()))
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
-        key = data.draw(st.sampled_from(sorted(self.releases)))
+        key = data.draw(
+            st.sampled_from(sorted(k for k, r in self.releases.items() if r.at < self.clock + SLACK_S))
+        )
         account = next(p for p in self.payers if p.address == key[0])
         pending, now = self.releases[key], self.latest()
         released = self.attempt(
@@ -491,20 +500,22 @@ class MarketMachine(RuleBasedStateMachine):
         assert redemption.total == expected_total
         assert len(redemption.redeemed) + len(redemption.skipped) == len(batch)
 
-    @precondition(lambda self: any(self.deposits.values()))
+    @precondition(lambda self: any(v and a not in self.pending for a, v in self.deposits.items()))
     @rule(payer=st.integers(0, CLIENTS - 1), share=st.sampled_from([1, 2, 4]))
     def request_withdrawal(self, payer: int, share: int) -> None:
         account = self.payers[payer]
-        if self.deposits[account.address] == 0:
+        if self.deposits[account.address] == 0 or account.address in self.pending:
             return
         amount = max(1, self.deposits[account.address] // share)
         requested = self.run(self.market.request_withdrawal(amount, sender=account))
         self.pending[account.address] = Pending(amount, requested.withdrawable_at)
 
-    @precondition(lambda self: self.pending)
+    @precondition(lambda self: any(p.at < self.clock + SLACK_S for p in self.pending.values()))
     @rule(data=st.data())
     def withdraw(self, data: st.DataObject) -> None:
-        payer = data.draw(st.sampled_from(sorted(self.pending)))
+        payer = data.draw(
+            st.sampled_from(sorted(k for k, p in self.pending.items() if p.at < self.clock + SLACK_S))
+        )
         account = next(p for p in self.payers if p.address == payer)
         pending, now = self.pending[payer], self.latest()
         withdrawn = self.attempt(
