@@ -174,10 +174,11 @@ class ClientJobs:
     async def _read_funded(self) -> int:
         market = self.pipeline.market
         account = await market.client_account(self.me)
-        paid = 0
+        reserved_and_paid = 0
         for provider in self.pipeline.vouchers.providers():
-            paid += await market.paid(self.me, provider)
-        return account.balance + paid
+            held = await market.reserve_of(self.me, provider)
+            reserved_and_paid += held.amount + held.paid
+        return account.balance + reserved_and_paid
 
     async def deposit(self, amount_wei: int) -> int:
         """Add `amount_wei` to this client's voucher deposit; returns the deposit's balance."""
