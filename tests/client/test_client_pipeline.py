@@ -5,16 +5,17 @@ next one without paying twice; deadlines, attempts, cancels and chain failures e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
-from client_support import BUDGET, GWEI, INPUT, ClientSide, fast_chain_retries, output_for
-from job_fakes import chain_down, reverted
+from client_support import BUDGET, GWEI, INPUT, MODEL, ClientSide, fast_chain_retries, output_for
+from job_fakes import MAX_JOB_TIME_S, chain_down, reverted
 
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
-from node.client.pipeline import RESERVE_AHEAD_JOBS
+from node.client.pipeline import ESCROW_MARGIN_S, RESERVE_AHEAD_JOBS
 from node.domain.service import JobSpec
 from node.domain.state import AttemptOutcome, JobState, JobTransitionError, PaymentPath
 from node.errors import JobError, SettlementError
@@ -341,6 +342,24 @@ async def test_can_watch_a_job_move_through_each_state_in_order(client: ClientSi
     assert states[-1] is JobState.SETTLED
     order = list(JobState)
     assert states == sorted(set(states), key=order.index)
+
+
+async def test_cannot_escrow_a_job_longer_than_the_market_allows(client: ClientSide) -> None:
+    client.provider(price=3 * GWEI)
+    longest = MAX_JOB_TIME_S - ESCROW_MARGIN_S
+    spec = JobSpec(model_id=MODEL.hex(), input=INPUT, timeout_s=longest + 1, payment=PaymentPath.ESCROW)
+    with pytest.raises(JobError, match=f"at most {longest} s"):
+        await client.jobs.submit(spec)
+    assert await client.jobs.list() == ()
+    assert client.market.called("request_job") == []
+
+    # A voucher job is not bound by escrow deadlines; an escrow within them goes through.
+    await client.jobs.submit(dataclasses.replace(spec, payment=PaymentPath.VOUCHER))
+    await client.start()
+    view = await client.finished(
+        (await client.jobs.submit(dataclasses.replace(spec, timeout_s=longest))).job_id
+    )
+    assert view.state is JobState.VERIFIED
 
 
 async def test_can_submit_once_a_deposit_covers_the_voucher(client: ClientSide) -> None:
