@@ -7,7 +7,10 @@ earnings slot and its voucher book-keeping are already non-zero, as they are for
 
     .venv/bin/python scripts/bench_gas.py            a table
     .venv/bin/python scripts/bench_gas.py --json     one JSON object:
-        {"lifecycle_gas": N, "voucher_gas_per_job": {"1": N, ...}, "calls": {name: gas}}
+        {"lifecycle_gas": N, "voucher_gas_per_job": {"1": N, ...}, "reserve_gas": N,
+         "calls": {name: gas}}
+    reserve_gas is the one-time cost a client pays to reserve money for a provider it has not
+    paid before (its first `reserve` for that provider, out of an existing deposit).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from node.logging import configure_logging
 from node.types import Address, Hash32, ResultReceipt, Voucher
 
 MIN_STAKE = 10**18
-COOLDOWN_S = 3_600
+COOLDOWN_S = 7_200
 WINDOW_S = 600
 DELAY_S = 1_800
 PRICE = 10**15
@@ -50,6 +53,7 @@ class Figures:
     calls: dict[str, int] = field(default_factory=dict)
     lifecycles: dict[str, int] = field(default_factory=dict)
     voucher_gas_per_job: dict[str, int] = field(default_factory=dict)
+    reserve_gas: int = 0
 
     def record(self, name: str, gas: int) -> int:
         self.calls[name] = gas
@@ -178,6 +182,8 @@ async def bench_callback(bench: Bench) -> None:
     result = await market.submit_result(
         job.terms, receipt, signature, output=b"o" * INLINE, sender=bench.relayer
     )
+    if result.callback_failed:
+        raise SystemExit("the ExampleConsumer callback failed")
     bench.figures.record("submit_result (callback to ExampleConsumer)", result.tx.gas_used)
 
 
@@ -186,6 +192,10 @@ async def bench_vouchers(bench: Bench, clients: list[LocalAccount]) -> None:
     domain = market.domain()
     provider = Address(bench.provider.address)
     bench.figures.record("deposit", (await market.deposit(2 * 10**18, sender=bench.payer)).tx.gas_used)
+    reserved = await market.reserve(provider, 15 * 10**17, sender=bench.payer)
+    bench.figures.reserve_gas = bench.figures.record("reserve (first for a provider)", reserved.tx.gas_used)
+    topped = await market.reserve(provider, 10**17, sender=bench.payer)
+    bench.figures.record("reserve (top-up)", topped.tx.gas_used)
 
     def voucher(payer: LocalAccount, cumulative: int) -> tuple[Voucher, bytes]:
         v = Voucher(client=Address(payer.address), provider=provider, cumulative_amount=cumulative)
@@ -209,13 +219,17 @@ async def bench_vouchers(bench: Bench, clients: list[LocalAccount]) -> None:
             bench.figures.record("redeem_vouchers (1 voucher)", redemption.tx.gas_used)
 
     for payer in clients:
-        await market.deposit(10**17, sender=payer)
+        await market.reserve(provider, 10**17, deposit=10**17, sender=payer)
     batch = [voucher(payer, PRICE) for payer in clients]
     redemption = await market.redeem_vouchers(batch, sender=bench.provider)
     bench.figures.record(
         f"redeem_vouchers ({len(batch)} clients, first redemption each)", redemption.tx.gas_used
     )
 
+    releasing = await market.request_release(provider, 10**16, sender=bench.payer)
+    bench.figures.record("request_release", releasing.tx.gas_used)
+    await bench.client.increase_time(DELAY_S)
+    bench.figures.record("release", (await market.release(provider, sender=bench.payer)).tx.gas_used)
     withdrawal = await market.request_withdrawal(10**16, sender=bench.payer)
     bench.figures.record("request_withdrawal", withdrawal.tx.gas_used)
     await bench.client.increase_time(DELAY_S)
@@ -270,6 +284,7 @@ def print_table(figures: Figures) -> None:
     print("vouchers, amortized gas per paid job (target <= 100 at 1000 jobs per redemption):")
     for jobs, gas in figures.voucher_gas_per_job.items():
         print(f"  {jobs:>5} jobs per redemption{gas:>15,}")
+    print(f"  one-time reserve for a new provider{figures.reserve_gas:>12,}")
 
 
 def main() -> None:
@@ -288,6 +303,7 @@ def main() -> None:
                 {
                     "lifecycle_gas": lifecycle,
                     "voucher_gas_per_job": figures.voucher_gas_per_job,
+                    "reserve_gas": figures.reserve_gas,
                     "calls": figures.calls,
                 }
             )

@@ -1,8 +1,9 @@
 """Fakes for what lies outside the job pipelines: the chain's JobMarket, the overlay's job
 protocol, the executor pool. Everything else the pipelines use is real.
 
-The fake market keeps the contract's rules that the pipelines rely on (who may claim, when a job
-may be finalized or refunded, what a voucher redemption pays) and records every call, so a test
+The fake market keeps the contract's rules that the pipelines rely on (who may claim, how far ahead
+a deadline may be, when a job may be finalized or refunded, that a voucher redemption pays only out
+of the client's reserve for that provider) and records every call, so a test
 can assert that nothing was claimed, paid or submitted twice. `fail(method, error)` makes the
 next call of `method` raise `error` instead of running.
 """
@@ -22,6 +23,7 @@ from hexbytes import HexBytes
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
 from node.chain.market import (
+    DEFAULT_CALLBACK_GAS,
     ClientAccount,
     Deposited,
     EarningsWithdrawn,
@@ -33,6 +35,10 @@ from node.chain.market import (
     JobStatus,
     JobTerms,
     Redemption,
+    Released,
+    ReleaseRequested,
+    Reserve,
+    Reserved,
     ResultSubmitted,
     SkipReason,
     VoucherRedeemed,
@@ -49,6 +55,9 @@ from node.types import Address, Hash32, ResultReceipt, Voucher, sha256
 CHAIN_ID = 31337
 MARKET_ADDRESS = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 CHALLENGE_WINDOW_S = 600
+WITHDRAWAL_DELAY_S = 3600
+# The registry's unstake cooldown less the challenge window, as the devnet deploys it.
+MAX_JOB_TIME_S = 7200 - CHALLENGE_WINDOW_S
 
 PROFILE = ExecutionProfile(
     torch_version="2.13.0",
@@ -73,6 +82,8 @@ class ChainJob:
     named: Address | None
     provider: Address | None = None
     time: int = 0
+    callback_gas: int = 0
+    output_on_chain: bool = False
 
 
 class _Event:
@@ -110,7 +121,10 @@ class _ChainClient:
 
 
 class FakeMarket:
-    """An in-memory JobMarket: escrowed jobs, voucher deposits, pull payments, the chain's clock."""
+    """An in-memory JobMarket: escrowed jobs, voucher deposits and reserves, pull payments, the
+    chain's clock. `balances` is a client's unreserved deposit, `reserves[client, provider]` what it
+    set aside for one provider's vouchers, `releases[client, provider]` a requested release
+    (amount, releasable at)."""
 
     def __init__(self) -> None:
         self.address = MARKET_ADDRESS
@@ -120,6 +134,10 @@ class FakeMarket:
         self.jobs: dict[bytes, ChainJob] = {}
         self.logs: list[tuple[str, bytes, dict[str, Any]]] = []
         self.balances: defaultdict[str, int] = defaultdict(int)
+        self.reserves: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.releases: dict[tuple[str, str], tuple[int, int]] = {}
+        # The output bytes each submitted result carried on chain (empty: by hash only).
+        self.outputs: dict[bytes, bytes] = {}
         self.withdrawal_at: defaultdict[str, int] = defaultdict(int)
         self.paid_out: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.earnings: defaultdict[str, int] = defaultdict(int)
@@ -186,9 +204,15 @@ class FakeMarket:
         salt: int,
         sender: Any,
         callback: Address | None = None,
+        callback_gas: int | None = None,
+        output_on_chain: bool = False,
         input: bytes = b"",
     ) -> JobRequested:
         await self._call("request_job", model_id, price, provider, salt)
+        if int(deadline) > self.now + MAX_JOB_TIME_S:
+            latest = self.now + MAX_JOB_TIME_S
+            raise TransactionReverted("DeadlineTooFar", error_name="DeadlineTooFar", args=(deadline, latest))
+        gas = (0 if callback is None else DEFAULT_CALLBACK_GAS) if callback_gas is None else callback_gas
         terms = JobTerms(
             requester=Address(sender.address),
             model_id=model_id,
@@ -200,7 +224,14 @@ class FakeMarket:
         if job_id in self.jobs or any(j == job_id for _, j, _ in self.logs):
             raise TransactionReverted("JobExists", error_name="JobExists", args=(job_id,))
         self.jobs[job_id] = ChainJob(
-            terms, JobStatus.REQUESTED, price, int(deadline), provider, time=int(deadline)
+            terms,
+            JobStatus.REQUESTED,
+            price,
+            int(deadline),
+            provider,
+            time=int(deadline),
+            callback_gas=gas,
+            output_on_chain=output_on_chain,
         )
         tx = self._tx()
         self._log(
@@ -217,7 +248,7 @@ class FakeMarket:
                 "deadline": int(deadline),
             },
         )
-        return JobRequested(job_id, terms, provider, price, int(deadline), input, tx)
+        return JobRequested(job_id, terms, provider, price, int(deadline), input, tx, gas, output_on_chain)
 
     async def claim_job(self, job_id: bytes, *, sender: Any) -> JobClaimed:
         await self._call("claim_job", bytes(job_id), sender.address)
@@ -237,8 +268,13 @@ class FakeMarket:
         job = self.jobs.get(terms.job_id)
         if job is None or job.status is not JobStatus.CLAIMED:
             raise TransactionReverted("JobNotClaimed", error_name="JobNotClaimed")
+        if output and sha256(output) != receipt.output_hash:
+            raise TransactionReverted("OutputHashMismatch", error_name="OutputHashMismatch")
+        if not output and job.output_on_chain:
+            raise TransactionReverted("OutputRequired", error_name="OutputRequired", args=(terms.job_id,))
         job.status = JobStatus.SUBMITTED
         job.time = self.now + CHALLENGE_WINDOW_S
+        self.outputs[terms.job_id] = output
         return ResultSubmitted(
             terms.job_id, receipt.output_hash, receipt.profile_hash, output, False, self._tx()
         )
@@ -272,7 +308,23 @@ class FakeMarket:
         job = self.jobs.get(bytes(job_id))
         if job is None:
             return JobRecord(Hash32(bytes(job_id)), JobStatus.NONE, None, 0, 0)
-        return JobRecord(Hash32(bytes(job_id)), job.status, job.provider or job.named, job.time, job.price)
+        return JobRecord(
+            Hash32(bytes(job_id)),
+            job.status,
+            job.provider or job.named,
+            job.time,
+            job.price,
+            job.callback_gas,
+            job.output_on_chain,
+        )
+
+    async def max_job_time(self) -> int:
+        await self._call("max_job_time")
+        return MAX_JOB_TIME_S
+
+    async def withdrawal_delay(self) -> int:
+        await self._call("withdrawal_delay")
+        return WITHDRAWAL_DELAY_S
 
     async def withdrawable(self, account: str) -> int:
         await self._call("withdrawable", account)
@@ -298,6 +350,66 @@ class FakeMarket:
         await self._call("paid", client, provider)
         return self.paid_out[client, provider]
 
+    async def reserve(self, provider: str, amount: int, *, deposit: int = 0, sender: Any) -> Reserved:
+        await self._call("reserve", provider, amount, deposit)
+        client = sender.address
+        if amount <= 0:
+            raise TransactionReverted("ZeroAmount", error_name="ZeroAmount")
+        if amount > self.balances[client] + deposit:
+            raise TransactionReverted("InsufficientDeposit", error_name="InsufficientDeposit")
+        self.balances[client] += deposit - amount
+        self.reserves[client, provider] += amount
+        return Reserved(
+            Address(client), Address(provider), amount, self.reserves[client, provider], self._tx()
+        )
+
+    async def cover_vouchers(self, provider: str, cumulative: int, *, ahead: int = 0, sender: Any) -> int:
+        """`JobMarket.cover_vouchers`, built on the fake's reads and `reserve` as the real one is."""
+        await self._call("cover_vouchers", provider, cumulative, ahead)
+        held = await self.reserve_of(sender.address, provider)
+        ceiling = held.paid + held.available
+        if cumulative <= ceiling:
+            return ceiling
+        balance = (await self.client_account(sender.address)).balance
+        top_up = min(balance, cumulative - ceiling + max(0, ahead))
+        if top_up > 0:
+            await self.reserve(provider, top_up, sender=sender)
+        return ceiling + top_up
+
+    async def reserve_of(self, client: str, provider: str) -> Reserve:
+        await self._call("reserve_of", client, provider)
+        releasing, releasable_at = self.releases.get((client, provider), (0, 0))
+        return Reserve(
+            self.reserves[client, provider], self.paid_out[client, provider], releasing, releasable_at
+        )
+
+    async def reserved(self, client: str, provider: str) -> int:
+        return (await self.reserve_of(client, provider)).available
+
+    async def request_release(self, provider: str, amount: int, *, sender: Any) -> ReleaseRequested:
+        await self._call("request_release", provider, amount)
+        key = (sender.address, provider)
+        if amount <= 0 or amount > self.reserves[key]:
+            raise TransactionReverted("InsufficientReserve", error_name="InsufficientReserve")
+        self.releases[key] = (amount, self.now + WITHDRAWAL_DELAY_S)
+        return ReleaseRequested(
+            Address(sender.address), Address(provider), amount, self.releases[key][1], self._tx()
+        )
+
+    async def release(self, provider: str, *, sender: Any) -> Released:
+        await self._call("release", provider)
+        key = (sender.address, provider)
+        pending = self.releases.get(key)
+        if pending is None:
+            raise TransactionReverted("NoReleaseRequested", error_name="NoReleaseRequested")
+        if self.now < pending[1]:
+            raise TransactionReverted("WithdrawalNotReady", error_name="WithdrawalNotReady")
+        del self.releases[key]
+        amount = min(pending[0], self.reserves[key])
+        self.reserves[key] -= amount
+        self.balances[sender.address] += amount
+        return Released(Address(sender.address), Address(provider), amount, self.reserves[key], self._tx())
+
     async def redeem_vouchers(self, vouchers: list[tuple[Voucher, bytes]], *, sender: Any) -> Redemption:
         await self._call("redeem_vouchers", tuple(vouchers))
         provider = Address(sender.address)
@@ -318,11 +430,12 @@ class FakeMarket:
                 skipped.append(
                     VoucherSkipped(voucher.client, voucher.cumulative_amount, SkipReason.ALREADY_PAID)
                 )
-            elif self.balances[voucher.client] == 0:
+            elif self.reserves[key] == 0:
                 skipped.append(VoucherSkipped(voucher.client, voucher.cumulative_amount, SkipReason.NO_FUNDS))
             else:
-                amount = min(owed, self.balances[voucher.client])
-                self.balances[voucher.client] -= amount
+                # Only the reserve for this provider pays it, whatever else the client deposited.
+                amount = min(owed, self.reserves[key])
+                self.reserves[key] -= amount
                 self.paid_out[key] += amount
                 self.earnings[provider] += amount
                 redeemed.append(

@@ -34,7 +34,7 @@ async def deployed_chain() -> tuple[ChainClient, ChainSettings]:
         client,
         client.dev_accounts()[0],
         min_stake=10**18,
-        unstake_cooldown_s=60,
+        unstake_cooldown_s=3600,
         challenge_window_s=60,
         withdrawal_delay_s=60,
     )

@@ -5,7 +5,13 @@ import {IProviderStatusSink} from "./interfaces/IProviderStatusSink.sol";
 
 /// @title ProviderRegistry
 /// @notice GPU providers register here with a stake. The JobMarket only lets active providers claim
-/// jobs and slashes providers proven to have signed two different results for one job.
+/// jobs and slashes providers proven to have signed two different results for one job, or that
+/// let a claimed job run out of time.
+/// @dev A stake never leaves while its owner holds work, at no gas to claims: only an active
+/// provider (not unstaking) claims, and the market accepts no deadline further than
+/// `unstakeCooldown - challengeWindow` ahead, so every job claimed before `requestUnstake` has
+/// passed its deadline and its challenge window (disputes are settled on proof) before the cooldown
+/// ends.
 /// @dev Every change of a provider's active status is pushed to the market
 /// (`IProviderStatusSink`), which keeps a copy so `claimJob` needs no call here; registration is
 /// therefore closed until the market is set.
@@ -30,9 +36,8 @@ contract ProviderRegistry {
     event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
     event UnstakeRequested(address indexed provider, uint256 unstakeAt);
     event StakeWithdrawn(address indexed provider, uint256 amount);
-    event ProviderSlashed(
-        address indexed provider, address indexed beneficiary, uint256 amount, uint256 reward, uint256 remainingStake
-    );
+    /// @dev `reward` went to the market, which credits whoever proved the fault.
+    event ProviderSlashed(address indexed provider, uint256 amount, uint256 reward, uint256 remainingStake);
 
     // ------------------------------------------------------------------ errors
 
@@ -50,6 +55,8 @@ contract ProviderRegistry {
     error AlreadyUnstaking(address provider, uint256 unstakeAt);
     error NotUnstaking(address provider);
     error CooldownNotOver(uint256 now_, uint256 unstakeAt);
+    error InvalidMinStake(uint256 minStake);
+    error InvalidCooldown(uint256 cooldown);
     error TransferFailed(address to, uint256 amount);
     error Reentrancy();
 
@@ -60,6 +67,9 @@ contract ProviderRegistry {
     /// @notice Share of a slashed stake paid to whoever proved the fault, in basis points; the rest
     /// stays locked in this contract for good, so self-reporting never pays.
     uint256 public constant SLASH_REWARD_BPS = 5_000;
+    /// @notice Bounds of `unstakeCooldown`: long enough to prove a fault in, short enough to leave.
+    uint256 public constant MIN_UNSTAKE_COOLDOWN = 1 minutes;
+    uint256 public constant MAX_UNSTAKE_COOLDOWN = 365 days;
 
     uint256 public immutable minStake;
     uint256 public immutable unstakeCooldown;
@@ -77,10 +87,14 @@ contract ProviderRegistry {
 
     // ------------------------------------------------------------------ constructor
 
-    /// @param minStake_ Smallest stake (wei) an active provider holds.
+    /// @param minStake_ Smallest stake (wei) an active provider holds; positive, fits 128 bits.
     /// @param unstakeCooldown_ Seconds between `requestUnstake` and `withdrawStake`; the stake stays
-    /// slashable meanwhile.
+    /// slashable meanwhile. 1 minute to 365 days.
     constructor(uint256 minStake_, uint256 unstakeCooldown_) {
+        if (minStake_ == 0 || minStake_ > type(uint128).max) revert InvalidMinStake(minStake_);
+        if (unstakeCooldown_ < MIN_UNSTAKE_COOLDOWN || unstakeCooldown_ > MAX_UNSTAKE_COOLDOWN) {
+            revert InvalidCooldown(unstakeCooldown_);
+        }
         minStake = minStake_;
         unstakeCooldown = unstakeCooldown_;
         deployer = msg.sender;
@@ -159,7 +173,8 @@ contract ProviderRegistry {
         _syncStatus(msg.sender, wasActive);
     }
 
-    /// @notice Withdraws the whole stake once the cooldown is over and deregisters the caller.
+    /// @notice Withdraws the whole stake once the cooldown is over (by then every job the caller
+    /// claimed is past its deadline and challenge window), and deregisters the caller.
     function withdrawStake() external nonReentrant {
         ProviderRecord memory record = _providers[msg.sender];
         if (!record.registered) revert NotRegistered(msg.sender);
@@ -172,30 +187,31 @@ contract ProviderRegistry {
         _send(msg.sender, record.stake);
     }
 
-    /// @notice Removes up to `amount` from `provider`'s stake; half of what is removed goes to
-    /// `beneficiary`, the rest is locked for good. Only the market may call this.
+    /// @notice Removes up to `amount` from `provider`'s stake; half of what is removed is sent to
+    /// the market (which credits whoever proved the fault, as a pull payment), the rest is locked for
+    /// good. Only the market may call this. A provider with no stake left (or gone) loses nothing
+    /// and the call still succeeds, so a proof against it can still dispute its job.
     /// @param provider The provider at fault.
     /// @param amount The most to slash (wei); capped at the stake.
-    /// @param beneficiary Who proved the fault.
     /// @return slashed The stake actually removed.
-    function slash(address provider, uint256 amount, address beneficiary)
+    /// @return reward The part of it sent to the market.
+    function slash(address provider, uint256 amount)
         external
         nonReentrant
-        returns (uint256 slashed)
+        returns (uint256 slashed, uint256 reward)
     {
         if (msg.sender != market || msg.sender == address(0)) revert NotMarket(msg.sender);
-        if (beneficiary == address(0)) revert ZeroAddress();
         ProviderRecord storage record = _providers[provider];
-        if (!record.registered) revert NotRegistered(provider);
+        if (!record.registered) return (0, 0);
         bool wasActive = _isActive(record);
         uint256 stake = record.stake;
         slashed = amount < stake ? amount : stake;
-        uint256 reward = slashed * SLASH_REWARD_BPS / 10_000;
+        reward = slashed * SLASH_REWARD_BPS / 10_000;
         record.stake = uint128(stake - slashed);
         burnedStake += slashed - reward;
-        emit ProviderSlashed(provider, beneficiary, slashed, reward, stake - slashed);
+        emit ProviderSlashed(provider, slashed, reward, stake - slashed);
         _syncStatus(provider, wasActive);
-        _send(beneficiary, reward);
+        _send(msg.sender, reward);
     }
 
     // ------------------------------------------------------------------ views

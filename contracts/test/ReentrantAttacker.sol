@@ -16,6 +16,8 @@ contract ReentrantAttacker is IJobConsumer {
         ReturnBomb
     }
 
+    uint256 private constant CALLBACK_GAS = 200_000;
+
     JobMarket public immutable market;
     Mode public mode;
     bytes public replay;
@@ -36,15 +38,15 @@ contract ReentrantAttacker is IJobConsumer {
 
     function requestJob(bytes32 modelId, bytes calldata input, uint256 deadline) external payable returns (bytes32) {
         return market.requestJob{value: msg.value}(
-            modelId, bytes32(0), input, deadline, address(0), address(this), ++_salt
+            modelId, bytes32(0), input, deadline, address(0), address(this), CALLBACK_GAS, false, ++_salt
         );
     }
 
     /// Two requests with the same terms and salt: the second must be refused (same id).
     function requestTwice(bytes32 modelId, bytes calldata input, uint256 deadline) external payable {
         uint256 half = msg.value / 2;
-        market.requestJob{value: half}(modelId, bytes32(0), input, deadline, address(0), address(0), 7);
-        market.requestJob{value: half}(modelId, bytes32(0), input, deadline, address(0), address(0), 7);
+        market.requestJob{value: half}(modelId, bytes32(0), input, deadline, address(0), address(0), 0, false, 7);
+        market.requestJob{value: half}(modelId, bytes32(0), input, deadline, address(0), address(0), 0, false, 7);
     }
 
     function deposit() external payable {

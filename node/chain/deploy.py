@@ -14,9 +14,18 @@ from node.logging import get_logger
 
 log = get_logger(__name__)
 
-DEFAULT_CALLBACK_GAS_LIMIT = 200_000
-# The market keeps job times in 32 bits and rejects longer windows.
+DEFAULT_CALLBACK_GAS_LIMIT = 1_000_000
+# The contracts' bounds on their constructor parameters, checked here first for a clear error.
+MINUTE_S = 60
+MIN_CHALLENGE_WINDOW_S = MINUTE_S
 MAX_CHALLENGE_WINDOW_S = 365 * 24 * 3600
+MIN_UNSTAKE_COOLDOWN_S = MINUTE_S
+MAX_UNSTAKE_COOLDOWN_S = 365 * 24 * 3600
+MIN_WITHDRAWAL_DELAY_S = MINUTE_S
+MAX_WITHDRAWAL_DELAY_S = 90 * 24 * 3600
+MIN_CALLBACK_GAS_LIMIT = 10_000
+MAX_CALLBACK_GAS_LIMIT = 10_000_000
+MAX_MIN_STAKE = 2**128 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +74,12 @@ def _check_parameters(
     withdrawal_delay_s: int,
     callback_gas_limit: int,
 ) -> None:
-    for name, value in (
-        ("min_stake", min_stake),
-        ("unstake_cooldown_s", unstake_cooldown_s),
-        ("withdrawal_delay_s", withdrawal_delay_s),
-        ("callback_gas_limit", callback_gas_limit),
+    for name, value, low, high in (
+        ("min_stake", min_stake, 1, MAX_MIN_STAKE),
+        ("unstake_cooldown_s", unstake_cooldown_s, MIN_UNSTAKE_COOLDOWN_S, MAX_UNSTAKE_COOLDOWN_S),
+        ("challenge_window_s", challenge_window_s, MIN_CHALLENGE_WINDOW_S, MAX_CHALLENGE_WINDOW_S),
+        ("withdrawal_delay_s", withdrawal_delay_s, MIN_WITHDRAWAL_DELAY_S, MAX_WITHDRAWAL_DELAY_S),
+        ("callback_gas_limit", callback_gas_limit, MIN_CALLBACK_GAS_LIMIT, MAX_CALLBACK_GAS_LIMIT),
     ):
-        if not isinstance(value, int) or value < 0:
-            raise ContractInputError(f"{name} must be a non-negative integer, got {value!r}")
-    if not isinstance(challenge_window_s, int) or not 0 < challenge_window_s <= MAX_CHALLENGE_WINDOW_S:
-        raise ContractInputError(
-            f"challenge_window_s must be 1 to {MAX_CHALLENGE_WINDOW_S} seconds, got {challenge_window_s!r}"
-        )
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ContractInputError(f"{name} must be an integer from {low} to {high}, got {value!r}")

@@ -5,6 +5,9 @@ A job's id is `keccak256(abi.encode(JobTerms))`; `JobRequested` carries every te
 `request_job` or rebuilt from the event by `job_requested_from_log`. Input and output bytes, when
 a job carries them, come in their own events (`JobInput`, `ResultOutput`) in the same transaction,
 so jobs published by hash pay no gas for them.
+
+Vouchers are paid only out of what a client reserved for the provider (`reserve`); a provider
+reads `reserve_of(client, me).available` before running a voucher job.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from node.chain.registry import (
 from node.types import Address, Hash32, ResultReceipt, Voucher
 
 GWEI = 10**9
+# Callback gas a job with a callback asks for when its requester names none.
+DEFAULT_CALLBACK_GAS = 200_000
 # Random salts only have to differ between one requester's jobs with equal terms; 64 bits is plenty
 # and keeps calldata small.
 SALT_BITS = 64
@@ -62,6 +67,24 @@ class SkipReason(IntEnum):
     BAD_SIGNATURE = 0
     ALREADY_PAID = 1
     NO_FUNDS = 2
+
+
+# Tags the preimage of a voucher job's id: on-chain ids hash five words of `JobTerms`, these three,
+# so no id a client picks for a voucher job can name an escrowed job (or another client's job).
+_VOUCHER_JOB_TAG = keccak(text="gpunode voucher job")
+
+
+def voucher_job_id(client: str, request_id: bytes) -> Hash32:
+    """The id a provider's receipt names for a voucher job: bound to the paying client, and in a
+    namespace apart from on-chain job ids, whatever `request_id` the client sends."""
+    return Hash32(
+        keccak(
+            eth_abi.encode(
+                ["bytes32", "address", "bytes32"],
+                [_VOUCHER_JOB_TAG, checksum(client, "client"), bytes32(request_id, "request_id")],
+            )
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +114,8 @@ class JobRecord:
     provider: Address | None
     time: int
     price: int
+    callback_gas: int = 0
+    output_on_chain: bool = False  # a result must carry the output bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +127,8 @@ class JobRequested:
     deadline: int
     input: bytes
     tx: TxInfo
+    callback_gas: int = 0  # gas the submitter must forward to the callback (the price pays for it)
+    output_on_chain: bool = False  # the result must carry the output bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +178,52 @@ class ClientAccount:
     balance: int
     withdrawal_amount: int
     withdrawable_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """What a client set aside for one provider's vouchers.
+
+    `amount` is unpaid; `releasing` of it leaves at `releasable_at` (unless redeemed first);
+    `paid` was redeemed already. `available` is what the provider can count on for vouchers it
+    has not redeemed: the reserve less what is leaving.
+    """
+
+    amount: int
+    paid: int
+    releasing: int
+    releasable_at: int
+
+    @property
+    def available(self) -> int:
+        return max(0, self.amount - self.releasing)
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    client: Address
+    provider: Address
+    amount: int
+    reserve: int
+    tx: TxInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequested:
+    client: Address
+    provider: Address
+    amount: int
+    releasable_at: int
+    tx: TxInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    client: Address
+    provider: Address
+    amount: int
+    reserve: int
+    tx: TxInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +289,13 @@ def _optional_address(value: str) -> Address | None:
     return None if int(value, 16) == 0 else Address(value)
 
 
-def job_requested_from_log(entry: EventData, input: bytes = b"") -> JobRequested:
+def job_requested_from_log(
+    entry: EventData, input: bytes = b"", delivery: EventData | None = None
+) -> JobRequested:
     """Decode a `JobRequested` log (from `events_in` or an event follower) into terms and price.
 
-    `input` is the job's `JobInput` log's bytes, if the transaction emitted one.
+    `input` is the job's `JobInput` log's bytes, if the transaction emitted one; `delivery` its
+    `JobDelivery` log (callback gas, output on chain), if it emitted one.
     """
     args = entry["args"]
     terms = JobTerms(
@@ -239,6 +315,8 @@ def job_requested_from_log(entry: EventData, input: bytes = b"") -> JobRequested
         tx=TxInfo(
             tx_hash=entry["transactionHash"].to_0x_hex(), block_number=int(entry["blockNumber"]), gas_used=0
         ),
+        callback_gas=0 if delivery is None else int(delivery["args"]["callbackGas"]),
+        output_on_chain=False if delivery is None else bool(delivery["args"]["outputOnChain"]),
     )
 
 
@@ -283,13 +361,19 @@ class JobMarket:
         input_hash: bytes | None = None,
         provider: str | None = None,
         callback: str | None = None,
+        callback_gas: int | None = None,
+        output_on_chain: bool = False,
         salt: int | None = None,
         sender: LocalAccount,
     ) -> JobRequested:
         """Escrow `price` wei (whole gwei) for a job on `input` (or on `input_hash` alone).
 
-        `salt` tells apart jobs with the same model, input and callback; by default a random one.
+        `callback_gas` is what the callback gets (default `DEFAULT_CALLBACK_GAS` with a callback,
+        none without); `output_on_chain` makes the result carry the output bytes. `salt` tells apart
+        jobs with the same model, input and callback; by default a random one (never reuse one).
         """
+        if callback_gas is None:
+            callback_gas = 0 if callback is None else DEFAULT_CALLBACK_GAS
         if wei(price, "price") % GWEI != 0:
             raise ContractInputError(f"price {price} wei is not a whole number of gwei")
         if not input and input_hash is None:
@@ -301,13 +385,17 @@ class JobMarket:
             deadline,
             ZERO_ADDRESS if provider is None else checksum(provider, "provider"),
             ZERO_ADDRESS if callback is None else checksum(callback, "callback"),
+            wei(callback_gas, "callback_gas", positive=False),
+            bool(output_on_chain),
             secrets.randbits(SALT_BITS) if salt is None else wei(salt, "salt", positive=False),
         )
         receipt = await self.client.transact(fn, sender=sender, value=price)
         found = single_event(self.contract.events.JobRequested(), receipt)
         inputs = events_in(self.contract.events.JobInput(), receipt)
         given = bytes(inputs[0]["args"]["input"]) if inputs else b""
-        return replace(job_requested_from_log(found, given), tx=TxInfo.of(receipt))
+        deliveries = events_in(self.contract.events.JobDelivery(), receipt)
+        delivery = deliveries[0] if deliveries else None
+        return replace(job_requested_from_log(found, given, delivery), tx=TxInfo.of(receipt))
 
     async def claim_job(self, job_id: bytes, *, sender: LocalAccount) -> JobClaimed:
         receipt = await self.client.transact(
@@ -387,13 +475,17 @@ class JobMarket:
 
     async def job(self, job_id: bytes) -> JobRecord:
         key = bytes32(job_id, "job_id")
-        status, provider, time, price = await self.client.call(self.contract.functions.job(key))
+        status, provider, time, price, callback_gas, output_on_chain = await self.client.call(
+            self.contract.functions.job(key)
+        )
         return JobRecord(
             job_id=key,
             status=JobStatus(status),
             provider=_optional_address(provider),
             time=int(time),
             price=int(price),
+            callback_gas=int(callback_gas),
+            output_on_chain=bool(output_on_chain),
         )
 
     async def withdrawable(self, account: str) -> int:
@@ -403,6 +495,19 @@ class JobMarket:
         """The market's copy of the registry's `isActive`, which `claimJob` checks."""
         fn = self.contract.functions.providerActive(checksum(provider, "provider"))
         return bool(await self.client.call(fn))
+
+    async def max_job_time(self) -> int:
+        """The furthest ahead (seconds) a job's deadline may be: the registry's unstake cooldown
+        less the challenge window, so a claimer's stake outlasts every job it holds."""
+        return int(await self.client.call(self.contract.functions.maxJobTime()))
+
+    async def callback_gas_limit(self) -> int:
+        """The most callback gas a job may ask for."""
+        return int(await self.client.call(self.contract.functions.callbackGasLimit()))
+
+    async def withdrawal_delay(self) -> int:
+        """Seconds between asking for a withdrawal or a release and making it."""
+        return int(await self.client.call(self.contract.functions.withdrawalDelay()))
 
     # Vouchers ----------------------------------------------------------------------------------
 
@@ -415,6 +520,77 @@ class JobMarket:
             client=Address(args["client"]),
             amount=int(args["amount"]),
             balance=int(args["balance"]),
+            tx=TxInfo.of(receipt),
+        )
+
+    async def reserve(
+        self, provider: str, amount: int, *, deposit: int = 0, sender: LocalAccount
+    ) -> Reserved:
+        """Set `amount` of `sender`'s deposit aside for `provider`'s vouchers, first adding `deposit`
+        wei to the deposit (one transaction for both)."""
+        fn = self.contract.functions.reserve(checksum(provider, "provider"), wei(amount, "amount"))
+        receipt = await self.client.transact(fn, sender=sender, value=wei(deposit, "deposit", positive=False))
+        args = self._event("Reserved", receipt)
+        return Reserved(
+            client=Address(args["client"]),
+            provider=Address(args["provider"]),
+            amount=int(args["amount"]),
+            reserve=int(args["reserve"]),
+            tx=TxInfo.of(receipt),
+        )
+
+    async def cover_vouchers(
+        self, provider: str, cumulative: int, *, ahead: int = 0, sender: LocalAccount
+    ) -> int:
+        """Make vouchers from `sender` to `provider` worth `cumulative` wei in all payable, topping
+        the reserve up from the unreserved deposit with `ahead` wei more where the deposit allows
+        (fewer transactions for the jobs that follow). Returns what such vouchers may total now:
+        paid plus available; less than `cumulative` when the deposit is short."""
+        held = await self.reserve_of(sender.address, provider)
+        ceiling = held.paid + held.available
+        if cumulative <= ceiling:
+            return ceiling
+        balance = (await self.client_account(sender.address)).balance
+        top_up = min(balance, cumulative - ceiling + max(0, ahead))
+        if top_up > 0:
+            await self.reserve(provider, top_up, sender=sender)
+        return ceiling + top_up
+
+    async def reserve_of(self, client: str, provider: str) -> Reserve:
+        """What `client` reserved for `provider`; `.available` is what admission may count on."""
+        fn = self.contract.functions.reserveOf(checksum(client, "client"), checksum(provider, "provider"))
+        amount, paid, releasing, releasable_at = await self.client.call(fn)
+        return Reserve(
+            amount=int(amount), paid=int(paid), releasing=int(releasing), releasable_at=int(releasable_at)
+        )
+
+    async def reserved(self, client: str, provider: str) -> int:
+        """Wei `provider` can still be paid out of `client`'s reserve for it, requested releases
+        excluded: what a voucher beyond `paid(client, provider)` may count on."""
+        return (await self.reserve_of(client, provider)).available
+
+    async def request_release(self, provider: str, amount: int, *, sender: LocalAccount) -> ReleaseRequested:
+        """Ask to move `amount` of the reserve for `provider` back to the deposit after the delay."""
+        fn = self.contract.functions.requestRelease(checksum(provider, "provider"), wei(amount, "amount"))
+        receipt = await self.client.transact(fn, sender=sender)
+        args = self._event("ReleaseRequested", receipt)
+        return ReleaseRequested(
+            client=Address(args["client"]),
+            provider=Address(args["provider"]),
+            amount=int(args["amount"]),
+            releasable_at=int(args["releasableAt"]),
+            tx=TxInfo.of(receipt),
+        )
+
+    async def release(self, provider: str, *, sender: LocalAccount) -> Released:
+        fn = self.contract.functions.release(checksum(provider, "provider"))
+        receipt = await self.client.transact(fn, sender=sender)
+        args = self._event("Released", receipt)
+        return Released(
+            client=Address(args["client"]),
+            provider=Address(args["provider"]),
+            amount=int(args["amount"]),
+            reserve=int(args["reserve"]),
             tx=TxInfo.of(receipt),
         )
 
@@ -439,8 +615,8 @@ class JobMarket:
     ) -> Redemption:
         """Redeem the latest voucher of each client for `sender`, the provider they name.
 
-        Vouchers the contract cannot pay (bad signature, already paid, no deposit left) come back
-        in `skipped`; they never make the whole batch fail.
+        Vouchers the contract cannot pay (bad signature, already paid, no reserve left for `sender`)
+        come back in `skipped`; they never make the whole batch fail.
         """
         if not vouchers:
             raise ContractInputError("redeem_vouchers needs at least one voucher")
@@ -508,8 +684,20 @@ class JobMarket:
         signature_b: bytes,
         *,
         sender: LocalAccount,
+        commit_first: bool = True,
     ) -> EquivocationProven:
-        """Slash a provider that signed two different receipts for one job; `sender` is rewarded."""
+        """Slash a provider that signed two different receipts for one job and dispute the job.
+
+        With `commit_first` (the default), `sender` first commits to the proof in its own block, so
+        the reward is credited to it and nobody who copies the proof from the mempool can take it.
+        """
+        if commit_first:
+            commitment = await self.client.call(
+                self.contract.functions.proofCommitment(
+                    checksum(sender.address, "sender"), _receipt_tuple(receipt_a), _receipt_tuple(receipt_b)
+                )
+            )
+            await self.client.transact(self.contract.functions.commitProof(commitment), sender=sender)
         fn = self.contract.functions.proveEquivocation(
             _receipt_tuple(receipt_a),
             _signature(signature_a, "signature_a"),
@@ -526,6 +714,10 @@ class JobMarket:
             disputed=bool(events_in(self.contract.events.JobDisputed(), receipt)),
             tx=TxInfo.of(receipt),
         )
+
+    async def unclaimed_rewards(self) -> int:
+        """Rewards of proofs sent without a commitment: locked in the market for good."""
+        return int(await self.client.call(self.contract.functions.unclaimedRewards()))
 
     async def equivocation_proven(self, job_id: bytes, provider: str) -> bool:
         fn = self.contract.functions.equivocationProven(
@@ -548,15 +740,17 @@ class JobMarket:
         return bytes(await self.client.call(fn))
 
     async def job_requests(self, from_block: int, to_block: int | str = "latest") -> list[JobRequested]:
-        """`JobRequested` events in a block range, with their inputs (for catching up; see follower)."""
+        """`JobRequested` events in a block range, with their inputs and delivery terms (for
+        catching up; see follower)."""
         requested = self.contract.events.JobRequested()
         given = self.contract.events.JobInput()
+        delivered = self.contract.events.JobDelivery()
         logs: Sequence[LogReceipt] = await self.client.get_logs(
             {
                 "address": to_checksum_address(self.address),
                 "fromBlock": from_block,
                 "toBlock": to_block,  # type: ignore[typeddict-item]
-                "topics": [[requested.topic, given.topic]],
+                "topics": [[requested.topic, given.topic, delivered.topic]],
             }
         )
         inputs = {
@@ -564,8 +758,17 @@ class JobMarket:
             for entry in logs
             if bytes(entry["topics"][0]) == HexBytes(given.topic)
         }
+        deliveries = {
+            bytes(entry["topics"][1]): delivered.process_log(entry)
+            for entry in logs
+            if bytes(entry["topics"][0]) == HexBytes(delivered.topic)
+        }
         return [
-            job_requested_from_log(decoded, inputs.get(bytes(decoded["args"]["jobId"]), b""))
+            job_requested_from_log(
+                decoded,
+                inputs.get(bytes(decoded["args"]["jobId"]), b""),
+                deliveries.get(bytes(decoded["args"]["jobId"])),
+            )
             for decoded in (
                 requested.process_log(e) for e in logs if bytes(e["topics"][0]) == HexBytes(requested.topic)
             )

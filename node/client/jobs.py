@@ -14,11 +14,11 @@ import time
 from collections.abc import AsyncIterator
 
 from node.chain.market import GWEI
-from node.client.pipeline import ClientPipeline, Submission
+from node.client.pipeline import ESCROW_MARGIN_S, ClientPipeline, Submission
 from node.client.views import has_result, job_view
 from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
 from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
-from node.errors import GpunodeError, JobError, SettlementError
+from node.errors import ChainError, GpunodeError, JobError, SettlementError
 from node.executor.errors import InputTooLarge
 from node.executor.manifest import normalize_model_id
 from node.jobstore.events import records_until_terminal
@@ -43,8 +43,11 @@ class ClientJobs:
         # Jobs submitted and not yet picked up, as stored and as chosen, so driving one starts
         # without a read and without matching again.
         self._submitted: dict[Hash32, tuple[JobRecord, Submission]] = {}
-        # Wei deposited minus withdrawn, as last read from the chain (balance + paid out).
+        # Wei deposited minus withdrawn, as last read from the chain (unreserved balance, plus
+        # reserved and paid out for each provider this client has paid).
         self._funded: int | None = None
+        # The market's furthest escrow deadline ahead (fixed when it was deployed), once read.
+        self._max_job_time: int | None = None
 
     @property
     def db(self) -> Database:
@@ -132,6 +135,8 @@ class ClientJobs:
             )
         if spec.payment is PaymentPath.VOUCHER:
             await self._check_deposit(price)
+        else:
+            await self._check_escrow_time(spec.timeout_s)
         input_hash = sha256(spec.input)
         job = NewJob(
             job_id=Hash32(secrets.token_bytes(32)),
@@ -163,6 +168,23 @@ class ClientJobs:
         if spec.max_price_wei < 0:
             raise JobError(f"max price must not be negative, got {spec.max_price_wei}")
 
+    async def _check_escrow_time(self, timeout_s: float) -> None:
+        """An escrow's deadline may lie at most the market's `max_job_time` ahead (so a claimer's
+        stake outlasts the job): refuse a longer job now rather than have the chain refuse it
+        later. When the chain cannot be read, the chain decides when the job is paid."""
+        if self._max_job_time is None:
+            try:
+                self._max_job_time = await self.pipeline.market.max_job_time()
+            except ChainError as exc:
+                log.warning("max_job_time_unread", error=str(exc))
+                return
+        longest = self._max_job_time - ESCROW_MARGIN_S
+        if timeout_s > longest:
+            raise JobError(
+                f"an escrowed job may run at most {longest} s on this market, not {timeout_s:.0f} s",
+                hint="set a shorter timeout, or pay with a voucher",
+            )
+
     async def _check_deposit(self, price: int) -> None:
         promised = self.pipeline.vouchers.total_promised() + price
         if self._funded is None or self._funded < promised:
@@ -177,10 +199,11 @@ class ClientJobs:
     async def _read_funded(self) -> int:
         market = self.pipeline.market
         account = await market.client_account(self.me)
-        paid = 0
+        reserved_and_paid = 0
         for provider in self.pipeline.vouchers.providers():
-            paid += await market.paid(self.me, provider)
-        return account.balance + paid
+            held = await market.reserve_of(self.me, provider)
+            reserved_and_paid += held.amount + held.paid
+        return account.balance + reserved_and_paid
 
     async def deposit(self, amount_wei: int) -> int:
         """Add `amount_wei` to this client's voucher deposit; returns the deposit's balance."""

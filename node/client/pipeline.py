@@ -72,6 +72,8 @@ log = get_logger(__name__)
 
 # Room the provider needs after the job's own timeout to claim and submit on-chain.
 ESCROW_MARGIN_S = 300
+# Jobs' worth of money reserved ahead for a provider, so reserving is not a transaction per job.
+RESERVE_AHEAD_JOBS = 15
 # How long a provider's accepted/running reports wait before being written on their own.
 PROGRESS_RECORD_DELAY_S = 0.005
 # Retry spacing while the chain is unreachable.
@@ -117,6 +119,8 @@ class ClientPipeline:
     # How providers served us, waiting to be written by `record_service()`.
     _served: asyncio.Queue[tuple[Address, float | None, float]] = field(default_factory=asyncio.Queue)
     _last_error: dict[Hash32, str] = field(default_factory=dict)
+    # What vouchers to each provider may total, as last reserved on chain for it.
+    _reserved: dict[Address, int] = field(default_factory=dict)
 
     @property
     def me(self) -> Address:
@@ -216,11 +220,23 @@ class ClientPipeline:
             if price is None:
                 price = self.price_of(record, provider)
             voucher = self.vouchers.next_voucher(provider, price)
+            await self._reserve_for(provider, voucher.voucher.cumulative_amount, price)
             moved = await self.store.apply(
                 record.job_id, *before, PaymentMade(), known=record, voucher=voucher
             )
             self.vouchers.committed(voucher, price)
         return moved
+
+    async def _reserve_for(self, provider: Address, cumulative: int, price: int) -> None:
+        """Providers run voucher jobs only on money reserved for them alone: reserve it first."""
+        if cumulative <= self._reserved.get(provider, 0):
+            return
+        try:
+            self._reserved[provider] = await self.market.cover_vouchers(
+                provider, cumulative, ahead=RESERVE_AHEAD_JOBS * price, sender=self.key.account
+            )
+        except ChainError as exc:
+            log.warning("reserve_failed", provider=provider, error=str(exc))
 
     async def _escrow(self, record: JobRecord, provider: Address) -> None:
         attempt = len(record.status.attempts) - 1

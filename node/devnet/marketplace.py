@@ -41,7 +41,7 @@ from node.types import sha256
 
 MIN_STAKE_WEI = 10**18
 PRICE_WEI = 10**12  # a whole number of gwei, as escrowed prices must be
-UNSTAKE_COOLDOWN_S = 3600
+UNSTAKE_COOLDOWN_S = 7200
 CHALLENGE_WINDOW_S = 600
 WITHDRAWAL_DELAY_S = 3600
 # A node's account starts with this much, from the dev chain's funded accounts.

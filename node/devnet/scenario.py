@@ -416,14 +416,16 @@ async def _summarize(
 
 
 async def _market_owed(run: _Run) -> int:
-    """What the market owes everyone who took part: deposits left, unwithdrawn credit."""
+    """What the market owes everyone who took part: deposits and reserves left, unwithdrawn credit."""
     market = run.deployment.market
-    accounts: list[str] = [n.key.address for n in run.providers]
-    accounts += [a for a in (run.client.key.address if run.client else None, run.consumer) if a]
+    providers: list[str] = [n.key.address for n in run.providers]
+    accounts = providers + [a for a in (run.client.key.address if run.client else None, run.consumer) if a]
     owed = 0
     for account in accounts:
         owed += await market.withdrawable(account)
         owed += (await market.client_account(account)).balance
+        for provider in providers:
+            owed += (await market.reserve_of(account, provider)).amount
     return owed
 
 

@@ -276,25 +276,26 @@ class ProviderJobs:
         return None
 
     async def _deposit_shortfall(self, client: Address, cumulative: int) -> str | None:
-        """Why the client's deposit does not back `cumulative` wei of vouchers, or None if it does.
+        """Why the client's reserve for this provider does not back `cumulative` wei of vouchers,
+        or None if it does.
 
-        The deposit covers vouchers up to its balance plus what this provider has already been
-        paid. That ceiling, once read, is trusted for `DEPOSIT_READ_S`: reading the chain on every
-        job (two contract calls) cost more than the rest of the job's overhead together. A ceiling
-        that does not cover a voucher is read again at once, so only a drop within that window
-        (another provider redeeming, a withdrawal, whose unlock delay is far longer) goes unseen.
+        Only money the client reserved for this provider alone counts (no other provider can
+        redeem it), less any release the client asked for: vouchers are covered up to that plus
+        what this provider has already been paid. That ceiling, once read, is trusted for
+        `DEPOSIT_READ_S`: reading the chain on every job cost more than the rest of the job's
+        overhead together. A ceiling that does not cover a voucher is read again at once; a reserve
+        shrinks only by this provider's redemptions or after a release delay far longer than that.
         """
         known = self._deposit_ceiling.get(client)
         if known is not None and known[0] >= cumulative and _monotonic() - known[1] < DEPOSIT_READ_S:
             return None
         read_at = _monotonic()
-        account = await self.market.client_account(client)
-        paid = await self.market.paid(client, self.me)
-        self._deposit_ceiling[client] = (account.balance + paid, read_at)
-        if account.balance < cumulative - paid:
+        held = await self.market.reserve_of(client, self.me)
+        self._deposit_ceiling[client] = (held.available + held.paid, read_at)
+        if held.available < cumulative - held.paid:
             return (
-                f"the client's deposit ({account.balance} wei) does not cover the {cumulative - paid} wei "
-                "its vouchers owe this provider"
+                f"the client's reserve for this provider ({held.available} wei) does not cover the "
+                f"{cumulative - held.paid} wei its vouchers owe it"
             )
         return None
 

@@ -124,12 +124,13 @@ class OnchainJobs:
         except ExecutorError:
             return
         with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
+        on_chain = with_callback or await self._output_on_chain(terms.job_id)
         refused = await submit_result(
             self.market,
             terms,
             signed.receipt,
             signed.signature,
-            output=signed.output if with_callback else b"",
+            output=signed.output if on_chain else b"",
             sender=self.runner.key.account,
             deadline=deadline,
         )
@@ -139,3 +140,12 @@ class OnchainJobs:
             return
         await self.runner.delivered(terms.job_id)
         log.info("onchain_result_submitted", job_id=terms.job_id.hex())
+
+    async def _output_on_chain(self, job_id: Hash32) -> bool:
+        """Whether the job's result must carry its output; when the chain cannot say, it carries
+        it anyway (an output is always accepted, a missing one is refused)."""
+        try:
+            return (await self.market.job(job_id)).output_on_chain
+        except ChainError as exc:
+            log.warning("onchain_job_unread", job_id=job_id.hex(), error=str(exc))
+            return True

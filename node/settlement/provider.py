@@ -96,8 +96,9 @@ class ProviderSettlement:
         unredeemed = await self.db.run(self.db.vouchers.unredeemed, self.me)
         withdrawals = {}
         for stored in unredeemed:
-            account = await self.market.client_account(stored.voucher.client)
-            withdrawals[stored.voucher.client] = account.withdrawable_at
+            # A release of the client's reserve for this provider is what could leave it unpaid.
+            held = await self.market.reserve_of(stored.voucher.client, self.me)
+            withdrawals[stored.voucher.client] = held.releasable_at
         due = due_vouchers(unredeemed, withdrawals=withdrawals, policy=self.policy, force=force)
         if not due:
             return

@@ -59,7 +59,14 @@ from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.p2p.identity import peer_id_from
-from node.p2p.job_messages import JobFailed, JobRejected, JobRequest, JobResult, OnchainPayment
+from node.p2p.job_messages import (
+    JobFailed,
+    JobRejected,
+    JobRequest,
+    JobResult,
+    OnchainPayment,
+    VoucherPayment,
+)
 from node.scheduler import Choice
 from node.settlement.terms import escrow_salt, escrow_terms
 from node.storage import Database, JobRecord, NewJob, SignedReceipt, SignedVoucher
@@ -148,9 +155,13 @@ class Provider:
     # how it answers -------------------------------------------------------------------------------
 
     def honest(self) -> ProviderBehaviour:
-        """Runs the job; an escrow job is claimed and its result submitted on-chain first."""
+        """Runs the job, as a real provider would only on a voucher its reserve covers; an escrow
+        job is claimed and its result submitted on-chain first."""
 
         async def behave(request: JobRequest, on_event: Callable[[Any], None]) -> Any:
+            payment = request.payment
+            if isinstance(payment, VoucherPayment) and not self.covers(payment):
+                return JobRejected("insufficient_deposit", "the voucher is not covered by a reserve")
             inner = accepted_then(lambda r: self.result(r))
             result = await inner(request, on_event)
             if isinstance(request.payment, OnchainPayment):
@@ -162,6 +173,14 @@ class Provider:
             return result
 
         return behave
+
+    def covers(self, payment: VoucherPayment) -> bool:
+        """Whether the client's reserve for this provider, less releases, plus what was paid
+        already, backs `payment` (what provider admission checks)."""
+        key = (payment.client, self.address)
+        releasing = self.market.releases.get(key, (0, 0))[0]
+        available = max(0, self.market.reserves[key] - releasing)
+        return payment.cumulative_amount <= available + self.market.paid_out[key]
 
     def rejecting(self, code: str = "queue_full") -> ProviderBehaviour:
         async def behave(request: JobRequest, on_event: Callable[[Any], None]) -> Any:
@@ -387,6 +406,8 @@ class ClientSide:
         if JobState.PAID in path:
             if payment is PaymentPath.VOUCHER and voucher_kept:
                 amount = (await self.stored_voucher(provider) or 0) + provider.price
+                # The run before reserved for the provider before it signed, as the pipeline does.
+                await self.market.cover_vouchers(provider.address, amount, sender=self.key.account)
                 signed = Voucher(self.me, provider.address, amount)
                 voucher = SignedVoucher(
                     signed, sign_voucher(self.key.private_key, self.market.domain(), signed)

@@ -5,14 +5,17 @@ next one without paying twice; deadlines, attempts, cancels and chain failures e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from typing import Any
 
 import pytest
-from client_support import BUDGET, GWEI, INPUT, ClientSide, fast_chain_retries, output_for
-from job_fakes import chain_down, reverted
+from client_support import BUDGET, GWEI, INPUT, MODEL, ClientSide, fast_chain_retries, output_for
+from job_fakes import MAX_JOB_TIME_S, chain_down, reverted
 
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
+from node.client.pipeline import ESCROW_MARGIN_S, RESERVE_AHEAD_JOBS
 from node.domain.service import JobSpec
 from node.domain.state import AttemptOutcome, JobState, JobTransitionError, PaymentPath
 from node.errors import JobError, SettlementError
@@ -341,6 +344,24 @@ async def test_can_watch_a_job_move_through_each_state_in_order(client: ClientSi
     assert states == sorted(set(states), key=order.index)
 
 
+async def test_cannot_escrow_a_job_longer_than_the_market_allows(client: ClientSide) -> None:
+    client.provider(price=3 * GWEI)
+    longest = MAX_JOB_TIME_S - ESCROW_MARGIN_S
+    spec = JobSpec(model_id=MODEL.hex(), input=INPUT, timeout_s=longest + 1, payment=PaymentPath.ESCROW)
+    with pytest.raises(JobError, match=f"at most {longest} s"):
+        await client.jobs.submit(spec)
+    assert await client.jobs.list() == ()
+    assert client.market.called("request_job") == []
+
+    # A voucher job is not bound by escrow deadlines; an escrow within them goes through.
+    await client.jobs.submit(dataclasses.replace(spec, payment=PaymentPath.VOUCHER))
+    await client.start()
+    view = await client.finished(
+        (await client.jobs.submit(dataclasses.replace(spec, timeout_s=longest))).job_id
+    )
+    assert view.state is JobState.VERIFIED
+
+
 async def test_can_submit_once_a_deposit_covers_the_voucher(client: ClientSide) -> None:
     client.provider(price=3 * GWEI)
     client.market.balances[client.me] = 0
@@ -353,6 +374,55 @@ async def test_can_submit_once_a_deposit_covers_the_voucher(client: ClientSide) 
     # 5 gwei cover one 3-gwei job, not a second.
     with pytest.raises(SettlementError, match="does not cover"):
         await client.submit()
+
+
+async def test_can_reserve_for_a_provider_before_signing_its_voucher(
+    client: ClientSide, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = client.provider(price=2 * GWEI)
+    cover = client.market.cover_vouchers
+    signed_before: list[int | None] = []
+
+    async def watched(*args: Any, **kwargs: Any) -> int:
+        signed_before.append(await client.stored_voucher(provider))
+        return await cover(*args, **kwargs)
+
+    monkeypatch.setattr(client.market, "cover_vouchers", watched)
+    await client.start()
+    for _ in range(3):
+        view = await client.finished((await client.submit()).job_id)
+        assert view.state is JobState.SETTLED
+
+    # One reservation, made before any voucher was signed, covers the first job and those ahead.
+    assert signed_before == [None]
+    ahead = RESERVE_AHEAD_JOBS * 2 * GWEI
+    assert client.market.called("reserve") == [(provider.address, 2 * GWEI + ahead, 0)]
+    assert client.market.reserves[client.me, provider.address] == 2 * GWEI + ahead
+    assert client.market.balances[client.me] == 1000 * GWEI - 2 * GWEI - ahead
+
+
+async def test_can_reserve_no_more_than_the_deposit_holds(client: ClientSide) -> None:
+    provider = client.provider(price=3 * GWEI)
+    client.market.balances[client.me] = 5 * GWEI
+    await client.start()
+    assert (await client.finished((await client.submit()).job_id)).state is JobState.SETTLED
+    assert client.market.reserves[client.me, provider.address] == 5 * GWEI
+    assert client.market.balances[client.me] == 0
+
+
+async def test_can_move_on_when_the_reservation_for_a_provider_failed(client: ClientSide) -> None:
+    cheap = client.provider(price=1 * GWEI)
+    dear = client.provider(price=2 * GWEI)
+    client.market.fail("cover_vouchers", chain_down())
+    await client.start()
+    view = await client.finished((await client.submit()).job_id)
+    # The unreserved voucher was refused, not run; the next provider was reserved for and paid.
+    assert outcomes(view) == [
+        (cheap.address, AttemptOutcome.REJECTED),
+        (dear.address, AttemptOutcome.COMPLETED),
+    ]
+    assert client.market.reserves[client.me, cheap.address] == 0
+    assert client.market.reserves[client.me, dear.address] > 0
 
 
 async def test_cannot_let_one_broken_job_stop_the_others(client: ClientSide) -> None:

@@ -158,12 +158,14 @@ async def test_can_run_twenty_jobs_and_pay_each_provider_exactly(devnet: Devnet)
 
     for view in submitted:
         assert (await jobs.get(view.job_id)).state is JobState.SETTLED
-    # What the market still holds is exactly the client's unspent deposit.
-    account = await devnet.market.client_account(client.key.address)
-    assert account.balance == 10**17 - VOUCHER_JOBS * PRICE_WEI
+    # What the market still holds is exactly the client's unspent deposit, reserved or not.
+    unspent = (await devnet.market.client_account(client.key.address)).balance
+    for provider in devnet.providers:
+        unspent += (await devnet.market.reserve_of(client.key.address, provider.key.address)).amount
+    assert unspent == 10**17 - VOUCHER_JOBS * PRICE_WEI
     market_after = await chain.balance(devnet.market.address)
     assert market_after == market_before - VOUCHER_JOBS * PRICE_WEI
-    assert market_after == account.balance
+    assert market_after == unspent
 
 
 async def test_cannot_submit_an_unknown_model(devnet: Devnet) -> None:
@@ -304,9 +306,10 @@ async def test_escrow_of_a_rejected_attempt_is_refunded(devnet: Devnet) -> None:
         provider.provider.jobs.set_price(model, PRICE_WEI)
 
 
-async def test_vouchers_are_redeemed_before_a_client_can_withdraw(devnet: Devnet) -> None:
-    """Too little is owed for redemption to be worth its gas, until the client asks to withdraw:
-    then the provider redeems at once, well before the withdrawal delay runs out."""
+async def test_vouchers_are_redeemed_before_a_client_can_release_its_reserve(devnet: Devnet) -> None:
+    """Too little is owed for redemption to be worth its gas, until the client asks to release what
+    it reserved for the provider: then the provider redeems at once, well before the delay runs out.
+    (A withdrawal of the unreserved deposit cannot reach the provider's money at all.)"""
     client = client_of(devnet)
     jobs = client.services.jobs
     view = await jobs.submit(JobSpec(model_id=devnet.model_id, input=mlp_input(21)))
@@ -318,7 +321,7 @@ async def test_vouchers_are_redeemed_before_a_client_can_withdraw(devnet: Devnet
     assert owed >= PRICE_WEI
     paid_before = await devnet.market.paid(client.key.address, provider.key.address)
 
-    await devnet.market.request_withdrawal(PRICE_WEI, sender=client.key.account)
+    await devnet.market.request_release(provider.key.address, PRICE_WEI, sender=client.key.account)
     await provider.settlement.tick()
     assert (await provider.services.provider.earnings()).unredeemed_voucher_wei == 0
     assert await devnet.market.paid(client.key.address, provider.key.address) == paid_before + owed

@@ -91,6 +91,7 @@ class ProviderSide:
         deadline_s: int = 3600,
         model: Hash32 = MODEL,
         with_input: bool = True,
+        output_on_chain: bool = False,
     ) -> tuple[Hash32, list[ChainEvent]]:
         """A dApp requests a job on the chain: its id and the events the follower would see."""
         requested = await self.market.request_job(
@@ -102,6 +103,7 @@ class ProviderSide:
             salt=secrets.randbits(64),
             sender=requester.account,
             input=INPUT if with_input else b"",
+            output_on_chain=output_on_chain,
         )
         args = {
             "jobId": requested.job_id,

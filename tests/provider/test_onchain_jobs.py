@@ -33,6 +33,26 @@ async def test_can_claim_run_and_submit_a_job_requested_on_chain(
     assert (stored.state, stored.client, stored.price_wei) == (JobState.DELIVERED, client.address, PRICE)
 
 
+@pytest.mark.parametrize("output_on_chain", [True, False])
+async def test_can_put_the_output_on_chain_only_when_the_job_requires_it(
+    provider: ProviderSide, client: NodeKey, output_on_chain: bool
+) -> None:
+    job_id, events = await provider.requested_onchain(client, output_on_chain=output_on_chain)
+    await provider.chain_requests(events)
+    assert provider.market.jobs[job_id].status is ChainJobStatus.SUBMITTED
+    assert provider.market.outputs[job_id] == (b"out:" + INPUT if output_on_chain else b"")
+
+
+async def test_can_put_the_output_on_chain_when_the_chain_cannot_say_whether_it_must(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    job_id, events = await provider.requested_onchain(client, output_on_chain=True)
+    provider.market.fail("job", chain_down())
+    await provider.chain_requests(events)
+    assert provider.market.jobs[job_id].status is ChainJobStatus.SUBMITTED
+    assert provider.market.outputs[job_id] == b"out:" + INPUT
+
+
 async def test_can_submit_a_dapp_result_once_the_chain_answers_again(
     provider: ProviderSide, client: NodeKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,7 +42,7 @@ from node.types import sha256
 
 
 def fund(provider: ProviderSide, client: NodeKey, wei: int = 100 * PRICE) -> None:
-    provider.market.balances[client.address] = wei
+    provider.market.reserves[client.address, provider.me] = wei
 
 
 def rejection(frames: list[JobResponse]) -> JobRejected:
@@ -236,6 +236,39 @@ async def test_cannot_pay_with_a_voucher_the_deposit_does_not_back(
     await assert_nothing_taken(provider, client, request)
 
 
+async def test_cannot_pay_with_a_voucher_that_only_the_deposit_or_another_reserve_backs(
+    provider: ProviderSide, client: NodeKey, stranger: NodeKey
+) -> None:
+    # Unreserved money can be withdrawn, another provider's reserve redeemed by it: neither is ours.
+    provider.market.balances[client.address] = 100 * PRICE
+    provider.market.reserves[client.address, stranger.address] = 100 * PRICE
+    request = provider.voucher_request(client, PRICE)
+    rejected = rejection(await provider.handle(client, request))
+    assert (rejected.code, "reserve for this provider" in rejected.reason) == ("insufficient_deposit", True)
+    await assert_nothing_taken(provider, client, request)
+
+
+async def test_cannot_pay_with_a_voucher_out_of_a_reserve_the_client_is_releasing(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    fund(provider, client, 2 * PRICE)
+    await provider.market.request_release(provider.me, PRICE + 1, sender=client.account)
+    request = provider.voucher_request(client, PRICE)
+    assert rejection(await provider.handle(client, request)).code == "insufficient_deposit"
+    await assert_nothing_taken(provider, client, request)
+
+
+async def test_can_run_a_voucher_job_the_reserve_and_earlier_payments_cover(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    provider.market.paid_out[client.address, provider.me] = 5 * PRICE
+    fund(provider, client, PRICE)
+    request = provider.voucher_request(client, 6 * PRICE)
+    result = result_of(await provider.handle(client, request))
+    assert result.receipt.job_id == request.job_id
+    assert provider.pool.runs != []
+
+
 async def test_cannot_be_paid_by_an_escrow_that_does_not_exist(
     provider: ProviderSide, client: NodeKey
 ) -> None:
@@ -299,7 +332,7 @@ async def test_cannot_take_a_job_while_the_chain_is_unreachable(
     fund(provider, client)
     if payment == "voucher":
         request = provider.voucher_request(client, PRICE)
-        provider.market.fail("client_account", chain_down())
+        provider.market.fail("reserve_of", chain_down())
     else:
         request = await provider.escrow_request(client)
         provider.market.fail("job", chain_down())

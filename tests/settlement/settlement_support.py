@@ -82,7 +82,7 @@ class Settlements:
         return None if stored is None else (stored.voucher.cumulative_amount, stored.redeemed_wei)
 
     def fund(self, client: NodeKey, wei: int = 100 * PRICE) -> None:
-        self.market.balances[client.address] = wei
+        self.market.reserves[client.address, self.provider_key.address] = wei
 
     # the provider's jobs ----------------------------------------------------------------------
 

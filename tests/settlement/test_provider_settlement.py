@@ -60,8 +60,11 @@ async def test_cannot_redeem_a_small_amount_until_it_is_worth_the_gas(
     assert settle.market.called("redeem_vouchers") == []
     assert await settle.state(job.job_id) is JobState.DELIVERED
 
-    # A client asking to withdraw its deposit makes its voucher due at once.
+    # A withdrawal of the unreserved deposit cannot reach the provider's money: nothing hurries.
     settle.market.withdrawal_at[alice.address] = settle.market.now + 3600
+    assert (await settle.provider.tick()).vouchers_redeemed == 0
+    # A release of the reserve for this provider could: its voucher is due at once.
+    await settle.market.request_release(settle.provider_key.address, PRICE, sender=alice.account)
     assert (await settle.provider.tick()).vouchers_redeemed == 1
     assert await settle.state(job.job_id) is JobState.PAID
 
@@ -89,6 +92,21 @@ async def test_cannot_mark_a_job_paid_whose_client_has_no_funds_left(
     job = await settle.provider_voucher_job(alice, PRICE)
     report = await settle.provider.settle()
     assert report.vouchers_redeemed == 0
+    assert await settle.stored_voucher(alice) == (PRICE, 0)
+    assert await settle.state(job.job_id) is JobState.DELIVERED
+
+
+async def test_cannot_redeem_a_voucher_out_of_money_not_reserved_for_the_provider(
+    settle: Settlements, clients: tuple[NodeKey, NodeKey]
+) -> None:
+    alice, bob = clients
+    settle.market.balances[alice.address] = 100 * PRICE
+    settle.market.reserves[alice.address, bob.address] = 100 * PRICE
+    job = await settle.provider_voucher_job(alice, PRICE)
+    report = await settle.provider.settle()
+    assert report.vouchers_redeemed == 0
+    assert settle.market.balances[alice.address] == 100 * PRICE
+    assert settle.market.reserves[alice.address, bob.address] == 100 * PRICE
     assert await settle.stored_voucher(alice) == (PRICE, 0)
     assert await settle.state(job.job_id) is JobState.DELIVERED
 

@@ -19,7 +19,7 @@ async def test_follower_resumes_from_the_cursor_stored_in_the_database(database_
             client,
             accounts[0],
             min_stake=1,
-            unstake_cooldown_s=60,
+            unstake_cooldown_s=3600,
             challenge_window_s=60,
             withdrawal_delay_s=60,
         )

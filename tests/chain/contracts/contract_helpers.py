@@ -19,7 +19,7 @@ from node.chain.market import JobRequested, JobTerms
 from node.types import Address, Hash32, ResultReceipt, Voucher
 
 MIN_STAKE = 10**18
-UNSTAKE_COOLDOWN_S = 3_600
+UNSTAKE_COOLDOWN_S = 7_200
 CHALLENGE_WINDOW_S = 600
 WITHDRAWAL_DELAY_S = 1_800
 PRICE = 10**15

@@ -34,14 +34,12 @@ async def test_can_prove_equivocation_on_a_pending_job(
     receipt_a, sig_a = signed_receipt(market.domain(), job.terms, provider, OUTPUT)
     receipt_b, sig_b = signed_receipt(market.domain(), job.terms, provider, b"a different output")
     await market.submit_result(job.terms, receipt_a, sig_a, sender=provider)
-    reporter_before = await market.client.balance(roles.reporter.address)
     proven = await market.prove_equivocation(receipt_a, sig_a, receipt_b, sig_b, sender=roles.reporter)
     assert proven.provider == provider.address
     assert proven.slashed == MIN_STAKE
     assert proven.disputed
-    receipt = await market.client.w3.eth.get_transaction_receipt(proven.tx.tx_hash)  # type: ignore[arg-type]
-    cost = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-    assert await market.client.balance(roles.reporter.address) == reporter_before + MIN_STAKE // 2 - cost
+    # The reward is credited, not pushed: no reporter contract can make a proof revert.
+    assert await market.withdrawable(roles.reporter.address) == MIN_STAKE // 2
     assert await registry.burned_stake() == MIN_STAKE - MIN_STAKE // 2
     assert (await registry.provider(provider.address)).stake == 0
     assert not await registry.is_active(provider.address)
@@ -142,7 +140,7 @@ async def test_cannot_prove_equivocation_with_a_bad_signature(
     assert (await deployment.registry.provider(provider.address)).stake == MIN_STAKE
 
 
-async def test_cannot_prove_equivocation_of_an_unregistered_signer(
+async def test_can_prove_equivocation_of_an_unregistered_signer_for_nothing(
     deployment: Deployment, roles: Roles
 ) -> None:
     market = deployment.market
@@ -150,7 +148,8 @@ async def test_cannot_prove_equivocation_of_an_unregistered_signer(
     stranger = roles.outsider
     receipt_a, sig_a = signed_receipt(market.domain(), job.terms, stranger, OUTPUT)
     receipt_b, sig_b = signed_receipt(market.domain(), job.terms, stranger, b"other")
-    with pytest.raises(TransactionReverted) as caught:
-        await market.prove_equivocation(receipt_a, sig_a, receipt_b, sig_b, sender=roles.reporter)
-    assert caught.value.error_name == "NotRegistered"
-    assert not await market.equivocation_proven(job.job_id, stranger.address)
+    proven = await market.prove_equivocation(receipt_a, sig_a, receipt_b, sig_b, sender=roles.reporter)
+    assert proven.slashed == 0
+    assert not proven.disputed  # the job was never this signer's
+    assert await market.withdrawable(roles.reporter.address) == 0
+    assert (await market.job(job.job_id)).status is JobStatus.REQUESTED

@@ -30,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from node.chain.artifacts import load_artifact
 from node.chain.deploy import Deployment
 from node.chain.eip712 import sign_receipt
-from node.chain.market import JobStatus, job_requested_from_log
+from node.chain.market import DEFAULT_CALLBACK_GAS, JobStatus, job_requested_from_log
 from node.chain.registry import ZERO_ADDRESS, ContractInputError, events_in
 from node.errors import TransactionReverted
 
@@ -77,7 +77,8 @@ async def test_can_request_a_job_by_input_hash_for_a_named_provider(
     [
         (0, 600, None, None, "ZeroAmount"),
         (PRICE + 1, 600, None, None, "PriceNotWholeGwei"),
-        (PRICE, 0, None, None, "DeadlineNotInFuture"),
+        (PRICE, 0, None, None, "DeadlineTooClose"),
+        (PRICE, 20, None, None, "DeadlineTooClose"),
         (PRICE, 2**33, None, None, "DeadlineTooFar"),
         (PRICE, 600, b"\x07" * 32, None, "InputHashMismatch"),
         (PRICE, 600, None, "eoa", "CallbackNotContract"),
@@ -101,6 +102,8 @@ async def test_cannot_request_a_malformed_job(
         deadline,
         ZERO_ADDRESS,
         roles.outsider.address if callback == "eoa" else ZERO_ADDRESS,
+        DEFAULT_CALLBACK_GAS if callback == "eoa" else 0,
+        False,
         1,
     )
     with pytest.raises(TransactionReverted) as caught:
@@ -119,7 +122,7 @@ async def test_cannot_request_a_job_without_input(deployment: Deployment, roles:
             MODEL_ID, price=PRICE + 1, deadline=deadline, input=b"x", sender=roles.requester
         )
     raw = market.contract.functions.requestJob(
-        MODEL_ID, bytes(32), b"", deadline, ZERO_ADDRESS, ZERO_ADDRESS, 1
+        MODEL_ID, bytes(32), b"", deadline, ZERO_ADDRESS, ZERO_ADDRESS, 0, False, 1
     )
     with pytest.raises(TransactionReverted) as caught:
         await market.client.transact(raw, sender=roles.requester, value=PRICE)
@@ -427,8 +430,10 @@ async def test_can_refund_after_the_deadline_without_a_result(
     refunded = await market.refund(job.terms, sender=roles.outsider)
     assert refunded.requester == roles.requester.address
     assert refunded.price == PRICE
-    assert await market.withdrawable(roles.requester.address) == PRICE
-    assert (await market.withdraw_earnings(sender=roles.requester)).amount == PRICE
+    # A claim that ran out of time cost its claimer stake worth the price, half of it to the requester.
+    owed = PRICE + PRICE // 2 if claim else PRICE
+    assert await market.withdrawable(roles.requester.address) == owed
+    assert (await market.withdraw_earnings(sender=roles.requester)).amount == owed
     assert await market.client.balance(market.address) == 0
 
 

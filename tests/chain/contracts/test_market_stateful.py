@@ -1,10 +1,14 @@
-"""Random sequences of market actions against a model: the money always adds up.
+"""Random sequences of market and registry actions by several clients and providers against a
+model: the money always adds up.
 
-After every step: the market's ether equals what it owes (live escrows + deposits + credited
-earnings and refunds); what each client paid each provider equals the model's, never more than the
-client's latest voucher and never more than its deposits; deposits match the model. Each action's
-outcome (success or the named revert) must be one the model allows; timing near a boundary may go
-either way, since a block's timestamp is only known once it is mined.
+After every step: the market's ether equals what it owes (live escrows + unreserved deposits +
+reserves + credited earnings, refunds and rewards); what each client paid each provider equals the
+model's and never exceeds what the client reserved for that provider; every reserve, deposit and
+stake matches the model, and the registry holds exactly the stakes plus what was burned. Whenever a
+stake leaves, its owner holds no work: no job it claimed is before its deadline and no result it
+submitted is inside its challenge window. Each action's outcome (success or the named revert) must
+be one the model allows; timing near a boundary may go either way, since a block's timestamp is
+only known once it is mined.
 """
 
 from __future__ import annotations
@@ -48,9 +52,13 @@ from node.types import Voucher
 T = TypeVar("T")
 # Blocks mined between reading the clock and the transaction landing move time by a few seconds.
 SLACK_S = 30
+STAKE = 2 * MIN_STAKE
+PROVIDERS = 3
+CLIENTS = 3
+SLASH_REWARD_BPS = 5_000
 STATEFUL = settings(
     max_examples=10,
-    stateful_step_count=40,
+    stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -62,12 +70,24 @@ class ModelJob:
     status: JobStatus
     provider: str | None
     time: int  # the deadline, then (once submitted) the end of the challenge window
+    proven: bool = False
 
 
 @dataclass
 class Pending:
     amount: int
     at: int
+
+
+@dataclass
+class Stake:
+    amount: int = 0
+    registered: bool = False
+    unstake_at: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.registered and self.unstake_at == 0 and self.amount >= MIN_STAKE
 
 
 class MarketMachine(RuleBasedStateMachine):
@@ -79,10 +99,10 @@ class MarketMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.client = self.run(ChainClient.connect(self.make_settings(self.rpc_url)))
         accounts = self.client.dev_accounts()
-        self.providers: list[LocalAccount] = accounts[1:3]
-        self.requesters: list[LocalAccount] = accounts[3:5]
-        self.payers: list[LocalAccount] = accounts[5:7]
-        self.relayer: LocalAccount = accounts[7]
+        self.providers: list[LocalAccount] = accounts[1 : 1 + PROVIDERS]
+        self.requesters: list[LocalAccount] = accounts[4:6]
+        self.payers: list[LocalAccount] = accounts[6 : 6 + CLIENTS]
+        self.relayer: LocalAccount = accounts[9]
         self.deployment: Deployment = self.run(
             deploy_contracts(
                 self.client,
@@ -93,12 +113,15 @@ class MarketMachine(RuleBasedStateMachine):
                 withdrawal_delay_s=WITHDRAWAL_DELAY_S,
             )
         )
-        for provider in self.providers:
-            self.run(
-                self.deployment.registry.register(PEER_ID, METADATA_HASH, stake=MIN_STAKE, sender=provider)
-            )
+        self.stakes: dict[str, Stake] = {p.address: Stake() for p in self.providers}
+        self.burned = 0
+        for provider in range(PROVIDERS):
+            self.register(provider)
         self.jobs: dict[bytes, ModelJob] = {}
         self.deposits: dict[str, int] = {p.address: 0 for p in self.payers}
+        self.reserves: dict[tuple[str, str], int] = {}
+        self.reserved_ever: dict[tuple[str, str], int] = {}
+        self.releases: dict[tuple[str, str], Pending] = {}
         self.pending: dict[str, Pending] = {}
         self.paid: dict[tuple[str, str], int] = {}
         self.vouchers: dict[tuple[str, str], list[tuple[Voucher, bytes]]] = {}
@@ -117,10 +140,17 @@ class MarketMachine(RuleBasedStateMachine):
     def market(self) -> Any:
         return self.deployment.market
 
+    @property
+    def registry(self) -> Any:
+        return self.deployment.registry
+
     def latest(self) -> int:
         block = self.run(self.client.w3.eth.get_block("latest"))
         self.clock = max(self.clock, int(block["timestamp"]))
         return int(block["timestamp"])
+
+    def mined_at(self, block_number: int) -> int:
+        return int(self.run(self.client.w3.eth.get_block(block_number))["timestamp"])
 
     def attempt(
         self, coroutine: Coroutine[Any, Any, T], *, may_succeed: bool, may_fail: bool, error: str
@@ -148,13 +178,80 @@ class MarketMachine(RuleBasedStateMachine):
             if job.status in statuses and (not due or job.time < self.clock)
         )
 
+    def credit(self, account: str, amount: int) -> None:
+        self.withdrawable[account] = self.withdrawable.get(account, 0) + amount
+
+    def slash(self, provider: str, amount: int) -> tuple[int, int]:
+        stake = self.stakes[provider]
+        if not stake.registered:
+            return 0, 0
+        slashed = min(amount, stake.amount)
+        reward = slashed * SLASH_REWARD_BPS // 10_000
+        stake.amount -= slashed
+        self.burned += slashed - reward
+        return slashed, reward
+
     @initialize()
     def open_market(self) -> None:
-        """Start where the interesting rules apply: two jobs requested, both clients funded."""
+        """Start where the interesting rules apply: two jobs requested, every client funded."""
         for requester in (0, 1):
             self.request_job(requester, 10**6, 3_600)
-        for payer in (0, 1):
+        for payer in range(CLIENTS):
             self.deposit(payer, 10**7)
+            self.reserve(payer, payer % PROVIDERS, 2)
+
+    # Providers -------------------------------------------------------------------------------------
+
+    def register(self, provider: int) -> None:
+        account = self.providers[provider]
+        self.run(self.registry.register(PEER_ID, METADATA_HASH, stake=STAKE, sender=account))
+        self.stakes[account.address] = Stake(amount=STAKE, registered=True)
+
+    @precondition(lambda self: any(not s.registered for s in self.stakes.values()))
+    @rule(provider=st.integers(0, PROVIDERS - 1))
+    def register_again(self, provider: int) -> None:
+        if not self.stakes[self.providers[provider].address].registered:
+            self.register(provider)
+
+    # One provider leaves at a time, so the others keep claiming.
+    @precondition(lambda self: not any(s.unstake_at for s in self.stakes.values()))
+    @rule(provider=st.integers(0, PROVIDERS - 1))
+    def request_unstake(self, provider: int) -> None:
+        account = self.providers[provider]
+        stake = self.stakes[account.address]
+        error = "NotRegistered" if not stake.registered else "AlreadyUnstaking"
+        requested = self.attempt(
+            self.registry.request_unstake(sender=account),
+            may_succeed=stake.registered and stake.unstake_at == 0,
+            may_fail=not stake.registered or stake.unstake_at != 0,
+            error=error,
+        )
+        if requested is not None:
+            stake.unstake_at = requested.unstake_at
+
+    @precondition(lambda self: any(0 < s.unstake_at < self.clock + SLACK_S for s in self.stakes.values()))
+    @rule(data=st.data())
+    def withdraw_stake(self, data: st.DataObject) -> None:
+        leaving = [i for i, p in enumerate(self.providers) if self.stakes[p.address].unstake_at]
+        account = self.providers[data.draw(st.sampled_from(leaving))]
+        stake, now = self.stakes[account.address], self.latest()
+        withdrawn = self.attempt(
+            self.registry.withdraw_stake(sender=account),
+            may_succeed=now + SLACK_S >= stake.unstake_at,
+            may_fail=now < stake.unstake_at,
+            error="CooldownNotOver",
+        )
+        if withdrawn is None:
+            return
+        assert withdrawn.amount == stake.amount
+        at = self.mined_at(withdrawn.tx.block_number)
+        for job in self.jobs.values():
+            if job.provider != account.address:
+                continue
+            # No stake leaves while its owner holds work that could still be slashed.
+            assert not (job.status is JobStatus.CLAIMED and job.time >= at), "left with a live claim"
+            assert not (job.status is JobStatus.SUBMITTED and job.time > at), "left inside a challenge window"
+        self.stakes[account.address] = Stake()
 
     # On-chain jobs ---------------------------------------------------------------------------------
 
@@ -177,16 +274,24 @@ class MarketMachine(RuleBasedStateMachine):
         self.jobs[job.job_id] = ModelJob(job, JobStatus.REQUESTED, None, deadline)
 
     @precondition(lambda self: self.jobs_in(JobStatus.REQUESTED))
-    @rule(data=st.data(), provider=st.integers(0, 1))
-    def claim_job(self, data: st.DataObject, provider: int) -> None:
-        job_id = data.draw(st.sampled_from(self.jobs_in(JobStatus.REQUESTED)))
+    @rule(data=st.data(), anyone=st.booleans())
+    def claim_job(self, data: st.DataObject, anyone: bool) -> None:
+        # Mostly a live job and an active provider, so work flows; sometimes anyone, anything.
+        live = [j for j in self.jobs_in(JobStatus.REQUESTED) if self.jobs[j].time > self.clock + SLACK_S]
+        job_id = data.draw(
+            st.sampled_from(live if live and not anyone else self.jobs_in(JobStatus.REQUESTED))
+        )
         job, now = self.jobs[job_id], self.latest()
+        active = [i for i, p in enumerate(self.providers) if self.stakes[p.address].active]
+        provider = data.draw(st.sampled_from(active if active and not anyone else range(PROVIDERS)))
         claimer = self.providers[provider]
+        active = self.stakes[claimer.address].active
+        late = now + SLACK_S >= job.time
         claim = self.attempt(
             self.market.claim_job(job_id, sender=claimer),
-            may_succeed=now < job.time,
-            may_fail=now + SLACK_S >= job.time,
-            error="DeadlinePassed",
+            may_succeed=now < job.time and active,
+            may_fail=late or not active,
+            error="DeadlinePassed" if late and (active or now >= job.time) else "ProviderNotActive",
         )
         if claim is not None:
             job.status, job.provider = JobStatus.CLAIMED, claimer.address
@@ -208,8 +313,36 @@ class MarketMachine(RuleBasedStateMachine):
             error="DeadlinePassed",
         )
         if result is not None:
-            mined = self.run(self.client.w3.eth.get_block(result.tx.block_number))
-            job.status, job.time = JobStatus.SUBMITTED, int(mined["timestamp"]) + CHALLENGE_WINDOW_S
+            job.status, job.time = (
+                JobStatus.SUBMITTED,
+                self.mined_at(result.tx.block_number) + CHALLENGE_WINDOW_S,
+            )
+
+    @precondition(
+        lambda self: [
+            j for j in self.jobs_in(JobStatus.CLAIMED, JobStatus.SUBMITTED) if not self.jobs[j].proven
+        ]
+    )
+    @rule(data=st.data())
+    def prove_equivocation(self, data: st.DataObject) -> None:
+        candidates = [
+            j for j in self.jobs_in(JobStatus.CLAIMED, JobStatus.SUBMITTED) if not self.jobs[j].proven
+        ]
+        job_id = data.draw(st.sampled_from(candidates))
+        job = self.jobs[job_id]
+        assert job.provider is not None
+        signer = next(p for p in self.providers if p.address == job.provider)
+        domain, terms = self.market.domain(), job.job.terms
+        receipt_a, sig_a = signed_receipt(domain, terms, signer, b"one output " + job_id)
+        receipt_b, sig_b = signed_receipt(domain, terms, signer, b"another output " + job_id)
+        proven = self.run(
+            self.market.prove_equivocation(receipt_a, sig_a, receipt_b, sig_b, sender=self.relayer)
+        )
+        slashed, reward = self.slash(job.provider, 2**256 - 1)
+        assert proven.slashed == slashed
+        assert proven.disputed, "a proof always disputes the job its signer holds"
+        self.credit(self.relayer.address, reward)
+        job.status, job.proven, job.time = JobStatus.DISPUTED, True, 0
 
     @precondition(lambda self: self.jobs_in(JobStatus.SUBMITTED, due=True))
     @rule(data=st.data())
@@ -228,37 +361,47 @@ class MarketMachine(RuleBasedStateMachine):
             self.credit(job.provider, job.job.price)
             del self.jobs[job_id]
 
-    @precondition(lambda self: self.jobs_in(JobStatus.REQUESTED, JobStatus.CLAIMED, due=True))
+    @precondition(
+        lambda self: (
+            self.jobs_in(JobStatus.REQUESTED, JobStatus.CLAIMED, due=True) or self.jobs_in(JobStatus.DISPUTED)
+        )
+    )
     @rule(data=st.data())
     def refund(self, data: st.DataObject) -> None:
-        job_id = data.draw(st.sampled_from(self.jobs_in(JobStatus.REQUESTED, JobStatus.CLAIMED, due=True)))
+        choices = self.jobs_in(JobStatus.REQUESTED, JobStatus.CLAIMED, due=True) + self.jobs_in(
+            JobStatus.DISPUTED
+        )
+        job_id = data.draw(st.sampled_from(choices))
         job, now = self.jobs[job_id], self.latest()
+        disputed = job.status is JobStatus.DISPUTED
         refunded = self.attempt(
             self.market.refund(job.job.terms, sender=self.relayer),
-            may_succeed=now + SLACK_S > job.time,
-            may_fail=now <= job.time,
+            may_succeed=disputed or now + SLACK_S > job.time,
+            may_fail=not disputed and now <= job.time,
             error="DeadlineNotPassed",
         )
-        if refunded is not None:
-            self.credit(job.job.terms.requester, job.job.price)
-            del self.jobs[job_id]
+        if refunded is None:
+            return
+        requester = job.job.terms.requester
+        self.credit(requester, job.job.price)
+        if job.status is JobStatus.CLAIMED:
+            # The claim ran out of time: its claimer pays with stake, half of it to the requester.
+            assert job.provider is not None
+            _, reward = self.slash(job.provider, job.job.price)
+            self.credit(requester, reward)
+        del self.jobs[job_id]
 
     @precondition(lambda self: any(self.withdrawable.values()))
-    @rule(who=st.integers(0, 3))
-    def withdraw_earnings(self, who: int) -> None:
-        account = (self.providers + self.requesters)[who]
-        owed = self.withdrawable.get(account.address, 0)
-        withdrawn = self.attempt(
-            self.market.withdraw_earnings(sender=account),
-            may_succeed=owed > 0,
-            may_fail=owed == 0,
-            error="NothingToWithdraw",
-        )
-        if withdrawn is not None:
-            assert withdrawn.amount == owed
-            self.withdrawable[account.address] = 0
+    @rule(data=st.data())
+    def withdraw_earnings(self, data: st.DataObject) -> None:
+        owed_to = sorted(a for a, v in self.withdrawable.items() if v)
+        address = data.draw(st.sampled_from(owed_to))
+        account = next(a for a in [*self.providers, *self.requesters, self.relayer] if a.address == address)
+        withdrawn = self.run(self.market.withdraw_earnings(sender=account))
+        assert withdrawn.amount == self.withdrawable[address]
+        self.withdrawable[address] = 0
 
-    @rule(seconds=st.sampled_from([60, CHALLENGE_WINDOW_S, WITHDRAWAL_DELAY_S, 4_000]))
+    @rule(seconds=st.sampled_from([60, CHALLENGE_WINDOW_S, WITHDRAWAL_DELAY_S, 4_000, UNSTAKE_COOLDOWN_S]))
     def advance_time(self, seconds: int) -> None:
         self.run(self.client.increase_time(seconds))
         self.run(self.client.mine(1))
@@ -266,14 +409,68 @@ class MarketMachine(RuleBasedStateMachine):
 
     # Vouchers --------------------------------------------------------------------------------------
 
-    @rule(payer=st.integers(0, 1), amount_gwei=st.integers(1, 10**7))
+    @rule(payer=st.integers(0, CLIENTS - 1), amount_gwei=st.integers(1, 10**7))
     def deposit(self, payer: int, amount_gwei: int) -> None:
         account = self.payers[payer]
         deposited = self.run(self.market.deposit(amount_gwei * GWEI, sender=account))
         self.deposits[account.address] += amount_gwei * GWEI
         assert deposited.balance == self.deposits[account.address]
 
-    @rule(payer=st.integers(0, 1), provider=st.integers(0, 1), increment_gwei=st.integers(1, 10**7))
+    @rule(
+        payer=st.integers(0, CLIENTS - 1),
+        provider=st.integers(0, PROVIDERS - 1),
+        share=st.sampled_from([1, 2, 4]),
+    )
+    def reserve(self, payer: int, provider: int, share: int) -> None:
+        account, payee = self.payers[payer], self.providers[provider].address
+        amount = self.deposits[account.address] // share
+        if amount == 0:
+            return
+        reserved = self.run(self.market.reserve(payee, amount, sender=account))
+        key = (account.address, payee)
+        self.deposits[account.address] -= amount
+        self.reserves[key] = self.reserves.get(key, 0) + amount
+        self.reserved_ever[key] = self.reserved_ever.get(key, 0) + amount
+        assert reserved.reserve == self.reserves[key]
+
+    @precondition(lambda self: any(self.reserves.values()))
+    @rule(data=st.data(), share=st.sampled_from([1, 2]))
+    def request_release(self, data: st.DataObject, share: int) -> None:
+        key = data.draw(st.sampled_from(sorted(k for k, v in self.reserves.items() if v)))
+        account = next(p for p in self.payers if p.address == key[0])
+        amount = max(1, self.reserves[key] // share)
+        requested = self.run(self.market.request_release(key[1], amount, sender=account))
+        self.releases[key] = Pending(amount, requested.releasable_at)
+        # What a provider's admission may count on excludes what is leaving.
+        available = self.run(self.market.reserved(key[0], key[1]))
+        assert available == self.reserves[key] - amount
+
+    @precondition(lambda self: any(r.at < self.clock + SLACK_S for r in self.releases.values()))
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        key = data.draw(
+            st.sampled_from(sorted(k for k, r in self.releases.items() if r.at < self.clock + SLACK_S))
+        )
+        account = next(p for p in self.payers if p.address == key[0])
+        pending, now = self.releases[key], self.latest()
+        released = self.attempt(
+            self.market.release(key[1], sender=account),
+            may_succeed=now + SLACK_S >= pending.at,
+            may_fail=now < pending.at,
+            error="WithdrawalNotReady",
+        )
+        if released is not None:
+            amount = min(pending.amount, self.reserves.get(key, 0))
+            assert released.amount == amount
+            self.reserves[key] -= amount
+            self.deposits[key[0]] += amount
+            del self.releases[key]
+
+    @rule(
+        payer=st.integers(0, CLIENTS - 1),
+        provider=st.integers(0, PROVIDERS - 1),
+        increment_gwei=st.integers(1, 10**7),
+    )
     def sign_voucher(self, payer: int, provider: int, increment_gwei: int) -> None:
         key = (self.payers[payer].address, self.providers[provider].address)
         signed = self.vouchers.setdefault(key, [])
@@ -281,7 +478,7 @@ class MarketMachine(RuleBasedStateMachine):
         signed.append(signed_voucher(self.market.domain(), self.payers[payer], key[1], cumulative))
 
     @precondition(lambda self: self.vouchers)
-    @rule(data=st.data(), provider=st.integers(0, 1))
+    @rule(data=st.data(), provider=st.integers(0, PROVIDERS - 1))
     def redeem_vouchers(self, data: st.DataObject, provider: int) -> None:
         payee = self.providers[provider]
         mine = sorted(key for key in self.vouchers if key[1] == payee.address)
@@ -294,29 +491,31 @@ class MarketMachine(RuleBasedStateMachine):
         for voucher, _ in batch:
             key = (voucher.client, voucher.provider)
             owed = voucher.cumulative_amount - self.paid.get(key, 0)
-            pay = min(max(owed, 0), self.deposits[voucher.client])
+            pay = min(max(owed, 0), self.reserves.get(key, 0))
             self.paid[key] = self.paid.get(key, 0) + pay
-            self.deposits[voucher.client] -= pay
+            self.reserves[key] = self.reserves.get(key, 0) - pay
             expected_total += pay
         redemption = self.run(self.market.redeem_vouchers(batch, sender=payee))
         event(f"redeem_vouchers: {'paid' if expected_total else 'nothing to pay'}")
         assert redemption.total == expected_total
         assert len(redemption.redeemed) + len(redemption.skipped) == len(batch)
 
-    @precondition(lambda self: any(self.deposits.values()))
-    @rule(payer=st.integers(0, 1), share=st.sampled_from([1, 2, 4]))
+    @precondition(lambda self: any(v and a not in self.pending for a, v in self.deposits.items()))
+    @rule(payer=st.integers(0, CLIENTS - 1), share=st.sampled_from([1, 2, 4]))
     def request_withdrawal(self, payer: int, share: int) -> None:
         account = self.payers[payer]
-        if self.deposits[account.address] == 0:
+        if self.deposits[account.address] == 0 or account.address in self.pending:
             return
         amount = max(1, self.deposits[account.address] // share)
         requested = self.run(self.market.request_withdrawal(amount, sender=account))
         self.pending[account.address] = Pending(amount, requested.withdrawable_at)
 
-    @precondition(lambda self: self.pending)
+    @precondition(lambda self: any(p.at < self.clock + SLACK_S for p in self.pending.values()))
     @rule(data=st.data())
     def withdraw(self, data: st.DataObject) -> None:
-        payer = data.draw(st.sampled_from(sorted(self.pending)))
+        payer = data.draw(
+            st.sampled_from(sorted(k for k, p in self.pending.items() if p.at < self.clock + SLACK_S))
+        )
         account = next(p for p in self.payers if p.address == payer)
         pending, now = self.pending[payer], self.latest()
         withdrawn = self.attempt(
@@ -333,23 +532,39 @@ class MarketMachine(RuleBasedStateMachine):
 
     # Invariants ------------------------------------------------------------------------------------
 
-    def credit(self, account: str, amount: int) -> None:
-        self.withdrawable[account] = self.withdrawable.get(account, 0) + amount
-
     @invariant()
     def market_holds_exactly_what_it_owes(self) -> None:
         escrow = sum(job.job.price for job in self.jobs.values())
-        owed = escrow + sum(self.deposits.values()) + sum(self.withdrawable.values())
+        owed = (
+            escrow
+            + sum(self.deposits.values())
+            + sum(self.reserves.values())
+            + sum(self.withdrawable.values())
+        )
         assert self.run(self.client.balance(self.market.address)) == owed
 
     @invariant()
-    def vouchers_pay_once_and_within_deposits(self) -> None:
+    def vouchers_pay_once_and_only_out_of_reserves(self) -> None:
         for (payer, provider), signed in self.vouchers.items():
             paid = self.run(self.market.paid(payer, provider))
             assert paid == self.paid.get((payer, provider), 0)
             assert paid <= signed[-1][0].cumulative_amount
+            # No provider is paid beyond what the client reserved for it.
+            assert paid <= self.reserved_ever.get((payer, provider), 0)
+        for key, amount in self.reserves.items():
+            assert self.run(self.market.reserve_of(*key)).amount == amount
         for payer, balance in self.deposits.items():
             assert self.run(self.market.client_account(payer)).balance == balance
+
+    @invariant()
+    def registry_holds_stakes_and_what_was_burned(self) -> None:
+        for address, stake in self.stakes.items():
+            record = self.run(self.registry.provider(address))
+            assert (record.registered, record.stake) == (stake.registered, stake.amount)
+            assert self.run(self.market.provider_active(address)) == stake.active
+        total = sum(s.amount for s in self.stakes.values()) + self.burned
+        assert self.run(self.client.balance(self.registry.address)) == total
+        assert self.run(self.registry.burned_stake()) == self.burned
 
 
 # py-evm raises the recursion limit while a test runs; hypothesis only warns that it leaves it so.

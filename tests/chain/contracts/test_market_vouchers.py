@@ -1,4 +1,5 @@
-"""JobMarket vouchers: deposit, batched redemption, withdrawal by request and delay."""
+"""JobMarket vouchers: deposit, reserves per provider, batched redemption, withdrawal and release by
+request and delay."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ async def test_cannot_deposit_nothing(deployment: Deployment, roles: Roles) -> N
 async def test_can_redeem_a_cumulative_voucher_once(deployment: Deployment, roles: Roles) -> None:
     market = deployment.market
     provider = roles.provider
-    await market.deposit(DEPOSIT, sender=roles.payer)
+    await market.reserve(provider.address, DEPOSIT, deposit=DEPOSIT, sender=roles.payer)
     before = await market.client.balance(provider.address)
     redemption = await market.redeem_vouchers(
         [signed_voucher(market.domain(), roles.payer, provider.address, 3 * PRICE)], sender=provider
@@ -63,7 +64,7 @@ async def test_can_redeem_a_cumulative_voucher_once(deployment: Deployment, role
     cost = await gas_cost(market.client, redemption.tx.tx_hash)
     assert await market.client.balance(provider.address) == before + 3 * PRICE - cost
     assert await market.paid(roles.payer.address, provider.address) == 3 * PRICE
-    assert (await market.client_account(roles.payer.address)).balance == DEPOSIT - 3 * PRICE
+    assert (await market.reserve_of(roles.payer.address, provider.address)).amount == DEPOSIT - 3 * PRICE
     # The next voucher pays only the difference; replaying the old one pays nothing.
     later = await market.redeem_vouchers(
         [signed_voucher(market.domain(), roles.payer, provider.address, 5 * PRICE)], sender=provider
@@ -85,7 +86,7 @@ async def test_can_redeem_many_clients_in_one_call(
     market = deployment.market
     payers = accounts[4:9]
     for payer in payers:
-        await market.deposit(DEPOSIT, sender=payer)
+        await market.reserve(roles.provider.address, DEPOSIT, deposit=DEPOSIT, sender=payer)
     batch = [
         signed_voucher(market.domain(), payer, roles.provider.address, (i + 1) * PRICE)
         for i, payer in enumerate(payers)
@@ -95,19 +96,19 @@ async def test_can_redeem_many_clients_in_one_call(
     assert [r.client for r in redemption.redeemed] == [p.address for p in payers]
 
 
-async def test_can_redeem_what_the_deposit_holds_and_the_rest_after_a_top_up(
+async def test_can_redeem_what_the_reserve_holds_and_the_rest_after_a_top_up(
     deployment: Deployment, roles: Roles
 ) -> None:
     market = deployment.market
     provider = roles.provider
-    await market.deposit(2 * PRICE, sender=roles.payer)
+    await market.reserve(provider.address, 2 * PRICE, deposit=2 * PRICE, sender=roles.payer)
     voucher = signed_voucher(market.domain(), roles.payer, provider.address, 5 * PRICE)
     partial = await market.redeem_vouchers([voucher], sender=provider)
     assert partial.total == 2 * PRICE
-    assert (await market.client_account(roles.payer.address)).balance == 0
+    assert (await market.reserve_of(roles.payer.address, provider.address)).amount == 0
     empty = await market.redeem_vouchers([voucher], sender=provider)
     assert empty.skipped[0].reason is SkipReason.NO_FUNDS
-    await market.deposit(DEPOSIT, sender=roles.payer)
+    await market.reserve(provider.address, DEPOSIT, deposit=DEPOSIT, sender=roles.payer)
     rest = await market.redeem_vouchers([voucher], sender=provider)
     assert rest.total == 3 * PRICE
     assert await market.paid(roles.payer.address, provider.address) == 5 * PRICE
@@ -121,8 +122,8 @@ async def test_cannot_redeem_a_badly_signed_voucher_but_the_batch_goes_on(
 ) -> None:
     market = deployment.market
     provider = roles.provider
-    await market.deposit(DEPOSIT, sender=roles.payer)
-    await market.deposit(DEPOSIT, sender=roles.requester)
+    await market.reserve(provider.address, DEPOSIT, deposit=DEPOSIT, sender=roles.payer)
+    await market.reserve(provider.address, DEPOSIT, deposit=DEPOSIT, sender=roles.requester)
     voucher = Voucher(
         client=Address(roles.payer.address), provider=Address(provider.address), cumulative_amount=PRICE
     )
@@ -153,7 +154,7 @@ async def test_cannot_redeem_a_badly_signed_voucher_but_the_batch_goes_on(
         (roles.payer.address, SkipReason.BAD_SIGNATURE)
     ]
     assert await market.paid(roles.payer.address, provider.address) == 0
-    assert (await market.client_account(roles.payer.address)).balance == DEPOSIT
+    assert (await market.reserve_of(roles.payer.address, provider.address)).amount == DEPOSIT
     assert await market.paid(roles.requester.address, provider.address) == PRICE
 
 
@@ -189,14 +190,23 @@ async def test_can_request_a_withdrawal_and_withdraw_after_the_delay(
     assert account.withdrawal_amount == 0
 
 
-async def test_can_redeem_during_the_withdrawal_delay(
+async def test_can_redeem_during_the_release_delay(
     deployment: Deployment, roles: Roles, advance_time: AdvanceTime
 ) -> None:
     market = deployment.market
-    await market.deposit(DEPOSIT, sender=roles.payer)
-    await market.request_withdrawal(DEPOSIT, sender=roles.payer)
-    voucher = signed_voucher(market.domain(), roles.payer, roles.provider.address, 3 * PRICE)
+    provider = roles.provider.address
+    await market.reserve(provider, DEPOSIT, deposit=DEPOSIT, sender=roles.payer)
+    requested = await market.request_release(provider, DEPOSIT, sender=roles.payer)
+    assert requested.releasable_at == await now(market.client) + WITHDRAWAL_DELAY_S
+    # Admission sees the release at once: nothing is left to count on for new vouchers.
+    assert await market.reserved(roles.payer.address, provider) == 0
+    voucher = signed_voucher(market.domain(), roles.payer, provider, 3 * PRICE)
     assert (await market.redeem_vouchers([voucher], sender=roles.provider)).total == 3 * PRICE
+    await advance_time(market.client, WITHDRAWAL_DELAY_S)
+    released = await market.release(provider, sender=roles.payer)
+    assert released.amount == DEPOSIT - 3 * PRICE
+    assert released.reserve == 0
+    await market.request_withdrawal(DEPOSIT - 3 * PRICE, sender=roles.payer)
     await advance_time(market.client, WITHDRAWAL_DELAY_S)
     withdrawn = await market.withdraw(sender=roles.payer)
     assert withdrawn.amount == DEPOSIT - 3 * PRICE

@@ -64,7 +64,7 @@ async def reentry_record(market: JobMarket, attacker: AsyncContract) -> tuple[in
 async def test_cannot_reenter_redemption_as_provider_payee(deployment: Deployment, roles: Roles) -> None:
     market = deployment.market
     attacker = await attacker_for(deployment, roles.outsider)
-    await market.deposit(DEPOSIT, sender=roles.payer)
+    await market.reserve(attacker.address, DEPOSIT, deposit=DEPOSIT, sender=roles.payer)
     _, signature = signed_voucher(market.domain(), roles.payer, attacker.address, 3 * PRICE)
     entries = [(roles.payer.address, 3 * PRICE, signature)]
     await configure(
@@ -85,7 +85,7 @@ async def test_cannot_block_a_redemption_by_refusing_payment(deployment: Deploym
     """A payee that reverts only hurts itself: its redemption fails whole, nothing is lost."""
     market = deployment.market
     attacker = await attacker_for(deployment, roles.outsider)
-    await market.deposit(DEPOSIT, sender=roles.payer)
+    await market.reserve(attacker.address, DEPOSIT, deposit=DEPOSIT, sender=roles.payer)
     _, signature = signed_voucher(market.domain(), roles.payer, attacker.address, 3 * PRICE)
     await configure(market, attacker, Mode.REVERT, "0x", roles.outsider)
     with pytest.raises(TransactionReverted) as caught:
@@ -94,7 +94,7 @@ async def test_cannot_block_a_redemption_by_refusing_payment(deployment: Deploym
         )
     assert caught.value.error_name == "TransferFailed"
     assert await market.paid(roles.payer.address, attacker.address) == 0
-    assert (await market.client_account(roles.payer.address)).balance == DEPOSIT
+    assert (await market.reserve_of(roles.payer.address, attacker.address)).amount == DEPOSIT
 
 
 async def test_cannot_reenter_earnings_withdrawal_as_refunded_requester(

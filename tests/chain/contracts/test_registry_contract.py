@@ -215,7 +215,7 @@ async def test_cannot_slash_unless_market(
 ) -> None:
     registry = deployment.registry
     for caller in (roles.deployer, provider, roles.outsider):
-        fn = registry.contract.functions.slash(provider.address, MIN_STAKE, caller.address)
+        fn = registry.contract.functions.slash(provider.address, MIN_STAKE)
         with pytest.raises(TransactionReverted) as caught:
             await registry.client.transact(fn, sender=caller)
         assert caught.value.error_name == "NotMarket"
