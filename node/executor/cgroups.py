@@ -128,16 +128,48 @@ class CgroupScope:
             _rmdir_quietly(root)
 
 
-def remove_stale_scopes(base: Path) -> None:
-    """Remove the empty scopes of node processes that died without cleaning up (SIGKILL, OOM)."""
+def remove_stale_scopes(base: Path, timeout_s: float = 5.0) -> None:
+    """Remove the scopes of node processes that died without cleaning up (SIGKILL, OOM), killing
+    first whatever still runs in them: a sandbox that outlived its node, which would otherwise
+    keep its cgroup busy (and unremovable) for as long as it ran."""
     for scope in base.glob("gpunode-*-*"):
         owner = scope.name.split("-")[1]
         if not owner.isdigit() or _alive(int(owner)):
             continue
-        for leaf in scope.iterdir():
-            if leaf.is_dir():
-                _rmdir_quietly(leaf)
+        leaves = [leaf for leaf in scope.iterdir() if leaf.is_dir()]
+        for cgroup in (*leaves, scope):
+            kill_all(cgroup, timeout_s)
+        for leaf in leaves:
+            _rmdir_quietly(leaf)
         _rmdir_quietly(scope)
+
+
+def kill_all(cgroup: Path, timeout_s: float = 5.0) -> None:
+    """SIGKILL every process in `cgroup` (v2's `cgroup.kill` where there is one) and wait, up to
+    `timeout_s`, until it is empty; a process killed is listed until it has finished exiting."""
+    kill_file = cgroup / "cgroup.kill"
+    if kill_file.is_file():
+        with contextlib.suppress(OSError):
+            kill_file.write_text("1")
+    deadline = time.monotonic() + timeout_s
+    if pids := _procs(cgroup):
+        log.warning("stale_sandbox_killed", path=str(cgroup), pids=sorted(pids))
+    while pids:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            log.warning("cgroup_not_emptied", path=str(cgroup), pids=sorted(pids))
+            return
+        time.sleep(0.01)
+        pids = _procs(cgroup)
+
+
+def _procs(cgroup: Path) -> set[int]:
+    try:
+        return {int(p) for p in (cgroup / "cgroup.procs").read_text().split()}
+    except FileNotFoundError:
+        return set()
 
 
 def _alive(pid: int) -> bool:

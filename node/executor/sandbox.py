@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import os
 import resource
@@ -39,6 +40,9 @@ SANDBOX_TMP = "/tmp"  # noqa: S108
 SANDBOX_SHM = "/dev/shm"  # noqa: S108
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
+# Loaded here, not between fork and exec: the child of a threaded process must not dlopen.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
 
 
 # Kernel knobs under /proc that are root-owned files: bwrap leaves them to file permissions, and in
@@ -178,9 +182,11 @@ class Sandbox:
         limits = spec.limits
         nproc = self.mode in (SandboxMode.UNPRIVILEGED_UID,)
         procs_files = leaf.procs_files if leaf is not None else []
+        node_pid = os.getpid()
 
         # Runs in the child between fork and exec, as root where the node is: join cgroups, set
-        # rlimits (inherited by bwrap and all it starts), then give up root for good.
+        # rlimits (inherited by bwrap and all it starts), give up root for good, then bind the
+        # sandbox's life to the node's.
         def preexec() -> None:
             for path in procs_files:
                 with open(path, "w") as f:
@@ -191,8 +197,26 @@ class Sandbox:
                 os.setgroups([])
                 os.setresgid(drop_to, drop_to, drop_to)
                 os.setresuid(drop_to, drop_to, drop_to)
+            die_with(node_pid)
 
         return preexec
+
+
+def die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when the node (`parent`; strictly, its thread that
+    forked this one) exits, however it ends.
+
+    bwrap's own --die-with-parent arms this only once it has parsed its arguments and cloned the
+    sandbox: a node killed before then left bwrap and its sandbox running under init. Armed here,
+    after the uid change (which disarms it) and before exec (which keeps it), it covers bwrap from
+    its first instruction; a node that died before it was armed is caught by the check after. What
+    bwrap starts inside is bound to bwrap by bwrap itself, once its mounts are made; a sandbox
+    orphaned before that is left in the dead node's cgroup, for the next node to kill
+    (`cgroups.remove_stale_scopes`)."""
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _rlimits(limits: SandboxLimits, *, nproc: bool) -> list[tuple[int, int]]:

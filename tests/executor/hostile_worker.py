@@ -66,6 +66,8 @@ if behaviour == "stderr_flood":
 framing.send_blocking(sock, Kind.READY, 0, json.dumps(READY).encode())
 if behaviour == "exit_after_ready":
     sys.exit(0)
+if behaviour == "deaf":  # never reads its socket again, so never learns that the node is gone
+    time.sleep(3600)
 if behaviour == "stderr_flood_forever":
     chunk = b"x" * 65536
     while True:

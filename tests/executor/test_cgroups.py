@@ -45,3 +45,26 @@ def test_removes_scopes_left_by_a_dead_node() -> None:
     assert again is not None
     again.close()
     assert not any(path.exists() for path in stale)
+
+
+def test_kills_what_still_runs_in_a_dead_nodes_scope() -> None:
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    scope = CgroupScope.create()
+    assert scope is not None
+    stale = [root.parent / f"gpunode-{finished.pid}-0rphan00" for root in scope.roots.values()]
+    scope.close()
+    orphan = subprocess.Popen(["sleep", "600"])  # a sandbox that outlived its node
+    try:
+        for path in stale:
+            (path / "slot-0").mkdir(parents=True)
+            (path / "slot-0" / "cgroup.procs").write_text(str(orphan.pid))
+        again = CgroupScope.create()  # the next node to start here
+        assert again is not None
+        again.close()
+        # Before: left running, and its cgroups busy ("Device or resource busy") for good.
+        assert orphan.wait(timeout=5) == -9
+        assert not any(path.exists() for path in stale)
+    finally:
+        orphan.kill()
+        orphan.wait()

@@ -66,12 +66,19 @@ async def hostile_pool(
     settings: ExecutorSettings = executor_settings(models.store.root, **{**LIMITS, **extra})
     sandbox = HostileSandbox(sandboxes[mode], behaviour)
     fds = _open_fds()
-    async with ExecutorPool(settings, models.store, sandbox=sandbox) as pool:
-        yield pool, sandbox
-    # Nothing left behind: every sandbox it started has exited and been reaped, every fd closed.
-    assert all(proc.process.returncode is not None for proc in sandbox.spawned)
-    assert all(proc.cgroup is None or proc.cgroup.removed for proc in sandbox.spawned)
-    assert _open_fds() <= fds
+    try:
+        async with ExecutorPool(settings, models.store, sandbox=sandbox) as pool:
+            yield pool, sandbox
+        # Nothing left behind: every sandbox it started has exited and been reaped, every fd closed.
+        assert all(proc.process.returncode is not None for proc in sandbox.spawned)
+        assert all(proc.cgroup is None or proc.cgroup.removed for proc in sandbox.spawned)
+        assert _open_fds() <= fds
+    finally:
+        # Whatever the test's outcome, no sandbox it started outlives it: each is killed (bwrap's
+        # group, then whatever is left in its cgroup) and reaped, even after a failed assertion.
+        for proc in sandbox.spawned:
+            proc.kill()
+            await proc.wait()
 
 
 @pytest.mark.parametrize("mode", MODES)
