@@ -17,9 +17,14 @@ from node.executor.wire import TensorPayload
 _TOKEN_ARCHITECTURES = frozenset({"causal_lm", "transformer_classifier"})
 
 
+def scans_values(manifest: ModelManifest) -> bool:
+    """Whether `check_builtin_values` reads a job's tensors (not only their header) for this model."""
+    return manifest.format == "builtin" and manifest.architecture in _TOKEN_ARCHITECTURES
+
+
 def check_builtin_values(manifest: ModelManifest, payload: TensorPayload, data: bytes) -> None:
     """Refuse token ids outside [0, vocab) and sequences longer than max_len for our transformers."""
-    if manifest.format != "builtin" or manifest.architecture not in _TOKEN_ARCHITECTURES:
+    if not scans_values(manifest):
         return
     vocab, max_len = manifest.config.get("vocab"), manifest.config.get("max_len")
     for tensor in payload.tensors:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from node.config import ExecutorSettings
 from node.errors import ExecutorError
 from node.executor.errors import InvalidInput, JobTimedOut, ModelFailed
-from node.executor.input_limits import check_builtin_values
+from node.executor.input_limits import check_builtin_values, scans_values
 from node.executor.lane import ModelLane
 from node.executor.manifest import ModelManifest, normalize_model_id
 from node.executor.profile import ExecutionProfile
@@ -38,6 +38,8 @@ from node.types import Hash32, sha256
 log = get_logger(__name__)
 _SLOTS = 2**16
 _OFFLOAD_BYTES = 1 << 20
+# A header over this is parsed in a thread; smaller ones cost less than the hop to one.
+_OFFLOAD_HEADER_BYTES = 64 * 1024
 _T = TypeVar("_T")
 
 
@@ -111,12 +113,14 @@ class ExecutorPool:
         # A warm lane already holds the verified manifest: no disk access on the hot path.
         warm = self._lanes.get(key)
         manifest = warm.manifest if warm is not None else self.store.get(key)
-        payload = await _off_loop_if_large(input_bytes, _admit, manifest, input_bytes, self.settings)
+        costly = _costly(input_bytes, scans_body=scans_values(manifest))
+        payload = await _off_loop_if(costly, _admit, manifest, input_bytes, self.settings)
         lane = await self._lane(key)
         enqueued = time.perf_counter()
         output, profile, started = await lane.submit(input_bytes, payload, timeout, client)
         try:
-            await _off_loop_if_large(output, parse_payload, output, max_bytes=self.settings.max_output_bytes)
+            costly = _costly(output, scans_body=False)
+            await _off_loop_if(costly, parse_payload, output, max_bytes=self.settings.max_output_bytes)
         except InvalidInput as exc:
             raise ModelFailed(f"the model's output is not a valid tensor payload: {exc.message}") from exc
         finished = time.perf_counter()
@@ -187,9 +191,16 @@ def _admit(manifest: ModelManifest, data: bytes, settings: ExecutorSettings) -> 
     return payload
 
 
-async def _off_loop_if_large(data: bytes, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    # Checking reads at most a capped header, but value checks scan the buffer: big ones in a thread.
-    if len(data) > _OFFLOAD_BYTES:
+def _costly(data: bytes, *, scans_body: bool) -> bool:
+    """Whether checking `data` could hold the event loop: parsing costs what its header costs (a
+    header is refused past `MAX_HEADER_BYTES` before it is parsed), and a value scan what the body
+    costs. A small header over a big body is checked at once, sparing a thread hop per job."""
+    header = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+    return header > _OFFLOAD_HEADER_BYTES or (scans_body and len(data) > _OFFLOAD_BYTES)
+
+
+async def _off_loop_if(costly: bool, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    if costly:
         return await asyncio.to_thread(check, *args, **kwargs)
     return check(*args, **kwargs)
 
