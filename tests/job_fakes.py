@@ -29,6 +29,7 @@ from node.chain.market import (
     EarningsWithdrawn,
     JobClaimed,
     JobFinalized,
+    JobMarket,
     JobRecord,
     JobRefunded,
     JobRequested,
@@ -364,17 +365,9 @@ class FakeMarket:
         )
 
     async def cover_vouchers(self, provider: str, cumulative: int, *, ahead: int = 0, sender: Any) -> int:
-        """`JobMarket.cover_vouchers`, built on the fake's reads and `reserve` as the real one is."""
+        """`JobMarket.cover_vouchers` itself, run over the fake's reads and `reserve`."""
         await self._call("cover_vouchers", provider, cumulative, ahead)
-        held = await self.reserve_of(sender.address, provider)
-        ceiling = held.paid + held.available
-        if cumulative <= ceiling:
-            return ceiling
-        balance = (await self.client_account(sender.address)).balance
-        top_up = min(balance, cumulative - ceiling + max(0, ahead))
-        if top_up > 0:
-            await self.reserve(provider, top_up, sender=sender)
-        return ceiling + top_up
+        return await JobMarket.cover_vouchers(self, provider, cumulative, ahead=ahead, sender=sender)  # type: ignore[arg-type]
 
     async def reserve_of(self, client: str, provider: str) -> Reserve:
         await self._call("reserve_of", client, provider)
