@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NewType
+
+from eth_utils.address import to_checksum_address
 
 Address = NewType("Address", str)  # checksummed 0x… Ethereum address
 Hash32 = NewType("Hash32", bytes)  # 32 raw bytes
@@ -14,6 +17,13 @@ ZERO_HASH = Hash32(b"\x00" * 32)
 
 def sha256(data: bytes) -> Hash32:
     return Hash32(hashlib.sha256(data).digest())
+
+
+@lru_cache(maxsize=4096)
+def checksum_address(value: str | bytes) -> Address:
+    """`value` (hex, any case, or 20 raw bytes) checksummed. A node sees the same few accounts on
+    every job (its peers, their signers): each spelling is keccak-hashed once, in a bounded cache."""
+    return Address(to_checksum_address(value))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,11 @@ from functools import lru_cache
 
 import coincurve
 from eth_abi import abi as eth_abi
-from eth_utils.address import to_canonical_address, to_checksum_address
+from eth_utils.address import to_canonical_address
 from eth_utils.crypto import keccak
 
 from node.errors import SignatureError
-from node.types import Address, ResultReceipt, Voucher
+from node.types import Address, ResultReceipt, Voucher, checksum_address
 
 DOMAIN_NAME = "gpunode"
 DOMAIN_VERSION = "1"
@@ -142,11 +142,7 @@ def public_key_to_address(public_key: bytes) -> Address:
         public_key = coincurve.PublicKey(public_key).format(compressed=False)
     if len(public_key) != 65:
         raise SignatureError(f"a secp256k1 public key is 33 or 65 bytes, got {len(public_key)}")
-    return Address(_checksummed(keccak(public_key[1:])[-20:]))
-
-
-# Signers recovered on every job are a few accounts: each is checksummed once.
-_checksummed = lru_cache(maxsize=4096)(to_checksum_address)
+    return checksum_address(keccak(public_key[1:])[-20:])
 
 
 def sign_receipt(private_key: bytes, domain: Eip712Domain, receipt: ResultReceipt) -> bytes:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-
-from eth_utils.address import to_checksum_address
 
 from node.storage.errors import InvalidRecord
-from node.types import Address
+from node.types import Address, checksum_address
 
 MAX_UINT256 = 2**256 - 1
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -35,12 +32,7 @@ def checked_address(name: str, value: str) -> Address:
     """The address in checksummed form, so one account is one key whatever case it arrived in."""
     if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
         raise InvalidRecord(f"{name} must be a 0x-prefixed 20-byte hex address, got {value!r}")
-    return Address(_checksummed(value))
-
-
-# A pure function of a few addresses seen again and again (every job checks its provider's and
-# client's): keccak-hashing each spelling once is enough.
-_checksummed = lru_cache(maxsize=4096)(to_checksum_address)
+    return checksum_address(value)
 
 
 def check_block(value: int) -> None:
