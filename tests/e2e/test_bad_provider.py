@@ -74,6 +74,9 @@ async def test_cannot_pass_off_a_result_that_does_not_verify(tmp_path: Path) -> 
                 )
             )
         await client.discovery.directory.wait_for(lambda d: len(d) >= 3, timeout_s=60)
+        # The order of tries is the point here: no exploration may send a try to the honest
+        # provider before both cheaper forgers were caught.
+        client.client_jobs.pipeline.matchmaker.exploration = 0.0
 
         jobs = client.services.jobs
         view = await jobs.submit(
