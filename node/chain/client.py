@@ -43,6 +43,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 EMBEDDED = "embedded"
+# How far pinning moves the embedded chain ahead of the wall clock.
+_PINNED_LEAD_S = 365 * 24 * 3600
 # eth_estimateGas is exact on both backends; the margin covers state that changes before mining.
 GAS_MARGIN_NUMERATOR, GAS_MARGIN_DENOMINATOR = 5, 4
 TRANSFER_GAS = 21_000
@@ -265,8 +267,27 @@ class ChainClient:
             else:
                 tester.mine_blocks(1)
             return
-        await self._dev_rpc("evm_increaseTime", [seconds])
+        latest = await self._rpc("eth_getBlockByNumber", lambda: self.w3.eth.get_block("latest"))
+        # Relative to the last block, like the embedded chain, and honoured while block times are
+        # pinned (anvil ignores evm_increaseTime while it stamps blocks at an interval).
+        await self._dev_rpc("evm_setNextBlockTimestamp", [int(latest["timestamp"]) + seconds])
         await self._dev_rpc("evm_mine", [])
+
+    async def pin_block_times(self, pinned: bool = True) -> None:
+        """Stamp each new block one second after the last, whatever the wall clock, so that only
+        `increase_time` moves the chain's clock and a test sees the same times on every run
+        (development chains only). The embedded chain's clock jumps a year ahead, which makes
+        py-evm stamp parent + 1; unpinning leaves it there. Anvil stamps at an interval; unpinning
+        lets its clock follow the wall clock again from the last block on."""
+        if isinstance(self.w3.provider, AsyncEthereumTesterProvider):
+            if pinned:
+                await self.increase_time(_PINNED_LEAD_S)
+            return
+        if pinned:
+            await self._dev_rpc("anvil_setBlockTimestampInterval", [1])
+            return
+        await self._dev_rpc("anvil_removeBlockTimestampInterval", [])
+        await self.increase_time(1)
 
     async def mine(self, blocks: int = 1) -> None:
         """Mine empty blocks (development chains only)."""

@@ -93,6 +93,7 @@ async def test_cannot_pass_a_revert_mined_after_simulation(
 ) -> None:
     probe = await deploy_probe(client, probe_artifact, accounts[0])
     first, second = accounts[3], accounts[4]
+    sent_before = {s.address: await client.w3.eth.get_transaction_count(s.address) for s in (first, second)}
     await client.set_automine(False)
     try:
         # Both simulate against a state where the probe is open; only one can close it.
@@ -102,7 +103,8 @@ async def test_cannot_pass_a_revert_mined_after_simulation(
         ]
 
         async def both_sent() -> bool:
-            return all(client.nonces.peek(s.address) is not None for s in (first, second))
+            # Submitted, not merely given a nonce: the client moves past a nonce once it is sent.
+            return all((client.nonces.peek(a) or 0) > n for a, n in sent_before.items())
 
         await wait_until(both_sent)
         await client.mine()

@@ -98,6 +98,9 @@ class MarketMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.client = self.run(ChainClient.connect(self.make_settings(self.rpc_url)))
+        # Rules and their preconditions read the chain's clock: it must not follow the wall clock,
+        # or a replayed example could take another path and hypothesis would call the test flaky.
+        self.run(self.client.pin_block_times())
         accounts = self.client.dev_accounts()
         self.providers: list[LocalAccount] = accounts[1 : 1 + PROVIDERS]
         self.requesters: list[LocalAccount] = accounts[4:6]
@@ -130,6 +133,7 @@ class MarketMachine(RuleBasedStateMachine):
         self.clock = 0
 
     def teardown(self) -> None:
+        self.run(self.client.pin_block_times(False))
         self.run(self.client.close())
         self.loop.close()
 
