@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -53,11 +53,20 @@ class KeySettings(_Section):
     password_env: str = "GPUNODE_KEY_PASSWORD"  # noqa: S105 (a variable's name, not a password)
 
 
+_MULTIADDR = r"^(/[^/\s]+)+$"
+_PEER_MULTIADDR = r"^(/[^/\s]+)+/p2p/[1-9A-HJ-NP-Za-km-z]+$"
+
+
 class P2PSettings(_Section):
     """The libp2p overlay."""
 
     listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
-    bootstrap: list[str] = Field(default_factory=list)
+    # Addresses to advertise before the ones we listen on: a public address behind NAT or a
+    # port forward, e.g. "/ip4/203.0.113.7/tcp/4001" or "/dns4/gpu.example.org/tcp/4001".
+    announce: list[Annotated[str, Field(pattern=_MULTIADDR)]] = Field(default_factory=list, max_length=8)
+    # Peers to dial at start and whenever they drop: full multiaddrs ending in /p2p/<peer id>.
+    bootstrap: list[Annotated[str, Field(pattern=_PEER_MULTIADDR)]] = Field(default_factory=list)
+    # Find peers on the local network by multicast DNS.
     mdns: bool = False
     advert_refresh_s: float = Field(default=30.0, gt=0)
     advert_ttl_s: float = Field(default=120.0, gt=0)

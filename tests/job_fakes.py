@@ -525,6 +525,9 @@ class FakeOverlay:
     async def connect(self, _addr: str) -> None:
         return None
 
+    async def connect_any(self, _addrs: Any, _peer_id: str) -> str | None:
+        return None
+
 
 def accepted_then(outcome: Callable[[JobRequest], Any]) -> ProviderBehaviour:
     """A provider that reports accepted and running, then answers `outcome(request)`."""

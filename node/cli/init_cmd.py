@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +19,9 @@ from node.logging import configure_logging
 
 console = Console()
 
+DEFAULT_P2P_PORT = 4001
+DEFAULT_API_PORT = 50051
+
 CONFIG_TEMPLATE = """\
 # gpunode settings. Every key can also be set from the environment, nested with "__":
 # GPUNODE_CHAIN__RPC_URL=http://127.0.0.1:8545 overrides [chain] rpc_url below.
@@ -24,8 +29,8 @@ CONFIG_TEMPLATE = """\
 [chain]
 # "embedded" runs an in-process chain; otherwise the JSON-RPC URL of an Ethereum node.
 rpc_url = "{rpc_url}"
-# registry_address = "0x…"
-# market_address = "0x…"
+{registry}
+{market}
 confirmations = 0
 
 [keys]
@@ -33,11 +38,18 @@ keystore = "keystore.json"          # relative to this node's home
 password_env = "GPUNODE_KEY_PASSWORD"
 
 [p2p]
-listen = ["/ip4/0.0.0.0/tcp/4001"]
-bootstrap = []
+# Every interface; peers are told this machine's concrete addresses, never 0.0.0.0.
+listen = ["/ip4/0.0.0.0/tcp/{p2p_port}"]
+# A public address to advertise first when peers reach this node through NAT or a port forward,
+# e.g. ["/ip4/203.0.113.7/tcp/{p2p_port}"] or ["/dns4/gpu.example.org/tcp/{p2p_port}"].
+announce = {announce}
+# Nodes to join the overlay through: the addresses `gpunode node status` prints on them.
+bootstrap = {bootstrap}
+# Find nodes on the local network by multicast DNS.
+mdns = true
 
 [api]
-listen = "127.0.0.1:50051"
+listen = "127.0.0.1:{api_port}"
 
 [storage]
 url = "sqlite:///gpunode.db"        # or postgresql+psycopg://user@host/db
@@ -64,6 +76,26 @@ def init(
     ] = None,
     rpc_url: Annotated[str, typer.Option("--rpc-url", help="chain JSON-RPC URL, or 'embedded'")] = "embedded",
     provider: Annotated[bool, typer.Option("--provider", help="set this node up to serve jobs")] = False,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option("--bootstrap", help="a node to join through: /ip4/…/tcp/…/p2p/… (repeatable)"),
+    ] = None,
+    announce: Annotated[
+        list[str] | None,
+        typer.Option("--announce", help="a public address to advertise, e.g. /ip4/203.0.113.7/tcp/4001"),
+    ] = None,
+    p2p_port: Annotated[
+        int | None, typer.Option("--p2p-port", min=1, max=65535, help="p2p port (default 4001, else free)")
+    ] = None,
+    api_port: Annotated[
+        int | None, typer.Option("--api-port", min=1, max=65535, help="API port (default 50051, else free)")
+    ] = None,
+    registry_address: Annotated[
+        str | None, typer.Option("--registry-address", help="the chain's ProviderRegistry, if deployed")
+    ] = None,
+    market_address: Annotated[
+        str | None, typer.Option("--market-address", help="the chain's JobMarket, if deployed")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing config file")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
@@ -74,17 +106,24 @@ def init(
     config_path = settings.home / "config.toml"
     if config_path.exists() and not force:
         raise ConfigError(f"{config_path} already exists", hint="pass --force to overwrite it")
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config_path.write_text(
-        CONFIG_TEMPLATE.format(
-            rpc_url=rpc_url,
-            provider="true" if provider else "false",
-            price=settings.provider.price_per_job_wei,
-        )
+    text = CONFIG_TEMPLATE.format(
+        rpc_url=rpc_url,
+        provider="true" if provider else "false",
+        price=settings.provider.price_per_job_wei,
+        p2p_port=p2p_port or free_port(DEFAULT_P2P_PORT, "0.0.0.0"),  # noqa: S104 (the p2p port is public)
+        api_port=api_port or free_port(DEFAULT_API_PORT, "127.0.0.1"),
+        announce=_toml_list(announce or []),
+        bootstrap=_toml_list(bootstrap or []),
+        registry=_setting_line("registry_address", registry_address),
+        market=_setting_line("market_address", market_address),
     )
+    _check_config(text, settings.home)
+    # The key first: a refused or interrupted password prompt leaves no home without a key.
     keystore = settings.keys.keystore
     password = read_password(settings, confirm=not keystore.exists())
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = unlock_keystore(keystore, password) if keystore.exists() else create_keystore(keystore, password)
+    config_path.write_text(text)
     summary = {"home": str(settings.home), "config": str(config_path), "address": str(key.address)}
     if as_json:
         typer.echo(json.dumps(summary))
@@ -92,5 +131,52 @@ def init(
     console.print(f"home     {summary['home']}")
     console.print(f"config   {summary['config']}")
     console.print(f"address  {summary['address']}")
-    next_step = "gpunode provider register" if provider else "gpunode job submit"
-    console.print(f"next: fund the address, then [bold]{next_step}[/bold]")
+    console.print("next:")
+    deployed = registry_address is not None and market_address is not None
+    for step in next_steps(provider=provider, rpc_url=rpc_url, deployed=deployed):
+        console.print(f"  {step}")
+
+
+def next_steps(*, provider: bool, rpc_url: str, deployed: bool = False) -> list[str]:
+    """What to run after `init`, in order, as the README's "Using a node" shows it."""
+    steps = []
+    if rpc_url != "embedded":
+        steps.append("gpunode keys fund --from-dev      # a dev chain; elsewhere send it ETH")
+    if not deployed:
+        steps.append("gpunode contracts deploy --dev --write-config   # once per chain")
+    steps.append("gpunode doctor")
+    if provider:
+        steps += ["gpunode provider register", "gpunode provider start"]
+    else:
+        steps += ["gpunode node start", "gpunode deposit 100000000000000000"]
+    return steps
+
+
+def free_port(preferred: int, host: str) -> int:
+    """`preferred` when nothing listens on it, else a port the system picks; so that a second
+    home on one machine does not clash with the first."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            chosen: int = probe.getsockname()[1]
+            return chosen
+    raise ConfigError("no free TCP port on this machine", hint="pass --p2p-port and --api-port")
+
+
+def _setting_line(key: str, value: str | None) -> str:
+    return f'{key} = "{value}"' if value else f'# {key} = "0x…"'
+
+
+def _toml_list(values: list[str]) -> str:
+    return json.dumps(values)
+
+
+def _check_config(text: str, home: Path) -> None:
+    """Refuse bad options before anything is written, naming the option."""
+    with tempfile.TemporaryDirectory() as scratch:
+        candidate = Path(scratch) / "config.toml"
+        candidate.write_text(text)
+        load_settings(candidate, home=home)

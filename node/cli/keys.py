@@ -83,6 +83,60 @@ def show(keystore: KeystoreOption = None, as_json: JsonOption = False) -> None:
     _report(key, path, as_json)
 
 
+DEV_FUNDING_WEI = 10 * 10**18
+
+
+@app.command("fund")
+def fund(
+    from_dev: Annotated[
+        bool,
+        typer.Option("--from-dev", help="from the dev chain's first prefunded account (anvil, hardhat)"),
+    ] = False,
+    amount_wei: Annotated[int, typer.Option("--amount", min=1, help="wei to send")] = DEV_FUNDING_WEI,
+    as_json: JsonOption = False,
+) -> None:
+    """Send ether to this node's address on a development chain (elsewhere: send it yourself)."""
+    import asyncio
+
+    from node.chain.client import ChainClient
+    from node.errors import ChainError
+
+    settings = _settings()
+    if not from_dev:
+        raise ChainError(
+            "nothing to fund from",
+            hint="on a dev chain pass --from-dev; else send ether to `gpunode keys show`'s address",
+        )
+    if settings.chain.rpc_url == "embedded":
+        raise ChainError(
+            "the embedded chain lives inside one process; there is nothing to fund",
+            hint="run anvil and `gpunode init --rpc-url http://127.0.0.1:8545`, or use `gpunode devnet`",
+        )
+    key = unlock_keystore(settings.keys.keystore, read_password(settings, confirm=False))
+
+    async def send() -> int:
+        client = await ChainClient.connect(settings.chain)
+        try:
+            source = client.dev_accounts()[0]
+            if await client.balance(source.address) < amount_wei:
+                raise ChainError(
+                    f"the dev account {source.address} cannot pay {amount_wei} wei on this chain",
+                    hint="--from-dev works on anvil or hardhat with their default mnemonic",
+                )
+            await client.transfer(str(key.address), amount_wei, sender=source)
+            balance: int = await client.balance(str(key.address))
+            return balance
+        finally:
+            await client.close()
+
+    balance = asyncio.run(send())
+    summary = {"address": str(key.address), "sent_wei": amount_wei, "balance_wei": balance}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    console.print(f"sent {amount_wei} wei to {key.address}; it holds {balance} wei")
+
+
 def _settings() -> Settings:
     settings = load_settings()
     # Log records go to stderr, so that stdout carries only the command's output (`--json`).

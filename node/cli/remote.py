@@ -95,9 +95,10 @@ def run_node_in_foreground(settings: Settings, role: str) -> None:
 
     def announce(node: Node) -> None:
         api = node.api.address if node.api is not None else "off"
-        err_console.print(
-            f"{role} {node.key.address} ready — API at {api}, peer {node.host.peer_id}; Ctrl-C stops it"
-        )
+        err_console.print(f"{role} {node.key.address} ready — API at {api}; Ctrl-C stops it")
+        err_console.print("other nodes join through (`gpunode init --bootstrap` or p2p.bootstrap):")
+        for addr in node.host.addrs:
+            err_console.print(f"  {addr}")
 
     with exit_on_error():
         configure_logging(settings.log_level, json=settings.log_json)

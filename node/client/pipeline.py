@@ -449,12 +449,7 @@ class ClientPipeline:
             return self._peers.get(provider)
         self._peers[provider] = advert.peer_id
         if advert.peer_id not in self.host.connected_peers():
-            for addr in advert.listen_addrs:
-                try:
-                    await self.host.connect(addr)
-                    break
-                except P2PError as exc:
-                    log.info("provider_dial_failed", provider=provider, addr=addr, error=str(exc))
+            await self.host.connect_any(advert.listen_addrs, advert.peer_id)
         return advert.peer_id
 
     async def _lose(self, record: JobRecord, outcome: AttemptOutcome, detail: str) -> JobRecord:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -252,10 +252,8 @@ class DiscoveryService:
         return advert
 
     async def _dial_any(self, advert: ProviderAdvert) -> None:
-        for addr in advert.listen_addrs:
-            with suppress(P2PError):
-                await self.host.connect(addr)
-                return
+        if await self.host.connect_any(advert.listen_addrs, advert.peer_id) is not None:
+            return
         log.info("provider_unreachable", address=advert.address, addrs=list(advert.listen_addrs))
 
 

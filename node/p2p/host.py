@@ -7,8 +7,8 @@ speaks plain strings and bytes, so nothing above `node.p2p` ever sees trio or li
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 from libp2p.abc import INetStream
@@ -21,10 +21,12 @@ from libp2p.tools.anyio_service import background_trio_service
 from node.config import P2PSettings
 from node.errors import P2PError, PeerTimeout
 from node.logging import get_logger
+from node.p2p.addresses import dial_candidates
 from node.p2p.bridge import TrioBridge
 from node.p2p.errors import HostShuttingDown
 from node.p2p.framing import DEFAULT_MAX_FRAME
 from node.p2p.identity import PrivateKeyHolder, peer_id_to_address
+from node.p2p.mdns import local_peer_discovery
 from node.p2p.stack import (
     DIAL_TIMEOUT_S,
     RecordValidator,
@@ -101,17 +103,23 @@ class P2PHost:
                 if not stack.host.get_transport_addrs():
                     # py-libp2p logs a failed bind and carries on without a listener.
                     raise P2PError(
-                        f"cannot listen on {settings.listen}", hint="is the port taken? pick a free one"
+                        f"cannot listen on {settings.listen}",
+                        hint="is the port taken? choose a free one in p2p.listen of the config",
                     )
                 async with trio.open_nursery() as nursery:
                     stack.nursery = nursery
                     await stack.pubsub.wait_until_ready()
                     nursery.start_soon(keep_bootstrap_connected, stack, settings.bootstrap)
                     nursery.start_soon(feed_routing_table, stack)
-                    try:
-                        yield
-                    finally:
-                        nursery.cancel_scope.cancel()
+                    async with AsyncExitStack() as extras:
+                        if settings.mdns:
+                            stack.mdns = await extras.enter_async_context(
+                                local_peer_discovery(stack.host, nursery)
+                            )
+                        try:
+                            yield
+                        finally:
+                            nursery.cancel_scope.cancel()
                 # Close connections explicitly: cancelled tasks leave sockets open, and peers
                 # would keep us in their pubsub and DHT state until the sockets time out.
                 with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
@@ -121,7 +129,10 @@ class P2PHost:
         try:
             bridge = await running.__aenter__()
         except OSError as exc:
-            raise P2PError(f"cannot listen on {settings.listen}: {exc}", hint="pick a free port") from exc
+            raise P2PError(
+                f"cannot listen on {settings.listen}: {exc}",
+                hint="choose a free port in p2p.listen of the config",
+            ) from exc
         try:
             host = cls(bridge, stack, settings)
             log.info("p2p_host_started", peer_id=host.peer_id, address=host.address, addrs=host.addrs)
@@ -155,6 +166,10 @@ class P2PHost:
         async def dial() -> None:
             with trio.move_on_after(DIAL_TIMEOUT_S):
                 unblock(self._stack, info.peer_id)
+                if info.peer_id not in self._stack.host.get_connected_peers():
+                    # The swarm dials only the first TCP address it knows for a peer: forget the
+                    # others, so that this address is the one tried.
+                    self._stack.host.get_peerstore().clear_addrs(info.peer_id)
                 await self._stack.host.connect(info)
                 await self._stack.dht.add_peer(info.peer_id, skip_server_mode_check=True)
                 return
@@ -169,6 +184,29 @@ class P2PHost:
                 f"cannot connect to {addr}: {exc}", hint="is the peer running and reachable?"
             ) from exc
         return str(info.peer_id)
+
+    @property
+    def bootstrap(self) -> list[str]:
+        return list(self._settings.bootstrap)
+
+    @property
+    def mdns(self) -> bool:
+        """Whether this node looks for peers on the local network (and could start doing so)."""
+        return self._stack.mdns
+
+    async def connect_any(self, addrs: Iterable[str], peer_id: str) -> str | None:
+        """Dial `peer_id` at the first of its advertised `addrs` that answers; the address, or
+        None when none did. Only `dial_candidates` are tried: a peer's garbage costs nothing."""
+        if peer_id in self.connected_peers():
+            return "connected"
+        for addr in dial_candidates(addrs, peer_id):
+            try:
+                await self.connect(addr)
+            except P2PError as exc:
+                log.info("peer_dial_failed", peer=peer_id, addr=addr, error=str(exc))
+                continue
+            return addr
+        return None
 
     def connected_peers(self) -> list[str]:
         return [str(p) for p in self._stack.host.get_connected_peers()]

@@ -28,6 +28,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from node.config import P2PSettings
 from node.errors import P2PError
 from node.logging import get_logger
+from node.p2p.addresses import advertised_addrs
 from node.p2p.gossip import new_gossipsub, new_pubsub
 from node.p2p.identity import PrivateKeyHolder, key_pair_from
 from node.p2p.subscription import GossipMessage, Subscription
@@ -71,6 +72,7 @@ class Stack:
         self.gossipsub = gossipsub
         self.dht = dht
         self.nursery: trio.Nursery | None = None
+        self.mdns = False
 
 
 def unblock(stack: Stack, peer: ID) -> None:
@@ -91,7 +93,7 @@ def still_valid(dht: KadDHT, key: str, value: bytes) -> bool:
     return True
 
 
-def check_port_free(addr: str) -> None:
+def check_port_free(addr: str, setting: str = "p2p.listen") -> None:
     """py-libp2p binds with SO_REUSEPORT, so a second node on a taken port starts "fine" and
     silently shares its incoming connections with the first; refuse that up front."""
     maddr = parse_multiaddr(addr)
@@ -113,7 +115,9 @@ def check_port_free(addr: str) -> None:
             probe.bind((ip, port))
         except OSError as exc:
             raise P2PError(
-                f"cannot listen on {addr}: {exc.strerror}", hint="is another node using the port?"
+                f"cannot listen on {addr}: {exc.strerror}",
+                hint=f"another program (another gpunode home?) uses port {port}: "
+                f"choose a free one in {setting} of the config, or `gpunode init --p2p-port`",
             ) from exc
 
 
@@ -139,7 +143,9 @@ def build_stack(
         },
         muxer_opt=create_yamux_muxer_option(),
         listen_addrs=[parse_multiaddr(a) for a in settings.listen],
-        enable_mDNS=settings.mdns,
+        # Our own mDNS (node.p2p.mdns) announces dialable addresses, not the wildcard we bind.
+        enable_mDNS=False,
+        addrs_factory=lambda candidates: advertised_addrs(candidates, settings.announce),
         # One connection per peer: with more, every dial waits 250 ms for a second one.
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
