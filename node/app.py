@@ -344,7 +344,11 @@ class Node:
         self.services = NodeServices(
             jobs=self.client_jobs,
             provider=provider_api,
-            models=Models(store, self.provider.pool if self.provider else None),
+            models=Models(
+                store,
+                self.provider.pool if self.provider else None,
+                on_added=self.offer_model if self.provider else None,
+            ),
             node=NodeInfo(
                 self.host,
                 c.client,
@@ -402,6 +406,25 @@ class Node:
         except GpunodeError as exc:
             # The offer is kept: the advert refresher publishes it on its next round.
             log.warning("advert_publish_failed", error=str(exc))
+
+    async def offer_model(self, model_id: str) -> None:
+        """Serve a model installed while the provider runs: warm it, then advertise it at once."""
+        parts = self.provider
+        if parts is None:
+            return
+        key = Hash32(bytes.fromhex(model_id))
+        await parts.pool.warm(model_id)
+        if key not in parts.jobs.policy.price_floor_wei:
+            parts.jobs.set_price(key, self.settings.provider.price_per_job_wei)
+        parts.onchain.policy = parts.jobs.policy
+        warm = [Hash32(bytes.fromhex(m)) for m in parts.pool.lanes()]
+        offer = build_offer(parts.jobs.policy, warm, parts.inventory)
+        try:
+            await self.discovery.announce(offer)
+        except GpunodeError as exc:
+            # The offer is kept: the advert refresher publishes it on its next round.
+            log.warning("advert_publish_failed", error=str(exc))
+        log.info("model_offered", model_id=model_id)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""

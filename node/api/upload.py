@@ -122,10 +122,7 @@ def _plan(header: pb.UploadModelHeader, expected: list[_Expected], directory: Pa
 
 
 def _model_upload(program: pb.ProgramSpec) -> ModelUpload:
-    if not program.inputs:
-        raise InvalidRequest(
-            "a program upload must describe its inputs", hint="give each input as name:dtype:shape"
-        )
+    # Inputs and outputs left out are read from the program itself by the store.
     try:
         inputs = tuple(
             TensorSpec(name=t.name, dtype=t.dtype, shape=tuple(None if d < 0 else d for d in t.shape))
@@ -139,7 +136,7 @@ def _model_upload(program: pb.ProgramSpec) -> ModelUpload:
     return ModelUpload(
         name=program.name,
         inputs=inputs,
-        outputs=tuple(program.outputs) or ("output",),
+        outputs=tuple(program.outputs),
         batchable=program.batchable,
     )
 

@@ -23,12 +23,16 @@ def add(
     path: Annotated[
         Path, typer.Argument(help="a model directory (manifest.json + files) or a torch.export .pt2 file")
     ],
-    name: Annotated[str | None, typer.Option(help="name of a .pt2 model")] = None,
+    name: Annotated[str | None, typer.Option(help="name of a .pt2 model (default: the file's stem)")] = None,
     input_spec: Annotated[
         list[str] | None,
-        typer.Option("--input", help="a .pt2 model's input as name:dtype:shape, e.g. input:F32:*,64"),
+        typer.Option(
+            "--input", help="a .pt2 model's input as name:dtype:shape (default: read from the program)"
+        ),
     ] = None,
-    output: Annotated[list[str] | None, typer.Option("--output", help="a .pt2 model's output name")] = None,
+    output: Annotated[
+        list[str] | None, typer.Option("--output", help="a .pt2 model's output name (default: output)")
+    ] = None,
     batchable: Annotated[bool, typer.Option(help="a .pt2 model takes a batch along dim 0")] = False,
     api: ApiOption = None,
     as_json: JsonOption = False,
@@ -80,12 +84,12 @@ def _program_upload(
 ) -> ModelUpload:
     if path.suffix != ".pt2":
         raise _usage(f"{path} is neither a model directory nor a .pt2 file")
-    if not name or not inputs:
-        raise _usage("a .pt2 model needs --name and at least one --input name:dtype:shape")
+    # Inputs and outputs left out are read from the program by the node, which also refuses
+    # declared ones that disagree with it.
     return ModelUpload(
-        name=name,
+        name=name or path.stem,
         inputs=tuple(parse_tensor_spec(text) for text in inputs),
-        outputs=tuple(outputs) or ("output",),
+        outputs=tuple(outputs),
         batchable=batchable,
     )
 

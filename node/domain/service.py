@@ -167,11 +167,12 @@ class PeerView:
 
 @dataclass(frozen=True, slots=True)
 class ModelUpload:
-    """How to run an uploaded `torch.export` program: its name, input tensors and output names."""
+    """How to run an uploaded `torch.export` program: its name, input tensors and output names
+    (empty: read from the program)."""
 
     name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[str, ...] = ("output",)
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[str, ...] = ()
     batchable: bool = False
 
 

@@ -21,6 +21,7 @@ import torch
 
 from node.executor.errors import ProgramRefused, UnsafeModelFile
 from node.executor.pickle_scan import check_exported_program
+from node.executor.program_interface import program_interface
 from node.executor.program_rules import ProgramArchive, TensorRecord, check_program, read_program
 
 _DTYPES = {
@@ -88,17 +89,26 @@ def main(argv: list[str]) -> int:
     refusal as JSON, exits 1."""
     parser = argparse.ArgumentParser()
     parser.add_argument("program", type=Path)
-    parser.add_argument("--inputs", type=int, required=True)
-    parser.add_argument("--outputs", type=int, required=True)
+    parser.add_argument("--inputs", type=int, help="declared inputs (default: the program's)")
+    parser.add_argument("--outputs", type=int, help="declared outputs (default: the program's)")
     args = parser.parse_args(argv)
     try:
         data = args.program.read_bytes()
         check_exported_program(data, max_unpacked=8 * max(len(data), 2**20))
-        _checked(data, inputs=args.inputs, outputs=args.outputs)
+        found = program_interface(read_program(data, max_unpacked=8 * max(len(data), 2**20)))
+        inputs = len(found.inputs) if args.inputs is None else args.inputs
+        outputs = len(found.outputs) if args.outputs is None else args.outputs
+        _checked(data, inputs=inputs, outputs=outputs)
     except (UnsafeModelFile, ProgramRefused) as exc:
         error = {"error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
         sys.stdout.write(json.dumps(error) + "\n")
         return 1
+    interface = {
+        "inputs": [spec.model_dump(mode="json") for spec in found.inputs],
+        "outputs": list(found.outputs),
+        "batchable": found.batchable,
+    }
+    sys.stdout.write(json.dumps({"interface": interface}) + "\n")
     return 0
 
 

@@ -28,6 +28,7 @@ from node.executor.manifest import (
     parse_manifest,
 )
 from node.executor.pickle_scan import looks_like_pickle
+from node.executor.program_interface import ProgramInterface, disagreements
 from node.executor.wire import parse_payload
 from node.logging import get_logger
 
@@ -133,7 +134,13 @@ class ModelStore:
         batchable: bool = False,
     ) -> ModelManifest:
         """Install a user model saved with `torch.export.save`; pickles, unsafe archives and programs
-        that break `program_rules` (state mutation, uninitialized memory, undeclared outputs) are refused."""
+        that break `program_rules` (state mutation, uninitialized memory, undeclared outputs) are refused.
+
+        Inputs and outputs left empty are read from the program; declared ones must agree with it."""
+        if not inputs or not outputs:
+            found = _check_program(program, None, size=program.stat().st_size)
+            inputs = inputs or found.inputs
+            outputs = outputs or found.outputs
         manifest = ModelManifest(
             name=name,
             format="torch_export",
@@ -229,13 +236,15 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
             raise ModelStoreError(f"{name} is not a valid safetensors file: {exc.message}") from exc
 
 
-def _check_program(program: Path, manifest: ModelManifest, *, size: int) -> None:
+def _check_program(program: Path, manifest: ModelManifest | None, *, size: int) -> ProgramInterface:
     """The pickle scan, then the worker's own check (`program_rules` and the ATen schemas: only torch
     knows which operators write to an argument), in a torch subprocess: nothing from the file is
     run, the node never imports torch, and the archive is unpacked and its JSON parsed there alone,
     under a memory and a time limit: a few MB can unpack to JSON that takes gigabytes as objects."""
     argv = [sys.executable, "-m", "node.executor.program_loader", str(program)]
-    argv += ["--inputs", str(len(manifest.inputs)), "--outputs", str(len(manifest.outputs))]
+    if manifest is not None:
+        argv += ["--inputs", str(len(manifest.inputs)), "--outputs", str(len(manifest.outputs))]
+    name = manifest.name if manifest is not None else program.name
     memory = _CHECK_MEMORY_BYTES + 16 * size
 
     def limit() -> None:
@@ -246,15 +255,29 @@ def _check_program(program: Path, manifest: ModelManifest, *, size: int) -> None
             argv, capture_output=True, text=True, check=False, preexec_fn=limit, timeout=_CHECK_TIMEOUT_S
         )
     except subprocess.TimeoutExpired:
-        raise ModelStoreError(f"checking program {manifest.name} took over {_CHECK_TIMEOUT_S} s") from None
-    if done.returncode == 0:
-        return
+        raise ModelStoreError(f"checking program {name} took over {_CHECK_TIMEOUT_S} s") from None
     try:
-        refusal = json.loads(done.stdout.strip().splitlines()[-1])
-        error = UnsafeModelFile if refusal["error"] == "UnsafeModelFile" else ProgramRefused
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        if done.returncode == 0:
+            found = answer["interface"]
+            interface = ProgramInterface(
+                inputs=tuple(TensorSpec.model_validate(spec) for spec in found["inputs"]),
+                outputs=tuple(found["outputs"]),
+                batchable=bool(found["batchable"]),
+            )
+        else:
+            error = UnsafeModelFile if answer["error"] == "UnsafeModelFile" else ProgramRefused
     except (ValueError, IndexError, KeyError, TypeError):
-        raise ModelStoreError(f"checking program {manifest.name} failed: {done.stderr[-2000:]}") from None
-    raise error(refusal["message"], hint=refusal["hint"])
+        raise ModelStoreError(f"checking program {name} failed: {done.stderr[-2000:]}") from None
+    if done.returncode != 0:
+        raise error(answer["message"], hint=answer["hint"])
+    problems = disagreements(manifest.inputs, interface) if manifest is not None else []
+    if problems:
+        raise ProgramRefused(
+            f"model {name} declares inputs its program does not take: {'; '.join(problems)}",
+            hint="leave the inputs out: `gpunode models add` reads them from the program",
+        )
+    return interface
 
 
 def _sha256_file(path: Path) -> str:

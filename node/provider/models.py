@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from node.domain.service import ModelUpload, ModelView
@@ -12,14 +13,22 @@ from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 
+# Called with a model id when a running provider gains the model; it is offered once this returns.
+ModelAdded = Callable[[str], Awaitable[None]]
+
 
 class Models:
-    def __init__(self, store: ModelStore, pool: ExecutorPool | None) -> None:
+    def __init__(
+        self, store: ModelStore, pool: ExecutorPool | None, *, on_added: ModelAdded | None = None
+    ) -> None:
         self.store = store
         self.pool = pool
+        self._on_added = on_added
 
     async def add(self, source: bytes | Path, *, upload: ModelUpload | None = None) -> ModelView:
         manifest = await asyncio.to_thread(self._install, source, upload)
+        if self._on_added is not None:
+            await self._on_added(manifest.model_id)
         return self._view(manifest)
 
     def _install(self, source: bytes | Path, upload: ModelUpload | None) -> ModelManifest:

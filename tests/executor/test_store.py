@@ -15,7 +15,7 @@ from executor_support import exported_program, malicious_pickle, poisoned_progra
 
 from node.errors import ModelStoreError
 from node.executor.builtin_models import write_builtin
-from node.executor.errors import InvalidInput, UnknownModel, UnsafeModelFile
+from node.executor.errors import InvalidInput, ProgramRefused, UnknownModel, UnsafeModelFile
 from node.executor.manifest import (
     MANIFEST_FILE,
     ModelManifest,
@@ -171,3 +171,31 @@ def test_cannot_ship_pickled_weights_as_a_builtin(generated: Path, tmp_path: Pat
     with pytest.raises(UnsafeModelFile, match="pickle"):
         store.install(evil, {"weights.safetensors": weights})
     assert store.models() == []
+
+
+def test_a_programs_inputs_and_outputs_are_read_from_it(generated: Path, tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    manifest = store.import_exported_program(generated / "small.pt2", name="small", inputs=(), outputs=())
+    assert manifest.inputs == (TensorSpec(name="x", dtype="F32", shape=(None, 4)),)
+    assert manifest.outputs == ("output",)
+
+
+@pytest.mark.parametrize(
+    ("declared", "why"),
+    [
+        (TensorSpec(name="x", dtype="F64", shape=(None, 4)), "is F32 in the program, not F64"),
+        (TensorSpec(name="x", dtype="F32", shape=(None, 5)), r"has shape \[\*, 4\] in the program"),
+        (TensorSpec(name="x", dtype="F32", shape=(4,)), r"has shape \[\*, 4\] in the program, not \[4\]"),
+    ],
+)
+def test_cannot_declare_inputs_the_program_does_not_take(
+    generated: Path, tmp_path: Path, declared: TensorSpec, why: str
+) -> None:
+    store = ModelStore(tmp_path / "store", capacity_bytes=2**30)
+    program = generated / "small.pt2"
+    with pytest.raises(ProgramRefused, match=why):
+        store.import_exported_program(program, name="small", inputs=(declared,), outputs=("y",))
+    assert store.models() == []
+    # A fixed batch size where the program allows any is the owner's choice, and so is a name.
+    narrowed = TensorSpec(name="features", dtype="F32", shape=(8, 4))
+    store.import_exported_program(program, name="small", inputs=(narrowed,), outputs=("y",))
