@@ -28,6 +28,7 @@ from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
 from node.client.jobs import ClientJobs
 from node.client.matching import Matchmaker
+from node.client.model_specs import ModelSpecs
 from node.client.payments import VoucherBook
 from node.client.pipeline import ClientPipeline
 from node.config import Settings
@@ -45,11 +46,13 @@ from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.logging import get_logger
+from node.p2p.blob_protocol import serve_blobs
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
 from node.provider.info import ProviderInfo
 from node.provider.jobs import ProviderJobs
+from node.provider.model_manifests import ModelManifests
 from node.provider.models import Models
 from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
 from node.provider.runner import JobRunner
@@ -316,7 +319,9 @@ class Node:
             vouchers=VoucherBook(self.key.address, self.key.private_key, market.domain()),
             receipts=ReceiptFiles(self.settings.home / "receipts", fsync=self.db.survives_power_loss),
         )
-        self.client_jobs = ClientJobs(pipeline, max_input_bytes=self.settings.executor.max_input_bytes)
+        self.client_jobs = ClientJobs(
+            pipeline, max_input_bytes=self.settings.executor.max_input_bytes, specs=ModelSpecs(self.host)
+        )
         provider_settlement = None
         if self.provider is not None:
             provider_settlement = ProviderSettlement(self.job_store, market, self.key, self._redemption)
@@ -399,6 +404,8 @@ class Node:
         for model_id in warm:
             await parts.pool.warm(model_id)
         serve_jobs(self.host, parts.jobs.handle)
+        # Clients read a model's inputs from its manifest, to check theirs before they pay.
+        serve_blobs(self.host, ModelManifests(parts.store))
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from node.chain.client import ChainClient
 from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
+from node.discovery.advert import ProviderAdvert
 from node.discovery.directory import Directory
-from node.domain.service import NodeStatusView, PeerView
+from node.domain.service import NodeStatusView, OfferedModelView, PeerView
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_address
 from node.storage import Database
@@ -60,6 +61,20 @@ class NodeInfo:
                     connected=peer in connected,
                     provider=advert is not None,
                     listen_addrs=advert.listen_addrs if advert else (),
+                    models=_offered(advert) if advert else (),
+                    devices=_devices(advert) if advert else (),
                 )
             )
         return tuple(views)
+
+
+def _offered(advert: ProviderAdvert) -> tuple[OfferedModelView, ...]:
+    warm = set(advert.offer.warm_models)
+    return tuple(
+        OfferedModelView(p.model_id.hex(), p.price_per_job_wei, p.model_id in warm)
+        for p in advert.offer.prices
+    )
+
+
+def _devices(advert: ProviderAdvert) -> tuple[str, ...]:
+    return tuple(f"{d.kind.value}: {d.model}" for d in advert.offer.devices)

@@ -21,6 +21,7 @@ from node.domain.service import (
     JobView,
     ModelView,
     NodeStatusView,
+    OfferedModelView,
     PeerView,
     ProviderStatusView,
     ReceiptView,
@@ -173,6 +174,7 @@ def job_to_pb(view: JobView, *, include_output: bool = True) -> pb.Job:
         created_at_ms=_ms(view.created_at),
         updated_at_ms=_ms(view.updated_at),
         onchain_job_id=view.onchain_job_id or "",
+        output_size=view.output_size or (len(view.output) if view.output is not None else 0),
     )
     if include_output and view.output is not None:
         message.output = view.output
@@ -252,6 +254,11 @@ def peer_to_pb(view: PeerView) -> pb.Peer:
         connected=view.connected,
         provider=view.provider,
         listen_addrs=list(view.listen_addrs),
+        models=[
+            pb.OfferedModel(model_id=m.model_id, price_per_job_wei=str(m.price_per_job_wei), warm=m.warm)
+            for m in view.models
+        ],
+        devices=list(view.devices),
     )
 
 
@@ -300,6 +307,7 @@ def job_from_pb(message: pb.Job) -> JobView:
         created_at=message.created_at_ms / 1000,
         updated_at=message.updated_at_ms / 1000,
         onchain_job_id=message.onchain_job_id or None,
+        output_size=message.output_size if message.has_output else None,
     )
 
 
@@ -373,4 +381,9 @@ def peer_from_pb(message: pb.Peer) -> PeerView:
         connected=message.connected,
         provider=message.provider,
         listen_addrs=tuple(message.listen_addrs),
+        models=tuple(
+            OfferedModelView(m.model_id, parse_wei(m.price_per_job_wei, "price_per_job_wei"), m.warm)
+            for m in message.models
+        ),
+        devices=tuple(message.devices),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from node.cli.output import (
 from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
 from node.domain.service import JobFilter, JobSpec, JobView
 from node.domain.state import JobState, PaymentPath, Role
+from node.errors import JobError
 from node.types import Address
 
 app = typer.Typer(name="job", help="Submit and follow inference jobs.", no_args_is_help=True)
@@ -35,6 +37,8 @@ OutOption = Annotated[
     Path | None, typer.Option("--out", help="write the output (safetensors bytes) to this file")
 ]
 _FAILED = (JobState.FAILED, JobState.CANCELLED, JobState.REFUNDED)
+# `submit --wait` gives up this long after the job's own timeout.
+WAIT_GRACE_S = 10.0
 # The façade's own defaults, so the CLI never drifts from what the SDK gets.
 _SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(JobSpec)}
 
@@ -76,7 +80,17 @@ def submit(
             return job
         if not as_json:
             err_console.print(f"submitted job [bold]{job.job_id}[/]")
-        return await _follow(client, job.job_id, as_json=as_json, lines=False)
+        try:
+            async with asyncio.timeout(timeout + WAIT_GRACE_S):
+                # Done once the result is verified: an escrowed job's settlement (after the
+                # challenge window) goes on in the node.
+                last = await _follow(client, job.job_id, as_json=as_json, lines=as_json, until_result=True)
+        except TimeoutError:
+            raise JobError(
+                f"job {job.job_id} did not finish within {timeout:g} s",
+                hint=f"`gpunode job watch {job.job_id}` follows it further",
+            ) from None
+        return await client.get_job(job.job_id) if _has_result(last) else last
 
     job = call_node(api, config, work)
     _finish(job, out=out, as_json=as_json, waited=wait)
@@ -174,14 +188,23 @@ def _read_input(path: Path) -> bytes:
         raise typer.Exit(code=1) from None
 
 
-async def _follow(client: ApiClient, job_id: str, *, as_json: bool, lines: bool) -> JobView:
-    """Follow a job to its end: JSON lines (--json on watch), or a live status line on stderr."""
+async def _follow(
+    client: ApiClient, job_id: str, *, as_json: bool, lines: bool, until_result: bool = False
+) -> JobView:
+    """Follow a job to its end (with `until_result`, to its verified result): JSON lines (one per
+    update on watch, one per state change on submit), or a live status line on stderr."""
     last: JobView | None = None
     if as_json:
         async for update in client.watch_job(job_id, omit_output=True):
-            if lines:
+            final = update.terminal or (until_result and _has_result(update))
+            if not until_result and lines:
+                print_json(job_json(update))
+            elif until_result and lines and not final and (last is None or update.state is not last.state):
+                # One line per state; the last one, with the output's details, comes from the caller.
                 print_json(job_json(update))
             last = update
+            if until_result and _has_result(update):
+                break
     else:
         with err_console.status(f"job {job_id[:12]}… waiting") as status:
             async for update in client.watch_job(job_id, omit_output=True):
@@ -192,13 +215,27 @@ async def _follow(client: ApiClient, job_id: str, *, as_json: bool, lines: bool)
                     )
                 status.update(f"job {job_id[:12]}… {update.state.value}")
                 last = update
+                if until_result and _has_result(update):
+                    break
     if last is None:
         raise InvalidRequest(f"the node sent no update for job {job_id}")
     return last
 
 
+def _has_result(job: JobView) -> bool:
+    """The job holds its verified output, and all that is left is the chain's challenge window
+    (escrow); a voucher job settles in the same step, so it is followed to settled."""
+    return job.state == JobState.SETTLED or (
+        job.state == JobState.VERIFIED and job.payment == PaymentPath.ESCROW
+    )
+
+
 def _finish(job: JobView, *, out: Path | None, as_json: bool, waited: bool, printed: bool = False) -> None:
-    if out is not None:
+    failed = waited and job.state in _FAILED
+    if failed and not as_json:
+        # The cause first: it is what the user came for when a job fails.
+        fail(f"job {job.job_id} ended {job.state.value}" + (f": {job.error}" if job.error else ""))
+    if out is not None and not failed:
         if job.output is None:
             fail(f"job {job.job_id} has no output ({job.state.value})")
             raise typer.Exit(code=1)
@@ -209,7 +246,5 @@ def _finish(job: JobView, *, out: Path | None, as_json: bool, waited: bool, prin
         console.print(job_table(job))
         if out is not None:
             console.print(f"output written to {out}")
-    if waited and job.state in _FAILED:
-        if not as_json:
-            fail(f"job {job.job_id} ended {job.state.value}" + (f": {job.error}" if job.error else ""))
+    if failed:
         raise typer.Exit(code=1)

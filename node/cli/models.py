@@ -10,7 +10,14 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from node.api.client import ApiClient
-from node.cli.output import console, err_console, jsonable, models_table, print_json
+from node.cli.output import (
+    console,
+    err_console,
+    jsonable,
+    models_table,
+    offered_models_table,
+    print_json,
+)
 from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
 from node.domain.service import ModelUpload, ModelView
 from node.executor.manifest import TensorSpec
@@ -77,6 +84,19 @@ def list_models(api: ApiOption = None, as_json: JsonOption = False, config: Conf
         console.print(models_table(models))
     else:
         console.print("no models; add one with `gpunode models add`")
+
+
+@app.command("available")
+def available(api: ApiOption = None, as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """The models providers offer on the network, with their prices and devices (a running node's view)."""
+    peers = call_node(api, config, lambda client: client.peers())
+    offering = [p for p in peers if p.provider]
+    if as_json:
+        print_json({"providers": jsonable(offering)})
+    elif any(p.models for p in offering):
+        console.print(offered_models_table(offering))
+    else:
+        console.print("no provider offers a model yet; `gpunode node peers` shows who this node knows")
 
 
 def _program_upload(

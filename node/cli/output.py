@@ -46,8 +46,15 @@ def job_json(view: JobView) -> dict[str, Any]:
     """A job for scripts: the output's bytes are replaced by their size and sha256."""
     data: dict[str, Any] = jsonable(dataclasses.replace(view, output=None))
     data.pop("output")
-    data["output_bytes"] = len(view.output) if view.output is not None else None
-    data["output_sha256"] = hashlib.sha256(view.output).hexdigest() if view.output is not None else None
+    data.pop("output_size")
+    # The same figures whether or not the bytes came along (`job list` leaves them out).
+    data["output_bytes"] = len(view.output) if view.output is not None else view.output_size
+    if view.output is not None:
+        data["output_sha256"] = hashlib.sha256(view.output).hexdigest()
+    elif view.output_size is not None and view.receipt is not None:
+        data["output_sha256"] = view.receipt.receipt.output_hash.hex()
+    else:
+        data["output_sha256"] = None
     return data
 
 
@@ -106,7 +113,13 @@ def short(text: str | None, keep: int = 10) -> str:
     return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-4:]}"
 
 
-def jobs_table(jobs: Iterable[JobView]) -> Table:
+# Below this many columns `job list` drops the columns a glance does without, and folds the id.
+WIDE_JOBS_TABLE = 150
+
+
+def jobs_table(jobs: Iterable[JobView], *, width: int | None = None) -> Table:
+    if (width if width is not None else console.width) < WIDE_JOBS_TABLE:
+        return _narrow_jobs_table(jobs)
     table = Table(title="jobs")
     # The full id, unbroken: it is what `job get` and `job cancel` take.
     table.add_column("job id", no_wrap=True, min_width=64)
@@ -123,6 +136,44 @@ def jobs_table(jobs: Iterable[JobView]) -> Table:
             format_wei(job.price_wei),
             str(len(job.attempts)),
             format_time(job.updated_at),
+        )
+    return table
+
+
+def _narrow_jobs_table(jobs: Iterable[JobView]) -> Table:
+    # The id folds over two lines of 32 digits: whole, yet the row still fits 80 columns.
+    table = Table(title="jobs")
+    table.add_column("job id", overflow="fold", width=32)
+    for column in ("state", "payment", "price", "updated"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        table.add_row(
+            job.job_id,
+            styled_state(job.state.value),
+            job.payment.value,
+            format_wei(job.price_wei),
+            format_time(job.updated_at).split(" ")[-1],
+        )
+    return table
+
+
+def offered_models_table(peers: Iterable[PeerView]) -> Table:
+    """`models available`: each model offered on the network, its providers and their prices."""
+    table = Table(title="models offered on the network")
+    for column in ("model id", "providers", "lowest price", "warm", "devices"):
+        table.add_column(column, overflow="fold")
+    offers: dict[str, list[tuple[PeerView, int, bool]]] = {}
+    for peer in peers:
+        for model in peer.models:
+            offers.setdefault(model.model_id, []).append((peer, model.price_per_job_wei, model.warm))
+    for model_id, found in sorted(offers.items()):
+        devices = sorted({device for peer, _, _ in found for device in peer.devices})
+        table.add_row(
+            model_id,
+            str(len(found)),
+            format_wei(min(price for _, price, _ in found)),
+            f"{sum(warm for _, _, warm in found)} of {len(found)}",
+            "\n".join(devices) or "-",
         )
     return table
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 
 from node.chain.market import GWEI
+from node.client.model_specs import ModelSpecs, check_input
 from node.client.pipeline import ESCROW_MARGIN_S, ClientPipeline, Submission
 from node.client.views import has_result, job_view
 from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
@@ -34,9 +35,12 @@ _ALL_JOBS = JobFilter()
 
 
 class ClientJobs:
-    def __init__(self, pipeline: ClientPipeline, *, max_input_bytes: int) -> None:
+    def __init__(
+        self, pipeline: ClientPipeline, *, max_input_bytes: int, specs: ModelSpecs | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.max_input_bytes = max_input_bytes
+        self.specs = specs
         self.ready = asyncio.Event()
         self._queue: asyncio.Queue[Hash32] = asyncio.Queue()
         self._driving: set[Hash32] = set()
@@ -127,6 +131,7 @@ class ClientJobs:
         # Chosen once: the first attempt goes to this provider, at the price checked here.
         choice = self.pipeline.matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
         price = choice.offer.price_wei
+        await self._check_input(model_id, choice.candidate.address, spec.input)
         if spec.payment is PaymentPath.ESCROW and price % GWEI:
             raise JobError(
                 f"provider {choice.candidate.address} asks {price} wei, not a whole number of gwei, "
@@ -156,6 +161,16 @@ class ClientJobs:
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
         return await self._view(record)
+
+    async def _check_input(self, model_id: Hash32, provider: Address, data: bytes) -> None:
+        """Refuse an input the model cannot take before anything is stored or paid for; the
+        model's manifest comes from the chosen provider (the provider checks again)."""
+        if self.specs is None:
+            return
+        peer = await self.pipeline.reach(provider)
+        manifest = None if peer is None else await self.specs.manifest(model_id, peer)
+        if manifest is not None:
+            check_input(manifest, data, max_bytes=self.max_input_bytes)
 
     def _check_spec(self, spec: JobSpec) -> None:
         if len(spec.input) > self.max_input_bytes:

@@ -52,6 +52,7 @@ from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
+    INVALID_INPUT,
     JobAccepted,
     JobFailed,
     JobProgress,
@@ -292,6 +293,9 @@ class ClientPipeline:
             await progress.drain()
             raise
         record = await progress.drain()
+        if isinstance(outcome, JobRejected | JobFailed) and outcome.code == INVALID_INPUT:
+            # Our input, not the provider, is at fault: another provider would refuse it too.
+            return await self._fail(record, f"the input does not fit the model: {outcome.reason}")
         if isinstance(outcome, JobRejected):
             return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")
         if isinstance(outcome, JobFailed):
@@ -441,6 +445,10 @@ class ClientPipeline:
             price = record.price_wei
         self._unrecorded_prices[key] = price
         return price
+
+    async def reach(self, provider: Address) -> str | None:
+        """The provider's peer id, connected if it can be; None when it never advertised."""
+        return await self._peer_of(provider)
 
     async def _peer_of(self, provider: Address) -> str | None:
         """The provider's peer id, dialled at its advertised addresses if not connected yet."""

@@ -41,6 +41,7 @@ def job_view(
         created_at=record.created_at,
         updated_at=record.updated_at,
         onchain_job_id=onchain,
+        output_size=None if output is None else len(output),
     )
 
 

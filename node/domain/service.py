@@ -80,6 +80,7 @@ class JobView:
     created_at: float  # unix seconds
     updated_at: float
     onchain_job_id: str | None = None  # hex id in the JobMarket, escrow path only
+    output_size: int | None = None  # bytes of the output once the result is in, also without them
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,15 @@ class PeerView:
     connected: bool
     provider: bool  # has a live advert in our directory
     listen_addrs: tuple[str, ...]
+    models: tuple[OfferedModelView, ...] = ()  # what its advert offers
+    devices: tuple[str, ...] = ()  # "cpu: …", "cuda: NVIDIA H100 …"
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedModelView:
+    model_id: str  # 64 hex digits
+    price_per_job_wei: int
+    warm: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,10 @@ class JobFailed:
     reason: str
 
 
+# The code of a rejection or failure caused by the job's input not fitting the model: the client's
+# mistake, which another provider would refuse too.
+INVALID_INPUT = "invalid_input"
+
 JobResponse = JobAccepted | JobRejected | JobProgress | JobResult | JobFailed
 JobOutcome = JobResult | JobRejected | JobFailed
 

@@ -23,10 +23,12 @@ from node.chain.market import JobMarket, JobTerms
 from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.state import PaymentPath, ProviderState, Role
 from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
+from node.executor.errors import InvalidInput
 from node.executor.manifest import normalize_model_id
 from node.logging import get_logger
 from node.p2p.identity import peer_id_to_address
 from node.p2p.job_messages import (
+    INVALID_INPUT,
     BlobRef,
     JobAccepted,
     JobFailed,
@@ -136,7 +138,8 @@ class ProviderJobs:
             signed = await execution
         except ExecutorError as exc:
             self._release(record)
-            yield JobFailed("execution", str(exc))
+            # The client's own mistake is told apart, so that it is not blamed on this provider.
+            yield JobFailed(INVALID_INPUT if isinstance(exc, InvalidInput) else "execution", str(exc))
             return
         except BaseException:
             # The client went away (the stream closed this generator) or the node is stopping.

@@ -41,8 +41,9 @@ def gpunode(*args: str, stdin: bytes | None = None) -> Result:
 
 
 def as_json(result: Result) -> Any:
+    """The command's JSON; of JSON lines (`submit --wait --json`, one per state), the last."""
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def refused(result: Result) -> str:
@@ -268,3 +269,38 @@ def test_cannot_add_a_pickle_dressed_as_a_program(api_devnet: ApiDevnet, tmp_pat
     assert as_json(gpunode("models", "list", "--json", *api)) == before
     assert "is a raw pickle, which can run arbitrary code" in line
     assert "torch.export.save" in line
+
+
+def test_job_list_reads_at_80_columns_and_agrees_with_job_get(
+    api_devnet: ApiDevnet, input_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = ("--api", api_devnet.client_api)
+    job = as_json(gpunode("job", "submit", api_devnet.model_id, str(input_file), "--wait", "--json", *api))
+    got = as_json(gpunode("job", "get", job["job_id"], "--json", *api))
+    listed = {j["job_id"]: j for j in as_json(gpunode("job", "list", "--json", *api))["jobs"]}
+    assert listed[job["job_id"]]["output_bytes"] == got["output_bytes"] > 0
+    assert listed[job["job_id"]]["output_sha256"] == got["output_sha256"]
+    monkeypatch.setenv("COLUMNS", "80")
+    import node.cli.output as output
+
+    monkeypatch.setattr(output.console, "_width", 80)
+    table = gpunode("job", "list", *api)
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # The whole id, folded over two lines, and the state and price beside it.
+    assert job["job_id"][:32] in table.stdout
+    assert job["job_id"][32:] in table.stdout
+    assert "settled" in table.stdout
+
+
+def test_can_list_the_models_offered_on_the_network(api_devnet: ApiDevnet) -> None:
+    api = ("--api", api_devnet.client_api)
+    offered = as_json(gpunode("models", "available", "--json", *api))["providers"]
+    by_provider = {p["address"]: p for p in offered}
+    models = {m["model_id"]: m for m in by_provider[api_devnet.provider_address]["models"]}
+    assert models[api_devnet.model_id]["price_per_job_wei"] == PRICE_WEI
+    assert by_provider[api_devnet.provider_address]["devices"]
+    table = gpunode("models", "available", *api)
+    assert table.exit_code == 0
+    assert api_devnet.model_id[:20] in table.stdout.replace("\n", "")

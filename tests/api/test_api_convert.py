@@ -103,6 +103,7 @@ def _job(**changes: object) -> JobView:
         created_at=1_700_000_000.25,
         updated_at=1_700_000_001.5,
         onchain_job_id=None,
+        output_size=3,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -117,10 +118,17 @@ def test_can_leave_the_output_out_but_say_there_is_one() -> None:
     assert message.has_output
     assert message.output == b""
     assert convert.job_from_pb(message).output is None
+    assert convert.job_from_pb(message).output_size == 3
 
 
 def test_can_carry_a_job_not_yet_matched() -> None:
     job = _job(
-        state=JobState.SUBMITTED, terminal=False, attempts=(), provider=None, output=None, receipt=None
+        state=JobState.SUBMITTED,
+        terminal=False,
+        attempts=(),
+        provider=None,
+        output=None,
+        receipt=None,
+        output_size=None,
     )
     assert convert.job_from_pb(convert.job_to_pb(job)) == job

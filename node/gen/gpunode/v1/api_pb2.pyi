@@ -73,7 +73,7 @@ class ResultReceipt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., input_hash: _Optional[str] = ..., output_hash: _Optional[str] = ..., profile_hash: _Optional[str] = ..., provider: _Optional[str] = ..., signature: _Optional[str] = ..., verified: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "role", "model_id", "payment", "state", "terminal", "attempts", "provider", "price_wei", "output", "has_output", "receipt", "error", "created_at_ms", "updated_at_ms", "onchain_job_id")
+    __slots__ = ("job_id", "role", "model_id", "payment", "state", "terminal", "attempts", "provider", "price_wei", "output", "has_output", "receipt", "error", "created_at_ms", "updated_at_ms", "onchain_job_id", "output_size")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Job(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ONCHAIN_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     role: Role
     model_id: str
@@ -106,7 +107,8 @@ class Job(_message.Message):
     created_at_ms: int
     updated_at_ms: int
     onchain_job_id: str
-    def __init__(self, job_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., model_id: _Optional[str] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., state: _Optional[str] = ..., terminal: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., provider: _Optional[str] = ..., price_wei: _Optional[str] = ..., output: _Optional[bytes] = ..., has_output: _Optional[bool] = ..., receipt: _Optional[_Union[ResultReceipt, _Mapping]] = ..., error: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., onchain_job_id: _Optional[str] = ...) -> None: ...
+    output_size: int
+    def __init__(self, job_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., model_id: _Optional[str] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., state: _Optional[str] = ..., terminal: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., provider: _Optional[str] = ..., price_wei: _Optional[str] = ..., output: _Optional[bytes] = ..., has_output: _Optional[bool] = ..., receipt: _Optional[_Union[ResultReceipt, _Mapping]] = ..., error: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., onchain_job_id: _Optional[str] = ..., output_size: _Optional[int] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "omit_output")
@@ -339,18 +341,32 @@ class ListPeersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("peer_id", "address", "connected", "provider", "listen_addrs")
+    __slots__ = ("peer_id", "address", "connected", "provider", "listen_addrs", "models", "devices")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     address: str
     connected: bool
     provider: bool
     listen_addrs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[OfferedModel]
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[OfferedModel, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OfferedModel(_message.Message):
+    __slots__ = ("model_id", "price_per_job_wei", "warm")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
+    WARM_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    price_per_job_wei: str
+    warm: bool
+    def __init__(self, model_id: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., warm: _Optional[bool] = ...) -> None: ...
 
 class ListPeersResponse(_message.Message):
     __slots__ = ("peers",)
