@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -68,6 +68,19 @@ class P2PSettings(_Section):
     bootstrap: list[Annotated[str, Field(pattern=_PEER_MULTIADDR)]] = Field(default_factory=list)
     # Find peers on the local network by multicast DNS.
     mdns: bool = False
+
+    @field_validator("announce", "bootstrap")
+    @classmethod
+    def _parsable_multiaddrs(cls, value: list[str]) -> list[str]:
+        import multiaddr  # here, not at the top: most commands never load p2p settings' libraries
+
+        for addr in value:
+            try:
+                multiaddr.Multiaddr(addr)
+            except Exception as exc:
+                raise ValueError(f"{addr!r} is not a multiaddr: {exc}") from None
+        return value
+
     advert_refresh_s: float = Field(default=30.0, gt=0)
     advert_ttl_s: float = Field(default=120.0, gt=0)
     job_timeout_s: float = Field(default=30.0, gt=0)

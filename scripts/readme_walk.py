@@ -105,6 +105,8 @@ class Walk:
         env["GPUNODE_HOME"] = str(self.home(role))
         env["GPUNODE_KEY_PASSWORD"] = PASSWORD
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        # This checkout's code, whichever checkout the environment was installed from.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         return env
 
     def resolve(self, line: str) -> str:
@@ -201,6 +203,10 @@ class Walk:
             if match and word not in self.values:
                 self.values[word] = match.group(1)
 
+    def daemon_logs(self, lines: int = 60) -> str:
+        """The last lines each background command printed, to tell why a step failed."""
+        return "\n".join(f"--- {line}\n{''.join(log[-lines:])}" for line, log in self.logs.items())
+
     def stop(self) -> None:
         for process in reversed(self.background):
             if process.poll() is None:
@@ -285,7 +291,8 @@ def run(work: Path) -> dict[str, object]:
         for command in readme_commands():
             step = walk.run(command)
             if step.returncode != 0:
-                raise RuntimeError(f"`{step.line}` exited {step.returncode}:\n{step.stdout}\n{step.stderr}")
+                output = f"{step.stdout}\n{step.stderr}\n{walk.daemon_logs()}"
+                raise RuntimeError(f"`{step.line}` exited {step.returncode}:\n{output}")
         first_result_s = time.perf_counter() - started
         matches = output_tensor_bytes(work / "output.safetensors") == eager_output(work)
     return {

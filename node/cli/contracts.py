@@ -109,6 +109,8 @@ def deploy(
     else:
         console.print(f"deployed on chain {chain_id}; add to [chain] of {config_path}:\n")
         console.print(f'registry_address = "{registry}"\nmarket_address = "{market}"\n')
+    # Unwrapped, so that it can be copied as one line.
     console.print(
-        f"other nodes on this chain: gpunode init … --registry-address {registry} --market-address {market}"
+        f"other nodes on this chain: gpunode init … --registry-address {registry} --market-address {market}",
+        soft_wrap=True,
     )

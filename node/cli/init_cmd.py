@@ -21,6 +21,8 @@ console = Console()
 
 DEFAULT_P2P_PORT = 4001
 DEFAULT_API_PORT = 50051
+# How many ports from the default `init` tries before it asks for one.
+PORT_SEARCH = 200
 
 CONFIG_TEMPLATE = """\
 # gpunode settings. Every key can also be set from the environment, nested with "__":
@@ -45,8 +47,9 @@ listen = ["/ip4/0.0.0.0/tcp/{p2p_port}"]
 announce = {announce}
 # Nodes to join the overlay through: the addresses `gpunode node status` prints on them.
 bootstrap = {bootstrap}
-# Find nodes on the local network by multicast DNS.
-mdns = true
+# Find nodes on the local network by multicast DNS (py-libp2p's zeroconf). Off by default: with
+# its threads running, a provider's sandboxed workers were seen to crash at start now and then.
+mdns = false
 
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -106,12 +109,13 @@ def init(
     config_path = settings.home / "config.toml"
     if config_path.exists() and not force:
         raise ConfigError(f"{config_path} already exists", hint="pass --force to overwrite it")
+    p2p = p2p_port or free_port(DEFAULT_P2P_PORT, "0.0.0.0")  # noqa: S104 (the p2p port is public)
     text = CONFIG_TEMPLATE.format(
         rpc_url=rpc_url,
         provider="true" if provider else "false",
         price=settings.provider.price_per_job_wei,
-        p2p_port=p2p_port or free_port(DEFAULT_P2P_PORT, "0.0.0.0"),  # noqa: S104 (the p2p port is public)
-        api_port=api_port or free_port(DEFAULT_API_PORT, "127.0.0.1"),
+        p2p_port=p2p,
+        api_port=api_port or free_port(DEFAULT_API_PORT, "127.0.0.1", taken=frozenset({p2p})),
         announce=_toml_list(announce or []),
         bootstrap=_toml_list(bootstrap or []),
         registry=_setting_line("registry_address", registry_address),
@@ -152,18 +156,23 @@ def next_steps(*, provider: bool, rpc_url: str, deployed: bool = False) -> list[
     return steps
 
 
-def free_port(preferred: int, host: str) -> int:
-    """`preferred` when nothing listens on it, else a port the system picks; so that a second
-    home on one machine does not clash with the first."""
-    for port in (preferred, 0):
+def free_port(preferred: int, host: str, *, taken: frozenset[int] = frozenset()) -> int:
+    """The first port from `preferred` up that nothing listens on and `taken` does not hold, so a
+    second home on one machine does not clash with the first. Never one the system hands out for
+    the moment: such a port is soon some connection's source port, or the next pick."""
+    for port in range(preferred, preferred + PORT_SEARCH):
+        if port in taken:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind((host, port))
             except OSError:
                 continue
-            chosen: int = probe.getsockname()[1]
-            return chosen
-    raise ConfigError("no free TCP port on this machine", hint="pass --p2p-port and --api-port")
+        return port
+    raise ConfigError(
+        f"no free TCP port from {preferred} to {preferred + PORT_SEARCH - 1}",
+        hint="pass --p2p-port and --api-port",
+    )
 
 
 def _setting_line(key: str, value: str | None) -> str:

@@ -71,7 +71,7 @@ def add(
     if as_json:
         print_json(jsonable(model))
     else:
-        console.print(f"model [bold]{model.name}[/] installed as {model.model_id}")
+        console.print(f"model [bold]{model.name}[/] installed as {model.model_id}", soft_wrap=True)
 
 
 @app.command("list")

@@ -98,7 +98,8 @@ def run_node_in_foreground(settings: Settings, role: str) -> None:
         err_console.print(f"{role} {node.key.address} ready — API at {api}; Ctrl-C stops it")
         err_console.print("other nodes join through (`gpunode init --bootstrap` or p2p.bootstrap):")
         for addr in node.host.addrs:
-            err_console.print(f"  {addr}")
+            # Never wrapped: a peer id cut in two is what a user would copy.
+            err_console.print(f"  {addr}", soft_wrap=True, highlight=False)
 
     with exit_on_error():
         configure_logging(settings.log_level, json=settings.log_json)

@@ -25,7 +25,7 @@ from node.discovery.directory import Directory
 from node.discovery.refresher import AdvertRefresher
 from node.discovery.registry_view import RegistryView
 from node.discovery.validation import AdvertValidator, check_binding
-from node.errors import DiscoveryError, P2PError
+from node.errors import DiscoveryError, GpunodeError, P2PError
 from node.logging import get_logger
 from node.p2p.gossip import ADVERT_TOPIC
 from node.p2p.host import P2PHost
@@ -37,6 +37,9 @@ log = get_logger(__name__)
 
 # Stale adverts are swept this often; queries already ignore them in between.
 EXPIRY_SWEEP_S = 1.0
+# Peers newly subscribed to adverts are looked for this often (each finding costs one announce).
+GREET_INTERVAL_S = 1.0
+GREET_AFTER_S = 1.5
 # A new advert goes into the DHT this long after it was gossiped.
 DHT_PUT_DELAY_S = 1.0
 # Validated adverts waiting for the consumer, by message hash, so nothing is verified twice.
@@ -134,6 +137,7 @@ class DiscoveryService:
             if self._key is not None:
                 refresher = AdvertRefresher(self._announce_offer, interval_s=self._settings.advert_refresh_s)
                 group.create_task(_logged(refresher.run()), name="advert-refresher")
+                group.create_task(_logged(self._greet_newcomers()), name="advert-greeter")
             self.ready.set()
 
     # announcing -------------------------------------------------------------------------------
@@ -184,6 +188,27 @@ class DiscoveryService:
                 except P2PError as exc:
                     log.warning("advert_dht_put_failed", error=str(exc))
                 stored = advert
+
+    async def _greet_newcomers(self) -> None:
+        """Announce again when peers join the advert topic: gossip does not replay old messages,
+        and a client that just joined would otherwise wait for the next refresh to see us."""
+        known: set[str] = set()
+        while True:
+            await asyncio.sleep(GREET_INTERVAL_S)
+            try:
+                peers = set(await self.host.topic_peers(ADVERT_TOPIC))
+            except P2PError:
+                continue
+            newcomers = peers - known
+            known = peers
+            if newcomers and self._offer is not None:
+                # A newcomer joins our mesh at gossipsub's next heartbeat; a message published
+                # before it would pass it by.
+                await asyncio.sleep(GREET_AFTER_S)
+                try:
+                    await self.announce()
+                except GpunodeError as exc:
+                    log.info("advert_greeting_failed", error=str(exc))
 
     async def _announce_offer(self) -> None:
         """The periodic refresh: our advert again, once there is an offer to announce."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -241,19 +240,21 @@ def _check_program(program: Path, manifest: ModelManifest | None, *, size: int) 
     knows which operators write to an argument), in a torch subprocess: nothing from the file is
     run, the node never imports torch, and the archive is unpacked and its JSON parsed there alone,
     under a memory and a time limit: a few MB can unpack to JSON that takes gigabytes as objects."""
-    argv = [sys.executable, "-m", "node.executor.program_loader", str(program)]
+    memory = _CHECK_MEMORY_BYTES + 16 * size
+    # The child limits its own memory before it loads anything: a `preexec_fn` would run between
+    # fork and exec in a node that has threads (p2p, mDNS, gRPC), which can crash the child.
+    bootstrap = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory})); "
+        "sys.argv[0] = 'program_loader'; "
+        "runpy.run_module('node.executor.program_loader', run_name='__main__')"
+    )
+    argv = [sys.executable, "-c", bootstrap, str(program)]
     if manifest is not None:
         argv += ["--inputs", str(len(manifest.inputs)), "--outputs", str(len(manifest.outputs))]
     name = manifest.name if manifest is not None else program.name
-    memory = _CHECK_MEMORY_BYTES + 16 * size
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, check=False, preexec_fn=limit, timeout=_CHECK_TIMEOUT_S
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=_CHECK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ModelStoreError(f"checking program {name} took over {_CHECK_TIMEOUT_S} s") from None
     try:
@@ -268,7 +269,9 @@ def _check_program(program: Path, manifest: ModelManifest | None, *, size: int) 
         else:
             error = UnsafeModelFile if answer["error"] == "UnsafeModelFile" else ProgramRefused
     except (ValueError, IndexError, KeyError, TypeError):
-        raise ModelStoreError(f"checking program {name} failed: {done.stderr[-2000:]}") from None
+        raise ModelStoreError(
+            f"checking program {name} failed (exit status {done.returncode}): {done.stderr[-2000:]}"
+        ) from None
     if done.returncode != 0:
         raise error(answer["message"], hint=answer["hint"])
     problems = disagreements(manifest.inputs, interface) if manifest is not None else []

@@ -62,7 +62,7 @@ class TrioBridge:
         try:
             trio.run(self._trio_main, serve, ready)
         except BaseException as exc:  # the asyncio side must learn of any failure, whatever it is
-            log.error("p2p_thread_failed", error=repr(exc))
+            log.error("p2p_thread_failed", error=repr(exc), exc_info=exc)
             self._settle(ready, exc=exc)
             self._settle(done, exc=exc)
             return
@@ -137,7 +137,12 @@ class TrioBridge:
         if self._calls is None:
             self._settle(fut, exc=HostShuttingDown())
             return
-        self._calls.start_soon(self._run_call, fn, args, fut, scope)
+        try:
+            self._calls.start_soon(self._run_call, fn, args, fut, scope)
+        except RuntimeError:
+            # The nursery closed on a failure of the host that is on its way out of `trio.run`:
+            # raising here, in a callback of Trio's, would hide that failure behind Trio's own.
+            self._settle(fut, exc=HostShuttingDown())
 
     async def _run_call(
         self,

@@ -32,6 +32,8 @@ REDIAL_AFTER_S = 30.0
 # Found peers waiting to be dialled; more are dropped (a flood of fake services on the LAN).
 FOUND_QUEUE = 64
 DIAL_TIMEOUT_S = 5.0
+# Found peers are dialled this long after they were found, unless connected by then.
+DIAL_DELAY_S = 3.0
 
 
 @asynccontextmanager
@@ -75,9 +77,16 @@ def _offer(send: trio.MemorySendChannel[PeerInfo], info: PeerInfo) -> None:
 
 async def _dial_found(host: IHost, found: trio.MemoryReceiveChannel[PeerInfo]) -> None:
     dialled: dict[str, float] = {}
+    me = str(host.get_id())
     async for info in found:
         peer = str(info.peer_id)
-        if info.peer_id in host.get_connected_peers() or time.monotonic() < dialled.get(peer, 0.0):
+        # Of two nodes that find each other, one dials: two connections crossing between the same
+        # peers make py-libp2p close one while its handler starts, which can end the host. The
+        # other waits a little too, in case a bootstrap dial of either side is on its way.
+        if peer < me or time.monotonic() < dialled.get(peer, 0.0):
+            continue
+        await trio.sleep(DIAL_DELAY_S)
+        if info.peer_id in host.get_connected_peers():
             continue
         dialled[peer] = time.monotonic() + REDIAL_AFTER_S
         for addr in dial_candidates([str(a) for a in info.addrs], peer):

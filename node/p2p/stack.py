@@ -161,7 +161,13 @@ def build_stack(
 
 
 async def keep_bootstrap_connected(stack: Stack, bootstrap: list[str]) -> None:
-    infos = [info_from_p2p_addr(parse_multiaddr(a)) for a in bootstrap]
+    infos = []
+    for addr in bootstrap:
+        try:
+            infos.append(info_from_p2p_addr(parse_multiaddr(addr)))
+        except Exception as exc:
+            # Settings are checked at load; a bad address that got here costs only itself.
+            log.warning("bootstrap_address_unusable", addr=addr, error=str(exc))
     while infos:
         for info in infos:
             if info.peer_id in stack.host.get_connected_peers():

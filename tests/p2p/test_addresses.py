@@ -121,3 +121,29 @@ async def test_nodes_on_one_local_network_find_each_other_by_mdns() -> None:
             # The host reports no connection events; its peer list is what mDNS changes.
             while b.peer_id not in a.connected_peers():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
+
+
+def test_cannot_configure_a_peer_id_cut_short(tmp_path: object) -> None:
+    from node.config import load_settings
+
+    # What a user copies from an address wrapped over two lines of a terminal.
+    cut = "/ip4/192.0.2.2/tcp/4001/p2p/16Uiu2HAmGjo8hvVRffni3E2Bwie8wgqyGPFzDTQKDtZZ9RTVk"
+    with pytest.raises(ConfigError, match=r"p2p\.bootstrap"):
+        load_settings(home=tmp_path, p2p={"bootstrap": [cut]})
+
+
+async def test_an_unusable_bootstrap_address_costs_only_itself() -> None:
+    async with P2PHost.start(os.urandom(32), P2PSettings(read_timeout_s=2.0)) as first:
+        settings = P2PSettings.model_construct(
+            listen=["/ip4/127.0.0.1/tcp/0"],
+            bootstrap=["/ip4/192.0.2.2/tcp/4001/p2p/16Uiu2HAmGjo8hvVRffni3E2Bwie8w", first.addrs[0]],
+            announce=[],
+            mdns=False,
+            advert_refresh_s=30.0,
+            advert_ttl_s=120.0,
+            job_timeout_s=30.0,
+            read_timeout_s=2.0,
+        )
+        async with P2PHost.start(os.urandom(32), settings) as second:
+            assert await second.connect_any(first.addrs, first.peer_id) is not None
+            assert second.addrs
