@@ -25,24 +25,44 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _register_groups() -> None:
-    """Add every command group; imported here so that `node.cli.main` stays cheap to import."""
-    from node.cli import contracts, devnet, doctor, init_cmd, job, keys, models, node_cmd, provider
+# The module that defines each top-level command; a call loads only the one it names.
+_COMMAND_MODULES = {
+    "init": "init_cmd",
+    "keys": "keys",
+    "doctor": "doctor",
+    "contracts": "contracts",
+    "provider": "provider",
+    "job": "job",
+    "deposit": "job",
+    "models": "models",
+    "node": "node_cmd",
+    "devnet": "devnet",
+}
 
-    init_cmd.register(app)
-    app.add_typer(keys.app)
-    doctor.register(app)
-    app.add_typer(contracts.app)
-    app.add_typer(provider.app)
-    job.register(app)
-    app.add_typer(models.app)
-    app.add_typer(node_cmd.app)
-    devnet.register(app)
+
+# Modules that add their commands themselves (top-level commands); the rest are one group each.
+_REGISTERED_BY_HOOK = frozenset({"init_cmd", "doctor", "job", "devnet"})
+
+
+def _register_groups(only: str | None = None) -> None:
+    """Add the command groups (all of them, or the one module `only` names); imported here, so
+    that a call pays for the libraries of its own command alone (`gpunode version`: none)."""
+    import importlib
+
+    names = [only] if only else list(dict.fromkeys(_COMMAND_MODULES.values()))
+    for name in names:
+        module = importlib.import_module(f"node.cli.{name}")
+        if name in _REGISTERED_BY_HOOK:
+            module.register(app)
+        else:
+            app.add_typer(module.app)
 
 
 def main() -> None:
     """Console entry point: turn expected errors into one red line and exit status 1."""
-    _register_groups()
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command != "version":
+        _register_groups(_COMMAND_MODULES.get(command or ""))
     try:
         app()
     except GpunodeError as exc:
