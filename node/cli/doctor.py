@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node.config import load_settings
+from node.config import Settings, load_settings
 from node.executor.checks import CheckResult, run_checks
 from node.logging import configure_logging
 
@@ -25,12 +25,12 @@ def doctor(
         Path | None, typer.Option(help="config file (default: GPUNODE_CONFIG or ~/.gpunode)")
     ] = None,
 ) -> None:
-    """Check bubblewrap, user namespaces, seccomp, the sandbox mode, cgroups, GPU driver and disk."""
+    """Check the sandbox (bubblewrap, namespaces, seccomp, cgroups), GPU, disk; key, chain, ports."""
     settings = load_settings(config)
     # Checks log what they find (a cgroup left busy by another process): on stderr, so stdout
     # holds nothing but the report; unconfigured, structlog would print to stdout.
     configure_logging(settings.log_level, json=settings.log_json)
-    results = asyncio.run(run_checks(settings.executor))
+    results = asyncio.run(_all_checks(settings))
     failed = any(r.status == "fail" and r.required for r in results)
     if as_json:
         typer.echo(json.dumps({"ok": not failed, "checks": [asdict(r) for r in results]}))
@@ -38,6 +38,12 @@ def doctor(
         _render(results, failed)
     if failed:
         raise typer.Exit(code=1)
+
+
+async def _all_checks(settings: Settings) -> list[CheckResult]:
+    from node.cli.node_checks import node_checks
+
+    return [*await run_checks(settings.executor), *await node_checks(settings)]
 
 
 def _render(results: list[CheckResult], failed: bool) -> None:

@@ -43,7 +43,15 @@ def test_can_check_this_machine_as_json(config: Path) -> None:
         "cgroups",
         "GPU driver / NVML",
         "model disk",
+        "key",
+        "chain",
+        "p2p port",
+        "API port",
     }
+    # The node's own set-up is reported, and does not decide whether the machine can serve.
+    assert checks["key"]["status"] == "fail"
+    assert checks["key"]["fix"] == "gpunode init"
+    assert checks["chain"]["status"] == "warn"
     mode = checks["sandbox mode"]
     if unreadable_by_others(runtime_paths()):  # e.g. a checkout under a 0700 directory
         assert mode["status"] == "warn"
