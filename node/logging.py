@@ -48,7 +48,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter that drowns the node's own records at INFO.
-    for noisy in ("libp2p", "web3", "urllib3", "asyncio", "multiaddr"):
+    for noisy in ("libp2p", "web3", "urllib3", "asyncio", "multiaddr", "alembic", "zeroconf", "torch"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -149,7 +149,9 @@ class AdvertValidator:
         """Count the verdict and remember what was accepted; call with the lock held."""
         if isinstance(result, Rejected):
             self.rejected[result.reason] += 1
-            log.info("advert_rejected", reason=result.reason.value, detail=result.detail, source=source)
+            # Gossip brings the same advert again by other routes all the time: counted, not told.
+            report = log.debug if result.reason is RejectReason.REPLAYED else log.info
+            report("advert_rejected", reason=result.reason.value, detail=result.detail, source=source)
             return result
         last = self._last.get(result.address)
         if last is not None and result.sequence <= last[0]:
