@@ -449,3 +449,29 @@ async def test_can_resume_a_job_handed_back_to_the_running_service(client: Clien
     view = await client.finished(record.job_id.hex())
     assert view.state is JobState.SETTLED
     assert len(client.requests_to(provider)) == 1
+
+
+@pytest.mark.parametrize("reported", ["failed", "rejected"])
+async def test_cannot_blame_a_provider_for_the_clients_own_input(client: ClientSide, reported: str) -> None:
+    from job_fakes import accepted_then
+
+    from node.p2p.job_messages import INVALID_INPUT, JobFailed, JobRejected
+
+    strict = client.provider(price=1 * GWEI)
+    other = client.provider(price=2 * GWEI)
+    if reported == "failed":
+        strict.behaviour = accepted_then(lambda r: JobFailed(INVALID_INPUT, "tensor 'input' is F32[2, 3]"))
+    else:
+
+        async def refuse(request: Any, on_event: Any) -> Any:
+            return JobRejected(INVALID_INPUT, "tensor 'input' is F32[2, 3]")
+
+        strict.behaviour = refuse
+    await client.start()
+    view = await client.until((await client.submit()).job_id, JobState.FAILED)
+    # The real cause, and no other provider bothered: it would refuse the same input.
+    assert "the input does not fit the model: tensor 'input' is F32[2, 3]" in (view.error or "")
+    assert client.requests_to(other) == []
+    assert client.jobs.pipeline.matchmaker.stats.get(strict.address, None) is None or (
+        client.jobs.pipeline.matchmaker.stats[strict.address].backoff_until == 0.0
+    )
