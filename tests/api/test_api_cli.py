@@ -304,3 +304,20 @@ def test_can_list_the_models_offered_on_the_network(api_devnet: ApiDevnet) -> No
     table = gpunode("models", "available", *api)
     assert table.exit_code == 0
     assert api_devnet.model_id[:20] in table.stdout.replace("\n", "")
+
+
+def test_an_escrowed_wait_ends_at_the_verified_result(
+    api_devnet: ApiDevnet, input_file: Path, tmp_path: Path
+) -> None:
+    api = ("--api", api_devnet.client_api)
+    out = tmp_path / "escrowed.safetensors"
+    args = ("job", "submit", api_devnet.model_id, str(input_file), "--payment", "escrow", "--timeout", "60")
+    result = gpunode(*args, "--wait", "--out", str(out), "--json", *api)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    states = [line["state"] for line in lines]
+    # One line per state, the last the verified job with its output; the challenge window (and
+    # the settling after it) is the node's business.
+    assert states[-1] == "verified"
+    assert len(states) == len(set(states))
+    assert lines[-1]["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
