@@ -47,9 +47,8 @@ listen = ["/ip4/0.0.0.0/tcp/{p2p_port}"]
 announce = {announce}
 # Nodes to join the overlay through: the addresses `gpunode node status` prints on them.
 bootstrap = {bootstrap}
-# Find nodes on the local network by multicast DNS (py-libp2p's zeroconf). Off by default: with
-# its threads running, a provider's sandboxed workers were seen to crash at start now and then.
-mdns = false
+# Find nodes on the local network by multicast DNS (it does not cross routers).
+mdns = true
 
 [api]
 listen = "127.0.0.1:{api_port}"

@@ -75,7 +75,7 @@ def test_two_homes_on_one_machine_get_different_ports(
             port = int(settings.api.listen.rsplit(":", 1)[1])
             assert port != 50051
     assert loaded[0].p2p.listen[0].startswith("/ip4/0.0.0.0/tcp/")
-    assert loaded[0].p2p.mdns is False
+    assert loaded[0].p2p.mdns is True
 
 
 def test_init_takes_ports_bootstrap_and_announce(home: Path) -> None:
