@@ -266,7 +266,7 @@ class ClientJobs:
                 receipt = await self.pipeline.receipts.get(receipt_id)
             elif record.state is not ClientState.RESULT:
                 # A voucher job's receipt is stored with its verification, never before.
-                receipt = await self.db.run(self.db.receipts.get, receipt_id, status.attempts[-1].provider)
+                receipt = await self.db.run(self.db.receipts.get, record.job_id, status.attempts[-1].provider)
             if receipt is not None and output is None:
                 output = await self.pipeline.blobs.get(receipt.receipt.output_hash)
         verified = record.state in (ClientState.VERIFIED, ClientState.SETTLED)

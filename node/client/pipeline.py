@@ -349,7 +349,12 @@ class ClientPipeline:
             moves = (*received, ResultVerified(), Settled())
             write_output = functools.partial(self.blobs.write, output)
             return await self.store.apply(
-                record.job_id, *moves, known=record, receipt=signed, before=write_output
+                record.job_id,
+                *moves,
+                known=record,
+                receipt=signed,
+                before=write_output,
+                receipt_signs=signed.receipt.job_id,
             )
         # An escrow receipt names the on-chain job; it was kept in the receipt files above.
         return await self.store.apply(record.job_id, *received, ResultVerified(), known=record)

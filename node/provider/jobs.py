@@ -3,8 +3,13 @@
 A voucher is checked before anything runs: signed by the client the stream comes from, naming
 this provider, covering every job this provider has taken from that client plus this one, and
 backed by the client's deposit. An escrow payment is checked on the chain (requested, naming
-this provider, at this provider's price) and claimed. The voucher and the job are persisted
-before the job is accepted.
+this provider, at this provider's price, due late enough for the work and its submission) and
+claimed. The voucher and the job are persisted before the job is accepted.
+
+A voucher job is stored, run and signed under `voucher_job_id(client, request id)`: an id bound to
+the client and apart from on-chain ids, so no request id a client picks makes this provider sign a
+result for an escrowed job (a second receipt for a job it holds would be equivocation), and a
+request id it already holds from that client is refused rather than served twice.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
 from node.chain.job_logs import find_terms
-from node.chain.market import JobMarket, JobTerms
+from node.chain.market import JobMarket, JobTerms, voucher_job_id
 from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.state import PaymentPath, ProviderState, Role
 from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
@@ -42,6 +47,7 @@ from node.provider.delivery import NotSubmitted, submit_result
 from node.provider.runner import JobRunner, SignedResult
 from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
 from node.storage import JobRecord, NewJob, SignedVoucher
+from node.storage.errors import DuplicateRecord
 from node.types import Address, Hash32, Voucher, sha256
 
 log = get_logger(__name__)
@@ -60,13 +66,18 @@ CLIENT_GONE = "the client went away before the result was delivered"
 
 # How long a client's deposit, read from the chain, is trusted to back its next vouchers.
 DEPOSIT_READ_S = 2.0
+# Room kept before an escrowed job's on-chain deadline to put the result on chain (with retries):
+# the run is cut short to leave it, and a job due sooner than this plus `MIN_RUN_S` is refused.
+SUBMIT_ROOM_S = 60.0
+MIN_RUN_S = 1.0
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class _Escrow:
-    """An escrowed job as claimed: its terms, and its on-chain deadline (unix seconds)."""
+    """An escrowed job as claimed: its terms, and its on-chain deadline on this node's clock (the
+    chain's clock may run apart from it, as on a development chain whose time was moved)."""
 
     terms: JobTerms
     deadline: float
@@ -128,6 +139,9 @@ class ProviderJobs:
             return
         record, job_input, escrow, position = accepted
         timeout = max(0.1, request.deadline_ms / 1000 - _now())
+        if escrow is not None:
+            # The client's deadline is its own word; the chain's decides whether the escrow pays.
+            timeout = min(timeout, escrow.deadline - SUBMIT_ROOM_S - _now())
         # The job is stored: it runs while the frames saying so travel to the client.
         execution = asyncio.ensure_future(self.runner.run(record, job_input, timeout_s=timeout))
         try:
@@ -238,15 +252,18 @@ class ProviderJobs:
         if shortfall:
             return JobRejected("insufficient_deposit", shortfall)
         raised = stored is None or voucher.cumulative_amount > stored
-        record = await self._create(
-            request,
-            PaymentPath.VOUCHER,
-            request.job_id,
-            job_input,
-            client,
-            price,
-            voucher=SignedVoucher(voucher, payment.signature) if raised else None,
-        )
+        try:
+            record = await self._create(
+                request,
+                PaymentPath.VOUCHER,
+                voucher_job_id(client, request.job_id),
+                job_input,
+                client,
+                price,
+                voucher=SignedVoucher(voucher, payment.signature) if raised else None,
+            )
+        except DuplicateRecord:
+            return JobRejected("duplicate_job", f"job {request.job_id.hex()} was sent before; it runs once")
         if raised:
             self._held[client] = voucher.cumulative_amount
         self._covered[client] += price
@@ -318,6 +335,14 @@ class ProviderJobs:
             return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
         if terms.input_hash != sha256(job_input) or terms.model_id != request.model_id:
             return JobRejected("terms_mismatch", "the input or model differs from the escrowed job's terms")
+        # A claim not delivered by the deadline costs stake: claim only what there is room to deliver.
+        room = onchain.time - await self.market.client.chain_time()
+        if room < SUBMIT_ROOM_S + MIN_RUN_S:
+            return JobRejected(
+                "no_room",
+                f"the escrowed job is due on chain in {room:.0f} s; running it and putting its result "
+                f"on chain needs at least {SUBMIT_ROOM_S + MIN_RUN_S:.0f} s",
+            )
         try:
             await self.market.claim_job(payment.job_id, sender=self.runner.key.account)
         except ChainError as exc:
@@ -325,7 +350,7 @@ class ProviderJobs:
         record = await self._create(
             request, PaymentPath.ESCROW, payment.job_id, job_input, client, onchain.price
         )
-        return record, _Escrow(terms, float(onchain.time))
+        return record, _Escrow(terms, _now() + room)
 
     async def _submit_onchain(self, escrow: _Escrow, signed: SignedResult) -> NotSubmitted | None:
         refused = await submit_result(

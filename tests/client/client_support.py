@@ -24,6 +24,7 @@ from job_fakes import FakeMarket, FakeOverlay, ProviderBehaviour, accepted_then,
 
 from node.chain.eip712 import sign_receipt, sign_voucher
 from node.chain.keys import NodeKey
+from node.chain.market import voucher_job_id
 from node.client import pipeline as pipeline_module
 from node.client.jobs import ClientJobs
 from node.client.matching import Matchmaker
@@ -127,7 +128,10 @@ class Provider:
 
     def receipt(self, request: JobRequest, output: bytes, **changes: Any) -> ResultReceipt:
         payment = request.payment
-        job_id = payment.job_id if isinstance(payment, OnchainPayment) else request.job_id
+        if isinstance(payment, OnchainPayment):
+            job_id = payment.job_id
+        else:  # a voucher job is signed in the voucher namespace, bound to the paying client
+            job_id = voucher_job_id(payment.client, request.job_id)
         receipt = ResultReceipt(
             job_id=job_id,
             model_id=request.model_id,
@@ -430,6 +434,7 @@ class ClientSide:
             tuple(moves[s] for s in path),
             voucher=voucher,
             receipt=receipt,
+            receipt_signs=None if receipt is None else receipt.receipt.job_id,
         )
         return moved[-1]
 
@@ -450,9 +455,10 @@ class ClientSide:
         return escrow_terms(self.me, record, attempt).job_id
 
     def _request_for(self, record: JobRecord, provider: Provider, attempt: int) -> JobRequest:
-        payment: Any = None
         if record.status.payment is PaymentPath.ESCROW:
-            payment = OnchainPayment(self.onchain_id(record, attempt))
+            payment: Any = OnchainPayment(self.onchain_id(record, attempt))
+        else:  # the voucher's amount does not enter the receipt
+            payment = VoucherPayment(self.me, provider.address, 0, b"")
         return JobRequest(record.job_id, record.model_id, INPUT, payment, provider.price, 0)
 
 

@@ -20,6 +20,7 @@ from job_fakes import MARKET_ADDRESS, FakeMarket, FakePool, sqlite_database
 from node.chain.eip712 import sign_voucher
 from node.chain.follower import ChainEvent
 from node.chain.keys import NodeKey
+from node.chain.market import voucher_job_id
 from node.chain.registry import ZERO_ADDRESS
 from node.domain.state import PaymentPath, Role
 from node.jobstore.blobs import JobBlobs
@@ -195,8 +196,18 @@ class ProviderSide:
 
     # stored state -----------------------------------------------------------------------------
 
-    async def stored_job(self, job_id: Hash32) -> JobRecord | None:
+    async def stored_job(self, job: Hash32 | JobRequest) -> JobRecord | None:
+        """The stored job of an id, or of a request (a voucher job is kept under its signed id)."""
+        job_id = self.signed_id(job) if isinstance(job, JobRequest) else job
         return await self.db.run(self.db.jobs.find, job_id)
+
+    @staticmethod
+    def signed_id(request: JobRequest) -> Hash32:
+        """The id the provider signs and stores a request under."""
+        payment = request.payment
+        if isinstance(payment, VoucherPayment):
+            return voucher_job_id(payment.client, request.job_id)
+        return request.job_id
 
     async def accepted_job(self, client: NodeKey, *, payment: PaymentPath = PaymentPath.VOUCHER) -> JobRecord:
         """A job stored as accepted, as if admitted before a restart."""

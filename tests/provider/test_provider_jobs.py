@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from provider_support import (
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
+from node.chain.market import voucher_job_id
 from node.domain.state import JobState
 from node.errors import ExecutorError
 from node.p2p.job_messages import (
@@ -38,6 +40,7 @@ from node.p2p.job_messages import (
     JobResponse,
     JobResult,
 )
+from node.provider import jobs as provider_jobs
 from node.types import sha256
 
 
@@ -59,7 +62,7 @@ def result_of(frames: list[JobResponse]) -> JobResult:
 
 
 async def assert_nothing_taken(provider: ProviderSide, client: NodeKey, request: JobRequest) -> None:
-    assert await provider.stored_job(request.job_id) is None
+    assert await provider.stored_job(request) is None
     assert await provider.db.run(provider.db.vouchers.get, client.address, provider.me) is None
     assert provider.pool.runs == []
     assert provider.market.called("claim_job") == []
@@ -76,17 +79,18 @@ async def test_can_run_a_voucher_job_and_sign_its_receipt(provider: ProviderSide
 
     assert result.output == b"out:" + INPUT
     receipt = result.receipt
-    assert (receipt.job_id, receipt.model_id, receipt.input_hash) == (request.job_id, MODEL, sha256(INPUT))
+    signed_id = voucher_job_id(client.address, request.job_id)
+    assert (receipt.job_id, receipt.model_id, receipt.input_hash) == (signed_id, MODEL, sha256(INPUT))
     assert receipt.output_hash == sha256(result.output)
     assert verify_receipt(provider.market.domain(), receipt, result.signature, provider.me)
-    stored = await provider.stored_job(request.job_id)
+    stored = await provider.stored_job(request)
     assert stored is not None
     assert stored.state == JobState.DELIVERED
     assert (stored.client, stored.price_wei) == (client.address, PRICE)
     voucher = await provider.db.run(provider.db.vouchers.get, client.address, provider.me)
     assert voucher is not None
     assert voucher.voucher.cumulative_amount == PRICE
-    assert await provider.db.run(provider.db.receipts.get, request.job_id, provider.me) is not None
+    assert await provider.db.run(provider.db.receipts.get, signed_id, provider.me) is not None
     assert provider.market.called("submit_result") == []
     # The executor is told whose job it runs: code that is not ours batches one client's jobs only.
     assert provider.pool.clients == [client.address]
@@ -100,7 +104,7 @@ async def test_can_take_a_second_voucher_job_only_with_a_raised_voucher(
 
     again = provider.voucher_request(client, PRICE)
     assert rejection(await provider.handle(client, again)).code == "voucher_too_low"
-    assert await provider.stored_job(again.job_id) is None
+    assert await provider.stored_job(again) is None
 
     raised = provider.voucher_request(client, 2 * PRICE)
     result_of(await provider.handle(client, raised))
@@ -134,7 +138,7 @@ async def test_can_run_an_escrow_job_and_put_its_result_on_chain_first(
     [(job_id, receipt, signature)] = provider.market.called("submit_result")
     assert (job_id, receipt, signature) == (request.job_id, result.receipt, result.signature)
     assert provider.market.jobs[request.job_id].status is ChainJobStatus.SUBMITTED
-    stored = await provider.stored_job(request.job_id)
+    stored = await provider.stored_job(request)
     assert stored is not None
     assert stored.state == JobState.DELIVERED
     assert await provider.db.run(provider.db.vouchers.get, client.address, provider.me) is None
@@ -176,7 +180,7 @@ async def test_cannot_queue_a_job_past_a_full_queue(tmp_path: Path, client: Node
 
     second = provider.voucher_request(client, 2 * PRICE)
     assert rejection(await provider.handle(client, second)).code == "queue_full"
-    assert await provider.stored_job(second.job_id) is None
+    assert await provider.stored_job(second) is None
     assert len(provider.pool.runs) == 1
     provider.pool.release()
     result_of(await first)
@@ -265,7 +269,7 @@ async def test_can_run_a_voucher_job_the_reserve_and_earlier_payments_cover(
     fund(provider, client, PRICE)
     request = provider.voucher_request(client, 6 * PRICE)
     result = result_of(await provider.handle(client, request))
-    assert result.receipt.job_id == request.job_id
+    assert result.receipt.job_id == provider.signed_id(request)
     assert provider.pool.runs != []
 
 
@@ -325,6 +329,67 @@ async def test_cannot_run_an_escrow_job_whose_claim_fails(provider: ProviderSide
     assert provider.market.jobs[request.job_id].status is ChainJobStatus.REQUESTED
 
 
+async def test_cannot_escrow_a_job_due_on_chain_before_the_work_and_its_submission_fit(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    """The attacker escrows a job due on chain in 30 s but tells the provider 10 minutes: a provider
+    that ran it could not put the result on chain, and the client would refund after reading it."""
+    request = await provider.escrow_request(client, deadline_s=30)
+    request = dataclasses.replace(request, deadline_ms=int((time.time() + 600) * 1000))
+    rejected = rejection(await provider.handle(client, request))
+    assert rejected.code == "no_room"
+    assert "due on chain in" in rejected.reason
+    await assert_nothing_taken(provider, client, request)
+    assert provider.market.jobs[request.job_id].status is ChainJobStatus.REQUESTED
+
+
+async def test_can_cut_an_escrowed_run_short_to_leave_room_for_its_submission(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    request = await provider.escrow_request(client, deadline_s=200)
+    request = dataclasses.replace(request, deadline_ms=int((time.time() + 600) * 1000))
+    result_of(await provider.handle(client, request))
+    [(_, _, timeout_s)] = provider.pool.runs
+    assert timeout_s is not None
+    assert timeout_s <= 200 - provider_jobs.SUBMIT_ROOM_S
+
+
+async def test_cannot_make_a_provider_sign_an_escrowed_job_by_sending_its_id_with_a_voucher(
+    provider: ProviderSide, client: NodeKey, stranger: NodeKey
+) -> None:
+    """The attacker sends someone else's escrowed job id (same model, same input) as its voucher
+    job's id: a receipt for that id would be a second result for the escrowed job, and a second,
+    different one is what slashes the provider for equivocation."""
+    escrowed = await provider.escrow_request(client)
+    result_of(await provider.handle(client, escrowed))
+    fund(provider, stranger)
+    lure = dataclasses.replace(provider.voucher_request(stranger, PRICE), job_id=escrowed.job_id)
+    result = result_of(await provider.handle(stranger, lure))
+    assert result.receipt.job_id == voucher_job_id(stranger.address, escrowed.job_id)
+    assert result.receipt.job_id != escrowed.job_id
+    assert result.receipt.job_id != voucher_job_id(client.address, escrowed.job_id)
+    stored = await provider.stored_job(escrowed.job_id)
+    assert stored is not None
+    assert stored.client == client.address
+
+
+async def test_cannot_have_one_job_run_twice_by_sending_it_again(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    fund(provider, client)
+    first = provider.voucher_request(client, PRICE)
+    result_of(await provider.handle(client, first))
+    again = dataclasses.replace(provider.voucher_request(client, 2 * PRICE), job_id=first.job_id)
+    rejected = rejection(await provider.handle(client, again))
+    assert rejected.code == "duplicate_job"
+    assert len(provider.pool.runs) == 1
+    # The refused copy took nothing: the raised voucher still pays for the next job.
+    voucher = await provider.db.run(provider.db.vouchers.get, client.address, provider.me)
+    assert voucher is not None
+    assert voucher.voucher.cumulative_amount == PRICE
+    result_of(await provider.handle(client, provider.voucher_request(client, 2 * PRICE)))
+
+
 @pytest.mark.parametrize("payment", ["voucher", "escrow"])
 async def test_cannot_take_a_job_while_the_chain_is_unreachable(
     provider: ProviderSide, client: NodeKey, payment: str
@@ -353,7 +418,7 @@ async def test_can_fail_a_voucher_job_and_free_what_its_voucher_covered(
 
     assert isinstance(frames[-1], JobFailed)
     assert frames[-1].code == "execution"
-    stored = await provider.stored_job(failed.job_id)
+    stored = await provider.stored_job(failed)
     assert stored is not None
     assert stored.state == JobState.FAILED
     # The amount the failed job took is free again: the same voucher pays for the next one.
@@ -369,7 +434,7 @@ async def test_can_fail_an_escrow_job_without_submitting_anything(
     frames = await provider.handle(client, request)
     assert isinstance(frames[-1], JobFailed)
     assert provider.market.called("submit_result") == []
-    stored = await provider.stored_job(request.job_id)
+    stored = await provider.stored_job(request)
     assert stored is not None
     assert stored.state == JobState.FAILED
 
@@ -382,7 +447,7 @@ async def test_can_hand_over_an_escrow_result_once_a_retried_submission_lands(
     provider.market.fail("submit_result", chain_down(), times=2)
     result_of(await provider.handle(client, request))
     assert provider.market.jobs[request.job_id].status is ChainJobStatus.SUBMITTED
-    stored = await provider.stored_job(request.job_id)
+    stored = await provider.stored_job(request)
     assert stored is not None
     assert stored.state == JobState.DELIVERED
 
@@ -391,14 +456,15 @@ async def test_cannot_hand_over_an_escrow_result_the_chain_does_not_hold(
     provider: ProviderSide, client: NodeKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast_submission_retries(monkeypatch)
-    request = await provider.escrow_request(client, deadline_s=1)
+    monkeypatch.setattr(provider_jobs, "SUBMIT_ROOM_S", 0.5)
+    request = await provider.escrow_request(client, deadline_s=2)
     provider.market.fail("submit_result", chain_down(), times=1000)
     frames = await provider.handle(client, request)
     assert not any(isinstance(frame, JobResult) for frame in frames)
     assert isinstance(frames[-1], JobFailed)
     assert frames[-1].code == "submission_failed"
     assert "deadline" in frames[-1].reason
-    stored = await provider.stored_job(request.job_id)
+    stored = await provider.stored_job(request)
     assert stored is not None
     assert stored.state == JobState.FAILED
     assert "deadline" in (stored.status.reason or "")
@@ -413,7 +479,7 @@ async def test_cannot_hand_over_an_escrow_result_the_chain_refused(
     assert not any(isinstance(frame, JobResult) for frame in frames)
     assert isinstance(frames[-1], JobFailed)
     assert frames[-1].code == "submission_failed"
-    stored = await provider.stored_job(request.job_id)
+    stored = await provider.stored_job(request)
     assert stored is not None
     assert stored.state == JobState.FAILED
     assert "refused" in (stored.status.reason or "")
@@ -432,7 +498,7 @@ async def test_cannot_reuse_a_voucher_for_a_job_still_live_after_a_restart(
     await restarted.load_covered()
     again = restarted.voucher_request(client, PRICE)
     assert rejection(await restarted.handle(client, again)).code == "voucher_too_low"
-    assert await restarted.stored_job(again.job_id) is None
+    assert await restarted.stored_job(again) is None
     result_of(await restarted.handle(client, restarted.voucher_request(client, 2 * PRICE)))
 
 
@@ -449,7 +515,7 @@ async def test_can_free_a_job_whose_client_went_away_mid_run(provider: ProviderS
         with contextlib.suppress(TimeoutError):
             while not (await asyncio.wait_for(changes.get(), 1.0)).status.terminal:
                 pass
-    stored = await provider.stored_job(request.job_id)
+    stored = await provider.stored_job(request)
     assert stored is not None
     assert stored.state == JobState.FAILED
     assert "client went away" in (stored.status.reason or "")
@@ -465,6 +531,6 @@ async def test_can_raise_the_price_for_the_next_jobs(provider: ProviderSide, cli
     assert rejection(await provider.handle(client, short)).code == "voucher_too_low"
     paid = provider.voucher_request(client, 2 * PRICE, max_price=2 * PRICE)
     result_of(await provider.handle(client, paid))
-    stored = await provider.stored_job(paid.job_id)
+    stored = await provider.stored_job(paid)
     assert stored is not None
     assert stored.price_wei == 2 * PRICE
