@@ -287,7 +287,7 @@ class Node:
         market = self.contracts.market
         runner = JobRunner(self.job_store, pool, self.key, market.domain(), slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss)
-        jobs = ProviderJobs(runner, market, policy, spawn=self._spawn)
+        jobs = ProviderJobs(runner, market, policy, blobs, spawn=self._spawn)
         follower = EventFollower(
             self.contracts.client,
             market.contract,
@@ -390,6 +390,8 @@ class Node:
             return
         jobs = await self.db.run(self.db.jobs.list, role=Role.PROVIDER, limit=2**31 - 1)
         parts.jobs.load_covered(jobs)
+        # Claims a restart cut off are served to the end: an unfinished claim costs stake.
+        await parts.jobs.resume()
         # Warm every served model first, so the first job does not pay the cold start.
         warm = list(parts.policy.price_floor_wei)
         for model_id in warm:

@@ -9,10 +9,10 @@ from node.chain.follower import ChainEvent, EventFollower
 from node.chain.market import JobMarket, JobTerms
 from node.chain.registry import ZERO_ADDRESS
 from node.domain.state import PaymentPath, Role
-from node.errors import ChainError, ExecutorError, GpunodeError
+from node.errors import ChainError, GpunodeError
 from node.jobstore.blobs import JobBlobs
 from node.logging import get_logger
-from node.provider.delivery import submit_result
+from node.provider.delivery import Escrowed, serve_escrowed
 from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy, Claim, ClaimContext, OnChainJob, should_claim
 from node.storage import NewJob
@@ -106,6 +106,8 @@ class OnchainJobs:
             log.error("onchain_job_failed", job_id=job_id.hex(), error=str(exc))
 
     async def _run_claimed(self, terms: JobTerms, job_input: bytes, price: int, deadline: float) -> None:
+        room = deadline - await self.market.client.chain_time()
+        # Kept with the job: a restart resumes the claim (`ProviderJobs.resume`).
         input_hash = await self.blobs.put(job_input)
         record = await self.runner.store.create(
             NewJob(
@@ -119,27 +121,12 @@ class OnchainJobs:
                 deadline=deadline,
             ),
         )
-        try:
-            signed = await self.runner.run(record, job_input)
-        except ExecutorError:
-            return
         with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
         on_chain = with_callback or await self._output_on_chain(terms.job_id)
-        refused = await submit_result(
-            self.market,
-            terms,
-            signed.receipt,
-            signed.signature,
-            output=signed.output if on_chain else b"",
-            sender=self.runner.key.account,
-            deadline=deadline,
-        )
-        if refused is not None:
-            log.error("onchain_result_not_submitted", job_id=terms.job_id.hex(), error=refused.reason)
-            await self.runner.undelivered(terms.job_id, refused.reason)
-            return
-        await self.runner.delivered(terms.job_id)
-        log.info("onchain_result_submitted", job_id=terms.job_id.hex())
+        escrow = Escrowed.due_in(terms, room, output_on_chain=on_chain)
+        served = await serve_escrowed(self.runner, self.market, self.blobs, record, job_input, escrow)
+        if served.result is None:
+            log.error("onchain_job_not_served", job_id=terms.job_id.hex(), error=served.failure)
 
     async def _output_on_chain(self, job_id: Hash32) -> bool:
         """Whether the job's result must carry its output; when the chain cannot say, it carries

@@ -124,7 +124,7 @@ class JobRunner:
             raise
         # Recording the start overlaps the rest of the run: the signed result is what must be durable.
         started = None
-        if not execution.done():
+        if not execution.done() and record.state is ProviderState.ACCEPTED:
             started = asyncio.create_task(self.store.apply(record.job_id, Started(), known=record))
         try:
             result = await execution

@@ -68,8 +68,9 @@ class ProviderSettlement:
     # start-up ---------------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Jobs cut off by a restart failed; redemptions the chain made are recorded here."""
-        for record in await self._provider_jobs(*_INTERRUPTED):
+        """Voucher jobs cut off by a restart failed (escrowed ones are resumed by
+        `ProviderJobs.resume`); redemptions the chain made are recorded here."""
+        for record in await self._provider_jobs(*_INTERRUPTED, payment=PaymentPath.VOUCHER):
             await self._apply(record, Failed("the provider stopped before the result was delivered"))
         for stored in await self.db.run(self.db.vouchers.unredeemed, self.me):
             paid = await self.market.paid(stored.voucher.client, self.me)

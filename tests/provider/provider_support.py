@@ -266,8 +266,8 @@ def build_provider(
     def spawn(work: Coroutine[Any, Any, None]) -> None:
         spawned.append(asyncio.ensure_future(work))
 
-    jobs = ProviderJobs(runner, market, policy, spawn=spawn)  # type: ignore[arg-type]
     blobs = JobBlobs(root / "blobs", fsync=False)
+    jobs = ProviderJobs(runner, market, policy, blobs, spawn=spawn)  # type: ignore[arg-type]
     onchain = OnchainJobs(runner, market, blobs, _Follower(), policy, spawn=spawn)  # type: ignore[arg-type]
     return ProviderSide(db, key, market, pool, events, runner, jobs, onchain, root, spawned)
 

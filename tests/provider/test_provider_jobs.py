@@ -534,3 +534,107 @@ async def test_can_raise_the_price_for_the_next_jobs(provider: ProviderSide, cli
     stored = await provider.stored_job(paid)
     assert stored is not None
     assert stored.price_wei == 2 * PRICE
+
+
+# escrowed jobs outlive their stream and their process --------------------------------------------
+
+
+async def test_can_serve_an_escrowed_job_to_the_end_when_its_client_goes_away(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    """A claim left unfinished costs stake: the job runs and its result goes on chain anyway."""
+    provider.pool.hold()
+    request = await provider.escrow_request(client)
+    frames = provider.jobs.handle(peer_of(client), request)
+    assert isinstance(await anext(frames), JobAccepted)
+    await provider.pool.started.wait()
+    await frames.aclose()  # the client's stream closed
+    provider.pool.release()
+    await provider.settled()
+    assert provider.market.jobs[request.job_id].status is ChainJobStatus.SUBMITTED
+    stored = await provider.stored_job(request)
+    assert stored is not None
+    assert stored.state == JobState.DELIVERED
+
+
+async def test_can_give_an_escrowed_result_again_to_its_requester_and_nobody_else(
+    provider: ProviderSide, client: NodeKey, stranger: NodeKey
+) -> None:
+    request = await provider.escrow_request(client)
+    first = result_of(await provider.handle(client, request))
+    again = result_of(await provider.handle(client, request))
+    assert (again.receipt, again.signature, again.output) == (first.receipt, first.signature, first.output)
+    assert len(provider.pool.runs) == 1
+    assert len(provider.market.called("claim_job")) == 1
+    # A stranger who learnt the on-chain id gets neither the output nor a second run.
+    rejected = rejection(await provider.handle(stranger, request))
+    assert rejected.code == "not_escrowed"
+    assert "not requested by this client" in rejected.reason
+    assert len(provider.pool.runs) == 1
+
+
+async def test_can_join_an_escrowed_run_under_way_when_sending_the_request_again(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    provider.pool.hold()
+    request = await provider.escrow_request(client)
+    first = asyncio.create_task(provider.handle(client, request))
+    await provider.pool.started.wait()
+    second = asyncio.create_task(provider.handle(client, request))
+    await asyncio.sleep(0.05)
+    provider.pool.release()
+    results = [result_of(frames) for frames in await asyncio.gather(first, second)]
+    assert results[0].receipt == results[1].receipt
+    assert len(provider.pool.runs) == 1
+
+
+async def stop_mid_run(provider: ProviderSide, client: NodeKey) -> JobRequest:
+    """An escrowed job claimed and running when the provider's process dies."""
+    provider.pool.hold()
+    request = await provider.escrow_request(client)
+    frames = provider.jobs.handle(peer_of(client), request)
+    assert isinstance(await anext(frames), JobAccepted)
+    await provider.pool.started.wait()
+    for task in provider.spawned:
+        task.cancel()
+    await asyncio.gather(*provider.spawned, return_exceptions=True)
+    provider.spawned.clear()
+    with contextlib.suppress(BaseException):
+        await frames.aclose()
+    provider.pool.release()
+    return request
+
+
+async def test_can_resume_a_claimed_escrowed_job_after_a_restart(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    request = await stop_mid_run(provider, client)
+    stored = await provider.stored_job(request)
+    assert stored is not None
+    assert stored.state in (JobState.ACCEPTED, JobState.RUNNING)
+    restarted = provider.restarted()
+    await restarted.jobs.resume()
+    await restarted.settled()
+    assert provider.market.jobs[request.job_id].status is ChainJobStatus.SUBMITTED
+    resumed = await restarted.stored_job(request)
+    assert resumed is not None
+    assert resumed.state == JobState.DELIVERED
+    # The client that lost its stream asks again and gets the resumed run's result.
+    result = result_of(await restarted.handle(client, request))
+    assert result.output == b"out:" + INPUT
+    assert result.receipt.job_id == request.job_id
+
+
+async def test_cannot_resume_an_escrowed_job_whose_deadline_has_no_room_left(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    request = await stop_mid_run(provider, client)
+    provider.market.advance(3600 - 30)
+    restarted = provider.restarted()
+    await restarted.jobs.resume()
+    await restarted.settled()
+    stored = await restarted.stored_job(request)
+    assert stored is not None
+    assert stored.state == JobState.FAILED
+    assert "too close to run and submit" in (stored.status.reason or "")
+    assert provider.market.jobs[request.job_id].status is ChainJobStatus.CLAIMED
