@@ -304,6 +304,18 @@ class FakeMarket:
         self._log("JobRefunded", terms.job_id, {"requester": terms.requester, "price": job.price})
         return JobRefunded(terms.job_id, terms.requester, job.price, tx)
 
+    async def cancel(self, terms: JobTerms, *, sender: Any) -> JobRefunded:
+        await self._call("cancel", terms.job_id)
+        job = self.jobs.get(terms.job_id)
+        if sender.address != terms.requester:
+            raise TransactionReverted("NotRequester", error_name="NotRequester")
+        if job is None or job.status is not JobStatus.REQUESTED:
+            raise TransactionReverted("WrongJobStatus", error_name="WrongJobStatus")
+        del self.jobs[terms.job_id]
+        self.earnings[terms.requester] += job.price
+        self._log("JobRefunded", terms.job_id, {"requester": terms.requester, "price": job.price})
+        return JobRefunded(terms.job_id, terms.requester, job.price, self._tx())
+
     async def job(self, job_id: bytes) -> JobRecord:
         await self._call("job", bytes(job_id))
         job = self.jobs.get(bytes(job_id))

@@ -180,6 +180,7 @@ contract JobMarket is IProviderStatusSink {
     error DeadlinePassed(bytes32 jobId, uint256 deadline);
     error DeadlineNotPassed(bytes32 jobId, uint256 deadline);
     error NotNamedProvider(bytes32 jobId, address named, address caller);
+    error NotRequester(bytes32 jobId, address caller);
     error ProviderNotActive(address provider);
     error NotRegistry(address caller);
     error InsufficientReserve(uint256 requested, uint256 reserve);
@@ -468,6 +469,21 @@ contract JobMarket is IProviderStatusSink {
             withdrawable[terms.requester] += reward;
             emit ClaimExpired(jobId, provider, slashed);
         }
+    }
+
+    /// @notice Takes back a job nobody has claimed: its price is the requester's again at once (via
+    /// `withdrawEarnings`). Only the requester may. Once a provider claims the job, only a result or
+    /// the deadline ends it; a claim racing a cancel is decided by which lands first.
+    /// @param terms The job's terms.
+    function cancel(JobTerms calldata terms) external {
+        bytes32 jobId = keccak256(abi.encode(terms));
+        if (msg.sender != terms.requester) revert NotRequester(jobId, msg.sender);
+        uint256 packed = _jobs[jobId];
+        _expectStatus(jobId, packed, JobStatus.Requested);
+        uint256 price = _price(packed);
+        delete _jobs[jobId];
+        withdrawable[terms.requester] += price;
+        emit JobRefunded(jobId, terms.requester, price);
     }
 
     /// @notice Pays out everything credited to the caller: earnings of finalized jobs, refunds and

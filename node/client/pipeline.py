@@ -6,6 +6,11 @@ Each step is written to the database (and published to watchers) before the next
 a restarted node resumes from the last durable step. A provider that rejects, times out, dies or
 returns a result that does not verify is backed off and the job goes back to `submitted`, to be
 matched with the next candidate.
+
+An escrowed attempt whose answer was lost (the stream broke, or this node restarted while it ran)
+is not given up while its escrow can still pay that provider: the request goes to the same
+provider again, which serves a claimed job to the end and gives its requester the result again.
+Moving on would pay a second provider for one job.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from node.chain.eip712 import verify_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
+from node.chain.market import JobStatus as ChainJobStatus
 from node.client.matching import Matchmaker
 from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
@@ -78,6 +84,8 @@ RESERVE_AHEAD_JOBS = 15
 PROGRESS_RECORD_DELAY_S = 0.005
 # Retry spacing while the chain is unreachable.
 CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+# Waits before asking a provider again for an escrowed job it holds; the last one repeats.
+RESEND_WAIT_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,8 @@ class ClientPipeline:
     _last_error: dict[Hash32, str] = field(default_factory=dict)
     # What vouchers to each provider may total, as last reserved on chain for it.
     _reserved: dict[Address, int] = field(default_factory=dict)
+    # Escrowed jobs asked for again after a lost answer: how many times so far.
+    _resent: dict[Hash32, int] = field(default_factory=dict)
 
     @property
     def me(self) -> Address:
@@ -160,11 +170,16 @@ class ClientPipeline:
             self._inputs.pop(job_id, None)
             self._chosen.pop(job_id, None)
             self._priced_here.pop(job_id, None)
+            self._resent.pop(job_id, None)
             self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
-        """A job found mid-flight at start: the request and its answer were lost with the process."""
-        if record.state in (ClientState.SENT, ClientState.RUNNING):
+        """A job found mid-flight at start: the request and its answer were lost with the process.
+        An escrowed one is asked for again (`_resend`)."""
+        sent = record.state in (ClientState.SENT, ClientState.RUNNING)
+        if record.status.payment is PaymentPath.ESCROW and (sent or record.state is ClientState.RESULT):
+            return record
+        if sent:
             return await self._lose(record, AttemptOutcome.DIED, "the client restarted while the job ran")
         if record.state is ClientState.RESULT:
             return await self._lose(
@@ -283,20 +298,77 @@ class ClientPipeline:
         started = time.perf_counter()
         try:
             outcome = await self.jobs.request_job(peer, request, progress.on_event)
-        except PeerTimeout as exc:
-            return await self._lose(await progress.drain(), AttemptOutcome.TIMED_OUT, str(exc))
-        except P2PError as exc:
-            return await self._lose(await progress.drain(), AttemptOutcome.DIED, str(exc))
+        except (PeerTimeout, P2PError) as exc:
+            record = await progress.drain()
+            escrowed = record.status.payment is PaymentPath.ESCROW
+            if escrowed and await self._escrow_held(record, provider, attempt):
+                # Asked for again after a wait: the escrow pays this provider only.
+                log.info(
+                    "escrowed_answer_lost", job_id=record.job_id.hex(), provider=provider, error=str(exc)
+                )
+                return await self._wait_to_resend(record, provider)
+            lost = AttemptOutcome.TIMED_OUT if isinstance(exc, PeerTimeout) else AttemptOutcome.DIED
+            return await self._lose(record, lost, str(exc))
         except BaseException:
             # Cancelled (the node is stopping): no write of the provider's reports outlives the send.
             await progress.drain()
             raise
         record = await progress.drain()
         if isinstance(outcome, JobRejected):
+            if record.status.payment is PaymentPath.ESCROW and await self._escrow_held(
+                record, provider, attempt
+            ):
+                # Refused, yet the provider holds the claim: its result on chain is what pays it.
+                return await self._wait_to_resend(record, provider)
             return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")
         if isinstance(outcome, JobFailed):
             return await self._lose(record, AttemptOutcome.DIED, f"{outcome.code}: {outcome.reason}")
         return await self._take_result(record, outcome, attempt, time.perf_counter() - started)
+
+    async def _resend(self, record: JobRecord) -> JobRecord | None:
+        """Ask again for an escrowed job whose answer was lost (the step of a job left sent or
+        running), while its escrow can still pay that provider."""
+        provider = _current_provider(record)
+        attempt = len(record.status.attempts) - 1
+        if not await self._escrow_held(record, provider, attempt):
+            return await self._lose(record, AttemptOutcome.DIED, "the escrowed job's answer was lost")
+        return await self._send(record)
+
+    async def _wait_to_resend(self, record: JobRecord, provider: Address) -> JobRecord:
+        """Wait before asking again (longer each time), unless the job runs out of time first."""
+        tries = self._resent.get(record.job_id, 0)
+        self._resent[record.job_id] = tries + 1
+        wait = RESEND_WAIT_S[min(tries, len(RESEND_WAIT_S) - 1)]
+        if time.time() + wait > (record.deadline or float("inf")):
+            # Its escrow ends in the provider's pay (a result on chain) or a refund: never in both.
+            return await self._fail(
+                record,
+                f"provider {provider} holds the escrowed job but its result never came back in time; "
+                "the escrow is refunded unless the provider puts a result on chain",
+            )
+        await asyncio.sleep(wait)
+        return record
+
+    async def _escrow_held(self, record: JobRecord, provider: Address, attempt: int) -> bool:
+        """Whether the attempt's escrow may still pay `provider`, whose answer did not come: it
+        claimed the job or put a result on chain. An escrow nobody claimed is cancelled first (its
+        price is the client's again at once), so that no later claim can make it pay for a job
+        another provider runs. A chain that does not answer counts as held."""
+        terms = escrow_terms(self.me, record, attempt)
+        try:
+            onchain = await self.market.job(terms.job_id)
+            if onchain.status is ChainJobStatus.REQUESTED:
+                try:
+                    await self.market.cancel(terms, sender=self.key.account)
+                    log.info("escrow_cancelled", job_id=record.job_id.hex(), onchain=terms.job_id.hex())
+                    return False
+                except TransactionReverted:
+                    onchain = await self.market.job(terms.job_id)  # claimed meanwhile
+        except ChainError as exc:
+            log.warning("escrow_unread", job_id=record.job_id.hex(), error=str(exc))
+            return True
+        named = onchain.provider is not None and onchain.provider.lower() == provider.lower()
+        return onchain.status in (ChainJobStatus.CLAIMED, ChainJobStatus.SUBMITTED) and named
 
     async def _payment_message(self, record: JobRecord, provider: Address, attempt: int) -> Payment:
         if record.status.payment is PaymentPath.ESCROW:
@@ -314,7 +386,8 @@ class ClientPipeline:
         self, record: JobRecord, result: JobResult, attempt: int, elapsed_s: float
     ) -> JobRecord | None:
         provider = _current_provider(record)
-        received = (*_to_running(record), ResultReceived())
+        # A result asked for again may follow one this node stopped before checking.
+        received = () if record.state is ClientState.RESULT else (*_to_running(record), ResultReceived())
         problem = self._check_result(record, result, provider, attempt)
         if problem is not None:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
@@ -464,6 +537,9 @@ class ClientPipeline:
 
     async def _lose(self, record: JobRecord, outcome: AttemptOutcome, detail: str) -> JobRecord:
         provider = _current_provider(record)
+        if record.state is ClientState.RESULT:
+            # A result was received and never checked (this node stopped): it counts as bad.
+            outcome = AttemptOutcome.BAD_RESULT
         log.info(
             "provider_lost", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
         )
@@ -501,8 +577,9 @@ class _Progress:
         self._task: asyncio.Task[None] | None = None
         self._writing = False
         self._latest = sent
-        self._sent = False
-        self._started = False
+        # A request sent again (its answer was lost) may already be recorded as sent or running.
+        self._sent = sent.state in (ClientState.SENT, ClientState.RUNNING)
+        self._started = sent.state is ClientState.RUNNING
 
     def on_event(self, event: JobAccepted | JobProgress) -> None:
         if isinstance(event, JobAccepted) and not self._sent:
@@ -565,5 +642,8 @@ _STEPS: Mapping[State, _Step] = {
     ClientState.SUBMITTED: ClientPipeline._match,
     ClientState.MATCHED: ClientPipeline._pay,
     ClientState.PAID: ClientPipeline._send,
+    ClientState.SENT: ClientPipeline._resend,
+    ClientState.RUNNING: ClientPipeline._resend,
+    ClientState.RESULT: ClientPipeline._resend,
     ClientState.VERIFIED: ClientPipeline._settle_voucher_job,
 }

@@ -24,6 +24,7 @@ from job_fakes import FakeMarket, FakeOverlay, ProviderBehaviour, accepted_then,
 
 from node.chain.eip712 import sign_receipt, sign_voucher
 from node.chain.keys import NodeKey
+from node.chain.market import JobStatus as ChainJobStatus
 from node.chain.market import voucher_job_id
 from node.client import pipeline as pipeline_module
 from node.client.jobs import ClientJobs
@@ -169,11 +170,14 @@ class Provider:
             inner = accepted_then(lambda r: self.result(r))
             result = await inner(request, on_event)
             if isinstance(request.payment, OnchainPayment):
+                # Sent again, a job it holds is not claimed again: it is served to the end once.
                 onchain = self.market.jobs[request.payment.job_id]
-                await self.market.claim_job(request.payment.job_id, sender=self.key.account)
-                await self.market.submit_result(
-                    onchain.terms, result.receipt, result.signature, sender=self.key.account
-                )
+                if onchain.status is ChainJobStatus.REQUESTED:
+                    await self.market.claim_job(request.payment.job_id, sender=self.key.account)
+                if onchain.status is ChainJobStatus.CLAIMED:
+                    await self.market.submit_result(
+                        onchain.terms, result.receipt, result.signature, sender=self.key.account
+                    )
             return result
 
         return behave
@@ -200,6 +204,23 @@ class Provider:
 
     def dying(self) -> ProviderBehaviour:
         return accepted_then(lambda r: P2PError("the stream was reset"))
+
+    def claiming_then(self, answer: Callable[[JobRequest], Any], *, times: int = 1) -> ProviderBehaviour:
+        """Claims the escrowed job, then answers `answer(request)` (the first `times` requests);
+        honest from then on."""
+        honest = self.honest()
+        answered = 0
+
+        async def behave(request: JobRequest, on_event: Callable[[Any], None]) -> Any:
+            nonlocal answered
+            if answered >= times:
+                return await honest(request, on_event)
+            answered += 1
+            assert isinstance(request.payment, OnchainPayment)
+            await self.market.claim_job(request.payment.job_id, sender=self.key.account)
+            return await accepted_then(answer)(request, on_event)
+
+        return behave
 
     def cheating(self, how: str, stranger: NodeKey) -> ProviderBehaviour:
         """Returns a result that must not verify, in one of the ways a result can be wrong."""

@@ -300,6 +300,23 @@ class MarketMachine(RuleBasedStateMachine):
         if claim is not None:
             job.status, job.provider = JobStatus.CLAIMED, claimer.address
 
+    @precondition(lambda self: self.jobs_in(JobStatus.REQUESTED))
+    @rule(data=st.data(), by_requester=st.booleans())
+    def cancel_job(self, data: st.DataObject, by_requester: bool) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs_in(JobStatus.REQUESTED)))
+        job = self.jobs[job_id]
+        requester = next(a for a in self.requesters if a.address == job.job.terms.requester)
+        cancelled = self.attempt(
+            self.market.cancel(job.job.terms, sender=requester if by_requester else self.relayer),
+            may_succeed=by_requester,
+            may_fail=not by_requester,
+            error="NotRequester",
+        )
+        if cancelled is not None:
+            assert cancelled.price == job.job.price
+            self.credit(requester.address, job.job.price)
+            del self.jobs[job_id]
+
     @precondition(lambda self: self.jobs_in(JobStatus.CLAIMED))
     @rule(data=st.data(), with_output=st.booleans())
     def submit_result(self, data: st.DataObject, with_output: bool) -> None:
