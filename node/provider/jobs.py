@@ -437,6 +437,8 @@ class ProviderJobs:
             return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
         if terms.input_hash != sha256(job_input) or terms.model_id != request.model_id:
             return JobRejected("terms_mismatch", "the input or model differs from the escrowed job's terms")
+        if await _served_before(self.runner, payment.job_id):
+            return JobRejected("duplicate_job", _SERVED_BEFORE.format(job_id=payment.job_id.hex()))
         # A claim not delivered by the deadline costs stake: claim only what there is room to deliver.
         room = onchain.time - await self.market.client.chain_time()
         if room < SUBMIT_ROOM_S + MIN_RUN_S:
@@ -524,6 +526,15 @@ async def _escrowed_frames(attach: _Attach) -> AsyncIterator[JobResponse]:
         return
     result = served.result
     yield JobResult(result.receipt, result.signature, result.output)
+
+
+# A job id recurs on chain when its requester reuses the terms' salt after the job ended: a second
+# receipt for it, with another output, would read as equivocation. Each id is signed once.
+_SERVED_BEFORE = "this provider already took on-chain job {job_id}; it never signs one job id twice"
+
+
+async def _served_before(runner: JobRunner, job_id: Hash32) -> bool:
+    return await runner.db.run(runner.db.jobs.find, job_id) is not None
 
 
 def _has_callback(terms: JobTerms) -> bool:

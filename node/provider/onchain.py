@@ -95,6 +95,11 @@ class OnchainJobs:
             salt=int(event.args["salt"]),
         )
         job_id = terms.job_id
+        if await self.runner.db.run(self.runner.db.jobs.find, job_id) is not None:
+            # Its requester reused a salt after the job ended: a second receipt for this id, with
+            # another output, would read as equivocation. Each id is signed once.
+            log.warning("onchain_job_id_recurs", job_id=job_id.hex())
+            return
         try:
             await self.market.claim_job(job_id, sender=self.runner.key.account)
         except ChainError as exc:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from job_fakes import chain_down, reverted
+from job_fakes import CHALLENGE_WINDOW_S, chain_down, reverted
 from provider_support import (
     GWEI,
     INPUT,
@@ -638,3 +638,30 @@ async def test_cannot_resume_an_escrowed_job_whose_deadline_has_no_room_left(
     assert stored.state == JobState.FAILED
     assert "too close to run and submit" in (stored.status.reason or "")
     assert provider.market.jobs[request.job_id].status is ChainJobStatus.CLAIMED
+
+
+async def test_cannot_frame_a_provider_by_requesting_a_finished_job_again(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    """The attacker reuses a finished job's salt, so the same on-chain id comes back. A second
+    receipt for it with another output (GPU kernels are not bit-exact) would 'prove' equivocation
+    against the first: the provider never signs one id twice."""
+    first = await provider.escrow_request(client)
+    result_of(await provider.handle(client, first))
+    terms = provider.market.jobs[first.job_id].terms
+    provider.market.advance(CHALLENGE_WINDOW_S + 1)
+    await provider.market.finalize(first.job_id, sender=client.account)
+    again = await provider.market.request_job(
+        MODEL,
+        price=PRICE,
+        deadline=provider.market.now + 3600,
+        input_hash=sha256(INPUT),
+        provider=provider.me,
+        salt=terms.salt,
+        sender=client.account,
+    )
+    assert again.job_id == first.job_id
+    rejected = rejection(await provider.handle(client, first))
+    assert rejected.code == "duplicate_job"
+    assert len(provider.pool.runs) == 1
+    assert provider.market.called("claim_job") == [(first.job_id, provider.me)]
