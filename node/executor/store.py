@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -229,22 +228,26 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
             raise ModelStoreError(f"{name} is not a valid safetensors file: {exc.message}") from exc
 
 
+# The checker limits its own memory before it imports anything. A `preexec_fn` would run Python in
+# a fork of the node, whose gRPC threads make that unsafe: a check was seen to die there, leaving
+# only gRPC's complaint about its poller on stderr.
+_LIMITED_CHECK = (
+    "import resource, runpy, sys; limit = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+    "runpy.run_module('node.executor.program_loader', run_name='__main__', alter_sys=True)"
+)
+
+
 def _check_program(program: Path, manifest: ModelManifest, *, size: int) -> None:
     """The pickle scan, then the worker's own check (`program_rules` and the ATen schemas: only torch
     knows which operators write to an argument), in a torch subprocess: nothing from the file is
     run, the node never imports torch, and the archive is unpacked and its JSON parsed there alone,
     under a memory and a time limit: a few MB can unpack to JSON that takes gigabytes as objects."""
-    argv = [sys.executable, "-m", "node.executor.program_loader", str(program)]
-    argv += ["--inputs", str(len(manifest.inputs)), "--outputs", str(len(manifest.outputs))]
     memory = _CHECK_MEMORY_BYTES + 16 * size
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
+    argv = [sys.executable, "-c", _LIMITED_CHECK, str(memory), str(program)]
+    argv += ["--inputs", str(len(manifest.inputs)), "--outputs", str(len(manifest.outputs))]
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, check=False, preexec_fn=limit, timeout=_CHECK_TIMEOUT_S
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=_CHECK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ModelStoreError(f"checking program {manifest.name} took over {_CHECK_TIMEOUT_S} s") from None
     if done.returncode == 0:
