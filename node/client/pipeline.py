@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from node.chain.eip712 import verify_receipt
+from node.chain.job_logs import submitted_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
@@ -389,6 +390,8 @@ class ClientPipeline:
         # A result asked for again may follow one this node stopped before checking.
         received = () if record.state is ClientState.RESULT else (*_to_running(record), ResultReceived())
         problem = self._check_result(record, result, provider, attempt)
+        if problem is None and record.status.payment is PaymentPath.ESCROW:
+            problem = await self._check_against_chain(record, result, provider, attempt)
         if problem is not None:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
             record = await self.store.apply(record.job_id, *received, known=record)
@@ -447,6 +450,34 @@ class ClientPipeline:
         if not verify_receipt(self.vouchers.domain, receipt, result.signature, provider):
             return "the receipt's signature is not the provider's"
         return None
+
+    async def _check_against_chain(
+        self, record: JobRecord, result: JobResult, provider: Address, attempt: int
+    ) -> str | None:
+        """An escrowed result must be the one its provider put on chain (that one is what the escrow
+        pays for). Another one signed for the same job is equivocation: proven on chain at once,
+        which slashes the provider and disputes the job, so the escrow comes back."""
+        terms = escrow_terms(self.me, record, attempt)
+        try:
+            onchain = await submitted_receipt(self.market, terms, provider)
+        except ChainError as exc:
+            # The settlement watches the job on chain; the result stands on its signature.
+            log.warning("submitted_result_unread", job_id=record.job_id.hex(), error=str(exc))
+            return None
+        if onchain is None or onchain[0] == result.receipt:
+            return None
+        receipt, signature = onchain
+        try:
+            await self.market.prove_equivocation(
+                receipt, signature, result.receipt, result.signature, sender=self.key.account
+            )
+        except ChainError as exc:
+            log.error(
+                "equivocation_not_proven", job_id=record.job_id.hex(), provider=provider, error=str(exc)
+            )
+        else:
+            log.warning("equivocation_proven", job_id=record.job_id.hex(), provider=provider)
+        return "the provider put another result on chain for this job (equivocation, proven on chain)"
 
     async def _settle_voucher_job(self, record: JobRecord) -> JobRecord | None:
         if record.status.payment is PaymentPath.VOUCHER:

@@ -98,10 +98,11 @@ class ClientSettlement:
             if onchain.status is ChainJobStatus.NONE:
                 self._closed.add(terms.job_id)
                 continue
-            due = onchain.time < now
+            due = onchain.time < now or onchain.status is ChainJobStatus.DISPUTED  # proven: at once
             # Nobody claimed it: taken back at once (a lost attempt's escrow must pay nobody).
             unclaimed = onchain.status is ChainJobStatus.REQUESTED and not due
-            if unclaimed or (onchain.status in (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED) and due):
+            refundable = (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED, ChainJobStatus.DISPUTED)
+            if unclaimed or (onchain.status in refundable and due):
                 try:
                     if unclaimed:
                         done = await self.market.cancel(terms, sender=self.key.account)
