@@ -304,8 +304,8 @@ class FakeMarket:
         self._log("JobRefunded", terms.job_id, {"requester": terms.requester, "price": job.price})
         return JobRefunded(terms.job_id, terms.requester, job.price, tx)
 
-    async def cancel(self, terms: JobTerms, *, sender: Any) -> JobRefunded:
-        await self._call("cancel", terms.job_id)
+    async def cancel_job(self, terms: JobTerms, *, sender: Any) -> JobRefunded:
+        await self._call("cancel_job", terms.job_id)
         job = self.jobs.get(terms.job_id)
         if sender.address != terms.requester:
             raise TransactionReverted("NotRequester", error_name="NotRequester")

@@ -475,7 +475,7 @@ contract JobMarket is IProviderStatusSink {
     /// `withdrawEarnings`). Only the requester may. Once a provider claims the job, only a result or
     /// the deadline ends it; a claim racing a cancel is decided by which lands first.
     /// @param terms The job's terms.
-    function cancel(JobTerms calldata terms) external {
+    function cancelJob(JobTerms calldata terms) external {
         bytes32 jobId = keccak256(abi.encode(terms));
         if (msg.sender != terms.requester) revert NotRequester(jobId, msg.sender);
         uint256 packed = _jobs[jobId];

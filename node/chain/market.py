@@ -465,9 +465,10 @@ class JobMarket:
             tx=TxInfo.of(receipt),
         )
 
-    async def cancel(self, terms: JobTerms, *, sender: LocalAccount) -> JobRefunded:
+    async def cancel_job(self, terms: JobTerms, *, sender: LocalAccount) -> JobRefunded:
         """Take back a job nobody has claimed (its requester only): the price is credited at once."""
-        receipt = await self.client.transact(self.contract.functions.cancel(terms.as_tuple()), sender=sender)
+        cancel = self.contract.functions.cancelJob(terms.as_tuple())
+        receipt = await self.client.transact(cancel, sender=sender)
         args = self._event("JobRefunded", receipt)
         return JobRefunded(
             job_id=Hash32(bytes(args["jobId"])),

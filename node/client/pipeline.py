@@ -360,7 +360,7 @@ class ClientPipeline:
             onchain = await self.market.job(terms.job_id)
             if onchain.status is ChainJobStatus.REQUESTED:
                 try:
-                    await self.market.cancel(terms, sender=self.key.account)
+                    await self.market.cancel_job(terms, sender=self.key.account)
                     log.info("escrow_cancelled", job_id=record.job_id.hex(), onchain=terms.job_id.hex())
                     return False
                 except TransactionReverted:

@@ -105,7 +105,7 @@ class ClientSettlement:
             if unclaimed or (onchain.status in refundable and due):
                 try:
                     if unclaimed:
-                        done = await self.market.cancel(terms, sender=self.key.account)
+                        done = await self.market.cancel_job(terms, sender=self.key.account)
                     else:
                         done = await self.market.refund(terms, sender=self.key.account)
                 except ChainError as exc:

@@ -78,7 +78,7 @@ async def test_can_resume_a_job_stopped_in_any_live_state(
         )
         # A lost attempt's escrow that nobody claimed was taken back: only one can pay.
         lost_escrows = len(view.attempts) - 1
-        assert len(client.market.called("cancel")) == lost_escrows
+        assert len(client.market.called("cancel_job")) == lost_escrows
         assert len(client.market.jobs) == 1
 
 

@@ -42,7 +42,7 @@ async def test_can_get_an_escrowed_result_again_from_the_provider_holding_its_cl
     assert client.requests_to(second) == []
     # One escrow, paying the provider that ran the job; nothing cancelled, nothing paid twice.
     assert len(client.market.called("request_job")) == 1
-    assert client.market.called("cancel") == []
+    assert client.market.called("cancel_job") == []
     [onchain] = client.market.jobs.values()
     assert (onchain.status, onchain.provider) == (ChainJobStatus.SUBMITTED, first.address)
 
@@ -61,7 +61,7 @@ async def test_cannot_make_a_client_pay_twice_by_refusing_a_job_and_claiming_it_
     await client.stop()
 
     assert outcomes(view) == [(attacker.address, AttemptOutcome.REJECTED), (honest.address, None)]
-    [(first_escrow,)] = client.market.called("cancel")
+    [(first_escrow,)] = client.market.called("cancel_job")
     assert first_escrow not in client.market.jobs
     with pytest.raises(TransactionReverted) as refused:
         await client.market.claim_job(first_escrow, sender=attacker.key.account)
@@ -88,4 +88,4 @@ async def test_can_resume_an_escrowed_job_from_the_provider_holding_its_claim_af
     assert len(client.requests_to(first)) == 1
     assert client.requests_to(second) == []
     assert len(client.market.jobs) == 1
-    assert client.market.called("cancel") == []
+    assert client.market.called("cancel_job") == []

@@ -71,12 +71,12 @@ async def test_can_take_back_a_lost_attempt_nobody_claimed_at_once(
 
     assert await settle.client.tick() == PRICE
     assert lost_terms.job_id not in settle.market.jobs
-    assert settle.market.called("cancel") == [(lost_terms.job_id,)]
+    assert settle.market.called("cancel_job") == [(lost_terms.job_id,)]
     assert settle.market.called("refund") == []
     assert await settle.state(record.job_id) is JobState.VERIFIED
     await settle.client.tick()
     await settle.restarted().client.tick()
-    assert settle.market.called("cancel") == [(lost_terms.job_id,)]
+    assert settle.market.called("cancel_job") == [(lost_terms.job_id,)]
 
 
 async def test_can_refund_a_lost_attempt_its_provider_claimed_after_the_deadline_once(

@@ -335,7 +335,7 @@ async def test_can_take_back_a_job_nobody_claimed_at_once_and_nobody_can_claim_i
     market = deployment.market
     job = await request(deployment, roles.requester, provider=provider.address)
     before = await market.withdrawable(roles.requester.address)
-    cancelled = await market.cancel(job.terms, sender=roles.requester)
+    cancelled = await market.cancel_job(job.terms, sender=roles.requester)
     assert (cancelled.job_id, cancelled.price) == (job.job_id, PRICE)
     assert await market.withdrawable(roles.requester.address) == before + PRICE
     assert (await market.job(job.job_id)).status is JobStatus.NONE
@@ -347,9 +347,9 @@ async def test_cannot_cancel_someone_elses_job_or_one_already_claimed(
 ) -> None:
     market = deployment.market
     job = await request(deployment, roles.requester)
-    stranger = await reverted(market.cancel(job.terms, sender=roles.outsider))
+    stranger = await reverted(market.cancel_job(job.terms, sender=roles.outsider))
     assert stranger.error_name == "NotRequester"
     await market.claim_job(job.job_id, sender=provider)
-    claimed = await reverted(market.cancel(job.terms, sender=roles.requester))
+    claimed = await reverted(market.cancel_job(job.terms, sender=roles.requester))
     assert claimed.error_name == "WrongJobStatus"
     assert (await market.job(job.job_id)).status is JobStatus.CLAIMED

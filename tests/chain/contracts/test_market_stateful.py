@@ -307,7 +307,7 @@ class MarketMachine(RuleBasedStateMachine):
         job = self.jobs[job_id]
         requester = next(a for a in self.requesters if a.address == job.job.terms.requester)
         cancelled = self.attempt(
-            self.market.cancel(job.job.terms, sender=requester if by_requester else self.relayer),
+            self.market.cancel_job(job.job.terms, sender=requester if by_requester else self.relayer),
             may_succeed=by_requester,
             may_fail=not by_requester,
             error="NotRequester",
