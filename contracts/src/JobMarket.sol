@@ -266,8 +266,9 @@ contract JobMarket is IProviderStatusSink {
     mapping(bytes32 key => bool proven) private _equivocations;
     /// @dev Block in which each proof commitment was first made.
     mapping(bytes32 commitment => uint256 blockNumber) private _commitments;
-    /// @notice Rewards of proofs whose sender had not committed to them first: locked for good, so
-    /// copying a proof seen in the mempool earns nothing.
+    /// @notice Rewards nobody may earn, locked for good: those of proofs whose sender had not
+    /// committed to them first (copying a proof seen in the mempool earns nothing), and the share of
+    /// an expired claim's slashed stake (a requester must not profit from a claim running out).
     uint256 public unclaimedRewards;
     bool private transient _locked;
 
@@ -447,7 +448,8 @@ contract JobMarket is IProviderStatusSink {
     /// @notice Returns a job's price to its requester (via `withdrawEarnings`) when no result came
     /// by the deadline, or at once when the provider was proven to equivocate. Anyone may call it.
     /// A provider that claimed the job and let it run out of time loses stake worth the price (capped
-    /// at its stake); the requester is credited the reward share of it.
+    /// at its stake), none of it to the requester: a requester that profited from a claim running out
+    /// would profit from making it run out (an input the model refuses, a callback that cannot run).
     /// @param terms The job's terms.
     function refund(JobTerms calldata terms) external nonReentrant {
         bytes32 jobId = keccak256(abi.encode(terms));
@@ -466,7 +468,7 @@ contract JobMarket is IProviderStatusSink {
         if (status == JobStatus.Claimed) {
             address provider = _provider(packed);
             (uint256 slashed, uint256 reward) = registry.slash(provider, price);
-            withdrawable[terms.requester] += reward;
+            unclaimedRewards += reward;
             emit ClaimExpired(jobId, provider, slashed);
         }
     }

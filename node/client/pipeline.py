@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from node.chain.eip712 import verify_receipt
-from node.chain.job_logs import submitted_receipt
+from node.chain.job_logs import ChainOutcome, chain_outcome, submitted_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
@@ -301,29 +301,19 @@ class ClientPipeline:
             outcome = await self.jobs.request_job(peer, request, progress.on_event)
         except (PeerTimeout, P2PError) as exc:
             record = await progress.drain()
-            escrowed = record.status.payment is PaymentPath.ESCROW
-            if escrowed and await self._escrow_held(record, provider, attempt):
-                # Asked for again after a wait: the escrow pays this provider only.
-                log.info(
-                    "escrowed_answer_lost", job_id=record.job_id.hex(), provider=provider, error=str(exc)
-                )
-                return await self._wait_to_resend(record, provider)
             lost = AttemptOutcome.TIMED_OUT if isinstance(exc, PeerTimeout) else AttemptOutcome.DIED
-            return await self._lose(record, lost, str(exc))
+            return await self._lost_attempt(record, provider, attempt, lost, str(exc))
         except BaseException:
             # Cancelled (the node is stopping): no write of the provider's reports outlives the send.
             await progress.drain()
             raise
         record = await progress.drain()
         if isinstance(outcome, JobRejected):
-            if record.status.payment is PaymentPath.ESCROW and await self._escrow_held(
-                record, provider, attempt
-            ):
-                # Refused, yet the provider holds the claim: its result on chain is what pays it.
-                return await self._wait_to_resend(record, provider)
-            return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")
+            detail = f"{outcome.code}: {outcome.reason}"
+            return await self._lost_attempt(record, provider, attempt, AttemptOutcome.REJECTED, detail)
         if isinstance(outcome, JobFailed):
-            return await self._lose(record, AttemptOutcome.DIED, f"{outcome.code}: {outcome.reason}")
+            detail = f"{outcome.code}: {outcome.reason}"
+            return await self._lost_attempt(record, provider, attempt, AttemptOutcome.DIED, detail)
         return await self._take_result(record, outcome, attempt, time.perf_counter() - started)
 
     async def _resend(self, record: JobRecord) -> JobRecord | None:
@@ -335,7 +325,19 @@ class ClientPipeline:
             return await self._lose(record, AttemptOutcome.DIED, "the escrowed job's answer was lost")
         return await self._send(record)
 
-    async def _wait_to_resend(self, record: JobRecord, provider: Address) -> JobRecord:
+    async def _lost_attempt(
+        self, record: JobRecord, provider: Address, attempt: int, outcome: AttemptOutcome, detail: str
+    ) -> JobRecord:
+        """An attempt that brought no good result. An escrowed one whose escrow may still pay that
+        provider is asked for again instead: paying another provider would pay twice for one job."""
+        if record.status.payment is PaymentPath.ESCROW and await self._escrow_held(record, provider, attempt):
+            log.info(
+                "escrow_held", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
+            )
+            return await self._wait_to_resend(record, provider, detail)
+        return await self._lose(record, outcome, detail)
+
+    async def _wait_to_resend(self, record: JobRecord, provider: Address, detail: str) -> JobRecord:
         """Wait before asking again (longer each time), unless the job runs out of time first."""
         tries = self._resent.get(record.job_id, 0)
         self._resent[record.job_id] = tries + 1
@@ -344,8 +346,8 @@ class ClientPipeline:
             # Its escrow ends in the provider's pay (a result on chain) or a refund: never in both.
             return await self._fail(
                 record,
-                f"provider {provider} holds the escrowed job but its result never came back in time; "
-                "the escrow is refunded unless the provider puts a result on chain",
+                f"provider {provider} holds the escrowed job but gave no good result in time (last: "
+                f"{detail}); the escrow is refunded unless the provider puts a result on chain",
             )
         await asyncio.sleep(wait)
         return record
@@ -365,6 +367,9 @@ class ClientPipeline:
                     return False
                 except TransactionReverted:
                     onchain = await self.market.job(terms.job_id)  # claimed meanwhile
+            if onchain.status is ChainJobStatus.NONE:
+                # Gone from the chain: paid to its provider (ask it for the result) or refunded.
+                return await chain_outcome(self.market, terms.job_id) is ChainOutcome.FINALIZED
         except ChainError as exc:
             log.warning("escrow_unread", job_id=record.job_id.hex(), error=str(exc))
             return True
@@ -395,7 +400,7 @@ class ClientPipeline:
         if problem is not None:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
             record = await self.store.apply(record.job_id, *received, known=record)
-            return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
+            return await self._lost_attempt(record, provider, attempt, AttemptOutcome.BAD_RESULT, problem)
         # The output (and an escrow job's receipt) must be on disk before the job counts as
         # verified: a voucher job's output is written on the database's thread, just before it.
         if record.status.payment is PaymentPath.ESCROW:

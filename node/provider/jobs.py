@@ -75,6 +75,8 @@ CLIENT_GONE = "the client went away before the result was delivered"
 DEPOSIT_READ_S = 2.0
 # Escrowed jobs a restart found cut off, in these states, are resumed when still claimed.
 _RESUMABLE = (ProviderState.ACCEPTED, ProviderState.RUNNING, ProviderState.SIGNED)
+# Waits between tries to resume such a job while the chain does not answer.
+RESUME_RETRY_S = (2.0, 5.0, 10.0, 30.0, 60.0)
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -150,12 +152,13 @@ class ProviderJobs:
                 yield frame
             return
         record, job_input, escrow, position = accepted
-        timeout = max(0.1, request.deadline_ms / 1000 - _now())
         if escrow is not None:
-            served = self._serve(record, job_input, escrow, timeout_s=timeout)
+            # The client's own deadline does not shorten it: only the chain's counts for escrow.
+            served = self._serve(record, job_input, escrow)
             async for frame in _escrowed_frames(_Attach(served, position)):
                 yield frame
             return
+        timeout = max(0.1, request.deadline_ms / 1000 - _now())
         # The job is stored: it runs while the frames saying so travel to the client.
         execution = asyncio.ensure_future(self.runner.run(record, job_input, timeout_s=timeout))
         try:
@@ -210,11 +213,10 @@ class ProviderJobs:
         job_input: bytes,
         escrow: Escrowed,
         *,
-        timeout_s: float | None = None,
         signed: SignedResult | None = None,
     ) -> asyncio.Future[Served]:
-        """Serve a claimed escrowed job to the end under the node's tasks; the future tells how it
-        ended, to whoever asks for the job."""
+        """Serve an escrowed job to the end under the node's tasks; the future tells how it ended,
+        to whoever asks for the job."""
         job_id = record.job_id
         served: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
         self._escrowed[job_id] = served
@@ -229,7 +231,6 @@ class ProviderJobs:
                         record,
                         job_input,
                         escrow,
-                        timeout_s=timeout_s,
                         signed=signed,
                     )
                 )
@@ -256,11 +257,30 @@ class ProviderJobs:
         for record in cut_off:
             try:
                 why = await self._resume(record)
+            except ChainError as exc:
+                # Only the chain's word may fail a claimed job: ask it again in a while.
+                log.warning("escrowed_job_resume_retry", job_id=record.job_id.hex(), error=str(exc))
+                self._spawn(self._resume_later(record))
+                continue
             except GpunodeError as exc:
                 why = f"it could not be resumed: {exc}"
             if why is not None:
                 log.warning("escrowed_job_not_resumed", job_id=record.job_id.hex(), reason=why)
                 await self.runner.store.apply(record.job_id, Failed(f"the provider restarted; {why}"))
+
+    async def _resume_later(self, record: JobRecord) -> None:
+        for wait in RESUME_RETRY_S:
+            await asyncio.sleep(wait)
+            try:
+                why = await self._resume(record)
+            except ChainError as exc:
+                log.warning("escrowed_job_resume_retry", job_id=record.job_id.hex(), error=str(exc))
+                continue
+            if why is not None:
+                await self.runner.store.apply(record.job_id, Failed(f"the provider restarted; {why}"))
+            return
+        # The chain stayed away: the job stays as it is for the next start to try again.
+        log.error("escrowed_job_not_resumed", job_id=record.job_id.hex(), reason="the chain did not answer")
 
     async def _resume(self, record: JobRecord) -> str | None:
         onchain = await self.market.job(record.job_id)
@@ -269,22 +289,28 @@ class ProviderJobs:
         if onchain.status is ChainJobStatus.SUBMITTED and record.state is ProviderState.SIGNED:
             await self.runner.delivered(record.job_id)  # it landed; its answer was lost with the process
             return None
-        if onchain.status is not ChainJobStatus.CLAIMED:
+        # Claimed by this provider, or named for it and not claimed yet (run before its claim).
+        if onchain.status not in (ChainJobStatus.CLAIMED, ChainJobStatus.REQUESTED):
             return f"the on-chain job is {onchain.status.name}"
         terms = await find_terms(self.market, record.job_id)
         if terms is None:
             return "its terms are not found on chain"
         room = onchain.time - await self.market.client.chain_time()
-        if room < SUBMIT_ROOM_S + MIN_RUN_S:
-            return f"its on-chain deadline is {room:.0f} s away, too close to run and submit it"
-        escrow = Escrowed.due_in(terms, room, output_on_chain=onchain.output_on_chain or _has_callback(terms))
+        claimed = onchain.status is ChainJobStatus.CLAIMED
+        on_chain = onchain.output_on_chain or _has_callback(terms)
+        escrow = Escrowed.due_in(terms, room, output_on_chain=on_chain, claimed=claimed)
         signed = None
         if record.state is ProviderState.SIGNED:
             stored = await self.runner.db.run(self.runner.db.receipts.get, record.job_id, self.me)
-            output = None if stored is None else await self.blobs.get(stored.receipt.output_hash)
-            if stored is None or output is None:
-                return "its signed output was not kept"
-            signed = SignedResult(stored.receipt, stored.signature, output, 0.0)
+            if stored is None:
+                return "its signed receipt was not kept"
+            output = await self.blobs.get(stored.receipt.output_hash)
+            if output is None and on_chain:
+                return "its output, which must go on chain, was not kept"
+            # A signed result goes on chain whatever the room: trying costs nothing.
+            signed = SignedResult(stored.receipt, stored.signature, output or b"", 0.0)
+        elif room < SUBMIT_ROOM_S + MIN_RUN_S:
+            return f"its on-chain deadline is {room:.0f} s away, too close to run and submit it"
         job_input = await self.blobs.get(record.input_hash)
         if job_input is None and signed is None:
             return "its input was not kept"
@@ -422,7 +448,9 @@ class ProviderJobs:
     ) -> tuple[JobRecord, Escrowed] | _Attach | JobRejected:
         onchain = await self.market.job(payment.job_id)
         mine = onchain.provider is not None and onchain.provider.lower() == self.me.lower()
-        if mine and onchain.status in (ChainJobStatus.CLAIMED, ChainJobStatus.SUBMITTED):
+        held = mine and onchain.status in (ChainJobStatus.CLAIMED, ChainJobStatus.SUBMITTED)
+        # Asked again: the run under way, or a result on chain (or paid for and gone from it).
+        if payment.job_id in self._escrowed or held or onchain.status is ChainJobStatus.NONE:
             return await self._attach(client, payment.job_id, position)
         if onchain.status is not ChainJobStatus.REQUESTED:
             return JobRejected(
@@ -439,7 +467,7 @@ class ProviderJobs:
             return JobRejected("terms_mismatch", "the input or model differs from the escrowed job's terms")
         if await _served_before(self.runner, payment.job_id):
             return JobRejected("duplicate_job", _SERVED_BEFORE.format(job_id=payment.job_id.hex()))
-        # A claim not delivered by the deadline costs stake: claim only what there is room to deliver.
+        # A claim not delivered by the deadline costs stake: take only what there is room to deliver.
         room = onchain.time - await self.market.client.chain_time()
         if room < SUBMIT_ROOM_S + MIN_RUN_S:
             return JobRejected(
@@ -447,11 +475,8 @@ class ProviderJobs:
                 f"the escrowed job is due on chain in {room:.0f} s; running it and putting its result "
                 f"on chain needs at least {SUBMIT_ROOM_S + MIN_RUN_S:.0f} s",
             )
-        try:
-            await self.market.claim_job(payment.job_id, sender=self.runner.key.account)
-        except ChainError as exc:
-            return JobRejected("claim_failed", f"claiming the escrowed job failed: {exc}")
-        # The input is kept with the job: a restart resumes the claim instead of forfeiting it.
+        # Named for this provider alone, it is run before it is claimed (`serve_escrowed`). The job
+        # and its input are stored first: a restart resumes it instead of forfeiting a claim.
         record = await self._create(
             request,
             PaymentPath.ESCROW,
@@ -461,7 +486,7 @@ class ProviderJobs:
             onchain.price,
             before=functools.partial(self.blobs.write, job_input),
         )
-        return record, Escrowed.due_in(terms, room, output_on_chain=onchain.output_on_chain)
+        return record, Escrowed.due_in(terms, room, output_on_chain=onchain.output_on_chain, claimed=False)
 
     async def _attach(self, client: Address, job_id: Hash32, position: int) -> _Attach | JobRejected:
         """The requester asks again for an escrowed job this provider holds: the run under way, or
@@ -469,7 +494,7 @@ class ProviderJobs:
         db = self.runner.db
         record = await db.run(db.jobs.find, job_id)
         if record is None or record.role is not Role.PROVIDER:
-            return JobRejected("not_escrowed", f"on-chain job {job_id.hex()} is held, but not for a client")
+            return JobRejected("not_escrowed", f"on-chain job {job_id.hex()} is not held by this provider")
         if record.client is None or record.client.lower() != client.lower():
             return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
         served = self._escrowed.get(job_id)

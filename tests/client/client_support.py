@@ -217,7 +217,8 @@ class Provider:
                 return await honest(request, on_event)
             answered += 1
             assert isinstance(request.payment, OnchainPayment)
-            await self.market.claim_job(request.payment.job_id, sender=self.key.account)
+            if self.market.jobs[request.payment.job_id].status is ChainJobStatus.REQUESTED:
+                await self.market.claim_job(request.payment.job_id, sender=self.key.account)
             return await accepted_then(answer)(request, on_event)
 
         return behave

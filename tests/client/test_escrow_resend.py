@@ -10,9 +10,10 @@ import pytest
 from client_support import GWEI, INPUT, ClientSide, output_for
 
 from node.chain.market import JobStatus as ChainJobStatus
+from node.client import pipeline as pipeline_module
 from node.domain.state import AttemptOutcome, JobState, PaymentPath
 from node.errors import P2PError, PeerTimeout, TransactionReverted
-from node.p2p.job_messages import JobRejected
+from node.p2p.job_messages import JobFailed, JobRejected
 
 
 def outcomes(view: object) -> list[tuple[str, AttemptOutcome | None]]:
@@ -89,3 +90,24 @@ async def test_can_resume_an_escrowed_job_from_the_provider_holding_its_claim_af
     assert client.requests_to(second) == []
     assert len(client.market.jobs) == 1
     assert client.market.called("cancel_job") == []
+
+
+async def test_cannot_make_a_client_pay_a_second_provider_by_claiming_and_failing(
+    client: ClientSide, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attacker claims the escrowed job, then answers that it failed, again and again, hoping
+    the client pays an honest provider too while its own claim may still be paid (by a result it
+    puts on chain). The client asks it again until the job runs out of time and pays nobody else."""
+    monkeypatch.setattr(pipeline_module, "RESEND_WAIT_S", (0.05,))
+    attacker = client.provider(price=1 * GWEI)
+    honest = client.provider(price=2 * GWEI)
+    attacker.behaviour = attacker.claiming_then(lambda r: JobFailed("execution", "it broke"), times=10**6)
+    await client.start()
+    view = await client.finished((await client.submit(PaymentPath.ESCROW, timeout_s=1.0)).job_id)
+    await client.stop()
+
+    assert view.state is JobState.FAILED
+    assert "holds the escrowed job" in (view.error or "")
+    assert client.requests_to(honest) == []
+    assert len(client.requests_to(attacker)) > 1
+    assert len(client.market.called("request_job")) == 1

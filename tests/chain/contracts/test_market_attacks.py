@@ -170,8 +170,10 @@ async def test_cannot_squat_a_claim_for_free(
     (expired,) = events_in(market.contract.events.ClaimExpired(), receipt)
     assert expired["args"]["slashed"] == PRICE
     assert (await registry.provider(provider.address)).stake == MIN_STAKE - PRICE
-    # The requester gets its price back and half the squatter's loss.
-    assert await market.withdrawable(roles.requester.address) == PRICE + PRICE // 2
+    # The requester gets its price back and nothing of the squatter's loss: a requester that
+    # profited from a claim running out would profit from making it run out.
+    assert await market.withdrawable(roles.requester.address) == PRICE
+    assert await market.unclaimed_rewards() == PRICE // 2
 
 
 # 5. Leaving while clients still owe ----------------------------------------------------------------

@@ -118,6 +118,8 @@ class MarketMachine(RuleBasedStateMachine):
         )
         self.stakes: dict[str, Stake] = {p.address: Stake() for p in self.providers}
         self.burned = 0
+        # Rewards the market keeps for good (an expired claim's share of slashed stake).
+        self.locked = 0
         for provider in range(PROVIDERS):
             self.register(provider)
         self.jobs: dict[bytes, ModelJob] = {}
@@ -406,10 +408,10 @@ class MarketMachine(RuleBasedStateMachine):
         requester = job.job.terms.requester
         self.credit(requester, job.job.price)
         if job.status is JobStatus.CLAIMED:
-            # The claim ran out of time: its claimer pays with stake, half of it to the requester.
+            # The claim ran out of time: its claimer pays with stake, none of it to the requester.
             assert job.provider is not None
             _, reward = self.slash(job.provider, job.job.price)
-            self.credit(requester, reward)
+            self.locked += reward
         del self.jobs[job_id]
 
     @precondition(lambda self: any(self.withdrawable.values()))
@@ -561,6 +563,7 @@ class MarketMachine(RuleBasedStateMachine):
             + sum(self.deposits.values())
             + sum(self.reserves.values())
             + sum(self.withdrawable.values())
+            + self.locked
         )
         assert self.run(self.client.balance(self.market.address)) == owed
 
