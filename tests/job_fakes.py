@@ -47,6 +47,7 @@ from node.chain.market import (
 )
 from node.chain.registry import ZERO_ADDRESS, TxInfo
 from node.errors import ChainError, ExecutorError, SignatureError, TransactionReverted
+from node.executor.errors import InvalidInput
 from node.executor.profile import ExecutionProfile
 from node.executor.result import ExecutionResult
 from node.p2p.job_messages import JobAccepted, JobProgress, JobRequest
@@ -469,6 +470,7 @@ class FakePool:
     outputs: Callable[[bytes], bytes] = lambda data: b"out:" + data
     runs: list[tuple[Hash32, bytes, float | None]] = field(default_factory=list)
     clients: list[str | None] = field(default_factory=list)
+    refused: set[bytes] = field(default_factory=set)
     _errors: list[ExecutorError] = field(default_factory=list)
     _gate: asyncio.Event | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -508,6 +510,11 @@ class FakePool:
             queued_s=0.0,
             run_s=0.001,
         )
+
+    async def check_input(self, model_id: Hash32, job_input: bytes) -> None:
+        """What `ExecutorPool.check_input` says: inputs in `refused` are not tensors the model takes."""
+        if job_input in self.refused:
+            raise InvalidInput("the input is not a tensor this model takes")
 
     def lanes(self) -> tuple[Hash32, ...]:
         return ()

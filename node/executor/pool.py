@@ -135,6 +135,15 @@ class ExecutorPool:
             run_s=finished - started,
         )
 
+    async def check_input(self, model_id: str | bytes, input_bytes: bytes) -> None:
+        """Raise `InvalidInput` unless `run` would take `input_bytes` for the model: what a
+        provider checks before it claims a job it cannot run first."""
+        key = normalize_model_id(model_id)
+        warm = self._lanes.get(key)
+        manifest = warm.manifest if warm is not None else self.store.get(key)
+        costly = _costly(input_bytes, scans_body=scans_values(manifest))
+        await _off_loop_if(costly, _admit, manifest, input_bytes, self.settings)
+
     def job_timeout(self, timeout_s: float | None) -> float:
         """The provider's `job_timeout_s` is a ceiling: a caller's deadline may only come sooner."""
         ceiling = self.settings.job_timeout_s

@@ -9,7 +9,7 @@ from node.chain.follower import ChainEvent, EventFollower
 from node.chain.market import JobMarket, JobTerms
 from node.chain.registry import ZERO_ADDRESS
 from node.domain.state import PaymentPath, Role
-from node.errors import ChainError, GpunodeError
+from node.errors import ChainError, ExecutorError, GpunodeError
 from node.jobstore.blobs import JobBlobs
 from node.logging import get_logger
 from node.provider.delivery import Escrowed, serve_escrowed
@@ -95,6 +95,13 @@ class OnchainJobs:
             salt=int(event.args["salt"]),
         )
         job_id = terms.job_id
+        try:
+            # Anyone may claim it, so it is claimed before it runs: an input the model refuses
+            # must be found first, or its claim would run out and cost stake.
+            await self.runner.pool.check_input(terms.model_id, job_input)
+        except ExecutorError as exc:
+            log.info("onchain_job_passed", job_id=job_id.hex(), reason=f"its input is refused: {exc}")
+            return
         if await self.runner.db.run(self.runner.db.jobs.find, job_id) is not None:
             # Its requester reused a salt after the job ended: a second receipt for this id, with
             # another output, would read as equivocation. Each id is signed once.

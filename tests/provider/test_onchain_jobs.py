@@ -123,3 +123,17 @@ async def test_can_fail_a_claimed_job_whose_run_fails_without_submitting(
     stored = await provider.stored_job(job_id)
     assert stored is not None
     assert stored.state == JobState.FAILED
+
+
+async def test_cannot_lose_stake_over_a_dapp_job_whose_input_the_model_refuses(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    """The attacker posts open jobs whose on-chain input the model refuses, hoping each provider
+    claims one and lets the claim run out (which costs stake). The input is checked before the
+    claim: nothing is claimed."""
+    provider.pool.refused.add(INPUT)
+    job_id, events = await provider.requested_onchain(client)
+    await provider.chain_requests(events)
+    assert provider.market.called("claim_job") == []
+    assert provider.pool.runs == []
+    assert await provider.stored_job(job_id) is None
