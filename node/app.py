@@ -296,7 +296,15 @@ class Node:
             events=("JobRequested", "JobInput"),
             start_block=await self.contracts.client.block_number(),
         )
-        onchain = OnchainJobs(runner, market, blobs, follower, policy, spawn=self._spawn)
+        onchain = OnchainJobs(
+            runner,
+            market,
+            blobs,
+            follower,
+            policy,
+            spawn=self._spawn,
+            max_callback_gas=settings.provider.max_callback_gas,
+        )
         # Probed in a torch subprocess: torch never loads in the node process.
         inventory = await take_inventory(
             benchmark=settings.provider.benchmark_on_start, threads=settings.executor.threads

@@ -128,6 +128,8 @@ class ProviderSettings(_Section):
     price_per_job_wei: int = Field(default=10**12, ge=0)
     max_queue: int = Field(default=64, ge=1)
     stake_wei: int = Field(default=10**18, ge=0)
+    # The most gas an on-chain job's callback may ask for: this provider pays for it when it submits.
+    max_callback_gas: int = Field(default=500_000, ge=0)
     # Benchmark the devices at start (a few seconds) so adverts carry measured throughput.
     benchmark_on_start: bool = True
 

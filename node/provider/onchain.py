@@ -35,6 +35,7 @@ class OnchainJobs:
         policy: AdmissionPolicy,
         *,
         spawn: Callable[[Any], None],
+        max_callback_gas: int = 500_000,
     ) -> None:
         self.runner = runner
         self.market = market
@@ -42,6 +43,7 @@ class OnchainJobs:
         self.follower = follower
         self.policy = policy
         self._spawn = spawn
+        self.max_callback_gas = max_callback_gas
         self.ready = follower.ready
 
     @property
@@ -108,16 +110,37 @@ class OnchainJobs:
             log.warning("onchain_job_id_recurs", job_id=job_id.hex())
             return
         try:
+            asked = await self.market.job(job_id)
+        except ChainError as exc:
+            log.info("onchain_job_unread", job_id=job_id.hex(), error=str(exc))
+            return
+        if asked.callback_gas > self.max_callback_gas:
+            # Its submission would pay for the callback's gas: more than this provider agreed to.
+            log.info(
+                "onchain_job_passed",
+                job_id=job_id.hex(),
+                reason=f"its callback asks {asked.callback_gas} gas, over {self.max_callback_gas}",
+            )
+            return
+        try:
             await self.market.claim_job(job_id, sender=self.runner.key.account)
         except ChainError as exc:
             log.info("onchain_claim_lost", job_id=job_id.hex(), error=str(exc))
             return
         try:
-            await self._run_claimed(terms, job_input, int(event.args["price"]), float(event.args["deadline"]))
+            await self._run_claimed(
+                terms,
+                job_input,
+                int(event.args["price"]),
+                float(event.args["deadline"]),
+                asked.output_on_chain,
+            )
         except GpunodeError as exc:
             log.error("onchain_job_failed", job_id=job_id.hex(), error=str(exc))
 
-    async def _run_claimed(self, terms: JobTerms, job_input: bytes, price: int, deadline: float) -> None:
+    async def _run_claimed(
+        self, terms: JobTerms, job_input: bytes, price: int, deadline: float, output_on_chain: bool
+    ) -> None:
         room = deadline - await self.market.client.chain_time()
         # Kept with the job: a restart resumes the claim (`ProviderJobs.resume`).
         input_hash = await self.blobs.put(job_input)
@@ -134,17 +157,8 @@ class OnchainJobs:
             ),
         )
         with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
-        on_chain = with_callback or await self._output_on_chain(terms.job_id)
+        on_chain = with_callback or output_on_chain
         escrow = Escrowed.due_in(terms, room, output_on_chain=on_chain)
         served = await serve_escrowed(self.runner, self.market, self.blobs, record, job_input, escrow)
         if served.result is None:
             log.error("onchain_job_not_served", job_id=terms.job_id.hex(), error=served.failure)
-
-    async def _output_on_chain(self, job_id: Hash32) -> bool:
-        """Whether the job's result must carry its output; when the chain cannot say, it carries
-        it anyway (an output is always accepted, a missing one is refused)."""
-        try:
-            return (await self.market.job(job_id)).output_on_chain
-        except ChainError as exc:
-            log.warning("onchain_job_unread", job_id=job_id.hex(), error=str(exc))
-            return True

@@ -93,6 +93,8 @@ class ProviderSide:
         model: Hash32 = MODEL,
         with_input: bool = True,
         output_on_chain: bool = False,
+        callback: Address | None = None,
+        callback_gas: int | None = None,
     ) -> tuple[Hash32, list[ChainEvent]]:
         """A dApp requests a job on the chain: its id and the events the follower would see."""
         requested = await self.market.request_job(
@@ -105,13 +107,15 @@ class ProviderSide:
             sender=requester.account,
             input=INPUT if with_input else b"",
             output_on_chain=output_on_chain,
+            callback=callback,
+            callback_gas=callback_gas,
         )
         args = {
             "jobId": requested.job_id,
             "requester": requester.address,
             "modelId": model,
             "inputHash": sha256(INPUT),
-            "callback": ZERO_ADDRESS,
+            "callback": callback or ZERO_ADDRESS,
             "salt": requested.terms.salt,
             "provider": named or ZERO_ADDRESS,
             "price": price,
