@@ -327,7 +327,13 @@ class Node:
         self.client_jobs = ClientJobs(pipeline, max_input_bytes=self.settings.executor.max_input_bytes)
         provider_settlement = None
         if self.provider is not None:
-            provider_settlement = ProviderSettlement(self.job_store, market, self.key, self._redemption)
+            provider_settlement = ProviderSettlement(
+                self.job_store,
+                market,
+                self.key,
+                self._redemption,
+                blobs=JobBlobs(self.settings.home / "blobs", fsync=self.db.survives_power_loss),
+            )
         self.settlement = SettlementService(
             ClientSettlement(self.job_store, market, self.key),
             provider_settlement,
