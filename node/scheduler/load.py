@@ -1,0 +1,162 @@
+"""Live load: how long a job would take at each provider, and the pick among the good ones.
+
+A client learns a provider's load from what it already receives: the free slots of the
+provider's latest advert (published again when its load changes), the queue position each
+`JobAccepted` reports, its own jobs sent there since that advert, and the latencies it observed.
+`expected_ms` turns them into an expected completion time, queue included. What the client
+observed overrides what the advert claims, and a claim never makes a provider look faster than
+the fastest one observed, so a provider cannot talk its way into work that it then queues.
+
+`place` keeps the options whose expected completion is close to the best, takes the cheapest of
+those, and among equally cheap ones the better of `d` sampled at random (power of d choices):
+clients that see the same adverts then spread over the good providers instead of all picking
+the same one, and a cheaper provider wins whenever it would finish about as soon.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from node.scheduler.candidates import ModelOffer, ProviderCandidate
+
+# Expected completion within this share (plus `SLACK_MS`) of the best counts as just as good.
+DEFAULT_SLACK = 0.25
+SLACK_MS = 10.0
+# Options sampled among the equally good and equally cheap; the sooner one is taken.
+DEFAULT_CHOICES = 2
+# The guess for a provider's run time when nobody has observed or advertised one.
+UNKNOWN_SERVICE_MS = 100.0
+# Weight of a new observation in the moving averages of run time and queue drain.
+OBSERVATION_WEIGHT = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSignals:
+    """What one client knows about one provider's load and speed right now."""
+
+    advertised_free: int  # free slots in the provider's latest advert
+    advertised_at: float = 0.0  # when that advert was issued (unix s)
+    advertised_ms: float | None = None  # the advert's benchmark latency: a claim
+    sent_since_advert: int = 0  # this client's jobs sent there after the advert, still running
+    queue_seen: int = 0  # the queue position the latest `JobAccepted` from it reported
+    queue_seen_at: float = 0.0  # when that came
+    service_ms: float | None = None  # observed: latency of jobs that started at once (moving average)
+    drain_ms: float | None = None  # observed: latency added per queue position ahead (moving average)
+
+    @property
+    def observed(self) -> bool:
+        return self.service_ms is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A provider's expected run time and the queue positions a job sent now would wait."""
+
+    service_ms: float
+    drain_ms: float
+    positions: float
+
+    @property
+    def expected_ms(self) -> float:
+        return self.service_ms + self.positions * self.drain_ms
+
+
+def estimate(signals: LoadSignals, now: float, *, prior_ms: float, floor_ms: float = 0.0) -> Estimate:
+    """The expected completion of a job sent now.
+
+    `prior_ms` stands for the run time of a provider nobody has observed (the market's median,
+    so a new provider is neither favoured nor punished for being new); `floor_ms` is the fastest
+    run time observed anywhere, below which an advertised claim is not believed.
+    """
+    if signals.service_ms is not None:
+        service = signals.service_ms
+    else:
+        claimed = signals.advertised_ms if signals.advertised_ms and signals.advertised_ms > 0 else prior_ms
+        service = max(claimed, floor_ms)
+    # Unknown drain: as if the provider ran one job at a time, so an unknown queue looks long.
+    drain = max(signals.drain_ms if signals.drain_ms is not None else service, 1e-3)
+    # A queue position reported earlier has drained since, one position per `drain`.
+    drained = max(0.0, now - signals.queue_seen_at) * 1000 / drain
+    queued = max(0.0, signals.queue_seen - drained)
+    # Jobs sent since the advert take its free slots first; the next one waits behind the rest.
+    beyond = max(0, signals.sent_since_advert - signals.advertised_free + 1)
+    return Estimate(service, drain, max(queued, float(beyond)))
+
+
+def observe(
+    signals: LoadSignals, latency_ms: float, queue_position: int | None
+) -> tuple[float | None, float | None]:
+    """The (service_ms, drain_ms) after a job accepted at `queue_position` took `latency_ms`."""
+    service, drain = signals.service_ms, signals.drain_ms
+    if not queue_position:
+        # Started at once (or the position is unknown): the latency is the run time.
+        return _moving(service, latency_ms), drain
+    if service is None:
+        # Queued before anything is known: the latency bounds the run time from above.
+        return latency_ms / (1 + queue_position), drain
+    return service, _moving(drain, max(0.0, latency_ms - service) / queue_position)
+
+
+def _moving(average: float | None, sample: float) -> float:
+    if average is None:
+        return sample
+    return (1 - OBSERVATION_WEIGHT) * average + OBSERVATION_WEIGHT * sample
+
+
+def market_priors(signals: Sequence[LoadSignals]) -> tuple[float, float]:
+    """(prior_ms, floor_ms) for `estimate`: the median and the least of the observed run times."""
+    observed = [s.service_ms for s in signals if s.service_ms is not None]
+    if not observed:
+        claims = [s.advertised_ms for s in signals if s.advertised_ms and s.advertised_ms > 0]
+        return (statistics.median(claims) if claims else UNKNOWN_SERVICE_MS), 0.0
+    return statistics.median(observed), min(observed)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """An eligible provider for a job, with its offer and its expected completion."""
+
+    candidate: ProviderCandidate
+    offer: ModelOffer
+    expected_ms: float
+    # Never observed by this client and would start the job at once: worth a look when exploring.
+    explorable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    option: Option
+    explored: bool = False
+
+
+def place(
+    options: Sequence[Option],
+    rng: random.Random,
+    *,
+    exploration: float = 0.0,
+    slack: float = DEFAULT_SLACK,
+    choices: int = DEFAULT_CHOICES,
+) -> Placement:
+    """The option for the job; `options` must not be empty (the caller explains why none fit).
+
+    With probability `exploration`, a provider this client never observed that would start the
+    job at once, when there is one: that is how a new provider gets its first jobs even where
+    the market's median run time (its prior) is slower than the best providers' now.
+    """
+    if not options:
+        raise ValueError("place() needs at least one option")
+    if slack < 0 or choices < 1:
+        raise ValueError(f"slack must be >= 0 and choices >= 1, got {slack} and {choices}")
+    if exploration > 0 and rng.random() < exploration:
+        unknown = [o for o in options if o.explorable]
+        if unknown:
+            return Placement(unknown[rng.randrange(len(unknown))], explored=True)
+    best = min(o.expected_ms for o in options)
+    good = [o for o in options if o.expected_ms <= best * (1 + slack) + SLACK_MS]
+    cheapest = min(o.offer.price_wei for o in good)
+    tier = [o for o in good if o.offer.price_wei == cheapest]
+    sampled = rng.sample(tier, min(choices, len(tier)))
+    return Placement(min(sampled, key=lambda o: o.expected_ms))
