@@ -70,6 +70,8 @@ class Matchmaker:
     # Per job: the provider of its current attempt and when the attempt was sent.
     _assigned: dict[Hash32, tuple[Address, float]] = field(default_factory=dict)
     _queue_positions: dict[Hash32, int] = field(default_factory=dict)
+    # Per provider: the run time its last estimate assumed (how a first queued job is read).
+    _assumed_ms: dict[Address, float] = field(default_factory=dict)
     _in_flight: Counter[Address] = field(default_factory=Counter)
 
     def choose(
@@ -115,22 +117,32 @@ class Matchmaker:
             if offer is None:  # eligible means it serves the model
                 continue
             expected = estimate(load, now, prior_ms=prior_ms, floor_ms=floor_ms)
+            self._assumed_ms[candidate.address] = expected.service_ms
             explorable = not load.observed and expected.positions == 0
-            options.append(Option(candidate, offer, expected.expected_ms, explorable))
+            options.append(
+                Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms)
+            )
         placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
         return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
 
     def signals(self, advert: ProviderAdvert, model_id: Hash32, now: float) -> LoadSignals:
         """What this node knows of the provider's load: its advert, then what it observed."""
+        offer = advert.offer
         issued = advert.issued_at_ms / 1000
         sent_since = sum(1 for p, at in self._assigned.values() if p == advert.address and at >= issued)
-        claimed = next((b.latency_p50_ms for b in advert.offer.benchmarks if b.model_id == model_id), None)
+        benchmark = next((b for b in offer.benchmarks if b.model_id == model_id), None)
         seen = self._observed.get(advert.address, _UNSEEN)
+        if offer.free_slots > seen.slots_seen:
+            seen = self._observed[advert.address] = replace(seen, slots_seen=offer.free_slots)
         return replace(
             seen,
-            advertised_free=advert.offer.free_slots,
+            advertised_free=offer.free_slots,
+            advertised_queued=offer.queued,
             advertised_at=issued,
-            advertised_ms=claimed,
+            advertised_ms=None if benchmark is None else benchmark.latency_p50_ms,
+            advertised_drain_ms=(
+                1000 / benchmark.throughput_per_s if benchmark and benchmark.throughput_per_s > 0 else None
+            ),
             sent_since_advert=sent_since,
         )
 
@@ -172,8 +184,9 @@ class Matchmaker:
         queue position, when the provider reported one, tells run time from queueing)."""
         seen = self._observed.get(provider, _UNSEEN)
         position = None if job_id is None else self._queue_positions.get(job_id)
-        service, drain = observe(seen, latency_ms, position)
-        self._observed[provider] = replace(seen, service_ms=service, drain_ms=drain)
+        self._observed[provider] = observe(
+            seen, latency_ms, position, assumed_ms=self._assumed_ms.get(provider)
+        )
         old = self.stats.get(provider, ProviderStats())
         smoothed = latency_ms if old.latency_ms is None else 0.8 * old.latency_ms + 0.2 * latency_ms
         self.stats[provider] = replace(

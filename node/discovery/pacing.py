@@ -1,7 +1,8 @@
 """When a provider announces its advert again because its load changed (pure: clocks passed in).
 
-Free slots are published on a significant change: a provider turning busy or free again, or its
-free slots moving by a quarter of its slots. Every advert spends a token of a bucket that stays
+A provider's room is its free slots, or minus its queue when it has none. It is published on a
+significant change: the provider turning busy or free again, or its room moving by a quarter of
+its slots (at least one job). Every advert spends a token of a bucket that stays
 below what receivers accept from one peer (`AdvertValidator`: 0.5/s, burst 5), so load adverts
 are never dropped as a flood; changes made while the bucket refills are coalesced into one advert
 that carries the latest value.
@@ -19,8 +20,9 @@ SIGNIFICANT_SHARE = 0.25
 
 
 def significant(published: int, current: int, slots: int) -> bool:
-    """Whether free slots moving from `published` to `current` are worth telling the market."""
-    if (published == 0) != (current == 0):
+    """Whether the provider's room (free slots, less the jobs queued when there are none)
+    moving from `published` to `current` is worth telling the market."""
+    if (published > 0) != (current > 0):
         return True
     return abs(current - published) >= max(1, math.ceil(slots * SIGNIFICANT_SHARE))
 
@@ -34,7 +36,7 @@ class LoadPublication:
         self.per_s = per_s
         self.burst = burst
         self.slots = 1
-        self.free: int | None = None
+        self.room: int | None = None
         self._tokens = burst
         self._updated: float | None = None
 
@@ -44,17 +46,17 @@ class LoadPublication:
         self._updated = now
         return self._tokens
 
-    def due(self, free: int, now: float) -> float | None:
-        """When `free` should be announced: `now`, later (once a token is back), or None when
-        what was announced last still tells the market enough."""
-        if self.free is None or not significant(self.free, free, self.slots):
+    def due(self, room: int, now: float) -> float | None:
+        """When `room` (free slots, or minus the queue) should be announced: `now`, later (once a
+        token is back), or None when what was announced last still tells the market enough."""
+        if self.room is None or not significant(self.room, room, self.slots):
             return None
         tokens = self._refill(now)
         return now if tokens >= 1 else now + (1 - tokens) / self.per_s
 
-    def announced(self, free: int, now: float) -> None:
-        """An advert carrying `free` slots went out at `now` (a refresh counts too). The most
-        free slots ever announced stand for the provider's slots: it starts idle."""
+    def announced(self, room: int, now: float) -> None:
+        """An advert carrying `room` went out at `now` (a refresh counts too). The most free
+        slots ever announced stand for the provider's slots: it starts idle."""
         self._tokens = max(0.0, self._refill(now) - 1)
-        self.free = free
-        self.slots = max(self.slots, free)
+        self.room = room
+        self.slots = max(self.slots, room)

@@ -155,17 +155,18 @@ class DiscoveryService:
             raise DiscoveryError("nothing to announce yet", hint="pass the provider's offer")
         advert, signed = self._make_advert(self._key, self._offer)
         await self.host.publish(ADVERT_TOPIC, signed)
-        self._publication.announced(advert.offer.free_slots, time.monotonic())
+        self._publication.announced(_room(advert.offer), time.monotonic())
         self.current = advert
         self._announced.set()
         return advert
 
-    def set_free_slots(self, free_slots: int) -> None:
-        """The provider's load changed: its next advert carries `free_slots`, and goes out early
-        when the change is significant (paced below the receivers' flood limits, coalesced)."""
-        if self._offer is None or self._offer.free_slots == free_slots:
+    def set_load(self, free_slots: int, queued: int) -> None:
+        """The provider's load changed: its next advert carries it, and goes out early when the
+        change is significant (paced below the receivers' flood limits, coalesced)."""
+        offer = self._offer
+        if offer is None or (offer.free_slots, offer.queued) == (free_slots, queued):
             return
-        self._offer = replace(self._offer, free_slots=max(0, free_slots))
+        self._offer = replace(offer, free_slots=max(0, free_slots), queued=max(0, queued))
         if self._load_due_in() is not None:
             self._refresher.nudge()
 
@@ -173,7 +174,7 @@ class DiscoveryService:
         if self._offer is None:
             return None
         now = time.monotonic()
-        due = self._publication.due(self._offer.free_slots, now)
+        due = self._publication.due(_room(self._offer), now)
         return None if due is None else due - now
 
     def _make_advert(self, key: PrivateKeyHolder, offer: Offer) -> tuple[ProviderAdvert, bytes]:
@@ -279,6 +280,11 @@ class DiscoveryService:
                 await self.host.connect(addr)
                 return
         log.info("provider_unreachable", address=advert.address, addrs=list(advert.listen_addrs))
+
+
+def _room(offer: Offer) -> int:
+    """Free slots, or minus the queue when there are none (see `node.discovery.pacing`)."""
+    return offer.free_slots - offer.queued
 
 
 async def _logged(loop: Coroutine[Any, Any, None]) -> None:

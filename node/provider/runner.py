@@ -45,12 +45,12 @@ class SignedResult:
 class Load:
     """Jobs admitted and not yet finished on this provider: at most `slots` run, the rest wait.
 
-    Each change is passed to `listeners` as the free slots left (the provider's adverts carry
-    them, so clients see its load)."""
+    Each change is passed to `listeners` as (free slots, jobs queued): the provider's adverts
+    carry them, so clients see its load."""
 
     slots: int = 1
     active: int = 0
-    listeners: list[Callable[[int], None]] = field(default_factory=list)
+    listeners: list[Callable[[int, int], None]] = field(default_factory=list)
 
     @property
     def running(self) -> int:
@@ -74,7 +74,7 @@ class Load:
 
     def _changed(self) -> None:
         for listener in self.listeners:
-            listener(self.free_slots)
+            listener(self.free_slots, self.queued)
 
     def snapshot(self) -> ProviderLoad:
         return ProviderLoad(running=self.running, queued=self.queued)

@@ -7,10 +7,13 @@ provider's latest advert (published again when its load changes), the queue posi
 observed overrides what the advert claims, and a claim never makes a provider look faster than
 the fastest one observed, so a provider cannot talk its way into work that it then queues.
 
-`place` keeps the options whose expected completion is close to the best, takes the cheapest of
-those, and among equally cheap ones the better of `d` sampled at random (power of d choices):
-clients that see the same adverts then spread over the good providers instead of all picking
-the same one, and a cheaper provider wins whenever it would finish about as soon.
+`place` finds the cheapest price among the options whose expected completion is close to the
+best, and among the options at that price takes the sooner of `d` sampled at random in
+proportion to the rate at which each finishes jobs (power of d choices): clients that see the
+same adverts then spread their jobs like the providers' capacity instead of all picking the one
+that looks best, and a cheaper provider wins whenever it would finish about as soon. Choosing
+the apparent best instead (or sampling only among the near-best) herds: measured with
+scripts/sim_scheduling.py, adverts paced under the flood limits are too stale for it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from node.scheduler.candidates import ModelOffer, ProviderCandidate
 
@@ -38,17 +41,28 @@ class LoadSignals:
     """What one client knows about one provider's load and speed right now."""
 
     advertised_free: int  # free slots in the provider's latest advert
+    advertised_queued: int = 0  # jobs waiting for a slot, as that advert said
+    slots_seen: int = 1  # the most free slots it ever advertised to this client
     advertised_at: float = 0.0  # when that advert was issued (unix s)
     advertised_ms: float | None = None  # the advert's benchmark latency: a claim
+    advertised_drain_ms: float | None = None  # 1 / the advert's benchmark throughput: a claim
     sent_since_advert: int = 0  # this client's jobs sent there after the advert, still running
     queue_seen: int = 0  # the queue position the latest `JobAccepted` from it reported
     queue_seen_at: float = 0.0  # when that came
     service_ms: float | None = None  # observed: latency of jobs that started at once (moving average)
-    drain_ms: float | None = None  # observed: latency added per queue position ahead (moving average)
+    # Observed on jobs that queued: the latency beyond the run time, and the queue positions
+    # they were accepted at (moving averages); their ratio is the time one position takes.
+    queued_wait_ms: float = 0.0
+    queued_positions: float = 0.0
 
     @property
     def observed(self) -> bool:
         return self.service_ms is not None
+
+    @property
+    def drain_ms(self) -> float | None:
+        """Observed: latency added per queue position ahead; None until a job queued there."""
+        return self.queued_wait_ms / self.queued_positions if self.queued_positions > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,28 +90,48 @@ def estimate(signals: LoadSignals, now: float, *, prior_ms: float, floor_ms: flo
     else:
         claimed = signals.advertised_ms if signals.advertised_ms and signals.advertised_ms > 0 else prior_ms
         service = max(claimed, floor_ms)
-    # Unknown drain: as if the provider ran one job at a time, so an unknown queue looks long.
-    drain = max(signals.drain_ms if signals.drain_ms is not None else service, 1e-3)
+    # The time one queue position takes: as the advert's benchmark claims, but never less than
+    # the run time over the most slots it ever advertised free (without a claim: as if it ran
+    # one job at a time), and never less than observed on jobs that queued there.
+    claimed_drain = signals.advertised_drain_ms
+    drain = service
+    if claimed_drain is not None:
+        drain = min(service, max(claimed_drain, service / signals.slots_seen))
+    if signals.drain_ms is not None:
+        drain = max(drain, signals.drain_ms)
+    drain = max(drain, 1e-3)
     # A queue position reported earlier has drained since, one position per `drain`.
     drained = max(0.0, now - signals.queue_seen_at) * 1000 / drain
     queued = max(0.0, signals.queue_seen - drained)
-    # Jobs sent since the advert take its free slots first; the next one waits behind the rest.
-    beyond = max(0, signals.sent_since_advert - signals.advertised_free + 1)
+    # Jobs sent since the advert take its free slots first, then queue behind the jobs it said
+    # were waiting; the next one waits behind all of them.
+    beyond = max(0, signals.sent_since_advert + signals.advertised_queued + 1 - signals.advertised_free)
     return Estimate(service, drain, max(queued, float(beyond)))
 
 
 def observe(
-    signals: LoadSignals, latency_ms: float, queue_position: int | None
-) -> tuple[float | None, float | None]:
-    """The (service_ms, drain_ms) after a job accepted at `queue_position` took `latency_ms`."""
-    service, drain = signals.service_ms, signals.drain_ms
+    signals: LoadSignals, latency_ms: float, queue_position: int | None, *, assumed_ms: float | None = None
+) -> LoadSignals:
+    """`signals` after a job accepted at `queue_position` took `latency_ms`; `assumed_ms` is
+    the run time the job was sent on (the claim or the prior, when nothing was observed)."""
     if not queue_position:
         # Started at once (or the position is unknown): the latency is the run time.
-        return _moving(service, latency_ms), drain
+        return replace(signals, service_ms=_moving(signals.service_ms, latency_ms))
+    service = signals.service_ms
     if service is None:
-        # Queued before anything is known: the latency bounds the run time from above.
-        return latency_ms / (1 + queue_position), drain
-    return service, _moving(drain, max(0.0, latency_ms - service) / queue_position)
+        # Queued before a run time was seen: the run time lies between latency / (1 + position)
+        # (each position ahead drained in a run time at most) and the latency itself; what the
+        # job was sent on stands where it fits, the nearer bound where it does not.
+        low = latency_ms / (1 + queue_position)
+        service = min(latency_ms, max(low, assumed_ms if assumed_ms is not None else low))
+    # Averaged apart and divided, so one long wait behind a single position does not dominate.
+    first = signals.queued_positions == 0
+    return replace(
+        signals,
+        service_ms=service,
+        queued_wait_ms=_moving(None if first else signals.queued_wait_ms, max(0.0, latency_ms - service)),
+        queued_positions=_moving(None if first else signals.queued_positions, float(queue_position)),
+    )
 
 
 def _moving(average: float | None, sample: float) -> float:
@@ -124,6 +158,8 @@ class Option:
     expected_ms: float
     # Never observed by this client and would start the job at once: worth a look when exploring.
     explorable: bool = False
+    # Jobs per second it finishes when busy (1 / drain): how often it is sampled.
+    rate: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +193,8 @@ def place(
     best = min(o.expected_ms for o in options)
     good = [o for o in options if o.expected_ms <= best * (1 + slack) + SLACK_MS]
     cheapest = min(o.offer.price_wei for o in good)
-    tier = [o for o in good if o.offer.price_wei == cheapest]
-    sampled = rng.sample(tier, min(choices, len(tier)))
+    # Sampled by how fast each finishes jobs, then the sooner of the sample: the rate spreads
+    # clients that see the same (stale) adverts; the comparison keeps jobs off long queues.
+    tier = [o for o in options if o.offer.price_wei == cheapest]
+    sampled = rng.choices(tier, weights=[o.rate for o in tier], k=choices)
     return Placement(min(sampled, key=lambda o: o.expected_ms))

@@ -84,7 +84,9 @@ def test_can_spread_one_clients_jobs_over_equal_providers_and_off_one_whose_slot
     for n in range(4):  # CHEAP's four advertised free slots, taken by this node's jobs
         matchmaker.assigned(Hash32(bytes([n]) * 32), CHEAP)
     assert matchmaker.in_flight(CHEAP) == 4
-    assert all(matchmaker.choose(MODEL, 1000).candidate.address == DEAR for _ in range(50))
+    # CHEAP would queue: it is taken only when the sample of two holds nothing else.
+    picks = Counter(matchmaker.choose(MODEL, 1000).candidate.address for _ in range(400))
+    assert picks[DEAR] >= 0.65 * 400, picks
     # A reassigned attempt moves its count; a finished one gives it back.
     matchmaker.assigned(Hash32(b"\x00" * 32), DEAR)
     assert (matchmaker.in_flight(CHEAP), matchmaker.in_flight(DEAR)) == (3, 1)

@@ -16,11 +16,14 @@ from node.discovery.validation import RateLimiter
     ("published", "current", "slots", "worth"),
     [
         (4, 0, 4, True),  # turned busy
+        (0, -1, 8, False),  # one job queued of eight slots: not yet
+        (0, -2, 8, True),  # a queue of a quarter of the slots
         (0, 1, 8, True),  # free again
         (8, 7, 8, False),  # one of eight: not yet
         (8, 6, 8, True),  # a quarter of the slots
         (2, 1, 2, True),
         (3, 3, 4, False),
+        (-3, 1, 4, True),  # the queue drained and a slot is free
     ],
 )
 def test_can_tell_a_significant_change_of_free_slots(

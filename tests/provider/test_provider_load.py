@@ -12,8 +12,8 @@ MODEL = Hash32(b"\x07" * 32)
 
 def test_can_count_running_and_queued_jobs_and_report_free_slots_to_listeners() -> None:
     load = Load(slots=2)
-    seen: list[int] = []
-    load.listeners.append(seen.append)
+    seen: list[tuple[int, int]] = []
+    load.listeners.append(lambda free, queued: seen.append((free, queued)))
     policy = AdmissionPolicy(price_floor_wei={MODEL: 1}, slots=2, max_queue=8)
     positions = []
     for _ in range(4):
@@ -26,4 +26,4 @@ def test_can_count_running_and_queued_jobs_and_report_free_slots_to_listeners() 
     for _ in range(5):  # one more than started: never below zero
         load.finished()
     assert (load.running, load.queued, load.free_slots) == (0, 0, 2)
-    assert seen == [1, 0, 0, 0, 0, 0, 1, 2, 2]
+    assert seen == [(1, 0), (0, 0), (0, 1), (0, 2), (0, 1), (0, 0), (1, 0), (2, 0), (2, 0)]
