@@ -129,7 +129,8 @@ class Matchmaker:
         """What this node knows of the provider's load: its advert, then what it observed."""
         offer = advert.offer
         issued = advert.issued_at_ms / 1000
-        sent_since = sum(1 for p, at in self._assigned.values() if p == advert.address and at >= issued)
+        sent = [at for p, at in self._assigned.values() if p == advert.address]
+        sent_since = sum(1 for at in sent if at >= issued)
         benchmark = next((b for b in offer.benchmarks if b.model_id == model_id), None)
         seen = self._observed.get(advert.address, _UNSEEN)
         if offer.free_slots > seen.slots_seen:
@@ -144,6 +145,8 @@ class Matchmaker:
                 1000 / benchmark.throughput_per_s if benchmark and benchmark.throughput_per_s > 0 else None
             ),
             sent_since_advert=sent_since,
+            in_flight=len(sent),
+            waited_ms=(now - min(sent)) * 1000 if sent else 0.0,
         )
 
     def _stats_of(self, provider: Address) -> ProviderStats:

@@ -30,6 +30,8 @@ DEFAULT_SLACK = 0.25
 SLACK_MS = 10.0
 # Options sampled among the equally good and equally cheap; the sooner one is taken.
 DEFAULT_CHOICES = 2
+# No provider is sampled more often than this many times the median provider.
+RATE_CAP = 4.0
 # The guess for a provider's run time when nobody has observed or advertised one.
 UNKNOWN_SERVICE_MS = 100.0
 # Weight of a new observation in the moving averages of run time and queue drain.
@@ -47,6 +49,8 @@ class LoadSignals:
     advertised_ms: float | None = None  # the advert's benchmark latency: a claim
     advertised_drain_ms: float | None = None  # 1 / the advert's benchmark throughput: a claim
     sent_since_advert: int = 0  # this client's jobs sent there after the advert, still running
+    in_flight: int = 0  # this client's jobs there now, whenever sent
+    waited_ms: float = 0.0  # how long the oldest of them has been out
     queue_seen: int = 0  # the queue position the latest `JobAccepted` from it reported
     queue_seen_at: float = 0.0  # when that came
     service_ms: float | None = None  # observed: latency of jobs that started at once (moving average)
@@ -90,13 +94,17 @@ def estimate(signals: LoadSignals, now: float, *, prior_ms: float, floor_ms: flo
     else:
         claimed = signals.advertised_ms if signals.advertised_ms and signals.advertised_ms > 0 else prior_ms
         service = max(claimed, floor_ms)
+    # A job of ours out there for longer already is a latency observed in part: at least that.
+    service = max(service, signals.waited_ms)
     # The time one queue position takes: as the advert's benchmark claims, but never less than
     # the run time over the most slots it ever advertised free (without a claim: as if it ran
     # one job at a time), and never less than observed on jobs that queued there.
+    # Capacity claims count once a run time is observed: until then, one slot.
+    slots = signals.slots_seen if signals.observed else 1
     claimed_drain = signals.advertised_drain_ms
     drain = service
     if claimed_drain is not None:
-        drain = min(service, max(claimed_drain, service / signals.slots_seen))
+        drain = min(service, max(claimed_drain, service / slots))
     if signals.drain_ms is not None:
         drain = max(drain, signals.drain_ms)
     drain = max(drain, 1e-3)
@@ -105,7 +113,11 @@ def estimate(signals: LoadSignals, now: float, *, prior_ms: float, floor_ms: flo
     queued = max(0.0, signals.queue_seen - drained)
     # Jobs sent since the advert take its free slots first, then queue behind the jobs it said
     # were waiting; the next one waits behind all of them.
-    beyond = max(0, signals.sent_since_advert + signals.advertised_queued + 1 - signals.advertised_free)
+    if signals.observed:
+        beyond = max(0, signals.sent_since_advert + signals.advertised_queued + 1 - signals.advertised_free)
+    else:
+        # Unverified free slots: one, and this client's jobs there take it whenever they were sent.
+        beyond = max(0, signals.in_flight + signals.advertised_queued + 1 - min(signals.advertised_free, 1))
     return Estimate(service, drain, max(queued, float(beyond)))
 
 
@@ -196,5 +208,18 @@ def place(
     # Sampled by how fast each finishes jobs, then the sooner of the sample: the rate spreads
     # clients that see the same (stale) adverts; the comparison keeps jobs off long queues.
     tier = [o for o in options if o.offer.price_wei == cheapest]
-    sampled = rng.choices(tier, weights=[o.rate for o in tier], k=choices)
+    # No provider is sampled more than `RATE_CAP` times as often as the median one, whatever
+    # capacity it claims.
+    cap = RATE_CAP * statistics.median(o.rate for o in tier)
+    sampled = _sample(tier, [min(o.rate, cap) for o in tier], choices, rng)
     return Placement(min(sampled, key=lambda o: o.expected_ms))
+
+
+def _sample(options: list[Option], weights: list[float], count: int, rng: random.Random) -> list[Option]:
+    """`count` distinct options (all of them when fewer), each drawn in proportion to its weight."""
+    pool = list(zip(options, weights, strict=True))
+    drawn = []
+    for _ in range(min(count, len(pool))):
+        index = rng.choices(range(len(pool)), weights=[w for _, w in pool])[0]
+        drawn.append(pool.pop(index)[0])
+    return drawn
