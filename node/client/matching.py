@@ -182,14 +182,18 @@ class Matchmaker:
     def in_flight(self, provider: Address) -> int:
         return self._in_flight.get(provider, 0)
 
-    def succeeded(self, provider: Address, latency_ms: float, *, job_id: Hash32 | None = None) -> None:
+    def succeeded(
+        self, provider: Address, latency_ms: float, *, job_id: Hash32 | None = None, timed: bool = True
+    ) -> None:
         """`provider` delivered a good result `latency_ms` after it was sent (for `job_id`, whose
-        queue position, when the provider reported one, tells run time from queueing)."""
-        seen = self._observed.get(provider, _UNSEEN)
-        position = None if job_id is None else self._queue_positions.get(job_id)
-        self._observed[provider] = observe(
-            seen, latency_ms, position, assumed_ms=self._assumed_ms.get(provider)
-        )
+        queue position, when the provider reported one, tells run time from queueing). With
+        `timed` false the latency says little about the provider's load (it waited on the chain)
+        and only counts the success."""
+        if timed:
+            seen = self._observed.get(provider, _UNSEEN)
+            position = None if job_id is None else self._queue_positions.get(job_id)
+            assumed = self._assumed_ms.get(provider)
+            self._observed[provider] = observe(seen, latency_ms, position, assumed_ms=assumed)
         old = self.stats.get(provider, ProviderStats())
         smoothed = latency_ms if old.latency_ms is None else 0.8 * old.latency_ms + 0.2 * latency_ms
         self.stats[provider] = replace(

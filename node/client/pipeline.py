@@ -335,7 +335,9 @@ class ClientPipeline:
         except BaseException:
             self.results.forget(result.receipt.job_id)
             raise
-        self.matchmaker.succeeded(provider, elapsed_s * 1000, job_id=record.job_id)
+        # An escrowed result is handed over once the chain holds it: its latency times the chain.
+        timed = record.status.payment is PaymentPath.VOUCHER
+        self.matchmaker.succeeded(provider, elapsed_s * 1000, job_id=record.job_id, timed=timed)
         self._remember(provider, latency_ms=elapsed_s * 1000)
         return record
 

@@ -212,7 +212,11 @@ def place(
     # capacity it claims.
     cap = RATE_CAP * statistics.median(o.rate for o in tier)
     sampled = _sample(tier, [min(o.rate, cap) for o in tier], choices, rng)
-    return Placement(min(sampled, key=lambda o: o.expected_ms))
+    # The first drawn unless another finishes clearly sooner: estimates are noisy, and a
+    # provider that lost every close call on noise would never be observed again.
+    sooner = min(sampled, key=lambda o: o.expected_ms)
+    first = sampled[0]
+    return Placement(first if first.expected_ms <= sooner.expected_ms * (1 + slack) + SLACK_MS else sooner)
 
 
 def _sample(options: list[Option], weights: list[float], count: int, rng: random.Random) -> list[Option]:
