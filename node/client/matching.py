@@ -193,7 +193,9 @@ class Matchmaker:
             seen = self._observed.get(provider, _UNSEEN)
             position = None if job_id is None else self._queue_positions.get(job_id)
             assumed = self._assumed_ms.get(provider)
-            self._observed[provider] = observe(seen, latency_ms, position, assumed_ms=assumed)
+            self._observed[provider] = observe(
+                seen, latency_ms, position, now=self.clock(), assumed_ms=assumed
+            )
         old = self.stats.get(provider, ProviderStats())
         smoothed = latency_ms if old.latency_ms is None else 0.8 * old.latency_ms + 0.2 * latency_ms
         self.stats[provider] = replace(
@@ -221,7 +223,9 @@ class Matchmaker:
                 backoff_until=provider.backoff_until,
             )
             if provider.latency_ms is not None:
-                self._observed[provider.address] = replace(_UNSEEN, service_ms=provider.latency_ms)
+                self._observed[provider.address] = replace(
+                    _UNSEEN, service_ms=provider.latency_ms, service_seen_at=self.clock()
+                )
 
 
 # Nothing observed yet; the advert's fields are filled in at each decision.

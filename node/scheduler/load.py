@@ -34,6 +34,8 @@ DEFAULT_CHOICES = 2
 RATE_CAP = 4.0
 # The guess for a provider's run time when nobody has observed or advertised one.
 UNKNOWN_SERVICE_MS = 100.0
+# An observed run time counts half after this long without a new observation.
+OBSERVATION_HALF_LIFE_S = 300.0
 # Weight of a new observation in the moving averages of run time and queue drain.
 OBSERVATION_WEIGHT = 0.25
 
@@ -54,6 +56,7 @@ class LoadSignals:
     queue_seen: int = 0  # the queue position the latest `JobAccepted` from it reported
     queue_seen_at: float = 0.0  # when that came
     service_ms: float | None = None  # observed: latency of jobs that started at once (moving average)
+    service_seen_at: float = 0.0  # when it was last observed
     # Observed on jobs that queued: the latency beyond the run time, and the queue positions
     # they were accepted at (moving averages); their ratio is the time one position takes.
     queued_wait_ms: float = 0.0
@@ -89,11 +92,14 @@ def estimate(signals: LoadSignals, now: float, *, prior_ms: float, floor_ms: flo
     so a new provider is neither favoured nor punished for being new); `floor_ms` is the fastest
     run time observed anywhere, below which an advertised claim is not believed.
     """
+    claimed = signals.advertised_ms if signals.advertised_ms and signals.advertised_ms > 0 else prior_ms
+    unobserved = max(claimed, floor_ms)
+    service = unobserved
     if signals.service_ms is not None:
-        service = signals.service_ms
-    else:
-        claimed = signals.advertised_ms if signals.advertised_ms and signals.advertised_ms > 0 else prior_ms
-        service = max(claimed, floor_ms)
+        # An observation fades back towards what an unobserved provider would get: one unlucky
+        # job does not keep a provider out for good (nor one good job keep it in).
+        weight = 0.5 ** (max(0.0, now - signals.service_seen_at) / OBSERVATION_HALF_LIFE_S)
+        service = unobserved + (signals.service_ms - unobserved) * weight
     # A job of ours out there for longer already is a latency observed in part: at least that.
     service = max(service, signals.waited_ms)
     # The time one queue position takes: as the advert's benchmark claims, but never less than
@@ -122,13 +128,18 @@ def estimate(signals: LoadSignals, now: float, *, prior_ms: float, floor_ms: flo
 
 
 def observe(
-    signals: LoadSignals, latency_ms: float, queue_position: int | None, *, assumed_ms: float | None = None
+    signals: LoadSignals,
+    latency_ms: float,
+    queue_position: int | None,
+    *,
+    now: float,
+    assumed_ms: float | None = None,
 ) -> LoadSignals:
     """`signals` after a job accepted at `queue_position` took `latency_ms`; `assumed_ms` is
     the run time the job was sent on (the claim or the prior, when nothing was observed)."""
     if not queue_position:
         # Started at once (or the position is unknown): the latency is the run time.
-        return replace(signals, service_ms=_moving(signals.service_ms, latency_ms))
+        return replace(signals, service_ms=_moving(signals.service_ms, latency_ms), service_seen_at=now)
     service = signals.service_ms
     if service is None:
         # Queued before a run time was seen: the run time lies between latency / (1 + position)
@@ -141,6 +152,7 @@ def observe(
     return replace(
         signals,
         service_ms=service,
+        service_seen_at=now if signals.service_ms is None else signals.service_seen_at,
         queued_wait_ms=_moving(None if first else signals.queued_wait_ms, max(0.0, latency_ms - service)),
         queued_positions=_moving(None if first else signals.queued_positions, float(queue_position)),
     )

@@ -42,13 +42,15 @@ def option(
 
 
 def test_can_expect_a_free_provider_to_start_at_once_and_a_full_one_to_queue() -> None:
-    free = LoadSignals(advertised_free=2, service_ms=200.0)
+    free = LoadSignals(advertised_free=2, service_ms=200.0, service_seen_at=NOW)
     assert estimate(free, NOW, prior_ms=50).expected_ms == 200.0
     # The advert says three jobs wait: the next is the fourth in line.
-    queueing = LoadSignals(advertised_free=0, advertised_queued=3, service_ms=200.0)
+    queueing = LoadSignals(advertised_free=0, advertised_queued=3, service_ms=200.0, service_seen_at=NOW)
     assert estimate(queueing, NOW, prior_ms=50).positions == 4
     # This client sent three jobs since the advert of two free slots: the next waits behind one.
-    full = LoadSignals(advertised_free=2, advertised_at=NOW - 1, sent_since_advert=3, service_ms=200.0)
+    full = LoadSignals(
+        advertised_free=2, advertised_at=NOW - 1, sent_since_advert=3, service_ms=200.0, service_seen_at=NOW
+    )
     expected = estimate(full, NOW, prior_ms=50)
     assert expected.positions == 2
     assert expected.expected_ms == 200 + 2 * 200  # no drain observed: one job at a time
@@ -62,6 +64,7 @@ def test_can_let_a_reported_queue_position_drain_with_time() -> None:
         queue_seen=5,
         queue_seen_at=NOW,
         service_ms=100.0,
+        service_seen_at=NOW,
     )
     assert estimate(queued, NOW, prior_ms=100).positions == 5
     assert estimate(queued, NOW + 0.1, prior_ms=100).positions == pytest.approx(3)
@@ -72,30 +75,39 @@ def test_cannot_believe_an_advertised_run_time_over_an_observed_one_or_below_the
     claims_1ms = LoadSignals(advertised_free=64, advertised_ms=1.0)
     assert estimate(claims_1ms, NOW, prior_ms=300, floor_ms=120).service_ms == 120
     assert estimate(claims_1ms, NOW, prior_ms=300).service_ms == 1  # nothing observed anywhere yet
-    caught = LoadSignals(advertised_free=64, advertised_ms=1.0, service_ms=900.0)
+    caught = LoadSignals(advertised_free=64, advertised_ms=1.0, service_ms=900.0, service_seen_at=NOW)
     assert estimate(caught, NOW, prior_ms=300, floor_ms=120).service_ms == 900
     new = LoadSignals(advertised_free=1)
     assert estimate(new, NOW, prior_ms=300, floor_ms=120).service_ms == 300  # the market's median
 
 
+def test_can_let_an_observed_run_time_fade_back_to_the_unobserved_guess() -> None:
+    unlucky = LoadSignals(advertised_free=1, service_ms=4000.0, service_seen_at=NOW)
+    assert estimate(unlucky, NOW, prior_ms=1000).service_ms == 4000
+    assert estimate(unlucky, NOW + 300, prior_ms=1000).service_ms == pytest.approx(2500)
+    assert estimate(unlucky, NOW + 3000, prior_ms=1000).service_ms == pytest.approx(1000, abs=5)
+
+
 def test_can_learn_run_time_from_jobs_that_started_at_once_and_drain_from_queued_ones() -> None:
     fresh = LoadSignals(advertised_free=1)
-    assert observe(fresh, 400.0, 0).service_ms == 400.0
+    assert observe(fresh, 400.0, 0, now=NOW).service_ms == 400.0
     # Queued before a run time was seen: what the job was sent on stands where it fits.
-    assert observe(fresh, 400.0, 3, assumed_ms=150.0).service_ms == 150.0
-    assert observe(fresh, 400.0, 3, assumed_ms=10.0).service_ms == 100.0  # 400 / (1 + 3)
-    assert observe(fresh, 400.0, 3, assumed_ms=900.0).service_ms == 400.0
-    known = LoadSignals(advertised_free=1, service_ms=100.0)
-    queued = observe(known, 400.0, 3)
+    assert observe(fresh, 400.0, 3, assumed_ms=150.0, now=NOW).service_ms == 150.0
+    assert observe(fresh, 400.0, 3, assumed_ms=10.0, now=NOW).service_ms == 100.0  # 400 / (1 + 3)
+    assert observe(fresh, 400.0, 3, assumed_ms=900.0, now=NOW).service_ms == 400.0
+    known = LoadSignals(advertised_free=1, service_ms=100.0, service_seen_at=NOW)
+    queued = observe(known, 400.0, 3, now=NOW)
     assert (queued.service_ms, queued.drain_ms) == (100.0, 100.0)
-    assert observe(known, 200.0, None).service_ms == pytest.approx(125.0)
+    assert observe(known, 200.0, None, now=NOW).service_ms == pytest.approx(125.0)
     # A drain observed slower than claimed overrides the claim.
     claims = replace(queued, advertised_drain_ms=10.0, slots_seen=64)
     assert estimate(claims, NOW, prior_ms=100).drain_ms == 100.0
 
 
 def test_can_take_priors_from_the_market_median_and_the_fastest_observed() -> None:
-    signals = [LoadSignals(0, service_ms=ms) for ms in (100.0, 300.0, 900.0)] + [LoadSignals(0)]
+    signals = [LoadSignals(0, service_ms=ms, service_seen_at=NOW) for ms in (100.0, 300.0, 900.0)] + [
+        LoadSignals(0)
+    ]
     assert market_priors(signals) == (300.0, 100.0)
     claims = [LoadSignals(0, advertised_ms=40.0), LoadSignals(0, advertised_ms=60.0)]
     assert market_priors(claims) == (50.0, 0.0)
