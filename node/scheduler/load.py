@@ -1,19 +1,22 @@
 """Live load: how long a job would take at each provider, and the pick among the good ones.
 
-A client learns a provider's load from what it already receives: the free slots of the
-provider's latest advert (published again when its load changes), the queue position each
-`JobAccepted` reports, its own jobs sent there since that advert, and the latencies it observed.
-`expected_ms` turns them into an expected completion time, queue included. What the client
-observed overrides what the advert claims, and a claim never makes a provider look faster than
-the fastest one observed, so a provider cannot talk its way into work that it then queues.
+A client learns a provider's load from what it already receives: the free slots and queue of the
+provider's latest advert (published again when its load changes significantly), the queue
+position each `JobAccepted` reports, its own jobs there, and the latencies it observed.
+`estimate` turns them into an expected completion time, queue included. What the client observed
+overrides what the advert claims: a claim never makes a provider look faster than the fastest one
+observed, claimed capacity counts only once a run time was observed, and a job of ours still out
+there bounds the provider's run time from below, so a provider cannot talk its way into work that
+it then queues. Observations fade back to the unobserved guess, so nobody is out for good.
 
 `place` finds the cheapest price among the options whose expected completion is close to the
-best, and among the options at that price takes the sooner of `d` sampled at random in
-proportion to the rate at which each finishes jobs (power of d choices): clients that see the
-same adverts then spread their jobs like the providers' capacity instead of all picking the one
-that looks best, and a cheaper provider wins whenever it would finish about as soon. Choosing
-the apparent best instead (or sampling only among the near-best) herds: measured with
-scripts/sim_scheduling.py, adverts paced under the flood limits are too stale for it.
+best, and among the options at that price draws `d` distinct ones at random in proportion to the
+rate at which each finishes jobs (capped), then takes the one that finishes clearly sooner, or
+else the first drawn (power of d choices). Clients that see the same adverts then spread their
+jobs like the providers' capacity instead of all picking the one that looks best, and a cheaper
+provider wins whenever it would finish about as soon. Choosing the apparent best instead (or
+sampling only among the near-best) herds: measured with scripts/sim_scheduling.py, adverts paced
+under the flood limits are too stale for it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from node.scheduler.candidates import ModelOffer, ProviderCandidate
 # Expected completion within this share (plus `SLACK_MS`) of the best counts as just as good.
 DEFAULT_SLACK = 0.25
 SLACK_MS = 10.0
-# Options sampled among the equally good and equally cheap; the sooner one is taken.
+# Options drawn among the equally cheap; the one that finishes clearly sooner is taken.
 DEFAULT_CHOICES = 2
 # No provider is sampled more often than this many times the median provider.
 RATE_CAP = 4.0
