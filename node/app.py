@@ -418,6 +418,8 @@ class Node:
         except GpunodeError as exc:
             # The offer is kept: the advert refresher publishes it on its next round.
             log.warning("advert_publish_failed", error=str(exc))
+        # Adverts carry the free slots and the queue as the load changes (paced by discovery).
+        parts.runner.load.listeners.append(self.discovery.set_load)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""

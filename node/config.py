@@ -115,8 +115,8 @@ class ApiSettings(_Section):
 class ClientSettings(_Section):
     """How this node picks providers for the jobs it submits."""
 
-    # The share of decisions that try another eligible provider than the best-scored one, so a
-    # provider that is new, or better than its record says, gets a chance to show it.
+    # The share of decisions that send the job to an eligible provider this node never used
+    # and that has a free slot, so a provider that is new gets a chance to show what it does.
     exploration: float = Field(default=0.05, ge=0, le=1)
 
 

@@ -416,7 +416,9 @@ class ClientPipeline:
         except BaseException:
             self.results.forget(result.receipt.job_id)
             raise
-        self.matchmaker.succeeded(provider, elapsed_s * 1000)
+        # An escrowed result is handed over once the chain holds it: its latency times the chain.
+        timed = record.status.payment is PaymentPath.VOUCHER
+        self.matchmaker.succeeded(provider, elapsed_s * 1000, job_id=record.job_id, timed=timed)
         self._remember(provider, latency_ms=elapsed_s * 1000)
         return record
 
@@ -619,6 +621,8 @@ class _Progress:
 
     def on_event(self, event: JobAccepted | JobProgress) -> None:
         if isinstance(event, JobAccepted) and not self._sent:
+            # The provider's queue, as it reports it: the scheduler's freshest view of its load.
+            self._pipeline.matchmaker.accepted(self._job_id, event.queue_position)
             self._sent = True
             self._queue.put_nowait(Sent())
         elif isinstance(event, JobProgress) and not self._started:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from node.chain.eip712 import Eip712Domain, sign_receipt
 from node.chain.keys import NodeKey
@@ -42,10 +43,38 @@ class SignedResult:
 
 @dataclass
 class Load:
-    """Jobs running and waiting on this provider, for admission."""
+    """Jobs admitted and not yet finished on this provider: at most `slots` run, the rest wait.
 
-    running: int = 0
-    queued: int = 0
+    Each change is passed to `listeners` as (free slots, jobs queued): the provider's adverts
+    carry them, so clients see its load."""
+
+    slots: int = 1
+    active: int = 0
+    listeners: list[Callable[[int, int], None]] = field(default_factory=list)
+
+    @property
+    def running(self) -> int:
+        return min(self.active, self.slots)
+
+    @property
+    def queued(self) -> int:
+        return max(0, self.active - self.slots)
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - self.active)
+
+    def started(self) -> None:
+        self.active += 1
+        self._changed()
+
+    def finished(self) -> None:
+        self.active = max(0, self.active - 1)
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener(self.free_slots, self.queued)
 
     def snapshot(self) -> ProviderLoad:
         return ProviderLoad(running=self.running, queued=self.queued)
@@ -67,7 +96,7 @@ class JobRunner:
         self.key = key
         self.domain = domain
         self.slots = slots
-        self.load = Load()
+        self.load = Load(slots=slots)
         self.served = 0
         # Seconds the executor spent on each recent job, for figures (end-to-end minus execution).
         self.run_seconds: OrderedDict[Hash32, float] = OrderedDict()
@@ -82,11 +111,11 @@ class JobRunner:
         Call `delivered()` once the result is handed over. An `ExecutorError` marks the job failed
         and is raised again for the caller to report.
         """
-        self.load.running += 1
+        self.load.started()
         try:
             result, running = await self._execute(record, job_input, timeout_s)
         finally:
-            self.load.running -= 1
+            self.load.finished()
         receipt = build_receipt(
             job_id=record.job_id,
             model_id=record.model_id,
