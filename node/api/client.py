@@ -39,6 +39,7 @@ from node.domain.service import (
     ProviderStatusView,
     SettlementReport,
 )
+from node.executor.hf_model import is_hf_dir, read_hf_dir
 from node.executor.manifest import MANIFEST_FILE, parse_manifest
 from node.gen.gpunode.v1 import api_pb2 as pb
 
@@ -204,7 +205,14 @@ class ApiClient:
         progress: UploadProgress | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> ModelView:
-        """Upload a model directory holding `manifest.json` and the files it pins."""
+        """Upload a model directory holding `manifest.json` and the files it pins, or a Hugging
+        Face model directory (its manifest is made here; the node checks every file again)."""
+        if is_hf_dir(directory):
+            manifest, hf_files = read_hf_dir(directory)
+            header = pb.UploadModelHeader(
+                manifest=manifest.canonical_bytes(), files=[_describe(f) for f in hf_files.values()]
+            )
+            return await self._upload(header, list(hf_files.values()), progress, chunk_bytes)
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise InvalidRequest(

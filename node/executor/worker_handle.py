@@ -16,7 +16,7 @@ from pathlib import Path
 
 from node.config import ExecutorSettings
 from node.executor import framing
-from node.executor.errors import JobTimedOut, ModelFailed, WorkerCrashed
+from node.executor.errors import JobTimedOut, ModelFailed, RequestRefused, WorkerCrashed
 from node.executor.framing import AsyncChannel, Kind
 from node.executor.gpu_binding import gpu_binding
 from node.executor.json_depth import too_deep
@@ -224,7 +224,12 @@ class WorkerHandle:
         if reply.request_id != request_id:
             raise framing.FramingError(f"worker answered request {reply.request_id}, expected {request_id}")
         if reply.kind is Kind.ERROR:
-            kind, message = _model_error(reply.body)
+            kind, message, fault = _model_error(reply.body)
+            if fault == "input":
+                raise RequestRefused(
+                    f"the model cannot take this request: {message}",
+                    hint="shorten the prompt or ask for fewer tokens",
+                )
             raise ModelFailed(
                 f"model failed on this input: {kind}: {message}",
                 hint="check the input's shapes, dtypes and value ranges against the model",
@@ -313,8 +318,8 @@ def _startup_failure(exc: BaseException, code: int) -> str:
     return f"did not come up ({exc!r})"
 
 
-def _model_error(body: bytes) -> tuple[str, str]:
-    """The (type, message) of an ERROR body, cut to a length fit for a client's error."""
+def _model_error(body: bytes) -> tuple[str, str, str]:
+    """The (type, message, kind) of an ERROR body, cut to a length fit for a client's error."""
     try:
         if too_deep(body, 1):
             raise ValueError("nests deeper than one object")
@@ -325,7 +330,8 @@ def _model_error(body: bytes) -> tuple[str, str]:
         isinstance(detail.get(key), str) for key in ("type", "message")
     ):
         raise framing.FramingError("ERROR body lacks its type and message strings")
-    return detail["type"][:100], detail["message"][:_DETAIL_CHARS]
+    fault = detail.get("kind")
+    return detail["type"][:100], detail["message"][:_DETAIL_CHARS], fault if isinstance(fault, str) else ""
 
 
 async def _drain(proc: SandboxedProcess, sink: StderrTail) -> None:
