@@ -53,10 +53,50 @@ def _load_runner(files: dict[str, int], device: str) -> tuple[Runner, dict[str, 
         # Built from bytes: transformers is given no path to read, import or unpickle from.
         from node.executor import hf_runtime
 
-        return hf_runtime.load(manifest, blobs, device).run, manifest
+        return hf_runtime.load(manifest, blobs, device), manifest
     model = _load_model(manifest, blobs, device)
     batchable = bool(manifest.get("batchable"))
-    return (lambda items: _run_batch(model, items, device, batchable)), manifest
+    return _TensorRunner(lambda items: _run_batch(model, items, device, batchable)), manifest
+
+
+class _TensorRunner:
+    """A tensor model's batches: no streaming, nothing to cancel (a batch is one forward pass)."""
+
+    def __init__(self, run_batch: Any) -> None:
+        self._run_batch = run_batch
+
+    def run(self, items: list[bytes], emit: Any = None, cancelled: Any = None) -> list[bytes]:
+        return list(self._run_batch(items))
+
+
+class _Stream:
+    """What a batch in flight says back before its RESULT: TOKENS as text comes, and whether the
+    node sent CANCEL for one of its jobs (read between decoding steps, without blocking)."""
+
+    def __init__(self, sock: socket.socket, request_id: int, max_body: int) -> None:
+        self._sock, self._request_id, self._max_body = sock, request_id, max_body
+        self._cancelled: set[int] = set()
+
+    def emit(self, index: int, text: str) -> None:
+        # Escaped, 4000 characters stay well under CONTROL_LIMIT: a long burst goes as several.
+        for start in range(0, len(text), 4000):
+            body = json.dumps({"index": index, "text": text[start : start + 4000]}).encode()
+            framing.send_blocking(self._sock, Kind.TOKENS, self._request_id, body)
+
+    def cancelled(self, index: int) -> bool:
+        while True:
+            try:
+                self._sock.setblocking(False)
+                message = framing.recv_blocking(self._sock, max_body=self._max_body)
+            except BlockingIOError:
+                break
+            finally:
+                self._sock.setblocking(True)
+            if message is None or message.kind is not Kind.CANCEL:
+                raise framing.FramingError("worker got an unexpected message while running a batch")
+            if message.request_id == self._request_id:  # else late, for a batch already answered
+                self._cancelled.add(int(json.loads(message.body)["index"]))
+        return index in self._cancelled
 
 
 def _load_model(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Model:
@@ -117,10 +157,13 @@ def _serve(sock: socket.socket, runner: Runner, args: argparse.Namespace) -> Non
         message = framing.recv_blocking(sock, max_body=args.max_body)
         if message is None or message.kind is Kind.SHUTDOWN:
             return
+        if message.kind is Kind.CANCEL:  # for a batch answered before the CANCEL arrived
+            continue
         if message.kind is not Kind.RUN:
             raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
         try:
-            outputs = runner(message.items)
+            stream = _Stream(sock, message.request_id, args.max_body)
+            outputs = runner.run(message.items, stream.emit, stream.cancelled)
         except (framing.FramingError, KeyboardInterrupt):
             raise
         except Exception as error:  # the model's fault, reported to the node; the worker stays warm

@@ -27,6 +27,7 @@ class HfModels:
     llama: ModelManifest
     qwen2: ModelManifest
     minilm: ModelManifest
+    gpt2_long: ModelManifest  # a context of 2048 tokens: a generation long enough to stop midway
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,7 @@ def hf_models() -> Iterator[HfModels]:
     root = Path(tempfile.mkdtemp(prefix="gpunode-hf-"))
     try:
         dirs = {family: write_tiny(family, root / "src" / family) for family in ("gpt2", "llama", "qwen2")}
+        dirs["gpt2_long"] = write_tiny("gpt2", root / "src" / "gpt2_long", context=2048)
         store = ModelStore(root / "store", capacity_bytes=2**30)
         yield HfModels(
             store=store,
@@ -42,6 +44,7 @@ def hf_models() -> Iterator[HfModels]:
             llama=store.import_hf_dir(dirs["llama"], name="tiny-llama"),
             qwen2=store.import_hf_dir(dirs["qwen2"], name="tiny-qwen2"),
             minilm=store.import_hf_dir(MINILM_DIR, name="all-MiniLM-L6-v2"),
+            gpt2_long=store.import_hf_dir(dirs["gpt2_long"], name="tiny-gpt2-long"),
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -3,6 +3,7 @@ plain `transformers` in this process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -165,3 +166,51 @@ async def test_cannot_send_an_embedding_request_without_texts(
 ) -> None:
     with pytest.raises(InvalidInput, match="texts"):
         await pool.run(hf_models.minilm.model_id, b'{"texts": []}')
+
+
+@pytest.mark.parametrize("stop", [[], ["never"]])
+async def test_can_stream_text_that_adds_up_to_the_whole_output(
+    pool: ExecutorPool, hf_models: HfModels, stop: list[str]
+) -> None:
+    pieces: list[str] = []
+    request = {"prompt": "Stream", "max_tokens": 40, "temperature": 0.8, "seed": 3, "stop": stop}
+    result = await pool.run(hf_models.llama.model_id, json.dumps(request).encode(), on_tokens=pieces.append)
+    whole = parse_generation(result.output)
+    assert len(pieces) > 1
+    assert "".join(pieces) == whole.text
+
+
+async def test_can_stream_up_to_a_stop_sequence_without_sending_it(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    plain = await generate(pool, hf_models.gpt2, prompt="abc", max_tokens=40, temperature=0)
+    start = next(i for i in range(5, len(plain.text) - 3) if "\ufffd" not in plain.text[i : i + 3])
+    stop = plain.text[start : start + 3]
+    pieces: list[str] = []
+    request = {"prompt": "abc", "max_tokens": 40, "temperature": 0, "stop": [stop]}
+    result = await pool.run(hf_models.gpt2.model_id, json.dumps(request).encode(), on_tokens=pieces.append)
+    assert "".join(pieces) == parse_generation(result.output).text == plain.text[: plain.text.find(stop)]
+
+
+async def test_can_stop_generating_when_the_caller_goes_away(pool: ExecutorPool, hf_models: HfModels) -> None:
+    model = hf_models.gpt2_long.model_id
+    long_request = json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode()
+    short_request = json.dumps({"prompt": "a", "max_tokens": 1}).encode()
+    await pool.warm(model)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    whole = parse_generation((await pool.run(model, long_request)).output)
+    full_s = loop.time() - started
+    assert whole.completion_tokens > 1000  # long enough that stopping early shows
+
+    first_text = asyncio.Event()
+    job = asyncio.create_task(pool.run(model, long_request, on_tokens=lambda _: first_text.set()))
+    await first_text.wait()
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    stopped = loop.time()
+    # One warm worker: the next job waits until the cancelled one has stopped in it.
+    await pool.run(model, short_request)
+    assert loop.time() - stopped < full_s / 2
+    assert len(pool.lanes()[model].workers()) == 1
