@@ -145,6 +145,7 @@ class ApiClient:
             max_price_wei=str(spec.max_price_wei),
             timeout_ms=round(spec.timeout_s * 1000),
             provider=spec.provider or "",
+            stream=spec.stream,
         )
         return convert.job_from_pb(await self._call(self._jobs.SubmitJob, request))
 
@@ -179,6 +180,17 @@ class ApiClient:
         try:
             async for message in call:
                 yield convert.job_from_pb(message)
+        except grpc.aio.AioRpcError as exc:
+            raise self._failure(exc) from None
+        finally:
+            call.cancel()
+
+    async def follow_job_text(self, job_id: str) -> AsyncIterator[str]:
+        """A streaming job's text as its provider produces it; ends with the attempt."""
+        call = self._jobs.FollowJobText(pb.FollowJobTextRequest(job_id=job_id), metadata=self._metadata)
+        try:
+            async for message in call:
+                yield message.text
         except grpc.aio.AioRpcError as exc:
             raise self._failure(exc) from None
         finally:
