@@ -46,6 +46,8 @@ _CLASSES: dict[str, tuple[str, str]] = {
 # Keys old checkpoints carry that are computed, not loaded (buffers rebuilt at construction).
 _COMPUTED_SUFFIXES = ("position_ids", "rotary_emb.inv_freq", "attn.bias", "attn.masked_bias")
 _EMBED_CHUNK = 64
+# A UTF-8 sequence is at most 4 bytes and every token at least one: 4 tokens on, it has ended.
+_SETTLING_TOKENS = 4
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 Emit = Callable[[int, str], None]  # (index of the job in its batch, text produced since the last call)
 
@@ -143,10 +145,9 @@ class LoadedModel:
         budget = min(int(request.get("max_tokens", 16)), int(self.spec["context_length"]) - len(ids))
         sampler = Sampler(request)
         stops = tuple(str(s) for s in request.get("stop", ()))
-        text_so_far, emitted, tokens = "", 0, list[int]()
-        finish = "length"
+        text, emitted, finish = _IncrementalText(self.tokenizer), 0, "length"
         logits, cache = self._forward(torch.tensor([ids], device=self.device), None)
-        while len(tokens) < budget:
+        while len(text.tokens) < budget:
             if cancelled is not None and cancelled():
                 finish = "cancelled"
                 break
@@ -154,21 +155,22 @@ class LoadedModel:
             if token in self.eos_ids:
                 finish = "eos"
                 break
-            tokens.append(token)
-            text_so_far = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            cut = _first_stop(text_so_far, stops)
+            so_far = text.add(token)
+            cut = _first_stop(so_far, stops)
             if cut is not None:
-                text_so_far, finish = text_so_far[:cut], "stop"
+                text.cut(cut)
+                finish = "stop"
                 break
             if emit is not None:
-                ready = _streamable(text_so_far, stops)
+                ready = _streamable(so_far, stops, text.settled)
                 if ready > emitted:
-                    emit(text_so_far[emitted:ready])
+                    emit(so_far[emitted:ready])
                     emitted = ready
-            if len(tokens) < budget:
+            if len(text.tokens) < budget:
                 logits, cache = self._forward(torch.tensor([[token]], device=self.device), cache)
-        if emit is not None and len(text_so_far) > emitted:
-            emit(text_so_far[emitted:])
+        if emit is not None and len(text.text) > emitted:
+            emit(text.text[emitted:])
+        tokens, text_so_far = text.tokens, text.text
         result = {
             "text": text_so_far,
             "token_ids": tokens,
@@ -181,6 +183,44 @@ class LoadedModel:
     def _forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
         out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
         return out.logits[0, -1].float(), out.cache
+
+
+class _IncrementalText:
+    """The text of a growing list of tokens, decoded a few tokens at a time.
+
+    Text that ends on a whole character is kept and never decoded again: the bytes after it start
+    afresh. A UTF-8 sequence is at most 4 bytes and a token at least one, so the text of all but
+    the last `_SETTLING_TOKENS` tokens is final (`settled`) once it is a prefix of the text of them
+    all (else a sequence they began was completed since): invalid bytes are sent on, not held."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self._kept, self._kept_upto = "", 0
+        self.text = ""
+        self.settled = 0  # characters of `text` no later token changes
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        tail = self._decode(self._kept_upto, len(self.tokens))
+        settled_tail = 0
+        if len(self.tokens) - self._kept_upto > _SETTLING_TOKENS:
+            upto = len(self.tokens) - _SETTLING_TOKENS
+            head = self._decode(self._kept_upto, upto)
+            if tail.startswith(head):
+                settled_tail = len(head)
+                if head and not head.endswith("\ufffd"):  # ends on a whole character
+                    self._kept, self._kept_upto, tail = self._kept + head, upto, tail[len(head) :]
+                    settled_tail = 0
+        self.text = self._kept + tail
+        self.settled = len(self._kept) + settled_tail
+        return self.text
+
+    def cut(self, length: int) -> None:
+        self.text = self.text[:length]
+
+    def _decode(self, start: int, end: int) -> str:
+        return str(self._tokenizer.decode(self.tokens[start:end], skip_special_tokens=True))
 
 
 class Sampler:
@@ -212,11 +252,12 @@ def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     return min(found) if found else None
 
 
-def _streamable(text: str, stops: tuple[str, ...]) -> int:
-    """How much of `text` can be sent now: not a trailing partial character, nor a tail that may
-    yet grow into a stop sequence (which is cut from the output, never sent)."""
+def _streamable(text: str, stops: tuple[str, ...], settled: int = 0) -> int:
+    """How much of `text` can be sent now: not a trailing partial character (unless `settled`
+    says it is final), nor a tail that may yet grow into a stop sequence (which is cut from the
+    output, never sent)."""
     end = len(text)
-    while end and text[end - 1] == "\ufffd":
+    while end > settled and text[end - 1] == "\ufffd":
         end -= 1
     for stop in stops:
         for size in range(min(len(stop) - 1, end), 0, -1):

@@ -33,9 +33,9 @@ FAMILIES = ("gpt2", "llama", "qwen2")
 
 
 def byte_tokenizer() -> Tokenizer:
-    """GPT-2's byte-level alphabet as a BPE with no merges: one token per byte, ids 0..255."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
+    """GPT-2's byte-level encoding of the 128 ASCII bytes as a BPE with no merges: one token per
+    character (ids 0..127), so whatever a model samples decodes to text, a character a token."""
+    vocab = {_BYTE_SYMBOLS[b]: b for b in range(128)}
     vocab[EOS] = len(vocab)
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
@@ -44,8 +44,25 @@ def byte_tokenizer() -> Tokenizer:
     return tokenizer
 
 
+def _byte_symbols() -> dict[int, str]:
+    """GPT-2's table: printable bytes stand for themselves, the others for code points from 256."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table, extra = {b: chr(b) for b in printable}, 0
+    for b in range(256):
+        if b not in table:
+            table[b], extra = chr(256 + extra), extra + 1
+    return table
+
+
+_BYTE_SYMBOLS = _byte_symbols()
+
+
 def tiny_model(family: str, *, layers: int = 2, hidden: int = 64, context: int = 256) -> Any:
-    vocab = 257
+    vocab = 129  # 128 ASCII bytes and the end-of-text token
     common: dict[str, Any] = {"vocab_size": vocab, "bos_token_id": vocab - 1, "eos_token_id": vocab - 1}
     model: Any
     if family == "gpt2":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import sys
 import time
@@ -76,6 +77,8 @@ class _Stream:
     def __init__(self, sock: socket.socket, request_id: int, max_body: int) -> None:
         self._sock, self._request_id, self._max_body = sock, request_id, max_body
         self._cancelled: set[int] = set()
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
 
     def emit(self, index: int, text: str) -> None:
         # Escaped, 4000 characters stay well under CONTROL_LIMIT: a long burst goes as several.
@@ -84,7 +87,8 @@ class _Stream:
             framing.send_blocking(self._sock, Kind.TOKENS, self._request_id, body)
 
     def cancelled(self, index: int) -> bool:
-        while True:
+        # One poll(2) a decoding step when nothing came; the socket is read only when something did.
+        while self._poll.poll(0):
             try:
                 self._sock.setblocking(False)
                 message = framing.recv_blocking(self._sock, max_body=self._max_body)
