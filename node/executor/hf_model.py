@@ -25,7 +25,7 @@ from typing import Any, TypeGuard
 
 from node.errors import ModelStoreError
 from node.executor.errors import UnsafeModelFile
-from node.executor.manifest import MANIFEST_FILE, HfSpec, ModelManifest, Pooling, Task
+from node.executor.manifest import MANIFEST_FILE, HfSpec, ModelManifest, Pooling, Quantization, Task
 from node.executor.pickle_scan import looks_like_pickle
 from node.executor.wire import DTYPE_SIZES
 
@@ -37,6 +37,8 @@ ARCHITECTURES: dict[str, tuple[Task, str]] = {
     "BertModel": ("embed", "bert"),
     "RobertaModel": ("embed", "roberta"),
 }
+# Dynamic int8 quantization replaces torch Linear layers; GPT-2's are Conv1D, left as they are.
+QUANTIZABLE = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM", "BertModel", "RobertaModel"})
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -67,16 +69,22 @@ def is_hf_dir(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file() and not (path / MANIFEST_FILE).is_file()
 
 
-def read_hf_dir(source: Path, *, name: str | None = None) -> tuple[ModelManifest, dict[str, Path]]:
-    """The manifest and the files to store for the Hugging Face model directory `source`."""
+def read_hf_dir(
+    source: Path, *, name: str | None = None, quantization: Quantization | None = None
+) -> tuple[ModelManifest, dict[str, Path]]:
+    """The manifest and the files to store for the Hugging Face model directory `source`;
+    `quantization="int8"` makes the variant workers quantize (dynamic int8) as they load it."""
     if not source.is_dir():
         raise ModelStoreError(f"{source} is not a directory")
     _refuse_unsafe_files(source)
     files = {entry.name: entry for entry in _model_files(source)}
     pooling, normalize, max_seq_length = _sentence_pooling(source)
-    spec = describe(files, pooling=pooling, normalize=normalize, max_length=max_seq_length)
+    spec = describe(
+        files, pooling=pooling, normalize=normalize, max_length=max_seq_length, quantization=quantization
+    )
+    default_name = source.resolve().name + (f"-{quantization}" if quantization else "")
     manifest = ModelManifest(
-        name=(name or source.resolve().name)[:100],
+        name=(name or default_name)[:100],
         format="huggingface",
         files={file_name: _sha256_file(path) for file_name, path in sorted(files.items())},
         hf=spec,
@@ -99,6 +107,7 @@ def check_hf_files(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
         pooling=manifest.hf.pooling,
         normalize=manifest.hf.normalize,
         max_length=manifest.hf.context_length,
+        quantization=manifest.hf.quantization,
     )
     if derived != manifest.hf:
         raise ModelStoreError(
@@ -108,7 +117,12 @@ def check_hf_files(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
 
 
 def describe(
-    files: Mapping[str, Path], *, pooling: Pooling | None, normalize: bool, max_length: int | None = None
+    files: Mapping[str, Path],
+    *,
+    pooling: Pooling | None,
+    normalize: bool,
+    max_length: int | None = None,
+    quantization: Quantization | None = None,
 ) -> HfSpec:
     """Task, class, precision and context length from a model's stored files; `max_length` may only
     shorten the context the config allows (sentence-transformers' `max_seq_length`)."""
@@ -123,6 +137,11 @@ def describe(
             _json_object(files[file_name], file_name)
     _tokenizer_is_data(files[TOKENIZER_FILE])
     architecture, task, model_type = _architecture(config)
+    if quantization is not None and architecture not in QUANTIZABLE:
+        raise ModelStoreError(
+            f"{architecture} has no int8 variant here (its layers are not torch Linear layers)",
+            hint=f"quantize one of {', '.join(sorted(QUANTIZABLE))}",
+        )
     shards = _weight_files(files)
     precision = _precision([_safetensors_dtypes(files[shard], shard) for shard in shards])
     context = _context_length(config, model_type)
@@ -140,6 +159,7 @@ def describe(
         context_length=context,
         pooling=pooling,
         normalize=normalize,
+        quantization=quantization,
     )
 
 

@@ -292,6 +292,8 @@ def load(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Load
     _load_weights(model, state)
     dtype = _DTYPES.get(spec["precision"], torch.float32) if device != "cpu" else torch.float32
     model = model.to(device=device, dtype=dtype).eval()
+    if spec.get("quantization") == "int8":
+        model = _int8(model, device)
     tokenizer = Tokenizer.from_str(blobs["tokenizer.json"].decode())
     tokenizer.no_padding()
     if spec["task"] == "embed":
@@ -300,6 +302,20 @@ def load(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Load
         tokenizer.no_truncation()
     chat = _chat_tokenizer(tokenizer, blobs)
     return LoadedModel(manifest, spec, model, tokenizer, chat, device, _eos_ids(config_values, blobs))
+
+
+def _int8(model: Any, device: str) -> Any:
+    """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per
+    call), torch's own CPU tool."""
+    if device != "cpu":
+        raise ValueError("int8 variants run on the CPU here; on CUDA they need torchao")
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice, once per worker
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
 
 
 def _load_weights(model: Any, state: dict[str, torch.Tensor]) -> None:

@@ -42,14 +42,16 @@ class TensorSpec(BaseModel):
 
 Task = Literal["generate", "embed"]
 Pooling = Literal["mean", "cls", "max"]
+Quantization = Literal["int8"]
 
 
 class HfSpec(BaseModel):
     """What a Hugging Face model directory is: its task, class, precision and limits.
 
     `architecture` is the `transformers` class named by the directory's `config.json`, one of those
-    `hf_model` allows; `precision` the safetensors dtype of its weights; `pooling` and `normalize`
-    (embeddings) come from its sentence-transformers modules."""
+    `hf_model` allows; `precision` the safetensors dtype of its weights (`served_precision` is
+    what it runs in: `int8` for a quantized variant); `pooling` and `normalize` (embeddings) come
+    from its sentence-transformers modules."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -60,6 +62,12 @@ class HfSpec(BaseModel):
     context_length: int = Field(gt=0)
     pooling: Pooling | None = None
     normalize: bool = False
+    # A variant the worker quantizes at load (weights stay as stored): a distinct model id.
+    quantization: Quantization | None = None
+
+    @property
+    def served_precision(self) -> str:
+        return self.quantization or self.precision
 
     @field_validator("precision")
     @classmethod

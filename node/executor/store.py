@@ -24,6 +24,7 @@ from node.executor.manifest import (
     BUILTIN_ARCHITECTURES,
     MANIFEST_FILE,
     ModelManifest,
+    Quantization,
     TensorSpec,
     normalize_model_id,
     parse_manifest,
@@ -124,9 +125,12 @@ class ModelStore:
         manifest = parse_manifest((source / MANIFEST_FILE).read_bytes())
         return self.install(manifest, {name: source / name for name in manifest.files})
 
-    def import_hf_dir(self, source: Path, *, name: str | None = None) -> ModelManifest:
-        """Install a Hugging Face model directory (`hf_model` says what is refused and why)."""
-        manifest, files = read_hf_dir(source, name=name)
+    def import_hf_dir(
+        self, source: Path, *, name: str | None = None, quantization: Quantization | None = None
+    ) -> ModelManifest:
+        """Install a Hugging Face model directory (`hf_model` says what is refused and why), or
+        its int8 variant (`quantization="int8"`), a model of its own id."""
+        manifest, files = read_hf_dir(source, name=name, quantization=quantization)
         return self.install(manifest, files)
 
     def import_exported_program(

@@ -28,6 +28,7 @@ class HfModels:
     qwen2: ModelManifest
     minilm: ModelManifest
     gpt2_long: ModelManifest  # a context of 2048 tokens: a generation long enough to stop midway
+    llama_int8: ModelManifest  # the tiny Llama's int8 variant
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,7 @@ def hf_models() -> Iterator[HfModels]:
             qwen2=store.import_hf_dir(dirs["qwen2"], name="tiny-qwen2"),
             minilm=store.import_hf_dir(MINILM_DIR, name="all-MiniLM-L6-v2"),
             gpt2_long=store.import_hf_dir(dirs["gpt2_long"], name="tiny-gpt2-long"),
+            llama_int8=store.import_hf_dir(dirs["llama"], quantization="int8"),
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)

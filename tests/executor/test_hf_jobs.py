@@ -214,3 +214,26 @@ async def test_can_stop_generating_when_the_caller_goes_away(pool: ExecutorPool,
     await pool.run(model, short_request)
     assert loop.time() - stopped < full_s / 2
     assert len(pool.lanes()[model].workers()) == 1
+
+
+async def test_can_generate_with_an_int8_variant(pool: ExecutorPool, hf_models: HfModels) -> None:
+    result = await generate(pool, hf_models.llama_int8, prompt="Hello there", max_tokens=16, temperature=0)
+    assert result.completion_tokens > 0
+    assert result.prompt_tokens == len(b"Hello there")
+
+
+async def test_can_keep_int8_logits_close_to_full_precision(hf_models: HfModels) -> None:
+    from node.executor import hf_runtime
+
+    def logits(manifest: ModelManifest) -> torch.Tensor:
+        model_dir = hf_models.store.path(manifest.model_id)
+        blobs = {name: (model_dir / name).read_bytes() for name in manifest.files}
+        loaded = hf_runtime.load(json.loads(manifest.canonical_bytes()), blobs, "cpu")
+        ids = loaded.prompt_ids({"prompt": "The int8 variant is measured against this text."})
+        with torch.no_grad():
+            return loaded.model(input_ids=torch.tensor([ids])).logits[0].float()
+
+    full, int8 = logits(hf_models.llama), logits(hf_models.llama_int8)
+    cosine = torch.nn.functional.cosine_similarity(full, int8, dim=-1)
+    assert float(cosine.min()) > 0.99
+    assert not torch.equal(full, int8)  # quantized for real

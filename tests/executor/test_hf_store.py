@@ -225,3 +225,24 @@ def test_cannot_relabel_a_model_with_a_hand_written_manifest(hf_models: HfModels
     with pytest.raises(ModelStoreError, match="its manifest says"):
         store.import_dir(forged_dir)
     assert_nothing_installed(store)
+
+
+def test_can_install_an_int8_variant_as_a_model_of_its_own(hf_models: HfModels) -> None:
+    variant, full = hf_models.llama_int8, hf_models.llama
+    assert variant.hf is not None
+    assert full.hf is not None
+    assert variant.model_id != full.model_id
+    assert variant.files == full.files  # the same bytes, served another way
+    assert (variant.hf.quantization, variant.hf.served_precision, full.hf.served_precision) == (
+        "int8",
+        "int8",
+        "F32",
+    )
+    assert variant.name == "llama-int8"
+
+
+def test_cannot_quantize_an_architecture_without_linear_layers(hf_models: HfModels, tmp_path: Path) -> None:
+    store = fresh_store(tmp_path)
+    with pytest.raises(ModelStoreError, match="GPT2LMHeadModel has no int8 variant"):
+        store.import_hf_dir(hf_models.dirs["gpt2"], quantization="int8")
+    assert_nothing_installed(store)
