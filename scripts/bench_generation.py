@@ -10,7 +10,9 @@ same tokens (greedy, same weights), so tokens/s compare like for like.
 - ttft_overhead_p50_ms: the p50 of marketplace TTFT minus the local TTFT p50;
 - batch8_speedup: tokens/s of 8 streams submitted at once over one stream, one warm model;
 - embed_per_s_ratio: texts/s embedding a batch with all-MiniLM-L6-v2, marketplace over local;
-- int8_speedup, int8_logits_cosine: null (no quantized variant is served yet).
+- int8_speedup, int8_logits_cosine: a Llama of the same size and its int8 variant, loaded by the
+  worker's own code (`hf_runtime`) in this process: greedy tokens/s int8 over full precision, and
+  the lowest cosine similarity of their logits over the positions of a fixed text.
 
 The causal LM is built here from a config with seeded random weights (`hf_tiny`; default a
 6-layer, 384-wide GPT-2 with a 1024-token context, ~20M parameters).
@@ -98,6 +100,34 @@ def local_embeddings(runs: int) -> float:
             torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
             rates.append(len(TEXTS) / (time.perf_counter() - started))
     return statistics.median(rates[1:])
+
+
+def int8_figures(root: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """(int8 tokens/s over full precision, lowest logits cosine) for a Llama of the bench's size."""
+    from node.executor import hf_runtime
+
+    llama_dir = write_tiny(
+        "llama", root / "llama-bench", layers=args.layers, hidden=args.hidden, context=args.context
+    )
+    loaded = {}
+    for variant in (None, "int8"):
+        manifest, files = read_hf_dir(llama_dir, quantization=variant)
+        blobs = {name: path.read_bytes() for name, path in files.items()}
+        loaded[variant] = hf_runtime.load(json.loads(manifest.canonical_bytes()), blobs, "cpu")
+    request = {"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}
+    rates = {}
+    for variant, model in loaded.items():
+        model.generate(request, None, None)  # warm-up
+        times = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            made = parse_generation(model.generate(request, None, None)).completion_tokens
+            times.append(made / (time.perf_counter() - started))
+        rates[variant] = statistics.median(times)
+    ids = torch.tensor([loaded[None].prompt_ids({"prompt": PROMPT})])
+    full, int8 = (loaded[v].model(input_ids=ids).logits[0].float() for v in (None, "int8"))
+    cosine = float(torch.nn.functional.cosine_similarity(full, int8, dim=-1).min())
+    return rates["int8"] / rates[None], cosine
 
 
 # marketplace: client → provider → sandboxed worker over loopback ------------------------------
@@ -199,6 +229,7 @@ def main() -> None:
         )
         local_rate, local_ttft, made = local_generation(model_dir, args.tokens, args.runs)
         local_embed = local_embeddings(args.runs)
+        int8_speedup, int8_cosine = int8_figures(root, args)
         remote = asyncio.run(marketplace(args, root / "net", model_dir))
     figures = {
         "model": f"{args.family} {args.layers}x{args.hidden} (seeded random weights), {made} tokens",
@@ -209,8 +240,8 @@ def main() -> None:
         "ttft_marketplace_ms": round(remote["ttft_ms"], 2),
         "ttft_overhead_p50_ms": round(remote["ttft_p50_ms"] - local_ttft, 2),
         "batch8_speedup": round(remote["batch8_tokens_per_s"] / remote["tokens_per_s"], 3),
-        "int8_speedup": None,
-        "int8_logits_cosine": None,
+        "int8_speedup": round(int8_speedup, 3),
+        "int8_logits_cosine": round(int8_cosine, 5),
         "embed_per_s_ratio": round(remote["embed_per_s"] / local_embed, 3),
     }
     if args.json:
