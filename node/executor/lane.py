@@ -269,10 +269,12 @@ class ModelLane:
         if not batch:
             self._idle.put_nowait(worker)
             return
-        for index, job in enumerate(batch):
-            # A caller that goes away (cancelled, or its deadline passed) stops its job in the
-            # worker too: a generation does not run on to max_tokens for nobody.
-            job.done.add_done_callback(self._stopper(worker, index))
+        if self.manifest.task == "generate":
+            for index, job in enumerate(batch):
+                # A caller that goes away (cancelled, or its deadline passed) stops its job in the
+                # worker too: a generation does not run on to max_tokens for nobody. (A tensor
+                # model's batch is one forward pass: nothing to stop midway.)
+                job.done.add_done_callback(self._stopper(worker, index))
         try:
             # The provider's ceiling, not a caller's deadline: only the ceiling kills a worker.
             outputs = await worker.run_batch(
