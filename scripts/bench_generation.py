@@ -58,48 +58,50 @@ def minilm_dir() -> Path:
 # local: plain transformers in this process ---------------------------------------------------
 
 
-def local_generation(model_dir: Path, tokens: int, runs: int) -> tuple[float, float, int]:
-    """(tokens/s, TTFT p50 ms, tokens generated) with `generate()`, greedy, one thread."""
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+class LocalGenerator:
+    """`generate()`, greedy, with the worker's thread count, on the same directory."""
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
-    ids = torch.tensor([tokenizer.encode(PROMPT)])
-    settings = {"do_sample": False, "pad_token_id": 0}
-    with torch.no_grad():
-        model.generate(ids, max_new_tokens=8, **settings)  # warm-up
-        ttfts, rates, made = [], [], 0
-        for _ in range(runs):
-            started = time.perf_counter()
-            model.generate(ids, max_new_tokens=1, **settings)
-            ttfts.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            out = model.generate(ids, max_new_tokens=tokens, **settings)
-            made = _until_eos(out[0, ids.shape[1] :].tolist(), model.config.eos_token_id)
-            rates.append(made / (time.perf_counter() - started))
-    return statistics.median(rates), statistics.median(ttfts), made
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+        self.ids = torch.tensor([tokenizer.encode(PROMPT)])
+        self.made = 0
+        self.generate(8)  # warm-up
+
+    def generate(self, tokens: int) -> float:
+        """Seconds to generate up to `tokens` tokens (`made` says how many came before an EOS)."""
+        started = time.perf_counter()
+        out = self.model.generate(self.ids, max_new_tokens=tokens, do_sample=False, pad_token_id=0)
+        elapsed = time.perf_counter() - started
+        self.made = _until_eos(out[0, self.ids.shape[1] :].tolist(), self.model.config.eos_token_id)
+        return elapsed
 
 
 def _until_eos(tokens: list[int], eos: int | None) -> int:
     return tokens.index(eos) if eos in tokens else len(tokens)
 
 
-def local_embeddings(runs: int) -> float:
-    from transformers import BertModel, PreTrainedTokenizerFast
+class LocalEmbedder:
+    def __init__(self) -> None:
+        from transformers import BertModel, PreTrainedTokenizerFast
 
-    model_dir = minilm_dir()
-    model = BertModel.from_pretrained(model_dir, use_safetensors=True).eval()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), pad_token="[PAD]")
-    rates = []
-    with torch.no_grad():
-        for _ in range(runs + 1):
-            started = time.perf_counter()
-            batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=256, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
-            rates.append(len(TEXTS) / (time.perf_counter() - started))
-    return statistics.median(rates[1:])
+        model_dir = minilm_dir()
+        self.model = BertModel.from_pretrained(model_dir, use_safetensors=True).eval()
+        self.tokenizer = PreTrainedTokenizerFast(
+            tokenizer_file=str(model_dir / "tokenizer.json"), pad_token="[PAD]"
+        )
+        self.embed()  # warm-up
+
+    def embed(self) -> float:
+        """Texts a second, all-MiniLM-L6-v2 as sentence-transformers runs it (mean, normalized)."""
+        started = time.perf_counter()
+        batch = self.tokenizer(TEXTS, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+        return len(TEXTS) / (time.perf_counter() - started)
 
 
 def int8_figures(root: Path, args: argparse.Namespace) -> tuple[float, float]:
@@ -115,19 +117,18 @@ def int8_figures(root: Path, args: argparse.Namespace) -> tuple[float, float]:
         blobs = {name: path.read_bytes() for name, path in files.items()}
         loaded[variant] = hf_runtime.load(json.loads(manifest.canonical_bytes()), blobs, "cpu")
     request = {"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}
-    rates = {}
-    for variant, model in loaded.items():
+    rates: dict[str | None, list[float]] = {None: [], "int8": []}
+    for model in loaded.values():
         model.generate(request, None, None)  # warm-up
-        times = []
-        for _ in range(args.runs):
+    for _ in range(args.runs):  # the two alternate, so both see the same load on a shared machine
+        for variant, model in loaded.items():
             started = time.perf_counter()
             made = parse_generation(model.generate(request, None, None)).completion_tokens
-            times.append(made / (time.perf_counter() - started))
-        rates[variant] = statistics.median(times)
+            rates[variant].append(made / (time.perf_counter() - started))
     ids = torch.tensor([loaded[None].prompt_ids({"prompt": PROMPT})])
     full, int8 = (loaded[v].model(input_ids=ids).logits[0].float() for v in (None, "int8"))
     cosine = float(torch.nn.functional.cosine_similarity(full, int8, dim=-1).min())
-    return rates["int8"] / rates[None], cosine
+    return statistics.median(rates["int8"]) / statistics.median(rates[None]), cosine
 
 
 # marketplace: client → provider → sandboxed worker over loopback ------------------------------
@@ -158,20 +159,20 @@ async def _settled(client: Node, job_id: str) -> Any:
     raise RuntimeError("the watch ended early")
 
 
-async def embedded(client: Node, model_id: str, runs: int) -> float:
-    request = json.dumps({"texts": TEXTS}).encode()
-    rates = []
-    for _ in range(runs + 1):
-        started = time.perf_counter()
-        view = await client.services.jobs.submit(JobSpec(model_id=model_id, input=request))
-        await _settled(client, view.job_id)
-        rates.append(len(TEXTS) / (time.perf_counter() - started))
-    return statistics.median(rates[1:])
+async def embedded(client: Node, model_id: str) -> float:
+    started = time.perf_counter()
+    view = await client.services.jobs.submit(
+        JobSpec(model_id=model_id, input=json.dumps({"texts": TEXTS}).encode())
+    )
+    await _settled(client, view.job_id)
+    return len(TEXTS) / (time.perf_counter() - started)
 
 
 async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> dict[str, float]:
+    """Each marketplace run follows a local run of the same work, so both see the same load."""
     generator = read_hf_dir(model_dir)[0].model_id
     embedder = read_hf_dir(minilm_dir())[0].model_id
+    local, local_embedder = LocalGenerator(model_dir), LocalEmbedder()
     async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
         keys = market.dev_keys()
         client = market.node(market.settings("client", provider=False), keys[9])
@@ -187,21 +188,37 @@ async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> 
         await client.client_jobs.deposit(10**18)
         request = json.dumps({"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}).encode()
         await streamed(client, generator, request)  # warm-up
-        firsts, rates = [], []
+        await embedded(client, embedder)
+        generated = 0
+        figures: dict[str, list[float]] = {
+            key: [] for key in ("local", "remote", "ttft_l", "ttft_r", "ttft_d")
+        }
         for _ in range(args.runs):
+            seconds = local.generate(args.tokens)
+            figures["local"].append(local.made / seconds)
+            generated = local.made
             first, elapsed, made = await streamed(client, generator, request)
-            firsts.append(first * 1000)
-            rates.append(made / elapsed)
+            figures["remote"].append(made / elapsed)
+            figures["ttft_l"].append(local.generate(1) * 1000)
+            figures["ttft_r"].append(first * 1000)
+            figures["ttft_d"].append(figures["ttft_r"][-1] - figures["ttft_l"][-1])
         started = time.perf_counter()
         eight = await asyncio.gather(*(streamed(client, generator, request) for _ in range(8)))
         batch_rate = sum(made for _, _, made in eight) / (time.perf_counter() - started)
-        embed_rate = await embedded(client, embedder, args.runs)
+        embeds_local, embeds_remote = [], []
+        for _ in range(args.runs):
+            embeds_local.append(local_embedder.embed())
+            embeds_remote.append(await embedded(client, embedder))
+    median = statistics.median
     return {
-        "tokens_per_s": statistics.median(rates),
-        "ttft_ms": statistics.median(firsts),
-        "ttft_p50_ms": statistics.quantiles(firsts, n=2)[0] if len(firsts) > 1 else firsts[0],
+        "made": float(generated),
+        "local": median(figures["local"]),
+        "remote": median(figures["remote"]),
+        "ttft_local_ms": median(figures["ttft_l"]),
+        "ttft_ms": median(figures["ttft_r"]),
+        "ttft_overhead_p50_ms": median(figures["ttft_d"]),
         "batch8_tokens_per_s": batch_rate,
-        "embed_per_s": embed_rate,
+        "embed_ratio": median(embeds_remote) / median(embeds_local),
     }
 
 
@@ -227,22 +244,21 @@ def main() -> None:
             hidden=args.hidden,
             context=args.context,
         )
-        local_rate, local_ttft, made = local_generation(model_dir, args.tokens, args.runs)
-        local_embed = local_embeddings(args.runs)
         int8_speedup, int8_cosine = int8_figures(root, args)
         remote = asyncio.run(marketplace(args, root / "net", model_dir))
     figures = {
-        "model": f"{args.family} {args.layers}x{args.hidden} (seeded random weights), {made} tokens",
-        "tokens_per_s_local": round(local_rate, 1),
-        "tokens_per_s_marketplace": round(remote["tokens_per_s"], 1),
-        "throughput_ratio": round(remote["tokens_per_s"] / local_rate, 3),
-        "ttft_local_ms": round(local_ttft, 2),
+        "model": f"{args.family} {args.layers}x{args.hidden}, seeded random weights, "
+        f"{int(remote['made'])} tokens",
+        "tokens_per_s_local": round(remote["local"], 1),
+        "tokens_per_s_marketplace": round(remote["remote"], 1),
+        "throughput_ratio": round(remote["remote"] / remote["local"], 3),
+        "ttft_local_ms": round(remote["ttft_local_ms"], 2),
         "ttft_marketplace_ms": round(remote["ttft_ms"], 2),
-        "ttft_overhead_p50_ms": round(remote["ttft_p50_ms"] - local_ttft, 2),
-        "batch8_speedup": round(remote["batch8_tokens_per_s"] / remote["tokens_per_s"], 3),
+        "ttft_overhead_p50_ms": round(remote["ttft_overhead_p50_ms"], 2),
+        "batch8_speedup": round(remote["batch8_tokens_per_s"] / remote["remote"], 3),
         "int8_speedup": round(int8_speedup, 3),
         "int8_logits_cosine": round(int8_cosine, 5),
-        "embed_per_s_ratio": round(remote["embed_per_s"] / local_embed, 3),
+        "embed_per_s_ratio": round(remote["embed_ratio"], 3),
     }
     if args.json:
         sys.stdout.write(json.dumps(figures) + "\n")
