@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from safetensors.torch import load
 from transformers import AutoModelForCausalLM, BertModel
 from transformers import PreTrainedTokenizerFast as Tokenizer
 
-from node.executor.errors import InvalidInput, RequestRefused
+from node.executor.errors import InvalidInput, ModelFailed, RequestRefused
 from node.executor.hf_requests import GenerationResult, parse_generation
 from node.executor.manifest import ModelManifest
 from node.executor.pool import ExecutorPool
@@ -237,3 +238,21 @@ async def test_can_keep_int8_logits_close_to_full_precision(hf_models: HfModels)
     cosine = torch.nn.functional.cosine_similarity(full, int8, dim=-1)
     assert float(cosine.min()) > 0.99
     assert not torch.equal(full, int8)  # quantized for real
+
+
+async def test_cannot_reach_python_from_a_chat_template(
+    pool: ExecutorPool, hf_models: HfModels, tmp_path: Path
+) -> None:
+    """A chat template is rendered in a sandboxed Jinja environment: one reaching for Python's
+    internals fails that job alone, and the worker serves the next."""
+    model = tmp_path / "evil-template"
+    shutil.copytree(hf_models.dirs["gpt2"], model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    evil = hf_models.store.import_hf_dir(model, name="evil-template")
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(ModelFailed, match="unsafe"):
+        await generate(pool, evil, messages=messages, max_tokens=4)
+    result = await generate(pool, evil, prompt="still here", max_tokens=4, temperature=0)
+    assert result.prompt_tokens == len(b"still here")
