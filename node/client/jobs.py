@@ -153,6 +153,8 @@ class ClientJobs:
             job, before=functools.partial(self.pipeline.blobs.write, spec.input)
         )
         self._submitted[job.job_id] = record, Submission(choice, spec.input, pinned=spec.provider)
+        if spec.stream:
+            self.pipeline.text.open(job.job_id)
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
         return await self._view(record)
@@ -240,6 +242,10 @@ class ClientJobs:
             first = await self._record(job_id)
             async for latest in records_until_terminal(first, queue):
                 yield await self._view(latest)
+
+    async def follow_text(self, job_id: str) -> AsyncIterator[str]:
+        async for piece in self.pipeline.text.follow(_job_key(job_id)):
+            yield piece
 
     # helpers ----------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from node.chain.market import JobStatus as ChainJobStatus
 from node.client.matching import Matchmaker
 from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
+from node.client.text_feed import TextFeeds
 from node.domain.state import (
     AttemptOutcome,
     ClientState,
@@ -54,6 +55,8 @@ from node.errors import (
     StorageError,
     TransactionReverted,
 )
+from node.executor.errors import InvalidInput
+from node.executor.hf_requests import parse_generation
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.store import JobStore
 from node.logging import get_logger
@@ -65,6 +68,7 @@ from node.p2p.job_messages import (
     JobRejected,
     JobRequest,
     JobResult,
+    JobTokens,
     OnchainPayment,
     Payment,
     VoucherPayment,
@@ -112,6 +116,8 @@ class ClientPipeline:
     receipts: ReceiptFiles
     # Verified results, so watchers' views of a finished job need not read them back.
     results: RecentResults = field(default_factory=RecentResults)
+    # The text of jobs submitted to stream, as providers stream it.
+    text: TextFeeds = field(default_factory=TextFeeds)
     # Peer ids of matched providers, learnt from their adverts.
     _peers: dict[Address, str] = field(default_factory=dict)
     # Jobs pinned to one provider by their submitter (never reassigned elsewhere).
@@ -168,6 +174,7 @@ class ClientPipeline:
                     return
                 record = moved
         finally:
+            self.text.close(job_id)
             self._inputs.pop(job_id, None)
             self._chosen.pop(job_id, None)
             self._priced_here.pop(job_id, None)
@@ -294,7 +301,10 @@ class ClientPipeline:
             payment=payment,
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
+            stream=self.text.streams(record.job_id),
         )
+        if request.stream:
+            self.text.open(record.job_id)  # an attempt after a lost one starts its text over
         progress = _Progress(self, record)
         started = time.perf_counter()
         try:
@@ -456,6 +466,10 @@ class ClientPipeline:
             return "the output does not hash to the receipt's output hash"
         if not verify_receipt(self.vouchers.domain, receipt, result.signature, provider):
             return "the receipt's signature is not the provider's"
+        if self.text.streams(record.job_id) and self.text.text(record.job_id) != _generated_text(
+            result.output
+        ):
+            return "the text streamed is not the text of the signed output"
         return None
 
     async def _check_against_chain(
@@ -619,7 +633,10 @@ class _Progress:
         self._sent = sent.state in (ClientState.SENT, ClientState.RUNNING)
         self._started = sent.state is ClientState.RUNNING
 
-    def on_event(self, event: JobAccepted | JobProgress) -> None:
+    def on_event(self, event: JobAccepted | JobProgress | JobTokens) -> None:
+        if isinstance(event, JobTokens):
+            self._pipeline.text.publish(self._job_id, event.text)
+            return
         if isinstance(event, JobAccepted) and not self._sent:
             # The provider's queue, as it reports it: the scheduler's freshest view of its load.
             self._pipeline.matchmaker.accepted(self._job_id, event.queue_position)
@@ -662,6 +679,13 @@ def _to_running(record: JobRecord) -> tuple[JobEvent, ...]:
     if record.state is ClientState.SENT:
         return (Started(),)
     return ()
+
+
+def _generated_text(output: bytes) -> str | None:
+    try:
+        return parse_generation(output).text
+    except InvalidInput:
+        return None
 
 
 def _current_provider(record: JobRecord) -> Address:

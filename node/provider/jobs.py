@@ -47,6 +47,7 @@ from node.p2p.job_messages import (
     JobRequest,
     JobResponse,
     JobResult,
+    JobTokens,
     OnchainPayment,
     VoucherPayment,
 )
@@ -160,10 +161,18 @@ class ProviderJobs:
             return
         timeout = max(0.1, request.deadline_ms / 1000 - _now())
         # The job is stored: it runs while the frames saying so travel to the client.
-        execution = asyncio.ensure_future(self.runner.run(record, job_input, timeout_s=timeout))
+        text: asyncio.Queue[str] | None = asyncio.Queue() if request.stream else None
+        execution = asyncio.ensure_future(
+            self.runner.run(
+                record, job_input, timeout_s=timeout, on_tokens=text.put_nowait if text is not None else None
+            )
+        )
         try:
             yield JobAccepted(queue_position=position)
             yield JobProgress("running", 0.0)
+            if text is not None:
+                async for piece in _text_until(execution, text):
+                    yield JobTokens(piece)
             signed = await execution
         except ExecutorError as exc:
             self._release(record)
@@ -572,3 +581,28 @@ def _now() -> float:
 
 def _monotonic() -> float:
     return time.monotonic()
+
+
+async def _text_until(
+    execution: asyncio.Future[SignedResult], text: asyncio.Queue[str]
+) -> AsyncIterator[str]:
+    """A generation's text as the worker streams it, until its run ends: what is ready at once
+    goes as one piece (one frame instead of one per token)."""
+    while True:
+        getter = asyncio.ensure_future(text.get())
+        either: list[asyncio.Future[Any]] = [getter, execution]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            rest = "".join(_ready(text))
+            if rest:
+                yield rest
+            return
+        yield getter.result() + "".join(_ready(text))
+
+
+def _ready(text: asyncio.Queue[str]) -> list[str]:
+    pieces = []
+    while not text.empty():
+        pieces.append(text.get_nowait())
+    return pieces

@@ -104,7 +104,12 @@ class JobRunner:
         self._signed: dict[Hash32, JobRecord] = {}
 
     async def run(
-        self, record: JobRecord, job_input: bytes, *, timeout_s: float | None = None
+        self,
+        record: JobRecord,
+        job_input: bytes,
+        *,
+        timeout_s: float | None = None,
+        on_tokens: Callable[[str], None] | None = None,
     ) -> SignedResult:
         """Run an accepted job; the result is signed and recorded as signed before it returns.
 
@@ -113,7 +118,7 @@ class JobRunner:
         """
         self.load.started()
         try:
-            result, running = await self._execute(record, job_input, timeout_s)
+            result, running = await self._execute(record, job_input, timeout_s, on_tokens)
         finally:
             self.load.finished()
         receipt = build_receipt(
@@ -139,12 +144,18 @@ class JobRunner:
         return SignedResult(receipt, signature, result.output, result.run_s)
 
     async def _execute(
-        self, record: JobRecord, job_input: bytes, timeout_s: float | None
+        self,
+        record: JobRecord,
+        job_input: bytes,
+        timeout_s: float | None,
+        on_tokens: Callable[[str], None] | None = None,
     ) -> tuple[ExecutionResult, JobRecord]:
         """The execution's result and the job as stored once it ends (running, or still accepted
         when it ended before the start was worth recording)."""
         execution = asyncio.ensure_future(
-            self.pool.run(record.model_id, job_input, timeout_s=timeout_s, client=record.client)
+            self.pool.run(
+                record.model_id, job_input, timeout_s=timeout_s, client=record.client, on_tokens=on_tokens
+            )
         )
         try:
             await asyncio.wait({execution}, timeout=RUNNING_RECORD_DELAY_S)
