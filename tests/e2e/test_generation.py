@@ -14,6 +14,7 @@ from e2e_support import PRICE_WEI, Devnet, running_devnet
 
 from node.app import Node
 from node.chain.eip712 import sign_voucher
+from node.chain.market import voucher_job_id
 from node.domain.service import JobSpec, JobView
 from node.domain.state import JobState, ProviderState
 from node.executor.hf_model import read_hf_dir
@@ -127,8 +128,10 @@ async def test_cannot_keep_a_provider_generating_after_the_client_goes_away(devn
     after = await jobs.request_job(provider.host.peer_id, direct(b"\x52", short, stream=False))
     assert isinstance(after, JobResult), after
     assert loop.time() - stopped < full_s / 2
-    with provider.job_store.watch(request.job_id) as queue:
-        record = await provider.db.run(provider.db.jobs.find, request.job_id)
+    # The provider keeps a voucher job under its id in the voucher namespace.
+    kept_as = voucher_job_id(client.key.address, request.job_id)
+    with provider.job_store.watch(kept_as) as queue:
+        record = await provider.db.run(provider.db.jobs.find, kept_as)
         assert record is not None
         async for latest in records_until_terminal(record, queue):
             record = latest
