@@ -290,7 +290,7 @@ class Node:
         market = self.contracts.market
         runner = JobRunner(self.job_store, pool, self.key, market.domain(), slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss)
-        jobs = ProviderJobs(runner, market, policy, spawn=self._spawn)
+        jobs = ProviderJobs(runner, market, policy, blobs, spawn=self._spawn)
         follower = EventFollower(
             self.contracts.client,
             market.contract,
@@ -299,7 +299,15 @@ class Node:
             events=("JobRequested", "JobInput"),
             start_block=await self.contracts.client.block_number(),
         )
-        onchain = OnchainJobs(runner, market, blobs, follower, policy, spawn=self._spawn)
+        onchain = OnchainJobs(
+            runner,
+            market,
+            blobs,
+            follower,
+            policy,
+            spawn=self._spawn,
+            max_callback_gas=settings.provider.max_callback_gas,
+        )
         # Probed in a torch subprocess: torch never loads in the node process.
         inventory = await take_inventory(
             benchmark=settings.provider.benchmark_on_start, threads=settings.executor.threads
@@ -324,7 +332,13 @@ class Node:
         )
         provider_settlement = None
         if self.provider is not None:
-            provider_settlement = ProviderSettlement(self.job_store, market, self.key, self._redemption)
+            provider_settlement = ProviderSettlement(
+                self.job_store,
+                market,
+                self.key,
+                self._redemption,
+                blobs=JobBlobs(self.settings.home / "blobs", fsync=self.db.survives_power_loss),
+            )
         self.settlement = SettlementService(
             ClientSettlement(self.job_store, market, self.key),
             provider_settlement,
@@ -399,6 +413,8 @@ class Node:
             return
         jobs = await self.db.run(self.db.jobs.list, role=Role.PROVIDER, limit=2**31 - 1)
         parts.jobs.load_covered(jobs)
+        # Claims a restart cut off are served to the end: an unfinished claim costs stake.
+        await parts.jobs.resume()
         # Warm every served model first, so the first job does not pay the cold start.
         warm = list(parts.policy.price_floor_wei)
         for model_id in warm:
@@ -413,6 +429,8 @@ class Node:
         except GpunodeError as exc:
             # The offer is kept: the advert refresher publishes it on its next round.
             log.warning("advert_publish_failed", error=str(exc))
+        # Adverts carry the free slots and the queue as the load changes (paced by discovery).
+        parts.runner.load.listeners.append(self.discovery.set_load)
 
     async def offer_model(self, model_id: str) -> None:
         """Serve a model installed while the provider runs: warm it, then advertise it at once."""

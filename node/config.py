@@ -137,8 +137,8 @@ class ApiSettings(_Section):
 class ClientSettings(_Section):
     """How this node picks providers for the jobs it submits."""
 
-    # The share of decisions that try another eligible provider than the best-scored one, so a
-    # provider that is new, or better than its record says, gets a chance to show it.
+    # The share of decisions that send the job to an eligible provider this node never used
+    # and that has a free slot, so a provider that is new gets a chance to show what it does.
     exploration: float = Field(default=0.05, ge=0, le=1)
 
 
@@ -150,6 +150,8 @@ class ProviderSettings(_Section):
     price_per_job_wei: int = Field(default=10**12, ge=0)
     max_queue: int = Field(default=64, ge=1)
     stake_wei: int = Field(default=10**18, ge=0)
+    # The most gas an on-chain job's callback may ask for: this provider pays for it when it submits.
+    max_callback_gas: int = Field(default=500_000, ge=0)
     # Benchmark the devices at start (a few seconds) so adverts carry measured throughput.
     benchmark_on_start: bool = True
 

@@ -43,6 +43,7 @@ from safetensors.numpy import save
 
 from node.app import Node
 from node.chain.keys import NodeKey
+from node.chain.market import voucher_job_id
 from node.config import Settings
 from node.devnet.marketplace import PRICE_WEI, REDEEM_ON_REQUEST, Marketplace
 from node.domain.service import JobSpec
@@ -226,6 +227,10 @@ async def bench(args: argparse.Namespace, root: Path) -> tuple[dict[str, float],
             run_seconds, child_stamps = await child.timings()
             executed.update(run_seconds)
             stamps.update(child_stamps)
+        # A provider keeps a voucher job under its id in the voucher namespace (`voucher_job_id`).
+        by_client_id = {voucher_job_id(client.key.address, bytes.fromhex(job)).hex(): job for job in elapsed}
+        executed = {by_client_id.get(job, job): s for job, s in executed.items()}
+        stamps = {by_client_id.get(job, job): marks for job, marks in stamps.items()}
     missing = [job for job in elapsed if job not in executed]
     if missing:
         raise RuntimeError(f"no provider reports running {len(missing)} of the timed jobs")

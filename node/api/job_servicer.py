@@ -49,6 +49,12 @@ class JobServicer:
         async for view in self._jobs.watch(job_id):
             yield job_to_pb(view, include_output=view.terminal or not request.omit_output)
 
+    async def FollowJobText(
+        self, request: pb.FollowJobTextRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobText]:
+        async for piece in self._jobs.follow_text(parse_id(request.job_id, "job id")):
+            yield pb.JobText(text=piece)
+
     async def Deposit(
         self, request: pb.DepositRequest, context: grpc.aio.ServicerContext
     ) -> pb.DepositResponse:

@@ -30,7 +30,7 @@ from web3.exceptions import (
 from web3.providers.async_base import AsyncBaseProvider
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.providers.rpc import AsyncHTTPProvider
-from web3.types import FilterParams, LogReceipt, RPCEndpoint, TxParams, TxReceipt, Wei
+from web3.types import FilterParams, LogReceipt, RPCEndpoint, TxData, TxParams, TxReceipt, Wei
 
 from node.chain.anvil import mnemonic_accounts
 from node.chain.revert import DecodedRevert, ErrorDecoder
@@ -382,6 +382,11 @@ class ChainClient:
         if decoded is not None:
             return decoded.to_exception(action)
         return ChainError(f"{action} was rejected by the chain: {exc}")
+
+    async def transaction(self, tx_hash: bytes) -> TxData:
+        """A transaction by its hash (mined or pending)."""
+        found = HexBytes(tx_hash)
+        return await self._rpc("eth_getTransactionByHash", lambda: self.w3.eth.get_transaction(found))
 
     async def _known(self, tx_hash: HexBytes) -> bool:
         try:

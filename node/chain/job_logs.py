@@ -1,4 +1,5 @@
-"""Chain look-ups on a market job that both sides share: a job's terms, and how it ended."""
+"""Chain look-ups on a market job that both sides share: a job's terms, the result put on chain
+for it (with its signature), and how it ended."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 
 from node.chain.market import JobMarket, JobTerms, job_requested_from_log
-from node.types import Hash32
+from node.types import Address, Hash32, ResultReceipt
 
 
 class ChainOutcome(enum.StrEnum):
@@ -34,6 +35,34 @@ async def find_terms(market: JobMarket, job_id: Hash32) -> JobTerms | None:
     requested = market.contract.events.JobRequested()
     for entry in await _logs_for(market, "JobRequested", job_id):
         return job_requested_from_log(requested.process_log(entry)).terms
+    return None
+
+
+async def submitted_receipt(
+    market: JobMarket, terms: JobTerms, provider: Address
+) -> tuple[ResultReceipt, bytes] | None:
+    """The signed receipt put on chain for the job with `terms` (read back from the transaction
+    that submitted it), or None while there is none. A result relayed through another contract
+    cannot be read back this way and also gives None."""
+    submitted = market.contract.events.ResultSubmitted()
+    for entry in await _logs_for(market, "ResultSubmitted", terms.job_id):
+        args = submitted.process_log(entry)["args"]
+        tx = await market.client.transaction(entry["transactionHash"])
+        try:
+            function, params = market.contract.decode_function_input(tx["input"])
+        except ValueError:
+            return None
+        if function.fn_name != "submitResult":
+            return None
+        receipt = ResultReceipt(
+            job_id=terms.job_id,
+            model_id=terms.model_id,
+            input_hash=terms.input_hash,
+            output_hash=Hash32(bytes(args["outputHash"])),
+            profile_hash=Hash32(bytes(args["profileHash"])),
+            provider=provider,
+        )
+        return receipt, bytes(params["signature"])
     return None
 
 

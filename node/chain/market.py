@@ -465,6 +465,18 @@ class JobMarket:
             tx=TxInfo.of(receipt),
         )
 
+    async def cancel_job(self, terms: JobTerms, *, sender: LocalAccount) -> JobRefunded:
+        """Take back a job nobody has claimed (its requester only): the price is credited at once."""
+        cancel = self.contract.functions.cancelJob(terms.as_tuple())
+        receipt = await self.client.transact(cancel, sender=sender)
+        args = self._event("JobRefunded", receipt)
+        return JobRefunded(
+            job_id=Hash32(bytes(args["jobId"])),
+            requester=Address(args["requester"]),
+            price=int(args["price"]),
+            tx=TxInfo.of(receipt),
+        )
+
     async def withdraw_earnings(self, *, sender: LocalAccount) -> EarningsWithdrawn:
         """Pay out what finalized jobs earned `sender` and what refunds credited it."""
         receipt = await self.client.transact(self.contract.functions.withdrawEarnings(), sender=sender)

@@ -132,6 +132,8 @@ def _print_summary(summary: DevnetSummary) -> None:
         short = f"{p.address[:8]}…{p.address[-6:]}"
         table.add_row(short, str(p.jobs_served), format_wei(p.earned_wei), format_wei(p.paid_wei), speed)
     console.print(table)
+    share = summary.max_share_vs_equal
+    console.print(f"the busiest provider served {share:.2f} times an equal share of the jobs")
     balanced = (
         "[green]balanced[/green]"
         if summary.market_balance_wei == summary.market_owed_wei

@@ -60,7 +60,7 @@ url = "sqlite:///gpunode.db"        # or postgresql+psycopg://user@host/db
 model_dir = "models"
 
 [client]
-exploration = 0.05                  # share of jobs sent to another provider than the best-scored
+exploration = 0.05                  # share of jobs sent to a free provider this node never used
 
 [provider]
 enabled = {provider}

@@ -28,6 +28,8 @@ from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
 from node.domain.service import JobFilter, JobSpec, JobView
 from node.domain.state import JobState, PaymentPath, Role
 from node.errors import JobError
+from node.executor.errors import InvalidInput
+from node.executor.hf_requests import parse_generation
 from node.types import Address
 
 app = typer.Typer(name="job", help="Submit and follow inference jobs.", no_args_is_help=True)
@@ -46,7 +48,13 @@ _SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(
 @app.command("submit")
 def submit(
     model_id: Annotated[str, typer.Argument(help="the model id (64 hex digits; `gpunode models list`)")],
-    input_file: Annotated[Path, typer.Argument(help="input tensors as a safetensors file; - for stdin")],
+    input_file: Annotated[
+        Path,
+        typer.Argument(
+            help="input tensors as a safetensors file, or a JSON request for a Hugging Face model "
+            '(e.g. {"prompt": "Hi", "max_tokens": 32}); - for stdin'
+        ),
+    ],
     payment: Annotated[PaymentPath, typer.Option(help="pay by voucher or by on-chain escrow")] = (
         PaymentPath.VOUCHER
     ),
@@ -58,6 +66,9 @@ def submit(
     ] = _SPEC_DEFAULTS["timeout_s"],
     provider: Annotated[str | None, typer.Option(help="pin the job to this provider's address")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it finishes")] = False,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="print a generation's text as it is produced (implies --wait)")
+    ] = False,
     out: OutOption = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
@@ -72,14 +83,17 @@ def submit(
         max_price_wei=max_price,
         timeout_s=timeout,
         provider=Address(provider) if provider else None,
+        stream=stream,
     )
 
     async def work(client: ApiClient) -> JobView:
         job = await client.submit_job(spec)
-        if not wait:
+        if not wait and not stream:
             return job
         if not as_json:
             err_console.print(f"submitted job [bold]{job.job_id}[/]")
+        if stream:
+            return await _stream(client, job.job_id, as_json=as_json)
         try:
             async with asyncio.timeout(timeout + WAIT_GRACE_S):
                 # Done once the result is verified: an escrowed job's settlement (after the
@@ -93,7 +107,7 @@ def submit(
         return await client.get_job(job.job_id) if _has_result(last) else last
 
     job = call_node(api, config, work)
-    _finish(job, out=out, as_json=as_json, waited=wait)
+    _finish(job, out=out, as_json=as_json, waited=wait or stream, streamed=stream)
 
 
 @app.command("watch")
@@ -188,6 +202,35 @@ def _read_input(path: Path) -> bytes:
         raise typer.Exit(code=1) from None
 
 
+async def _stream(client: ApiClient, job_id: str, *, as_json: bool) -> JobView:
+    """Print the job's text to stdout as it comes (--json: one {"text": …} line a piece), then
+    follow the job to its end; the text of the signed output is printed if none streamed."""
+    printed = False
+    async for piece in client.follow_job_text(job_id):
+        if as_json:
+            print_json({"text": piece})
+        else:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        printed = True
+    job = await _follow(client, job_id, as_json=True, lines=False)
+    text = _generated_text(job.output) if not printed and job.output is not None else None
+    if text and as_json:
+        print_json({"text": text})
+    elif text:
+        sys.stdout.write(text)
+    if not as_json:
+        sys.stdout.write("\n")
+    return job
+
+
+def _generated_text(output: bytes) -> str | None:
+    try:
+        return parse_generation(output).text
+    except InvalidInput:
+        return None
+
+
 async def _follow(
     client: ApiClient, job_id: str, *, as_json: bool, lines: bool, until_result: bool = False
 ) -> JobView:
@@ -230,7 +273,15 @@ def _has_result(job: JobView) -> bool:
     )
 
 
-def _finish(job: JobView, *, out: Path | None, as_json: bool, waited: bool, printed: bool = False) -> None:
+def _finish(
+    job: JobView,
+    *,
+    out: Path | None,
+    as_json: bool,
+    waited: bool,
+    printed: bool = False,
+    streamed: bool = False,
+) -> None:
     failed = waited and job.state in _FAILED
     if failed and not as_json:
         # The cause first: it is what the user came for when a job fails.
@@ -243,8 +294,10 @@ def _finish(job: JobView, *, out: Path | None, as_json: bool, waited: bool, prin
     if as_json and not printed:
         print_json(job_json(job))
     elif not as_json:
-        console.print(job_table(job))
+        # After streamed text, stdout holds the text alone: the job's table goes to stderr.
+        shown = err_console if streamed else console
+        shown.print(job_table(job))
         if out is not None:
-            console.print(f"output written to {out}")
+            shown.print(f"output written to {out}")
     if failed:
         raise typer.Exit(code=1)

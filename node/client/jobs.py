@@ -158,6 +158,8 @@ class ClientJobs:
             job, before=functools.partial(self.pipeline.blobs.write, spec.input)
         )
         self._submitted[job.job_id] = record, Submission(choice, spec.input, pinned=spec.provider)
+        if spec.stream:
+            self.pipeline.text.open(job.job_id)
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
         return await self._view(record)
@@ -256,6 +258,10 @@ class ClientJobs:
             async for latest in records_until_terminal(first, queue):
                 yield await self._view(latest)
 
+    async def follow_text(self, job_id: str) -> AsyncIterator[str]:
+        async for piece in self.pipeline.text.follow(_job_key(job_id)):
+            yield piece
+
     # helpers ----------------------------------------------------------------------------------
 
     async def _record(self, job_id: str) -> JobRecord:
@@ -281,7 +287,7 @@ class ClientJobs:
                 receipt = await self.pipeline.receipts.get(receipt_id)
             elif record.state is not ClientState.RESULT:
                 # A voucher job's receipt is stored with its verification, never before.
-                receipt = await self.db.run(self.db.receipts.get, receipt_id, status.attempts[-1].provider)
+                receipt = await self.db.run(self.db.receipts.get, record.job_id, status.attempts[-1].provider)
             if receipt is not None and output is None:
                 output = await self.pipeline.blobs.get(receipt.receipt.output_hash)
         verified = record.state in (ClientState.VERIFIED, ClientState.SETTLED)

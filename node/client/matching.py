@@ -1,12 +1,13 @@
 """The client's view of the market for one decision: live adverts (already checked against the
-on-chain registry by discovery) turned into scheduler candidates, with how each has served us."""
+on-chain registry by discovery) turned into scheduler candidates, with how each has served us and
+how loaded each looks now (node.scheduler.load)."""
 
 from __future__ import annotations
 
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from node.discovery.advert import ProviderAdvert
@@ -19,11 +20,17 @@ from node.scheduler import (
     Choice,
     DeviceOffer,
     JobRequirements,
+    LoadSignals,
     ModelOffer,
     NoCandidate,
+    Option,
     ProviderCandidate,
     ProviderStats,
     backoff_until,
+    estimate,
+    market_priors,
+    observe,
+    place,
 )
 from node.storage import KnownProvider
 from node.types import Address, Hash32
@@ -45,15 +52,26 @@ def candidate_of(advert: ProviderAdvert, stats: ProviderStats) -> ProviderCandid
 
 @dataclass
 class Matchmaker:
-    """Chooses a provider for a job's next attempt and remembers how providers did, including
-    how many of this node's attempts each is running now (so one client spreads its jobs before
-    it fills a provider's advertised slots)."""
+    """Chooses a provider for a job's next attempt and remembers how providers did: their run
+    times and queues as observed, and which of this node's attempts each is running now.
+
+    A decision estimates each eligible provider's completion time (its queue included) and picks
+    among the good ones at random (`node.scheduler.load.place`), so clients that see the same
+    adverts spread their jobs instead of herding onto one provider.
+    """
 
     directory: Directory
     rng: random.Random = field(default_factory=random.Random)
     exploration: float = DEFAULT_EXPLORATION
+    clock: Callable[[], float] = time.time
     stats: dict[Address, ProviderStats] = field(default_factory=dict)
-    _assigned: dict[Hash32, Address] = field(default_factory=dict)
+    # Per provider: run time, queue drain and the latest queue position, as this node observed.
+    _observed: dict[Address, LoadSignals] = field(default_factory=dict)
+    # Per job: the provider of its current attempt and when the attempt was sent.
+    _assigned: dict[Hash32, tuple[Address, float]] = field(default_factory=dict)
+    _queue_positions: dict[Hash32, int] = field(default_factory=dict)
+    # Per provider: the run time its last estimate assumed (how a first queued job is read).
+    _assumed_ms: dict[Address, float] = field(default_factory=dict)
     _in_flight: Counter[Address] = field(default_factory=Counter)
 
     def choose(
@@ -65,8 +83,9 @@ class Matchmaker:
         pinned: Address | None = None,
         explore: bool = True,
     ) -> Choice:
-        """The best live provider not yet tried (or, for a small share of decisions when `explore`,
-        another eligible one); `SchedulerError` (or `UnknownModel`) naming why none."""
+        """The live provider not yet tried that should finish the job soonest for the least
+        money (randomized among equally good ones; for a small share of decisions when `explore`,
+        one never tried); `SchedulerError` (or `UnknownModel`) naming why none."""
         adverts = self.directory.find(model_id=model_id)
         if pinned is not None:
             adverts = [a for a in adverts if a.address.lower() == pinned.lower()]
@@ -80,18 +99,55 @@ class Matchmaker:
                 f"no live provider offers model {model_id.hex()}",
                 hint="check the model id, or wait for providers' adverts to arrive",
             )
+        now = self.clock()
         candidates = [candidate_of(a, self._stats_of(a.address)) for a in adverts]
         index = CandidateIndex.build(candidates)
-        choice = index.choose(
-            JobRequirements(model_id=model_id, max_price_wei=max_price_wei),
-            now=time.time(),
-            rng=self.rng,
-            tried=tried,
-            exploration=self.exploration if explore else 0.0,
+        requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
+        eligible = index.ranked(requirements, now=now, tried=tried)
+        if not eligible:
+            none = index.choose(requirements, now=now, rng=self.rng, tried=tried, exploration=0.0)
+            reason = none.reason if isinstance(none, NoCandidate) else "no provider can take the job"
+            raise SchedulerError(reason, hint="raise the max price, or wait and submit again")
+        by_address = {a.address: a for a in adverts}
+        signals = [self.signals(by_address[c.address], model_id, now) for c in eligible]
+        prior_ms, floor_ms = market_priors(signals)
+        options = []
+        for candidate, load in zip(eligible, signals, strict=True):
+            offer = candidate.offer(model_id)
+            if offer is None:  # eligible means it serves the model
+                continue
+            expected = estimate(load, now, prior_ms=prior_ms, floor_ms=floor_ms)
+            self._assumed_ms[candidate.address] = expected.service_ms
+            explorable = not load.observed and expected.positions == 0
+            options.append(
+                Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms)
+            )
+        placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
+        return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
+
+    def signals(self, advert: ProviderAdvert, model_id: Hash32, now: float) -> LoadSignals:
+        """What this node knows of the provider's load: its advert, then what it observed."""
+        offer = advert.offer
+        issued = advert.issued_at_ms / 1000
+        sent = [at for p, at in self._assigned.values() if p == advert.address]
+        sent_since = sum(1 for at in sent if at >= issued)
+        benchmark = next((b for b in offer.benchmarks if b.model_id == model_id), None)
+        seen = self._observed.get(advert.address, _UNSEEN)
+        if offer.free_slots > seen.slots_seen:
+            seen = self._observed[advert.address] = replace(seen, slots_seen=offer.free_slots)
+        return replace(
+            seen,
+            advertised_free=offer.free_slots,
+            advertised_queued=offer.queued,
+            advertised_at=issued,
+            advertised_ms=None if benchmark is None else benchmark.latency_p50_ms,
+            advertised_drain_ms=(
+                1000 / benchmark.throughput_per_s if benchmark and benchmark.throughput_per_s > 0 else None
+            ),
+            sent_since_advert=sent_since,
+            in_flight=len(sent),
+            waited_ms=(now - min(sent)) * 1000 if sent else 0.0,
         )
-        if isinstance(choice, NoCandidate):
-            raise SchedulerError(choice.reason, hint="raise the max price, or wait and submit again")
-        return choice
 
     def _stats_of(self, provider: Address) -> ProviderStats:
         stats = self.stats.get(provider, ProviderStats())
@@ -101,13 +157,24 @@ class Matchmaker:
     def assigned(self, job_id: Hash32, provider: Address) -> None:
         """The job's current attempt went to `provider` (replacing any earlier attempt's)."""
         self.released(job_id)
-        self._assigned[job_id] = provider
+        self._assigned[job_id] = (provider, self.clock())
         self._in_flight[provider] += 1
+
+    def accepted(self, job_id: Hash32, queue_position: int) -> None:
+        """The provider of the job's current attempt accepted it behind `queue_position` jobs."""
+        current = self._assigned.get(job_id)
+        if current is None or queue_position < 0:
+            return
+        self._queue_positions[job_id] = queue_position
+        seen = self._observed.get(current[0], _UNSEEN)
+        self._observed[current[0]] = replace(seen, queue_seen=queue_position, queue_seen_at=self.clock())
 
     def released(self, job_id: Hash32) -> None:
         """The job's current attempt is over, whatever its outcome."""
-        provider = self._assigned.pop(job_id, None)
-        if provider is not None:
+        self._queue_positions.pop(job_id, None)
+        assigned = self._assigned.pop(job_id, None)
+        if assigned is not None:
+            provider = assigned[0]
             self._in_flight[provider] -= 1
             if self._in_flight[provider] <= 0:
                 del self._in_flight[provider]
@@ -115,7 +182,20 @@ class Matchmaker:
     def in_flight(self, provider: Address) -> int:
         return self._in_flight.get(provider, 0)
 
-    def succeeded(self, provider: Address, latency_ms: float) -> None:
+    def succeeded(
+        self, provider: Address, latency_ms: float, *, job_id: Hash32 | None = None, timed: bool = True
+    ) -> None:
+        """`provider` delivered a good result `latency_ms` after it was sent (for `job_id`, whose
+        queue position, when the provider reported one, tells run time from queueing). With
+        `timed` false the latency says little about the provider's load (it waited on the chain)
+        and only counts the success."""
+        if timed:
+            seen = self._observed.get(provider, _UNSEEN)
+            position = None if job_id is None else self._queue_positions.get(job_id)
+            assumed = self._assumed_ms.get(provider)
+            self._observed[provider] = observe(
+                seen, latency_ms, position, now=self.clock(), assumed_ms=assumed
+            )
         old = self.stats.get(provider, ProviderStats())
         smoothed = latency_ms if old.latency_ms is None else 0.8 * old.latency_ms + 0.2 * latency_ms
         self.stats[provider] = replace(
@@ -126,7 +206,7 @@ class Matchmaker:
         """Count a failure; returns when the provider may be tried again."""
         old = self.stats.get(provider, ProviderStats())
         streak = old.consecutive_failures + 1
-        until = backoff_until(streak, time.time(), rng=self.rng)
+        until = backoff_until(streak, self.clock(), rng=self.rng)
         self.stats[provider] = replace(
             old, failures=old.failures + 1, consecutive_failures=streak, backoff_until=until
         )
@@ -142,3 +222,11 @@ class Matchmaker:
                 consecutive_failures=provider.consecutive_failures,
                 backoff_until=provider.backoff_until,
             )
+            if provider.latency_ms is not None:
+                self._observed[provider.address] = replace(
+                    _UNSEEN, service_ms=provider.latency_ms, service_seen_at=self.clock()
+                )
+
+
+# Nothing observed yet; the advert's fields are filled in at each decision.
+_UNSEEN = LoadSignals(advertised_free=0)

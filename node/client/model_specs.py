@@ -4,6 +4,8 @@ before it pays: a client's own mistake costs nothing and is never blamed on a pr
 from __future__ import annotations
 
 from node.errors import GpunodeError
+from node.executor.errors import InvalidInput
+from node.executor.hf_requests import parse_request
 from node.executor.manifest import ModelManifest, parse_manifest
 from node.executor.wire import parse_payload
 from node.logging import get_logger
@@ -43,5 +45,11 @@ class ModelSpecs:
 
 
 def check_input(manifest: ModelManifest, data: bytes, *, max_bytes: int) -> None:
-    """Raise `InvalidInput` naming what does not fit: tensor names, dtypes, fixed dimensions."""
+    """Raise `InvalidInput` naming what does not fit: tensor names, dtypes, fixed dimensions, or
+    for a Hugging Face model the request its task takes (a prompt, texts)."""
+    if manifest.hf is not None:
+        if len(data) > max_bytes:
+            raise InvalidInput(f"the request is {len(data)} bytes, over the limit of {max_bytes}")
+        parse_request(manifest, data)
+        return
     manifest.check_input(parse_payload(data, max_bytes=max_bytes))

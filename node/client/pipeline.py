@@ -6,6 +6,11 @@ Each step is written to the database (and published to watchers) before the next
 a restarted node resumes from the last durable step. A provider that rejects, times out, dies or
 returns a result that does not verify is backed off and the job goes back to `submitted`, to be
 matched with the next candidate.
+
+An escrowed attempt whose answer was lost (the stream broke, or this node restarted while it ran)
+is not given up while its escrow can still pay that provider: the request goes to the same
+provider again, which serves a claimed job to the end and gives its requester the result again.
+Moving on would pay a second provider for one job.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from node.chain.eip712 import verify_receipt
+from node.chain.job_logs import ChainOutcome, chain_outcome, submitted_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
+from node.chain.market import JobStatus as ChainJobStatus
 from node.client.matching import Matchmaker
 from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
+from node.client.text_feed import TextFeeds
 from node.domain.state import (
     AttemptOutcome,
     ClientState,
@@ -47,6 +55,8 @@ from node.errors import (
     StorageError,
     TransactionReverted,
 )
+from node.executor.errors import InvalidInput
+from node.executor.hf_requests import parse_generation
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.store import JobStore
 from node.logging import get_logger
@@ -59,6 +69,7 @@ from node.p2p.job_messages import (
     JobRejected,
     JobRequest,
     JobResult,
+    JobTokens,
     OnchainPayment,
     Payment,
     VoucherPayment,
@@ -79,6 +90,8 @@ RESERVE_AHEAD_JOBS = 15
 PROGRESS_RECORD_DELAY_S = 0.005
 # Retry spacing while the chain is unreachable.
 CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
+# Waits before asking a provider again for an escrowed job it holds; the last one repeats.
+RESEND_WAIT_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +117,8 @@ class ClientPipeline:
     receipts: ReceiptFiles
     # Verified results, so watchers' views of a finished job need not read them back.
     results: RecentResults = field(default_factory=RecentResults)
+    # The text of jobs submitted to stream, as providers stream it.
+    text: TextFeeds = field(default_factory=TextFeeds)
     # Peer ids of matched providers, learnt from their adverts.
     _peers: dict[Address, str] = field(default_factory=dict)
     # Jobs pinned to one provider by their submitter (never reassigned elsewhere).
@@ -122,6 +137,8 @@ class ClientPipeline:
     _last_error: dict[Hash32, str] = field(default_factory=dict)
     # What vouchers to each provider may total, as last reserved on chain for it.
     _reserved: dict[Address, int] = field(default_factory=dict)
+    # Escrowed jobs asked for again after a lost answer: how many times so far.
+    _resent: dict[Hash32, int] = field(default_factory=dict)
 
     @property
     def me(self) -> Address:
@@ -158,14 +175,20 @@ class ClientPipeline:
                     return
                 record = moved
         finally:
+            self.text.close(job_id)
             self._inputs.pop(job_id, None)
             self._chosen.pop(job_id, None)
             self._priced_here.pop(job_id, None)
+            self._resent.pop(job_id, None)
             self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
-        """A job found mid-flight at start: the request and its answer were lost with the process."""
-        if record.state in (ClientState.SENT, ClientState.RUNNING):
+        """A job found mid-flight at start: the request and its answer were lost with the process.
+        An escrowed one is asked for again (`_resend`)."""
+        sent = record.state in (ClientState.SENT, ClientState.RUNNING)
+        if record.status.payment is PaymentPath.ESCROW and (sent or record.state is ClientState.RESULT):
+            return record
+        if sent:
             return await self._lose(record, AttemptOutcome.DIED, "the client restarted while the job ran")
         if record.state is ClientState.RESULT:
             return await self._lose(
@@ -279,15 +302,18 @@ class ClientPipeline:
             payment=payment,
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
+            stream=self.text.streams(record.job_id),
         )
+        if request.stream:
+            self.text.open(record.job_id)  # an attempt after a lost one starts its text over
         progress = _Progress(self, record)
         started = time.perf_counter()
         try:
             outcome = await self.jobs.request_job(peer, request, progress.on_event)
-        except PeerTimeout as exc:
-            return await self._lose(await progress.drain(), AttemptOutcome.TIMED_OUT, str(exc))
-        except P2PError as exc:
-            return await self._lose(await progress.drain(), AttemptOutcome.DIED, str(exc))
+        except (PeerTimeout, P2PError) as exc:
+            record = await progress.drain()
+            lost = AttemptOutcome.TIMED_OUT if isinstance(exc, PeerTimeout) else AttemptOutcome.DIED
+            return await self._lost_attempt(record, provider, attempt, lost, str(exc))
         except BaseException:
             # Cancelled (the node is stopping): no write of the provider's reports outlives the send.
             await progress.drain()
@@ -297,10 +323,72 @@ class ClientPipeline:
             # Our input, not the provider, is at fault: another provider would refuse it too.
             return await self._fail(record, f"the input does not fit the model: {outcome.reason}")
         if isinstance(outcome, JobRejected):
-            return await self._lose(record, AttemptOutcome.REJECTED, f"{outcome.code}: {outcome.reason}")
+            detail = f"{outcome.code}: {outcome.reason}"
+            return await self._lost_attempt(record, provider, attempt, AttemptOutcome.REJECTED, detail)
         if isinstance(outcome, JobFailed):
-            return await self._lose(record, AttemptOutcome.DIED, f"{outcome.code}: {outcome.reason}")
+            detail = f"{outcome.code}: {outcome.reason}"
+            return await self._lost_attempt(record, provider, attempt, AttemptOutcome.DIED, detail)
         return await self._take_result(record, outcome, attempt, time.perf_counter() - started)
+
+    async def _resend(self, record: JobRecord) -> JobRecord | None:
+        """Ask again for an escrowed job whose answer was lost (the step of a job left sent or
+        running), while its escrow can still pay that provider."""
+        provider = _current_provider(record)
+        attempt = len(record.status.attempts) - 1
+        if not await self._escrow_held(record, provider, attempt):
+            return await self._lose(record, AttemptOutcome.DIED, "the escrowed job's answer was lost")
+        return await self._send(record)
+
+    async def _lost_attempt(
+        self, record: JobRecord, provider: Address, attempt: int, outcome: AttemptOutcome, detail: str
+    ) -> JobRecord:
+        """An attempt that brought no good result. An escrowed one whose escrow may still pay that
+        provider is asked for again instead: paying another provider would pay twice for one job."""
+        if record.status.payment is PaymentPath.ESCROW and await self._escrow_held(record, provider, attempt):
+            log.info(
+                "escrow_held", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
+            )
+            return await self._wait_to_resend(record, provider, detail)
+        return await self._lose(record, outcome, detail)
+
+    async def _wait_to_resend(self, record: JobRecord, provider: Address, detail: str) -> JobRecord:
+        """Wait before asking again (longer each time), unless the job runs out of time first."""
+        tries = self._resent.get(record.job_id, 0)
+        self._resent[record.job_id] = tries + 1
+        wait = RESEND_WAIT_S[min(tries, len(RESEND_WAIT_S) - 1)]
+        if time.time() + wait > (record.deadline or float("inf")):
+            # Its escrow ends in the provider's pay (a result on chain) or a refund: never in both.
+            return await self._fail(
+                record,
+                f"provider {provider} holds the escrowed job but gave no good result in time (last: "
+                f"{detail}); the escrow is refunded unless the provider puts a result on chain",
+            )
+        await asyncio.sleep(wait)
+        return record
+
+    async def _escrow_held(self, record: JobRecord, provider: Address, attempt: int) -> bool:
+        """Whether the attempt's escrow may still pay `provider`, whose answer did not come: it
+        claimed the job or put a result on chain. An escrow nobody claimed is cancelled first (its
+        price is the client's again at once), so that no later claim can make it pay for a job
+        another provider runs. A chain that does not answer counts as held."""
+        terms = escrow_terms(self.me, record, attempt)
+        try:
+            onchain = await self.market.job(terms.job_id)
+            if onchain.status is ChainJobStatus.REQUESTED:
+                try:
+                    await self.market.cancel_job(terms, sender=self.key.account)
+                    log.info("escrow_cancelled", job_id=record.job_id.hex(), onchain=terms.job_id.hex())
+                    return False
+                except TransactionReverted:
+                    onchain = await self.market.job(terms.job_id)  # claimed meanwhile
+            if onchain.status is ChainJobStatus.NONE:
+                # Gone from the chain: paid to its provider (ask it for the result) or refunded.
+                return await chain_outcome(self.market, terms.job_id) is ChainOutcome.FINALIZED
+        except ChainError as exc:
+            log.warning("escrow_unread", job_id=record.job_id.hex(), error=str(exc))
+            return True
+        named = onchain.provider is not None and onchain.provider.lower() == provider.lower()
+        return onchain.status in (ChainJobStatus.CLAIMED, ChainJobStatus.SUBMITTED) and named
 
     async def _payment_message(self, record: JobRecord, provider: Address, attempt: int) -> Payment:
         if record.status.payment is PaymentPath.ESCROW:
@@ -318,12 +406,15 @@ class ClientPipeline:
         self, record: JobRecord, result: JobResult, attempt: int, elapsed_s: float
     ) -> JobRecord | None:
         provider = _current_provider(record)
-        received = (*_to_running(record), ResultReceived())
+        # A result asked for again may follow one this node stopped before checking.
+        received = () if record.state is ClientState.RESULT else (*_to_running(record), ResultReceived())
         problem = self._check_result(record, result, provider, attempt)
+        if problem is None and record.status.payment is PaymentPath.ESCROW:
+            problem = await self._check_against_chain(record, result, provider, attempt)
         if problem is not None:
             log.warning("result_rejected", job_id=record.job_id.hex(), provider=provider, problem=problem)
             record = await self.store.apply(record.job_id, *received, known=record)
-            return await self._lose(record, AttemptOutcome.BAD_RESULT, problem)
+            return await self._lost_attempt(record, provider, attempt, AttemptOutcome.BAD_RESULT, problem)
         # The output (and an escrow job's receipt) must be on disk before the job counts as
         # verified: a voucher job's output is written on the database's thread, just before it.
         if record.status.payment is PaymentPath.ESCROW:
@@ -339,7 +430,9 @@ class ClientPipeline:
         except BaseException:
             self.results.forget(result.receipt.job_id)
             raise
-        self.matchmaker.succeeded(provider, elapsed_s * 1000)
+        # An escrowed result is handed over once the chain holds it: its latency times the chain.
+        timed = record.status.payment is PaymentPath.VOUCHER
+        self.matchmaker.succeeded(provider, elapsed_s * 1000, job_id=record.job_id, timed=timed)
         self._remember(provider, latency_ms=elapsed_s * 1000)
         return record
 
@@ -353,7 +446,12 @@ class ClientPipeline:
             moves = (*received, ResultVerified(), Settled())
             write_output = functools.partial(self.blobs.write, output)
             return await self.store.apply(
-                record.job_id, *moves, known=record, receipt=signed, before=write_output
+                record.job_id,
+                *moves,
+                known=record,
+                receipt=signed,
+                before=write_output,
+                receipt_signs=signed.receipt.job_id,
             )
         # An escrow receipt names the on-chain job; it was kept in the receipt files above.
         return await self.store.apply(record.job_id, *received, ResultVerified(), known=record)
@@ -372,7 +470,39 @@ class ClientPipeline:
             return "the output does not hash to the receipt's output hash"
         if not verify_receipt(self.vouchers.domain, receipt, result.signature, provider):
             return "the receipt's signature is not the provider's"
+        if self.text.streams(record.job_id) and self.text.text(record.job_id) != _generated_text(
+            result.output
+        ):
+            return "the text streamed is not the text of the signed output"
         return None
+
+    async def _check_against_chain(
+        self, record: JobRecord, result: JobResult, provider: Address, attempt: int
+    ) -> str | None:
+        """An escrowed result must be the one its provider put on chain (that one is what the escrow
+        pays for). Another one signed for the same job is equivocation: proven on chain at once,
+        which slashes the provider and disputes the job, so the escrow comes back."""
+        terms = escrow_terms(self.me, record, attempt)
+        try:
+            onchain = await submitted_receipt(self.market, terms, provider)
+        except ChainError as exc:
+            # The settlement watches the job on chain; the result stands on its signature.
+            log.warning("submitted_result_unread", job_id=record.job_id.hex(), error=str(exc))
+            return None
+        if onchain is None or onchain[0] == result.receipt:
+            return None
+        receipt, signature = onchain
+        try:
+            await self.market.prove_equivocation(
+                receipt, signature, result.receipt, result.signature, sender=self.key.account
+            )
+        except ChainError as exc:
+            log.error(
+                "equivocation_not_proven", job_id=record.job_id.hex(), provider=provider, error=str(exc)
+            )
+        else:
+            log.warning("equivocation_proven", job_id=record.job_id.hex(), provider=provider)
+        return "the provider put another result on chain for this job (equivocation, proven on chain)"
 
     async def _settle_voucher_job(self, record: JobRecord) -> JobRecord | None:
         if record.status.payment is PaymentPath.VOUCHER:
@@ -462,6 +592,9 @@ class ClientPipeline:
 
     async def _lose(self, record: JobRecord, outcome: AttemptOutcome, detail: str) -> JobRecord:
         provider = _current_provider(record)
+        if record.state is ClientState.RESULT:
+            # A result was received and never checked (this node stopped): it counts as bad.
+            outcome = AttemptOutcome.BAD_RESULT
         log.info(
             "provider_lost", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
         )
@@ -499,11 +632,17 @@ class _Progress:
         self._task: asyncio.Task[None] | None = None
         self._writing = False
         self._latest = sent
-        self._sent = False
-        self._started = False
+        # A request sent again (its answer was lost) may already be recorded as sent or running.
+        self._sent = sent.state in (ClientState.SENT, ClientState.RUNNING)
+        self._started = sent.state is ClientState.RUNNING
 
-    def on_event(self, event: JobAccepted | JobProgress) -> None:
+    def on_event(self, event: JobAccepted | JobProgress | JobTokens) -> None:
+        if isinstance(event, JobTokens):
+            self._pipeline.text.publish(self._job_id, event.text)
+            return
         if isinstance(event, JobAccepted) and not self._sent:
+            # The provider's queue, as it reports it: the scheduler's freshest view of its load.
+            self._pipeline.matchmaker.accepted(self._job_id, event.queue_position)
             self._sent = True
             self._queue.put_nowait(Sent())
         elif isinstance(event, JobProgress) and not self._started:
@@ -545,6 +684,13 @@ def _to_running(record: JobRecord) -> tuple[JobEvent, ...]:
     return ()
 
 
+def _generated_text(output: bytes) -> str | None:
+    try:
+        return parse_generation(output).text
+    except InvalidInput:
+        return None
+
+
 def _current_provider(record: JobRecord) -> Address:
     current = record.status.current
     if current is None:
@@ -563,5 +709,8 @@ _STEPS: Mapping[State, _Step] = {
     ClientState.SUBMITTED: ClientPipeline._match,
     ClientState.MATCHED: ClientPipeline._pay,
     ClientState.PAID: ClientPipeline._send,
+    ClientState.SENT: ClientPipeline._resend,
+    ClientState.RUNNING: ClientPipeline._resend,
+    ClientState.RESULT: ClientPipeline._resend,
     ClientState.VERIFIED: ClientPipeline._settle_voucher_job,
 }

@@ -33,6 +33,7 @@ from node.config import (
     StorageSettings,
 )
 from node.errors import ExecutorError
+from node.executor.hf_model import is_hf_dir
 from node.executor.manifest import ModelManifest
 from node.executor.store import ModelStore
 from node.p2p.identity import peer_id_from, peer_id_to_bytes
@@ -204,9 +205,12 @@ class Marketplace:
         return settings
 
     def install_model(self, settings: Settings, source: Path | None = None) -> None:
-        ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes).import_dir(
-            source or self.model_source
-        )
+        store = ModelStore(settings.executor.model_dir, settings.executor.model_cache_bytes)
+        model = source or self.model_source
+        if is_hf_dir(model):
+            store.import_hf_dir(model)
+        else:
+            store.import_dir(model)
 
     def node(
         self,

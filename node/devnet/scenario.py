@@ -92,6 +92,13 @@ class DevnetSummary:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def max_share_vs_equal(self) -> float:
+        """The most jobs any provider served over an equal share of the jobs served (1.0: even)."""
+        served = [p.jobs_served for p in self.provider_summaries]
+        total = sum(served)
+        return max(served) * len(served) / total if total else 0.0
+
     def as_json(self) -> str:
         return json.dumps(
             {
@@ -114,6 +121,7 @@ class DevnetSummary:
                     }
                     for p in self.provider_summaries
                 ],
+                "max_share_vs_equal": round(self.max_share_vs_equal, 2),
                 "market_balance_wei": str(self.market_balance_wei),
                 "market_owed_wei": str(self.market_owed_wei),
                 "elapsed_s": round(self.elapsed_s, 2),

@@ -65,6 +65,8 @@ class Offer:
     prices: tuple[ModelPrice, ...] = ()
     free_slots: int = 0
     benchmarks: tuple[Benchmark, ...] = ()
+    # Jobs admitted and waiting for a slot (free_slots is 0 then).
+    queued: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ def encode_advert(advert: ProviderAdvert) -> bytes:
             for p in offer.prices
         ],
         free_slots=offer.free_slots,
+        queued=offer.queued,
         benchmarks=[
             advert_pb2.Benchmark(
                 model_id=b.model_id,
@@ -231,6 +234,7 @@ def _decode(body: bytes, signed: bytes) -> ProviderAdvert:
             for p in msg.prices
         ),
         free_slots=msg.free_slots,
+        queued=msg.queued,
         benchmarks=tuple(
             Benchmark(_hash32(b.model_id), b.device_index, b.throughput_per_s, b.latency_p50_ms)
             for b in msg.benchmarks

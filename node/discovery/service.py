@@ -22,6 +22,7 @@ from node.discovery.advert import (
     sign_advert,
 )
 from node.discovery.directory import Directory
+from node.discovery.pacing import LoadPublication
 from node.discovery.refresher import AdvertRefresher
 from node.discovery.registry_view import RegistryView
 from node.discovery.validation import AdvertValidator, check_binding
@@ -73,6 +74,11 @@ class DiscoveryService:
         self._announced = asyncio.Event()
         self.current: ProviderAdvert | None = None
         self.ready = asyncio.Event()
+        # Free slots as last announced, and the pace of announcing their changes.
+        self._publication = LoadPublication()
+        self._refresher = AdvertRefresher(
+            self._announce_offer, interval_s=settings.advert_refresh_s, due_in=self._load_due_in
+        )
 
     @classmethod
     @asynccontextmanager
@@ -135,8 +141,7 @@ class DiscoveryService:
             group.create_task(_logged(self._sweep()), name="advert-expiry")
             group.create_task(_logged(self._store_in_dht()), name="advert-dht")
             if self._key is not None:
-                refresher = AdvertRefresher(self._announce_offer, interval_s=self._settings.advert_refresh_s)
-                group.create_task(_logged(refresher.run()), name="advert-refresher")
+                group.create_task(_logged(self._refresher.run()), name="advert-refresher")
                 group.create_task(_logged(self._greet_newcomers()), name="advert-greeter")
             self.ready.set()
 
@@ -154,9 +159,27 @@ class DiscoveryService:
             raise DiscoveryError("nothing to announce yet", hint="pass the provider's offer")
         advert, signed = self._make_advert(self._key, self._offer)
         await self.host.publish(ADVERT_TOPIC, signed)
+        self._publication.announced(_room(advert.offer), time.monotonic())
         self.current = advert
         self._announced.set()
         return advert
+
+    def set_load(self, free_slots: int, queued: int) -> None:
+        """The provider's load changed: its next advert carries it, and goes out early when the
+        change is significant (paced below the receivers' flood limits, coalesced)."""
+        offer = self._offer
+        if offer is None or (offer.free_slots, offer.queued) == (free_slots, queued):
+            return
+        self._offer = replace(offer, free_slots=max(0, free_slots), queued=max(0, queued))
+        if self._load_due_in() is not None:
+            self._refresher.nudge()
+
+    def _load_due_in(self) -> float | None:
+        if self._offer is None:
+            return None
+        now = time.monotonic()
+        due = self._publication.due(_room(self._offer), now)
+        return None if due is None else due - now
 
     def _make_advert(self, key: PrivateKeyHolder, offer: Offer) -> tuple[ProviderAdvert, bytes]:
         now_ms = int(time.time() * 1000)
@@ -280,6 +303,11 @@ class DiscoveryService:
         if await self.host.connect_any(advert.listen_addrs, advert.peer_id) is not None:
             return
         log.info("provider_unreachable", address=advert.address, addrs=list(advert.listen_addrs))
+
+
+def _room(offer: Offer) -> int:
+    """Free slots, or minus the queue when there are none (see `node.discovery.pacing`)."""
+    return offer.free_slots - offer.queued
 
 
 async def _logged(loop: Coroutine[Any, Any, None]) -> None:

@@ -41,6 +41,8 @@ class JobSpec:
     max_price_wei: int = 10**15
     timeout_s: float = 60.0
     provider: Address | None = None
+    # A generation's text streams as the provider produces it (`ClientJobsApi.follow_text`).
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,11 @@ class ClientJobsApi(Protocol):
 
     def watch(self, job_id: str) -> AsyncIterator[JobView]:
         """Yield the job now and after every persisted transition, ending after a terminal one."""
+        ...
+
+    def follow_text(self, job_id: str) -> AsyncIterator[str]:
+        """Yield the text of a job submitted with `stream` as its provider produces it (what came
+        before included), ending with the attempt; nothing for a job that does not stream."""
         ...
 
     async def deposit(self, amount_wei: int) -> int:

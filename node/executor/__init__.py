@@ -14,7 +14,12 @@ run jobs. What other layers use:
   are hex sha256 of the canonical manifest (`bytes.fromhex` gives the bytes32). User programs
   (`.pt2`) must follow `program_rules`; workers run them with `program_loader`, never
   `torch.export.load`.
-- `wire.parse_payload`: job inputs and outputs are safetensors bytes of named tensors.
+- `wire.parse_payload`: job inputs and outputs are safetensors bytes of named tensors, except for
+  Hugging Face models (`store.import_hf_dir`, checked by `hf_model`): their jobs are JSON requests
+  (`hf_requests`: `generate` with a prompt or chat messages and sampling settings, `embed` with
+  texts), run by `hf_runtime` in the worker; `pool.run(..., on_tokens=)` streams a generation's
+  text as it is produced, and cancelling the call stops it in the worker. `hf_tiny` writes small
+  causal LMs with seeded weights for tests and benchmarks.
 - `inventory.take_inventory()` -> `Inventory` (devices, start-up benchmark figures for adverts).
 - `checks.run_checks(settings.executor)`: what `gpunode doctor` shows.
 """

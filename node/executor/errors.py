@@ -17,6 +17,11 @@ class ModelFailed(ExecutorError):
     """The model raised while running a job (bad shapes, out-of-range token ids, out of memory)."""
 
 
+class RequestRefused(ModelFailed):
+    """The model cannot take this request as it is (a prompt longer than its context); the worker
+    found it out and stays warm, and nothing else of its batch is lost."""
+
+
 class WorkerCrashed(ExecutorError):
     """The worker serving a job died; it is replaced, the job is not retried."""
 

@@ -41,6 +41,8 @@ class Kind(enum.IntEnum):
     RESULT = 3  # worker → node: one output per input, same order
     ERROR = 4  # worker → node: JSON {"kind": ..., "message": ...}; the worker stays up
     SHUTDOWN = 5  # node → worker: exit cleanly
+    TOKENS = 6  # worker → node: JSON {"index": i, "text": "…"}, text a job produced so far (streaming)
+    CANCEL = 7  # node → worker: JSON {"index": i}, stop that job of the batch in flight
 
 
 class FramingError(Exception):

@@ -48,6 +48,7 @@ class _Job:
     deadline: float  # on the event loop's clock
     timeout_s: float
     client: str | None  # the tenant; None: a job of its own, batched with no other
+    on_tokens: Callable[[str], None] | None = None  # text a generation streams as it comes
     done: asyncio.Future[LaneOutput] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -60,6 +61,18 @@ class _Job:
             f"job did not finish within its limit of {self.timeout_s:g} s",
             hint="send a smaller input or allow a longer deadline (the provider's job_timeout_s caps it)",
         )
+
+
+def _token_sink(batch: list[_Job]) -> Callable[[int, str], None] | None:
+    if all(job.on_tokens is None for job in batch):
+        return None
+
+    def sink(index: int, text: str) -> None:
+        job = batch[index]
+        if job.on_tokens is not None and not job.done.done():
+            job.on_tokens(text)
+
+    return sink
 
 
 class ModelLane:
@@ -121,13 +134,18 @@ class ModelLane:
         return self._profile
 
     async def submit(
-        self, data: bytes, payload: TensorPayload, timeout_s: float, client: str | None = None
+        self,
+        data: bytes,
+        payload: TensorPayload,
+        timeout_s: float,
+        client: str | None = None,
+        on_tokens: Callable[[str], None] | None = None,
     ) -> LaneOutput:
         if self._closing:
             raise ExecutorError("the executor is shutting down; the job did not run")
         if self._broken is not None and not self._workers:
             raise self._broken
-        job = _Job(data, payload, asyncio.get_running_loop().time() + timeout_s, timeout_s, client)
+        job = _Job(data, payload, asyncio.get_running_loop().time() + timeout_s, timeout_s, client, on_tokens)
         self._queue.append(job)
         self._queued.set()
         try:
@@ -251,9 +269,17 @@ class ModelLane:
         if not batch:
             self._idle.put_nowait(worker)
             return
+        if self.manifest.task == "generate":
+            for index, job in enumerate(batch):
+                # A caller that goes away (cancelled, or its deadline passed) stops its job in the
+                # worker too: a generation does not run on to max_tokens for nobody. (A tensor
+                # model's batch is one forward pass: nothing to stop midway.)
+                job.done.add_done_callback(self._stopper(worker, index))
         try:
             # The provider's ceiling, not a caller's deadline: only the ceiling kills a worker.
-            outputs = await worker.run_batch([job.data for job in batch], self._settings.job_timeout_s)
+            outputs = await worker.run_batch(
+                [job.data for job in batch], self._settings.job_timeout_s, _token_sink(batch)
+            )
         except ModelFailed as exc:
             self._idle.put_nowait(worker)
             self._split(batch, exc)
@@ -275,6 +301,13 @@ class ModelLane:
         for job, output in zip(batch, outputs, strict=True):
             if not job.done.done():
                 job.done.set_result((output, profile, started))
+
+    def _stopper(self, worker: WorkerHandle, index: int) -> Callable[[asyncio.Future[LaneOutput]], None]:
+        def stop(done: asyncio.Future[LaneOutput]) -> None:
+            if done.cancelled() and worker.running.is_set():
+                self._spawn(worker.cancel(index))
+
+        return stop
 
     def _split(self, batch: list[_Job], exc: ExecutorError) -> None:
         # One bad job must not fail the honest jobs batched with it, nor buy a rerun of each of

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.errors import ModelStoreError
 from node.executor.errors import InvalidInput
@@ -40,20 +40,68 @@ class TensorSpec(BaseModel):
         return value
 
 
+Task = Literal["generate", "embed"]
+Pooling = Literal["mean", "cls", "max"]
+Quantization = Literal["int8"]
+
+
+class HfSpec(BaseModel):
+    """What a Hugging Face model directory is: its task, class, precision and limits.
+
+    `architecture` is the `transformers` class named by the directory's `config.json`, one of those
+    `hf_model` allows; `precision` the safetensors dtype of its weights (`served_precision` is
+    what it runs in: `int8` for a quantized variant); `pooling` and `normalize` (embeddings) come
+    from its sentence-transformers modules."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: Task
+    architecture: str = Field(min_length=1, max_length=100)
+    model_type: str = Field(min_length=1, max_length=100)
+    precision: str
+    context_length: int = Field(gt=0)
+    pooling: Pooling | None = None
+    normalize: bool = False
+    # A variant the worker quantizes at load (weights stay as stored): a distinct model id.
+    quantization: Quantization | None = None
+
+    @property
+    def served_precision(self) -> str:
+        return self.quantization or self.precision
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value not in DTYPE_SIZES:
+            raise ValueError(f"precision must be one of {sorted(DTYPE_SIZES)}")
+        return value
+
+
 class ModelManifest(BaseModel):
-    """`format` is `builtin` (an architecture of ours + safetensors weights) or `torch_export` (.pt2)."""
+    """`format` is `builtin` (an architecture of ours + safetensors weights), `torch_export` (.pt2)
+    or `huggingface` (a `transformers` model directory: safetensors, config and tokenizer; jobs are
+    JSON requests, see `hf_requests`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal["gpunode/model/1"] = "gpunode/model/1"
     name: str = Field(min_length=1, max_length=100)
-    format: Literal["builtin", "torch_export"]
+    format: Literal["builtin", "torch_export", "huggingface"]
     architecture: str | None = None
     config: dict[str, int] = Field(default_factory=dict)
     files: dict[str, str]
-    inputs: tuple[TensorSpec, ...] = Field(min_length=1, max_length=16)
-    outputs: tuple[str, ...] = Field(min_length=1, max_length=16)
+    inputs: tuple[TensorSpec, ...] = Field(default=(), max_length=16)
+    outputs: tuple[str, ...] = Field(default=(), max_length=16)
     batchable: bool = False
+    hf: HfSpec | None = None
+
+    @model_validator(mode="after")
+    def _fits_format(self) -> ModelManifest:
+        if (self.format == "huggingface") != (self.hf is not None):
+            raise ValueError("a huggingface model, and only one, carries its hf description")
+        if self.hf is None and (not self.inputs or not self.outputs):
+            raise ValueError("a tensor model names at least one input and one output")
+        return self
 
     @field_validator("files")
     @classmethod
@@ -66,7 +114,14 @@ class ModelManifest(BaseModel):
         return value
 
     def canonical_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+        # `hf` is left out when absent, so the ids of tensor models stay what they were before it.
+        fields = self.model_dump(mode="json", exclude={"hf"} if self.hf is None else None)
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def task(self) -> str | None:
+        """`generate` or `embed` for a Hugging Face model; None for a tensor model."""
+        return self.hf.task if self.hf is not None else None
 
     @property
     def model_id(self) -> str:

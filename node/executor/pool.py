@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from node.config import ExecutorSettings
 from node.errors import ExecutorError
-from node.executor.errors import InvalidInput, JobTimedOut, ModelFailed
+from node.executor.errors import InputTooLarge, InvalidInput, JobTimedOut, ModelFailed
+from node.executor.hf_requests import parse_generation, parse_request
 from node.executor.input_limits import check_builtin_values, scans_values
 from node.executor.lane import ModelLane
 from node.executor.manifest import ModelManifest, normalize_model_id
@@ -103,24 +104,35 @@ class ExecutorPool:
         *,
         timeout_s: float | None = None,
         client: str | None = None,
+        on_tokens: Callable[[str], None] | None = None,
     ) -> ExecutionResult:
         """Run one job for `client` within `timeout_s` (capped by `executor.job_timeout_s`).
 
         `client` is the job's tenant: user programs batch only one client's jobs, and a job without
-        a client is batched with none. Raises an `ExecutorError` subclass naming what went wrong."""
+        a client is batched with none. A generation's text goes to `on_tokens` as it is produced
+        (the result still holds the whole output); cancelling the call stops the generation.
+        Raises an `ExecutorError` subclass naming what went wrong."""
         key = normalize_model_id(model_id)
         timeout = self.job_timeout(timeout_s)
         # A warm lane already holds the verified manifest: no disk access on the hot path.
         warm = self._lanes.get(key)
         manifest = warm.manifest if warm is not None else self.store.get(key)
-        costly = _costly(input_bytes, scans_body=scans_values(manifest))
+        costly = (
+            len(input_bytes) > _OFFLOAD_BYTES
+            if manifest.hf is not None
+            else _costly(input_bytes, scans_body=scans_values(manifest))
+        )
         payload = await _off_loop_if(costly, _admit, manifest, input_bytes, self.settings)
         lane = await self._lane(key)
         enqueued = time.perf_counter()
-        output, profile, started = await lane.submit(input_bytes, payload, timeout, client)
+        output, profile, started = await lane.submit(input_bytes, payload, timeout, client, on_tokens)
         try:
-            costly = _costly(output, scans_body=False)
-            await _off_loop_if(costly, parse_payload, output, max_bytes=self.settings.max_output_bytes)
+            costly = (
+                len(output) > _OFFLOAD_BYTES
+                if manifest.task == "generate"
+                else _costly(output, scans_body=False)
+            )
+            await _off_loop_if(costly, _check_output, manifest, output, self.settings.max_output_bytes)
         except InvalidInput as exc:
             raise ModelFailed(f"the model's output is not a valid tensor payload: {exc.message}") from exc
         finished = time.perf_counter()
@@ -134,6 +146,15 @@ class ExecutorPool:
             queued_s=started - enqueued,
             run_s=finished - started,
         )
+
+    async def check_input(self, model_id: str | bytes, input_bytes: bytes) -> None:
+        """Raise `InvalidInput` unless `run` would take `input_bytes` for the model: what a
+        provider checks before it claims a job it cannot run first."""
+        key = normalize_model_id(model_id)
+        warm = self._lanes.get(key)
+        manifest = warm.manifest if warm is not None else self.store.get(key)
+        costly = _costly(input_bytes, scans_body=scans_values(manifest))
+        await _off_loop_if(costly, _admit, manifest, input_bytes, self.settings)
 
     def job_timeout(self, timeout_s: float | None) -> float:
         """The provider's `job_timeout_s` is a ceiling: a caller's deadline may only come sooner."""
@@ -185,10 +206,28 @@ class ExecutorPool:
 
 
 def _admit(manifest: ModelManifest, data: bytes, settings: ExecutorSettings) -> TensorPayload:
+    if manifest.hf is not None:
+        # A JSON request (`hf_requests`); the lane sees a payload of no tensors, one row.
+        if len(data) > settings.max_input_bytes:
+            raise InputTooLarge(
+                f"request is {len(data)} bytes, over the limit of {settings.max_input_bytes}",
+                hint="send fewer or shorter texts",
+            )
+        parse_request(manifest, data)
+        return TensorPayload(tensors=(), size=len(data))
     payload = parse_payload(data, max_bytes=settings.max_input_bytes)
     manifest.check_input(payload)
     check_builtin_values(manifest, payload, data)
     return payload
+
+
+def _check_output(manifest: ModelManifest, output: bytes, max_bytes: int) -> None:
+    if manifest.task == "generate":
+        if len(output) > max_bytes:
+            raise InvalidInput(f"output of {len(output)} bytes is over the limit of {max_bytes}")
+        parse_generation(output)
+        return
+    parse_payload(output, max_bytes=max_bytes)
 
 
 def _costly(data: bytes, *, scans_body: bool) -> bool:

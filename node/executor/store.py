@@ -18,10 +18,12 @@ from pathlib import Path
 
 from node.errors import ModelStoreError
 from node.executor.errors import InvalidInput, ProgramRefused, UnknownModel, UnsafeModelFile
+from node.executor.hf_model import check_hf_files, read_hf_dir
 from node.executor.manifest import (
     BUILTIN_ARCHITECTURES,
     MANIFEST_FILE,
     ModelManifest,
+    Quantization,
     TensorSpec,
     normalize_model_id,
     parse_manifest,
@@ -123,6 +125,14 @@ class ModelStore:
         manifest = parse_manifest((source / MANIFEST_FILE).read_bytes())
         return self.install(manifest, {name: source / name for name in manifest.files})
 
+    def import_hf_dir(
+        self, source: Path, *, name: str | None = None, quantization: Quantization | None = None
+    ) -> ModelManifest:
+        """Install a Hugging Face model directory (`hf_model` says what is refused and why), or
+        its int8 variant (`quantization="int8"`), a model of its own id."""
+        manifest, files = read_hf_dir(source, name=name, quantization=quantization)
+        return self.install(manifest, files)
+
     def import_exported_program(
         self,
         program: Path,
@@ -216,6 +226,9 @@ def _check_format(manifest: ModelManifest, files: Mapping[str, Path]) -> None:
         if set(files) != {PROGRAM_FILE}:
             raise ModelStoreError(f"a torch_export model has exactly one file, {PROGRAM_FILE}")
         _check_program(files[PROGRAM_FILE], manifest, size=files[PROGRAM_FILE].stat().st_size)
+        return
+    if manifest.format == "huggingface":
+        check_hf_files(manifest, files)
         return
     if manifest.architecture not in BUILTIN_ARCHITECTURES:
         raise ModelStoreError(

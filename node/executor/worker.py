@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import sys
 import time
@@ -29,6 +30,7 @@ from node.executor import framing  # noqa: E402
 from node.executor.framing import Kind  # noqa: E402
 
 Model = Any  # a callable taking named tensors, returning named tensors
+Runner = Any  # a callable taking a batch of job inputs (bytes), returning one output each
 
 
 def _configure(threads: int, deterministic: bool) -> None:
@@ -45,16 +47,70 @@ def _read_fd(fd: int) -> bytes:
         return f.read()
 
 
-def _load_model(files: dict[str, int], device: str) -> tuple[Model, dict[str, Any]]:
+def _load_runner(files: dict[str, int], device: str) -> tuple[Runner, dict[str, Any]]:
     manifest = json.loads(_read_fd(files.pop("manifest.json")))
     blobs = {name: _read_fd(fd) for name, fd in files.items()}
+    if manifest["format"] == "huggingface":
+        # Built from bytes: transformers is given no path to read, import or unpickle from.
+        from node.executor import hf_runtime
+
+        return hf_runtime.load(manifest, blobs, device), manifest
+    model = _load_model(manifest, blobs, device)
+    batchable = bool(manifest.get("batchable"))
+    return _TensorRunner(lambda items: _run_batch(model, items, device, batchable)), manifest
+
+
+class _TensorRunner:
+    """A tensor model's batches: no streaming, nothing to cancel (a batch is one forward pass)."""
+
+    def __init__(self, run_batch: Any) -> None:
+        self._run_batch = run_batch
+
+    def run(self, items: list[bytes], emit: Any = None, cancelled: Any = None) -> list[bytes]:
+        return list(self._run_batch(items))
+
+
+class _Stream:
+    """What a batch in flight says back before its RESULT: TOKENS as text comes, and whether the
+    node sent CANCEL for one of its jobs (read between decoding steps, without blocking)."""
+
+    def __init__(self, sock: socket.socket, request_id: int, max_body: int) -> None:
+        self._sock, self._request_id, self._max_body = sock, request_id, max_body
+        self._cancelled: set[int] = set()
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+
+    def emit(self, index: int, text: str) -> None:
+        # Escaped, 4000 characters stay well under CONTROL_LIMIT: a long burst goes as several.
+        for start in range(0, len(text), 4000):
+            body = json.dumps({"index": index, "text": text[start : start + 4000]}).encode()
+            framing.send_blocking(self._sock, Kind.TOKENS, self._request_id, body)
+
+    def cancelled(self, index: int) -> bool:
+        # One poll(2) a decoding step when nothing came; the socket is read only when something did.
+        while self._poll.poll(0):
+            try:
+                self._sock.setblocking(False)
+                message = framing.recv_blocking(self._sock, max_body=self._max_body)
+            except BlockingIOError:
+                break
+            finally:
+                self._sock.setblocking(True)
+            if message is None or message.kind is not Kind.CANCEL:
+                raise framing.FramingError("worker got an unexpected message while running a batch")
+            if message.request_id == self._request_id:  # else late, for a batch already answered
+                self._cancelled.add(int(json.loads(message.body)["index"]))
+        return index in self._cancelled
+
+
+def _load_model(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Model:
     if manifest["format"] == "builtin":
         from node.executor.builtin_models import build
 
         module = build(manifest["architecture"], manifest["config"])
         module.load_state_dict(load_tensors(blobs["weights.safetensors"]), strict=True)
         module.eval().to(device)
-        return (lambda inputs: module(**inputs)), manifest
+        return lambda inputs: module(**inputs)
     # Never torch.export.load: it can unpickle, import, eval and exec from the file.
     from node.executor.program_loader import load_program
 
@@ -65,7 +121,7 @@ def _load_model(files: dict[str, int], device: str) -> tuple[Model, dict[str, An
     def run_exported(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return dict(zip(outputs, program(*(inputs[name] for name in names)), strict=True))
 
-    return run_exported, manifest
+    return run_exported
 
 
 def _run_batch(model: Model, items: list[bytes], device: str, batchable: bool) -> list[bytes]:
@@ -94,20 +150,24 @@ def _encode(outputs: dict[str, torch.Tensor]) -> bytes:
 
 def _describe(error: BaseException) -> dict[str, str]:
     kind = "out_of_memory" if isinstance(error, MemoryError) or "out of memory" in str(error) else "model"
+    if getattr(error, "refused_input", False):  # the request, not the model, is at fault
+        kind = "input"
     # Kept well under framing.CONTROL_LIMIT even when JSON escapes every character.
     return {"kind": kind, "type": type(error).__name__[:100], "message": str(error)[:2000]}
 
 
-def _serve(sock: socket.socket, model: Model, manifest: dict[str, Any], args: argparse.Namespace) -> None:
-    batchable = bool(manifest.get("batchable"))
+def _serve(sock: socket.socket, runner: Runner, args: argparse.Namespace) -> None:
     while True:
         message = framing.recv_blocking(sock, max_body=args.max_body)
         if message is None or message.kind is Kind.SHUTDOWN:
             return
+        if message.kind is Kind.CANCEL:  # for a batch answered before the CANCEL arrived
+            continue
         if message.kind is not Kind.RUN:
             raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
         try:
-            outputs = _run_batch(model, message.items, args.device, batchable)
+            stream = _Stream(sock, message.request_id, args.max_body)
+            outputs = runner.run(message.items, stream.emit, stream.cancelled)
         except (framing.FramingError, KeyboardInterrupt):
             raise
         except Exception as error:  # the model's fault, reported to the node; the worker stays warm
@@ -130,7 +190,7 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=args.fd)
     _configure(args.threads, args.deterministic)
     files = {name: int(fd) for name, _, fd in (item.partition("=") for item in args.model_file)}
-    model, manifest = _load_model(files, args.device)
+    runner, _manifest = _load_runner(files, args.device)
     ready = {
         "torch_version": torch.__version__,
         "device": args.device
@@ -145,7 +205,7 @@ def main(argv: list[str]) -> int:
         "pid_in_sandbox": os.getpid(),
     }
     framing.send_blocking(sock, Kind.READY, 0, json.dumps(ready).encode())
-    _serve(sock, model, manifest, args)
+    _serve(sock, runner, args)
     return 0
 
 

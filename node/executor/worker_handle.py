@@ -11,12 +11,13 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from node.config import ExecutorSettings
 from node.executor import framing
-from node.executor.errors import JobTimedOut, ModelFailed, WorkerCrashed
+from node.executor.errors import JobTimedOut, ModelFailed, RequestRefused, WorkerCrashed
 from node.executor.framing import AsyncChannel, Kind
 from node.executor.gpu_binding import gpu_binding
 from node.executor.json_depth import too_deep
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 _STDERR_TAIL = 4096
 _DETAIL_CHARS = 500  # of a worker's own words (an ERROR's message) passed on to the client
 _DRAIN_GRACE_S = 2.0
+TokenSink = Callable[[int, str], None]  # (index of the job in its batch, text it produced)
 # What the node reads of a worker's stderr a second at most: a worker that floods it blocks on its
 # own writes instead of keeping the node's event loop busy (measured: 73% of a core, unthrottled).
 STDERR_BYTES_PER_S = 256 * 1024
@@ -82,6 +84,7 @@ class WorkerHandle:
         self.startup = startup
         self._stderr = stderr
         self._next_id = 1
+        self._in_flight = 0  # the request id of the batch in flight, 0 when idle
         self.alive = True
         self.running = asyncio.Event()  # set while a batch is in flight
         self.batches_run = 0
@@ -178,19 +181,21 @@ class WorkerHandle:
         log.info("worker_ready", model=manifest.name, device=device, startup_s=round(startup.wall_s, 3))
         return cls(proc, channel, profile, startup, stderr, drain, settings.max_output_bytes)
 
-    async def run_batch(self, items: list[bytes], timeout_s: float) -> list[bytes]:
-        """Outputs for `items`, in order; kills the worker on timeout, crash or protocol breach."""
+    async def run_batch(
+        self, items: list[bytes], timeout_s: float, on_tokens: TokenSink | None = None
+    ) -> list[bytes]:
+        """Outputs for `items`, in order; kills the worker on timeout, crash or protocol breach.
+
+        Text a job streams before its result goes to `on_tokens(index, text)` as it comes."""
         # Ids are 32 bits on the wire and never 0 (READY's): they wrap after 2**32 - 1 batches.
         request_id, self._next_id = self._next_id, self._next_id % (2**32 - 1) + 1
         self.batches_run += 1
+        self._in_flight = request_id
         self.running.set()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._channel.send(Kind.RUN, request_id, framing.pack_items(items), len(items))
-                reply = await self._channel.recv(
-                    max_body=len(items) * (self._max_output + framing.ITEM_LEN.size),
-                    max_item=self._max_output,
-                )
+                reply = await self._reply(request_id, len(items), on_tokens)
             if reply is None:
                 raise await self._crashed()
             outputs = self._outputs(reply, request_id, len(items))
@@ -218,13 +223,48 @@ class WorkerHandle:
                 hint="the worker was replaced; the job was not retried",
             ) from None
         finally:
+            self._in_flight = 0
             self.running.clear()
+
+    async def _reply(
+        self, request_id: int, count: int, on_tokens: TokenSink | None
+    ) -> framing.Message | None:
+        streamed = 0
+        while True:
+            reply = await self._channel.recv(
+                max_body=count * (self._max_output + framing.ITEM_LEN.size), max_item=self._max_output
+            )
+            if reply is None or reply.kind is not Kind.TOKENS:
+                return reply
+            if reply.request_id != request_id:
+                raise framing.FramingError(
+                    f"worker streamed for request {reply.request_id}, not {request_id}"
+                )
+            index, text = _tokens(reply.body, count)
+            streamed += len(text)
+            if streamed > self._max_output:
+                raise framing.FramingError(f"worker streamed more than {self._max_output} characters")
+            if on_tokens is not None:
+                on_tokens(index, text)
+
+    async def cancel(self, index: int) -> None:
+        """Ask the worker to stop job `index` of the batch in flight (its caller is gone); the
+        worker answers it with what it had made so far."""
+        if not self._in_flight or not self.alive:
+            return
+        with contextlib.suppress(OSError):
+            await self._channel.send(Kind.CANCEL, self._in_flight, json.dumps({"index": index}).encode())
 
     def _outputs(self, reply: framing.Message, request_id: int, expected: int) -> list[bytes]:
         if reply.request_id != request_id:
             raise framing.FramingError(f"worker answered request {reply.request_id}, expected {request_id}")
         if reply.kind is Kind.ERROR:
-            kind, message = _model_error(reply.body)
+            kind, message, fault = _model_error(reply.body)
+            if fault == "input":
+                raise RequestRefused(
+                    f"the model cannot take this request: {message}",
+                    hint="shorten the prompt or ask for fewer tokens",
+                )
             raise ModelFailed(
                 f"model failed on this input: {kind}: {message}",
                 hint="check the input's shapes, dtypes and value ranges against the model",
@@ -313,8 +353,8 @@ def _startup_failure(exc: BaseException, code: int) -> str:
     return f"did not come up ({exc!r})"
 
 
-def _model_error(body: bytes) -> tuple[str, str]:
-    """The (type, message) of an ERROR body, cut to a length fit for a client's error."""
+def _model_error(body: bytes) -> tuple[str, str, str]:
+    """The (type, message, kind) of an ERROR body, cut to a length fit for a client's error."""
     try:
         if too_deep(body, 1):
             raise ValueError("nests deeper than one object")
@@ -325,7 +365,24 @@ def _model_error(body: bytes) -> tuple[str, str]:
         isinstance(detail.get(key), str) for key in ("type", "message")
     ):
         raise framing.FramingError("ERROR body lacks its type and message strings")
-    return detail["type"][:100], detail["message"][:_DETAIL_CHARS]
+    fault = detail.get("kind")
+    return detail["type"][:100], detail["message"][:_DETAIL_CHARS], fault if isinstance(fault, str) else ""
+
+
+def _tokens(body: bytes, count: int) -> tuple[int, str]:
+    """The (index, text) of a TOKENS body; the index must name a job of the batch."""
+    try:
+        if too_deep(body, 1):
+            raise ValueError("nests deeper than one object")
+        detail = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise framing.FramingError("TOKENS body is not JSON") from exc
+    index, text = (detail.get("index"), detail.get("text")) if isinstance(detail, dict) else (None, None)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < count:
+        raise framing.FramingError(f"TOKENS names no job of the batch: {str(index)[:20]}")
+    if not isinstance(text, str):
+        raise framing.FramingError("TOKENS carries no text")
+    return index, text
 
 
 async def _drain(proc: SandboxedProcess, sink: StderrTail) -> None:

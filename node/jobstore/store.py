@@ -49,11 +49,13 @@ class JobStore:
         receipt: SignedReceipt | None = None,
         voucher: SignedVoucher | None = None,
         before: Before | None = None,
+        receipt_signs: Hash32 | None = None,
     ) -> JobRecord:
         """Persist `events` (moves in a row, one transaction), then publish each new state.
 
         `known` is the job as the caller holds it, sparing a read; the write is still guarded by
-        its version. `before` is as for `create`. Returns the job as it now stands.
+        its version. `before` is as for `create`; `receipt_signs` as for `JobRepository.apply_many`.
+        Returns the job as it now stands.
         """
         records = await self.db.run(
             _after(before, self.db.jobs.apply_many),
@@ -62,6 +64,7 @@ class JobStore:
             known=known,
             receipt=receipt,
             voucher=voucher,
+            receipt_signs=receipt_signs,
         )
         for record in records:
             self.events.publish(record)

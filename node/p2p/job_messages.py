@@ -50,6 +50,7 @@ class JobRequest:
     payment: Payment
     max_price_wei: int
     deadline_ms: int
+    stream: bool = False  # send a generation's text as it comes (JobTokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,13 @@ class JobProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class JobTokens:
+    """Text a generation produced since the last; the result's output holds all of it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobResult:
     receipt: ResultReceipt
     signature: bytes
@@ -90,7 +98,7 @@ class JobFailed:
 # mistake, which another provider would refuse too.
 INVALID_INPUT = "invalid_input"
 
-JobResponse = JobAccepted | JobRejected | JobProgress | JobResult | JobFailed
+JobResponse = JobAccepted | JobRejected | JobProgress | JobTokens | JobResult | JobFailed
 JobOutcome = JobResult | JobRejected | JobFailed
 
 
@@ -128,6 +136,7 @@ def encode_request(request: JobRequest) -> bytes:
         model_id=request.model_id,
         max_price_wei=_uint(request.max_price_wei),
         deadline_ms=request.deadline_ms,
+        stream=request.stream,
     )
     if isinstance(request.input, BlobRef):
         msg.input_blob.sha256 = request.input.sha256
@@ -166,6 +175,7 @@ def decode_request(raw: bytes) -> JobRequest:
         payment=_decode_payment(msg.payment),
         max_price_wei=_read_uint(msg.max_price_wei, "max price"),
         deadline_ms=msg.deadline_ms,
+        stream=msg.stream,
     )
 
 
@@ -197,6 +207,8 @@ def encode_response(response: JobResponse) -> bytes:
             msg.progress.stage, msg.progress.fraction = stage, fraction
         case JobFailed(code=code, reason=reason):
             msg.failed.code, msg.failed.reason = code, reason
+        case JobTokens(text=text):
+            msg.tokens.text = text
         case JobResult(receipt=r, signature=signature, output=output):
             msg.result.receipt.CopyFrom(
                 job_pb2.Receipt(
@@ -227,6 +239,8 @@ def decode_response(raw: bytes) -> JobResponse:
         return JobProgress(msg.progress.stage, msg.progress.fraction)
     if kind == "failed":
         return JobFailed(msg.failed.code, msg.failed.reason)
+    if kind == "tokens":
+        return JobTokens(msg.tokens.text)
     if kind == "result":
         return _decode_result(msg.result)
     raise ProtocolViolation("job response of unknown kind")

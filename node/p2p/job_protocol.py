@@ -28,6 +28,7 @@ from node.p2p.job_messages import (
     JobRequest,
     JobResponse,
     JobResult,
+    JobTokens,
     decode_request,
     decode_response,
     encode_request,
@@ -38,7 +39,8 @@ from node.p2p.stream import FramedStream, P2PStream
 log = get_logger(__name__)
 
 JobHandler = Callable[[str, JobRequest], AsyncIterator[JobResponse]]
-ProgressCallback = Callable[[JobAccepted | JobProgress], None]
+JobEvent = JobAccepted | JobProgress | JobTokens
+ProgressCallback = Callable[[JobEvent], None]
 
 # A provider closes a job stream that stays idle this long; clients stop reusing one well before.
 SERVER_IDLE_S = 60.0
@@ -201,7 +203,7 @@ class JobClient:
             raise P2PError(f"job {request.job_id.hex()} is past its deadline", hint="set a later deadline")
         loop = asyncio.get_running_loop()
 
-        def notify(event: JobAccepted | JobProgress) -> None:
+        def notify(event: JobEvent) -> None:
             if on_progress is not None:
                 loop.call_soon_threadsafe(on_progress, event)
 
@@ -209,7 +211,7 @@ class JobClient:
         return outcome  # type: ignore[return-value]
 
     async def _exchange(
-        self, peer: str, payload: bytes, budget: float, notify: Callable[[JobAccepted | JobProgress], None]
+        self, peer: str, payload: bytes, budget: float, notify: Callable[[JobEvent], None]
     ) -> JobOutcome:
         with trio.move_on_after(budget):
             stream, reused = await self._checkout(peer)
@@ -227,7 +229,7 @@ class JobClient:
         peer: str,
         stream: FramedStream,
         payload: bytes,
-        notify: Callable[[JobAccepted | JobProgress], None],
+        notify: Callable[[JobEvent], None],
         *,
         fresh: bool = False,
     ) -> JobOutcome:
@@ -247,7 +249,7 @@ class JobClient:
         self,
         stream: FramedStream,
         payload: bytes,
-        notify: Callable[[JobAccepted | JobProgress], None],
+        notify: Callable[[JobEvent], None],
         *,
         may_be_stale: bool,
     ) -> JobOutcome:

@@ -3,14 +3,25 @@
 A voucher is checked before anything runs: signed by the client the stream comes from, naming
 this provider, covering every job this provider has taken from that client plus this one, and
 backed by the client's deposit. An escrow payment is checked on the chain (requested, naming
-this provider, at this provider's price) and claimed. The voucher and the job are persisted
-before the job is accepted.
+this provider, at this provider's price, due late enough for the work and its submission) and
+claimed. The voucher and the job are persisted before the job is accepted.
+
+An escrowed job, once claimed, runs to the end (on chain) whether or not its client stays: a
+claim left unfinished costs stake. The client may send the same request again (its stream broke,
+or it restarted) and gets the same run's result; a provider restarted mid-job resumes its claimed
+escrowed jobs (`resume`). Nobody but the job's requester gets its result.
+
+A voucher job is stored, run and signed under `voucher_job_id(client, request id)`: an id bound to
+the client and apart from on-chain ids, so no request id a client picks makes this provider sign a
+result for an escrowed job (a second receipt for a job it holds would be equivocation), and a
+request id it already holds from that client is refused rather than served twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -19,12 +30,13 @@ from typing import Any
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
 from node.chain.job_logs import find_terms
-from node.chain.market import JobMarket, JobTerms
+from node.chain.market import JobMarket, JobTerms, voucher_job_id
 from node.chain.market import JobStatus as ChainJobStatus
-from node.domain.state import PaymentPath, ProviderState, Role
+from node.domain.state import Failed, PaymentPath, ProviderState, Role
 from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
 from node.executor.errors import InvalidInput
 from node.executor.manifest import normalize_model_id
+from node.jobstore.blobs import JobBlobs
 from node.logging import get_logger
 from node.p2p.identity import peer_id_to_address
 from node.p2p.job_messages import (
@@ -37,13 +49,15 @@ from node.p2p.job_messages import (
     JobRequest,
     JobResponse,
     JobResult,
+    JobTokens,
     OnchainPayment,
     VoucherPayment,
 )
-from node.provider.delivery import NotSubmitted, submit_result
+from node.provider.delivery import MIN_RUN_S, SUBMIT_ROOM_S, Escrowed, Served, serve_escrowed
 from node.provider.runner import JobRunner, SignedResult
 from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
 from node.storage import JobRecord, NewJob, SignedVoucher
+from node.storage.errors import DuplicateRecord
 from node.types import Address, Hash32, Voucher, sha256
 
 log = get_logger(__name__)
@@ -62,16 +76,20 @@ CLIENT_GONE = "the client went away before the result was delivered"
 
 # How long a client's deposit, read from the chain, is trusted to back its next vouchers.
 DEPOSIT_READ_S = 2.0
+# Escrowed jobs a restart found cut off, in these states, are resumed when still claimed.
+_RESUMABLE = (ProviderState.ACCEPTED, ProviderState.RUNNING, ProviderState.SIGNED)
+# Waits between tries to resume such a job while the chain does not answer.
+RESUME_RETRY_S = (2.0, 5.0, 10.0, 30.0, 60.0)
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
 @dataclass(frozen=True, slots=True)
-class _Escrow:
-    """An escrowed job as claimed: its terms, and its on-chain deadline (unix seconds)."""
+class _Attach:
+    """A request for an escrowed job this provider already holds for the same client."""
 
-    terms: JobTerms
-    deadline: float
+    served: asyncio.Future[Served]
+    position: int
 
 
 class ProviderJobs:
@@ -82,12 +100,14 @@ class ProviderJobs:
         runner: JobRunner,
         market: JobMarket,
         policy: AdmissionPolicy,
+        blobs: JobBlobs,
         *,
         spawn: Spawn,
     ) -> None:
         self.runner = runner
         self.market = market
         self.policy = policy
+        self.blobs = blobs
         self._spawn = spawn
         self.domain: Eip712Domain = runner.domain
         # Wei of the jobs taken from each client by voucher (live or done): what vouchers must cover.
@@ -97,6 +117,8 @@ class ProviderJobs:
         # Per client: the amount of the latest voucher stored (only this node stores them).
         self._held: dict[Address, int] = {}
         self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Escrowed jobs being served in this run, by on-chain id: a request sent again waits on it.
+        self._escrowed: dict[Hash32, asyncio.Future[Served]] = {}
 
     @property
     def me(self) -> Address:
@@ -128,13 +150,31 @@ class ProviderJobs:
             log.info("job_rejected", job_id=request.job_id.hex(), code=accepted.code, reason=accepted.reason)
             yield accepted
             return
+        if isinstance(accepted, _Attach):
+            async for frame in _escrowed_frames(accepted):
+                yield frame
+            return
         record, job_input, escrow, position = accepted
+        if escrow is not None:
+            # The client's own deadline does not shorten it: only the chain's counts for escrow.
+            served = self._serve(record, job_input, escrow)
+            async for frame in _escrowed_frames(_Attach(served, position)):
+                yield frame
+            return
         timeout = max(0.1, request.deadline_ms / 1000 - _now())
         # The job is stored: it runs while the frames saying so travel to the client.
-        execution = asyncio.ensure_future(self.runner.run(record, job_input, timeout_s=timeout))
+        text: asyncio.Queue[str] | None = asyncio.Queue() if request.stream else None
+        execution = asyncio.ensure_future(
+            self.runner.run(
+                record, job_input, timeout_s=timeout, on_tokens=text.put_nowait if text is not None else None
+            )
+        )
         try:
             yield JobAccepted(queue_position=position)
             yield JobProgress("running", 0.0)
+            if text is not None:
+                async for piece in _text_until(execution, text):
+                    yield JobTokens(piece)
             signed = await execution
         except ExecutorError as exc:
             self._release(record)
@@ -147,16 +187,6 @@ class ProviderJobs:
             self._release(record)
             self._abandon(record, execution)
             raise
-        if escrow is not None:
-            # The result goes to the client only once the chain holds it: then the escrow pays.
-            refused = await self._submit_onchain(escrow, signed)
-            if refused is not None:
-                await self.runner.undelivered(record.job_id, refused.reason)
-                yield JobFailed("submission_failed", refused.reason)
-                return
-            await self.runner.delivered(record.job_id)
-            yield JobResult(signed.receipt, signed.signature, signed.output)
-            return
         # The signed receipt is durable already: the hand-over is recorded once the result has
         # left (or failed to), so that its write does not compete with sending it.
         left = asyncio.Event()
@@ -189,9 +219,120 @@ class ProviderJobs:
         except RuntimeError as exc:  # the node is stopping: its restart fails the job instead
             log.info("job_left_for_restart", job_id=record.job_id.hex(), error=str(exc))
 
+    def _serve(
+        self,
+        record: JobRecord,
+        job_input: bytes,
+        escrow: Escrowed,
+        *,
+        signed: SignedResult | None = None,
+    ) -> asyncio.Future[Served]:
+        """Serve an escrowed job to the end under the node's tasks; the future tells how it ended,
+        to whoever asks for the job."""
+        job_id = record.job_id
+        served: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
+        self._escrowed[job_id] = served
+
+        async def serve() -> None:
+            try:
+                served.set_result(
+                    await serve_escrowed(
+                        self.runner,
+                        self.market,
+                        self.blobs,
+                        record,
+                        job_input,
+                        escrow,
+                        signed=signed,
+                    )
+                )
+            except asyncio.CancelledError:
+                served.cancel()  # the node is stopping: a restart resumes the job
+                raise
+            except BaseException as exc:
+                served.set_exception(exc)
+                served.exception()  # reported by the node's task; waiters get it too
+                raise
+            finally:
+                self._escrowed.pop(job_id, None)
+
+        self._spawn(serve())
+        return served
+
+    async def resume(self) -> None:
+        """At start: escrowed jobs a restart cut off are served to the end while this provider
+        still holds their claim and the deadline leaves room; the others failed."""
+        db = self.runner.db
+        cut_off = await db.run(
+            db.jobs.list, role=Role.PROVIDER, states=_RESUMABLE, payment=PaymentPath.ESCROW, limit=2**31 - 1
+        )
+        for record in cut_off:
+            try:
+                why = await self._resume(record)
+            except ChainError as exc:
+                # Only the chain's word may fail a claimed job: ask it again in a while.
+                log.warning("escrowed_job_resume_retry", job_id=record.job_id.hex(), error=str(exc))
+                self._spawn(self._resume_later(record))
+                continue
+            except GpunodeError as exc:
+                why = f"it could not be resumed: {exc}"
+            if why is not None:
+                log.warning("escrowed_job_not_resumed", job_id=record.job_id.hex(), reason=why)
+                await self.runner.store.apply(record.job_id, Failed(f"the provider restarted; {why}"))
+
+    async def _resume_later(self, record: JobRecord) -> None:
+        for wait in RESUME_RETRY_S:
+            await asyncio.sleep(wait)
+            try:
+                why = await self._resume(record)
+            except ChainError as exc:
+                log.warning("escrowed_job_resume_retry", job_id=record.job_id.hex(), error=str(exc))
+                continue
+            if why is not None:
+                await self.runner.store.apply(record.job_id, Failed(f"the provider restarted; {why}"))
+            return
+        # The chain stayed away: the job stays as it is for the next start to try again.
+        log.error("escrowed_job_not_resumed", job_id=record.job_id.hex(), reason="the chain did not answer")
+
+    async def _resume(self, record: JobRecord) -> str | None:
+        onchain = await self.market.job(record.job_id)
+        if onchain.provider is None or onchain.provider.lower() != self.me.lower():
+            return f"the on-chain job is {onchain.status.name} and not held by this provider"
+        if onchain.status is ChainJobStatus.SUBMITTED and record.state is ProviderState.SIGNED:
+            await self.runner.delivered(record.job_id)  # it landed; its answer was lost with the process
+            return None
+        # Claimed by this provider, or named for it and not claimed yet (run before its claim).
+        if onchain.status not in (ChainJobStatus.CLAIMED, ChainJobStatus.REQUESTED):
+            return f"the on-chain job is {onchain.status.name}"
+        terms = await find_terms(self.market, record.job_id)
+        if terms is None:
+            return "its terms are not found on chain"
+        room = onchain.time - await self.market.client.chain_time()
+        claimed = onchain.status is ChainJobStatus.CLAIMED
+        on_chain = onchain.output_on_chain or _has_callback(terms)
+        escrow = Escrowed.due_in(terms, room, output_on_chain=on_chain, claimed=claimed)
+        signed = None
+        if record.state is ProviderState.SIGNED:
+            stored = await self.runner.db.run(self.runner.db.receipts.get, record.job_id, self.me)
+            if stored is None:
+                return "its signed receipt was not kept"
+            output = await self.blobs.get(stored.receipt.output_hash)
+            if output is None and on_chain:
+                return "its output, which must go on chain, was not kept"
+            # A signed result goes on chain whatever the room: trying costs nothing.
+            signed = SignedResult(stored.receipt, stored.signature, output or b"", 0.0)
+        elif room < SUBMIT_ROOM_S + MIN_RUN_S:
+            return f"its on-chain deadline is {room:.0f} s away, too close to run and submit it"
+        job_input = await self.blobs.get(record.input_hash)
+        if job_input is None and signed is None:
+            return "its input was not kept"
+        log.info("escrowed_job_resumed", job_id=record.job_id.hex(), state=record.state.value)
+        self._serve(record, job_input or b"", escrow, signed=signed)
+        return None
+
     async def _accept(
         self, peer: str, request: JobRequest
-    ) -> tuple[JobRecord, bytes, _Escrow | None, int] | JobRejected:
+    ) -> tuple[JobRecord, bytes, Escrowed | None, int] | _Attach | JobRejected:
         client = peer_id_to_address(peer)
         model_key = normalize_model_id(request.model_id)
         price = self.policy.price_floor_wei.get(request.model_id)
@@ -213,8 +354,9 @@ class ProviderJobs:
             if isinstance(taken, JobRejected):
                 return taken
             return taken, job_input, None, admitted.queue_position
-        escrowed = await self._take_escrow(client, request, job_input, payment, price)
-        if isinstance(escrowed, JobRejected):
+        position = admitted.queue_position
+        escrowed = await self._take_escrow(client, request, job_input, payment, price, position)
+        if isinstance(escrowed, (JobRejected, _Attach)):
             return escrowed
         record, escrow = escrowed
         return record, job_input, escrow, admitted.queue_position
@@ -241,15 +383,18 @@ class ProviderJobs:
         if shortfall:
             return JobRejected("insufficient_deposit", shortfall)
         raised = stored is None or voucher.cumulative_amount > stored
-        record = await self._create(
-            request,
-            PaymentPath.VOUCHER,
-            request.job_id,
-            job_input,
-            client,
-            price,
-            voucher=SignedVoucher(voucher, payment.signature) if raised else None,
-        )
+        try:
+            record = await self._create(
+                request,
+                PaymentPath.VOUCHER,
+                voucher_job_id(client, request.job_id),
+                job_input,
+                client,
+                price,
+                voucher=SignedVoucher(voucher, payment.signature) if raised else None,
+            )
+        except DuplicateRecord:
+            return JobRejected("duplicate_job", f"job {request.job_id.hex()} was sent before; it runs once")
         if raised:
             self._held[client] = voucher.cumulative_amount
         self._covered[client] += price
@@ -305,9 +450,20 @@ class ProviderJobs:
     # escrow -----------------------------------------------------------------------------------
 
     async def _take_escrow(
-        self, client: Address, request: JobRequest, job_input: bytes, payment: OnchainPayment, price: int
-    ) -> tuple[JobRecord, _Escrow] | JobRejected:
+        self,
+        client: Address,
+        request: JobRequest,
+        job_input: bytes,
+        payment: OnchainPayment,
+        price: int,
+        position: int,
+    ) -> tuple[JobRecord, Escrowed] | _Attach | JobRejected:
         onchain = await self.market.job(payment.job_id)
+        mine = onchain.provider is not None and onchain.provider.lower() == self.me.lower()
+        held = mine and onchain.status in (ChainJobStatus.CLAIMED, ChainJobStatus.SUBMITTED)
+        # Asked again: the run under way, or a result on chain (or paid for and gone from it).
+        if payment.job_id in self._escrowed or held or onchain.status is ChainJobStatus.NONE:
+            return await self._attach(client, payment.job_id, position)
         if onchain.status is not ChainJobStatus.REQUESTED:
             return JobRejected(
                 "not_escrowed", f"on-chain job {payment.job_id.hex()} is {onchain.status.name}"
@@ -321,27 +477,52 @@ class ProviderJobs:
             return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
         if terms.input_hash != sha256(job_input) or terms.model_id != request.model_id:
             return JobRejected("terms_mismatch", "the input or model differs from the escrowed job's terms")
-        try:
-            await self.market.claim_job(payment.job_id, sender=self.runner.key.account)
-        except ChainError as exc:
-            return JobRejected("claim_failed", f"claiming the escrowed job failed: {exc}")
+        if await _served_before(self.runner, payment.job_id):
+            return JobRejected("duplicate_job", _SERVED_BEFORE.format(job_id=payment.job_id.hex()))
+        # A claim not delivered by the deadline costs stake: take only what there is room to deliver.
+        room = onchain.time - await self.market.client.chain_time()
+        if room < SUBMIT_ROOM_S + MIN_RUN_S:
+            return JobRejected(
+                "no_room",
+                f"the escrowed job is due on chain in {room:.0f} s; running it and putting its result "
+                f"on chain needs at least {SUBMIT_ROOM_S + MIN_RUN_S:.0f} s",
+            )
+        # Named for this provider alone, it is run before it is claimed (`serve_escrowed`). The job
+        # and its input are stored first: a restart resumes it instead of forfeiting a claim.
         record = await self._create(
-            request, PaymentPath.ESCROW, payment.job_id, job_input, client, onchain.price
+            request,
+            PaymentPath.ESCROW,
+            payment.job_id,
+            job_input,
+            client,
+            onchain.price,
+            before=functools.partial(self.blobs.write, job_input),
         )
-        return record, _Escrow(terms, float(onchain.time))
+        return record, Escrowed.due_in(terms, room, output_on_chain=onchain.output_on_chain, claimed=False)
 
-    async def _submit_onchain(self, escrow: _Escrow, signed: SignedResult) -> NotSubmitted | None:
-        refused = await submit_result(
-            self.market,
-            escrow.terms,
-            signed.receipt,
-            signed.signature,
-            sender=self.runner.key.account,
-            deadline=escrow.deadline,
+    async def _attach(self, client: Address, job_id: Hash32, position: int) -> _Attach | JobRejected:
+        """The requester asks again for an escrowed job this provider holds: the run under way, or
+        the result the chain already holds."""
+        db = self.runner.db
+        record = await db.run(db.jobs.find, job_id)
+        if record is None or record.role is not Role.PROVIDER:
+            return JobRejected("not_escrowed", f"on-chain job {job_id.hex()} is not held by this provider")
+        if record.client is None or record.client.lower() != client.lower():
+            return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
+        served = self._escrowed.get(job_id)
+        if served is not None:
+            return _Attach(served, position)
+        if record.state in (ProviderState.DELIVERED, ProviderState.PAID):
+            stored = await db.run(db.receipts.get, job_id, self.me)
+            output = None if stored is None else await self.blobs.get(stored.receipt.output_hash)
+            if stored is not None and output is not None:
+                done: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
+                done.set_result(Served(SignedResult(stored.receipt, stored.signature, output, 0.0)))
+                return _Attach(done, position)
+        return JobRejected(
+            "not_escrowed",
+            f"on-chain job {job_id.hex()} is {record.state.value} here, with no result to give",
         )
-        if refused is not None:
-            log.error("result_submission_failed", job_id=escrow.terms.job_id.hex(), error=refused.reason)
-        return refused
 
     # shared -----------------------------------------------------------------------------------
 
@@ -355,6 +536,7 @@ class ProviderJobs:
         price: int,
         *,
         voucher: SignedVoucher | None = None,
+        before: Callable[[], object] | None = None,
     ) -> JobRecord:
         input_hash = sha256(job_input)
         job = NewJob(
@@ -367,7 +549,33 @@ class ProviderJobs:
             client=client,
             deadline=request.deadline_ms / 1000,
         )
-        return await self.runner.store.create(job, voucher=voucher)
+        return await self.runner.store.create(job, voucher=voucher, before=before)
+
+
+async def _escrowed_frames(attach: _Attach) -> AsyncIterator[JobResponse]:
+    """The frames of an escrowed job: the result goes out only once the chain holds it. A client
+    that goes away stops only its frames: the job is served to the end."""
+    yield JobAccepted(queue_position=attach.position)
+    yield JobProgress("running", 0.0)
+    served = await asyncio.shield(attach.served)
+    if served.result is None:
+        yield JobFailed(served.code, served.failure or "the job failed")
+        return
+    result = served.result
+    yield JobResult(result.receipt, result.signature, result.output)
+
+
+# A job id recurs on chain when its requester reuses the terms' salt after the job ended: a second
+# receipt for it, with another output, would read as equivocation. Each id is signed once.
+_SERVED_BEFORE = "this provider already took on-chain job {job_id}; it never signs one job id twice"
+
+
+async def _served_before(runner: JobRunner, job_id: Hash32) -> bool:
+    return await runner.db.run(runner.db.jobs.find, job_id) is not None
+
+
+def _has_callback(terms: JobTerms) -> bool:
+    return int(terms.callback, 16) != 0
 
 
 def _now() -> float:
@@ -376,3 +584,28 @@ def _now() -> float:
 
 def _monotonic() -> float:
     return time.monotonic()
+
+
+async def _text_until(
+    execution: asyncio.Future[SignedResult], text: asyncio.Queue[str]
+) -> AsyncIterator[str]:
+    """A generation's text as the worker streams it, until its run ends: what is ready at once
+    goes as one piece (one frame instead of one per token)."""
+    while True:
+        getter = asyncio.ensure_future(text.get())
+        either: list[asyncio.Future[Any]] = [getter, execution]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            rest = "".join(_ready(text))
+            if rest:
+                yield rest
+            return
+        yield getter.result() + "".join(_ready(text))
+
+
+def _ready(text: asyncio.Queue[str]) -> list[str]:
+    pieces = []
+    while not text.empty():
+        pieces.append(text.get_nowait())
+    return pieces

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from node.domain.service import ModelUpload, ModelView
 from node.errors import ModelStoreError
+from node.executor.hf_model import is_hf_dir
 from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
@@ -34,6 +35,8 @@ class Models:
     def _install(self, source: bytes | Path, upload: ModelUpload | None) -> ModelManifest:
         if isinstance(source, Path) and (source / MANIFEST_FILE).is_file():
             return self.store.import_dir(source)
+        if isinstance(source, Path) and is_hf_dir(source):
+            return self.store.import_hf_dir(source)
         if upload is None:
             raise ModelStoreError(
                 "a torch.export program needs its name, inputs and outputs",

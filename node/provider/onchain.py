@@ -12,7 +12,7 @@ from node.domain.state import PaymentPath, Role
 from node.errors import ChainError, ExecutorError, GpunodeError
 from node.jobstore.blobs import JobBlobs
 from node.logging import get_logger
-from node.provider.delivery import submit_result
+from node.provider.delivery import Escrowed, serve_escrowed
 from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy, Claim, ClaimContext, OnChainJob, should_claim
 from node.storage import NewJob
@@ -35,6 +35,7 @@ class OnchainJobs:
         policy: AdmissionPolicy,
         *,
         spawn: Callable[[Any], None],
+        max_callback_gas: int = 500_000,
     ) -> None:
         self.runner = runner
         self.market = market
@@ -42,6 +43,7 @@ class OnchainJobs:
         self.follower = follower
         self.policy = policy
         self._spawn = spawn
+        self.max_callback_gas = max_callback_gas
         self.ready = follower.ready
 
     @property
@@ -96,16 +98,51 @@ class OnchainJobs:
         )
         job_id = terms.job_id
         try:
+            # Anyone may claim it, so it is claimed before it runs: an input the model refuses
+            # must be found first, or its claim would run out and cost stake.
+            await self.runner.pool.check_input(terms.model_id, job_input)
+        except ExecutorError as exc:
+            log.info("onchain_job_passed", job_id=job_id.hex(), reason=f"its input is refused: {exc}")
+            return
+        if await self.runner.db.run(self.runner.db.jobs.find, job_id) is not None:
+            # Its requester reused a salt after the job ended: a second receipt for this id, with
+            # another output, would read as equivocation. Each id is signed once.
+            log.warning("onchain_job_id_recurs", job_id=job_id.hex())
+            return
+        try:
+            asked = await self.market.job(job_id)
+        except ChainError as exc:
+            log.info("onchain_job_unread", job_id=job_id.hex(), error=str(exc))
+            return
+        if asked.callback_gas > self.max_callback_gas:
+            # Its submission would pay for the callback's gas: more than this provider agreed to.
+            log.info(
+                "onchain_job_passed",
+                job_id=job_id.hex(),
+                reason=f"its callback asks {asked.callback_gas} gas, over {self.max_callback_gas}",
+            )
+            return
+        try:
             await self.market.claim_job(job_id, sender=self.runner.key.account)
         except ChainError as exc:
             log.info("onchain_claim_lost", job_id=job_id.hex(), error=str(exc))
             return
         try:
-            await self._run_claimed(terms, job_input, int(event.args["price"]), float(event.args["deadline"]))
+            await self._run_claimed(
+                terms,
+                job_input,
+                int(event.args["price"]),
+                float(event.args["deadline"]),
+                asked.output_on_chain,
+            )
         except GpunodeError as exc:
             log.error("onchain_job_failed", job_id=job_id.hex(), error=str(exc))
 
-    async def _run_claimed(self, terms: JobTerms, job_input: bytes, price: int, deadline: float) -> None:
+    async def _run_claimed(
+        self, terms: JobTerms, job_input: bytes, price: int, deadline: float, output_on_chain: bool
+    ) -> None:
+        room = deadline - await self.market.client.chain_time()
+        # Kept with the job: a restart resumes the claim (`ProviderJobs.resume`).
         input_hash = await self.blobs.put(job_input)
         record = await self.runner.store.create(
             NewJob(
@@ -119,33 +156,9 @@ class OnchainJobs:
                 deadline=deadline,
             ),
         )
-        try:
-            signed = await self.runner.run(record, job_input)
-        except ExecutorError:
-            return
         with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
-        on_chain = with_callback or await self._output_on_chain(terms.job_id)
-        refused = await submit_result(
-            self.market,
-            terms,
-            signed.receipt,
-            signed.signature,
-            output=signed.output if on_chain else b"",
-            sender=self.runner.key.account,
-            deadline=deadline,
-        )
-        if refused is not None:
-            log.error("onchain_result_not_submitted", job_id=terms.job_id.hex(), error=refused.reason)
-            await self.runner.undelivered(terms.job_id, refused.reason)
-            return
-        await self.runner.delivered(terms.job_id)
-        log.info("onchain_result_submitted", job_id=terms.job_id.hex())
-
-    async def _output_on_chain(self, job_id: Hash32) -> bool:
-        """Whether the job's result must carry its output; when the chain cannot say, it carries
-        it anyway (an output is always accepted, a missing one is refused)."""
-        try:
-            return (await self.market.job(job_id)).output_on_chain
-        except ChainError as exc:
-            log.warning("onchain_job_unread", job_id=job_id.hex(), error=str(exc))
-            return True
+        on_chain = with_callback or output_on_chain
+        escrow = Escrowed.due_in(terms, room, output_on_chain=on_chain)
+        served = await serve_escrowed(self.runner, self.market, self.blobs, record, job_input, escrow)
+        if served.result is None:
+            log.error("onchain_job_not_served", job_id=terms.job_id.hex(), error=served.failure)

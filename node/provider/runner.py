@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from node.chain.eip712 import Eip712Domain, sign_receipt
 from node.chain.keys import NodeKey
@@ -42,10 +43,38 @@ class SignedResult:
 
 @dataclass
 class Load:
-    """Jobs running and waiting on this provider, for admission."""
+    """Jobs admitted and not yet finished on this provider: at most `slots` run, the rest wait.
 
-    running: int = 0
-    queued: int = 0
+    Each change is passed to `listeners` as (free slots, jobs queued): the provider's adverts
+    carry them, so clients see its load."""
+
+    slots: int = 1
+    active: int = 0
+    listeners: list[Callable[[int, int], None]] = field(default_factory=list)
+
+    @property
+    def running(self) -> int:
+        return min(self.active, self.slots)
+
+    @property
+    def queued(self) -> int:
+        return max(0, self.active - self.slots)
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - self.active)
+
+    def started(self) -> None:
+        self.active += 1
+        self._changed()
+
+    def finished(self) -> None:
+        self.active = max(0, self.active - 1)
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener(self.free_slots, self.queued)
 
     def snapshot(self) -> ProviderLoad:
         return ProviderLoad(running=self.running, queued=self.queued)
@@ -67,7 +96,7 @@ class JobRunner:
         self.key = key
         self.domain = domain
         self.slots = slots
-        self.load = Load()
+        self.load = Load(slots=slots)
         self.served = 0
         # Seconds the executor spent on each recent job, for figures (end-to-end minus execution).
         self.run_seconds: OrderedDict[Hash32, float] = OrderedDict()
@@ -75,18 +104,23 @@ class JobRunner:
         self._signed: dict[Hash32, JobRecord] = {}
 
     async def run(
-        self, record: JobRecord, job_input: bytes, *, timeout_s: float | None = None
+        self,
+        record: JobRecord,
+        job_input: bytes,
+        *,
+        timeout_s: float | None = None,
+        on_tokens: Callable[[str], None] | None = None,
     ) -> SignedResult:
         """Run an accepted job; the result is signed and recorded as signed before it returns.
 
         Call `delivered()` once the result is handed over. An `ExecutorError` marks the job failed
         and is raised again for the caller to report.
         """
-        self.load.running += 1
+        self.load.started()
         try:
-            result, running = await self._execute(record, job_input, timeout_s)
+            result, running = await self._execute(record, job_input, timeout_s, on_tokens)
         finally:
-            self.load.running -= 1
+            self.load.finished()
         receipt = build_receipt(
             job_id=record.job_id,
             model_id=record.model_id,
@@ -110,12 +144,18 @@ class JobRunner:
         return SignedResult(receipt, signature, result.output, result.run_s)
 
     async def _execute(
-        self, record: JobRecord, job_input: bytes, timeout_s: float | None
+        self,
+        record: JobRecord,
+        job_input: bytes,
+        timeout_s: float | None,
+        on_tokens: Callable[[str], None] | None = None,
     ) -> tuple[ExecutionResult, JobRecord]:
         """The execution's result and the job as stored once it ends (running, or still accepted
         when it ended before the start was worth recording)."""
         execution = asyncio.ensure_future(
-            self.pool.run(record.model_id, job_input, timeout_s=timeout_s, client=record.client)
+            self.pool.run(
+                record.model_id, job_input, timeout_s=timeout_s, client=record.client, on_tokens=on_tokens
+            )
         )
         try:
             await asyncio.wait({execution}, timeout=RUNNING_RECORD_DELAY_S)
@@ -124,7 +164,7 @@ class JobRunner:
             raise
         # Recording the start overlaps the rest of the run: the signed result is what must be durable.
         started = None
-        if not execution.done():
+        if not execution.done() and record.state is ProviderState.ACCEPTED:
             started = asyncio.create_task(self.store.apply(record.job_id, Started(), known=record))
         try:
             result = await execution

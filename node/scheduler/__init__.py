@@ -3,8 +3,10 @@
 Client side: `CandidateIndex.build(candidates).choose(requirements, now=…, rng=…, tried=…)` picks
 the provider for a job's next attempt (reassignment is the same call with the tried providers);
 `rank`/`filter_candidates`/`score` are the scanning reference; `backoff_until` spaces out retries
-of failing providers. Provider side: `admit` for jobs sent over the overlay, `should_claim` for
-on-chain jobs. No I/O: clocks and randomness are passed in.
+of failing providers. Under load, `estimate` gives each eligible provider's expected completion
+(queue included) from live signals and `place` picks among the good ones (node.scheduler.load).
+Provider side: `admit` for jobs sent over the overlay, `should_claim` for on-chain jobs.
+No I/O: clocks and randomness are passed in.
 """
 
 from node.scheduler.admission import (
@@ -29,6 +31,16 @@ from node.scheduler.candidates import (
     ProviderStats,
 )
 from node.scheduler.index import DEFAULT_EXPLORATION, CandidateIndex, Choice, NoCandidate
+from node.scheduler.load import (
+    Estimate,
+    LoadSignals,
+    Option,
+    Placement,
+    estimate,
+    market_priors,
+    observe,
+    place,
+)
 from node.scheduler.scoring import (
     DEFAULT_WEIGHTS,
     ModelMarket,
@@ -50,12 +62,16 @@ __all__ = [
     "Claim",
     "ClaimContext",
     "DeviceOffer",
+    "Estimate",
     "JobOffer",
     "JobRequirements",
+    "LoadSignals",
     "ModelMarket",
     "ModelOffer",
     "NoCandidate",
     "OnChainJob",
+    "Option",
+    "Placement",
     "ProviderCandidate",
     "ProviderLoad",
     "ProviderStats",
@@ -64,9 +80,13 @@ __all__ = [
     "ScoreWeights",
     "admit",
     "backoff_until",
+    "estimate",
     "filter_candidates",
     "ineligibility",
+    "market_priors",
     "next_candidate",
+    "observe",
+    "place",
     "rank",
     "score",
     "should_claim",

@@ -1,9 +1,10 @@
 """Choosing a provider fast among thousands: candidates grouped by model and sorted once by score.
 
 A decision walks its model's list from the best score down and stops at the first candidate the
-job can use (budget, device memory, a free slot, not backed off, not tried before). Scores do not
-depend on the job (see `node.scheduler.scoring`), so the order built once serves every job until
-the directory changes. The directory rebuilds the index from its snapshot when adverts or
+job can use (budget, device memory, not backed off, not tried before). A provider without a
+free slot stays eligible: its admission queues the job, and its score says it is busy. Scores
+do not depend on the job (see `node.scheduler.scoring`), so the order built once serves every
+job until the directory changes. The directory rebuilds the index from its snapshot when adverts or
 statistics have changed (about 0.3 s for 10k providers, so at most every few seconds), and passes
 providers that failed since then in `tried`.
 """
@@ -46,7 +47,6 @@ class _Entry:
     address: Address
     price_wei: int
     memory: Mapping[str | None, int]
-    free_slots: int
     backoff_until: float
     candidate: ProviderCandidate
     offer: ModelOffer
@@ -148,7 +148,6 @@ class CandidateIndex:
         for e in self._by_kind[key]:
             if (
                 e.price_wei <= max_price
-                and e.free_slots > 0
                 and e.backoff_until <= now
                 and e.memory.get(kind, 0) >= min_memory
                 and e.address not in tried
@@ -165,7 +164,6 @@ class CandidateIndex:
             e = entries[rng.randrange(len(entries))]
             if (
                 e.price_wei <= requirements.max_price_wei
-                and e.free_slots > 0
                 and e.backoff_until <= now
                 and e.memory.get(requirements.device_kind, 0) >= requirements.min_memory_bytes
                 and e.address not in tried
@@ -209,8 +207,6 @@ def _why_not(e: _Entry, requirements: JobRequirements, now: float, tried: Collec
         return "ask more than the budget"
     if e.memory.get(requirements.device_kind, 0) < requirements.min_memory_bytes:
         return "lack a device with enough memory"
-    if e.free_slots <= 0:
-        return "are busy"
     if e.backoff_until > now:
         return "are backed off after failures"
     if e.address in tried:
@@ -230,7 +226,6 @@ def _sorted_entries(
             address=c.address,
             price_wei=o.price_wei,
             memory=memory[c.address],
-            free_slots=c.free_slots,
             backoff_until=c.stats.backoff_until,
             candidate=c,
             offer=o,

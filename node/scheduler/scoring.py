@@ -95,8 +95,6 @@ def ineligibility(
         return f"has no {kind} device"
     if candidate.memory_for(kind) < requirements.min_memory_bytes:
         return f"has no {kind or 'single'} device with {requirements.min_memory_bytes} bytes of memory"
-    if candidate.free_slots <= 0:
-        return "has no free slot"
     if candidate.stats.backoff_until > now:
         return f"is backed off until {candidate.stats.backoff_until:.0f} after failures"
     if candidate.address in tried:

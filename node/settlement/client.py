@@ -1,5 +1,6 @@
 """A client's settlement of escrow-paid jobs: verified jobs settle once the chain finalizes them;
-escrow of attempts that failed is refunded after its deadline and withdrawn."""
+escrow of attempts that failed is taken back at once if nobody claimed it, else refunded after its
+deadline, and withdrawn."""
 
 from __future__ import annotations
 
@@ -97,9 +98,16 @@ class ClientSettlement:
             if onchain.status is ChainJobStatus.NONE:
                 self._closed.add(terms.job_id)
                 continue
-            if onchain.status in (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED) and onchain.time < now:
+            due = onchain.time < now or onchain.status is ChainJobStatus.DISPUTED  # proven: at once
+            # Nobody claimed it: taken back at once (a lost attempt's escrow must pay nobody).
+            unclaimed = onchain.status is ChainJobStatus.REQUESTED and not due
+            refundable = (ChainJobStatus.REQUESTED, ChainJobStatus.CLAIMED, ChainJobStatus.DISPUTED)
+            if unclaimed or (onchain.status in refundable and due):
                 try:
-                    done = await self.market.refund(terms, sender=self.key.account)
+                    if unclaimed:
+                        done = await self.market.cancel_job(terms, sender=self.key.account)
+                    else:
+                        done = await self.market.refund(terms, sender=self.key.account)
                 except ChainError as exc:
                     log.warning("refund_failed", job_id=terms.job_id.hex(), error=str(exc))
                     continue

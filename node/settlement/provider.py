@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node.chain.job_logs import ChainOutcome, chain_outcome
+from node.chain.job_logs import ChainOutcome, chain_outcome, find_terms
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.service import SettlementReport
 from node.domain.state import Failed, JobEvent, PaymentPath, PaymentReceived, ProviderState, Role
 from node.errors import ChainError, SettlementError
+from node.jobstore.blobs import JobBlobs
 from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.settlement.policy import RedemptionPolicy, due_vouchers
@@ -44,12 +45,22 @@ class _Tally:
 
 
 class ProviderSettlement:
-    def __init__(self, store: JobStore, market: JobMarket, key: NodeKey, policy: RedemptionPolicy) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        market: JobMarket,
+        key: NodeKey,
+        policy: RedemptionPolicy,
+        *,
+        blobs: JobBlobs | None = None,
+    ) -> None:
         self.store = store
         self.db = store.db
         self.market = market
         self.key = key
         self.policy = policy
+        # Outputs of escrowed jobs, kept by `ProviderJobs`: a result put on chain again may need it.
+        self.blobs = blobs
 
     @property
     def me(self) -> Address:
@@ -68,8 +79,9 @@ class ProviderSettlement:
     # start-up ---------------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Jobs cut off by a restart failed; redemptions the chain made are recorded here."""
-        for record in await self._provider_jobs(*_INTERRUPTED):
+        """Voucher jobs cut off by a restart failed (escrowed ones are resumed by
+        `ProviderJobs.resume`); redemptions the chain made are recorded here."""
+        for record in await self._provider_jobs(*_INTERRUPTED, payment=PaymentPath.VOUCHER):
             await self._apply(record, Failed("the provider stopped before the result was delivered"))
         for stored in await self.db.run(self.db.vouchers.unredeemed, self.me):
             paid = await self.market.paid(stored.voucher.client, self.me)
@@ -141,6 +153,36 @@ class ProviderSettlement:
                 await self._apply(record, PaymentReceived())
             elif onchain.status is ChainJobStatus.NONE:
                 await self._settled_elsewhere(record)
+            elif onchain.status is ChainJobStatus.CLAIMED and onchain.time > now:
+                held = onchain.provider is not None and onchain.provider.lower() == self.me.lower()
+                if held:
+                    await self._submit_again(record, onchain.output_on_chain)
+
+    async def _submit_again(self, record: JobRecord, output_on_chain: bool) -> None:
+        """A result recorded as delivered that the chain does not hold (its transaction was
+        dropped: a reorg, or a node that lost it) goes on chain again before the deadline; left
+        alone, the claim would run out and cost stake."""
+        job_id = record.job_id.hex()
+        terms = await find_terms(self.market, record.job_id)
+        stored = await self.db.run(self.db.receipts.get, record.job_id, self.me)
+        if terms is None or stored is None:
+            log.error("result_not_resubmitted", job_id=job_id, reason="its terms or receipt are missing")
+            return
+        output = b""
+        if output_on_chain or int(terms.callback, 16) != 0:
+            kept = None if self.blobs is None else await self.blobs.get(stored.receipt.output_hash)
+            if kept is None:
+                log.error("result_not_resubmitted", job_id=job_id, reason="its output was not kept")
+                return
+            output = kept
+        try:
+            await self.market.submit_result(
+                terms, stored.receipt, stored.signature, output=output, sender=self.key.account
+            )
+        except ChainError as exc:
+            log.warning("result_resubmit_failed", job_id=job_id, error=str(exc))
+            return
+        log.warning("result_resubmitted", job_id=job_id)
 
     async def _settled_elsewhere(self, record: JobRecord) -> None:
         # Someone else finalized it (anyone may), or it was refunded: the chain says which.

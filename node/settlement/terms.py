@@ -7,7 +7,7 @@ a second `requestJob` for the same attempt reverts with `JobExists` instead of p
 
 from __future__ import annotations
 
-from node.chain.market import JobTerms
+from node.chain.market import JobTerms, voucher_job_id
 from node.chain.registry import ZERO_ADDRESS
 from node.domain.records import JobRecord
 from node.domain.state import PaymentPath
@@ -33,7 +33,8 @@ def escrow_terms(client: Address, record: JobRecord, attempt: int) -> JobTerms:
 
 
 def receipt_job_id(client: Address, record: JobRecord, attempt: int) -> Hash32:
-    """The job id the provider's receipt names: the on-chain id for escrow, else the client's."""
+    """The job id the provider's receipt names: the attempt's on-chain id for escrow; for a voucher
+    job, the client's id in the voucher namespace (`voucher_job_id`), the same for every attempt."""
     if record.status.payment is PaymentPath.ESCROW:
         return escrow_terms(client, record, attempt).job_id
-    return record.job_id
+    return voucher_job_id(client, record.job_id)

@@ -147,18 +147,22 @@ class JobRepository:
         receipt: SignedReceipt | None = None,
         voucher: SignedVoucher | None = None,
         known: JobRecord | None = None,
+        receipt_signs: Hash32 | None = None,
     ) -> tuple[JobRecord, ...]:
         """Move a job by each of `events` in turn, all in one transaction; return the job after each.
 
         For moves that follow one another with nothing outside the node in between: each is
         validated and kept in the history as if applied alone, but they become durable together
-        or not at all. The rest is as for `apply`.
+        or not at all. `receipt_signs` is the id the receipt must sign where that is not the
+        job's own (a client's voucher job: `node.chain.market.voucher_job_id`). The rest is as for
+        `apply`.
         """
         check_hash("job id", job_id)
         if not events:
             raise InvalidRecord("no events to apply", hint="pass at least one job event")
         events = tuple(_checked_event(e) for e in events)
-        attachments = _checked_attachments(job_id, receipt, voucher)
+        signed_id = job_id if receipt_signs is None else receipt_signs
+        attachments = _checked_attachments(signed_id, receipt, voucher)
         if known is not None and (known.job_id != job_id or expected_version not in (None, known.version)):
             known = None
         for _ in range(_RACE_RETRIES):
@@ -198,7 +202,7 @@ class JobRepository:
             _write_moves(connection, current, moved, events, now)
             if attachments.receipt is not None:
                 signed = attachments.receipt
-                save_receipt(connection, signed.receipt, signed.signature, now)
+                save_receipt(connection, signed.receipt, signed.signature, now, job_id=job_id)
             if attachments.voucher is not None:
                 record_voucher(connection, attachments.voucher.voucher, attachments.voucher.signature, now)
         last = moved[-1]
@@ -369,12 +373,12 @@ class _Attachments:
 
 
 def _checked_attachments(
-    job_id: Hash32, receipt: SignedReceipt | None, voucher: SignedVoucher | None
+    signed_id: Hash32, receipt: SignedReceipt | None, voucher: SignedVoucher | None
 ) -> _Attachments:
     if receipt is not None:
-        if receipt.receipt.job_id != job_id:
+        if receipt.receipt.job_id != signed_id:
             raise InvalidRecord(
-                f"the receipt is for job {_hex(receipt.receipt.job_id)}, not {_hex(job_id)}",
+                f"the receipt is for job {_hex(receipt.receipt.job_id)}, not {_hex(signed_id)}",
                 hint="attach a job's own receipt to its transition",
             )
         receipt = SignedReceipt(checked_receipt(receipt.receipt, receipt.signature), receipt.signature)

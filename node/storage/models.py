@@ -98,6 +98,9 @@ class ReceiptRow(Base):
     profile_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     signature: Mapped[bytes] = mapped_column(LargeBinary(65))
     stored_at: Mapped[float] = mapped_column(Float)
+    # The id the receipt signs, where it is not the job's own (a client's voucher job: see
+    # `node.chain.market.voucher_job_id`).
+    signed_job_id: Mapped[bytes | None] = mapped_column(LargeBinary(32))
 
 
 class VoucherRow(Base):

@@ -1,5 +1,8 @@
 """Signed result receipts, one per (job, provider). A second, different receipt from the same
-provider for the same job is kept out and reported: it is evidence of equivocation."""
+provider for the same job is kept out and reported: it is evidence of equivocation.
+
+A receipt is kept under the job it was attached to; the id it signs may differ (a client's voucher
+job is signed under its id in the voucher namespace) and is kept beside it."""
 
 from __future__ import annotations
 
@@ -57,11 +60,18 @@ _INSERT_RECEIPT = insert(RECEIPTS)
 
 
 def save_receipt(
-    connection: Connection, receipt: ResultReceipt, signature: bytes, now: float
+    connection: Connection,
+    receipt: ResultReceipt,
+    signature: bytes,
+    now: float,
+    *,
+    job_id: Hash32 | None = None,
 ) -> StoredReceipt:
-    """Store a checked receipt in the caller's transaction (the job must exist)."""
+    """Store a checked receipt in the caller's transaction, under `job_id` (the job must exist;
+    by default the id the receipt signs)."""
+    job_id = receipt.job_id if job_id is None else job_id
     existing = connection.execute(
-        _SELECT_RECEIPT, {"job_id": receipt.job_id, "provider": receipt.provider}
+        _SELECT_RECEIPT, {"job_id": job_id, "provider": receipt.provider}
     ).one_or_none()
     if existing is not None:
         stored = _stored(existing)
@@ -74,7 +84,8 @@ def save_receipt(
     connection.execute(
         _INSERT_RECEIPT,
         {
-            "job_id": receipt.job_id,
+            "job_id": job_id,
+            "signed_job_id": None if job_id == receipt.job_id else receipt.job_id,
             "provider": receipt.provider,
             "model_id": receipt.model_id,
             "input_hash": receipt.input_hash,
@@ -96,7 +107,7 @@ def checked_receipt(receipt: ResultReceipt, signature: bytes) -> ResultReceipt:
 
 def _stored(row: ReceiptRow | AnyRow) -> StoredReceipt:
     receipt = ResultReceipt(
-        job_id=Hash32(row.job_id),
+        job_id=Hash32(row.job_id if row.signed_job_id is None else row.signed_job_id),
         model_id=Hash32(row.model_id),
         input_hash=Hash32(row.input_hash),
         output_hash=Hash32(row.output_hash),

@@ -54,6 +54,7 @@ class ApiDevnet:
     chain_id: int
     small_model_dir: Path  # fits under the provider's upload limit
     large_model_dir: Path  # does not
+    generation_model_id: str  # a tiny Hugging Face causal LM the provider also serves
 
 
 def mlp_input(seed: int = 0, rows: int = 2) -> bytes:
@@ -68,6 +69,12 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
         small, large = root / "model-small", root / "model-large"
         await asyncio.to_thread(make_builtin_model, small, hidden=8)
         await asyncio.to_thread(make_builtin_model, large, hidden=128)
+        # Imported here: only this child process (not the tests') pays for transformers.
+        from node.executor.hf_model import read_hf_dir
+        from node.executor.hf_tiny import write_tiny
+
+        generator = await asyncio.to_thread(write_tiny, "gpt2", root / "tiny-gpt2")
+        generation_model_id = read_hf_dir(generator)[0].model_id
 
         def node(name: str, key: NodeKey, *, provider: bool, bootstrap: list[str]) -> Node:
             api = ApiSettings(
@@ -79,6 +86,8 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
             settings = market.settings(
                 name, provider=provider, bootstrap=bootstrap, executor=EXECUTOR_LIMITS, api=api
             )
+            if provider:
+                market.install_model(settings, generator)
             return market.node(settings, key, serve_api=True, redemption=None)
 
         client = await stack.enter_async_context(
@@ -109,6 +118,7 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
             chain_id=market.chain.chain_id,
             small_model_dir=small,
             large_model_dir=large,
+            generation_model_id=generation_model_id,
         )
 
 

@@ -24,6 +24,8 @@ from job_fakes import FakeMarket, FakeOverlay, ProviderBehaviour, accepted_then,
 
 from node.chain.eip712 import sign_receipt, sign_voucher
 from node.chain.keys import NodeKey
+from node.chain.market import JobStatus as ChainJobStatus
+from node.chain.market import voucher_job_id
 from node.client import pipeline as pipeline_module
 from node.client.jobs import ClientJobs
 from node.client.matching import Matchmaker
@@ -127,7 +129,10 @@ class Provider:
 
     def receipt(self, request: JobRequest, output: bytes, **changes: Any) -> ResultReceipt:
         payment = request.payment
-        job_id = payment.job_id if isinstance(payment, OnchainPayment) else request.job_id
+        if isinstance(payment, OnchainPayment):
+            job_id = payment.job_id
+        else:  # a voucher job is signed in the voucher namespace, bound to the paying client
+            job_id = voucher_job_id(payment.client, request.job_id)
         receipt = ResultReceipt(
             job_id=job_id,
             model_id=request.model_id,
@@ -165,11 +170,14 @@ class Provider:
             inner = accepted_then(lambda r: self.result(r))
             result = await inner(request, on_event)
             if isinstance(request.payment, OnchainPayment):
+                # Sent again, a job it holds is not claimed again: it is served to the end once.
                 onchain = self.market.jobs[request.payment.job_id]
-                await self.market.claim_job(request.payment.job_id, sender=self.key.account)
-                await self.market.submit_result(
-                    onchain.terms, result.receipt, result.signature, sender=self.key.account
-                )
+                if onchain.status is ChainJobStatus.REQUESTED:
+                    await self.market.claim_job(request.payment.job_id, sender=self.key.account)
+                if onchain.status is ChainJobStatus.CLAIMED:
+                    await self.market.submit_result(
+                        onchain.terms, result.receipt, result.signature, sender=self.key.account
+                    )
             return result
 
         return behave
@@ -196,6 +204,24 @@ class Provider:
 
     def dying(self) -> ProviderBehaviour:
         return accepted_then(lambda r: P2PError("the stream was reset"))
+
+    def claiming_then(self, answer: Callable[[JobRequest], Any], *, times: int = 1) -> ProviderBehaviour:
+        """Claims the escrowed job, then answers `answer(request)` (the first `times` requests);
+        honest from then on."""
+        honest = self.honest()
+        answered = 0
+
+        async def behave(request: JobRequest, on_event: Callable[[Any], None]) -> Any:
+            nonlocal answered
+            if answered >= times:
+                return await honest(request, on_event)
+            answered += 1
+            assert isinstance(request.payment, OnchainPayment)
+            if self.market.jobs[request.payment.job_id].status is ChainJobStatus.REQUESTED:
+                await self.market.claim_job(request.payment.job_id, sender=self.key.account)
+            return await accepted_then(answer)(request, on_event)
+
+        return behave
 
     def cheating(self, how: str, stranger: NodeKey) -> ProviderBehaviour:
         """Returns a result that must not verify, in one of the ways a result can be wrong."""
@@ -430,6 +456,7 @@ class ClientSide:
             tuple(moves[s] for s in path),
             voucher=voucher,
             receipt=receipt,
+            receipt_signs=None if receipt is None else receipt.receipt.job_id,
         )
         return moved[-1]
 
@@ -450,9 +477,10 @@ class ClientSide:
         return escrow_terms(self.me, record, attempt).job_id
 
     def _request_for(self, record: JobRecord, provider: Provider, attempt: int) -> JobRequest:
-        payment: Any = None
         if record.status.payment is PaymentPath.ESCROW:
-            payment = OnchainPayment(self.onchain_id(record, attempt))
+            payment: Any = OnchainPayment(self.onchain_id(record, attempt))
+        else:  # the voucher's amount does not enter the receipt
+            payment = VoucherPayment(self.me, provider.address, 0, b"")
         return JobRequest(record.job_id, record.model_id, INPUT, payment, provider.price, 0)
 
 

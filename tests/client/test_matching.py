@@ -77,30 +77,40 @@ def test_cannot_pick_a_provider_backed_off_after_a_failure() -> None:
     assert matchmaker.choose(MODEL, 1000).candidate.address == CHEAP
 
 
-def test_can_spread_one_clients_jobs_before_a_provider_fills_its_slots() -> None:
-    matchmaker = market(cheap=100, dear=100)  # same price: CHEAP wins ties by address order
-    first = matchmaker.choose(MODEL, 1000).candidate.address
-    other = DEAR if first == CHEAP else CHEAP
-    matchmaker.assigned(Hash32(b"\x01" * 32), first)
-    assert matchmaker.in_flight(first) == 1
-    assert matchmaker.choose(MODEL, 1000).candidate.address == other
-    matchmaker.assigned(Hash32(b"\x02" * 32), other)
-    assert matchmaker.choose(MODEL, 1000).candidate.address == first
-    # A reassigned attempt moves its count; a finished one gives it back.
-    matchmaker.assigned(Hash32(b"\x01" * 32), other)
-    assert (matchmaker.in_flight(first), matchmaker.in_flight(other)) == (0, 2)
-    matchmaker.released(Hash32(b"\x01" * 32))
-    matchmaker.released(Hash32(b"\x02" * 32))
-    matchmaker.released(Hash32(b"\x02" * 32))  # twice is harmless
-    assert (matchmaker.in_flight(first), matchmaker.in_flight(other)) == (0, 0)
-    assert matchmaker.choose(MODEL, 1000).candidate.address == first
-
-
-def test_can_fill_a_much_cheaper_provider_first_and_queue_there_when_all_are_busy() -> None:
-    matchmaker = market(cheap=100, dear=10_000)
-    for n in range(6):  # beyond CHEAP's 4 free slots: still eligible, its own admission queues
+def test_can_spread_one_clients_jobs_over_equal_providers_and_off_one_whose_slots_it_filled() -> None:
+    matchmaker = market(cheap=100, dear=100)
+    for provider in (CHEAP, DEAR):
+        matchmaker.succeeded(provider, latency_ms=50.0)
+    picks = Counter(matchmaker.choose(MODEL, 1000).candidate.address for _ in range(400))
+    assert 120 <= picks[CHEAP] <= 280, picks  # equal providers: a coin flip, not the first address
+    for n in range(4):  # CHEAP's four advertised free slots, taken by this node's jobs
         matchmaker.assigned(Hash32(bytes([n]) * 32), CHEAP)
+    assert matchmaker.in_flight(CHEAP) == 4
+    # CHEAP would queue: DEAR finishes sooner.
+    assert all(matchmaker.choose(MODEL, 1000).candidate.address == DEAR for _ in range(50))
+    # A reassigned attempt moves its count; a finished one gives it back.
+    matchmaker.assigned(Hash32(b"\x00" * 32), DEAR)
+    assert (matchmaker.in_flight(CHEAP), matchmaker.in_flight(DEAR)) == (3, 1)
+    for n in range(4):
+        matchmaker.released(Hash32(bytes([n]) * 32))
+    matchmaker.released(Hash32(b"\x01" * 32))  # twice is harmless
+    assert (matchmaker.in_flight(CHEAP), matchmaker.in_flight(DEAR)) == (0, 0)
+
+
+def test_can_prefer_the_cheaper_provider_while_it_finishes_as_soon_and_queue_there_within_budget() -> None:
+    matchmaker = market(cheap=100, dear=10_000)
+    # Both ran a job for this node as fast: their advertised free slots count from now on.
+    for provider in (CHEAP, DEAR):
+        matchmaker.succeeded(provider, latency_ms=50.0)
+    for n in range(4):  # while CHEAP has free slots, it finishes as soon as DEAR: the price decides
         assert matchmaker.choose(MODEL, 20_000).candidate.address == CHEAP
+        matchmaker.assigned(Hash32(bytes([n]) * 32), CHEAP)
+    # CHEAP's slots are full: DEAR would finish sooner, and the budget allows it.
+    assert matchmaker.choose(MODEL, 20_000).candidate.address == DEAR
+    # A budget below DEAR's price leaves CHEAP, whose admission queues the job.
+    for n in range(4, 8):
+        assert matchmaker.choose(MODEL, 5_000).candidate.address == CHEAP
+        matchmaker.assigned(Hash32(bytes([n]) * 32), CHEAP)
 
 
 def test_can_explore_a_small_share_of_decisions_and_never_when_told_not_to() -> None:

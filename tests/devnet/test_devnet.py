@@ -70,3 +70,4 @@ def test_can_print_the_summary_as_json(tmp_path: Path) -> None:
     assert summary["ok"] is True
     assert summary["completed"] == 2
     assert summary["market_balance_wei"] == summary["market_owed_wei"]
+    assert summary["max_share_vs_equal"] == 1.0  # one provider served every job

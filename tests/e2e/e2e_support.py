@@ -135,11 +135,18 @@ async def deployed(root: Path, *, rpc_url: str = "embedded") -> AsyncIterator[De
 
 @asynccontextmanager
 async def running_devnet(
-    root: Path, *, providers: int = 3, rpc_url: str = "embedded"
+    root: Path,
+    *,
+    providers: int = 3,
+    rpc_url: str = "embedded",
+    model: tuple[Path, str] | None = None,
 ) -> AsyncIterator[Devnet]:
     """The chain, `providers` registered providers and a client with a voucher deposit, all ready,
-    every provider's advert in the client's directory."""
+    every provider's advert in the client's directory. `model` (its directory and id) is served
+    instead of the marketplace's built-in one."""
     async with deployed(root, rpc_url=rpc_url) as devnet, AsyncExitStack() as stack:
+        if model is not None:
+            devnet.model_dir, devnet.model_id = model
         client = await stack.enter_async_context(devnet.client_node().running())
         devnet.client = client
         bootstrap = [client.host.addrs[0]]

@@ -82,6 +82,15 @@ while True:
         time.sleep(1.0)
     if behaviour in ("honest", "slow"):
         framing.send_blocking(sock, Kind.RESULT, rid, framing.pack_items(outputs), len(outputs))
+    elif behaviour in ("tokens_wrong_id", "tokens_bad_index", "tokens_not_json"):
+        body = {
+            "tokens_wrong_id": json.dumps({"index": 0, "text": "x"}).encode(),
+            "tokens_bad_index": json.dumps({"index": len(items), "text": "x"}).encode(),
+            "tokens_not_json": b"\xff{",
+        }[behaviour]
+        streamed_for = rid + 1 if behaviour == "tokens_wrong_id" else rid
+        framing.send_blocking(sock, Kind.TOKENS, streamed_for, body)
+        framing.send_blocking(sock, Kind.RESULT, rid, framing.pack_items(outputs), len(outputs))
     elif behaviour == "wrong_id":
         framing.send_blocking(sock, Kind.RESULT, rid + 1, framing.pack_items(outputs), len(outputs))
     elif behaviour == "wrong_kind":

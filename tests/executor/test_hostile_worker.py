@@ -117,6 +117,9 @@ async def test_cannot_leave_a_sandbox_running_with_a_malformed_ready(
         ("unsealed_memfd", "not sealed"),
         ("tmp_file", "not a memfd"),
         ("bad_error_body", "ERROR body lacks its type"),
+        ("tokens_wrong_id", "worker streamed for request 2, not 1"),
+        ("tokens_bad_index", "TOKENS names no job of the batch: 1"),
+        ("tokens_not_json", "TOKENS body is not JSON"),
     ],
 )
 async def test_worker_breaking_the_protocol_is_killed_and_replaced(

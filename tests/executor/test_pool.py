@@ -158,6 +158,10 @@ async def test_cannot_send_input_that_does_not_fit_the_model(
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
         await pool.run(builtin_models.mlp.model_id, data)
+    # The same check, without running anything: what a provider asks before claiming a job.
+    with pytest.raises(InvalidInput, match=message):
+        await pool.check_input(builtin_models.mlp.model_id, data)
+    await pool.check_input(builtin_models.mlp.model_id, mlp_input())
 
 
 async def test_cannot_run_an_unknown_model(pool: ExecutorPool) -> None:

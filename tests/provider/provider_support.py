@@ -20,6 +20,7 @@ from job_fakes import MARKET_ADDRESS, FakeMarket, FakePool, sqlite_database
 from node.chain.eip712 import sign_voucher
 from node.chain.follower import ChainEvent
 from node.chain.keys import NodeKey
+from node.chain.market import voucher_job_id
 from node.chain.registry import ZERO_ADDRESS
 from node.domain.state import PaymentPath, Role
 from node.jobstore.blobs import JobBlobs
@@ -92,6 +93,8 @@ class ProviderSide:
         model: Hash32 = MODEL,
         with_input: bool = True,
         output_on_chain: bool = False,
+        callback: Address | None = None,
+        callback_gas: int | None = None,
     ) -> tuple[Hash32, list[ChainEvent]]:
         """A dApp requests a job on the chain: its id and the events the follower would see."""
         requested = await self.market.request_job(
@@ -104,13 +107,15 @@ class ProviderSide:
             sender=requester.account,
             input=INPUT if with_input else b"",
             output_on_chain=output_on_chain,
+            callback=callback,
+            callback_gas=callback_gas,
         )
         args = {
             "jobId": requested.job_id,
             "requester": requester.address,
             "modelId": model,
             "inputHash": sha256(INPUT),
-            "callback": ZERO_ADDRESS,
+            "callback": callback or ZERO_ADDRESS,
             "salt": requested.terms.salt,
             "provider": named or ZERO_ADDRESS,
             "price": price,
@@ -195,8 +200,18 @@ class ProviderSide:
 
     # stored state -----------------------------------------------------------------------------
 
-    async def stored_job(self, job_id: Hash32) -> JobRecord | None:
+    async def stored_job(self, job: Hash32 | JobRequest) -> JobRecord | None:
+        """The stored job of an id, or of a request (a voucher job is kept under its signed id)."""
+        job_id = self.signed_id(job) if isinstance(job, JobRequest) else job
         return await self.db.run(self.db.jobs.find, job_id)
+
+    @staticmethod
+    def signed_id(request: JobRequest) -> Hash32:
+        """The id the provider signs and stores a request under."""
+        payment = request.payment
+        if isinstance(payment, VoucherPayment):
+            return voucher_job_id(payment.client, request.job_id)
+        return request.job_id
 
     async def accepted_job(self, client: NodeKey, *, payment: PaymentPath = PaymentPath.VOUCHER) -> JobRecord:
         """A job stored as accepted, as if admitted before a restart."""
@@ -255,8 +270,8 @@ def build_provider(
     def spawn(work: Coroutine[Any, Any, None]) -> None:
         spawned.append(asyncio.ensure_future(work))
 
-    jobs = ProviderJobs(runner, market, policy, spawn=spawn)  # type: ignore[arg-type]
     blobs = JobBlobs(root / "blobs", fsync=False)
+    jobs = ProviderJobs(runner, market, policy, blobs, spawn=spawn)  # type: ignore[arg-type]
     onchain = OnchainJobs(runner, market, blobs, _Follower(), policy, spawn=spawn)  # type: ignore[arg-type]
     return ProviderSide(db, key, market, pool, events, runner, jobs, onchain, root, spawned)
 

@@ -13,7 +13,7 @@ from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.state import JobState
 from node.errors import ExecutorError
-from node.types import sha256
+from node.types import Address, sha256
 
 
 async def test_can_claim_run_and_submit_a_job_requested_on_chain(
@@ -43,14 +43,16 @@ async def test_can_put_the_output_on_chain_only_when_the_job_requires_it(
     assert provider.market.outputs[job_id] == (b"out:" + INPUT if output_on_chain else b"")
 
 
-async def test_can_put_the_output_on_chain_when_the_chain_cannot_say_whether_it_must(
+async def test_cannot_claim_an_open_job_while_the_chain_cannot_say_what_it_asks(
     provider: ProviderSide, client: NodeKey
 ) -> None:
+    """What a job asks of its submitter (callback gas, the output on chain) is read before the claim:
+    unread, the job is not claimed."""
     job_id, events = await provider.requested_onchain(client, output_on_chain=True)
     provider.market.fail("job", chain_down())
     await provider.chain_requests(events)
-    assert provider.market.jobs[job_id].status is ChainJobStatus.SUBMITTED
-    assert provider.market.outputs[job_id] == b"out:" + INPUT
+    assert provider.market.called("claim_job") == []
+    assert provider.market.jobs[job_id].status is ChainJobStatus.REQUESTED
 
 
 async def test_can_submit_a_dapp_result_once_the_chain_answers_again(
@@ -123,3 +125,29 @@ async def test_can_fail_a_claimed_job_whose_run_fails_without_submitting(
     stored = await provider.stored_job(job_id)
     assert stored is not None
     assert stored.state == JobState.FAILED
+
+
+async def test_cannot_lose_stake_over_a_dapp_job_whose_input_the_model_refuses(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    """The attacker posts open jobs whose on-chain input the model refuses, hoping each provider
+    claims one and lets the claim run out (which costs stake). The input is checked before the
+    claim: nothing is claimed."""
+    provider.pool.refused.add(INPUT)
+    job_id, events = await provider.requested_onchain(client)
+    await provider.chain_requests(events)
+    assert provider.market.called("claim_job") == []
+    assert provider.pool.runs == []
+    assert await provider.stored_job(job_id) is None
+
+
+async def test_cannot_make_a_provider_pay_for_a_callback_over_its_gas_limit(
+    provider: ProviderSide, client: NodeKey
+) -> None:
+    """The attacker posts an open job at the floor price whose callback asks for millions of gas:
+    whoever submits its result pays for that gas. The provider passes over it."""
+    consumer = Address("0x" + "c0" * 20)
+    job_id, events = await provider.requested_onchain(client, callback=consumer, callback_gas=5_000_000)
+    await provider.chain_requests(events)
+    assert provider.market.called("claim_job") == []
+    assert await provider.stored_job(job_id) is None

@@ -68,7 +68,6 @@ REQ = JobRequirements(model_id=MODEL, max_price_wei=1_000, device_kind="cuda", m
         (provider(1, price=1_001), "above the budget"),
         (provider(1, memory=8 * GIB), "no cuda device with"),
         (provider(1, kind="cpu", memory=512 * GIB), "has no cuda device"),
-        (provider(1, slots=0), "no free slot"),
         (provider(1, stats=ProviderStats(backoff_until=NOW + 1)), "backed off"),
     ],
 )
@@ -86,6 +85,13 @@ def test_cannot_pick_a_provider_without_the_asked_for_device_kind_even_with_no_m
     assert ineligibility(cpu_only, requirements, now=NOW) == "has no cuda device"
     assert CandidateIndex.build([cpu_only]).ranked(requirements, now=NOW) == ()
     assert CandidateIndex.build([cpu_only]).ranked(JobRequirements(MODEL, 1_000), now=NOW) == (cpu_only,)
+
+
+def test_can_pick_a_busy_provider_whose_admission_queues_the_job() -> None:
+    busy = provider(1, slots=0)
+    assert ineligibility(busy, REQ, now=NOW) is None
+    assert CandidateIndex.build([busy]).ranked(REQ, now=NOW) == (busy,)
+    assert rank([busy, provider(2, slots=1)], REQ, now=NOW)[0] == provider(2, slots=1)
 
 
 def test_can_pick_a_provider_whose_back_off_is_over_and_not_one_already_tried() -> None:
@@ -169,11 +175,12 @@ def test_says_why_no_provider_can_take_a_job(requirements: JobRequirements, mess
 
 
 def test_says_how_many_providers_were_turned_away_for_what() -> None:
-    index = CandidateIndex.build([provider(1, slots=0), provider(2, price=5_000), provider(3)])
+    backed_off = provider(1, stats=ProviderStats(backoff_until=NOW + 1))
+    index = CandidateIndex.build([backed_off, provider(2, price=5_000), provider(3)])
     choice = index.choose(REQ, now=NOW, rng=random.Random(0), tried={provider(3).address})
     assert isinstance(choice, NoCandidate)
     assert "none of the 3 providers" in choice.reason
-    assert "1 are busy" in choice.reason
+    assert "1 are backed off" in choice.reason
     assert "1 ask more than the budget" in choice.reason
 
 

@@ -59,12 +59,33 @@ async def test_can_take_back_the_escrow_of_a_result_never_put_on_chain(
     assert settle.market.earnings[settle.client_key.address] == 0
 
 
-async def test_can_refund_lost_attempts_after_their_deadline_once(
+async def test_can_take_back_a_lost_attempt_nobody_claimed_at_once(
+    settle: Settlements, providers: tuple[NodeKey, NodeKey]
+) -> None:
+    """An escrow nobody claimed is cancelled at once: no later claim can make it pay its provider
+    for a job another provider ran."""
+    lost, good = providers
+    record = await settle.client_escrow_job(((lost, AttemptOutcome.REJECTED), (good, None)))
+    lost_terms = settle.client_onchain(record, 0)
+    await settle.deliver_onchain(good, settle.client_onchain(record, 1))
+
+    assert await settle.client.tick() == PRICE
+    assert lost_terms.job_id not in settle.market.jobs
+    assert settle.market.called("cancel_job") == [(lost_terms.job_id,)]
+    assert settle.market.called("refund") == []
+    assert await settle.state(record.job_id) is JobState.VERIFIED
+    await settle.client.tick()
+    await settle.restarted().client.tick()
+    assert settle.market.called("cancel_job") == [(lost_terms.job_id,)]
+
+
+async def test_can_refund_a_lost_attempt_its_provider_claimed_after_the_deadline_once(
     settle: Settlements, providers: tuple[NodeKey, NodeKey]
 ) -> None:
     lost, good = providers
     record = await settle.client_escrow_job(((lost, AttemptOutcome.REJECTED), (good, None)))
     lost_terms = settle.client_onchain(record, 0)
+    await settle.market.claim_job(lost_terms.job_id, sender=lost.account)
     await settle.deliver_onchain(good, settle.client_onchain(record, 1))
 
     assert await settle.client.tick() == 0
@@ -89,11 +110,12 @@ async def test_can_refund_in_a_later_round_after_the_chain_failed(
     record = await settle.client_escrow_job(((lost, AttemptOutcome.TIMED_OUT), (good, None)))
     lost_terms = settle.client_onchain(record, 0)
     await settle.deliver_onchain(good, settle.client_onchain(record, 1))
+    await settle.market.claim_job(lost_terms.job_id, sender=lost.account)
     settle.market.advance(DEADLINE_S + 1)
     settle.market.fail("refund", reverted("NotRefundable"))
 
     assert await settle.client.tick() == 0
-    assert settle.market.jobs[lost_terms.job_id].status is ChainJobStatus.REQUESTED
+    assert settle.market.jobs[lost_terms.job_id].status is ChainJobStatus.CLAIMED
     assert await settle.client.tick() == PRICE
     assert lost_terms.job_id not in settle.market.jobs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from node.chain.market import voucher_job_id
 from node.domain.state import JobStatus, PaymentPath, Role
 from node.settlement.terms import escrow_salt, escrow_terms, receipt_job_id
 from node.storage import JobRecord
@@ -31,4 +32,8 @@ def test_can_rebuild_the_same_escrow_id_per_attempt() -> None:
     assert escrow_terms(client, job, 1).job_id == escrow_terms(client, job, 1).job_id
     assert escrow_salt(job.job_id, 1) != escrow_salt(Hash32(b"\x08" * 32), 1)
     assert receipt_job_id(client, job, 0) == escrow_terms(client, job, 0).job_id
-    assert receipt_job_id(client, record(PaymentPath.VOUCHER), 0) == job.job_id
+    # A voucher job's receipt names the job in the voucher namespace, bound to the client.
+    voucher_job = record(PaymentPath.VOUCHER)
+    assert receipt_job_id(client, voucher_job, 0) == voucher_job_id(client, voucher_job.job_id)
+    assert receipt_job_id(client, voucher_job, 0) == receipt_job_id(client, voucher_job, 2)
+    assert receipt_job_id(client, voucher_job, 0) != voucher_job.job_id

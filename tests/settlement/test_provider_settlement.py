@@ -10,6 +10,7 @@ from job_fakes import CHALLENGE_WINDOW_S, chain_down, reverted
 from settlement_support import DEADLINE_S, PRICE, Settlements
 
 from node.chain.keys import NodeKey
+from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.state import JobState
 from node.errors import ChainError, SettlementError
 
@@ -218,3 +219,16 @@ async def test_can_take_the_chains_word_for_vouchers_redeemed_while_stopped(
     assert await settle.stored_voucher(bob) == (PRICE, 0)
     assert await settle.state(unpaid.job_id) is JobState.DELIVERED
     assert settle.market.called("redeem_vouchers") == []
+
+
+async def test_can_put_a_result_on_chain_again_when_its_transaction_was_dropped(
+    settle: Settlements, clients: tuple[NodeKey, NodeKey]
+) -> None:
+    """A reorg dropped the submission: the job is delivered here, but the chain holds only the
+    claim. Left alone, the claim would run out (stake lost) while the client already has the output."""
+    record, terms = await settle.provider_escrow_job(clients[0], onchain="claimed")
+    await settle.provider.tick()
+    assert settle.market.jobs[terms.job_id].status is ChainJobStatus.SUBMITTED
+    [(job_id, receipt, _)] = settle.market.called("submit_result")
+    assert (job_id, receipt) == (terms.job_id, settle.receipt(terms.job_id))
+    assert await settle.state(record.job_id) is JobState.DELIVERED

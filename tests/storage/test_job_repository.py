@@ -365,6 +365,24 @@ def test_cannot_attach_the_receipt_of_another_job(db: Database) -> None:
     assert db.receipts.for_job(job.job_id) == ()
 
 
+def test_can_keep_a_receipt_that_signs_another_id_only_when_told_which(db: Database) -> None:
+    """A client's voucher job is signed in the voucher namespace: the receipt is kept under the
+    client's job and reads back with the id it signs."""
+    job = db.jobs.create(new_job())
+    db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))
+    running = db.jobs.apply_many(job.job_id, (PaymentMade(), Sent(), Started()))[-1]
+    signed_id = Hash32(b"\x09" * 32)
+    with pytest.raises(InvalidRecord, match="the receipt is for job"):
+        db.jobs.apply(job.job_id, ResultReceived(), receipt=_receipt_for(signed_id))
+    signed = _receipt_for(signed_id)
+    db.jobs.apply_many(job.job_id, (ResultReceived(),), receipt=signed, receipt_signs=signed_id)
+    stored = db.receipts.get(job.job_id, PROVIDER_A)
+    assert stored is not None
+    assert stored.receipt.job_id == signed_id
+    assert db.receipts.get(signed_id, PROVIDER_A) is None
+    assert running.version + 1 == db.jobs.get(job.job_id).version
+
+
 def test_can_pay_a_job_and_store_its_voucher_in_one_step(db: Database) -> None:
     job = db.jobs.create(new_job())
     db.jobs.apply(job.job_id, Matched(provider=PROVIDER_A))

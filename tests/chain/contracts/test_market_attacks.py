@@ -170,8 +170,10 @@ async def test_cannot_squat_a_claim_for_free(
     (expired,) = events_in(market.contract.events.ClaimExpired(), receipt)
     assert expired["args"]["slashed"] == PRICE
     assert (await registry.provider(provider.address)).stake == MIN_STAKE - PRICE
-    # The requester gets its price back and half the squatter's loss.
-    assert await market.withdrawable(roles.requester.address) == PRICE + PRICE // 2
+    # The requester gets its price back and nothing of the squatter's loss: a requester that
+    # profited from a claim running out would profit from making it run out.
+    assert await market.withdrawable(roles.requester.address) == PRICE
+    assert await market.unclaimed_rewards() == PRICE // 2
 
 
 # 5. Leaving while clients still owe ----------------------------------------------------------------
@@ -322,3 +324,34 @@ async def test_can_earn_a_reward_for_a_committed_proof(
     await market.prove_equivocation(receipt_a, sig_a, receipt_b, sig_b, sender=roles.reporter)
     assert await market.withdrawable(roles.reporter.address) == MIN_STAKE // 2
     assert await market.unclaimed_rewards() == 0
+
+
+# Cancelling an escrow nobody claimed ---------------------------------------------------------------
+
+
+async def test_can_take_back_a_job_nobody_claimed_at_once_and_nobody_can_claim_it_after(
+    deployment: Deployment, roles: Roles, provider: LocalAccount
+) -> None:
+    """A client whose provider refused a job takes its escrow back before paying another one: the
+    refusing provider cannot then claim it and be paid for the same job."""
+    market = deployment.market
+    job = await request(deployment, roles.requester, provider=provider.address)
+    before = await market.withdrawable(roles.requester.address)
+    cancelled = await market.cancel_job(job.terms, sender=roles.requester)
+    assert (cancelled.job_id, cancelled.price) == (job.job_id, PRICE)
+    assert await market.withdrawable(roles.requester.address) == before + PRICE
+    assert (await market.job(job.job_id)).status is JobStatus.NONE
+    assert (await reverted(market.claim_job(job.job_id, sender=provider))).error_name == "JobNotFound"
+
+
+async def test_cannot_cancel_someone_elses_job_or_one_already_claimed(
+    deployment: Deployment, roles: Roles, provider: LocalAccount
+) -> None:
+    market = deployment.market
+    job = await request(deployment, roles.requester)
+    stranger = await reverted(market.cancel_job(job.terms, sender=roles.outsider))
+    assert stranger.error_name == "NotRequester"
+    await market.claim_job(job.job_id, sender=provider)
+    claimed = await reverted(market.cancel_job(job.terms, sender=roles.requester))
+    assert claimed.error_name == "WrongJobStatus"
+    assert (await market.job(job.job_id)).status is JobStatus.CLAIMED

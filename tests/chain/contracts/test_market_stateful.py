@@ -118,6 +118,8 @@ class MarketMachine(RuleBasedStateMachine):
         )
         self.stakes: dict[str, Stake] = {p.address: Stake() for p in self.providers}
         self.burned = 0
+        # Rewards the market keeps for good (an expired claim's share of slashed stake).
+        self.locked = 0
         for provider in range(PROVIDERS):
             self.register(provider)
         self.jobs: dict[bytes, ModelJob] = {}
@@ -300,6 +302,23 @@ class MarketMachine(RuleBasedStateMachine):
         if claim is not None:
             job.status, job.provider = JobStatus.CLAIMED, claimer.address
 
+    @precondition(lambda self: self.jobs_in(JobStatus.REQUESTED))
+    @rule(data=st.data(), by_requester=st.booleans())
+    def cancel_job(self, data: st.DataObject, by_requester: bool) -> None:
+        job_id = data.draw(st.sampled_from(self.jobs_in(JobStatus.REQUESTED)))
+        job = self.jobs[job_id]
+        requester = next(a for a in self.requesters if a.address == job.job.terms.requester)
+        cancelled = self.attempt(
+            self.market.cancel_job(job.job.terms, sender=requester if by_requester else self.relayer),
+            may_succeed=by_requester,
+            may_fail=not by_requester,
+            error="NotRequester",
+        )
+        if cancelled is not None:
+            assert cancelled.price == job.job.price
+            self.credit(requester.address, job.job.price)
+            del self.jobs[job_id]
+
     @precondition(lambda self: self.jobs_in(JobStatus.CLAIMED))
     @rule(data=st.data(), with_output=st.booleans())
     def submit_result(self, data: st.DataObject, with_output: bool) -> None:
@@ -389,10 +408,10 @@ class MarketMachine(RuleBasedStateMachine):
         requester = job.job.terms.requester
         self.credit(requester, job.job.price)
         if job.status is JobStatus.CLAIMED:
-            # The claim ran out of time: its claimer pays with stake, half of it to the requester.
+            # The claim ran out of time: its claimer pays with stake, none of it to the requester.
             assert job.provider is not None
             _, reward = self.slash(job.provider, job.job.price)
-            self.credit(requester, reward)
+            self.locked += reward
         del self.jobs[job_id]
 
     @precondition(lambda self: any(self.withdrawable.values()))
@@ -544,6 +563,7 @@ class MarketMachine(RuleBasedStateMachine):
             + sum(self.deposits.values())
             + sum(self.reserves.values())
             + sum(self.withdrawable.values())
+            + self.locked
         )
         assert self.run(self.client.balance(self.market.address)) == owed
 

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProviderAdvert(_message.Message):
-    __slots__ = ("address", "peer_id", "listen_addrs", "devices", "warm_models", "prices", "free_slots", "benchmarks", "sequence", "expires_at_ms", "issued_at_ms")
+    __slots__ = ("address", "peer_id", "listen_addrs", "devices", "warm_models", "prices", "free_slots", "benchmarks", "sequence", "expires_at_ms", "issued_at_ms", "queued")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class ProviderAdvert(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
     address: bytes
     peer_id: bytes
     listen_addrs: _containers.RepeatedScalarFieldContainer[str]
@@ -32,7 +33,8 @@ class ProviderAdvert(_message.Message):
     sequence: int
     expires_at_ms: int
     issued_at_ms: int
-    def __init__(self, address: _Optional[bytes] = ..., peer_id: _Optional[bytes] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., warm_models: _Optional[_Iterable[bytes]] = ..., prices: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ..., free_slots: _Optional[int] = ..., benchmarks: _Optional[_Iterable[_Union[Benchmark, _Mapping]]] = ..., sequence: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., issued_at_ms: _Optional[int] = ...) -> None: ...
+    queued: int
+    def __init__(self, address: _Optional[bytes] = ..., peer_id: _Optional[bytes] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., warm_models: _Optional[_Iterable[bytes]] = ..., prices: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ..., free_slots: _Optional[int] = ..., benchmarks: _Optional[_Iterable[_Union[Benchmark, _Mapping]]] = ..., sequence: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("kind", "model", "memory_bytes", "compute_capability")

@@ -27,20 +27,34 @@ ROLE_CLIENT: Role
 ROLE_PROVIDER: Role
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider")
+    __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider", "stream")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: bytes
     payment: PaymentPath
     max_price_wei: str
     timeout_ms: int
     provider: str
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[bytes] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., max_price_wei: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., provider: _Optional[str] = ...) -> None: ...
+    stream: bool
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[bytes] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., max_price_wei: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., provider: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
+
+class FollowJobTextRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class JobText(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("provider", "paid", "outcome")

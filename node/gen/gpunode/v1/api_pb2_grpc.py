@@ -56,6 +56,11 @@ class JobServiceStub:
                 request_serializer=gpunode_dot_v1_dot_api__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=gpunode_dot_v1_dot_api__pb2.Job.FromString,
                 _registered_method=True)
+        self.FollowJobText = channel.unary_stream(
+                '/gpunode.v1.JobService/FollowJobText',
+                request_serializer=gpunode_dot_v1_dot_api__pb2.FollowJobTextRequest.SerializeToString,
+                response_deserializer=gpunode_dot_v1_dot_api__pb2.JobText.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/gpunode.v1.JobService/GetJob',
                 request_serializer=gpunode_dot_v1_dot_api__pb2.GetJobRequest.SerializeToString,
@@ -107,6 +112,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FollowJobText(self, request, context):
+        """A job submitted with `stream`: its generated text as the provider produces it (what came
+        before included); the stream ends with the attempt. Nothing for a job that does not stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -145,6 +158,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=gpunode_dot_v1_dot_api__pb2.WatchJobRequest.FromString,
                     response_serializer=gpunode_dot_v1_dot_api__pb2.Job.SerializeToString,
+            ),
+            'FollowJobText': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowJobText,
+                    request_deserializer=gpunode_dot_v1_dot_api__pb2.FollowJobTextRequest.FromString,
+                    response_serializer=gpunode_dot_v1_dot_api__pb2.JobText.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -233,6 +251,33 @@ class JobService:
             '/gpunode.v1.JobService/WatchJob',
             gpunode_dot_v1_dot_api__pb2.WatchJobRequest.SerializeToString,
             gpunode_dot_v1_dot_api__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowJobText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gpunode.v1.JobService/FollowJobText',
+            gpunode_dot_v1_dot_api__pb2.FollowJobTextRequest.SerializeToString,
+            gpunode_dot_v1_dot_api__pb2.JobText.FromString,
             options,
             channel_credentials,
             insecure,

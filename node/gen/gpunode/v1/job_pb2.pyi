@@ -35,7 +35,7 @@ class Payment(_message.Message):
     def __init__(self, voucher: _Optional[_Union[VoucherPayment, _Mapping]] = ..., onchain_job_id: _Optional[bytes] = ...) -> None: ...
 
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "model_id", "input_inline", "input_blob", "payment", "max_price_wei", "deadline_ms")
+    __slots__ = ("job_id", "model_id", "input_inline", "input_blob", "payment", "max_price_wei", "deadline_ms", "stream")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_INLINE_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class JobRequest(_message.Message):
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
     job_id: bytes
     model_id: bytes
     input_inline: bytes
@@ -50,7 +51,8 @@ class JobRequest(_message.Message):
     payment: Payment
     max_price_wei: bytes
     deadline_ms: int
-    def __init__(self, job_id: _Optional[bytes] = ..., model_id: _Optional[bytes] = ..., input_inline: _Optional[bytes] = ..., input_blob: _Optional[_Union[BlobRef, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., max_price_wei: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+    stream: bool
+    def __init__(self, job_id: _Optional[bytes] = ..., model_id: _Optional[bytes] = ..., input_inline: _Optional[bytes] = ..., input_blob: _Optional[_Union[BlobRef, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., max_price_wei: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., stream: _Optional[bool] = ...) -> None: ...
 
 class JobAccepted(_message.Message):
     __slots__ = ("queue_position",)
@@ -108,16 +110,24 @@ class JobFailed(_message.Message):
     reason: str
     def __init__(self, code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class JobTokens(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
 class JobResponse(_message.Message):
-    __slots__ = ("accepted", "rejected", "progress", "result", "failed")
+    __slots__ = ("accepted", "rejected", "progress", "result", "failed", "tokens")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     accepted: JobAccepted
     rejected: JobRejected
     progress: JobProgress
     result: JobResult
     failed: JobFailed
-    def __init__(self, accepted: _Optional[_Union[JobAccepted, _Mapping]] = ..., rejected: _Optional[_Union[JobRejected, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ...) -> None: ...
+    tokens: JobTokens
+    def __init__(self, accepted: _Optional[_Union[JobAccepted, _Mapping]] = ..., rejected: _Optional[_Union[JobRejected, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ..., tokens: _Optional[_Union[JobTokens, _Mapping]] = ...) -> None: ...

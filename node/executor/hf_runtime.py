@@ -1,0 +1,372 @@
+"""Hugging Face models inside the worker: built from the config's values, weights from safetensors
+bytes, so `transformers` never opens, imports or unpickles anything from the model's directory
+(it is never given one), and never reaches a network (the worker sets the offline switches and
+the sandbox has none).
+
+Generation is our own decoding loop over the model's forward pass with its KV cache (sampling with
+a per-request seeded generator, so a seed plus the deterministic profile gives the same tokens);
+embeddings pool the last hidden state as the model's sentence-transformers modules say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from tokenizers import Tokenizer
+
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+os.environ.setdefault("HF_HOME", "/tmp/hf")  # noqa: S108  (the sandbox's private tmpfs)
+
+import transformers
+
+# By name, as `hf_model.ARCHITECTURES` allows them: (model class, config class).
+_CLASSES: dict[str, tuple[str, str]] = {
+    "GPT2LMHeadModel": ("GPT2LMHeadModel", "GPT2Config"),
+    "LlamaForCausalLM": ("LlamaForCausalLM", "LlamaConfig"),
+    "Qwen2ForCausalLM": ("Qwen2ForCausalLM", "Qwen2Config"),
+    "BertModel": ("BertModel", "BertConfig"),
+    "RobertaModel": ("RobertaModel", "RobertaConfig"),
+}
+# Keys old checkpoints carry that are computed, not loaded (buffers rebuilt at construction).
+_COMPUTED_SUFFIXES = ("position_ids", "rotary_emb.inv_freq", "attn.bias", "attn.masked_bias")
+_EMBED_CHUNK = 64
+# A UTF-8 sequence is at most 4 bytes and every token at least one: 4 tokens on, it has ended.
+_SETTLING_TOKENS = 4
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+Emit = Callable[[int, str], None]  # (index of the job in its batch, text produced since the last call)
+
+
+class RequestRefused(ValueError):
+    """The request cannot run on this model as it is; the worker reports it and stays warm."""
+
+    refused_input = True
+
+
+@dataclass
+class LoadedModel:
+    manifest: dict[str, Any]
+    spec: dict[str, Any]
+    model: Any
+    tokenizer: Tokenizer
+    chat: Any  # a transformers tokenizer, for the chat template alone
+    device: str
+    eos_ids: frozenset[int]
+
+    def run(
+        self, items: list[bytes], emit: Emit | None = None, cancelled: Callable[[int], bool] | None = None
+    ) -> list[bytes]:
+        if self.spec["task"] == "embed":
+            return [self.embed(json.loads(item)) for item in items]
+        return [
+            self.generate(json.loads(item), _bind(emit, i), _bind_cancel(cancelled, i))
+            for i, item in enumerate(items)
+        ]
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    def embed(self, request: dict[str, Any]) -> bytes:
+        texts = [str(text) for text in request["texts"]]
+        vectors = [self._embed_chunk(texts[i : i + _EMBED_CHUNK]) for i in range(0, len(texts), _EMBED_CHUNK)]
+        return bytes(save_tensors({"embeddings": torch.cat(vectors).to("cpu", torch.float32).contiguous()}))
+
+    def _embed_chunk(self, texts: list[str]) -> torch.Tensor:
+        encodings = self.tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        pad = int(self.model.config.pad_token_id or 0)
+        ids = torch.full((len(texts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(texts), width), dtype=torch.long)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = torch.tensor(encoding.ids)
+            mask[row, : len(encoding.ids)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        hidden = self.model(
+            input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
+        ).last_hidden_state
+        hidden = hidden.float()
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooling = self.spec["pooling"]
+        if pooling == "cls":
+            pooled = hidden[:, 0]
+        elif pooling == "max":
+            pooled = hidden.masked_fill(weights == 0, float("-inf")).amax(dim=1)
+        else:
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        if self.spec["normalize"]:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled  # type: ignore[no-any-return]
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def prompt_ids(self, request: dict[str, Any]) -> list[int]:
+        if request.get("messages") is not None:
+            if self.chat is None or not getattr(self.chat, "chat_template", None):
+                raise RequestRefused(f"model {self.manifest['name']} has no chat template: send a prompt")
+            text = self.chat.apply_chat_template(
+                [{"role": m["role"], "content": m["content"]} for m in request["messages"]],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            ids = list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        else:
+            ids = list(self.tokenizer.encode(str(request["prompt"])).ids)
+        context = int(self.spec["context_length"])
+        if not ids:
+            raise RequestRefused("the prompt encodes to no tokens")
+        if len(ids) >= context:
+            raise RequestRefused(
+                f"the prompt is {len(ids)} tokens; model {self.manifest['name']} has a context of "
+                f"{context} tokens, prompt and output together"
+            )
+        return ids
+
+    def generate(
+        self,
+        request: dict[str, Any],
+        emit: Callable[[str], None] | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> bytes:
+        ids = self.prompt_ids(request)
+        budget = min(int(request.get("max_tokens", 16)), int(self.spec["context_length"]) - len(ids))
+        sampler = Sampler(request)
+        stops = tuple(str(s) for s in request.get("stop", ()))
+        text, emitted, finish = _IncrementalText(self.tokenizer), 0, "length"
+        logits, cache = self._forward(torch.tensor([ids], device=self.device), None)
+        while len(text.tokens) < budget:
+            if cancelled is not None and cancelled():
+                finish = "cancelled"
+                break
+            token = sampler.next(logits)
+            if token in self.eos_ids:
+                finish = "eos"
+                break
+            so_far = text.add(token)
+            cut = _first_stop(so_far, stops)
+            if cut is not None:
+                text.cut(cut)
+                finish = "stop"
+                break
+            if emit is not None:
+                ready = _streamable(so_far, stops, text.settled)
+                if ready > emitted:
+                    emit(so_far[emitted:ready])
+                    emitted = ready
+            if len(text.tokens) < budget:
+                logits, cache = self._forward(torch.tensor([[token]], device=self.device), cache)
+        if emit is not None and len(text.text) > emitted:
+            emit(text.text[emitted:])
+        tokens, text_so_far = text.tokens, text.text
+        result = {
+            "text": text_so_far,
+            "token_ids": tokens,
+            "finish_reason": finish,
+            "prompt_tokens": len(ids),
+            "completion_tokens": len(tokens),
+        }
+        return json.dumps(result, separators=(",", ":")).encode()
+
+    def _forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
+        return out.logits[0, -1].float(), out.cache
+
+
+class _IncrementalText:
+    """The text of a growing list of tokens, decoded a few tokens at a time.
+
+    Text that ends on a whole character is kept and never decoded again: the bytes after it start
+    afresh. A UTF-8 sequence is at most 4 bytes and a token at least one, so the text of all but
+    the last `_SETTLING_TOKENS` tokens is final (`settled`) once it is a prefix of the text of them
+    all (else a sequence they began was completed since): invalid bytes are sent on, not held."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self._kept, self._kept_upto = "", 0
+        self.text = ""
+        self.settled = 0  # characters of `text` no later token changes
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        tail = self._decode(self._kept_upto, len(self.tokens))
+        settled_tail = 0
+        if len(self.tokens) - self._kept_upto > _SETTLING_TOKENS:
+            upto = len(self.tokens) - _SETTLING_TOKENS
+            head = self._decode(self._kept_upto, upto)
+            if tail.startswith(head):
+                settled_tail = len(head)
+                if head and not head.endswith("\ufffd"):  # ends on a whole character
+                    self._kept, self._kept_upto, tail = self._kept + head, upto, tail[len(head) :]
+                    settled_tail = 0
+        self.text = self._kept + tail
+        self.settled = len(self._kept) + settled_tail
+        return self.text
+
+    def cut(self, length: int) -> None:
+        self.text = self.text[:length]
+
+    def _decode(self, start: int, end: int) -> str:
+        return str(self._tokenizer.decode(self.tokens[start:end], skip_special_tokens=True))
+
+
+class Sampler:
+    """Greedy at temperature 0, else temperature and nucleus (top-p) sampling from a generator
+    seeded per request: the same seed and logits give the same token on any run."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.temperature = float(request.get("temperature", 1.0))
+        self.top_p = float(request.get("top_p", 1.0))
+        seed = request.get("seed")
+        self.generator = torch.Generator().manual_seed(
+            int(seed) if seed is not None else secrets.randbits(63)
+        )
+
+    def next(self, logits: torch.Tensor) -> int:
+        if self.temperature == 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits.to("cpu", torch.float64) / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            ordered, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(ordered, dim=-1) - ordered < self.top_p
+            keep[0] = True
+            probs = torch.zeros_like(probs).scatter(0, order[keep], ordered[keep])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _streamable(text: str, stops: tuple[str, ...], settled: int = 0) -> int:
+    """How much of `text` can be sent now: not a trailing partial character (unless `settled`
+    says it is final), nor a tail that may yet grow into a stop sequence (which is cut from the
+    output, never sent)."""
+    end = len(text)
+    while end > settled and text[end - 1] == "\ufffd":
+        end -= 1
+    for stop in stops:
+        for size in range(min(len(stop) - 1, end), 0, -1):
+            if text[:end].endswith(stop[:size]):
+                end = min(end, len(text[:end]) - size)
+                break
+    return end
+
+
+def _bind(emit: Emit | None, index: int) -> Callable[[str], None] | None:
+    if emit is None:
+        return None
+    return lambda text: emit(index, text)
+
+
+def _bind_cancel(cancelled: Callable[[int], bool] | None, index: int) -> Callable[[], bool] | None:
+    if cancelled is None:
+        return None
+    return lambda: cancelled(index)
+
+
+def load(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> LoadedModel:
+    spec = manifest["hf"]
+    model_name, config_name = _CLASSES[spec["architecture"]]
+    config_values = json.loads(blobs["config.json"])
+    config = getattr(transformers, config_name).from_dict(config_values)
+    model = getattr(transformers, model_name)(config)
+    state: dict[str, torch.Tensor] = {}
+    for name in sorted(blobs):
+        if name.endswith(".safetensors"):
+            state.update(load_tensors(blobs[name]))
+    _load_weights(model, state)
+    dtype = _DTYPES.get(spec["precision"], torch.float32) if device != "cpu" else torch.float32
+    model = model.to(device=device, dtype=dtype).eval()
+    if spec.get("quantization") == "int8":
+        model = _int8(model, device)
+    tokenizer = Tokenizer.from_str(blobs["tokenizer.json"].decode())
+    tokenizer.no_padding()
+    if spec["task"] == "embed":
+        tokenizer.enable_truncation(int(spec["context_length"]))
+    else:
+        tokenizer.no_truncation()
+    chat = _chat_tokenizer(tokenizer, blobs)
+    return LoadedModel(manifest, spec, model, tokenizer, chat, device, _eos_ids(config_values, blobs))
+
+
+def _int8(model: Any, device: str) -> Any:
+    """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per
+    call), torch's own CPU tool."""
+    if device != "cpu":
+        raise ValueError("int8 variants run on the CPU here; on CUDA they need torchao")
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice, once per worker
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+
+
+def _load_weights(model: Any, state: dict[str, torch.Tensor]) -> None:
+    prefix = f"{model.base_model_prefix}."
+    own = set(model.state_dict())
+    if not any(key in own for key in state) and any(key.startswith(prefix) for key in state):
+        state = {key.removeprefix(prefix): value for key, value in state.items()}
+    elif not any(key in own for key in state):
+        state = {prefix + key: value for key, value in state.items()}
+    state = {key: value for key, value in state.items() if not key.endswith(_COMPUTED_SUFFIXES) or key in own}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    loaded = {p.data_ptr() for key, p in model.state_dict().items() if key in state}
+    untied = [
+        key
+        for key in missing
+        if model.state_dict()[key].data_ptr() not in loaded and not key.endswith(_COMPUTED_SUFFIXES)
+    ]
+    if untied or unexpected:
+        raise ValueError(f"weights do not fit the model: missing {untied[:5]}, unexpected {unexpected[:5]}")
+
+
+def _chat_tokenizer(tokenizer: Tokenizer, blobs: dict[str, bytes]) -> Any:
+    config = json.loads(blobs["tokenizer_config.json"]) if "tokenizer_config.json" in blobs else {}
+    template = config.get("chat_template")
+    if "chat_template.jinja" in blobs:
+        template = blobs["chat_template.jinja"].decode()
+    if not isinstance(template, str):
+        return None
+    special = {
+        key: _token_text(config.get(key)) for key in ("bos_token", "eos_token", "unk_token", "pad_token")
+    }
+    # Rendered by transformers in its sandboxed Jinja environment: a template is data, not code.
+    return transformers.PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer, chat_template=template, **{k: v for k, v in special.items() if v}
+    )
+
+
+def _token_text(value: object) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _eos_ids(config: dict[str, Any], blobs: dict[str, bytes]) -> frozenset[int]:
+    found: set[int] = set()
+    sources = [config]
+    if "generation_config.json" in blobs:
+        sources.append(json.loads(blobs["generation_config.json"]))
+    for source in sources:
+        value = source.get("eos_token_id")
+        values = value if isinstance(value, list) else [value]
+        found.update(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+    return frozenset(found)

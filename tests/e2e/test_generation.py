@@ -1,0 +1,139 @@
+"""Text generation through the marketplace: a client node, a provider node serving a Hugging Face
+causal LM in its sandbox, tokens streamed over `/gpunode/job/1` as they are produced, the receipt
+signing the whole output; a client that goes away mid-stream stops the generation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from e2e_support import PRICE_WEI, Devnet, running_devnet
+
+from node.app import Node
+from node.chain.eip712 import sign_voucher
+from node.chain.market import voucher_job_id
+from node.domain.service import JobSpec, JobView
+from node.domain.state import JobState, ProviderState
+from node.executor.hf_model import read_hf_dir
+from node.executor.hf_requests import parse_generation
+from node.executor.hf_tiny import write_tiny
+from node.jobstore.events import records_until_terminal
+from node.p2p.job_messages import JobRequest, JobResult, JobTokens, VoucherPayment
+from node.p2p.job_protocol import JobClient
+from node.provider.jobs import CLIENT_GONE
+from node.types import Hash32, Voucher
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def devnet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Devnet]:
+    root = tmp_path_factory.mktemp("generation")
+    # A context of 2048 tokens: long enough a generation to be stopped midway.
+    model_dir = write_tiny("gpt2", root / "tiny-gpt2", context=2048)
+    manifest, _ = read_hf_dir(model_dir)
+    async with running_devnet(root / "net", providers=1, model=(model_dir, manifest.model_id)) as net:
+        yield net
+
+
+def client_of(devnet: Devnet) -> Node:
+    assert devnet.client is not None
+    return devnet.client
+
+
+async def settled(node: Node, job_id: str) -> JobView:
+    async for view in node.services.jobs.watch(job_id):
+        if view.terminal:
+            return view
+    raise AssertionError("the watch ended before the job did")
+
+
+async def test_can_stream_a_generation_to_the_client_and_sign_all_of_it(devnet: Devnet) -> None:
+    client = client_of(devnet)
+    request = {"prompt": "Hello", "max_tokens": 48, "temperature": 0.7, "seed": 11}
+    view = await client.services.jobs.submit(
+        JobSpec(model_id=devnet.model_id, input=json.dumps(request).encode(), stream=True)
+    )
+    pieces = [piece async for piece in client.services.jobs.follow_text(view.job_id)]
+    done = await settled(client, view.job_id)
+    assert done.state is JobState.SETTLED, done
+    assert done.output is not None
+    result = parse_generation(done.output)
+    assert len(pieces) > 1
+    assert "".join(pieces) == result.text  # what streamed is what the receipt signed
+
+
+async def test_can_reproduce_a_seeded_generation_through_the_marketplace(devnet: Devnet) -> None:
+    client = client_of(devnet)
+    request = json.dumps({"prompt": "Seeded", "max_tokens": 32, "temperature": 1.0, "seed": 5}).encode()
+    outputs = []
+    for _ in range(2):
+        view = await client.services.jobs.submit(JobSpec(model_id=devnet.model_id, input=request))
+        done = await settled(client, view.job_id)
+        assert done.output is not None
+        outputs.append(parse_generation(done.output).token_ids)
+    assert outputs[0] == outputs[1]
+
+
+async def test_cannot_keep_a_provider_generating_after_the_client_goes_away(devnet: Devnet) -> None:
+    """The client drops the stream after the first tokens: the provider's worker stops generating
+    at once (its next job does not wait for 2000 tokens), and the job is recorded as failed."""
+    client, provider = client_of(devnet), devnet.providers[0]
+    long_request = json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    whole = await client.services.jobs.submit(JobSpec(model_id=devnet.model_id, input=long_request))
+    assert (await settled(client, whole.job_id)).state is JobState.SETTLED
+    full_s = loop.time() - started
+
+    latest = client.client_jobs.pipeline.vouchers.latest(provider.key.address)
+    assert latest is not None  # the job above was paid by voucher
+    owed = latest.voucher.cumulative_amount
+
+    def direct(job_id: bytes, job_input: bytes, *, stream: bool) -> JobRequest:
+        nonlocal owed
+        owed += PRICE_WEI
+        voucher = Voucher(client.key.address, provider.key.address, owed)
+        signature = sign_voucher(client.key.private_key, devnet.market.domain(), voucher)
+        return JobRequest(
+            job_id=Hash32(job_id * 32),
+            model_id=Hash32(bytes.fromhex(devnet.model_id)),
+            input=job_input,
+            payment=VoucherPayment(voucher.client, voucher.provider, voucher.cumulative_amount, signature),
+            max_price_wei=PRICE_WEI,
+            deadline_ms=2**42,
+            stream=stream,
+        )
+
+    jobs = JobClient(client.host)
+    request = direct(b"\x51", long_request, stream=True)
+    first_text = asyncio.Event()
+    sending = asyncio.create_task(
+        jobs.request_job(
+            provider.host.peer_id, request, lambda event: isinstance(event, JobTokens) and first_text.set()
+        )
+    )
+    texting = asyncio.create_task(first_text.wait())
+    async with asyncio.timeout(60):
+        await asyncio.wait([sending, texting], return_when=asyncio.FIRST_COMPLETED)
+    assert not sending.done(), sending.result()
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    stopped = loop.time()
+    short = json.dumps({"prompt": "a", "max_tokens": 1}).encode()
+    after = await jobs.request_job(provider.host.peer_id, direct(b"\x52", short, stream=False))
+    assert isinstance(after, JobResult), after
+    assert loop.time() - stopped < full_s / 2
+    # The provider keeps a voucher job under its id in the voucher namespace.
+    kept_as = voucher_job_id(client.key.address, request.job_id)
+    with provider.job_store.watch(kept_as) as queue:
+        record = await provider.db.run(provider.db.jobs.find, kept_as)
+        assert record is not None
+        async for latest in records_until_terminal(record, queue):
+            record = latest
+    assert record.state is ProviderState.FAILED
+    assert CLIENT_GONE in (record.status.reason or "")
