@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
+import json
 import os
 import resource
 import shutil
@@ -25,7 +25,7 @@ import signal
 import site
 import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +41,7 @@ SANDBOX_SHM = "/dev/shm"  # noqa: S108
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
 # Loaded here, not between fork and exec: the child of a threaded process must not dlopen.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
+_LAUNCHER = Path(__file__).with_name("sandbox_launch.py")
 
 
 # Kernel knobs under /proc that are root-owned files: bwrap leaves them to file permissions, and in
@@ -149,13 +148,13 @@ class Sandbox:
         seccomp = None if self.mode is SandboxMode.NONE else seccomp_fd()
         try:
             process = await asyncio.create_subprocess_exec(
+                *self._launch(spec, leaf),
                 *self.command(spec, seccomp),
                 env=sandbox_env(spec, self.mode)
                 if self.mode is SandboxMode.NONE
                 else {"PATH": "/usr/bin:/bin"},
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(*spec.pass_fds, *([seccomp] if seccomp is not None else [])),
-                preexec_fn=self._preexec(spec, leaf),
                 start_new_session=True,
                 **popen,  # type: ignore[arg-type]
             )
@@ -177,46 +176,18 @@ class Sandbox:
             memory_bytes=spec.limits.memory_bytes,
         )
 
-    def _preexec(self, spec: SandboxSpec, leaf: CgroupLeaf | None) -> Callable[[], None]:
+    def _launch(self, spec: SandboxSpec, leaf: CgroupLeaf | None) -> list[str]:
+        """The launcher that joins the sandbox's cgroups, sets its rlimits, gives up root and binds
+        its life to the node's before it execs bwrap (`sandbox_launch`)."""
         drop_to = self.uid_base + spec.slot if self.mode is SandboxMode.UNPRIVILEGED_UID else None
-        limits = spec.limits
         nproc = self.mode in (SandboxMode.UNPRIVILEGED_UID,)
-        procs_files = leaf.procs_files if leaf is not None else []
-        node_pid = os.getpid()
-
-        # Runs in the child between fork and exec, as root where the node is: join cgroups, set
-        # rlimits (inherited by bwrap and all it starts), give up root for good, then bind the
-        # sandbox's life to the node's.
-        def preexec() -> None:
-            for path in procs_files:
-                with open(path, "w") as f:
-                    f.write(str(os.getpid()))
-            for which, value in _rlimits(limits, nproc=nproc):
-                resource.setrlimit(which, (value, value))
-            if drop_to is not None:
-                os.setgroups([])
-                os.setresgid(drop_to, drop_to, drop_to)
-                os.setresuid(drop_to, drop_to, drop_to)
-            die_with(node_pid)
-
-        return preexec
-
-
-def die_with(parent: int) -> None:
-    """Have the kernel SIGKILL this process when the node (`parent`; strictly, its thread that
-    forked this one) exits, however it ends.
-
-    bwrap's own --die-with-parent arms this only once it has parsed its arguments and cloned the
-    sandbox: a node killed before then left bwrap and its sandbox running under init. Armed here,
-    after the uid change (which disarms it) and before exec (which keeps it), it covers bwrap from
-    its first instruction; a node that died before it was armed is caught by the check after. What
-    bwrap starts inside is bound to bwrap by bwrap itself, once its mounts are made; a sandbox
-    orphaned before that is left in the dead node's cgroup, for the next node to kill
-    (`cgroups.remove_stale_scopes`)."""
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGKILL)
+        launch = {
+            "cgroup_procs": [str(p) for p in (leaf.procs_files if leaf is not None else [])],
+            "rlimits": _rlimits(spec.limits, nproc=nproc),
+            "drop_to": drop_to,
+            "node_pid": os.getpid(),
+        }
+        return [sys.executable, "-I", "-S", str(_LAUNCHER), json.dumps(launch), "--"]
 
 
 def _rlimits(limits: SandboxLimits, *, nproc: bool) -> list[tuple[int, int]]:
