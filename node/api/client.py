@@ -13,7 +13,6 @@ not answer at all raises `NodeUnreachable` with the command that starts one.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from node.domain.service import (
     ProviderStatusView,
     SettlementReport,
 )
+from node.executor.files import sha256_file
 from node.executor.hf_model import is_hf_dir, read_hf_dir
 from node.executor.manifest import MANIFEST_FILE, parse_manifest
 from node.gen.gpunode.v1 import api_pb2 as pb
@@ -332,11 +332,7 @@ def _is_transport_failure(details: str) -> bool:
 def _describe(path: Path) -> pb.UploadedFile:
     if not path.is_file():
         raise InvalidRequest(f"{path} does not exist or is not a file")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return pb.UploadedFile(name=path.name, size=path.stat().st_size, sha256=digest.hexdigest())
+    return pb.UploadedFile(name=path.name, size=path.stat().st_size, sha256=sha256_file(path))
 
 
 def _chunks(files: list[Path], chunk_bytes: int) -> Iterator[bytes]:

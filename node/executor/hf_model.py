@@ -14,7 +14,6 @@ that is read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -25,6 +24,7 @@ from typing import Any, TypeGuard
 
 from node.errors import ModelStoreError
 from node.executor.errors import UnsafeModelFile
+from node.executor.files import sha256_file
 from node.executor.manifest import MANIFEST_FILE, HfSpec, ModelManifest, Pooling, Quantization, Task
 from node.executor.pickle_scan import looks_like_pickle
 from node.executor.wire import DTYPE_SIZES
@@ -86,7 +86,7 @@ def read_hf_dir(
     manifest = ModelManifest(
         name=(name or default_name)[:100],
         format="huggingface",
-        files={file_name: _sha256_file(path) for file_name, path in sorted(files.items())},
+        files={file_name: sha256_file(path) for file_name, path in sorted(files.items())},
         hf=spec,
     )
     return manifest, files
@@ -386,11 +386,3 @@ def _pooling_mode(source: Path, relative: str) -> Pooling:
     if len(modes) != 1 or any(config.get(k) for k in ("pooling_mode_mean_sqrt_len_tokens",)):
         raise ModelStoreError(f"{relative}/config.json must choose exactly one of mean, cls or max pooling")
     return modes[0]
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

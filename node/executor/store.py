@@ -6,7 +6,6 @@ staged under `<root>/.staging` and renamed into place, so a crash never leaves h
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from node.errors import ModelStoreError
 from node.executor.errors import InvalidInput, ProgramRefused, UnknownModel, UnsafeModelFile
+from node.executor.files import sha256_file
 from node.executor.hf_model import check_hf_files, read_hf_dir
 from node.executor.manifest import (
     BUILTIN_ARCHITECTURES,
@@ -79,7 +79,7 @@ class ModelStore:
         manifest = self.get(model_id)
         model_dir = self.path(model_id)
         for name, digest in manifest.files.items():
-            if _sha256_file(model_dir / name) != digest:
+            if sha256_file(model_dir / name) != digest:
                 raise ModelStoreError(
                     f"model {manifest.name}: {name} does not match its sha256",
                     hint="remove the model and install it again",
@@ -107,7 +107,7 @@ class ModelStore:
                 f"manifest's {sorted(manifest.files)}"
             )
         for name, path in files.items():
-            if _sha256_file(path) != manifest.files[name]:
+            if sha256_file(path) != manifest.files[name]:
                 raise ModelStoreError(
                     f"model {manifest.name}: {name} does not match the sha256 in its manifest"
                 )
@@ -153,7 +153,7 @@ class ModelStore:
         manifest = ModelManifest(
             name=name,
             format="torch_export",
-            files={PROGRAM_FILE: _sha256_file(program)},
+            files={PROGRAM_FILE: sha256_file(program)},
             inputs=inputs,
             outputs=outputs,
             batchable=batchable,
@@ -294,14 +294,6 @@ def _check_program(program: Path, manifest: ModelManifest | None, *, size: int) 
             hint="leave the inputs out: `gpunode models add` reads them from the program",
         )
     return interface
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dir_size(path: Path) -> int:

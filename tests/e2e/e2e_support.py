@@ -16,7 +16,7 @@ from node.app import Node
 from node.chain.client import ChainClient
 from node.chain.deploy import Deployment
 from node.chain.keys import NodeKey
-from node.config import Settings
+from node.config import P2PSettings, Settings
 from node.devnet.marketplace import (
     CHALLENGE_WINDOW_S,
     PRICE_WEI,
@@ -25,6 +25,13 @@ from node.devnet.marketplace import (
     deploy_devnet_contracts,
     make_builtin_model,
 )
+from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer
+from node.discovery.dht_records import dht_validators
+from node.discovery.registry_view import CachedRegistryView
+from node.discovery.service import DiscoveryService
+from node.p2p.host import P2PHost
+from node.p2p.job_protocol import JobHandler, serve_jobs
+from node.types import Hash32
 
 __all__ = [
     "CHALLENGE_WINDOW_S",
@@ -162,3 +169,23 @@ async def running_devnet(
         await client.discovery.directory.wait_for(lambda d: len(d) >= providers, timeout_s=60.0)
         await client.client_jobs.deposit(10**17)
         yield devnet
+
+
+async def serve_cheaply(devnet: Devnet, stack: AsyncExitStack, key: NodeKey, handler: JobHandler) -> P2PHost:
+    """A registered provider that is not a node: `handler` answers its jobs, and it advertises the
+    devnet's model at a quarter of the price, so a client tries it before the honest providers."""
+    assert devnet.client is not None
+    await register(devnet, key)
+    model = Hash32(bytes.fromhex(devnet.model_id))
+    cheap = Offer(
+        devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
+        warm_models=(model,),
+        prices=(ModelPrice(model, PRICE_WEI // 4),),
+        free_slots=8,
+    )
+    settings = P2PSettings(bootstrap=[devnet.client.host.addrs[0]], advert_refresh_s=2.0)
+    host = await stack.enter_async_context(P2PHost.start(key, settings, dht_validators=dht_validators()))
+    serve_jobs(host, handler)
+    registry = CachedRegistryView(devnet.deployment.registry)
+    await stack.enter_async_context(DiscoveryService.start(host, registry, settings, key=key, offer=cheap))
+    return host

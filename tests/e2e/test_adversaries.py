@@ -11,17 +11,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from e2e_support import PRICE_WEI, mlp_input, register, running_devnet
+from e2e_support import PRICE_WEI, mlp_input, running_devnet, serve_cheaply
 
 from node.chain.eip712 import sign_receipt, sign_voucher
 from node.chain.job_logs import ChainOutcome, chain_outcome, find_terms
 from node.chain.keys import NodeKey
 from node.chain.market import JobStatus as ChainJobStatus
 from node.config import P2PSettings
-from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
-from node.discovery.registry_view import CachedRegistryView
-from node.discovery.service import DiscoveryService
 from node.domain.service import JobSpec
 from node.domain.state import AttemptOutcome, JobState, PaymentPath
 from node.p2p.host import P2PHost
@@ -34,7 +31,7 @@ from node.p2p.job_messages import (
     OnchainPayment,
     VoucherPayment,
 )
-from node.p2p.job_protocol import JobClient, serve_jobs
+from node.p2p.job_protocol import JobClient
 from node.settlement.terms import escrow_terms
 from node.types import Hash32, ResultReceipt, Voucher, sha256
 
@@ -131,22 +128,7 @@ async def test_cannot_be_paid_for_a_result_other_than_the_one_handed_over(tmp_pa
         client = devnet.client
         market, registry = devnet.market, devnet.deployment.registry
         attacker = devnet.keys[5]
-        await register(devnet, attacker)
-        model = Hash32(bytes.fromhex(devnet.model_id))
-        cheap = Offer(
-            devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
-            warm_models=(model,),
-            prices=(ModelPrice(model, PRICE_WEI // 4),),
-            free_slots=8,
-        )
-        settings = P2PSettings(bootstrap=[client.host.addrs[0]], advert_refresh_s=2.0)
-        host = await stack.enter_async_context(
-            P2PHost.start(attacker, settings, dht_validators=dht_validators())
-        )
-        serve_jobs(host, equivocating(attacker, devnet))  # type: ignore[arg-type]
-        await stack.enter_async_context(
-            DiscoveryService.start(host, CachedRegistryView(registry), settings, key=attacker, offer=cheap)
-        )
+        await serve_cheaply(devnet, stack, attacker, equivocating(attacker, devnet))  # type: ignore[arg-type]
         await client.discovery.directory.wait_for(lambda d: len(d) >= 2, timeout_s=60)
         client.client_jobs.pipeline.matchmaker.exploration = 0.0  # the cheapest is tried first
         staked = (await registry.provider(attacker.address)).stake

@@ -9,20 +9,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from e2e_support import PRICE_WEI, mlp_input, register, running_devnet
+from e2e_support import PRICE_WEI, mlp_input, running_devnet, serve_cheaply
 
 from node.chain.eip712 import sign_receipt
 from node.chain.keys import NodeKey
-from node.config import P2PSettings
-from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer
-from node.discovery.dht_records import dht_validators
-from node.discovery.registry_view import CachedRegistryView
-from node.discovery.service import DiscoveryService
 from node.domain.service import JobSpec
 from node.domain.state import AttemptOutcome, JobState
-from node.p2p.host import P2PHost
 from node.p2p.job_messages import JobAccepted, JobRequest, JobResponse, JobResult
-from node.p2p.job_protocol import serve_jobs
 from node.types import Hash32, ResultReceipt, sha256
 
 pytestmark = [pytest.mark.integration]
@@ -53,26 +46,9 @@ async def test_cannot_pass_off_a_result_that_does_not_verify(tmp_path: Path) -> 
         assert devnet.client is not None
         client = devnet.client
         domain = devnet.market.domain()
-        model = Hash32(bytes.fromhex(devnet.model_id))
-        cheap = Offer(
-            devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
-            warm_models=(model,),
-            prices=(ModelPrice(model, PRICE_WEI // 4),),
-            free_slots=8,
-        )
-        settings = P2PSettings(bootstrap=[client.host.addrs[0]], advert_refresh_s=2.0)
         forgers = [(devnet.keys[4], devnet.keys[4], True), (devnet.keys[5], devnet.keys[7], False)]
         for key, signer, wrong_hash in forgers:
-            await register(devnet, key)
-            host = await stack.enter_async_context(
-                P2PHost.start(key, settings, dht_validators=dht_validators())
-            )
-            serve_jobs(host, forging(key, signer, domain, wrong_hash=wrong_hash))
-            await stack.enter_async_context(
-                DiscoveryService.start(
-                    host, CachedRegistryView(devnet.deployment.registry), settings, key=key, offer=cheap
-                )
-            )
+            await serve_cheaply(devnet, stack, key, forging(key, signer, domain, wrong_hash=wrong_hash))
         await client.discovery.directory.wait_for(lambda d: len(d) >= 3, timeout_s=60)
         # The order of tries is the point here: no exploration may send a try to the honest
         # provider before both cheaper forgers were caught.
