@@ -367,6 +367,7 @@ class Node:
                 store,
                 self.provider.pool if self.provider else None,
                 on_added=self.offer_model if self.provider else None,
+                on_removed=self.withdraw_model if self.provider else None,
             ),
             node=NodeInfo(
                 self.host,
@@ -450,6 +451,21 @@ class Node:
             # The offer is kept: the advert refresher publishes it on its next round.
             log.warning("advert_publish_failed", error=str(exc))
         log.info("model_offered", model_id=model_id)
+
+    async def withdraw_model(self, model_id: str) -> None:
+        """Stop offering a model: jobs for it are refused from now on and the advert drops it at
+        once. Its warm workers stay until the node stops (a job already admitted finishes)."""
+        parts = self.provider
+        if parts is None:
+            return
+        parts.jobs.withdraw(Hash32(bytes.fromhex(model_id)))
+        parts.onchain.policy = parts.jobs.policy
+        warm = [Hash32(bytes.fromhex(m)) for m in parts.pool.lanes() if m != model_id]
+        try:
+            await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
+        except GpunodeError as exc:
+            log.warning("advert_publish_failed", error=str(exc))
+        log.info("model_withdrawn", model_id=model_id)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""

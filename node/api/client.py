@@ -257,6 +257,10 @@ class ApiClient:
         header = pb.UploadModelHeader(program=spec, files=[_describe(program)])
         return await self._upload(header, [program], progress, chunk_bytes)
 
+    async def remove_model(self, model_id: str, *, delete_files: bool = False) -> ModelView:
+        request = pb.RemoveModelRequest(model_id=model_id, delete_files=delete_files)
+        return convert.model_from_pb(await self._call(self._models.RemoveModel, request))
+
     async def list_models(self) -> tuple[ModelView, ...]:
         answer = await self._call(self._models.ListModels, pb.ListModelsRequest())
         return tuple(convert.model_from_pb(m) for m in answer.models)

@@ -32,6 +32,13 @@ class ModelServicer:
         log.info("model_uploaded", model_id=view.model_id, name=view.name, size=view.size_bytes)
         return model_to_pb(view)
 
+    async def RemoveModel(
+        self, request: pb.RemoveModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Model:
+        view = await self._models.remove(request.model_id, delete_files=request.delete_files)
+        log.info("model_removed", model_id=view.model_id, deleted=request.delete_files)
+        return model_to_pb(view)
+
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:

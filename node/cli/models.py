@@ -74,6 +74,25 @@ def add(
         console.print(f"model [bold]{model.name}[/] installed as {model.model_id}", soft_wrap=True)
 
 
+@app.command("remove")
+def remove(
+    model_id: Annotated[str, typer.Argument(help="the model's id (see `gpunode models list`)")],
+    keep_files: Annotated[
+        bool, typer.Option(help="only stop offering it; it is offered again after a restart")
+    ] = False,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Stop offering a model (a running provider's advert drops it at once) and delete it."""
+    model = call_node(api, config, lambda client: client.remove_model(model_id, delete_files=not keep_files))
+    if as_json:
+        print_json(jsonable(model))
+    else:
+        done = "no longer offered" if keep_files else "removed"
+        console.print(f"model [bold]{model.name}[/] ({model.model_id}) {done}", soft_wrap=True)
+
+
 @app.command("list")
 def list_models(api: ApiOption = None, as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """List the models in the node's store."""

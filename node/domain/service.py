@@ -247,6 +247,11 @@ class ModelsApi(Protocol):
 
     async def list(self) -> tuple[ModelView, ...]: ...
 
+    async def remove(self, model_id: str, *, delete_files: bool = False) -> ModelView:
+        """Stop offering a model (a running provider's advert drops it at once) and, with
+        `delete_files`, delete it from the store. `UnknownModel` when it is not stored."""
+        ...
+
 
 class NodeApi(Protocol):
     async def status(self) -> NodeStatusView: ...

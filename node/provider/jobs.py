@@ -131,6 +131,11 @@ class ProviderJobs:
             if voucher_paid and job.client and job.state in _LIVE:
                 self._covered[job.client] += job.price_wei
 
+    def withdraw(self, model_id: Hash32) -> None:
+        """Stop taking jobs for `model_id` (they are refused as `unknown_model` from now on)."""
+        floors = {m: p for m, p in self.policy.price_floor_wei.items() if m != model_id}
+        self.policy = dataclasses.replace(self.policy, price_floor_wei=floors)
+
     def set_price(self, model_id: Hash32, price_wei: int) -> None:
         """Ask `price_wei` for `model_id` from now on (adverts carry it from their next refresh)."""
         floors = dict(self.policy.price_floor_wei)

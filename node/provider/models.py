@@ -10,21 +10,30 @@ from pathlib import Path
 from node.domain.service import ModelUpload, ModelView
 from node.errors import ModelStoreError
 from node.executor.hf_model import is_hf_dir
-from node.executor.manifest import MANIFEST_FILE, ModelManifest
+from node.executor.manifest import MANIFEST_FILE, ModelManifest, normalize_model_id
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 
 # Called with a model id when a running provider gains the model; it is offered once this returns.
 ModelAdded = Callable[[str], Awaitable[None]]
+# Called with a model id when a running provider is to stop offering it; it is not offered once this
+# returns.
+ModelRemoved = Callable[[str], Awaitable[None]]
 
 
 class Models:
     def __init__(
-        self, store: ModelStore, pool: ExecutorPool | None, *, on_added: ModelAdded | None = None
+        self,
+        store: ModelStore,
+        pool: ExecutorPool | None,
+        *,
+        on_added: ModelAdded | None = None,
+        on_removed: ModelRemoved | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
         self._on_added = on_added
+        self._on_removed = on_removed
 
     async def add(self, source: bytes | Path, *, upload: ModelUpload | None = None) -> ModelView:
         manifest = await asyncio.to_thread(self._install, source, upload)
@@ -59,6 +68,15 @@ class Models:
             outputs=upload.outputs,
             batchable=upload.batchable,
         )
+
+    async def remove(self, model_id: str, *, delete_files: bool = False) -> ModelView:
+        key = normalize_model_id(model_id)
+        view = self._view(await asyncio.to_thread(self.store.get, key))
+        if self._on_removed is not None:
+            await self._on_removed(key)
+        if delete_files:
+            await asyncio.to_thread(self.store.remove, key)
+        return view
 
     async def list(self) -> tuple[ModelView, ...]:
         manifests = await asyncio.to_thread(self.store.models)

@@ -6,7 +6,8 @@ import hashlib
 import json
 import logging
 import pickle
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +322,34 @@ def test_an_escrowed_wait_ends_at_the_verified_result(
     assert states[-1] == "verified"
     assert len(states) == len(set(states))
     assert lines[-1]["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_can_offer_a_model_added_while_the_provider_runs_and_withdraw_it(api_devnet: ApiDevnet) -> None:
+    """A model added to a running provider is in its advert at once; removed, it leaves the advert
+    at once and the store with it."""
+    provider = ("--api", api_devnet.provider_api)
+    client = ("--api", api_devnet.client_api)
+    added = as_json(gpunode("models", "add", str(api_devnet.small_model_dir), "--json", *provider))
+
+    def offered() -> set[str]:
+        providers = as_json(gpunode("models", "available", "--json", *client))["providers"]
+        mine = [p for p in providers if p["address"] == api_devnet.provider_address]
+        return {m["model_id"] for p in mine for m in p["models"]}
+
+    def eventually(condition: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.5)
+        return False
+
+    assert eventually(lambda: added["model_id"] in offered())
+    removed = as_json(gpunode("models", "remove", added["model_id"], "--json", *provider))
+    assert removed["model_id"] == added["model_id"]
+    assert eventually(lambda: added["model_id"] not in offered())
+    assert api_devnet.model_id in offered()
+    listed = as_json(gpunode("models", "list", "--json", *provider))["models"]
+    assert added["model_id"] not in [m["model_id"] for m in listed]
+    line = refused(gpunode("models", "remove", added["model_id"], *provider))
+    assert "not in the store" in line

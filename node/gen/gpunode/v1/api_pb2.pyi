@@ -244,6 +244,14 @@ class SettleResponse(_message.Message):
     transactions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, vouchers_redeemed: _Optional[int] = ..., redeemed_wei: _Optional[str] = ..., jobs_finalized: _Optional[int] = ..., finalized_wei: _Optional[str] = ..., withdrawn_wei: _Optional[str] = ..., transactions: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class RemoveModelRequest(_message.Message):
+    __slots__ = ("model_id", "delete_files")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FILES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    delete_files: bool
+    def __init__(self, model_id: _Optional[str] = ..., delete_files: _Optional[bool] = ...) -> None: ...
+
 class UploadedFile(_message.Message):
     __slots__ = ("name", "size", "sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]

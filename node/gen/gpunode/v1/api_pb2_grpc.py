@@ -587,6 +587,11 @@ class ModelServiceStub:
                 request_serializer=gpunode_dot_v1_dot_api__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=gpunode_dot_v1_dot_api__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.RemoveModel = channel.unary_unary(
+                '/gpunode.v1.ModelService/RemoveModel',
+                request_serializer=gpunode_dot_v1_dot_api__pb2.RemoveModelRequest.SerializeToString,
+                response_deserializer=gpunode_dot_v1_dot_api__pb2.Model.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -610,6 +615,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveModel(self, request, context):
+        """Stop offering a model (a running provider's advert drops it at once); with delete_files, also
+        delete it from the store. Returns the model as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -622,6 +635,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=gpunode_dot_v1_dot_api__pb2.ListModelsRequest.FromString,
                     response_serializer=gpunode_dot_v1_dot_api__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'RemoveModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveModel,
+                    request_deserializer=gpunode_dot_v1_dot_api__pb2.RemoveModelRequest.FromString,
+                    response_serializer=gpunode_dot_v1_dot_api__pb2.Model.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -681,6 +699,33 @@ class ModelService:
             '/gpunode.v1.ModelService/ListModels',
             gpunode_dot_v1_dot_api__pb2.ListModelsRequest.SerializeToString,
             gpunode_dot_v1_dot_api__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpunode.v1.ModelService/RemoveModel',
+            gpunode_dot_v1_dot_api__pb2.RemoveModelRequest.SerializeToString,
+            gpunode_dot_v1_dot_api__pb2.Model.FromString,
             options,
             channel_credentials,
             insecure,
