@@ -104,6 +104,11 @@ class JobTerms:
     def as_tuple(self) -> tuple[str, bytes, bytes, str, int]:
         return (self.requester, self.model_id, self.input_hash, self.callback, self.salt)
 
+    @property
+    def has_callback(self) -> bool:
+        """Whether a consumer contract is called back with the result (which then carries it)."""
+        return int(self.callback, 16) != 0
+
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:

@@ -30,7 +30,7 @@ from typing import Any
 
 from node.chain.eip712 import Eip712Domain, recover_voucher_signer
 from node.chain.job_logs import find_terms
-from node.chain.market import JobMarket, JobTerms, voucher_job_id
+from node.chain.market import JobMarket, voucher_job_id
 from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.state import Failed, PaymentPath, ProviderState, Role
 from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
@@ -314,18 +314,16 @@ class ProviderJobs:
             return "its terms are not found on chain"
         room = onchain.time - await self.market.client.chain_time()
         claimed = onchain.status is ChainJobStatus.CLAIMED
-        on_chain = onchain.output_on_chain or _has_callback(terms)
+        on_chain = onchain.output_on_chain or terms.has_callback
         escrow = Escrowed.due_in(terms, room, output_on_chain=on_chain, claimed=claimed)
         signed = None
         if record.state is ProviderState.SIGNED:
-            stored = await self.runner.db.run(self.runner.db.receipts.get, record.job_id, self.me)
-            if stored is None:
+            signed = await self._kept_result(record.job_id)
+            if signed is None:
                 return "its signed receipt was not kept"
-            output = await self.blobs.get(stored.receipt.output_hash)
-            if output is None and on_chain:
+            if not signed.output and on_chain:
                 return "its output, which must go on chain, was not kept"
             # A signed result goes on chain whatever the room: trying costs nothing.
-            signed = SignedResult(stored.receipt, stored.signature, output or b"", 0.0)
         elif room < SUBMIT_ROOM_S + MIN_RUN_S:
             return f"its on-chain deadline is {room:.0f} s away, too close to run and submit it"
         job_input = await self.blobs.get(record.input_hash)
@@ -482,7 +480,7 @@ class ProviderJobs:
             return JobRejected("not_escrowed", "the escrowed job was not requested by this client")
         if terms.input_hash != sha256(job_input) or terms.model_id != request.model_id:
             return JobRejected("terms_mismatch", "the input or model differs from the escrowed job's terms")
-        if await _served_before(self.runner, payment.job_id):
+        if await self.runner.took(payment.job_id):
             return JobRejected("duplicate_job", _SERVED_BEFORE.format(job_id=payment.job_id.hex()))
         # A claim not delivered by the deadline costs stake: take only what there is room to deliver.
         room = onchain.time - await self.market.client.chain_time()
@@ -518,16 +516,24 @@ class ProviderJobs:
         if served is not None:
             return _Attach(served, position)
         if record.state in (ProviderState.DELIVERED, ProviderState.PAID):
-            stored = await db.run(db.receipts.get, job_id, self.me)
-            output = None if stored is None else await self.blobs.get(stored.receipt.output_hash)
-            if stored is not None and output is not None:
+            kept = await self._kept_result(job_id)
+            if kept is not None and kept.output:
                 done: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
-                done.set_result(Served(SignedResult(stored.receipt, stored.signature, output, 0.0)))
+                done.set_result(Served(kept))
                 return _Attach(done, position)
         return JobRejected(
             "not_escrowed",
             f"on-chain job {job_id.hex()} is {record.state.value} here, with no result to give",
         )
+
+    async def _kept_result(self, job_id: Hash32) -> SignedResult | None:
+        """An escrowed job's signed result as stored, with its output if it was kept (else empty)."""
+        db = self.runner.db
+        stored = await db.run(db.receipts.get, job_id, self.me)
+        if stored is None:
+            return None
+        output = await self.blobs.get(stored.receipt.output_hash)
+        return SignedResult(stored.receipt, stored.signature, output or b"", 0.0)
 
     # shared -----------------------------------------------------------------------------------
 
@@ -570,17 +576,8 @@ async def _escrowed_frames(attach: _Attach) -> AsyncIterator[JobResponse]:
     yield JobResult(result.receipt, result.signature, result.output)
 
 
-# A job id recurs on chain when its requester reuses the terms' salt after the job ended: a second
-# receipt for it, with another output, would read as equivocation. Each id is signed once.
+# Why a recurring on-chain id is refused: see `JobRunner.took`.
 _SERVED_BEFORE = "this provider already took on-chain job {job_id}; it never signs one job id twice"
-
-
-async def _served_before(runner: JobRunner, job_id: Hash32) -> bool:
-    return await runner.db.run(runner.db.jobs.find, job_id) is not None
-
-
-def _has_callback(terms: JobTerms) -> bool:
-    return int(terms.callback, 16) != 0
 
 
 def _now() -> float:

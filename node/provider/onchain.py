@@ -7,7 +7,6 @@ from typing import Any
 
 from node.chain.follower import ChainEvent, EventFollower
 from node.chain.market import JobMarket, JobTerms
-from node.chain.registry import ZERO_ADDRESS
 from node.domain.state import PaymentPath, Role
 from node.errors import ChainError, ExecutorError, GpunodeError
 from node.jobstore.blobs import JobBlobs
@@ -104,9 +103,7 @@ class OnchainJobs:
         except ExecutorError as exc:
             log.info("onchain_job_passed", job_id=job_id.hex(), reason=f"its input is refused: {exc}")
             return
-        if await self.runner.db.run(self.runner.db.jobs.find, job_id) is not None:
-            # Its requester reused a salt after the job ended: a second receipt for this id, with
-            # another output, would read as equivocation. Each id is signed once.
+        if await self.runner.took(job_id):
             log.warning("onchain_job_id_recurs", job_id=job_id.hex())
             return
         try:
@@ -156,8 +153,7 @@ class OnchainJobs:
                 deadline=deadline,
             ),
         )
-        with_callback = int(terms.callback, 16) != int(ZERO_ADDRESS, 16)
-        on_chain = with_callback or output_on_chain
+        on_chain = terms.has_callback or output_on_chain
         escrow = Escrowed.due_in(terms, room, output_on_chain=on_chain)
         served = await serve_escrowed(self.runner, self.market, self.blobs, record, job_input, escrow)
         if served.result is None:

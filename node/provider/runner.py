@@ -179,6 +179,12 @@ class JobRunner:
                 await asyncio.wait({started})
         return result, record if started is None else await started
 
+    async def took(self, job_id: Hash32) -> bool:
+        """Whether this provider ever took the job id. An on-chain id recurs when its requester
+        reuses a salt after the job ended; a second receipt for it, with another output, would read
+        as equivocation, so each id is signed once."""
+        return await self.db.run(self.db.jobs.find, job_id) is not None
+
     async def delivered(self, job_id: Hash32) -> None:
         """The result left this node (over the overlay or on-chain)."""
         await self.store.apply(job_id, ResultDelivered(), known=self._signed.pop(job_id, None))

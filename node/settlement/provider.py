@@ -169,7 +169,7 @@ class ProviderSettlement:
             log.error("result_not_resubmitted", job_id=job_id, reason="its terms or receipt are missing")
             return
         output = b""
-        if output_on_chain or int(terms.callback, 16) != 0:
+        if output_on_chain or terms.has_callback:
             kept = None if self.blobs is None else await self.blobs.get(stored.receipt.output_hash)
             if kept is None:
                 log.error("result_not_resubmitted", job_id=job_id, reason="its output was not kept")
