@@ -46,6 +46,7 @@ from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.logging import get_logger
+from node.metrics import NodeMetrics, Sample
 from node.p2p.blob_protocol import serve_blobs
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
@@ -187,7 +188,8 @@ class Node:
         self._redemption = redemption or RedemptionPolicy()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self.events = JobEvents()
+        self.metrics = NodeMetrics(self._sample)
+        self.events = JobEvents(observe=self.metrics.observe_job)
         self.services: NodeServices
         self.contracts: Contracts
         self.db: Database
@@ -198,6 +200,7 @@ class Node:
         self.settlement: SettlementService
         self.provider: ProviderParts | None = None
         self.api: Any = None
+        self.http: Any = None
 
     def stop(self) -> None:
         """Ask `run()` to shut down gracefully."""
@@ -273,6 +276,8 @@ class Node:
         )
         self._build_client()
         self._build_services()
+        if self._serve_api and settings.http.serves(provider=self.provider is not None):
+            self.http = _http_server(self.services, settings, self.metrics)
 
     async def _build_provider(self, stack: AsyncExitStack) -> ProviderParts:
         settings = self.settings
@@ -398,6 +403,9 @@ class Node:
             if self.api is not None:
                 group.create_task(self.api.run(), name="api")
                 waits.append(self.api.ready.wait())
+        if self.http is not None:
+            group.create_task(self.http.run(), name="http")
+            waits.append(self.http.ready.wait())
         await _all_ready(waits)
         self.ready.set()
         log.info(
@@ -466,6 +474,26 @@ class Node:
         except GpunodeError as exc:
             log.warning("advert_publish_failed", error=str(exc))
         log.info("model_withdrawn", model_id=model_id)
+
+    def _sample(self) -> Sample:
+        """What the components count, for `/metrics` (zeros until the node is built)."""
+        if not hasattr(self, "discovery"):
+            return Sample()
+        validator = self.discovery.validator
+        parts = self.provider
+        return Sample(
+            peers_connected=len(self.host.connected_peers()),
+            adverts_live=len(self.discovery.directory),
+            adverts_accepted=validator.accepted,
+            adverts_rejected={reason.value: n for reason, n in validator.rejected.items()},
+            gossip_dropped=self.discovery.gossip_dropped,
+            chain_calls=self.contracts.client.rpc_calls,
+            chain_errors=self.contracts.client.rpc_failures,
+            warm_workers=(
+                {m: len(lane.workers()) for m, lane in parts.pool.lanes().items()} if parts else {}
+            ),
+            vouchers_promised_wei=self.client_jobs.pipeline.vouchers.total_promised(),
+        )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""
@@ -538,6 +566,16 @@ def _api_server(services: NodeServices, settings: Settings) -> Any:
         log.warning("api_unavailable")
         return None
     return serve(services, settings)
+
+
+def _http_server(services: NodeServices, settings: Settings, metrics: NodeMetrics) -> Any:
+    """The HTTP face from `node.http.server`, when that package is installed with the node."""
+    try:
+        from node.http.server import HttpServer
+    except ImportError:
+        log.warning("http_unavailable")
+        return None
+    return HttpServer(services, settings, metrics)
 
 
 async def run_node(

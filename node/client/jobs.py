@@ -17,13 +17,21 @@ from node.chain.market import GWEI
 from node.client.model_specs import ModelSpecs, check_input
 from node.client.pipeline import ESCROW_MARGIN_S, ClientPipeline, Submission
 from node.client.views import has_result, job_view
-from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
+from node.domain.service import (
+    MAX_TIMEOUT_S,
+    JobFilter,
+    JobSpec,
+    JobView,
+    OfferedModelView,
+    ProviderSeenView,
+)
 from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
 from node.errors import ChainError, GpunodeError, JobError, SettlementError
 from node.executor.errors import InputTooLarge
 from node.executor.manifest import normalize_model_id
 from node.jobstore.events import records_until_terminal
 from node.logging import get_logger
+from node.scheduler import ProviderStats
 from node.settlement.terms import receipt_job_id
 from node.storage import Database, JobRecord, NewJob
 from node.storage.errors import InvalidRecord, UnknownJob
@@ -228,6 +236,38 @@ class ClientJobs:
         self._funded = None
         return deposited.balance
 
+    async def deposit_balance(self) -> int:
+        """This client's unreserved voucher deposit in the JobMarket (wei)."""
+        return (await self.pipeline.market.client_account(self.me)).balance
+
+    def providers_seen(self) -> tuple[ProviderSeenView, ...]:
+        """Every live provider advert, with how each provider has served this client."""
+        matchmaker = self.pipeline.matchmaker
+        seen = []
+        for advert in matchmaker.directory.live():
+            stats = matchmaker.stats.get(advert.address, ProviderStats())
+            offer = advert.offer
+            warm = set(offer.warm_models)
+            fastest = max(offer.benchmarks, key=lambda b: b.throughput_per_s, default=None)
+            seen.append(
+                ProviderSeenView(
+                    address=advert.address,
+                    models=tuple(
+                        OfferedModelView(p.model_id.hex(), p.price_per_job_wei, p.model_id in warm)
+                        for p in offer.prices
+                    ),
+                    devices=tuple(f"{d.kind.value}: {d.model}" for d in offer.devices),
+                    throughput_per_s=fastest.throughput_per_s if fastest else None,
+                    benchmark_latency_ms=fastest.latency_p50_ms if fastest else None,
+                    latency_ms=stats.latency_ms,
+                    reputation=stats.success_rate,
+                    successes=stats.successes,
+                    failures=stats.failures,
+                    free_slots=offer.free_slots,
+                )
+            )
+        return tuple(sorted(seen, key=lambda v: v.address))
+
     async def get(self, job_id: str) -> JobView:
         return await self._view(await self._record(job_id))
 
@@ -257,6 +297,10 @@ class ClientJobs:
             first = await self._record(job_id)
             async for latest in records_until_terminal(first, queue):
                 yield await self._view(latest)
+
+    def streamed_text(self, job_id: str) -> str:
+        """What a streaming job's provider has streamed so far ("" once its attempt ended)."""
+        return self.pipeline.text.text(_job_key(job_id))
 
     async def follow_text(self, job_id: str) -> AsyncIterator[str]:
         async for piece in self.pipeline.text.follow(_job_key(job_id)):

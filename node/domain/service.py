@@ -178,6 +178,22 @@ class OfferedModelView:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderSeenView:
+    """A provider as this client sees it: its advert's offer and how it has served this client."""
+
+    address: Address
+    models: tuple[OfferedModelView, ...]
+    devices: tuple[str, ...]
+    throughput_per_s: float | None  # its advertised benchmark
+    benchmark_latency_ms: float | None
+    latency_ms: float | None  # as this client measured it (moving average)
+    reputation: float  # this client's success rate with it, smoothed (0.5 when never tried)
+    successes: int
+    failures: int
+    free_slots: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModelUpload:
     """How to run an uploaded `torch.export` program: its name, input tensors and output names
     (empty: read from the program)."""
