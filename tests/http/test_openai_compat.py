@@ -4,26 +4,13 @@ models on the overlay, and errors in OpenAI's shape."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 import openai
 import pytest
+from grpc_view import job_of
 from http_devnet import HttpDevnet
-
-from node.api.client import ApiClient
-from node.domain.service import JobView
-
-
-def job_of(api: str, job_id: str) -> JobView:
-    """The job as the node's gRPC API shows it (as `gpunode job get` does)."""
-
-    async def get() -> JobView:
-        async with await ApiClient.connect(api) as client:
-            return await client.get_job(job_id)
-
-    return asyncio.run(get())
 
 
 def client_for(url: str, token: str = "unused") -> openai.OpenAI:
