@@ -278,6 +278,8 @@ class Node:
         self._build_services()
         if self._serve_api and settings.http.serves(provider=self.provider is not None):
             self.http = _http_server(self.services, settings, self.metrics)
+            if self.http is not None:
+                stack.callback(self.http.close)
 
     async def _build_provider(self, stack: AsyncExitStack) -> ProviderParts:
         settings = self.settings

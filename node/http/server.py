@@ -1,6 +1,7 @@
 """`HttpServer`: the HTTP face as a node component — uvicorn serving the ASGI app on a socket the
-node binds itself (so a `:0` port is known and a taken one is a clear error), under the node's
-TaskGroup, with a `ready` event and no signal handlers of its own (the node has those)."""
+node binds as it builds (so a `:0` port is known and a taken one stops the start with a clear
+error), run under the node's TaskGroup with a `ready` event and no signal handlers of its own
+(the node has those). `close()` releases the socket once the node is done with it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ class HttpServer:
         self.app = build_app(services, http, metrics, token=token)
         self.ready = asyncio.Event()
         self.port = 0
+        # Bound now, so a taken port stops the node while it starts, with the error to fix.
+        self._socket = self._bind()
+
+    def close(self) -> None:
+        self._socket.close()
 
     @property
     def address(self) -> str:
@@ -51,7 +57,7 @@ class HttpServer:
         return f"http://{shown}:{self.port}"
 
     async def run(self) -> None:
-        sock = self._bind()
+        sock = self._socket
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -73,7 +79,6 @@ class HttpServer:
             server.should_exit = True
             if server.started:
                 await asyncio.shield(server.shutdown(sockets=[sock]))
-            sock.close()
             log.info("http_stopped", url=self.url)
 
     def _bind(self) -> socket.socket:
