@@ -62,13 +62,15 @@ class JobCalls:
 
     async def result(self, job_id: str) -> JobView:
         """The job with its verified output; 502 in OpenAI's shape when it ended without one."""
-        view = await self.jobs.get(job_id)
+        view = None
         async for view in self.jobs.watch(job_id):
             if (view.state in _DONE and view.output is not None) or view.terminal:
                 break
-        if view.output is None or view.state not in _DONE:
+        if view is None or view.output is None or view.state not in _DONE:
+            state = view.state.value if view is not None else "unknown"
+            error = view.error if view is not None else None
             raise HttpError(
-                f"job {job_id} ended {view.state.value} without a result: {view.error or 'no reason given'}",
+                f"job {job_id} ended {state} without a result: {error or 'no reason given'}",
                 status=502,
                 code="job_failed",
                 kind="server_error",
