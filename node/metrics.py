@@ -20,6 +20,12 @@ from node.domain.records import JobRecord
 from node.domain.state import ClientState, ProviderState, Role
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Exported only where NVML answers.
+GPU_METRICS = (
+    "gpunode_gpu_utilization_ratio",
+    "gpunode_gpu_memory_used_bytes",
+    "gpunode_gpu_memory_total_bytes",
+)
 # Seconds, from a warm sub-millisecond job to a long generation.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -194,9 +200,10 @@ def _gpu_metrics() -> Iterator[Metric]:
     readings = gpu_readings()
     if not readings:
         return
-    utilization = GaugeMetricFamily("gpunode_gpu_utilization_ratio", "GPU busy share", labels=["gpu"])
-    used = GaugeMetricFamily("gpunode_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
-    total = GaugeMetricFamily("gpunode_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+    names = dict(zip(("utilization", "used", "total"), GPU_METRICS, strict=True))
+    utilization = GaugeMetricFamily(names["utilization"], "GPU busy share", labels=["gpu"])
+    used = GaugeMetricFamily(names["used"], "GPU memory in use", labels=["gpu"])
+    total = GaugeMetricFamily(names["total"], "GPU memory", labels=["gpu"])
     for index, reading in readings.items():
         utilization.add_metric([index], reading["utilization"])
         used.add_metric([index], reading["used"])
