@@ -25,10 +25,14 @@ JOB_HEADER = "x-gpunode-job-id"
 PROVIDER_HEADER = "x-gpunode-provider"
 
 
-def job_headers(view: JobView) -> dict[str, str]:
+def job_headers(view: JobView, *, job_s: float | None = None) -> dict[str, str]:
+    """The job's id and provider; with `job_s`, how long the job took from submission to its
+    verified result (`server-timing`), so a caller can tell the job's time from the transport's."""
     headers = {JOB_HEADER: view.job_id}
     if view.provider is not None:
         headers[PROVIDER_HEADER] = view.provider
+    if job_s is not None:
+        headers["server-timing"] = f"job;dur={job_s * 1000:.3f}"
     return headers
 
 
@@ -57,12 +61,14 @@ class OpenAiRoutes:
     async def embeddings(self, request: Request) -> Response:
         parsed = schema.parse_body(schema.EmbeddingRequest, await read_body(request, self.max_body_bytes))
         model_id = self.calls.model_id(parsed.model)
+        started = time.perf_counter()
         submitted = await self.calls.submit(model_id, parsed.job_input())
         view = await self.calls.result(submitted.job_id)
+        took = time.perf_counter() - started
         vectors = load(view.output or b"")[EMBED_OUTPUT]
         tokens = sum(len(text.split()) for text in parsed.texts())
         body = schema.embeddings(parsed.model, vectors, parsed.encoding_format, tokens)
-        return JSONResponse(body, headers=job_headers(view))
+        return JSONResponse(body, headers=job_headers(view, job_s=took))
 
     async def models(self, request: Request) -> Response:
         offers: dict[str, dict[str, Any]] = {}
@@ -108,9 +114,10 @@ class OpenAiRoutes:
                 headers={**job_headers(matched), "cache-control": "no-cache"},
             )
         view = await self.calls.result(submitted.job_id)
+        took = time.perf_counter() - started
         result = self._generation(view)
         build = schema.chat_completion if chat else schema.text_completion
-        return JSONResponse(build(view.job_id, parsed.model, result), headers=job_headers(view))
+        return JSONResponse(build(view.job_id, parsed.model, result), headers=job_headers(view, job_s=took))
 
     async def _events(self, job_id: str, model: str, *, chat: bool, started: float) -> AsyncIterator[str]:
         finished = False
