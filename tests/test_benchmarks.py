@@ -41,3 +41,10 @@ def test_bench_scheduler_prints_decisions_per_second() -> None:
     figures = run_json("bench_scheduler.py", "--providers", "500", "--decisions", "2000")
     assert figures["providers"] == 500
     assert figures["decisions_per_s"] > 0
+
+
+def test_bench_http_prints_the_http_face_cost() -> None:
+    figures = run_json("bench_http.py", "--jobs", "3", "--requests", "6", "--concurrency", "2")
+    assert {"chat_stream_ttft_overhead_p50_ms", "http_overhead_p50_ms", "requests_per_s"} <= set(figures)
+    assert figures["requests_per_s"] > 0
+    assert figures["http_layer_p50_ms"] > 0
