@@ -22,6 +22,7 @@ from node.domain.service import (
     JobFilter,
     JobSpec,
     JobView,
+    ModelInfoView,
     OfferedModelView,
     ProviderSeenView,
 )
@@ -297,6 +298,19 @@ class ClientJobs:
             first = await self._record(job_id)
             async for latest in records_until_terminal(first, queue):
                 yield await self._view(latest)
+
+    async def model_info(self, model_id: str) -> ModelInfoView | None:
+        """The name and task of a model providers offer, from the manifest of one that serves
+        it (kept once learnt); None when none can say."""
+        key = Hash32(bytes.fromhex(normalize_model_id(model_id)))
+        if self.specs is None:
+            return None
+        for advert in self.pipeline.matchmaker.directory.find(model_id=key):
+            peer = await self.pipeline.reach(advert.address)
+            manifest = None if peer is None else await self.specs.manifest(key, peer)
+            if manifest is not None:
+                return ModelInfoView(key.hex(), manifest.name, manifest.task)
+        return None
 
     def streamed_text(self, job_id: str) -> str:
         """What a streaming job's provider has streamed so far ("" once its attempt ended)."""

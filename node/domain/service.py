@@ -178,6 +178,15 @@ class OfferedModelView:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfoView:
+    """What an offered model is, as its manifest (from a provider serving it) says."""
+
+    model_id: str  # 64 hex digits
+    name: str
+    task: str | None  # a Hugging Face model's task ("generate", "embed"); None for a tensor program
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderSeenView:
     """A provider as this client sees it: its advert's offer and how it has served this client."""
 

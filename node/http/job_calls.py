@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from node.domain.service import ClientJobsApi, JobSpec, JobView, NodeApi
+from node.domain.service import ClientJobsApi, JobSpec, JobView, ModelInfoView, NodeApi
 from node.domain.state import JobState
 from node.errors import GpunodeError, SchedulerError
 from node.executor.manifest import normalize_model_id
@@ -20,6 +20,13 @@ log = get_logger(__name__)
 _DONE = frozenset({JobState.VERIFIED, JobState.SETTLED})
 
 
+@runtime_checkable
+class DescribesModels(Protocol):
+    """Client jobs that can say what an offered model is (`node.client.jobs.ClientJobs` can)."""
+
+    async def model_info(self, model_id: str) -> ModelInfoView | None: ...
+
+
 class JobCalls:
     def __init__(self, jobs: ClientJobsApi, node: NodeApi, *, max_price_wei: int, timeout_s: float) -> None:
         self.jobs = jobs
@@ -28,12 +35,31 @@ class JobCalls:
         self.timeout_s = timeout_s
         self._background: set[asyncio.Task[None]] = set()
 
-    def model_id(self, model: str) -> str:
-        """The hex id a request's `model` names; 404 when it cannot name one."""
+    async def model_id(self, model: str) -> str:
+        """The hex id a request's `model` names: an id, or the name of one model on offer; 404
+        when it names none."""
         try:
             return normalize_model_id(model)
         except GpunodeError:
-            raise _unknown_model(model) from None
+            pass
+        named = [info.model_id for info in await self.offered_models() if info.name == model]
+        if len(named) > 1:
+            raise HttpError(
+                f"{len(named)} models on offer are named {model!r}; name one by its id: {', '.join(named)}",
+                param="model",
+            )
+        if not named:
+            raise _unknown_model(model)
+        return named[0]
+
+    async def offered_models(self) -> list[ModelInfoView]:
+        """Every model on offer, with its name and task where a provider could tell them."""
+        ids = sorted({m.model_id for p in await self.node.peers() for m in p.models})
+        return [await self.model_info(model_id) for model_id in ids]
+
+    async def model_info(self, model_id: str) -> ModelInfoView:
+        info = await self.jobs.model_info(model_id) if isinstance(self.jobs, DescribesModels) else None
+        return info or ModelInfoView(model_id, model_id, None)
 
     async def submit(self, model_id: str, data: bytes, *, stream: bool = False) -> JobView:
         spec = JobSpec(

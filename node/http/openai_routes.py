@@ -60,7 +60,7 @@ class OpenAiRoutes:
 
     async def embeddings(self, request: Request) -> Response:
         parsed = schema.parse_body(schema.EmbeddingRequest, await read_body(request, self.max_body_bytes))
-        model_id = self.calls.model_id(parsed.model)
+        model_id = await self.calls.model_id(parsed.model)
         started = time.perf_counter()
         submitted = await self.calls.submit(model_id, parsed.job_input())
         view = await self.calls.result(submitted.job_id)
@@ -90,6 +90,9 @@ class OpenAiRoutes:
                 offer["min_price_wei"] = str(
                     model.price_per_job_wei if lowest is None else min(int(lowest), model.price_per_job_wei)
                 )
+        for model_id, offer in offers.items():
+            info = await self.calls.model_info(model_id)
+            offer.update(name=info.name, task=info.task)
         return JSONResponse(schema.model_list(offers))
 
     # generation ---------------------------------------------------------------------------------
@@ -102,7 +105,7 @@ class OpenAiRoutes:
         chat: bool,
         request: Request,
     ) -> Response:
-        model_id = self.calls.model_id(parsed.model)
+        model_id = await self.calls.model_id(parsed.model)
         started = time.perf_counter()
         submitted = await self.calls.submit(model_id, data, stream=parsed.stream)
         if parsed.stream:

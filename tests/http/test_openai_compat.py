@@ -25,6 +25,16 @@ def test_can_list_the_models_on_the_overlay_with_prices(http_devnet: HttpDevnet)
     model = offered[http_devnet.generation_model_id].model_dump()
     assert int(model["min_price_wei"]) > 0
     assert model["providers"] == 1
+    assert (model["name"], model["task"]) == ("tiny-gpt2", "generate")
+    assert offered[http_devnet.embedding_model_id].model_dump()["task"] == "embed"
+
+
+def test_can_name_a_model_as_its_manifest_does(http_devnet: HttpDevnet) -> None:
+    completion = client_for(http_devnet.client_url).completions.create(
+        model="tiny-gpt2", prompt="Hi", max_tokens=3, temperature=0
+    )
+    assert completion.model == "tiny-gpt2"
+    assert completion.choices[0].text
 
 
 def test_can_complete_a_chat_and_find_its_job(http_devnet: HttpDevnet) -> None:
