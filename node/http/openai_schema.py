@@ -1,8 +1,8 @@
 """OpenAI's request bodies, checked, and the job inputs they become; the responses they expect.
 
-Pure: no I/O. A request names the model by its id (64 hex digits, as `/v1/models` lists them).
-Unknown fields are ignored, as OpenAI's SDKs send some this node has no use for; known ones are
-checked strictly.
+Pure: no I/O. A request names the model by its id (64 hex digits) or its name, as `/v1/models`
+lists them. Unknown fields are ignored, as OpenAI's SDKs send some this node has no use for; known
+ones are checked strictly.
 """
 
 from __future__ import annotations
