@@ -54,8 +54,11 @@ class JobCalls:
 
     async def offered_models(self) -> list[ModelInfoView]:
         """Every model on offer, with its name and task where a provider could tell them."""
-        ids = sorted({m.model_id for p in await self.node.peers() for m in p.models})
-        return [await self.model_info(model_id) for model_id in ids]
+        return [await self.model_info(model_id) for model_id in sorted(await self.offered())]
+
+    async def offered(self) -> set[str]:
+        """The ids of the models providers on the overlay offer."""
+        return {m.model_id for p in await self.node.peers() for m in p.models}
 
     async def model_info(self, model_id: str) -> ModelInfoView:
         info = await self.jobs.model_info(model_id) if isinstance(self.jobs, DescribesModels) else None
@@ -72,12 +75,9 @@ class JobCalls:
         try:
             return await self.jobs.submit(spec)
         except SchedulerError:
-            if not await self.offered(model_id):
+            if model_id not in await self.offered():
                 raise _unknown_model(model_id) from None
             raise
-
-    async def offered(self, model_id: str) -> bool:
-        return any(m.model_id == model_id for p in await self.node.peers() for m in p.models)
 
     async def matched(self, job_id: str) -> JobView:
         """The job once a provider was chosen for it (or once it ended)."""

@@ -52,11 +52,11 @@ class OpenAiRoutes:
 
     async def chat(self, request: Request) -> Response:
         parsed = schema.parse_body(schema.ChatRequest, await read_body(request, self.max_body_bytes))
-        return await self._generate(parsed, parsed.job_input(), chat=True, request=request)
+        return await self._generate(parsed, parsed.job_input(), chat=True)
 
     async def completions(self, request: Request) -> Response:
         parsed = schema.parse_body(schema.CompletionRequest, await read_body(request, self.max_body_bytes))
-        return await self._generate(parsed, parsed.job_input(), chat=False, request=request)
+        return await self._generate(parsed, parsed.job_input(), chat=False)
 
     async def embeddings(self, request: Request) -> Response:
         parsed = schema.parse_body(schema.EmbeddingRequest, await read_body(request, self.max_body_bytes))
@@ -103,14 +103,16 @@ class OpenAiRoutes:
         data: bytes,
         *,
         chat: bool,
-        request: Request,
     ) -> Response:
         model_id = await self.calls.model_id(parsed.model)
         started = time.perf_counter()
         submitted = await self.calls.submit(model_id, data, stream=parsed.stream)
         if parsed.stream:
             matched = await self.calls.matched(submitted.job_id)
-            events = self._events(submitted.job_id, parsed.model, chat=chat, started=started)
+            if matched.provider is None:
+                await self.calls.result(submitted.job_id)  # it ended unmatched: its error, as a 502
+            usage = parsed.stream_options is not None and parsed.stream_options.include_usage
+            events = self._events(submitted.job_id, parsed.model, chat=chat, started=started, usage=usage)
             return StreamingResponse(
                 events,
                 media_type="text/event-stream",
@@ -122,7 +124,9 @@ class OpenAiRoutes:
         build = schema.chat_completion if chat else schema.text_completion
         return JSONResponse(build(view.job_id, parsed.model, result), headers=job_headers(view, job_s=took))
 
-    async def _events(self, job_id: str, model: str, *, chat: bool, started: float) -> AsyncIterator[str]:
+    async def _events(
+        self, job_id: str, model: str, *, chat: bool, started: float, usage: bool
+    ) -> AsyncIterator[str]:
         finished = False
         try:
             streamed = False
@@ -142,6 +146,8 @@ class OpenAiRoutes:
                     yield _event(schema.chunk(job_id, model, chat=chat, text=result.text, finish=None))
                 finish = schema.FINISH_REASONS[result.finish_reason]
                 yield _event(schema.chunk(job_id, model, chat=chat, text=None, finish=finish))
+                if usage:
+                    yield _event(schema.usage_chunk(job_id, model, result, chat=chat))
             yield "data: [DONE]\n\n"
             finished = True
         finally:

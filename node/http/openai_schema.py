@@ -27,6 +27,12 @@ class _Request(BaseModel):
     model: str = Field(min_length=1, max_length=200)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    include_usage: bool = False
+
+
 class _Sampling(_Request):
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
@@ -36,6 +42,7 @@ class _Sampling(_Request):
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
 
     def generation(self) -> dict[str, Any]:
         """The generate job's sampling fields (`node.executor.hf_requests.GenerateRequest`)."""
@@ -196,6 +203,18 @@ def chunk(job_id: str, model: str, *, chat: bool, text: str | None, finish: str 
         "created": int(time.time()),
         "model": model,
         "choices": [choice],
+    }
+
+
+def usage_chunk(job_id: str, model: str, result: GenerationResult, *, chat: bool) -> dict[str, Any]:
+    """The chunk after the last that `stream_options.include_usage` asks for: no choices, the usage."""
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{job_id}",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": usage(result),
     }
 
 

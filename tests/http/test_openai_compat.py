@@ -67,15 +67,21 @@ def test_can_stream_a_chat_token_by_token(http_devnet: HttpDevnet) -> None:
         temperature=0.8,
         seed=3,
         stream=True,
+        stream_options={"include_usage": True},
     )
-    pieces, finish = [], None
+    pieces, finish, usage = [], None, None
     for chunk in stream:
+        usage = chunk.usage or usage
+        if not chunk.choices:
+            continue
         choice = chunk.choices[0]
         if choice.delta.content:
             pieces.append(choice.delta.content)
         finish = choice.finish_reason or finish
     assert len(pieces) > 1  # token by token, not the whole text at once
     assert finish in ("stop", "length")
+    assert usage is not None
+    assert 0 < usage.completion_tokens <= 16
 
 
 def test_can_stream_a_text_completion_ending_with_done(http_devnet: HttpDevnet) -> None:
