@@ -130,8 +130,16 @@ def _job(view: JobView, text: str | None) -> dict[str, Any]:
 
 
 def _wei_strings(fields: dict[str, Any]) -> dict[str, Any]:
-    """Wei amounts as strings: they overflow a JavaScript number."""
-    return {k: str(v) if k.endswith("_wei") else v for k, v in fields.items()}
+    """Wei amounts as strings, nested ones too: they overflow a JavaScript number."""
+    return {k: _wei_value(k, v) for k, v in fields.items()}
+
+
+def _wei_value(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return _wei_strings(value)
+    if isinstance(value, list | tuple):
+        return [_wei_value(key, v) for v in value]
+    return str(value) if key.endswith("_wei") and isinstance(value, int) else value
 
 
 def _static(name: str) -> bytes:
