@@ -47,11 +47,13 @@ from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.p2p.blob_protocol import serve_blobs
+from node.p2p.blob_store import BlobSources, SharedBlobs
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
 from node.provider.info import ProviderInfo
 from node.provider.jobs import ProviderJobs
+from node.provider.model_fetch import ModelFetcher
 from node.provider.model_manifests import ModelManifests
 from node.provider.models import Models
 from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
@@ -63,7 +65,7 @@ from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import Hash32, sha256
+from node.types import FetchTerms, Hash32, sha256
 
 log = get_logger(__name__)
 
@@ -87,6 +89,7 @@ class ProviderParts:
     onchain: OnchainJobs
     policy: AdmissionPolicy
     inventory: Inventory
+    fetcher: ModelFetcher | None
 
 
 def load_key(settings: Settings) -> NodeKey:
@@ -142,6 +145,14 @@ def served_models(settings: Settings, store: ModelStore) -> dict[Hash32, int]:
     return {Hash32(bytes.fromhex(store.get(i).model_id)): price for i in ids}
 
 
+def fetch_terms(settings: Settings) -> FetchTerms | None:
+    """What this provider asks to fetch a model it does not hold, if it does."""
+    provider = settings.provider
+    if not provider.fetch_models:
+        return None
+    return FetchTerms(provider.max_fetch_bytes, provider.price_per_job_wei, provider.cold_start_price_wei)
+
+
 def build_offer(policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventory) -> Offer:
     """The advertised offer: measured devices and benchmark figures, prices, warm models, slots."""
     healthy = [d for d in inventory.devices if d.healthy]
@@ -165,6 +176,7 @@ def build_offer(policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventor
         prices=tuple(ModelPrice(m, p) for m, p in policy.price_floor_wei.items()),
         free_slots=policy.slots,
         benchmarks=benchmarks,
+        fetch=policy.fetch,
     )
 
 
@@ -197,7 +209,10 @@ class Node:
         self.client_jobs: ClientJobs
         self.settlement: SettlementService
         self.provider: ProviderParts | None = None
+        self.model_store: ModelStore
         self.api: Any = None
+        # Large job inputs and outputs in flight, served to the one peer each is shared with.
+        self.shared_blobs = SharedBlobs()
 
     def stop(self) -> None:
         """Ask `run()` to shut down gracefully."""
@@ -286,11 +301,30 @@ class Node:
             slots=settings.executor.workers_per_model * settings.executor.max_batch,
             max_queue=settings.provider.max_queue,
             max_input_bytes=settings.executor.max_input_bytes,
+            fetch=fetch_terms(settings),
         )
         market = self.contracts.market
         runner = JobRunner(self.job_store, pool, self.key, market.domain(), slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss)
-        jobs = ProviderJobs(runner, market, policy, blobs, spawn=self._spawn)
+        fetcher = None
+        if policy.fetch is not None:
+            fetcher = ModelFetcher(
+                self.host,
+                store,
+                max_bytes=policy.fetch.max_bytes,
+                offer=self.offer_model,
+                holders=self._holders_of,
+            )
+        jobs = ProviderJobs(
+            runner,
+            market,
+            policy,
+            blobs,
+            spawn=self._spawn,
+            host=self.host,
+            shared=self.shared_blobs,
+            fetcher=fetcher,
+        )
         follower = EventFollower(
             self.contracts.client,
             market.contract,
@@ -312,7 +346,11 @@ class Node:
         inventory = await take_inventory(
             benchmark=settings.provider.benchmark_on_start, threads=settings.executor.threads
         )
-        return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory)
+        return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory, fetcher)
+
+    def _holders_of(self, model_id: Hash32) -> list[str]:
+        """Peers whose adverts offer `model_id`: where a model may be fetched besides its client."""
+        return [advert.peer_id for advert in self.discovery.directory.find(model_id=model_id)]
 
     def _build_client(self) -> None:
         market = self.contracts.market
@@ -326,6 +364,8 @@ class Node:
             key=self.key,
             vouchers=VoucherBook(self.key.address, self.key.private_key, market.domain()),
             receipts=ReceiptFiles(self.settings.home / "receipts", fsync=self.db.survives_power_loss),
+            shared=self.shared_blobs,
+            max_output_bytes=self.settings.executor.max_output_bytes,
         )
         self.client_jobs = ClientJobs(
             pipeline, max_input_bytes=self.settings.executor.max_input_bytes, specs=ModelSpecs(self.host)
@@ -360,6 +400,7 @@ class Node:
             if self.provider
             else ModelStore(self.settings.executor.model_dir, self.settings.executor.model_cache_bytes)
         )
+        self.model_store = store
         self.services = NodeServices(
             jobs=self.client_jobs,
             provider=provider_api,
@@ -385,6 +426,9 @@ class Node:
     async def _start_services(self, group: asyncio.TaskGroup) -> None:
         self._group = group
         waits: list[Awaitable[Any]] = []
+        # Models (manifests, to check inputs against; files, for providers that fetch them) and
+        # the large inputs and outputs of jobs in flight, to the peers they are shared with.
+        serve_blobs(self.host, BlobSources(ModelManifests(self.model_store), self.shared_blobs))
         group.create_task(self.discovery.run(), name="discovery")
         waits.append(self.discovery.ready.wait())
         group.create_task(self.client_jobs.run(), name="client-jobs")
@@ -421,8 +465,6 @@ class Node:
         for model_id in warm:
             await parts.pool.warm(model_id)
         serve_jobs(self.host, parts.jobs.handle)
-        # Clients read a model's inputs from its manifest, to check theirs before they pay.
-        serve_blobs(self.host, ModelManifests(parts.store))
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
         try:

@@ -15,7 +15,7 @@ from node.errors import ProtocolViolation
 from node.gen.gpunode.v1 import blob_pb2
 from node.logging import get_logger
 from node.p2p.blob_store import BlobSource, Manifest
-from node.p2p.errors import BlobIntegrityError, BlobNotFound
+from node.p2p.errors import BlobIntegrityError, BlobNotFound, BlobTooLarge
 from node.p2p.host import P2PHost
 from node.p2p.stream import FramedStream
 from node.types import Hash32
@@ -42,7 +42,7 @@ def serve_blobs(host: P2PHost, source: BlobSource) -> None:
         except DecodeError as exc:
             raise ProtocolViolation(f"malformed blob request: {exc}") from exc
         digest = Hash32(bytes(request.sha256))
-        manifest = await trio.to_thread.run_sync(source.manifest, digest)
+        manifest = await trio.to_thread.run_sync(source.manifest, digest, stream.remote_peer)
         if manifest is None:
             await stream.write_frames(
                 [blob_pb2.BlobManifest(found=False).SerializeToString()], host.read_timeout_s
@@ -108,7 +108,7 @@ def _check_manifest(raw: bytes | None, peer: str, digest: Hash32, max_size: int)
     if not msg.found:
         raise BlobNotFound(f"peer {peer} does not hold blob {digest.hex()}", hint="ask another peer")
     if msg.size > max_size:
-        raise ProtocolViolation(f"blob {digest.hex()} is {msg.size} bytes, over the {max_size}-byte limit")
+        raise BlobTooLarge(f"blob {digest.hex()} is {msg.size} bytes, over the {max_size}-byte limit")
     if not 0 < msg.chunk_size <= MAX_CHUNK:
         raise ProtocolViolation(
             f"peer {peer} proposes {msg.chunk_size}-byte chunks; the limit is {MAX_CHUNK}"
