@@ -41,3 +41,11 @@ def test_bench_scheduler_prints_decisions_per_second() -> None:
     figures = run_json("bench_scheduler.py", "--providers", "500", "--decisions", "2000")
     assert figures["providers"] == 500
     assert figures["decisions_per_s"] > 0
+
+
+def test_bench_blobs_prints_the_cold_start_of_a_fetched_model() -> None:
+    figures = run_json("bench_blobs.py", "--mb", "8", "--runs", "1", timeout_s=600)
+    parts = ("fetch_s", "verify_s", "install_s", "warm_s")
+    assert all(figures[part] >= 0 for part in parts)
+    assert figures["cold_start_s"] >= figures["fetch_s"] > 0
+    assert figures["transfer_mb_per_s"] > 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
@@ -20,12 +22,20 @@ from safetensors.numpy import load, save
 
 from node.app import Node
 from node.domain.service import JobSpec, JobView
-from node.domain.state import JobState
+from node.domain.state import JobState, Role
 from node.executor.errors import UnknownModel
 from node.executor.manifest import HfSpec, ModelManifest
 from node.p2p.blob_protocol import serve_blobs
 from node.p2p.blob_store import CHUNK_SIZE, BlobSource, BlobSources, Manifest
-from node.p2p.job_messages import INLINE_LIMIT
+from node.p2p.job_messages import (
+    INLINE_LIMIT,
+    INVALID_INPUT,
+    BlobRef,
+    JobRejected,
+    JobRequest,
+    VoucherPayment,
+)
+from node.p2p.job_protocol import JobClient
 from node.provider.model_manifests import ModelManifests
 from node.types import Hash32, sha256
 
@@ -324,3 +334,50 @@ async def test_cannot_install_a_fetched_model_asking_for_remote_code(net: Devnet
     config = GPT2 | {"auto_map": {"AutoModelForCausalLM": "evil.EvilModel"}}
     model_id = share_crafted(net, provider, hf_files(config))
     await refused(net, model_id, PROMPT, provider, "asks for remote code")
+
+
+# large inputs that do not arrive ----------------------------------------------------------------
+
+
+async def send_by_reference(net: Devnet, ref: BlobRef) -> JobRejected:
+    """A request whose input is `ref`, sent by the client's own host; the provider must refuse
+    it before it stores or charges anything."""
+    client, provider = client_of(net), net.providers[0]
+    assert provider.provider is not None
+    before = await provider.db.run(provider.db.jobs.list, role=Role.PROVIDER, limit=10_000)
+    payment = VoucherPayment(client.key.address, provider.key.address, PRICE_WEI, b"\x01" * 65)
+    request = JobRequest(
+        job_id=Hash32(os.urandom(32)),
+        model_id=Hash32(bytes.fromhex(net.model_id)),
+        input=ref,
+        payment=payment,
+        max_price_wei=PRICE_WEI,
+        deadline_ms=int((time.time() + 30) * 1000),
+    )
+    outcome = await JobClient(client.host).request_job(provider.host.peer_id, request)
+    assert isinstance(outcome, JobRejected), outcome
+    assert outcome.code == INVALID_INPUT  # the client's fault: no provider is blamed for it
+    after = await provider.db.run(provider.db.jobs.list, role=Role.PROVIDER, limit=10_000)
+    assert len(after) == len(before)
+    return outcome
+
+
+async def test_cannot_send_an_input_reference_nobody_serves(net: Devnet) -> None:
+    rejected = await send_by_reference(net, BlobRef(sha256(b"an input nobody serves"), 5 * 2**20))
+    assert "could not be fetched from the client" in rejected.reason
+
+
+async def test_cannot_send_an_input_whose_bytes_do_not_match_its_reference(net: Devnet) -> None:
+    client, provider = client_of(net), net.providers[0]
+    job_input = mlp_input(11, rows=INLINE_LIMIT // 256 + 10)
+    digest = client.shared_blobs.share(job_input, provider.host.peer_id)
+    try:
+        own = BlobSources(ModelManifests(client.model_store), client.shared_blobs)
+        with serving(client, Tampering(own, digest)):
+            rejected = await send_by_reference(net, BlobRef(digest, len(job_input)))
+        assert "does not match" in rejected.reason
+        # An input larger than its reference says is refused from the blob's manifest, unread.
+        rejected = await send_by_reference(net, BlobRef(digest, len(job_input) // 2))
+        assert "larger than its reference says" in rejected.reason
+    finally:
+        client.shared_blobs.unshare(digest, provider.host.peer_id)
