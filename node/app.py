@@ -40,6 +40,7 @@ from node.domain.service import NodeServices
 from node.domain.state import Role
 from node.errors import ConfigError, GpunodeError
 from node.executor.inventory import Inventory, take_inventory
+from node.executor.manifest import MANIFEST_FILE
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
@@ -348,6 +349,10 @@ class Node:
         )
         return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory, fetcher)
 
+    def _holds_model(self, model_id: Hash32) -> bool:
+        """Whether this node's store holds `model_id` (to serve to a provider that fetches it)."""
+        return (self.settings.executor.model_dir / model_id.hex() / MANIFEST_FILE).is_file()
+
     def _holders_of(self, model_id: Hash32) -> list[str]:
         """Peers whose adverts offer `model_id`: where a model may be fetched besides its client."""
         return [advert.peer_id for advert in self.discovery.directory.find(model_id=model_id)]
@@ -357,7 +362,11 @@ class Node:
         pipeline = ClientPipeline(
             store=self.job_store,
             blobs=JobBlobs(self.settings.home / "blobs", fsync=self.db.survives_power_loss),
-            matchmaker=Matchmaker(self.discovery.directory, exploration=self.settings.client.exploration),
+            matchmaker=Matchmaker(
+                self.discovery.directory,
+                exploration=self.settings.client.exploration,
+                held_here=self._holds_model,
+            ),
             jobs=JobClient(self.host),
             host=self.host,
             market=market,

@@ -71,6 +71,8 @@ class Matchmaker:
     rng: random.Random = field(default_factory=random.Random)
     exploration: float = DEFAULT_EXPLORATION
     clock: Callable[[], float] = time.time
+    # Whether this node holds a model (a provider lacking it may fetch it from here).
+    held_here: Callable[[Hash32], bool] = lambda _model_id: False
     stats: dict[Address, ProviderStats] = field(default_factory=dict)
     # Per provider: run time, queue drain and the latest queue position, as this node observed.
     _observed: dict[Address, LoadSignals] = field(default_factory=dict)
@@ -95,13 +97,14 @@ class Matchmaker:
         one never tried); `SchedulerError` (or `UnknownModel`) naming why none.
 
         Providers that offer the model come first; only when none of them can take the job do
-        providers that would fetch it (and charge its cold start) compete for it."""
+        providers that would fetch it (and charge its cold start) compete for it, and only for a
+        model that some peer can serve them: this node, or a provider that offers it."""
         now = self.clock()
         requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
         adverts = self._pinned_to(self.directory.find(model_id=model_id), pinned)
         index = CandidateIndex.build([candidate_of(a, self._stats_of(a.address)) for a in adverts])
         eligible = index.ranked(requirements, now=now, tried=tried)
-        if not eligible:
+        if not eligible and (adverts or self.held_here(model_id)):
             fetchers = [a for a in self.directory.live() if a.offer.fetch and a.price_for(model_id) is None]
             if fetchers := self._pinned_to(fetchers, pinned):
                 adverts = adverts + fetchers

@@ -134,7 +134,7 @@ def fetching_market(*, with_holder: bool) -> Matchmaker:
     directory.upsert(replace(fetcher, offer=replace(fetcher.offer, prices=(), warm_models=(), fetch=terms)))
     if with_holder:
         directory.upsert(advert(DEAR, 300))
-    return Matchmaker(directory, rng=random.Random(7), exploration=0.0)
+    return Matchmaker(directory, rng=random.Random(7), exploration=0.0, held_here=lambda m: m == MODEL)
 
 
 def test_cannot_pay_a_cold_start_while_a_provider_holding_the_model_can_take_the_job() -> None:
@@ -153,3 +153,11 @@ def test_can_match_a_provider_that_fetches_the_model_at_its_cold_start_price() -
     assert held.choose(MODEL, 10**6, tried=frozenset({DEAR})).candidate.address == FETCHER
     with pytest.raises(SchedulerError, match="budget"):
         matchmaker.choose(MODEL, 50 + COLD_START - 1)
+
+
+def test_cannot_send_a_model_nobody_holds_to_a_provider_that_would_fetch_it() -> None:
+    """A model neither this node nor any provider holds is unknown at once (a mistyped id), not a
+    job failed later by a provider that found it nowhere."""
+    matchmaker = fetching_market(with_holder=False)
+    with pytest.raises(UnknownModel, match="no live provider"):
+        matchmaker.choose(Hash32(b"\x06" * 32), 10**6)

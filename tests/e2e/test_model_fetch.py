@@ -266,9 +266,17 @@ async def test_cannot_install_a_model_from_a_peer_that_stops_mid_transfer(net: D
         await refused(net, model_id, mlp_input(8), provider, "could not be fetched")
 
 
-async def test_cannot_fetch_a_model_nobody_has(net: Devnet) -> None:
+async def test_cannot_fetch_a_model_nobody_serves(net: Devnet) -> None:
+    model_id = await own_model(net, "unserved-mlp", hidden=24)
+    with serving(client_of(net), BlobSources()):  # the client holds it, but serves nothing
+        await refused(net, model_id, mlp_input(9), net.providers[0], "could not be fetched from any peer")
+
+
+async def test_cannot_submit_a_model_nobody_holds(net: Devnet) -> None:
+    """A model id neither the client nor any provider holds (a typo) is refused at once."""
     nobody = sha256(b"a model nobody holds").hex()
-    await refused(net, nobody, mlp_input(9), net.providers[0], "could not be fetched from any peer")
+    with pytest.raises(UnknownModel, match="no live provider offers model"):
+        await client_of(net).services.jobs.submit(JobSpec(model_id=nobody, input=mlp_input(9)))
 
 
 async def test_cannot_fetch_a_model_above_the_providers_limit(net: Devnet) -> None:
