@@ -22,7 +22,7 @@ from node.executor.files import sha256_file
 from node.executor.manifest import ModelManifest, parse_manifest
 from node.executor.store import ModelStore
 from node.logging import get_logger
-from node.p2p.blob_protocol import fetch_blob
+from node.p2p.blob_protocol import fetch_blob, fetch_blob_to_file
 from node.p2p.errors import BlobTooLarge
 from node.p2p.host import P2PHost
 from node.types import Hash32
@@ -151,12 +151,11 @@ class ModelFetcher:
             raise ModelFetchFailed(f"the manifest fetched for model {model_id.hex()} is not canonical")
         left = self.max_bytes
         for name, digest in sorted(manifest.files.items()):
+            blob = Hash32(bytes.fromhex(digest))
             try:
-                data = await fetch_blob(self.host, peer, Hash32(bytes.fromhex(digest)), max_size=left)
+                left -= await fetch_blob_to_file(self.host, peer, blob, into / name, max_size=left)
             except BlobTooLarge as exc:
                 raise self._too_large(manifest) from exc
-            left -= len(data)
-            await asyncio.to_thread((into / name).write_bytes, data)
         return manifest, self.max_bytes - left
 
     def _too_large(self, manifest: ModelManifest) -> ModelFetchFailed:

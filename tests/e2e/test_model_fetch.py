@@ -317,6 +317,10 @@ def share_crafted(net: Devnet, provider: Node, files: dict[str, bytes]) -> str:
     shared = client_of(net).shared_blobs
     for data in (manifest.canonical_bytes(), *files.values()):
         shared.share(data, provider.host.peer_id)
+    # The attacker's node sends jobs for the model although its store does not hold it.
+    matchmaker = client_of(net).client_jobs.pipeline.matchmaker
+    crafted, holds = Hash32(bytes.fromhex(manifest.model_id)), matchmaker.held_here
+    matchmaker.held_here = lambda model_id: model_id == crafted or holds(model_id)
     return manifest.model_id
 
 

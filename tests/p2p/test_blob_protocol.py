@@ -10,7 +10,7 @@ import pytest
 
 from node.errors import ProtocolViolation
 from node.gen.gpunode.v1 import blob_pb2
-from node.p2p.blob_protocol import BLOB_PROTOCOL, MAX_FRAME, fetch_blob, serve_blobs
+from node.p2p.blob_protocol import BLOB_PROTOCOL, MAX_FRAME, fetch_blob, fetch_blob_to_file, serve_blobs
 from node.p2p.blob_store import (
     CHUNK_SIZE,
     BlobSources,
@@ -155,3 +155,25 @@ def test_cannot_fetch_a_shared_blob_after_its_share_expires() -> None:
     now[0] = 11.0
     assert shared.manifest(digest, "peer-a") is None
     assert len(shared) == 0
+
+
+async def test_can_fetch_a_blob_into_a_file_and_leave_nothing_when_it_is_tampered(
+    running_hosts: HostsFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * CHUNK_SIZE + 5)
+    store = MemoryBlobStore()
+    digest = store.put(data)
+    async with running_hosts(2) as (server, client):
+        serve_blobs(server, store)
+        await client.connect(server.addrs[0])
+        target = tmp_path / "blob"
+        assert await fetch_blob_to_file(client, server.peer_id, digest, target, max_size=len(data)) == len(
+            data
+        )
+        assert target.read_bytes() == data
+        # The server now serves other bytes under the same name: the fetch fails, no file stays.
+        store._blobs[digest] = (b"x" + data[1:], manifest_of(data))
+        tampered = tmp_path / "tampered"
+        with pytest.raises(BlobIntegrityError):
+            await fetch_blob_to_file(client, server.peer_id, digest, tampered, max_size=len(data))
+        assert not tampered.exists()
