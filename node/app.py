@@ -40,7 +40,7 @@ from node.domain.service import NodeServices
 from node.domain.state import Role
 from node.errors import ConfigError, GpunodeError
 from node.executor.inventory import Inventory, take_inventory
-from node.executor.manifest import MANIFEST_FILE
+from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
@@ -278,6 +278,13 @@ class Node:
         )
         if settings.provider.enabled:
             self.provider = await self._build_provider(stack)
+        self.model_store = (
+            self.provider.store
+            if self.provider
+            else await asyncio.to_thread(
+                ModelStore, settings.executor.model_dir, settings.executor.model_cache_bytes
+            )
+        )
         self.discovery = await stack.enter_async_context(
             DiscoveryService.subscribed(
                 self.host,
@@ -353,6 +360,14 @@ class Node:
         """Whether this node's store holds `model_id` (to serve to a provider that fetches it)."""
         return (self.settings.executor.model_dir / model_id.hex() / MANIFEST_FILE).is_file()
 
+    def _own_manifest(self, model_id: Hash32) -> ModelManifest | None:
+        if not self._holds_model(model_id):
+            return None
+        try:
+            return self.model_store.get(model_id.hex())
+        except GpunodeError:
+            return None
+
     def _holders_of(self, model_id: Hash32) -> list[str]:
         """Peers whose adverts offer `model_id`: where a model may be fetched besides its client."""
         return [advert.peer_id for advert in self.discovery.directory.find(model_id=model_id)]
@@ -377,7 +392,9 @@ class Node:
             max_output_bytes=self.settings.executor.max_output_bytes,
         )
         self.client_jobs = ClientJobs(
-            pipeline, max_input_bytes=self.settings.executor.max_input_bytes, specs=ModelSpecs(self.host)
+            pipeline,
+            max_input_bytes=self.settings.executor.max_input_bytes,
+            specs=ModelSpecs(self.host, local=self._own_manifest),
         )
         provider_settlement = None
         if self.provider is not None:
@@ -404,12 +421,7 @@ class Node:
                 self.settlement,
                 price_per_job_wei=self.settings.provider.price_per_job_wei,
             )
-        store = (
-            self.provider.store
-            if self.provider
-            else ModelStore(self.settings.executor.model_dir, self.settings.executor.model_cache_bytes)
-        )
-        self.model_store = store
+        store = self.model_store
         self.services = NodeServices(
             jobs=self.client_jobs,
             provider=provider_api,

@@ -91,6 +91,7 @@ class Matchmaker:
         tried: frozenset[Address] = frozenset(),
         pinned: Address | None = None,
         explore: bool = True,
+        fetch: bool = True,
     ) -> Choice:
         """The live provider not yet tried that should finish the job soonest for the least
         money (randomized among equally good ones; for a small share of decisions when `explore`,
@@ -98,13 +99,14 @@ class Matchmaker:
 
         Providers that offer the model come first; only when none of them can take the job do
         providers that would fetch it (and charge its cold start) compete for it, and only for a
-        model that some peer can serve them: this node, or a provider that offers it."""
+        model that some peer can serve them: this node, or a provider that offers it; and only
+        with `fetch` (providers fetch models for voucher jobs only)."""
         now = self.clock()
         requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
         adverts = self._pinned_to(self.directory.find(model_id=model_id), pinned)
         index = CandidateIndex.build([candidate_of(a, self._stats_of(a.address)) for a in adverts])
         eligible = index.ranked(requirements, now=now, tried=tried)
-        if not eligible and (adverts or self.held_here(model_id)):
+        if not eligible and fetch and (adverts or self.held_here(model_id)):
             fetchers = [a for a in self.directory.live() if a.offer.fetch and a.price_for(model_id) is None]
             if fetchers := self._pinned_to(fetchers, pinned):
                 adverts = adverts + fetchers

@@ -23,7 +23,7 @@ from safetensors.numpy import load, save
 from node.app import Node
 from node.domain.service import JobSpec, JobView
 from node.domain.state import JobState, Role
-from node.executor.errors import UnknownModel
+from node.executor.errors import InvalidInput, UnknownModel
 from node.executor.manifest import HfSpec, ModelManifest
 from node.p2p.blob_protocol import serve_blobs
 from node.p2p.blob_store import CHUNK_SIZE, BlobSource, BlobSources, Manifest
@@ -393,3 +393,16 @@ async def test_cannot_send_an_input_whose_bytes_do_not_match_its_reference(net: 
         assert "larger than its reference says" in rejected.reason
     finally:
         client.shared_blobs.unshare(digest, provider.host.peer_id)
+
+
+async def test_cannot_pay_a_cold_start_for_an_input_its_own_model_does_not_take(net: Devnet) -> None:
+    """The client checks the input against its own copy of the model before anything is paid or
+    fetched: its mistake costs it nothing and the provider never fetches the model."""
+    provider = net.providers[0]
+    model_id = await own_model(net, "checked-mlp", hidden=40)
+    wrong = bytes(save({"not_input": np.zeros((2, 64), dtype=np.float32)}))
+    with pytest.raises(InvalidInput, match="takes tensors"):
+        await client_of(net).services.jobs.submit(
+            JobSpec(model_id=model_id, input=wrong, provider=provider.key.address)
+        )
+    assert not held(provider, model_id)
