@@ -322,6 +322,7 @@ class Node:
                 max_bytes=policy.fetch.max_bytes,
                 offer=self.offer_model,
                 holders=self._holders_of,
+                max_models=settings.provider.max_fetched_models,
             )
         jobs = ProviderJobs(
             runner,
@@ -505,6 +506,8 @@ class Node:
         await parts.pool.warm(model_id)
         if key not in parts.jobs.policy.price_floor_wei:
             parts.jobs.set_price(key, self.settings.provider.price_per_job_wei)
+        if parts.fetcher is not None and parts.fetcher.full:
+            parts.jobs.stop_fetching()
         parts.onchain.policy = parts.jobs.policy
         warm = [Hash32(bytes.fromhex(m)) for m in parts.pool.lanes()]
         offer = build_offer(parts.jobs.policy, warm, parts.inventory)

@@ -160,6 +160,8 @@ class ProviderSettings(_Section):
     fetch_models: bool = True
     max_fetch_bytes: int = Field(default=4 * 2**30, gt=0)
     cold_start_price_wei: int = Field(default=10**13, ge=0)
+    # Each fetched model keeps a warm worker until the node stops: at most this many per run.
+    max_fetched_models: int = Field(default=4, ge=1)
 
 
 class Settings(BaseSettings):

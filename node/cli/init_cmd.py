@@ -70,6 +70,7 @@ price_per_job_wei = {price}
 fetch_models = true
 max_fetch_bytes = 4294967296
 cold_start_price_wei = 10000000000000
+max_fetched_models = 4               # each keeps a warm worker until the node stops
 """
 
 

@@ -151,6 +151,10 @@ class ProviderJobs:
         floors = {m: p for m, p in self.policy.price_floor_wei.items() if m != model_id}
         self.policy = dataclasses.replace(self.policy, price_floor_wei=floors)
 
+    def stop_fetching(self) -> None:
+        """Take no more jobs for models this provider lacks (adverts drop the fetch terms)."""
+        self.policy = dataclasses.replace(self.policy, fetch=None)
+
     def set_price(self, model_id: Hash32, price_wei: int) -> None:
         """Ask `price_wei` for `model_id` from now on (adverts carry it from their next refresh)."""
         floors = dict(self.policy.price_floor_wei)
@@ -403,6 +407,12 @@ class ProviderJobs:
             return JobRejected(
                 "unknown_model",
                 f"this provider does not hold model {model_key}; it fetches models for voucher jobs only",
+            )
+        if to_fetch and self.fetcher is not None and not self.fetcher.takes(request.model_id):
+            return JobRejected(
+                "fetch_limit",
+                f"this provider does not hold model {model_key} and runs as many fetched models as it "
+                f"takes ({self.fetcher.max_models})",
             )
         size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)
         admitted = admit(

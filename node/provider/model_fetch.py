@@ -64,14 +64,29 @@ class ModelFetcher:
         max_bytes: int,
         offer: OfferModel,
         holders: Holders = lambda _model_id: (),
+        max_models: int = 4,
     ) -> None:
         self.host = host
         self.store = store
         self.max_bytes = max_bytes
+        # Each fetched model keeps a warm worker: at most this many are fetched in one run.
+        self.max_models = max_models
+        self._fetched: set[Hash32] = set()
         self._offer = offer
         self._holders = holders
         self._fetching: dict[Hash32, asyncio.Future[ColdStart]] = {}
         self.cold_starts: list[ColdStart] = []
+
+    def takes(self, model_id: Hash32) -> bool:
+        """Whether a job for `model_id` may start (or share) a fetch: fewer than `max_models`
+        models fetched or being fetched in this run, or this one among them."""
+        started = self._fetched | set(self._fetching)
+        return model_id in started or len(started) < self.max_models
+
+    @property
+    def full(self) -> bool:
+        """No other model will be fetched in this run (adverts stop offering to)."""
+        return len(self._fetched) >= self.max_models
 
     async def ensure(self, model_id: Hash32, client: str) -> ColdStart:
         """Fetch, check, install and warm `model_id` (once for all the jobs that ask meanwhile);
@@ -90,6 +105,7 @@ class ModelFetcher:
             fetched: tuple[float, float, float, int] = (0.0, 0.0, 0.0, 0)
         else:
             fetched = await self._fetch_and_install(model_id, client)
+        self._fetched.add(model_id)
         warm_started = time.perf_counter()
         await self._offer(key)
         fetch_s, verify_s, install_s, size = fetched

@@ -23,6 +23,7 @@ from safetensors.numpy import load, save
 from node.app import Node
 from node.domain.service import JobSpec, JobView
 from node.domain.state import JobState, Role
+from node.errors import SchedulerError
 from node.executor.errors import InvalidInput, UnknownModel
 from node.executor.manifest import HfSpec, ModelManifest
 from node.p2p.blob_protocol import serve_blobs
@@ -63,6 +64,7 @@ async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Devnet]
                 f"provider{i}", provider=True, bootstrap=[client.host.addrs[0]], executor=BIG
             )
             settings.provider.cold_start_price_wei = COLD_START_WEI
+            settings.provider.max_fetched_models = 50
             if i == 1:
                 settings.provider.max_fetch_bytes = SMALL_LIMIT
             await register(devnet, devnet.keys[1 + i])
@@ -406,3 +408,27 @@ async def test_cannot_pay_a_cold_start_for_an_input_its_own_model_does_not_take(
             JobSpec(model_id=model_id, input=wrong, provider=provider.key.address)
         )
     assert not held(provider, model_id)
+
+
+# Last in this module: it leaves the first provider fetching no more models.
+async def test_cannot_make_a_provider_fetch_more_models_than_it_takes(net: Devnet) -> None:
+    """Each fetched model keeps a warm worker: once a provider fetched `max_fetched_models`
+    models, its advert stops offering to fetch, so a job for another model it lacks is refused
+    before anything is paid or sent, and it still serves the models it fetched."""
+    client, provider = client_of(net), net.providers[0]
+    assert provider.provider is not None
+    fetcher = provider.provider.fetcher
+    assert fetcher is not None
+    fetcher.max_models = len(fetcher.cold_starts) + 1  # what its operator set, one model to go
+    last = await own_model(net, "last-mlp", hidden=8)
+    assert (await run(net, last, mlp_input(12), provider)).state is JobState.SETTLED
+    await client.discovery.directory.wait_for(
+        lambda d: (a := d.get(provider.key.address)) is not None and a.offer.fetch is None, 30.0
+    )
+    extra = await own_model(net, "one-too-many-mlp", hidden=12)
+    with pytest.raises(SchedulerError, match="has no live advert offering model"):
+        await client.services.jobs.submit(
+            JobSpec(model_id=extra, input=mlp_input(13), provider=provider.key.address)
+        )
+    assert not held(provider, extra)
+    assert (await run(net, last, mlp_input(14), provider)).state is JobState.SETTLED
