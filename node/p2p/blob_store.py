@@ -124,9 +124,10 @@ class FileBlobStore:
 
 class SharedBlobs:
     """Blobs held in memory for the peers they are shared with, for `ttl_s` at most: a job's large
-    input (shared with its provider) or output (shared with its client). Nobody else gets them."""
+    input (shared with its provider) or output (shared with its client, which fetches it as soon
+    as the result arrives; one asking again later gets it shared anew). Nobody else gets them."""
 
-    def __init__(self, ttl_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self._clock = clock
         self._blobs: dict[Hash32, tuple[bytes, Manifest]] = {}
