@@ -25,6 +25,8 @@ from node.domain.service import JobSpec, JobView
 from node.domain.state import JobState, Role
 from node.errors import SchedulerError
 from node.executor.errors import InvalidInput, UnknownModel
+from node.executor.hf_requests import parse_generation
+from node.executor.hf_tiny import write_tiny
 from node.executor.manifest import HfSpec, ModelManifest
 from node.p2p.blob_protocol import serve_blobs
 from node.p2p.blob_store import CHUNK_SIZE, BlobSource, BlobSources, Manifest
@@ -163,6 +165,21 @@ async def test_can_run_its_own_model_on_a_provider_that_fetches_it(net: Devnet) 
     assert provider.provider is not None
     assert provider.provider.fetcher is not None
     assert [c.model_id for c in provider.provider.fetcher.cold_starts].count(model_id) == 1
+
+
+async def test_can_generate_with_its_own_hugging_face_model_on_a_provider_that_fetches_it(
+    net: Devnet,
+) -> None:
+    """A Hugging Face directory (safetensors, config, tokenizer) passes the same checks fetched as
+    `models add` runs on it, and the provider's sandboxed worker generates with it."""
+    provider = net.providers[0]
+    model_dir = await asyncio.to_thread(write_tiny, "gpt2", net.root / "own-gpt2", context=128)
+    model_id = (await client_of(net).services.models.add(model_dir)).model_id
+    request = json.dumps({"prompt": "Hello", "max_tokens": 8, "seed": 3}).encode()
+    done = await run(net, model_id, request, provider)
+    assert done.state is JobState.SETTLED, done
+    assert parse_generation(done.output or b"").completion_tokens > 0
+    assert held(provider, model_id)
 
 
 async def test_can_share_one_fetch_among_concurrent_jobs_for_one_model(net: Devnet) -> None:
