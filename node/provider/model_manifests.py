@@ -31,7 +31,7 @@ class ModelManifests:
     def _bytes(self, digest: Hash32) -> bytes | None:
         try:
             manifest = self._store.get(digest.hex())
-        except GpunodeError:
+        except (GpunodeError, OSError):  # not held, or removed while being read
             return None
         data = manifest.canonical_bytes()
         return data if manifest.model_id == digest.hex() else None
