@@ -188,6 +188,14 @@ class ProviderSettings(_Section):
     max_callback_gas: int = Field(default=500_000, ge=0)
     # Benchmark the devices at start (a few seconds) so adverts carry measured throughput.
     benchmark_on_start: bool = True
+    # Models a job names that this provider does not hold are fetched over the overlay (from the
+    # client or a peer that has them), checked like `gpunode models add`, installed and warmed,
+    # within `max_fetch_bytes`; the first job pays `cold_start_price_wei` on top of the price.
+    fetch_models: bool = True
+    max_fetch_bytes: int = Field(default=4 * 2**30, gt=0)
+    cold_start_price_wei: int = Field(default=10**13, ge=0)
+    # Each fetched model keeps a warm worker until the node stops: at most this many per run.
+    max_fetched_models: int = Field(default=4, ge=1)
 
 
 class Settings(BaseSettings):

@@ -71,6 +71,12 @@ exploration = 0.05                  # share of jobs sent to a free provider this
 [provider]
 enabled = {provider}
 price_per_job_wei = {price}
+# Fetch models that jobs name and this node lacks, from the client (or a peer holding them), up to
+# max_fetch_bytes; the first job of such a model pays cold_start_price_wei on top.
+fetch_models = true
+max_fetch_bytes = 4294967296
+cold_start_price_wei = 10000000000000
+max_fetched_models = 4               # each keeps a warm worker until the node stops
 """
 
 

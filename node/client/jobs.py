@@ -138,7 +138,9 @@ class ClientJobs:
         model_id = Hash32(bytes.fromhex(normalize_model_id(spec.model_id)))
         self._check_spec(spec)
         # Chosen once: the first attempt goes to this provider, at the price checked here.
-        choice = self.pipeline.matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
+        choice = self.pipeline.matchmaker.choose(
+            model_id, spec.max_price_wei, pinned=spec.provider, fetch=spec.payment is PaymentPath.VOUCHER
+        )
         price = choice.offer.price_wei
         await self._check_input(model_id, choice.candidate.address, spec.input)
         if spec.payment is PaymentPath.ESCROW and price % GWEI:
