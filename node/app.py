@@ -66,7 +66,7 @@ from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import Hash32, sha256
+from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
 
@@ -357,7 +357,12 @@ class Node:
     def _build_spot_checks(self, pipeline: ClientPipeline, specs: ModelSpecs) -> None:
         book = ReputationBook(self.db)
         self.fraud_records = FraudRecords(
-            self.host, book, specs, self.contracts.market.domain(), self.key.address
+            self.host,
+            book,
+            specs,
+            self.contracts.market.domain(),
+            self.key.address,
+            serving=self._peers_serving,
         )
         self.spot_checks = SpotChecker(
             self.client_jobs,
@@ -370,6 +375,9 @@ class Node:
             on_confirmed=self._on_confirmed_fraud,
         )
         pipeline.on_verified = self.spot_checks.verified
+
+    def _peers_serving(self, model_id: Hash32) -> list[tuple[Address, str]]:
+        return [(a.address, a.peer_id) for a in self.discovery.directory.find(model_id=model_id)]
 
     def _build_services(self) -> None:
         c = self.contracts

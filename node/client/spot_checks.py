@@ -45,6 +45,7 @@ log = get_logger(__name__)
 # The longest a check's run may take when its job's own time is unknown.
 DEFAULT_CHECK_TIMEOUT_S = 120.0
 _HAS_RESULT = (JobState.VERIFIED, JobState.SETTLED)
+_REPORTS_KEPT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,9 @@ class SpotChecker:
         self._queue: asyncio.Queue[tuple[JobRecord, RunResult]] = asyncio.Queue()
         # Jobs this checker submitted: their results are compared, never sampled again.
         self._own: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Reports of the checks sampled here, latest last (`wait_for_report`).
+        self.reports: dict[str, CheckReport] = {}
+        self._reported = asyncio.Condition()
 
     @property
     def matchmaker(self) -> Matchmaker:
@@ -130,9 +133,20 @@ class SpotChecker:
                 return
             reputation = await self.book.update(provider, job_seen, durable=False)
             if should_check(self.rng.random(), self.share, reputation):
-                await self.check(record, result)
+                report = await self.check(record, result)
+                async with self._reported:
+                    self.reports[report.job_id] = report
+                    while len(self.reports) > _REPORTS_KEPT:
+                        self.reports.pop(next(iter(self.reports)))
+                    self._reported.notify_all()
         except GpunodeError as exc:
             log.warning("spot_check_not_done", job_id=record.job_id.hex(), provider=provider, error=str(exc))
+
+    async def wait_for_report(self, job_id: str, *, timeout_s: float) -> CheckReport:
+        """The report of the sampled check of `job_id`, once done; `TimeoutError` after `timeout_s`."""
+        async with asyncio.timeout(timeout_s), self._reported:
+            await self._reported.wait_for(lambda: job_id in self.reports)
+            return self.reports[job_id]
 
     # checking ------------------------------------------------------------------------------------
 
@@ -153,7 +167,7 @@ class SpotChecker:
         log.info("spot_check_started", job_id=job_id, provider=accused)
         runs: list[tuple[Address, str, RunResult]] = [(accused, job_id, first)]
         second = await self._rerun(record, data, runs)
-        tolerance = await self._tolerance(record.model_id, accused, first.output)
+        tolerance = await self._tolerance(record.model_id, [runs[1][0], accused], first.output)
         c12 = compare_runs(first, second, tolerance)
         if c12.agree:
             await self.book.update(accused, check_passed, durable=False)
@@ -203,10 +217,15 @@ class SpotChecker:
                 break
         return await self.jobs.get(view.job_id)
 
-    async def _tolerance(self, model_id: Hash32, provider: Address, output: bytes) -> Tolerance:
-        peer = await self.jobs.pipeline.reach(provider)
-        manifest = None if peer is None else await self.specs.manifest(model_id, peer)
-        return tolerance_for(manifest) if manifest is not None else guess_tolerance(output)
+    async def _tolerance(self, model_id: Hash32, providers: list[Address], output: bytes) -> Tolerance:
+        """The model's tolerance, from its manifest as one of `providers` serves it (the same
+        from anyone: its id is its hash), else as the output's kind suggests."""
+        for provider in providers:
+            peer = await self.jobs.pipeline.reach(provider)
+            manifest = None if peer is None else await self.specs.manifest(model_id, peer)
+            if manifest is not None:
+                return tolerance_for(manifest)
+        return guess_tolerance(output)
 
     def _report(
         self,
