@@ -142,7 +142,7 @@ class ClientSettings(_Section):
     exploration: float = Field(default=0.05, ge=0, le=1)
     # The share of verified results re-run on a second provider and compared (spot checks); it
     # is raised for providers this node has seen little of. 0 turns spot checks off.
-    spot_check_share: float = Field(default=0.09, ge=0, le=1)
+    spot_check_share: float = Field(default=0.06, ge=0, le=1)
 
 
 class ProviderSettings(_Section):

@@ -3,10 +3,11 @@ third run proves wrong. No I/O: the randomness is the caller's (its own secret s
 
 A provider is checked at `share` of its jobs, more while the client has seen few of them (a
 newcomer, or a sybil identity fresh from the registry, cannot bank trust before it cheats), and
-at `SUSPECT_SHARE` while a valid fraud record against it still asks for re-checks. With the
-default share (`[client] spot_check_share`, 0.09) a provider falsifying 1% of its results is
-caught with probability 0.99 within about 4,900 of its jobs, however they are spread over
-clients (`scripts/sim_verification.py` measures it).
+at `SUSPECT_SHARE` while a valid fraud record against it still asks for re-checks. A cheater is
+exposed twice over: on its jobs sampled for a check, and on every check run it serves for
+others (indistinguishable from other jobs, and always compared). With the default share
+(`[client] spot_check_share`, 0.06) a provider falsifying 1% of its results is caught with
+probability 0.99 within about 3,500 of its jobs (`scripts/sim_verification.py` measures it).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from enum import StrEnum
 from node.domain.records import ProviderReputation
 
 # A provider never seen gets (1 + NEWCOMER_BOOST) times the share; the boost halves by the time
-# NEWCOMER_JOBS of its jobs were verified, and fades from there.
+# NEWCOMER_JOBS of its jobs were verified, and fades from there. Kept short: every pair of a
+# client and a provider pays it once, and a market has many pairs.
 NEWCOMER_BOOST = 1.0
-NEWCOMER_JOBS = 50
+NEWCOMER_JOBS = 5
 # While a valid fraud record asks for re-checks, this share of the provider's jobs is checked.
 SUSPECT_SHARE = 0.5
 # Re-checks a valid fraud record asks for; records never add up (the most owed at once is this).
