@@ -201,6 +201,7 @@ class Node:
         self.discovery: DiscoveryService
         self.client_jobs: ClientJobs
         self.spot_checks: SpotChecker
+        self.reputation: ReputationBook
         self.fraud_records: FraudRecords
         self.settlement: SettlementService
         self.provider: ProviderParts | None = None
@@ -355,7 +356,7 @@ class Node:
         )
 
     def _build_spot_checks(self, pipeline: ClientPipeline, specs: ModelSpecs) -> None:
-        book = ReputationBook(self.db)
+        book = self.reputation = ReputationBook(self.db)
         self.fraud_records = FraudRecords(
             self.host,
             book,
@@ -411,7 +412,9 @@ class Node:
                 self.discovery.directory,
                 self.db,
                 provider=self.provider is not None,
+                reputation=self.reputation.known,
             ),
+            verification=self.spot_checks,
         )
 
     # running ----------------------------------------------------------------------------------

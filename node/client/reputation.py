@@ -31,6 +31,10 @@ class ReputationBook:
     def get(self, address: Address) -> ProviderReputation:
         return self._known.get(address) or ProviderReputation(address)
 
+    def known(self, address: Address) -> ProviderReputation | None:
+        """None for a provider this client never had a result from or heard of."""
+        return self._known.get(address)
+
     def all(self) -> Iterable[ProviderReputation]:
         return self._known.values()
 

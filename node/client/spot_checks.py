@@ -24,7 +24,7 @@ from node.client.jobs import ClientJobs
 from node.client.matching import Matchmaker
 from node.client.model_specs import ModelSpecs
 from node.client.reputation import ReputationBook
-from node.domain.service import JobSpec, JobView
+from node.domain.service import CheckRunView, JobSpec, JobView, VerificationView
 from node.domain.state import JobState, PaymentPath
 from node.errors import GpunodeError, JobError
 from node.executor.manifest import Tolerance, tolerance_for
@@ -159,6 +159,19 @@ class SpotChecker:
             )
         record = await self.jobs.pipeline.store.get(Hash32(bytes.fromhex(view.job_id)))
         return await self.check(record, RunResult(view.receipt.receipt, view.receipt.signature, view.output))
+
+    async def verify_job(self, job_id: str) -> VerificationView:
+        report = await self.verify(job_id)
+        return VerificationView(
+            job_id=report.job_id,
+            verdict=report.verdict.value,
+            why=report.why,
+            runs=tuple(
+                CheckRunView(provider, run_job, r.receipt.output_hash.hex(), r.receipt.profile_hash.hex())
+                for provider, run_job, r in report.runs
+            ),
+            loser=report.loser,
+        )
 
     async def check(self, record: JobRecord, first: RunResult) -> CheckReport:
         job_id = record.job_id.hex()
