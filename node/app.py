@@ -199,6 +199,7 @@ class Node:
         self.job_store: JobStore
         self.host: P2PHost
         self.discovery: DiscoveryService
+        self.registry_view: CachedRegistryView
         self.client_jobs: ClientJobs
         self.spot_checks: SpotChecker
         self.reputation: ReputationBook
@@ -270,10 +271,11 @@ class Node:
         )
         if settings.provider.enabled:
             self.provider = await self._build_provider(stack)
+        self.registry_view = CachedRegistryView(self.contracts.registry)
         self.discovery = await stack.enter_async_context(
             DiscoveryService.subscribed(
                 self.host,
-                CachedRegistryView(self.contracts.registry),
+                self.registry_view,
                 settings.p2p,
                 key=self.key if self.provider else None,
                 offer=None,
@@ -364,6 +366,7 @@ class Node:
             self.contracts.market.domain(),
             self.key.address,
             serving=self._peers_serving,
+            registry=self.registry_view,
         )
         self.spot_checks = SpotChecker(
             self.client_jobs,

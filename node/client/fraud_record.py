@@ -55,6 +55,7 @@ class FraudRejectReason(StrEnum):
     OTHER_INPUT = "other_input"
     SELF_SERVING = "self_serving"
     NOT_PROVEN = "not_proven"
+    NOT_REGISTERED = "not_registered"
 
 
 @dataclass(frozen=True, slots=True)
