@@ -66,7 +66,7 @@ from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import Address, Hash32, sha256
+from node.types import Hash32, sha256
 
 log = get_logger(__name__)
 
@@ -365,7 +365,6 @@ class Node:
             specs,
             self.contracts.market.domain(),
             self.key.address,
-            serving=self._peers_serving,
             registry=self.registry_view,
         )
         self.spot_checks = SpotChecker(
@@ -379,9 +378,6 @@ class Node:
             on_confirmed=self._on_confirmed_fraud,
         )
         pipeline.on_verified = self.spot_checks.verified
-
-    def _peers_serving(self, model_id: Hash32) -> list[tuple[Address, str]]:
-        return [(a.address, a.peer_id) for a in self.discovery.directory.find(model_id=model_id)]
 
     def _build_services(self) -> None:
         c = self.contracts

@@ -11,10 +11,8 @@ must be active providers in the registry (keys made for the occasion hold no sta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 from node.chain.eip712 import Eip712Domain
 from node.client.fraud_record import (
@@ -23,7 +21,6 @@ from node.client.fraud_record import (
     FraudRejected,
     FraudRejectReason,
     check_fraud_record,
-    open_fraud_record,
 )
 from node.client.model_specs import ModelSpecs
 from node.client.reputation import ReputationBook
@@ -39,8 +36,6 @@ from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
 
-# Gossip validation gives up after 2 s; learning a model's tolerance must fit well within it.
-MANIFEST_WAIT_S = 1.5
 # Accused results remembered, so a record repeated (or re-signed by another reporter) counts once.
 _SEEN = 16_384
 
@@ -56,13 +51,9 @@ class FraudRecords:
         domain: Eip712Domain,
         me: Address,
         *,
-        serving: Callable[[Hash32], list[tuple[Address, str]]] = lambda _: [],
         registry: RegistryView | None = None,
     ) -> None:
         self.host = host
-        # A peer serving a model, to learn its tolerance from (a manifest is the same from anyone:
-        # its id is its hash).
-        self.serving = serving
         # Witnesses must hold stake: a record signed by keys made for it proves nothing.
         self.registry = registry
         self.book = book
@@ -122,9 +113,6 @@ class FraudRecords:
 
     async def admit(self, sender: Address, data: bytes) -> FraudRecord | FraudRejected:
         """Everything this node checks of a record from `sender` before it relays or acts on it."""
-        opened = open_fraud_record(data)
-        if isinstance(opened, FraudRecord):
-            await self._learn_tolerance(opened)
         result = self.check(data, sender)
         if isinstance(result, FraudRejected):
             return result
@@ -164,19 +152,6 @@ class FraudRecords:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         log.info("fraud_record_rejected", reason=reason, detail=detail)
         return False
-
-    async def _learn_tolerance(self, record: FraudRecord) -> None:
-        """Fetch the model's manifest, if not known, from a provider other than the accused,
-        within what gossip validation allows."""
-        if self.specs.known(record.model_id) is not None:
-            return
-        accused = record.accused.receipt.provider
-        peers = [peer for address, peer in self.serving(record.model_id) if address != accused]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(MANIFEST_WAIT_S):
-                for peer in peers[:3]:
-                    if await self.specs.manifest(record.model_id, peer) is not None:
-                        return
 
     def _tolerance_of(self, model_id: Hash32) -> Tolerance | None:
         manifest = self.specs.known(model_id)
