@@ -26,11 +26,14 @@ from node.chain.follower import EventFollower
 from node.chain.keys import NodeKey, unlock_keystore
 from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
+from node.client.fraud_gossip import FraudRecords
 from node.client.jobs import ClientJobs
 from node.client.matching import Matchmaker
 from node.client.model_specs import ModelSpecs
 from node.client.payments import VoucherBook
 from node.client.pipeline import ClientPipeline
+from node.client.reputation import ReputationBook
+from node.client.spot_checks import FraudHook, SpotChecker
 from node.config import Settings
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
@@ -193,12 +196,14 @@ class Node:
         shared_chain: ChainClient | None = None,
         serve_api: bool = True,
         redemption: RedemptionPolicy | None = None,
+        on_confirmed_fraud: FraudHook | None = None,
     ) -> None:
         self.settings = settings
         self.key = key if key is not None else load_key(settings)
         self._shared_chain = shared_chain
         self._serve_api = serve_api
         self._redemption = redemption or RedemptionPolicy()
+        self._on_confirmed_fraud = on_confirmed_fraud
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.metrics = NodeMetrics(self._sample)
@@ -209,7 +214,11 @@ class Node:
         self.job_store: JobStore
         self.host: P2PHost
         self.discovery: DiscoveryService
+        self.registry_view: CachedRegistryView
         self.client_jobs: ClientJobs
+        self.spot_checks: SpotChecker
+        self.reputation: ReputationBook
+        self.fraud_records: FraudRecords
         self.settlement: SettlementService
         self.provider: ProviderParts | None = None
         self.model_store: ModelStore
@@ -288,10 +297,11 @@ class Node:
                 ModelStore, settings.executor.model_dir, settings.executor.model_cache_bytes
             )
         )
+        self.registry_view = CachedRegistryView(self.contracts.registry)
         self.discovery = await stack.enter_async_context(
             DiscoveryService.subscribed(
                 self.host,
-                CachedRegistryView(self.contracts.registry),
+                self.registry_view,
                 settings.p2p,
                 key=self.key if self.provider else None,
                 offer=None,
@@ -399,11 +409,13 @@ class Node:
             shared=self.shared_blobs,
             max_output_bytes=self.settings.executor.max_output_bytes,
         )
+        specs = ModelSpecs(self.host, local=self._own_manifest)
         self.client_jobs = ClientJobs(
             pipeline,
             max_input_bytes=self.settings.executor.max_input_bytes,
-            specs=ModelSpecs(self.host, local=self._own_manifest),
+            specs=specs,
         )
+        self._build_spot_checks(pipeline, specs)
         provider_settlement = None
         if self.provider is not None:
             provider_settlement = ProviderSettlement(
@@ -418,6 +430,28 @@ class Node:
             provider_settlement,
             interval_s=SETTLEMENT_INTERVAL_S,
         )
+
+    def _build_spot_checks(self, pipeline: ClientPipeline, specs: ModelSpecs) -> None:
+        book = self.reputation = ReputationBook(self.db)
+        self.fraud_records = FraudRecords(
+            self.host,
+            book,
+            specs,
+            self.contracts.market.domain(),
+            self.key.address,
+            registry=self.registry_view,
+        )
+        self.spot_checks = SpotChecker(
+            self.client_jobs,
+            book,
+            specs,
+            self.key,
+            share=self.settings.client.spot_check_share,
+            publish=self.fraud_records.publish,
+            # The port where a result proven wrong by a third run opens a dispute on chain.
+            on_confirmed=self._on_confirmed_fraud,
+        )
+        pipeline.on_verified = self.spot_checks.verified
 
     def _build_services(self) -> None:
         c = self.contracts
@@ -447,7 +481,9 @@ class Node:
                 self.discovery.directory,
                 self.db,
                 provider=self.provider is not None,
+                reputation=self.reputation.known,
             ),
+            verification=self.spot_checks,
         )
 
     # running ----------------------------------------------------------------------------------
@@ -462,6 +498,10 @@ class Node:
         waits.append(self.discovery.ready.wait())
         group.create_task(self.client_jobs.run(), name="client-jobs")
         waits.append(self.client_jobs.ready.wait())
+        group.create_task(self.spot_checks.run(), name="spot-checks")
+        waits.append(self.spot_checks.ready.wait())
+        group.create_task(self.fraud_records.run(), name="fraud-records")
+        waits.append(self.fraud_records.ready.wait())
         group.create_task(self.settlement.run(), name="settlement")
         waits.append(self.settlement.ready.wait())
         if self.provider is not None:

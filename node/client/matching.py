@@ -74,6 +74,8 @@ class Matchmaker:
     # Whether this node holds a model (a provider lacking it may fetch it from here).
     held_here: Callable[[Hash32], bool] = lambda _model_id: False
     stats: dict[Address, ProviderStats] = field(default_factory=dict)
+    # Providers whose results lost a spot check: never chosen again by this node.
+    excluded: set[Address] = field(default_factory=set)
     # Per provider: run time, queue drain and the latest queue position, as this node observed.
     _observed: dict[Address, LoadSignals] = field(default_factory=dict)
     # Per job: the provider of its current attempt and when the attempt was sent.
@@ -103,11 +105,17 @@ class Matchmaker:
         with `fetch` (providers fetch models for voucher jobs only)."""
         now = self.clock()
         requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
-        adverts = self._pinned_to(self.directory.find(model_id=model_id), pinned)
+        adverts = self._pinned_to(
+            self._not_excluded(self.directory.find(model_id=model_id), model_id), pinned
+        )
         index = CandidateIndex.build([candidate_of(a, self._stats_of(a.address)) for a in adverts])
         eligible = index.ranked(requirements, now=now, tried=tried)
         if not eligible and fetch and (adverts or self.held_here(model_id)):
-            fetchers = [a for a in self.directory.live() if a.offer.fetch and a.price_for(model_id) is None]
+            fetchers = [
+                a
+                for a in self.directory.live()
+                if a.offer.fetch and a.price_for(model_id) is None and a.address not in self.excluded
+            ]
             if fetchers := self._pinned_to(fetchers, pinned):
                 adverts = adverts + fetchers
                 index = CandidateIndex.build(
@@ -144,6 +152,17 @@ class Matchmaker:
             )
         placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
         return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
+
+    def _not_excluded(self, adverts: list[ProviderAdvert], model_id: Hash32) -> list[ProviderAdvert]:
+        if not self.excluded:
+            return adverts
+        kept = [a for a in adverts if a.address not in self.excluded]
+        if adverts and not kept:
+            raise SchedulerError(
+                f"every live provider of model {model_id.hex()} lost a spot check here and is excluded",
+                hint="see `gpunode node peers`; wait for other providers' adverts",
+            )
+        return kept
 
     @staticmethod
     def _pinned_to(adverts: list[ProviderAdvert], pinned: Address | None) -> list[ProviderAdvert]:

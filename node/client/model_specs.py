@@ -34,6 +34,10 @@ class ModelSpecs:
         self._local = local
         self._known: dict[Hash32, ModelManifest] = {}
 
+    def known(self, model_id: Hash32) -> ModelManifest | None:
+        """The manifest of `model_id` if fetched before (never waits)."""
+        return self._known.get(model_id)
+
     async def manifest(self, model_id: Hash32, peer: str) -> ModelManifest | None:
         """The manifest `model_id` names: this node's own (a model it runs on a provider that
         fetches it), else `peer`'s; None when neither can say (an older provider, or

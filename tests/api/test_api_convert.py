@@ -9,7 +9,15 @@ import pytest
 
 from node.api import convert
 from node.api.errors import InvalidRequest
-from node.domain.service import AttemptView, JobView, ReceiptView
+from node.domain.service import (
+    AttemptView,
+    CheckRunView,
+    JobView,
+    PeerView,
+    ReceiptView,
+    ReputationView,
+    VerificationView,
+)
 from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.gen.gpunode.v1 import api_pb2 as pb
 from node.types import Address, Hash32, ResultReceipt
@@ -132,3 +140,22 @@ def test_can_carry_a_job_not_yet_matched() -> None:
         output_size=None,
     )
     assert convert.job_from_pb(convert.job_to_pb(job)) == job
+
+
+def test_can_carry_a_spot_check_and_a_providers_reputation_through_the_api() -> None:
+    provider = Address("0x" + "ab" * 20)
+    verification = VerificationView(
+        job_id="01" * 32,
+        verdict="first_wrong",
+        why="different outputs under the same execution profile",
+        runs=tuple(CheckRunView(provider, f"{i:02x}" * 32, "cd" * 32, "ef" * 32) for i in range(3)),
+        loser=provider,
+    )
+    assert convert.verification_from_pb(convert.verification_to_pb(verification)) == verification
+    agreed = dataclasses.replace(verification, verdict="agreed", loser=None)
+    assert convert.verification_from_pb(convert.verification_to_pb(agreed)) == agreed
+    reputation = ReputationView(7, 2, 1, 3, True, "lost a spot check")
+    peer = PeerView("peer", provider, True, True, (), reputation=reputation)
+    assert convert.peer_from_pb(convert.peer_to_pb(peer)) == peer
+    never_used = dataclasses.replace(peer, reputation=None)
+    assert convert.peer_from_pb(convert.peer_to_pb(never_used)) == never_used
