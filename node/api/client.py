@@ -146,6 +146,7 @@ class ApiClient:
             timeout_ms=round(spec.timeout_s * 1000),
             provider=spec.provider or "",
             stream=spec.stream,
+            precision=spec.precision or "",
         )
         return convert.job_from_pb(await self._call(self._jobs.SubmitJob, request))
 

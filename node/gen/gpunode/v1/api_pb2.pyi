@@ -27,7 +27,7 @@ ROLE_CLIENT: Role
 ROLE_PROVIDER: Role
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider", "stream")
+    __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider", "stream", "precision")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class SubmitJobRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: bytes
     payment: PaymentPath
@@ -42,7 +43,8 @@ class SubmitJobRequest(_message.Message):
     timeout_ms: int
     provider: str
     stream: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[bytes] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., max_price_wei: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., provider: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
+    precision: str
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[bytes] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., max_price_wei: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., provider: _Optional[str] = ..., stream: _Optional[bool] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class FollowJobTextRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -381,14 +383,18 @@ class Peer(_message.Message):
     def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[OfferedModel, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OfferedModel(_message.Message):
-    __slots__ = ("model_id", "price_per_job_wei", "warm")
+    __slots__ = ("model_id", "price_per_job_wei", "warm", "task", "precision")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
     WARM_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     price_per_job_wei: str
     warm: bool
-    def __init__(self, model_id: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., warm: _Optional[bool] = ...) -> None: ...
+    task: str
+    precision: str
+    def __init__(self, model_id: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., warm: _Optional[bool] = ..., task: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class ListPeersResponse(_message.Message):
     __slots__ = ("peers",)
