@@ -13,7 +13,7 @@ import pytest_asyncio
 from executor_support import executor_settings
 from hf_support import HfModels
 
-from node.executor.errors import RequestRefused
+from node.executor.errors import JobTimedOut, RequestRefused
 from node.executor.hf_requests import GenerationResult, parse_generation
 from node.executor.pool import ExecutorPool
 from node.executor.result import ExecutionResult
@@ -145,3 +145,24 @@ async def test_cannot_spoil_a_batch_with_a_prompt_longer_than_the_context(
     assert isinstance(results[1], RequestRefused)
     assert "the prompt is 300 tokens" in str(results[1])
     assert [tokens(r) for r in (results[0], results[2]) if isinstance(r, ExecutionResult)] == [alone, alone]
+
+
+async def test_cannot_hold_a_batch_past_a_deadline_nor_cost_it_its_worker(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    model = hf_models.gpt2_long.model_id
+    await pool.warm(model)
+    workers = {worker.pid for worker in pool.lanes()[model].workers()}
+    honest = {"prompt": "on time", "max_tokens": 40, "temperature": 0}
+    alone = tokens(await run(pool, model, honest))
+    late = pool.run(
+        model, json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode(), timeout_s=0.5
+    )
+    results = await asyncio.gather(late, run(pool, model, honest), return_exceptions=True)
+    assert isinstance(results[0], JobTimedOut)
+    assert isinstance(results[1], ExecutionResult)
+    assert tokens(results[1]) == alone
+    # Stopped in the worker, which stays warm: the next request does not wait for 2000 tokens.
+    assert tokens(await run(pool, model, {"prompt": "next", "max_tokens": 2})).completion_tokens == 2
+    assert {worker.pid for worker in pool.lanes()[model].workers()} == workers
+    assert all(worker.generations == 0 for worker in pool.lanes()[model].workers())
