@@ -104,6 +104,7 @@ class WorkerHandle:
         self.lost_to_timeout = False  # killed because a job's deadline came, not for its own fault
         self._generations: dict[int, _Generation] = {}
         self._reader: asyncio.Task[None] | None = None  # reads the worker's answers while any is due
+        self._sending = asyncio.Lock()  # one writer at a time: a second would steal the first's wake-up
 
     @property
     def pid(self) -> int:
@@ -124,6 +125,8 @@ class WorkerHandle:
         started = time.perf_counter()
         gpu = gpu_binding(device)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):  # room for an inline packet, whatever the host's default
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * framing.INLINE_LIMIT)
         # Opened here and inherited: the sandbox sees the model's bytes, never the store's paths.
         model_fds = {
             name: os.open(model_dir / name, os.O_RDONLY) for name in (MANIFEST_FILE, *manifest.files)
@@ -278,7 +281,8 @@ class WorkerHandle:
         if stopping is not None:
             waits.add(stopping)
         try:
-            await self._channel.send(Kind.RUN, request_id, framing.pack_items([item]), 1)
+            async with self._sending:
+                await self._channel.send(Kind.RUN, request_id, framing.pack_items([item]), 1)
             async with asyncio.timeout(timeout_s):
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if not generation.done.done():
@@ -307,11 +311,14 @@ class WorkerHandle:
         if generation is None or not self.alive:
             return
         with contextlib.suppress(OSError):
-            await self._channel.send(Kind.CANCEL, request_id, b'{"index":0}')
+            async with self._sending:
+                await self._channel.send(Kind.CANCEL, request_id, b'{"index":0}')
         if grace_s is None:
             return
         await asyncio.wait({generation.done}, timeout=grace_s)
-        if not generation.done.done():
+        if generation.done.done():
+            generation.done.exception()  # answered, with what it made or an error: the caller timed out
+        else:
             self.lost_to_timeout = True
             await self.kill()
 
