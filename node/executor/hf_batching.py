@@ -40,6 +40,7 @@ class DecodeBatch:
         self._cache: Any = None
         self._mask = torch.zeros((0, 0), dtype=torch.long, device=model.device)  # 1: a real token
         self._positions: list[int] = []  # each row's next position
+        self._padded = False  # whether any row has padding (else the model needs no mask)
 
     def join(self, key: int, decoding: Decoding) -> bool:
         """Run `decoding`'s prompt and take its first token; True if that already finished it
@@ -63,7 +64,11 @@ class DecodeBatch:
             [self._mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=device)], dim=1
         )
         out = self._model.model(
-            input_ids=tokens, attention_mask=mask, position_ids=positions, cache=self._cache, use_cache=True
+            input_ids=tokens,
+            attention_mask=mask if self._padded else None,
+            position_ids=positions,
+            cache=self._cache,
+            use_cache=True,
         )
         self._cache, self._mask = out.cache, mask
         self._positions = [p + 1 for p in self._positions]
@@ -89,13 +94,14 @@ class DecodeBatch:
         row_mask = torch.zeros((1, total), dtype=torch.long, device=device)
         row_mask[0, total - length :] = 1
         if self._cache is None:
-            self._cache, self._mask = cache, row_mask
+            self._cache, self._mask, self._padded = cache, row_mask, False
             return
         for ours, theirs in zip(self._cache.layers, cache.layers, strict=True):
             ours.keys = torch.cat([_pad_left(ours.keys, total), _pad_left(theirs.keys, total)])
             ours.values = torch.cat([_pad_left(ours.values, total), _pad_left(theirs.values, total)])
         padded = torch.nn.functional.pad(self._mask, (total - width, 0))
         self._mask = torch.cat([padded, row_mask])
+        self._padded = not bool(self._mask.all())
 
     def _keep(self, indices: list[int]) -> None:
         if len(indices) == len(self.rows):
@@ -111,6 +117,7 @@ class DecodeBatch:
         # Columns that are padding in every row left are needed by no one: cut them.
         start = int(torch.argmax(mask.any(dim=0).to(torch.int8)))
         self._mask = mask[:, start:]
+        self._padded = not bool(self._mask.all())
         for layer in self._cache.layers:
             layer.keys = layer.keys[select, :, start:]
             layer.values = layer.values[select, :, start:]

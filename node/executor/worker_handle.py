@@ -266,6 +266,8 @@ class WorkerHandle:
 
         Setting `stop` ends the request with what it made so far. At `timeout_s` the request is
         stopped, and the worker is killed only if it does not answer then."""
+        if not self.alive:
+            raise WorkerCrashed("the worker died before the job reached it", hint="the job was not retried")
         loop = asyncio.get_running_loop()
         request_id = self._take_id()
         generation = _Generation(loop.create_future(), on_tokens, peak=len(self._generations) + 1)
@@ -297,6 +299,7 @@ class WorkerHandle:
             ) from None
         except OSError as exc:  # the socket broke: the worker died, or is made to
             self._proc.kill()
+            self._generations.pop(request_id, None)
             raise WorkerCrashed(
                 "worker died while running the job", hint="the worker was replaced; the job was not retried"
             ) from exc
