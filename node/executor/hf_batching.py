@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 
 from node.executor import framing
 from node.executor.framing import Kind
@@ -46,7 +45,7 @@ class DecodeBatch:
         """Run `decoding`'s prompt and take its first token; True if that already finished it
         (then it never joins the batch)."""
         ids = torch.tensor([decoding.ids], device=self._model.device)
-        out = self._model.model(input_ids=ids, cache=DynamicCache(), use_cache=True)
+        out = self._model.model(input_ids=ids, cache=None, use_cache=True)
         if decoding.take(out.logits[0, -1].float()):
             return True
         self._merge(out.cache, len(decoding.ids))
