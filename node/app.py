@@ -42,6 +42,7 @@ from node.discovery.service import DiscoveryService
 from node.domain.service import NodeServices
 from node.domain.state import Role
 from node.errors import ConfigError, GpunodeError
+from node.executor.errors import UnknownModel
 from node.executor.inventory import Inventory, take_inventory
 from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.pool import ExecutorPool
@@ -158,8 +159,11 @@ def fetch_terms(settings: Settings) -> FetchTerms | None:
     return FetchTerms(provider.max_fetch_bytes, provider.price_per_job_wei, provider.cold_start_price_wei)
 
 
-def build_offer(policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventory) -> Offer:
-    """The advertised offer: measured devices and benchmark figures, prices, warm models, slots."""
+def build_offer(
+    policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventory, store: ModelStore | None = None
+) -> Offer:
+    """The advertised offer: measured devices and benchmark figures, prices (with each model's
+    task and precision, read from `store`), warm models, slots."""
     healthy = [d for d in inventory.devices if d.healthy]
     devices = tuple(
         Device(DeviceKind(d.kind), d.name, d.memory_bytes, d.compute_capability or "") for d in healthy
@@ -178,10 +182,26 @@ def build_offer(policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventor
     return Offer(
         devices=devices,
         warm_models=tuple(warm),
-        prices=tuple(ModelPrice(m, p) for m, p in policy.price_floor_wei.items()),
+        prices=tuple(_priced(m, p, store) for m, p in policy.price_floor_wei.items()),
         free_slots=policy.slots,
         benchmarks=benchmarks,
         fetch=policy.fetch,
+    )
+
+
+def _priced(model_id: Hash32, price: int, store: ModelStore | None) -> ModelPrice:
+    try:
+        manifest = store.get(model_id) if store is not None else None
+    except UnknownModel:  # removed while its price stays (a job already admitted finishes)
+        manifest = None
+    if manifest is None:
+        return ModelPrice(model_id, price)
+    return ModelPrice(
+        model_id,
+        price,
+        task=manifest.offered_task,
+        precision=manifest.precision,
+        weights_id=Hash32(bytes.fromhex(manifest.weights_id)),
     )
 
 
@@ -540,7 +560,7 @@ class Node:
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
         try:
-            await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
+            await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory, parts.store))
         except GpunodeError as exc:
             # The offer is kept: the advert refresher publishes it on its next round.
             log.warning("advert_publish_failed", error=str(exc))
@@ -560,7 +580,7 @@ class Node:
             parts.jobs.stop_fetching()
         parts.onchain.policy = parts.jobs.policy
         warm = [Hash32(bytes.fromhex(m)) for m in parts.pool.lanes()]
-        offer = build_offer(parts.jobs.policy, warm, parts.inventory)
+        offer = build_offer(parts.jobs.policy, warm, parts.inventory, parts.store)
         try:
             await self.discovery.announce(offer)
         except GpunodeError as exc:
@@ -578,7 +598,7 @@ class Node:
         parts.onchain.policy = parts.jobs.policy
         warm = [Hash32(bytes.fromhex(m)) for m in parts.pool.lanes() if m != model_id]
         try:
-            await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
+            await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory, parts.store))
         except GpunodeError as exc:
             log.warning("advert_publish_failed", error=str(exc))
         log.info("model_withdrawn", model_id=model_id)

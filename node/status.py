@@ -92,7 +92,7 @@ def _reputation(known: ProviderReputation | None) -> ReputationView | None:
 def _offered(advert: ProviderAdvert) -> tuple[OfferedModelView, ...]:
     warm = set(advert.offer.warm_models)
     return tuple(
-        OfferedModelView(p.model_id.hex(), p.price_per_job_wei, p.model_id in warm)
+        OfferedModelView(p.model_id.hex(), p.price_per_job_wei, p.model_id in warm, p.task, p.precision)
         for p in advert.offer.prices
     )
 

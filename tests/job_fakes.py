@@ -493,6 +493,7 @@ class FakePool:
         timeout_s: float | None = None,
         client: str | None = None,
         on_tokens: Callable[[str], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> ExecutionResult:
         self.runs.append((model_id, job_input, timeout_s))
         self.clients.append(client)

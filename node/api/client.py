@@ -41,7 +41,7 @@ from node.domain.service import (
 )
 from node.executor.files import sha256_file
 from node.executor.hf_model import is_hf_dir, read_hf_dir
-from node.executor.manifest import MANIFEST_FILE, parse_manifest
+from node.executor.manifest import MANIFEST_FILE, Quantization, parse_manifest
 from node.gen.gpunode.v1 import api_pb2 as pb
 
 api_grpc: Any = importlib.import_module("node.gen.gpunode.v1.api_pb2_grpc")
@@ -147,6 +147,7 @@ class ApiClient:
             timeout_ms=round(spec.timeout_s * 1000),
             provider=spec.provider or "",
             stream=spec.stream,
+            precision=spec.precision or "",
         )
         return convert.job_from_pb(await self._call(self._jobs.SubmitJob, request))
 
@@ -222,11 +223,13 @@ class ApiClient:
         *,
         progress: UploadProgress | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        quantization: Quantization | None = None,
     ) -> ModelView:
         """Upload a model directory holding `manifest.json` and the files it pins, or a Hugging
-        Face model directory (its manifest is made here; the node checks every file again)."""
+        Face model directory (its manifest is made here, for its `quantization` variant if given;
+        the node checks every file again)."""
         if is_hf_dir(directory):
-            manifest, hf_files = read_hf_dir(directory)
+            manifest, hf_files = read_hf_dir(directory, quantization=quantization)
             header = pb.UploadModelHeader(
                 manifest=manifest.canonical_bytes(), files=[_describe(f) for f in hf_files.values()]
             )

@@ -104,6 +104,8 @@ def job_spec_from_pb(request: pb.SubmitJobRequest) -> JobSpec:
         options["provider"] = parse_address(request.provider, "provider")
     if request.stream:
         options["stream"] = True
+    if request.precision:
+        options["precision"] = request.precision
     return JobSpec(
         model_id=parse_id(request.model_id, "model id"),
         input=request.input,
@@ -311,7 +313,13 @@ def peer_to_pb(view: PeerView) -> pb.Peer:
         provider=view.provider,
         listen_addrs=list(view.listen_addrs),
         models=[
-            pb.OfferedModel(model_id=m.model_id, price_per_job_wei=str(m.price_per_job_wei), warm=m.warm)
+            pb.OfferedModel(
+                model_id=m.model_id,
+                price_per_job_wei=str(m.price_per_job_wei),
+                warm=m.warm,
+                task=m.task,
+                precision=m.precision,
+            )
             for m in view.models
         ],
         devices=list(view.devices),
@@ -438,7 +446,9 @@ def peer_from_pb(message: pb.Peer) -> PeerView:
         provider=message.provider,
         listen_addrs=tuple(message.listen_addrs),
         models=tuple(
-            OfferedModelView(m.model_id, parse_wei(m.price_per_job_wei, "price_per_job_wei"), m.warm)
+            OfferedModelView(
+                m.model_id, parse_wei(m.price_per_job_wei, "price_per_job_wei"), m.warm, m.task, m.precision
+            )
             for m in message.models
         ),
         devices=tuple(message.devices),

@@ -71,6 +71,12 @@ def submit(
     stream: Annotated[
         bool, typer.Option("--stream", help="print a generation's text as it is produced (implies --wait)")
     ] = False,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="run the model's variant offered in this precision (int8, fp32 …; `models available`)"
+        ),
+    ] = None,
     out: OutOption = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
@@ -86,6 +92,7 @@ def submit(
         timeout_s=timeout,
         provider=Address(provider) if provider else None,
         stream=stream,
+        precision=precision,
     )
 
     async def work(client: ApiClient) -> JobView:

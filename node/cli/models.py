@@ -20,6 +20,7 @@ from node.cli.output import (
 )
 from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
 from node.domain.service import ModelUpload, ModelView
+from node.executor.hf_model import is_hf_dir
 from node.executor.manifest import TensorSpec
 
 app = typer.Typer(name="models", help="Upload and list the node's models.", no_args_is_help=True)
@@ -41,12 +42,20 @@ def add(
         list[str] | None, typer.Option("--output", help="a .pt2 model's output name (default: output)")
     ] = None,
     batchable: Annotated[bool, typer.Option(help="a .pt2 model takes a batch along dim 0")] = False,
+    quantization: Annotated[
+        str | None,
+        typer.Option(
+            help="int8: add a Hugging Face model's variant quantized at load (its own id and price)"
+        ),
+    ] = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Upload a model to the node; every file is checked by size and sha256 on arrival."""
     upload = None if path.is_dir() else _program_upload(path, name, input_spec or [], output or [], batchable)
+    if quantization is not None and (quantization != "int8" or not is_hf_dir(path)):
+        raise _usage("--quantization int8 applies to a Hugging Face model directory")
 
     async def work(client: ApiClient) -> ModelView:
         with Progress(
@@ -64,7 +73,9 @@ def add(
                 progress.update(task, completed=sent, total=total)
 
             if upload is None:
-                return await client.upload_model_dir(path, progress=advance)
+                return await client.upload_model_dir(
+                    path, progress=advance, quantization="int8" if quantization else None
+                )
             return await client.upload_program(path, upload, progress=advance)
 
     model = call_node(api, config, work)

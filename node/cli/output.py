@@ -158,18 +158,25 @@ def _narrow_jobs_table(jobs: Iterable[JobView]) -> Table:
 
 
 def offered_models_table(peers: Iterable[PeerView]) -> Table:
-    """`models available`: each model offered on the network, its providers and their prices."""
+    """`models available`: each model offered on the network, what it does and runs in, its
+    providers and their prices."""
     table = Table(title="models offered on the network")
-    for column in ("model id", "providers", "lowest price", "warm", "devices"):
+    table.add_column("model id", overflow="fold", width=16)
+    for column in ("task, precision", "providers", "lowest price", "warm", "devices"):
         table.add_column(column, overflow="fold")
     offers: dict[str, list[tuple[PeerView, int, bool]]] = {}
+    traits: dict[str, tuple[str, str]] = {}
     for peer in peers:
         for model in peer.models:
             offers.setdefault(model.model_id, []).append((peer, model.price_per_job_wei, model.warm))
+            if model.task or model.precision:
+                traits.setdefault(model.model_id, (model.task, model.precision))
     for model_id, found in sorted(offers.items()):
         devices = sorted({device for peer, _, _ in found for device in peer.devices})
+        task, precision = traits.get(model_id, ("", ""))
         table.add_row(
             model_id,
+            f"{task or '-'}\n{precision or '-'}",
             str(len(found)),
             format_wei(min(price for _, price, _ in found)),
             f"{sum(warm for _, _, warm in found)} of {len(found)}",

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from node.chain.market import GWEI
 from node.client.model_specs import ModelSpecs, check_input
 from node.client.pipeline import ESCROW_MARGIN_S, ClientPipeline, Submission
+from node.client.variants import variant_of
 from node.client.views import has_result, job_view
 from node.domain.service import (
     MAX_TIMEOUT_S,
@@ -29,7 +30,7 @@ from node.domain.service import (
 from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
 from node.errors import ChainError, GpunodeError, JobError, SettlementError
 from node.executor.errors import InputTooLarge
-from node.executor.manifest import normalize_model_id
+from node.executor.manifest import ModelManifest, normalize_model_id
 from node.jobstore.events import records_until_terminal
 from node.logging import get_logger
 from node.scheduler import ProviderStats
@@ -137,6 +138,8 @@ class ClientJobs:
     async def submit(self, spec: JobSpec) -> JobView:
         model_id = Hash32(bytes.fromhex(normalize_model_id(spec.model_id)))
         self._check_spec(spec)
+        if spec.precision is not None:
+            model_id = await self._variant(model_id, spec.precision)
         # Chosen once: the first attempt goes to this provider, at the price checked here.
         choice = self.pipeline.matchmaker.choose(
             model_id, spec.max_price_wei, pinned=spec.provider, fetch=spec.payment is PaymentPath.VOUCHER
@@ -174,6 +177,23 @@ class ClientJobs:
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
         return await self._view(record)
+
+    async def _variant(self, model_id: Hash32, precision: str) -> Hash32:
+        """The model to run for `model_id` in `precision`: itself, or its variant that providers
+        offer in it, checked against both manifests."""
+        specs = self.specs
+        if specs is None:
+            raise JobError(
+                "this node cannot read models' manifests, so it cannot find a variant",
+                hint="give the variant's own model id (`gpunode models available`)",
+            )
+
+        async def fetch(wanted: Hash32, provider: Address) -> ModelManifest | None:
+            peer = await self.pipeline.reach(provider)
+            return None if peer is None else await specs.manifest(wanted, peer)
+
+        adverts = self.pipeline.matchmaker.directory.live()
+        return await variant_of(adverts, model_id, precision.lower(), fetch)
 
     async def _check_input(self, model_id: Hash32, provider: Address, data: bytes) -> None:
         """Refuse an input the model cannot take before anything is stored or paid for; the

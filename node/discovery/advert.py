@@ -25,6 +25,7 @@ ADVERT_DOMAIN = b"gpunode/advert/1"
 # A provider with 8 GPUs, 100 priced models and benchmarks stays well below this; anything
 # larger is an attempt to make every node on the overlay relay garbage.
 MAX_ADVERT_BYTES = 16 * 1024
+MAX_TRAIT_CHARS = 16  # a model's task or precision word
 
 
 class DeviceKind(StrEnum):
@@ -42,10 +43,16 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
+    """A model offered at a price, with what it does (`generate`, `embed`, `tensor`), what it runs
+    in (`fp32`, `int8` …) and the id of the files it is made of (shared by its variants)."""
+
     model_id: Hash32
     price_per_job_wei: int
     price_per_unit_wei: int = 0
     unit: str = ""
+    task: str = ""
+    precision: str = ""
+    weights_id: Hash32 | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +168,9 @@ def encode_advert(advert: ProviderAdvert) -> bytes:
                 price_per_job_wei=_uint_bytes(p.price_per_job_wei),
                 price_per_unit_wei=_uint_bytes(p.price_per_unit_wei),
                 unit=p.unit,
+                task=p.task,
+                precision=p.precision,
+                weights_id=p.weights_id or b"",
             )
             for p in offer.prices
         ],
@@ -244,6 +254,9 @@ def _decode(body: bytes, signed: bytes) -> ProviderAdvert:
                 price_per_job_wei=_uint(p.price_per_job_wei),
                 price_per_unit_wei=_uint(p.price_per_unit_wei),
                 unit=p.unit,
+                task=_trait(p.task),
+                precision=_trait(p.precision),
+                weights_id=_hash32(p.weights_id) if p.weights_id else None,
             )
             for p in msg.prices
         ),
@@ -279,6 +292,12 @@ def _hash32(raw: bytes) -> Hash32:
     if len(raw) != 32:
         raise ValueError(f"model id is {len(raw)} bytes, not 32")
     return Hash32(bytes(raw))
+
+
+def _trait(word: str) -> str:
+    if len(word) > MAX_TRAIT_CHARS:
+        raise ValueError(f"a model's task or precision is at most {MAX_TRAIT_CHARS} characters")
+    return word
 
 
 def _uint(raw: bytes) -> int:

@@ -43,6 +43,8 @@ class JobSpec:
     provider: Address | None = None
     # A generation's text streams as the provider produces it (`ClientJobsApi.follow_text`).
     stream: bool = False
+    # Run the variant of `model_id` offered in this precision ("int8" …), made of the same files.
+    precision: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,8 @@ class OfferedModelView:
     model_id: str  # 64 hex digits
     price_per_job_wei: int
     warm: bool
+    task: str = ""  # generate, embed, tensor; empty: not stated
+    precision: str = ""  # fp32, bf16, int8 …; empty: not stated
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,10 @@ bytes, so `transformers` never opens, imports or unpickles anything from the mod
 (it is never given one), and never reaches a network (the worker sets the offline switches and
 the sandbox has none).
 
-Generation is our own decoding loop over the model's forward pass with its KV cache (sampling with
-a per-request seeded generator, so a seed plus the deterministic profile gives the same tokens);
-embeddings pool the last hidden state as the model's sentence-transformers modules say.
+Generation is our own decoding over the model's forward pass with its KV cache (`Decoding`: sampling
+with a per-request seeded generator, so a seed plus the deterministic profile gives the same
+tokens), several requests decoded together by `hf_batching`; embeddings pool the last hidden
+state as the model's sentence-transformers modules say.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ _EMBED_CHUNK = 64
 # A UTF-8 sequence is at most 4 bytes and every token at least one: 4 tokens on, it has ended.
 _SETTLING_TOKENS = 4
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
-Emit = Callable[[int, str], None]  # (index of the job in its batch, text produced since the last call)
 
 
 class RequestRefused(ValueError):
@@ -68,15 +68,9 @@ class LoadedModel:
     device: str
     eos_ids: frozenset[int]
 
-    def run(
-        self, items: list[bytes], emit: Emit | None = None, cancelled: Callable[[int], bool] | None = None
-    ) -> list[bytes]:
-        if self.spec["task"] == "embed":
-            return [self.embed(json.loads(item)) for item in items]
-        return [
-            self.generate(json.loads(item), _bind(emit, i), _bind_cancel(cancelled, i))
-            for i, item in enumerate(items)
-        ]
+    def run(self, items: list[bytes]) -> list[bytes]:
+        """A batch of embedding requests (generation requests are batched by `hf_batching`)."""
+        return [self.embed(json.loads(item)) for item in items]
 
     # -- embeddings ---------------------------------------------------------------------------
 
@@ -141,48 +135,79 @@ class LoadedModel:
         emit: Callable[[str], None] | None,
         cancelled: Callable[[], bool] | None,
     ) -> bytes:
-        ids = self.prompt_ids(request)
-        budget = min(int(request.get("max_tokens", 16)), int(self.spec["context_length"]) - len(ids))
-        sampler = Sampler(request)
-        stops = tuple(str(s) for s in request.get("stop", ()))
-        text, emitted, finish = _IncrementalText(self.tokenizer), 0, "length"
-        logits, cache = self._forward(torch.tensor([ids], device=self.device), None)
-        while len(text.tokens) < budget:
-            if cancelled is not None and cancelled():
-                finish = "cancelled"
-                break
-            token = sampler.next(logits)
-            if token in self.eos_ids:
-                finish = "eos"
-                break
-            so_far = text.add(token)
-            cut = _first_stop(so_far, stops)
-            if cut is not None:
-                text.cut(cut)
-                finish = "stop"
-                break
-            if emit is not None:
-                ready = _streamable(so_far, stops, text.settled)
-                if ready > emitted:
-                    emit(so_far[emitted:ready])
-                    emitted = ready
-            if len(text.tokens) < budget:
-                logits, cache = self._forward(torch.tensor([[token]], device=self.device), cache)
-        if emit is not None and len(text.text) > emitted:
-            emit(text.text[emitted:])
-        tokens, text_so_far = text.tokens, text.text
+        """One request on its own: a batch of one (`hf_batching` decodes several together)."""
+        from node.executor.hf_batching import DecodeBatch
+
+        batch = DecodeBatch(self)
+        decoding = Decoding(self, request, emit)
+        if not batch.join(0, decoding):
+            while batch.rows:
+                if cancelled is not None and cancelled():
+                    batch.drop(0)
+                    decoding.finish = "cancelled"
+                    break
+                batch.step()
+        return decoding.result()
+
+
+class Decoding:
+    """One generation request between decoding steps: its prompt, sampler, stop sequences and
+    budget, the text made so far and how much of it was streamed. `finish` is set once it is done."""
+
+    def __init__(
+        self, model: LoadedModel, request: dict[str, Any], emit: Callable[[str], None] | None
+    ) -> None:
+        self.ids = model.prompt_ids(request)
+        self.budget = min(
+            int(request.get("max_tokens", 16)), int(model.spec["context_length"]) - len(self.ids)
+        )
+        self.sampler = Sampler(request)
+        self.stops = tuple(str(s) for s in request.get("stop", ()))
+        self.text = _IncrementalText(model.tokenizer)
+        self.eos_ids = model.eos_ids
+        self.emit = emit
+        self.emitted = 0
+        self.finish: str | None = None
+
+    @property
+    def last_token(self) -> int:
+        return self.text.tokens[-1]
+
+    def take(self, logits: torch.Tensor) -> bool:
+        """Sample the next token from `logits`; whether the request is done."""
+        token = self.sampler.next(logits)
+        if token in self.eos_ids:
+            self.finish = "eos"
+            return True
+        so_far = self.text.add(token)
+        cut = _first_stop(so_far, self.stops)
+        if cut is not None:
+            self.text.cut(cut)
+            self.finish = "stop"
+            return True
+        if self.emit is not None:
+            ready = _streamable(so_far, self.stops, self.text.settled)
+            if ready > self.emitted:
+                self.emit(so_far[self.emitted : ready])
+                self.emitted = ready
+        if len(self.text.tokens) >= self.budget:
+            self.finish = "length"
+            return True
+        return False
+
+    def result(self) -> bytes:
+        """The whole output as JSON, once the rest of its text has been streamed."""
+        if self.emit is not None and len(self.text.text) > self.emitted:
+            self.emit(self.text.text[self.emitted :])
+            self.emitted = len(self.text.text)
         result = {
-            "text": text_so_far,
-            "token_ids": tokens,
-            "finish_reason": finish,
-            "prompt_tokens": len(ids),
-            "completion_tokens": len(tokens),
+            "text": self.text.text,
+            "token_ids": self.text.tokens,
+            "finish_reason": self.finish or "length",
+            "prompt_tokens": len(self.ids),
+            "completion_tokens": len(self.text.tokens),
         }
         return json.dumps(result, separators=(",", ":")).encode()
-
-    def _forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
-        return out.logits[0, -1].float(), out.cache
 
 
 class _IncrementalText:
@@ -265,18 +290,6 @@ def _streamable(text: str, stops: tuple[str, ...], settled: int = 0) -> int:
                 end = min(end, len(text[:end]) - size)
                 break
     return end
-
-
-def _bind(emit: Emit | None, index: int) -> Callable[[str], None] | None:
-    if emit is None:
-        return None
-    return lambda text: emit(index, text)
-
-
-def _bind_cancel(cancelled: Callable[[int], bool] | None, index: int) -> Callable[[], bool] | None:
-    if cancelled is None:
-        return None
-    return lambda: cancelled(index)
 
 
 def load(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> LoadedModel:

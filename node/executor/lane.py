@@ -49,6 +49,7 @@ class _Job:
     timeout_s: float
     client: str | None  # the tenant; None: a job of its own, batched with no other
     on_tokens: Callable[[str], None] | None = None  # text a generation streams as it comes
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: end a generation with what it made
     done: asyncio.Future[LaneOutput] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -61,6 +62,26 @@ class _Job:
             f"job did not finish within its limit of {self.timeout_s:g} s",
             hint="send a smaller input or allow a longer deadline (the provider's job_timeout_s caps it)",
         )
+
+
+def _stop_if_cancelled(stop: asyncio.Event) -> Callable[[asyncio.Future[LaneOutput]], None]:
+    def callback(done: asyncio.Future[LaneOutput]) -> None:
+        if done.cancelled():
+            stop.set()
+
+    return callback
+
+
+def _live_tokens(job: _Job) -> Callable[[str], None] | None:
+    on_tokens = job.on_tokens
+    if on_tokens is None:
+        return None
+
+    def sink(text: str) -> None:
+        if not job.done.done():
+            on_tokens(text)
+
+    return sink
 
 
 def _token_sink(batch: list[_Job]) -> Callable[[int, str], None] | None:
@@ -140,12 +161,18 @@ class ModelLane:
         timeout_s: float,
         client: str | None = None,
         on_tokens: Callable[[str], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> LaneOutput:
         if self._closing:
             raise ExecutorError("the executor is shutting down; the job did not run")
         if self._broken is not None and not self._workers:
             raise self._broken
         job = _Job(data, payload, asyncio.get_running_loop().time() + timeout_s, timeout_s, client, on_tokens)
+        if stop is not None:
+            job.stop = stop
+        # A caller that goes away (cancelled, or its deadline passed) stops its generation too: it
+        # does not run on to max_tokens for nobody.
+        job.done.add_done_callback(_stop_if_cancelled(job.stop))
         self._queue.append(job)
         self._queued.set()
         try:
@@ -189,7 +216,9 @@ class ModelLane:
         self._workers.add(worker)
         self._changed.set()
         self._profile = self._profile or worker.profile
-        self._idle.put_nowait(worker)
+        # A generation model's worker decodes up to max_batch requests together: one free slot each.
+        for _ in range(self._settings.max_batch if self.manifest.task == "generate" else 1):
+            self._idle.put_nowait(worker)
         self._spawn(self._watch(worker))
 
     async def _watch(self, worker: WorkerHandle) -> None:
@@ -270,11 +299,8 @@ class ModelLane:
             self._idle.put_nowait(worker)
             return
         if self.manifest.task == "generate":
-            for index, job in enumerate(batch):
-                # A caller that goes away (cancelled, or its deadline passed) stops its job in the
-                # worker too: a generation does not run on to max_tokens for nobody. (A tensor
-                # model's batch is one forward pass: nothing to stop midway.)
-                job.done.add_done_callback(self._stopper(worker, index))
+            await self._run_generation(worker, batch[0])
+            return
         try:
             # The provider's ceiling, not a caller's deadline: only the ceiling kills a worker.
             outputs = await worker.run_batch(
@@ -302,12 +328,26 @@ class ModelLane:
             if not job.done.done():
                 job.done.set_result((output, profile, started))
 
-    def _stopper(self, worker: WorkerHandle, index: int) -> Callable[[asyncio.Future[LaneOutput]], None]:
-        def stop(done: asyncio.Future[LaneOutput]) -> None:
-            if done.cancelled() and worker.running.is_set():
-                self._spawn(worker.cancel(index))
-
-        return stop
+    async def _run_generation(self, worker: WorkerHandle, job: _Job) -> None:
+        """One generation in the worker's running batch; its slot is free again once it ends."""
+        started = time.perf_counter()
+        try:
+            output, rows = await worker.generate(
+                job.data, self._settings.job_timeout_s, _live_tokens(job), job.stop
+            )
+        except ExecutorError as exc:
+            if worker.alive:
+                self._idle.put_nowait(worker)
+            self._fail([job], exc)
+            return
+        except asyncio.CancelledError:
+            self._fail([job], ExecutorError("the executor is shutting down; the job did not finish"))
+            raise
+        self._idle.put_nowait(worker)
+        if not job.done.done():
+            # The receipt's profile says how many requests shared the batch: a lone request's
+            # tokens are the ones a re-run alone reproduces bit for bit.
+            job.done.set_result((output, worker.profile.with_batch(rows), started))
 
     def _split(self, batch: list[_Job], exc: ExecutorError) -> None:
         # One bad job must not fail the honest jobs batched with it, nor buy a rerun of each of

@@ -21,6 +21,9 @@ MANIFEST_FILE = "manifest.json"
 BUILTIN_ARCHITECTURES = ("mlp", "transformer_classifier", "causal_lm")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# How adverts and clients name a precision: a dtype of stored weights, or a quantization.
+PRECISION_WORDS = {"F64": "fp64", "F32": "fp32", "F16": "fp16", "BF16": "bf16"}
+_WEIGHTS_DOMAIN = b"gpunode/weights/1\n"
 
 
 class TensorSpec(BaseModel):
@@ -145,6 +148,26 @@ class ModelManifest(BaseModel):
     def task(self) -> str | None:
         """`generate` or `embed` for a Hugging Face model; None for a tensor model."""
         return self.hf.task if self.hf is not None else None
+
+    @property
+    def offered_task(self) -> str:
+        """What adverts say the model does: `generate`, `embed`, or `tensor` (tensors in and out)."""
+        return self.task or "tensor"
+
+    @property
+    def precision(self) -> str:
+        """What it runs in, as adverts say it: `fp32`, `bf16`, `fp16`, `int8` …; empty for a tensor
+        model (its program or weights say)."""
+        if self.hf is None:
+            return ""
+        return self.hf.quantization or PRECISION_WORDS.get(self.hf.precision, self.hf.precision.lower())
+
+    @property
+    def weights_id(self) -> str:
+        """Hex sha256 of the files the model is made of: a model and its quantized variants (which
+        load the same files) share it, so a client can find a variant in another precision."""
+        files = json.dumps(sorted(self.files.items()), separators=(",", ":")).encode()
+        return hashlib.sha256(_WEIGHTS_DOMAIN + files).hexdigest()
 
     @property
     def model_id(self) -> str:

@@ -105,12 +105,14 @@ class ExecutorPool:
         timeout_s: float | None = None,
         client: str | None = None,
         on_tokens: Callable[[str], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> ExecutionResult:
         """Run one job for `client` within `timeout_s` (capped by `executor.job_timeout_s`).
 
         `client` is the job's tenant: user programs batch only one client's jobs, and a job without
         a client is batched with none. A generation's text goes to `on_tokens` as it is produced
-        (the result still holds the whole output); cancelling the call stops the generation.
+        (the result still holds the whole output); cancelling the call stops the generation, and
+        setting `stop` ends it with what it made so far (finish reason `cancelled`).
         Raises an `ExecutorError` subclass naming what went wrong."""
         key = normalize_model_id(model_id)
         timeout = self.job_timeout(timeout_s)
@@ -125,7 +127,7 @@ class ExecutorPool:
         payload = await _off_loop_if(costly, _admit, manifest, input_bytes, self.settings)
         lane = await self._lane(key)
         enqueued = time.perf_counter()
-        output, profile, started = await lane.submit(input_bytes, payload, timeout, client, on_tokens)
+        output, profile, started = await lane.submit(input_bytes, payload, timeout, client, on_tokens, stop)
         try:
             costly = (
                 len(output) > _OFFLOAD_BYTES

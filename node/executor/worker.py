@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import socket
 import sys
 import time
@@ -61,46 +60,13 @@ def _load_runner(files: dict[str, int], device: str) -> tuple[Runner, dict[str, 
 
 
 class _TensorRunner:
-    """A tensor model's batches: no streaming, nothing to cancel (a batch is one forward pass)."""
+    """A tensor model's batches: one forward pass each."""
 
     def __init__(self, run_batch: Any) -> None:
         self._run_batch = run_batch
 
-    def run(self, items: list[bytes], emit: Any = None, cancelled: Any = None) -> list[bytes]:
+    def run(self, items: list[bytes]) -> list[bytes]:
         return list(self._run_batch(items))
-
-
-class _Stream:
-    """What a batch in flight says back before its RESULT: TOKENS as text comes, and whether the
-    node sent CANCEL for one of its jobs (read between decoding steps, without blocking)."""
-
-    def __init__(self, sock: socket.socket, request_id: int, max_body: int) -> None:
-        self._sock, self._request_id, self._max_body = sock, request_id, max_body
-        self._cancelled: set[int] = set()
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
-
-    def emit(self, index: int, text: str) -> None:
-        # Escaped, 4000 characters stay well under CONTROL_LIMIT: a long burst goes as several.
-        for start in range(0, len(text), 4000):
-            body = json.dumps({"index": index, "text": text[start : start + 4000]}).encode()
-            framing.send_blocking(self._sock, Kind.TOKENS, self._request_id, body)
-
-    def cancelled(self, index: int) -> bool:
-        # One poll(2) a decoding step when nothing came; the socket is read only when something did.
-        while self._poll.poll(0):
-            try:
-                self._sock.setblocking(False)
-                message = framing.recv_blocking(self._sock, max_body=self._max_body)
-            except BlockingIOError:
-                break
-            finally:
-                self._sock.setblocking(True)
-            if message is None or message.kind is not Kind.CANCEL:
-                raise framing.FramingError("worker got an unexpected message while running a batch")
-            if message.request_id == self._request_id:  # else late, for a batch already answered
-                self._cancelled.add(int(json.loads(message.body)["index"]))
-        return index in self._cancelled
 
 
 def _load_model(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Model:
@@ -161,13 +127,10 @@ def _serve(sock: socket.socket, runner: Runner, args: argparse.Namespace) -> Non
         message = framing.recv_blocking(sock, max_body=args.max_body)
         if message is None or message.kind is Kind.SHUTDOWN:
             return
-        if message.kind is Kind.CANCEL:  # for a batch answered before the CANCEL arrived
-            continue
         if message.kind is not Kind.RUN:
             raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
         try:
-            stream = _Stream(sock, message.request_id, args.max_body)
-            outputs = runner.run(message.items, stream.emit, stream.cancelled)
+            outputs = runner.run(message.items)
         except (framing.FramingError, KeyboardInterrupt):
             raise
         except Exception as error:  # the model's fault, reported to the node; the worker stays warm
@@ -190,7 +153,7 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=args.fd)
     _configure(args.threads, args.deterministic)
     files = {name: int(fd) for name, _, fd in (item.partition("=") for item in args.model_file)}
-    runner, _manifest = _load_runner(files, args.device)
+    runner, manifest = _load_runner(files, args.device)
     ready = {
         "torch_version": torch.__version__,
         "device": args.device
@@ -205,7 +168,12 @@ def main(argv: list[str]) -> int:
         "pid_in_sandbox": os.getpid(),
     }
     framing.send_blocking(sock, Kind.READY, 0, json.dumps(ready).encode())
-    _serve(sock, runner, args)
+    if manifest["format"] == "huggingface" and manifest["hf"]["task"] == "generate":
+        from node.executor import hf_batching
+
+        hf_batching.serve(sock, runner, args.max_body, _describe)
+    else:
+        _serve(sock, runner, args)
     return 0
 
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node.config import ExecutorSettings
 from node.executor import framing
@@ -63,8 +64,19 @@ def limits_from(settings: ExecutorSettings, device: str = "cpu") -> SandboxLimit
     )
 
 
+@dataclass
+class _Generation:
+    """A generation request in flight in a worker's batch."""
+
+    done: asyncio.Future[bytes]
+    on_tokens: Callable[[str], None] | None
+    peak: int  # the most requests in flight at once beside it, itself included
+    streamed: int = 0
+
+
 class WorkerHandle:
-    """One warm worker; one batch in flight at a time (the lane that owns it sees to that)."""
+    """One warm worker: one batch in flight at a time (the lane that owns it sees to that), or,
+    for a generation model, many requests decoded together (`generate`)."""
 
     def __init__(
         self,
@@ -90,6 +102,9 @@ class WorkerHandle:
         self.batches_run = 0
         self.batches_served = 0  # answered with results or a model's error, within the protocol
         self.lost_to_timeout = False  # killed because a job's deadline came, not for its own fault
+        self._generations: dict[int, _Generation] = {}
+        self._reader: asyncio.Task[None] | None = None  # reads the worker's answers while any is due
+        self._sending = asyncio.Lock()  # one writer at a time: a second would steal the first's wake-up
 
     @property
     def pid(self) -> int:
@@ -110,6 +125,8 @@ class WorkerHandle:
         started = time.perf_counter()
         gpu = gpu_binding(device)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (ours, theirs):  # room for an inline packet, whatever the host's default
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * framing.INLINE_LIMIT)
         # Opened here and inherited: the sandbox sees the model's bytes, never the store's paths.
         model_fds = {
             name: os.open(model_dir / name, os.O_RDONLY) for name in (MANIFEST_FILE, *manifest.files)
@@ -187,8 +204,7 @@ class WorkerHandle:
         """Outputs for `items`, in order; kills the worker on timeout, crash or protocol breach.
 
         Text a job streams before its result goes to `on_tokens(index, text)` as it comes."""
-        # Ids are 32 bits on the wire and never 0 (READY's): they wrap after 2**32 - 1 batches.
-        request_id, self._next_id = self._next_id, self._next_id % (2**32 - 1) + 1
+        request_id = self._take_id()
         self.batches_run += 1
         self._in_flight = request_id
         self.running.set()
@@ -226,6 +242,144 @@ class WorkerHandle:
             self._in_flight = 0
             self.running.clear()
 
+    def _take_id(self) -> int:
+        # Ids are 32 bits on the wire and never 0 (READY's): they wrap after 2**32 - 1 requests.
+        request_id, self._next_id = self._next_id, self._next_id % (2**32 - 1) + 1
+        while request_id in self._generations:  # a request 2**32 ids old still running
+            request_id, self._next_id = self._next_id, self._next_id % (2**32 - 1) + 1
+        return request_id
+
+    @property
+    def generations(self) -> int:
+        """Generation requests in flight in this worker."""
+        return len(self._generations)
+
+    async def generate(
+        self,
+        item: bytes,
+        timeout_s: float,
+        on_tokens: Callable[[str], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> tuple[bytes, int]:
+        """One generation request, decoded in the worker's batch alongside the others in flight:
+        its output, and the most requests that were in flight at once beside it (itself included).
+
+        Setting `stop` ends the request with what it made so far. At `timeout_s` the request is
+        stopped, and the worker is killed only if it does not answer then."""
+        if not self.alive:
+            raise WorkerCrashed("the worker died before the job reached it", hint="the job was not retried")
+        loop = asyncio.get_running_loop()
+        request_id = self._take_id()
+        generation = _Generation(loop.create_future(), on_tokens, peak=len(self._generations) + 1)
+        self._generations[request_id] = generation
+        for other in self._generations.values():
+            other.peak = max(other.peak, len(self._generations))
+        self.batches_run += 1
+        self.running.set()
+        if self._reader is None:
+            self._reader = loop.create_task(self._read_generations())
+        waits: set[asyncio.Future[Any]] = {generation.done}
+        stopping = loop.create_task(stop.wait()) if stop is not None else None
+        if stopping is not None:
+            waits.add(stopping)
+        try:
+            async with self._sending:
+                await self._channel.send(Kind.RUN, request_id, framing.pack_items([item]), 1)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if not generation.done.done():
+                    await self._stop_generation(request_id)
+                    return await asyncio.shield(generation.done), generation.peak
+                return generation.done.result(), generation.peak
+        except TimeoutError:
+            await self._stop_generation(request_id, grace_s=_DRAIN_GRACE_S)
+            raise JobTimedOut(
+                f"job ran past its wall-clock limit of {timeout_s:g} s; it was stopped",
+                hint="ask for fewer tokens, or ask the provider for a longer job timeout",
+            ) from None
+        except OSError as exc:  # the socket broke: the worker died, or is made to
+            self._proc.kill()
+            self._generations.pop(request_id, None)
+            raise WorkerCrashed(
+                "worker died while running the job", hint="the worker was replaced; the job was not retried"
+            ) from exc
+        finally:
+            if stopping is not None:
+                stopping.cancel()
+
+    async def _stop_generation(self, request_id: int, *, grace_s: float | None = None) -> None:
+        """Ask the worker to end a request with what it made; with `grace_s`, kill the worker if it
+        has not answered within it (the request's answer is then never read)."""
+        generation = self._generations.get(request_id)
+        if generation is None or not self.alive:
+            return
+        with contextlib.suppress(OSError):
+            async with self._sending:
+                await self._channel.send(Kind.CANCEL, request_id, b'{"index":0}')
+        if grace_s is None:
+            return
+        await asyncio.wait({generation.done}, timeout=grace_s)
+        if generation.done.done():
+            generation.done.exception()  # answered, with what it made or an error: the caller timed out
+        else:
+            self.lost_to_timeout = True
+            await self.kill()
+
+    async def _read_generations(self) -> None:
+        """The worker's answers to generation requests, each to its own, while any is in flight."""
+        try:
+            while self._generations:
+                reply = await self._channel.recv(
+                    max_body=self._max_output + framing.ITEM_LEN.size, max_item=self._max_output
+                )
+                if reply is None:
+                    raise EOFError("the worker closed its socket")
+                self._answer_generation(reply)
+        except (OSError, EOFError, framing.FramingError) as exc:
+            self.alive = False
+            self._proc.kill()
+            log.warning("worker_lost", reason=str(exc)[:300], stderr=self.stderr_tail())
+            self._fail_generations(
+                WorkerCrashed(
+                    f"worker died or broke the message protocol while running the job: {exc}"[:500],
+                    hint="the worker was replaced; the job was not retried",
+                )
+            )
+            await self._proc.wait()
+            self._channel.close()
+        finally:
+            self._reader = None
+            self.running.clear()
+
+    def _answer_generation(self, reply: framing.Message) -> None:
+        generation = self._generations.get(reply.request_id)
+        if generation is None:
+            raise framing.FramingError(f"worker answered request {reply.request_id}, which is not in flight")
+        if reply.kind is Kind.TOKENS:
+            _, text = _tokens(reply.body, 1)
+            generation.streamed += len(text)
+            if generation.streamed > self._max_output:
+                raise framing.FramingError(f"worker streamed more than {self._max_output} characters")
+            if generation.on_tokens is not None and not generation.done.done():
+                generation.on_tokens(text)
+            return
+        del self._generations[reply.request_id]
+        try:
+            output = self._outputs(reply, reply.request_id, 1)[0]
+        except (RequestRefused, ModelFailed) as exc:
+            self.batches_served += 1
+            generation.done.set_exception(exc)
+            return
+        self.batches_served += 1
+        generation.done.set_result(output)
+
+    def _fail_generations(self, error: Exception) -> None:
+        for generation in self._generations.values():
+            if not generation.done.done():
+                generation.done.set_exception(error)
+                generation.done.exception()  # its caller may be gone: nothing to log then
+        self._generations.clear()
+
     async def _reply(
         self, request_id: int, count: int, on_tokens: TokenSink | None
     ) -> framing.Message | None:
@@ -246,14 +400,6 @@ class WorkerHandle:
                 raise framing.FramingError(f"worker streamed more than {self._max_output} characters")
             if on_tokens is not None:
                 on_tokens(index, text)
-
-    async def cancel(self, index: int) -> None:
-        """Ask the worker to stop job `index` of the batch in flight (its caller is gone); the
-        worker answers it with what it had made so far."""
-        if not self._in_flight or not self.alive:
-            return
-        with contextlib.suppress(OSError):
-            await self._channel.send(Kind.CANCEL, self._in_flight, json.dumps({"index": index}).encode())
 
     def _outputs(self, reply: framing.Message, request_id: int, expected: int) -> list[bytes]:
         if reply.request_id != request_id:
@@ -316,6 +462,13 @@ class WorkerHandle:
     async def kill(self) -> None:
         self.alive = False
         self._proc.kill()
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()  # its wait on the socket ends before the socket closes
+            await asyncio.gather(reader, return_exceptions=True)
+        self._fail_generations(
+            WorkerCrashed("the worker was stopped while running the job", hint="the job was not retried")
+        )
         await self._proc.wait()
         self._channel.close()
         # The reader of its stderr ends with the worker, not after it.

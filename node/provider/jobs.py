@@ -187,6 +187,7 @@ class ProviderJobs:
             return
         # The job is stored: it runs while the frames saying so travel to the client.
         text: asyncio.Queue[str] | None = asyncio.Queue() if request.stream else None
+        stop = asyncio.Event()
         execution = asyncio.ensure_future(
             self._fetch_and_run(
                 peer,
@@ -194,13 +195,16 @@ class ProviderJobs:
                 job_input,
                 request.deadline_ms / 1000,
                 on_tokens=text.put_nowait if text is not None else None,
+                stop=stop,
             )
         )
+        streamed = False
         try:
             yield JobAccepted(queue_position=position)
             yield JobProgress("running", 0.0)
             if text is not None:
                 async for piece in _text_until(execution, text):
+                    streamed = True
                     yield JobTokens(piece)
             signed = await execution
         except ExecutorError as exc:
@@ -210,6 +214,8 @@ class ProviderJobs:
             return
         except BaseException:
             # The client went away (the stream closed this generator) or the node is stopping.
+            if streamed and self._keep_partial(record, execution, stop):
+                raise
             execution.cancel()
             self._release(record)
             self._abandon(record, execution)
@@ -231,6 +237,7 @@ class ProviderJobs:
         deadline: float,
         *,
         on_tokens: Callable[[str], None] | None,
+        stop: asyncio.Event | None = None,
     ) -> SignedResult:
         """Run the job, once its model is here: a model this provider does not serve yet is
         fetched from the client (or a peer holding it), checked, installed and warmed first."""
@@ -241,7 +248,7 @@ class ProviderJobs:
                 await self.runner.store.apply(record.job_id, Failed(f"model unavailable: {exc}"))
                 raise
         timeout = max(0.1, deadline - _now())
-        return await self.runner.run(record, job_input, timeout_s=timeout, on_tokens=on_tokens)
+        return await self.runner.run(record, job_input, timeout_s=timeout, on_tokens=on_tokens, stop=stop)
 
     def _result_frame(self, peer: str, signed: SignedResult) -> JobResult:
         """The result, its output inline or, above the inline limit, shared with the client alone
@@ -265,6 +272,29 @@ class ProviderJobs:
     async def _delivered_once(self, left: asyncio.Event, job_id: Hash32) -> None:
         await left.wait()
         await self.runner.delivered(job_id)
+
+    def _keep_partial(
+        self, record: JobRecord, execution: asyncio.Future[SignedResult], stop: asyncio.Event
+    ) -> bool:
+        """A client that leaves a generation it has been streaming pays for it: the generation
+        stops at once, the receipt signs what was made (what the client was sent), and the job
+        stays covered by the client's voucher. False if the node is stopping (a restart fails it)."""
+        stop.set()
+
+        async def keep() -> None:
+            try:
+                await execution
+            except ExecutorError:
+                self._release(record)  # failed, and recorded so by the runner: nothing was made
+                return
+            log.info("job_left_mid_stream", job_id=record.job_id.hex())
+            await self.runner.delivered(record.job_id)
+
+        try:
+            self._spawn(keep())
+        except RuntimeError:
+            return False
+        return True
 
     def _release(self, record: JobRecord) -> None:
         """The job will not be paid for: its price no longer counts against the client's vouchers."""

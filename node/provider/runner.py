@@ -110,15 +110,17 @@ class JobRunner:
         *,
         timeout_s: float | None = None,
         on_tokens: Callable[[str], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> SignedResult:
         """Run an accepted job; the result is signed and recorded as signed before it returns.
+        Setting `stop` ends a generation with what it made so far (which is signed).
 
         Call `delivered()` once the result is handed over. An `ExecutorError` marks the job failed
         and is raised again for the caller to report.
         """
         self.load.started()
         try:
-            result, running = await self._execute(record, job_input, timeout_s, on_tokens)
+            result, running = await self._execute(record, job_input, timeout_s, on_tokens, stop)
         finally:
             self.load.finished()
         receipt = build_receipt(
@@ -149,12 +151,18 @@ class JobRunner:
         job_input: bytes,
         timeout_s: float | None,
         on_tokens: Callable[[str], None] | None = None,
+        stop: asyncio.Event | None = None,
     ) -> tuple[ExecutionResult, JobRecord]:
         """The execution's result and the job as stored once it ends (running, or still accepted
         when it ended before the start was worth recording)."""
         execution = asyncio.ensure_future(
             self.pool.run(
-                record.model_id, job_input, timeout_s=timeout_s, client=record.client, on_tokens=on_tokens
+                record.model_id,
+                job_input,
+                timeout_s=timeout_s,
+                client=record.client,
+                on_tokens=on_tokens,
+                stop=stop,
             )
         )
         try:

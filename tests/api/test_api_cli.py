@@ -320,16 +320,27 @@ def test_job_list_reads_at_80_columns_and_agrees_with_job_get(
     assert "settled" in table.stdout
 
 
-def test_can_list_the_models_offered_on_the_network(api_devnet: ApiDevnet) -> None:
+def test_can_list_the_models_offered_on_the_network(
+    api_devnet: ApiDevnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api = ("--api", api_devnet.client_api)
     offered = as_json(gpunode("models", "available", "--json", *api))["providers"]
     by_provider = {p["address"]: p for p in offered}
     models = {m["model_id"]: m for m in by_provider[api_devnet.provider_address]["models"]}
     assert models[api_devnet.model_id]["price_per_job_wei"] == PRICE_WEI
+    assert models[api_devnet.model_id]["task"] == "tensor"
     assert by_provider[api_devnet.provider_address]["devices"]
+    monkeypatch.setenv("COLUMNS", "80")
+    import node.cli.output as output
+
+    monkeypatch.setattr(output.console, "_width", 80)
     table = gpunode("models", "available", *api)
     assert table.exit_code == 0
-    assert api_devnet.model_id[:20] in table.stdout.replace("\n", "")
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert "precision" in table.stdout
+    # The whole id, folded over lines of the table.
+    id_lines = [line.split("│")[1].strip() for line in table.stdout.splitlines() if line.count("│") > 2]
+    assert api_devnet.model_id in "".join(id_lines)
 
 
 def test_an_escrowed_wait_ends_at_the_verified_result(

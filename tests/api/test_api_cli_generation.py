@@ -102,3 +102,20 @@ def test_cannot_add_a_hugging_face_directory_holding_a_pickle(api_devnet: ApiDev
     assert result.exit_code == 1, result.output
     assert "pytorch_model.bin is a pickle" in result.stderr
     assert as_json(gpunode("models", "list", "--json", *api)) == before
+
+
+def test_can_add_an_int8_variant_offered_as_a_model_of_its_own(api_devnet: ApiDevnet, tmp_path: Path) -> None:
+    model = write_tiny("llama", tmp_path / "micro-llama", layers=1, hidden=16, context=32)
+    api = ("--api", api_devnet.provider_api)
+    full = as_json(gpunode("models", "add", str(model), "--json", *api))
+    int8 = as_json(gpunode("models", "add", str(model), "--quantization", "int8", "--json", *api))
+    assert int8["model_id"] != full["model_id"]
+    listed = as_json(gpunode("models", "list", "--json", *api))
+    assert {full["model_id"], int8["model_id"]} <= {m["model_id"] for m in listed["models"]}
+
+
+def test_cannot_add_a_quantized_variant_of_a_tensor_model(api_devnet: ApiDevnet) -> None:
+    api = ("--api", api_devnet.provider_api)
+    result = gpunode("models", "add", str(api_devnet.small_model_dir), "--quantization", "int8", *api)
+    assert result.exit_code != 0
+    assert "--quantization int8 applies to a Hugging Face model directory" in result.output

@@ -64,6 +64,9 @@ def test_can_turn_a_submit_request_into_a_job_spec() -> None:
     spec = convert.job_spec_from_pb(request)
     assert (spec.model_id, spec.input, spec.payment) == (MODEL, b"tensors", PaymentPath.ESCROW)
     assert (spec.max_price_wei, spec.timeout_s, spec.provider) == (1000, 1.5, PROVIDER)
+    assert spec.precision is None
+    int8 = convert.job_spec_from_pb(pb.SubmitJobRequest(model_id=MODEL, input=b"{}", precision="int8"))
+    assert int8.precision == "int8"
 
 
 def test_cannot_submit_without_input_or_with_a_day_long_timeout() -> None:

@@ -12,6 +12,8 @@ from discovery_support import MODEL, offer, register
 from node.chain.keys import NodeKey
 from node.discovery.advert import (
     MAX_ADVERT_BYTES,
+    ModelPrice,
+    Offer,
     ProviderAdvert,
     Rejected,
     RejectReason,
@@ -65,6 +67,31 @@ def test_can_advertise_terms_for_models_fetched_over_the_overlay() -> None:
     assert opened.cost_for(MODEL) == 10**15  # held: its listed price, no cold start
     assert opened.cost_for(other) == 10**15 + 10**16
     assert advert_of(key).cost_for(other) is None  # no terms: not taken at all
+
+
+def test_can_advertise_each_models_task_and_precision() -> None:
+    key = NodeKey.generate()
+    weights = sha256(b"the files of a model")
+    prices = (
+        ModelPrice(MODEL, 10**15, task="generate", precision="fp32", weights_id=weights),
+        ModelPrice(
+            sha256(b"its int8 variant"), 6 * 10**14, task="generate", precision="int8", weights_id=weights
+        ),
+        ModelPrice(sha256(b"a tensor model"), 10**14, task="tensor"),
+    )
+    advert = advert_of(key, offer=Offer(prices=prices))
+    opened = open_advert(sign_advert(advert, key.private_key))
+    assert isinstance(opened, ProviderAdvert)
+    assert opened.offer.prices == prices
+
+
+def test_cannot_open_an_advert_with_an_overlong_precision() -> None:
+    key = NodeKey.generate()
+    bloated = Offer(prices=(ModelPrice(MODEL, 1, task="generate", precision="int8" * 100),))
+    opened = open_advert(sign_advert(advert_of(key, offer=bloated), key.private_key))
+    assert isinstance(opened, Rejected)
+    assert opened.reason is RejectReason.MALFORMED
+    assert "at most 16 characters" in opened.detail
 
 
 def test_cannot_open_an_advert_signed_by_someone_else() -> None:

@@ -171,16 +171,25 @@ async def running_devnet(
         yield devnet
 
 
-async def serve_cheaply(devnet: Devnet, stack: AsyncExitStack, key: NodeKey, handler: JobHandler) -> P2PHost:
+async def serve_cheaply(
+    devnet: Devnet,
+    stack: AsyncExitStack,
+    key: NodeKey,
+    handler: JobHandler,
+    *,
+    price: ModelPrice | None = None,
+) -> P2PHost:
     """A registered provider that is not a node: `handler` answers its jobs, and it advertises the
-    devnet's model at a quarter of the price, so a client tries it before the honest providers."""
+    devnet's model (or `price`'s) at a quarter of the price, so a client tries it before the honest
+    providers."""
     assert devnet.client is not None
     await register(devnet, key)
     model = Hash32(bytes.fromhex(devnet.model_id))
+    price = price or ModelPrice(model, PRICE_WEI // 4)
     cheap = Offer(
         devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
-        warm_models=(model,),
-        prices=(ModelPrice(model, PRICE_WEI // 4),),
+        warm_models=(price.model_id,),
+        prices=(price,),
         free_slots=8,
     )
     settings = P2PSettings(bootstrap=[devnet.client.host.addrs[0]], advert_refresh_s=2.0)

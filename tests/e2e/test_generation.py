@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
 from e2e_support import PRICE_WEI, Devnet, running_devnet
 
 from node.app import Node
-from node.chain.eip712 import sign_voucher
+from node.chain.eip712 import recover_receipt_signer, sign_voucher
 from node.chain.market import voucher_job_id
 from node.domain.service import JobSpec, JobView
 from node.domain.state import JobState, ProviderState
@@ -21,9 +21,10 @@ from node.executor.hf_model import read_hf_dir
 from node.executor.hf_requests import parse_generation
 from node.executor.hf_tiny import write_tiny
 from node.jobstore.events import records_until_terminal
-from node.p2p.job_messages import JobRequest, JobResult, JobTokens, VoucherPayment
+from node.p2p.job_messages import JobProgress, JobRejected, JobRequest, JobResult, JobTokens, VoucherPayment
 from node.p2p.job_protocol import JobClient
 from node.provider.jobs import CLIENT_GONE
+from node.storage import JobRecord
 from node.types import Hash32, Voucher
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -80,7 +81,7 @@ async def test_can_reproduce_a_seeded_generation_through_the_marketplace(devnet:
 
 async def test_cannot_keep_a_provider_generating_after_the_client_goes_away(devnet: Devnet) -> None:
     """The client drops the stream after the first tokens: the provider's worker stops generating
-    at once (its next job does not wait for 2000 tokens), and the job is recorded as failed."""
+    at once (its next job does not wait for 2000 tokens)."""
     client, provider = client_of(devnet), devnet.providers[0]
     long_request = json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode()
     loop = asyncio.get_running_loop()
@@ -93,9 +94,9 @@ async def test_cannot_keep_a_provider_generating_after_the_client_goes_away(devn
     assert latest is not None  # the job above was paid by voucher
     owed = latest.voucher.cumulative_amount
 
-    def direct(job_id: bytes, job_input: bytes, *, stream: bool) -> JobRequest:
+    def direct(job_id: bytes, job_input: bytes, *, stream: bool, pays: bool = True) -> JobRequest:
         nonlocal owed
-        owed += PRICE_WEI
+        owed += PRICE_WEI if pays else 0
         voucher = Voucher(client.key.address, provider.key.address, owed)
         signature = sign_voucher(client.key.private_key, devnet.market.domain(), voucher)
         return JobRequest(
@@ -128,7 +129,101 @@ async def test_cannot_keep_a_provider_generating_after_the_client_goes_away(devn
     after = await jobs.request_job(provider.host.peer_id, direct(b"\x52", short, stream=False))
     assert isinstance(after, JobResult), after
     assert loop.time() - stopped < full_s / 2
-    # The provider keeps a voucher job under its id in the voucher namespace.
+
+
+async def test_cannot_get_streamed_tokens_for_free_by_leaving_mid_stream(devnet: Devnet) -> None:
+    """The attacker streams a long generation, drops the stream once text has come, and sends its
+    next job with a voucher for no more than it had signed before, hoping the abandoned job was
+    forgiven. The provider stopped generating at once, signed a receipt for what it made, and
+    still counts the job against the voucher: the free job is refused and the voucher pays."""
+    client, provider = client_of(devnet), devnet.providers[0]
+    owed = await _owed(client, provider)
+
+    def direct(job_id: bytes, job_input: bytes, *, stream: bool, pays: bool = True) -> JobRequest:
+        nonlocal owed
+        owed += PRICE_WEI if pays else 0
+        voucher = Voucher(client.key.address, provider.key.address, owed)
+        signature = sign_voucher(client.key.private_key, devnet.market.domain(), voucher)
+        return JobRequest(
+            job_id=Hash32(job_id * 32),
+            model_id=Hash32(bytes.fromhex(devnet.model_id)),
+            input=job_input,
+            payment=VoucherPayment(voucher.client, voucher.provider, voucher.cumulative_amount, signature),
+            max_price_wei=PRICE_WEI,
+            deadline_ms=2**42,
+            stream=stream,
+        )
+
+    jobs = JobClient(client.host)
+    long_request = json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode()
+    request = direct(b"\x61", long_request, stream=True)
+    got: list[str] = []
+    first_text = asyncio.Event()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, JobTokens):
+            got.append(event.text)
+            first_text.set()
+
+    sending = asyncio.create_task(jobs.request_job(provider.host.peer_id, request, on_event))
+    async with asyncio.timeout(60):
+        await first_text.wait()
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+
+    kept_as = voucher_job_id(client.key.address, request.job_id)
+    ended = (ProviderState.DELIVERED, ProviderState.PAID, ProviderState.FAILED)
+    record = await _until(provider, kept_as, lambda r: r.state in ended)
+    assert record.state is ProviderState.DELIVERED, record
+    stored = await provider.db.run(provider.db.receipts.get, kept_as, provider.key.address)
+    assert stored is not None
+    assert (
+        recover_receipt_signer(devnet.market.domain(), stored.receipt, stored.signature)
+        == provider.key.address
+    )
+
+    short = json.dumps({"prompt": "a", "max_tokens": 1}).encode()
+    free = await jobs.request_job(provider.host.peer_id, direct(b"\x62", short, stream=False, pays=False))
+    assert isinstance(free, JobRejected), free
+    assert free.code == "voucher_too_low"
+    paid = await jobs.request_job(provider.host.peer_id, direct(b"\x63", short, stream=False))
+    assert isinstance(paid, JobResult), paid
+    assert "".join(got)  # what the attacker got was paid for
+
+
+async def test_can_leave_before_anything_streams_and_pay_nothing(devnet: Devnet) -> None:
+    """A client that drops a job before any text came (here: not streamed at all) is not
+    charged: the job fails and no longer counts against its vouchers."""
+    client, provider = client_of(devnet), devnet.providers[0]
+    owed = await _owed(client, provider) + PRICE_WEI
+    voucher = Voucher(client.key.address, provider.key.address, owed)
+    request = JobRequest(
+        job_id=Hash32(b"\x71" * 32),
+        model_id=Hash32(bytes.fromhex(devnet.model_id)),
+        input=json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode(),
+        payment=VoucherPayment(
+            voucher.client,
+            voucher.provider,
+            owed,
+            sign_voucher(client.key.private_key, devnet.market.domain(), voucher),
+        ),
+        max_price_wei=PRICE_WEI,
+        deadline_ms=2**42,
+        stream=False,
+    )
+    jobs = JobClient(client.host)
+    running = asyncio.Event()
+    sending = asyncio.create_task(
+        jobs.request_job(
+            provider.host.peer_id, request, lambda e: isinstance(e, JobProgress) and running.set()
+        )
+    )
+    async with asyncio.timeout(60):
+        await running.wait()
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
     kept_as = voucher_job_id(client.key.address, request.job_id)
     with provider.job_store.watch(kept_as) as queue:
         record = await provider.db.run(provider.db.jobs.find, kept_as)
@@ -137,3 +232,20 @@ async def test_cannot_keep_a_provider_generating_after_the_client_goes_away(devn
             record = latest
     assert record.state is ProviderState.FAILED
     assert CLIENT_GONE in (record.status.reason or "")
+
+
+async def _owed(client: Node, provider: Node) -> int:
+    latest = client.client_jobs.pipeline.vouchers.latest(provider.key.address)
+    stored = await provider.db.run(provider.db.vouchers.get, client.key.address, provider.key.address)
+    amounts = [v.voucher.cumulative_amount for v in (latest, stored) if v is not None]
+    return max(amounts, default=0)
+
+
+async def _until(node: Node, job_id: Hash32, done: Callable[[JobRecord], object]) -> JobRecord:
+    with node.job_store.watch(job_id) as queue:
+        record = await node.db.run(node.db.jobs.find, job_id)
+        assert record is not None
+        async with asyncio.timeout(60):
+            while not done(record):
+                record = await queue.get()
+    return record

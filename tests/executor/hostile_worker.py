@@ -77,6 +77,21 @@ while True:
     if message is None or message.kind is Kind.SHUTDOWN:
         sys.exit(0)
     rid, items = message.request_id, message.items
+    if behaviour.startswith("gen_"):  # a generation model's worker: one request per RUN
+        if message.kind is Kind.CANCEL:
+            continue
+        done = json.dumps({"text": "", "token_ids": [], "finish_reason": "length", "prompt_tokens": 1,
+                           "completion_tokens": 0}).encode()
+        if behaviour == "gen_wrong_id":  # streams for a request that is not in flight
+            framing.send_blocking(sock, Kind.TOKENS, rid + 7, json.dumps({"index": 0, "text": "x"}).encode())
+        elif behaviour == "gen_answer_twice":
+            framing.send_blocking(sock, Kind.RESULT, rid, framing.pack_items([done]), 1)
+            framing.send_blocking(sock, Kind.RESULT, rid, framing.pack_items([done]), 1)
+        elif behaviour == "gen_token_flood":  # more text than any output may hold
+            body = json.dumps({"index": 0, "text": "x" * 4000}).encode()
+            for _ in range(2000):
+                framing.send_blocking(sock, Kind.TOKENS, rid, body)
+        continue
     outputs = [output_for(item) for item in items]
     if behaviour == "slow":  # an honest model that takes a second per batch
         time.sleep(1.0)

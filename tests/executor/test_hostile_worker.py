@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 import pytest
 import pytest_asyncio
 from executor_support import BuiltinModels, executor_settings, mlp_input, preferred_mode, working_modes
+from hf_support import HfModels
 from hostile_worker import HostileSandbox
 
 from node.config import ExecutorSettings
@@ -302,3 +303,34 @@ async def test_worker_stderr_does_not_reach_another_clients_error(
         with pytest.raises(WorkerCrashed, match="worker died while running the job") as raised:
             await pool.run(model, mlp_input(seed=2))  # client B
         assert "secret" not in str(raised.value)  # before: A's input bytes, in B's error
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error"),
+    [
+        ("gen_wrong_id", "which is not in flight"),
+        ("gen_answer_twice", "which is not in flight"),
+        ("gen_token_flood", "streamed more than 4194304 characters"),
+    ],
+)
+async def test_generation_worker_breaking_the_protocol_is_killed_and_replaced(
+    sandboxes: dict[SandboxMode, Sandbox], hf_models: HfModels, behaviour: str, error: str
+) -> None:
+    """A generation model's worker answers many requests on one socket, each by its id: one that
+    answers a request not in flight, twice, or streams past the output limit is killed, and the
+    requests it held fail at once with a clear error, never hang."""
+    mode = preferred_mode()
+    async with hostile_pool(sandboxes, mode, hf_models, behaviour) as (pool, sandbox):  # type: ignore[arg-type]
+        model = hf_models.gpt2.model_id
+        await pool.warm(model)
+        request = json.dumps({"prompt": "hi", "max_tokens": 4}).encode()
+        async with asyncio.timeout(30):
+            first, second = await asyncio.gather(
+                pool.run(model, request), pool.run(model, request), return_exceptions=True
+            )
+            failures = [r for r in (first, second) if isinstance(r, WorkerCrashed)]
+            assert failures, (first, second)
+            assert any(error in str(failure) for failure in failures), failures
+            await sandbox.spawned[0].wait()  # killed, and a replacement started in its place
+            await pool.lanes()[model].profile()
+        assert len(sandbox.spawned) >= 2

@@ -63,16 +63,22 @@ class Device(_message.Message):
     def __init__(self, kind: _Optional[_Union[Device.Kind, str]] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., compute_capability: _Optional[str] = ...) -> None: ...
 
 class ModelPrice(_message.Message):
-    __slots__ = ("model_id", "price_per_job_wei", "price_per_unit_wei", "unit")
+    __slots__ = ("model_id", "price_per_job_wei", "price_per_unit_wei", "unit", "task", "precision", "weights_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
     PRICE_PER_UNIT_WEI_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: bytes
     price_per_job_wei: bytes
     price_per_unit_wei: bytes
     unit: str
-    def __init__(self, model_id: _Optional[bytes] = ..., price_per_job_wei: _Optional[bytes] = ..., price_per_unit_wei: _Optional[bytes] = ..., unit: _Optional[str] = ...) -> None: ...
+    task: str
+    precision: str
+    weights_id: bytes
+    def __init__(self, model_id: _Optional[bytes] = ..., price_per_job_wei: _Optional[bytes] = ..., price_per_unit_wei: _Optional[bytes] = ..., unit: _Optional[str] = ..., task: _Optional[str] = ..., precision: _Optional[str] = ..., weights_id: _Optional[bytes] = ...) -> None: ...
 
 class Benchmark(_message.Message):
     __slots__ = ("model_id", "device_index", "throughput_per_s", "latency_p50_ms")

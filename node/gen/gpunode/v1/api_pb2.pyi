@@ -59,7 +59,7 @@ class Verification(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., verdict: _Optional[str] = ..., why: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[CheckRun, _Mapping]]] = ..., loser: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider", "stream")
+    __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider", "stream", "precision")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class SubmitJobRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: bytes
     payment: PaymentPath
@@ -74,7 +75,8 @@ class SubmitJobRequest(_message.Message):
     timeout_ms: int
     provider: str
     stream: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[bytes] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., max_price_wei: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., provider: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
+    precision: str
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[bytes] = ..., payment: _Optional[_Union[PaymentPath, str]] = ..., max_price_wei: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., provider: _Optional[str] = ..., stream: _Optional[bool] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class FollowJobTextRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -431,14 +433,18 @@ class Reputation(_message.Message):
     def __init__(self, jobs_seen: _Optional[int] = ..., checks_passed: _Optional[int] = ..., checks_failed: _Optional[int] = ..., fraud_records_seen: _Optional[int] = ..., excluded: _Optional[bool] = ..., excluded_reason: _Optional[str] = ...) -> None: ...
 
 class OfferedModel(_message.Message):
-    __slots__ = ("model_id", "price_per_job_wei", "warm")
+    __slots__ = ("model_id", "price_per_job_wei", "warm", "task", "precision")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
     WARM_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     price_per_job_wei: str
     warm: bool
-    def __init__(self, model_id: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., warm: _Optional[bool] = ...) -> None: ...
+    task: str
+    precision: str
+    def __init__(self, model_id: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., warm: _Optional[bool] = ..., task: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class ListPeersResponse(_message.Message):
     __slots__ = ("peers",)

@@ -1,0 +1,194 @@
+"""Continuous batching of generation requests on one warm causal LM, inside the worker.
+
+Requests join and leave the running batch between decoding steps. A request joins with its prompt
+run on its own (its prefill), then its KV cache is merged into the batch's, the shorter side padded
+on the left; each decoding step runs one forward pass for every request in the batch, each with its
+own position and attention mask over its own tokens, and each request samples from its own logits
+with its own seeded generator, stop sequences and budget. A request that is done leaves at once;
+the columns no request needs any more are cut from the cache.
+
+Tokens do not depend on the batch's other requests beyond floating-point rounding: matrix products
+over more rows may round otherwise. The node records how many requests shared a request's batch in
+its execution profile, so a receipt for a batched request never claims the profile of a lone one.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from node.executor import framing
+from node.executor.framing import Kind
+from node.executor.hf_runtime import Decoding, LoadedModel
+
+Describe = Callable[[BaseException], dict[str, str]]  # a model's error as the worker reports it
+
+
+class DecodeBatch:
+    """The requests being decoded together, by key, and their shared, left-padded KV cache."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self._model = model
+        self.keys: list[int] = []
+        self.rows: list[Decoding] = []
+        self._cache: Any = None
+        self._mask = torch.zeros((0, 0), dtype=torch.long, device=model.device)  # 1: a real token
+        self._positions: list[int] = []  # each row's next position
+        self._padded = False  # whether any row has padding (else the model needs no mask)
+
+    def join(self, key: int, decoding: Decoding) -> bool:
+        """Run `decoding`'s prompt and take its first token; True if that already finished it
+        (then it never joins the batch)."""
+        ids = torch.tensor([decoding.ids], device=self._model.device)
+        out = self._model.model(input_ids=ids, cache=None, use_cache=True)
+        if decoding.take(out.logits[0, -1].float()):
+            return True
+        self._merge(out.cache, len(decoding.ids))
+        self.keys.append(key)
+        self.rows.append(decoding)
+        self._positions.append(len(decoding.ids))
+        return False
+
+    def step(self) -> list[tuple[int, Decoding]]:
+        """One decoding step for every request in the batch; those it finished, which leave."""
+        device = self._model.device
+        tokens = torch.tensor([[row.last_token] for row in self.rows], device=device)
+        positions = torch.tensor([[p] for p in self._positions], device=device)
+        mask = torch.cat(
+            [self._mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=device)], dim=1
+        )
+        out = self._model.model(
+            input_ids=tokens,
+            attention_mask=mask if self._padded else None,
+            position_ids=positions,
+            cache=self._cache,
+            use_cache=True,
+        )
+        self._cache, self._mask = out.cache, mask
+        self._positions = [p + 1 for p in self._positions]
+        logits = out.logits[:, -1].float()
+        done = [i for i, row in enumerate(self.rows) if row.take(logits[i])]
+        finished = [(self.keys[i], self.rows[i]) for i in done]
+        self._keep([i for i in range(len(self.rows)) if i not in done])
+        return finished
+
+    def drop(self, key: int) -> Decoding | None:
+        """Take a request out of the batch (its caller went away); None if it is not in it."""
+        if key not in self.keys:
+            return None
+        index = self.keys.index(key)
+        row = self.rows[index]
+        self._keep([i for i in range(len(self.rows)) if i != index])
+        return row
+
+    def _merge(self, cache: Any, length: int) -> None:
+        width = self._mask.shape[1]
+        total = max(width, length)
+        device = self._model.device
+        row_mask = torch.zeros((1, total), dtype=torch.long, device=device)
+        row_mask[0, total - length :] = 1
+        if self._cache is None:
+            self._cache, self._mask, self._padded = cache, row_mask, False
+            return
+        for ours, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            ours.keys = torch.cat([_pad_left(ours.keys, total), _pad_left(theirs.keys, total)])
+            ours.values = torch.cat([_pad_left(ours.values, total), _pad_left(theirs.values, total)])
+        padded = torch.nn.functional.pad(self._mask, (total - width, 0))
+        self._mask = torch.cat([padded, row_mask])
+        self._padded = not bool(self._mask.all())
+
+    def _keep(self, indices: list[int]) -> None:
+        if len(indices) == len(self.rows):
+            return
+        self.keys = [self.keys[i] for i in indices]
+        self.rows = [self.rows[i] for i in indices]
+        self._positions = [self._positions[i] for i in indices]
+        if not indices:
+            self._cache, self._mask = None, self._mask[:0, :0]
+            return
+        select = torch.tensor(indices, device=self._model.device)
+        mask = self._mask[select]
+        # Columns that are padding in every row left are needed by no one: cut them.
+        start = int(torch.argmax(mask.any(dim=0).to(torch.int8)))
+        self._mask = mask[:, start:]
+        self._padded = not bool(self._mask.all())
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[select, :, start:]
+            layer.values = layer.values[select, :, start:]
+
+
+def _pad_left(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """[batch, heads, positions, dim] padded with zeros on the left to `length` positions."""
+    return torch.nn.functional.pad(tensor, (0, 0, length - tensor.shape[2], 0))
+
+
+def serve(sock: socket.socket, model: LoadedModel, max_body: int, describe: Describe) -> None:
+    """The worker's loop for a generation model: each RUN is one request, with its own request id,
+    that joins the batch; its TOKENS, then its RESULT (or ERROR), carry that id. A CANCEL for it
+    ends it with what it made so far. Messages are read between decoding steps, without waiting
+    while the batch has work."""
+    batch = DecodeBatch(model)
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    while True:
+        while poll.poll(0 if batch.rows else -1):
+            message = framing.recv_blocking(sock, max_body=max_body)
+            if message is None or message.kind is Kind.SHUTDOWN:
+                return
+            if message.kind is Kind.CANCEL:
+                cancelled = batch.drop(message.request_id)
+                if cancelled is not None:  # else finished before the CANCEL came
+                    cancelled.finish = "cancelled"
+                    _answer(sock, message.request_id, cancelled)
+            elif message.kind is Kind.RUN and message.count == 1:
+                _join(sock, batch, model, message.request_id, message.items[0], describe)
+            else:
+                raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
+        if not batch.rows:
+            continue
+        try:
+            finished = batch.step()
+        except (framing.FramingError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # the model's fault: every request in the step gets it
+            body = json.dumps(describe(error)).encode()
+            for key in list(batch.keys):
+                batch.drop(key)
+                framing.send_blocking(sock, Kind.ERROR, key, body)
+            continue
+        for key, decoding in finished:
+            _answer(sock, key, decoding)
+
+
+def _join(
+    sock: socket.socket, batch: DecodeBatch, model: LoadedModel, key: int, item: bytes, describe: Describe
+) -> None:
+    try:
+        decoding = Decoding(model, json.loads(item), _emitter(sock, key))
+        done = batch.join(key, decoding)
+    except (framing.FramingError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a refused or failed request; the others go on
+        framing.send_blocking(sock, Kind.ERROR, key, json.dumps(describe(error)).encode())
+        return
+    if done:
+        _answer(sock, key, decoding)
+
+
+def _answer(sock: socket.socket, key: int, decoding: Decoding) -> None:
+    framing.send_blocking(sock, Kind.RESULT, key, framing.pack_items([decoding.result()]), 1)
+
+
+def _emitter(sock: socket.socket, key: int) -> Callable[[str], None]:
+    def emit(text: str) -> None:
+        # Escaped, 4000 characters stay well under CONTROL_LIMIT: a long burst goes as several.
+        for start in range(0, len(text), 4000):
+            body = json.dumps({"index": 0, "text": text[start : start + 4000]}).encode()
+            framing.send_blocking(sock, Kind.TOKENS, key, body)
+
+    return emit

@@ -1,0 +1,168 @@
+"""Continuous batching: generation requests on one warm model are decoded together in one real
+sandboxed worker, joining and leaving the batch between decoding steps, each with its own cache
+rows, sampling settings, seed, stop sequences, budget and stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from executor_support import executor_settings
+from hf_support import HfModels
+
+from node.executor.errors import JobTimedOut, RequestRefused
+from node.executor.hf_requests import GenerationResult, parse_generation
+from node.executor.pool import ExecutorPool
+from node.executor.result import ExecutionResult
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REQUESTS = [
+    {"prompt": "The first request", "max_tokens": 24, "temperature": 0},
+    {"prompt": "b", "max_tokens": 40, "temperature": 1.0, "seed": 7},
+    {"prompt": "A third, longer prompt than the others", "max_tokens": 8, "temperature": 0.8, "seed": 1},
+    {"prompt": "stop", "max_tokens": 30, "temperature": 0.7, "top_p": 0.9, "seed": 3, "stop": ["e"]},
+    {"prompt": "five", "max_tokens": 1, "temperature": 0},
+    {"prompt": "six", "max_tokens": 33, "temperature": 1.3, "seed": 2**40},
+]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def pool(hf_models: HfModels) -> AsyncIterator[ExecutorPool]:
+    settings = executor_settings(hf_models.store.root, max_batch=8, workers_per_model=1)
+    async with ExecutorPool(settings, hf_models.store) as pool:
+        yield pool
+
+
+async def run(
+    pool: ExecutorPool, model: str, request: dict[str, object], pieces: list[str] | None = None
+) -> ExecutionResult:
+    return await pool.run(
+        model, json.dumps(request).encode(), on_tokens=pieces.append if pieces is not None else None
+    )
+
+
+def tokens(result: ExecutionResult) -> GenerationResult:
+    return parse_generation(result.output)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
+async def test_can_batch_requests_and_give_each_the_tokens_it_gets_alone(
+    pool: ExecutorPool, hf_models: HfModels, family: str
+) -> None:
+    model = getattr(hf_models, family).model_id
+    alone = [await run(pool, model, request) for request in REQUESTS]
+    streams: list[list[str]] = [[] for _ in REQUESTS]
+    together = await asyncio.gather(
+        *(run(pool, model, request, pieces) for request, pieces in zip(REQUESTS, streams, strict=True))
+    )
+    for one, batched, pieces in zip(alone, together, streams, strict=True):
+        assert tokens(batched) == tokens(one)
+        assert "".join(pieces) == tokens(batched).text  # each stream carries its own text only
+        assert one.profile.batch_size == 1
+    # Decoded together in the one warm worker, and the receipts say so: a batched request's
+    # profile is not the one a lone re-run has.
+    assert len(pool.lanes()[model].workers()) == 1
+    assert max(result.profile.batch_size for result in together) > 1
+    assert all(
+        result.profile.hash() != alone[0].profile.hash()
+        for result in together
+        if result.profile.batch_size > 1
+    )
+    assert tokens(together[3]).finish_reason == "stop" or "e" not in tokens(together[3]).text
+    assert tokens(together[4]).completion_tokens == 1
+
+
+async def test_can_join_a_running_batch_and_leave_before_it_ends(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    model = hf_models.gpt2_long.model_id
+    long_request = {"prompt": "a", "max_tokens": 1500, "temperature": 0}
+    first_text = asyncio.Event()
+    long_job = asyncio.create_task(
+        pool.run(model, json.dumps(long_request).encode(), on_tokens=lambda _: first_text.set())
+    )
+    await first_text.wait()
+    short = await run(pool, model, {"prompt": "b", "max_tokens": 5, "temperature": 0})
+    assert not long_job.done()  # the short request joined the running batch and left it first
+    assert short.profile.batch_size == 2
+    assert tokens(short) == tokens(await run(pool, model, {"prompt": "b", "max_tokens": 5, "temperature": 0}))
+    assert tokens(await long_job).completion_tokens > 1000
+
+
+async def test_can_stop_one_request_and_leave_the_rest_of_the_batch_running(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    model = hf_models.gpt2_long.model_id
+    request = {"prompt": "keep", "max_tokens": 300, "temperature": 0.9, "seed": 4}
+    alone = tokens(await run(pool, model, request))
+    first_text = asyncio.Event()
+    dropped = asyncio.create_task(
+        pool.run(
+            model,
+            json.dumps({"prompt": "drop", "max_tokens": 1500, "temperature": 0}).encode(),
+            on_tokens=lambda _: first_text.set(),
+        )
+    )
+    kept = asyncio.create_task(run(pool, model, request))
+    await first_text.wait()
+    dropped.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert tokens(await kept) == alone
+
+
+async def test_can_stop_a_generation_and_get_what_it_made(pool: ExecutorPool, hf_models: HfModels) -> None:
+    model = hf_models.gpt2_long.model_id
+    stop, pieces = asyncio.Event(), []
+
+    def on_tokens(text: str) -> None:
+        pieces.append(text)
+        stop.set()
+
+    request = json.dumps({"prompt": "a", "max_tokens": 1500, "temperature": 0}).encode()
+    result = tokens(await pool.run(model, request, on_tokens=on_tokens, stop=stop))
+    assert result.finish_reason == "cancelled"
+    assert 0 < result.completion_tokens < 1500
+    assert "".join(pieces) == result.text  # all it made, and no more, streamed
+
+
+async def test_cannot_spoil_a_batch_with_a_prompt_longer_than_the_context(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    model = hf_models.llama.model_id
+    honest = {"prompt": "honest", "max_tokens": 20, "temperature": 0.5, "seed": 9}
+    alone = tokens(await run(pool, model, honest))
+    results = await asyncio.gather(
+        run(pool, model, honest),
+        run(pool, model, {"prompt": "x" * 300, "max_tokens": 4}),
+        run(pool, model, honest),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RequestRefused)
+    assert "the prompt is 300 tokens" in str(results[1])
+    assert [tokens(r) for r in (results[0], results[2]) if isinstance(r, ExecutionResult)] == [alone, alone]
+
+
+async def test_cannot_hold_a_batch_past_a_deadline_nor_cost_it_its_worker(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    model = hf_models.gpt2_long.model_id
+    await pool.warm(model)
+    workers = {worker.pid for worker in pool.lanes()[model].workers()}
+    honest = {"prompt": "on time", "max_tokens": 40, "temperature": 0}
+    alone = tokens(await run(pool, model, honest))
+    late = pool.run(
+        model, json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode(), timeout_s=0.5
+    )
+    results = await asyncio.gather(late, run(pool, model, honest), return_exceptions=True)
+    assert isinstance(results[0], JobTimedOut)
+    assert isinstance(results[1], ExecutionResult)
+    assert tokens(results[1]) == alone
+    # Stopped in the worker, which stays warm: the next request does not wait for 2000 tokens.
+    assert tokens(await run(pool, model, {"prompt": "next", "max_tokens": 2})).completion_tokens == 2
+    assert {worker.pid for worker in pool.lanes()[model].workers()} == workers
+    assert all(worker.generations == 0 for worker in pool.lanes()[model].workers())
