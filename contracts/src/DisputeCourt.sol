@@ -16,8 +16,8 @@ interface IDisputableMarket {
     }
 
     function receiptDigest(ResultReceipt calldata receipt) external view returns (bytes32);
-    function holdForDispute(bytes32 jobId, address provider) external returns (bool escrowed);
-    function settleDispute(bytes32 jobId, bool providerWrong) external;
+    /// @dev `verdict` as `DisputeCourt.Verdict`: Pending holds the job, any other ends the hold.
+    function challengeHold(bytes32 jobId, address provider, uint8 verdict) external returns (bool escrowed);
     function lastRedeemedAt(address provider) external view returns (uint256);
 }
 
@@ -249,7 +249,7 @@ contract DisputeCourt {
         if (msg.sender == provider) revert SelfChallenge(provider);
         disputeId = disputeIdOf(receipt.jobId, provider);
         if (_disputes[disputeId].provider != address(0)) revert AlreadyDisputed(disputeId);
-        bool escrowed = market.holdForDispute(receipt.jobId, provider);
+        bool escrowed = market.challengeHold(receipt.jobId, provider, uint8(Verdict.Pending));
         if (!escrowed) {
             uint256 until = voucherLockUntil(provider);
             if (block.timestamp > until) revert ChallengeTooLate(receipt.jobId, until);
@@ -373,7 +373,7 @@ contract DisputeCourt {
             _credit(disputeId, dispute.challenger, bond);
         }
         uint256 pay = _payJurors(disputeId, verdict, pot);
-        if (dispute.escrowed) market.settleDispute(dispute.jobId, verdict == Verdict.ProviderWrong);
+        if (dispute.escrowed) market.challengeHold(dispute.jobId, provider, uint8(verdict));
         emit DisputeResolved(disputeId, verdict, slashed, pay);
     }
 

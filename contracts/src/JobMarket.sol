@@ -43,6 +43,14 @@ contract JobMarket is IProviderStatusSink {
         Challenged
     }
 
+    /// @notice A dispute's outcome, as `DisputeCourt.Verdict`.
+    enum Verdict {
+        Pending,
+        ProviderWrong,
+        ProviderRight,
+        Undecided
+    }
+
     /// @notice Why `redeemVouchers` skipped a voucher instead of paying it.
     enum SkipReason {
         BadSignature,
@@ -624,16 +632,28 @@ contract JobMarket is IProviderStatusSink {
 
     // ------------------------------------------------------------------ external: disputes
 
-    /// @notice Holds a job whose result is being disputed, so it is not finalized until the jury
-    /// decides. Only the registry's DisputeCourt may call this.
+    /// @notice The DisputeCourt's one call into the market (the registry names the court). With
+    /// `verdict` Pending, holds a job whose result is being disputed, so it is not finalized until
+    /// the jury decides, and says whether it is an on-chain job: false when the chain has no such job
+    /// (one paid by voucher, or one long settled). With a verdict, ends the hold: a provider found
+    /// wrong leaves the job `Disputed` (its price goes back to the requester through `refund`); one
+    /// found right, or an undecided dispute, lets it be finalized. A job no longer held is left as is.
     /// @param jobId The job the disputed receipt names.
     /// @param provider The provider that signed the receipt.
-    /// @return escrowed Whether the job is an on-chain job (now held); false when the chain has no
-    /// such job (a job paid by voucher, or one long settled).
-    function holdForDispute(bytes32 jobId, address provider) external returns (bool escrowed) {
+    /// @param verdict Pending to hold, else the jury's verdict.
+    /// @return escrowed Whether the job is (or was) held on chain.
+    function challengeHold(bytes32 jobId, address provider, Verdict verdict) external returns (bool escrowed) {
         if (msg.sender != registry.court()) revert NotCourt(msg.sender);
         uint256 packed = _jobs[jobId];
         JobStatus status = JobStatus(packed & STATUS_MASK);
+        if (verdict != Verdict.Pending) {
+            if (status != JobStatus.Challenged || _provider(packed) != provider) return false;
+            bool wrong = verdict == Verdict.ProviderWrong;
+            _jobs[jobId] = _restate(packed, wrong ? JobStatus.Disputed : JobStatus.Submitted, provider, wrong ? 0 : _time(packed));
+            if (wrong) emit JobDisputed(jobId, provider);
+            else emit ChallengeRejected(jobId, provider);
+            return true;
+        }
         if (status == JobStatus.None) return false;
         if (status != JobStatus.Submitted || _provider(packed) != provider) {
             revert NotDisputable(jobId, status, provider);
@@ -643,25 +663,6 @@ contract JobMarket is IProviderStatusSink {
         _jobs[jobId] = _restate(packed, JobStatus.Challenged, provider, finalizeAfter);
         emit JobChallenged(jobId, provider);
         return true;
-    }
-
-    /// @notice Ends the hold of `holdForDispute`: a provider found wrong leaves the job `Disputed`
-    /// (its price goes back to the requester through `refund`); one found right, or an undecided
-    /// dispute, lets it be finalized. Court only; a job no longer held is left as it is.
-    /// @param jobId The held job.
-    /// @param providerWrong The jury's verdict.
-    function settleDispute(bytes32 jobId, bool providerWrong) external {
-        if (msg.sender != registry.court()) revert NotCourt(msg.sender);
-        uint256 packed = _jobs[jobId];
-        if (JobStatus(packed & STATUS_MASK) != JobStatus.Challenged) return;
-        address provider = _provider(packed);
-        if (providerWrong) {
-            _jobs[jobId] = _restate(packed, JobStatus.Disputed, provider, 0);
-            emit JobDisputed(jobId, provider);
-        } else {
-            _jobs[jobId] = _restate(packed, JobStatus.Submitted, provider, _time(packed));
-            emit ChallengeRejected(jobId, provider);
-        }
     }
 
     /// @notice Commits to a proof before sending it, so nobody can take its reward by copying it:
