@@ -26,11 +26,14 @@ from node.chain.follower import EventFollower
 from node.chain.keys import NodeKey, unlock_keystore
 from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
+from node.client.fraud_gossip import FraudRecords
 from node.client.jobs import ClientJobs
 from node.client.matching import Matchmaker
 from node.client.model_specs import ModelSpecs
 from node.client.payments import VoucherBook
 from node.client.pipeline import ClientPipeline
+from node.client.reputation import ReputationBook
+from node.client.spot_checks import FraudHook, SpotChecker
 from node.config import Settings
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
@@ -63,7 +66,7 @@ from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import Hash32, sha256
+from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
 
@@ -179,12 +182,14 @@ class Node:
         shared_chain: ChainClient | None = None,
         serve_api: bool = True,
         redemption: RedemptionPolicy | None = None,
+        on_confirmed_fraud: FraudHook | None = None,
     ) -> None:
         self.settings = settings
         self.key = key if key is not None else load_key(settings)
         self._shared_chain = shared_chain
         self._serve_api = serve_api
         self._redemption = redemption or RedemptionPolicy()
+        self._on_confirmed_fraud = on_confirmed_fraud
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.events = JobEvents()
@@ -195,6 +200,9 @@ class Node:
         self.host: P2PHost
         self.discovery: DiscoveryService
         self.client_jobs: ClientJobs
+        self.spot_checks: SpotChecker
+        self.reputation: ReputationBook
+        self.fraud_records: FraudRecords
         self.settlement: SettlementService
         self.provider: ProviderParts | None = None
         self.api: Any = None
@@ -327,9 +335,11 @@ class Node:
             vouchers=VoucherBook(self.key.address, self.key.private_key, market.domain()),
             receipts=ReceiptFiles(self.settings.home / "receipts", fsync=self.db.survives_power_loss),
         )
+        specs = ModelSpecs(self.host)
         self.client_jobs = ClientJobs(
-            pipeline, max_input_bytes=self.settings.executor.max_input_bytes, specs=ModelSpecs(self.host)
+            pipeline, max_input_bytes=self.settings.executor.max_input_bytes, specs=specs
         )
+        self._build_spot_checks(pipeline, specs)
         provider_settlement = None
         if self.provider is not None:
             provider_settlement = ProviderSettlement(
@@ -344,6 +354,31 @@ class Node:
             provider_settlement,
             interval_s=SETTLEMENT_INTERVAL_S,
         )
+
+    def _build_spot_checks(self, pipeline: ClientPipeline, specs: ModelSpecs) -> None:
+        book = self.reputation = ReputationBook(self.db)
+        self.fraud_records = FraudRecords(
+            self.host,
+            book,
+            specs,
+            self.contracts.market.domain(),
+            self.key.address,
+            serving=self._peers_serving,
+        )
+        self.spot_checks = SpotChecker(
+            self.client_jobs,
+            book,
+            specs,
+            self.key,
+            share=self.settings.client.spot_check_share,
+            publish=self.fraud_records.publish,
+            # The port where a result proven wrong by a third run opens a dispute on chain.
+            on_confirmed=self._on_confirmed_fraud,
+        )
+        pipeline.on_verified = self.spot_checks.verified
+
+    def _peers_serving(self, model_id: Hash32) -> list[tuple[Address, str]]:
+        return [(a.address, a.peer_id) for a in self.discovery.directory.find(model_id=model_id)]
 
     def _build_services(self) -> None:
         c = self.contracts
@@ -377,7 +412,9 @@ class Node:
                 self.discovery.directory,
                 self.db,
                 provider=self.provider is not None,
+                reputation=self.reputation.known,
             ),
+            verification=self.spot_checks,
         )
 
     # running ----------------------------------------------------------------------------------
@@ -389,6 +426,10 @@ class Node:
         waits.append(self.discovery.ready.wait())
         group.create_task(self.client_jobs.run(), name="client-jobs")
         waits.append(self.client_jobs.ready.wait())
+        group.create_task(self.spot_checks.run(), name="spot-checks")
+        waits.append(self.spot_checks.ready.wait())
+        group.create_task(self.fraud_records.run(), name="fraud-records")
+        waits.append(self.fraud_records.ready.wait())
         group.create_task(self.settlement.run(), name="settlement")
         waits.append(self.settlement.ready.wait())
         if self.provider is not None:

@@ -140,6 +140,9 @@ class ClientSettings(_Section):
     # The share of decisions that send the job to an eligible provider this node never used
     # and that has a free slot, so a provider that is new gets a chance to show what it does.
     exploration: float = Field(default=0.05, ge=0, le=1)
+    # The share of verified results re-run on a second provider and compared (spot checks); it
+    # is raised for providers this node has seen little of. 0 turns spot checks off.
+    spot_check_share: float = Field(default=0.06, ge=0, le=1)
 
 
 class ProviderSettings(_Section):

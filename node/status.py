@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from node.chain.client import ChainClient
 from node.chain.market import JobMarket
 from node.chain.registry import ProviderRegistry
 from node.discovery.advert import ProviderAdvert
 from node.discovery.directory import Directory
-from node.domain.service import NodeStatusView, OfferedModelView, PeerView
+from node.domain.records import ProviderReputation
+from node.domain.service import NodeStatusView, OfferedModelView, PeerView, ReputationView
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_address
 from node.storage import Database
@@ -25,6 +28,7 @@ class NodeInfo:
         db: Database,
         *,
         provider: bool,
+        reputation: Callable[[Address], ProviderReputation | None] = lambda _: None,
     ) -> None:
         self.host = host
         self.chain = chain
@@ -33,6 +37,8 @@ class NodeInfo:
         self.directory = directory
         self.db = db
         self.provider = provider
+        # What this node learnt of each provider's results, if it ever used it.
+        self.reputation = reputation
 
     async def status(self) -> NodeStatusView:
         return NodeStatusView(
@@ -54,18 +60,33 @@ class NodeInfo:
         views = []
         for peer in sorted(connected | set(adverts)):
             advert = adverts.get(peer)
+            address = advert.address if advert else peer_id_to_address(peer)
             views.append(
                 PeerView(
                     peer_id=peer,
-                    address=advert.address if advert else peer_id_to_address(peer),
+                    address=address,
                     connected=peer in connected,
                     provider=advert is not None,
                     listen_addrs=advert.listen_addrs if advert else (),
                     models=_offered(advert) if advert else (),
                     devices=_devices(advert) if advert else (),
+                    reputation=_reputation(self.reputation(address)),
                 )
             )
         return tuple(views)
+
+
+def _reputation(known: ProviderReputation | None) -> ReputationView | None:
+    if known is None:
+        return None
+    return ReputationView(
+        jobs_seen=known.jobs_seen,
+        checks_passed=known.checks_passed,
+        checks_failed=known.checks_failed,
+        fraud_records_seen=known.fraud_records_seen,
+        excluded=known.excluded,
+        excluded_reason=known.excluded_reason,
+    )
 
 
 def _offered(advert: ProviderAdvert) -> tuple[OfferedModelView, ...]:

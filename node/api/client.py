@@ -37,6 +37,7 @@ from node.domain.service import (
     PeerView,
     ProviderStatusView,
     SettlementReport,
+    VerificationView,
 )
 from node.executor.files import sha256_file
 from node.executor.hf_model import is_hf_dir, read_hf_dir
@@ -171,6 +172,11 @@ class ApiClient:
         """Add `amount_wei` to the node's voucher deposit; returns the deposit's balance."""
         answer = await self._call(self._jobs.Deposit, pb.DepositRequest(amount_wei=str(amount_wei)))
         return int(answer.balance_wei)
+
+    async def verify_job(self, job_id: str) -> VerificationView:
+        """Re-run a verified job on another provider now and compare (a spot check)."""
+        answer = await self._call(self._jobs.VerifyJob, pb.VerifyJobRequest(job_id=job_id))
+        return convert.verification_from_pb(answer)
 
     async def watch_job(self, job_id: str, *, omit_output: bool = False) -> AsyncIterator[JobView]:
         """The job now and after every transition; ends after the terminal update."""

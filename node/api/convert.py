@@ -15,6 +15,7 @@ from node.api.errors import InvalidRequest
 from node.domain.service import (
     MAX_TIMEOUT_S,
     AttemptView,
+    CheckRunView,
     EarningsView,
     JobFilter,
     JobSpec,
@@ -25,7 +26,9 @@ from node.domain.service import (
     PeerView,
     ProviderStatusView,
     ReceiptView,
+    ReputationView,
     SettlementReport,
+    VerificationView,
 )
 from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.gen.gpunode.v1 import api_pb2 as pb
@@ -249,8 +252,59 @@ def node_status_to_pb(view: NodeStatusView, *, version: str) -> pb.NodeStatus:
     )
 
 
+def reputation_to_pb(view: ReputationView) -> pb.Reputation:
+    return pb.Reputation(
+        jobs_seen=view.jobs_seen,
+        checks_passed=view.checks_passed,
+        checks_failed=view.checks_failed,
+        fraud_records_seen=view.fraud_records_seen,
+        excluded=view.excluded,
+        excluded_reason=view.excluded_reason,
+    )
+
+
+def reputation_from_pb(message: pb.Reputation) -> ReputationView:
+    return ReputationView(
+        jobs_seen=message.jobs_seen,
+        checks_passed=message.checks_passed,
+        checks_failed=message.checks_failed,
+        fraud_records_seen=message.fraud_records_seen,
+        excluded=message.excluded,
+        excluded_reason=message.excluded_reason,
+    )
+
+
+def verification_to_pb(view: VerificationView) -> pb.Verification:
+    return pb.Verification(
+        job_id=view.job_id,
+        verdict=view.verdict,
+        why=view.why,
+        runs=[
+            pb.CheckRun(
+                provider=r.provider, job_id=r.job_id, output_hash=r.output_hash, profile_hash=r.profile_hash
+            )
+            for r in view.runs
+        ],
+        loser=view.loser or "",
+    )
+
+
+def verification_from_pb(message: pb.Verification) -> VerificationView:
+    return VerificationView(
+        job_id=message.job_id,
+        verdict=message.verdict,
+        why=message.why,
+        runs=tuple(
+            CheckRunView(Address(r.provider), r.job_id, r.output_hash, r.profile_hash) for r in message.runs
+        ),
+        loser=Address(message.loser) if message.loser else None,
+    )
+
+
 def peer_to_pb(view: PeerView) -> pb.Peer:
+    reputation = None if view.reputation is None else reputation_to_pb(view.reputation)
     return pb.Peer(
+        reputation=reputation,
         peer_id=view.peer_id,
         address=view.address,
         connected=view.connected,
@@ -388,4 +442,5 @@ def peer_from_pb(message: pb.Peer) -> PeerView:
             for m in message.models
         ),
         devices=tuple(message.devices),
+        reputation=reputation_from_pb(message.reputation) if message.HasField("reputation") else None,
     )

@@ -7,9 +7,16 @@ from typing import Protocol, runtime_checkable
 
 import grpc.aio
 
-from node.api.convert import job_filter_from_pb, job_spec_from_pb, job_to_pb, parse_id, parse_wei
+from node.api.convert import (
+    job_filter_from_pb,
+    job_spec_from_pb,
+    job_to_pb,
+    parse_id,
+    parse_wei,
+    verification_to_pb,
+)
 from node.api.errors import InvalidRequest, NotSupported
-from node.domain.service import ClientJobsApi
+from node.domain.service import ClientJobsApi, VerificationApi
 from node.gen.gpunode.v1 import api_pb2 as pb
 
 
@@ -21,8 +28,17 @@ class Depositing(Protocol):
 
 
 class JobServicer:
-    def __init__(self, jobs: ClientJobsApi) -> None:
+    def __init__(self, jobs: ClientJobsApi, verification: VerificationApi | None = None) -> None:
         self._jobs = jobs
+        self._verification = verification
+
+    async def VerifyJob(
+        self, request: pb.VerifyJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Verification:
+        if self._verification is None:
+            raise NotSupported("this node does not run spot checks")
+        view = await self._verification.verify_job(parse_id(request.job_id, "job id"))
+        return verification_to_pb(view)
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         view = await self._jobs.submit(job_spec_from_pb(request))

@@ -119,7 +119,7 @@ class ApiServer:
 
     def _add_services(self, server: grpc.aio.Server) -> None:
         services, api = self._services, self._settings.api
-        api_grpc.add_JobServiceServicer_to_server(JobServicer(services.jobs), server)
+        api_grpc.add_JobServiceServicer_to_server(JobServicer(services.jobs, services.verification), server)
         api_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(services.provider), server)
         api_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(

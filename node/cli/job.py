@@ -21,8 +21,10 @@ from node.cli.output import (
     job_json,
     job_table,
     jobs_table,
+    jsonable,
     print_json,
     styled_state,
+    verification_table,
 )
 from node.cli.remote import ApiOption, ConfigOption, JsonOption, call_node
 from node.domain.service import JobFilter, JobSpec, JobView
@@ -170,6 +172,25 @@ def cancel(
         print_json(job_json(job))
     else:
         console.print(f"job {job.job_id} is {styled_state(job.state.value)}")
+
+
+@app.command("verify")
+def verify(
+    job_id: JobIdArgument,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Re-run a verified job now on another provider (a new paid job) and compare the results;
+    a mismatch goes to a third provider, and the one proven wrong is excluded by this node."""
+    view = call_node(api, config, lambda client: client.verify_job(job_id))
+    if as_json:
+        print_json(jsonable(view))
+        return
+    console.print(verification_table(view))
+    console.print(f"{view.verdict}: {view.why}")
+    if view.loser is not None:
+        console.print(f"provider {view.loser} is excluded by this node from now on")
 
 
 def deposit(

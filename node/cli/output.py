@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node.domain.service import JobView, ModelView, PeerView
+from node.domain.service import JobView, ModelView, PeerView, ReputationView, VerificationView
 
 console = Console()
 err_console = Console(stderr=True)
@@ -228,12 +228,43 @@ def models_table(models: Iterable[ModelView]) -> Table:
     return table
 
 
+def reputation_text(reputation: ReputationView | None) -> str:
+    """How a provider's results fared here: jobs, spot checks, fraud records, exclusion."""
+    if reputation is None:
+        return ""
+    text = (
+        f"{reputation.jobs_seen} jobs, checks {reputation.checks_passed} passed "
+        f"{reputation.checks_failed} failed, {reputation.fraud_records_seen} fraud records"
+    )
+    if reputation.excluded:
+        text += f"\n[red]excluded[/red]: {reputation.excluded_reason}"
+    return text
+
+
+def verification_table(view: VerificationView) -> Table:
+    table = Table(title=f"spot check of job {view.job_id}: {view.verdict}")
+    for column in ("run", "provider", "job", "output sha256", "profile"):
+        table.add_column(column)
+    for number, run in enumerate(view.runs, start=1):
+        loser = view.loser is not None and run.provider == view.loser
+        provider = f"[red]{run.provider} (wrong)[/red]" if loser else run.provider
+        table.add_row(str(number), provider, run.job_id, run.output_hash, run.profile_hash[:16])
+    return table
+
+
 def peers_table(peers: Iterable[PeerView]) -> Table:
     table = Table(title="peers")
-    for column in ("peer id", "address", "connected", "provider", "listen addresses"):
+    for column in ("peer id", "address", "connected", "provider", "listen addresses", "results"):
         table.add_column(column, overflow="fold")
     for p in peers:
-        table.add_row(p.peer_id, p.address, _yes(p.connected), _yes(p.provider), "\n".join(p.listen_addrs))
+        table.add_row(
+            p.peer_id,
+            p.address,
+            _yes(p.connected),
+            _yes(p.provider),
+            "\n".join(p.listen_addrs),
+            reputation_text(p.reputation),
+        )
     return table
 
 

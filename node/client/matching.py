@@ -65,6 +65,8 @@ class Matchmaker:
     exploration: float = DEFAULT_EXPLORATION
     clock: Callable[[], float] = time.time
     stats: dict[Address, ProviderStats] = field(default_factory=dict)
+    # Providers whose results lost a spot check: never chosen again by this node.
+    excluded: set[Address] = field(default_factory=set)
     # Per provider: run time, queue drain and the latest queue position, as this node observed.
     _observed: dict[Address, LoadSignals] = field(default_factory=dict)
     # Per job: the provider of its current attempt and when the attempt was sent.
@@ -87,6 +89,14 @@ class Matchmaker:
         money (randomized among equally good ones; for a small share of decisions when `explore`,
         one never tried); `SchedulerError` (or `UnknownModel`) naming why none."""
         adverts = self.directory.find(model_id=model_id)
+        if self.excluded:
+            kept = [a for a in adverts if a.address not in self.excluded]
+            if adverts and not kept:
+                raise SchedulerError(
+                    f"every live provider of model {model_id.hex()} lost a spot check here and is excluded",
+                    hint="see `gpunode node peers`; wait for other providers' adverts",
+                )
+            adverts = kept
         if pinned is not None:
             adverts = [a for a in adverts if a.address.lower() == pinned.lower()]
         if not adverts:

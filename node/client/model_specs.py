@@ -26,6 +26,10 @@ class ModelSpecs:
         self._host = host
         self._known: dict[Hash32, ModelManifest] = {}
 
+    def known(self, model_id: Hash32) -> ModelManifest | None:
+        """The manifest of `model_id` if fetched before (never waits)."""
+        return self._known.get(model_id)
+
     async def manifest(self, model_id: Hash32, peer: str) -> ModelManifest | None:
         """The manifest `model_id` names, from `peer`; None when the peer cannot say (an older
         provider, or unreachable): then the provider checks the input, as it always does."""

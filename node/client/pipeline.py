@@ -26,6 +26,7 @@ from node.chain.job_logs import ChainOutcome, chain_outcome, submitted_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
+from node.client.compare import RunResult
 from node.client.matching import Matchmaker
 from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
@@ -139,6 +140,8 @@ class ClientPipeline:
     _reserved: dict[Address, int] = field(default_factory=dict)
     # Escrowed jobs asked for again after a lost answer: how many times so far.
     _resent: dict[Hash32, int] = field(default_factory=dict)
+    # Told of every result verified (the spot checker's intake); must not block.
+    on_verified: Callable[[JobRecord, RunResult], None] | None = None
 
     @property
     def me(self) -> Address:
@@ -434,6 +437,8 @@ class ClientPipeline:
         timed = record.status.payment is PaymentPath.VOUCHER
         self.matchmaker.succeeded(provider, elapsed_s * 1000, job_id=record.job_id, timed=timed)
         self._remember(provider, latency_ms=elapsed_s * 1000)
+        if self.on_verified is not None:
+            self.on_verified(record, RunResult(result.receipt, result.signature, result.output))
         return record
 
     async def _record_verified(

@@ -106,3 +106,19 @@ class KnownProvider:
     latency_ms: float | None
     backoff_until: float
     last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReputation:
+    """What this client has learnt of a provider's results: jobs it verified from it, spot checks
+    it passed and failed, valid fraud records naming it seen on the overlay, the re-checks those
+    still ask for, and whether this client excluded it (a check it lost; kept across restarts)."""
+
+    address: Address
+    jobs_seen: int = 0
+    checks_passed: int = 0
+    checks_failed: int = 0
+    fraud_records_seen: int = 0
+    rechecks_due: int = 0
+    excluded: bool = False
+    excluded_reason: str = ""

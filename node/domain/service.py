@@ -168,6 +168,38 @@ class PeerView:
     listen_addrs: tuple[str, ...]
     models: tuple[OfferedModelView, ...] = ()  # what its advert offers
     devices: tuple[str, ...] = ()  # "cpu: …", "cuda: NVIDIA H100 …"
+    reputation: ReputationView | None = None  # None: this node never used it
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationView:
+    """What this node learnt of a provider's results (`node.client.reputation`)."""
+
+    jobs_seen: int
+    checks_passed: int
+    checks_failed: int
+    fraud_records_seen: int
+    excluded: bool
+    excluded_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRunView:
+    provider: Address
+    job_id: str  # 64 hex digits: this node's id of the job that ran
+    output_hash: str
+    profile_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationView:
+    """A spot check's outcome: `verdict` agreed, first_wrong, second_wrong or undecided."""
+
+    job_id: str
+    verdict: str
+    why: str
+    runs: tuple[CheckRunView, ...]
+    loser: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +285,13 @@ class ModelsApi(Protocol):
         ...
 
 
+class VerificationApi(Protocol):
+    async def verify_job(self, job_id: str) -> VerificationView:
+        """Re-run a verified job on another provider now and compare; `JobError` when the job
+        has no verified result, `SchedulerError` when no other provider can run it."""
+        ...
+
+
 class NodeApi(Protocol):
     async def status(self) -> NodeStatusView: ...
 
@@ -267,3 +306,4 @@ class NodeServices:
     provider: ProviderApi | None
     models: ModelsApi
     node: NodeApi
+    verification: VerificationApi | None = None

@@ -77,6 +77,25 @@ class HfSpec(BaseModel):
         return value
 
 
+Comparison = Literal["exact", "tensors", "cosine", "tokens"]
+
+
+class Tolerance(BaseModel):
+    """How two honest runs of the model may differ when their execution profiles differ (GPU
+    kernels are not bit-exact): `exact` bytes; `tensors` element-wise within `atol + rtol·|b|`;
+    `cosine` row-wise similarity of vectors at least `min_cosine` (embeddings); `tokens` the same
+    first `prefix_tokens` generated token ids (greedy decoding may part at a near tie later on).
+    Runs under the same profile must always agree byte for byte."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    compare: Comparison
+    atol: float = Field(default=1e-4, ge=0, le=1)
+    rtol: float = Field(default=1e-3, ge=0, le=1)
+    min_cosine: float = Field(default=0.999, ge=0, le=1)
+    prefix_tokens: int = Field(default=8, ge=1, le=4096)
+
+
 class ModelManifest(BaseModel):
     """`format` is `builtin` (an architecture of ours + safetensors weights), `torch_export` (.pt2)
     or `huggingface` (a `transformers` model directory: safetensors, config and tokenizer; jobs are
@@ -94,6 +113,8 @@ class ModelManifest(BaseModel):
     outputs: tuple[str, ...] = Field(default=(), max_length=16)
     batchable: bool = False
     hf: HfSpec | None = None
+    # Left out, the model's format says how to compare (`tolerance_for`).
+    tolerance: Tolerance | None = None
 
     @model_validator(mode="after")
     def _fits_format(self) -> ModelManifest:
@@ -114,8 +135,10 @@ class ModelManifest(BaseModel):
         return value
 
     def canonical_bytes(self) -> bytes:
-        # `hf` is left out when absent, so the ids of tensor models stay what they were before it.
-        fields = self.model_dump(mode="json", exclude={"hf"} if self.hf is None else None)
+        # `hf` and `tolerance` are left out when absent, so the ids of models made before them
+        # stay what they were.
+        absent = {name for name in ("hf", "tolerance") if getattr(self, name) is None}
+        fields = self.model_dump(mode="json", exclude=absent or None)
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     @property
@@ -148,6 +171,17 @@ class ModelManifest(BaseModel):
                 )
         if self.batchable and len({t.shape[0] for t in payload.tensors}) != 1:
             raise InvalidInput(f"every input of model {self.name} must have the same size along dim 0")
+
+
+def tolerance_for(manifest: ModelManifest) -> Tolerance:
+    """How to compare two runs of `manifest`'s model: its own tolerance, else its format's."""
+    if manifest.tolerance is not None:
+        return manifest.tolerance
+    if manifest.task == "generate":
+        return Tolerance(compare="tokens")
+    if manifest.task == "embed":
+        return Tolerance(compare="cosine")
+    return Tolerance(compare="tensors")
 
 
 def parse_manifest(data: bytes) -> ModelManifest:

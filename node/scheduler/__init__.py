@@ -6,6 +6,8 @@ the provider for a job's next attempt (reassignment is the same call with the tr
 of failing providers. Under load, `estimate` gives each eligible provider's expected completion
 (queue included) from live signals and `place` picks among the good ones (node.scheduler.load).
 Provider side: `admit` for jobs sent over the overlay, `should_claim` for on-chain jobs.
+Spot checks: `should_check` samples which results a client re-runs elsewhere, `decide` names
+who a third run proves wrong (node.scheduler.spot).
 No I/O: clocks and randomness are passed in.
 """
 

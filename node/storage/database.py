@@ -24,6 +24,7 @@ from node.storage.engine import create_database_engine, migrate, survives_power_
 from node.storage.jobs import JobRepository
 from node.storage.providers import ProviderRepository
 from node.storage.receipts import ReceiptRepository
+from node.storage.reputation import ReputationRepository
 from node.storage.session import Clock, Transactions
 from node.storage.vouchers import VoucherRepository
 
@@ -46,6 +47,7 @@ class Database:
         self.receipts = ReceiptRepository(tx)
         self.vouchers = VoucherRepository(tx)
         self.providers = ProviderRepository(tx)
+        self.reputation = ReputationRepository(tx)
         self.cursors = ChainCursorRepository(tx)
 
     @classmethod

@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Integer,
@@ -128,6 +129,20 @@ class ProviderRow(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     backoff_until: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
+
+
+class ReputationRow(Base):
+    __tablename__ = "provider_reputation"
+
+    address: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
+    jobs_seen: Mapped[int] = mapped_column(Integer)
+    checks_passed: Mapped[int] = mapped_column(Integer)
+    checks_failed: Mapped[int] = mapped_column(Integer)
+    fraud_records_seen: Mapped[int] = mapped_column(Integer)
+    rechecks_due: Mapped[int] = mapped_column(Integer)
+    excluded: Mapped[bool] = mapped_column(Boolean)
+    excluded_reason: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class ChainCursorRow(Base):

@@ -156,10 +156,35 @@ def test_cannot_cancel_a_finished_job(api_devnet: ApiDevnet, input_file: Path) -
 
 @pytest.mark.parametrize("bad_id", ["nope", "0x1234"])
 def test_cannot_name_a_job_by_a_malformed_id(api_devnet: ApiDevnet, bad_id: str) -> None:
-    for command in ("get", "cancel", "watch"):
+    for command in ("get", "cancel", "watch", "verify"):
         line = refused(gpunode("job", command, bad_id, "--api", api_devnet.client_api))
         assert "is not an id" in line
         assert "64 hex digits" in line
+
+
+def test_cannot_verify_a_job_without_another_provider_and_loses_nothing(
+    api_devnet: ApiDevnet, input_file: Path
+) -> None:
+    """The market has one provider: `job verify` says no other can re-run the job, and the job,
+    the provider's standing and this node's peers are as they were."""
+    api = ("--api", api_devnet.client_api)
+    job = as_json(gpunode("job", "submit", api_devnet.model_id, str(input_file), "--wait", "--json", *api))
+    line = refused(gpunode("job", "verify", job["job_id"], *api))
+    assert "no live provider" in line or "already had a try" in line, line
+    assert as_json(gpunode("job", "get", job["job_id"], "--json", *api)) == job
+    peers = as_json(gpunode("node", "peers", "--json", *api))
+    (provider,) = [p for p in peers["peers"] if p["address"] == api_devnet.provider_address]
+    assert provider["reputation"]["jobs_seen"] >= 1
+    assert provider["reputation"]["checks_failed"] == 0
+    assert provider["reputation"]["excluded"] is False
+    table = gpunode("node", "peers", *api)
+    assert table.exit_code == 0
+    assert "checks" in table.stdout
+
+
+def test_cannot_verify_a_job_that_has_no_result(api_devnet: ApiDevnet) -> None:
+    line = refused(gpunode("job", "verify", "ab" * 32, "--api", api_devnet.client_api))
+    assert "no job" in line
 
 
 def test_cannot_read_a_missing_input_file(api_devnet: ApiDevnet, tmp_path: Path) -> None:

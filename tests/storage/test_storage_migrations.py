@@ -24,7 +24,7 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
     finally:
         engine.dispose()
 

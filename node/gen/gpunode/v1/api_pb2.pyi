@@ -26,6 +26,38 @@ ROLE_UNSPECIFIED: Role
 ROLE_CLIENT: Role
 ROLE_PROVIDER: Role
 
+class VerifyJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CheckRun(_message.Message):
+    __slots__ = ("provider", "job_id", "output_hash", "profile_hash")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_HASH_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    job_id: str
+    output_hash: str
+    profile_hash: str
+    def __init__(self, provider: _Optional[str] = ..., job_id: _Optional[str] = ..., output_hash: _Optional[str] = ..., profile_hash: _Optional[str] = ...) -> None: ...
+
+class Verification(_message.Message):
+    __slots__ = ("job_id", "verdict", "why", "runs", "loser")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    LOSER_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    verdict: str
+    why: str
+    runs: _containers.RepeatedCompositeFieldContainer[CheckRun]
+    loser: str
+    def __init__(self, job_id: _Optional[str] = ..., verdict: _Optional[str] = ..., why: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[CheckRun, _Mapping]]] = ..., loser: _Optional[str] = ...) -> None: ...
+
 class SubmitJobRequest(_message.Message):
     __slots__ = ("model_id", "input", "payment", "max_price_wei", "timeout_ms", "provider", "stream")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -363,7 +395,7 @@ class ListPeersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("peer_id", "address", "connected", "provider", "listen_addrs", "models", "devices")
+    __slots__ = ("peer_id", "address", "connected", "provider", "listen_addrs", "models", "devices", "reputation")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +403,7 @@ class Peer(_message.Message):
     LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    REPUTATION_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     address: str
     connected: bool
@@ -378,7 +411,24 @@ class Peer(_message.Message):
     listen_addrs: _containers.RepeatedScalarFieldContainer[str]
     models: _containers.RepeatedCompositeFieldContainer[OfferedModel]
     devices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[OfferedModel, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
+    reputation: Reputation
+    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[OfferedModel, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ..., reputation: _Optional[_Union[Reputation, _Mapping]] = ...) -> None: ...
+
+class Reputation(_message.Message):
+    __slots__ = ("jobs_seen", "checks_passed", "checks_failed", "fraud_records_seen", "excluded", "excluded_reason")
+    JOBS_SEEN_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_PASSED_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    FRAUD_RECORDS_SEEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_REASON_FIELD_NUMBER: _ClassVar[int]
+    jobs_seen: int
+    checks_passed: int
+    checks_failed: int
+    fraud_records_seen: int
+    excluded: bool
+    excluded_reason: str
+    def __init__(self, jobs_seen: _Optional[int] = ..., checks_passed: _Optional[int] = ..., checks_failed: _Optional[int] = ..., fraud_records_seen: _Optional[int] = ..., excluded: _Optional[bool] = ..., excluded_reason: _Optional[str] = ...) -> None: ...
 
 class OfferedModel(_message.Message):
     __slots__ = ("model_id", "price_per_job_wei", "warm")

@@ -81,6 +81,11 @@ class JobServiceStub:
                 request_serializer=gpunode_dot_v1_dot_api__pb2.DepositRequest.SerializeToString,
                 response_deserializer=gpunode_dot_v1_dot_api__pb2.DepositResponse.FromString,
                 _registered_method=True)
+        self.VerifyJob = channel.unary_unary(
+                '/gpunode.v1.JobService/VerifyJob',
+                request_serializer=gpunode_dot_v1_dot_api__pb2.VerifyJobRequest.SerializeToString,
+                response_deserializer=gpunode_dot_v1_dot_api__pb2.Verification.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -146,6 +151,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyJob(self, request, context):
+        """Run a verified job again now, as a new paid job, on another provider and compare the results
+        (a spot check); a mismatch goes to a third provider, whose result decides, and the provider
+        proven wrong is excluded by this node. Returns once the comparison is done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +197,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.Deposit,
                     request_deserializer=gpunode_dot_v1_dot_api__pb2.DepositRequest.FromString,
                     response_serializer=gpunode_dot_v1_dot_api__pb2.DepositResponse.SerializeToString,
+            ),
+            'VerifyJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyJob,
+                    request_deserializer=gpunode_dot_v1_dot_api__pb2.VerifyJobRequest.FromString,
+                    response_serializer=gpunode_dot_v1_dot_api__pb2.Verification.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -386,6 +405,33 @@ class JobService:
             '/gpunode.v1.JobService/Deposit',
             gpunode_dot_v1_dot_api__pb2.DepositRequest.SerializeToString,
             gpunode_dot_v1_dot_api__pb2.DepositResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpunode.v1.JobService/VerifyJob',
+            gpunode_dot_v1_dot_api__pb2.VerifyJobRequest.SerializeToString,
+            gpunode_dot_v1_dot_api__pb2.Verification.FromString,
             options,
             channel_credentials,
             insecure,
