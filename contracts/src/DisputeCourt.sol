@@ -402,6 +402,7 @@ contract DisputeCourt {
             uint256 drawBlock,
             uint256 commitDeadline,
             uint256 revealDeadline,
+            uint256 jurorCount,
             uint256 commits,
             uint256 reveals,
             uint256 accepting
@@ -417,6 +418,7 @@ contract DisputeCourt {
             d.drawBlock,
             d.commitDeadline,
             d.revealDeadline,
+            d.jurorCount,
             d.commits,
             d.reveals,
             d.accepting

@@ -21,6 +21,7 @@ from node.chain.client import ChainClient
 from node.chain.market import receipt_tuple, signature_bytes
 from node.chain.registry import ContractInputError, TxInfo, bytes32, checksum, events_in, single_event
 from node.domain.disputes import Verdict, Vote
+from node.errors import ChainError
 from node.types import Address, Hash32, ResultReceipt
 
 MAX_EVIDENCE_PEER_LENGTH = 64
@@ -76,6 +77,7 @@ class DisputeRecord:
     draw_block: int
     commit_deadline: int  # 0 until the jury is drawn
     reveal_deadline: int
+    juror_count: int
     commits: int
     reveals: int
     accepting: int
@@ -214,7 +216,7 @@ class DisputeCourt:
 
     async def dispute(self, dispute_id: bytes) -> DisputeRecord:
         fields = await self.client.call(self.contract.functions.disputeOf(bytes32(dispute_id, "dispute_id")))
-        job_id, provider, challenger, escrowed, verdict, draw_block, commit_dl, reveal_dl, c, r, a = fields
+        job_id, provider, challenger, escrowed, verdict, draw_block, commit_dl, reveal_dl, n, c, r, a = fields
         return DisputeRecord(
             dispute_id=Hash32(bytes(dispute_id)),
             job_id=Hash32(bytes(job_id)),
@@ -225,6 +227,7 @@ class DisputeCourt:
             draw_block=int(draw_block),
             commit_deadline=int(commit_dl),
             reveal_deadline=int(reveal_dl),
+            juror_count=int(n),
             commits=int(c),
             reveals=int(r),
             accepting=int(a),
@@ -282,6 +285,14 @@ class DisputeCourt:
         event = self.contract.events.DisputeOpened()
         logs = await self._logs([event.topic], from_block, to_block)
         return [dispute_opened_from_log(event.process_log(entry), _tx_of_log(entry)) for entry in logs]
+
+    async def opened(self, dispute_id: bytes) -> DisputeOpened:
+        """The `DisputeOpened` event of one dispute: every field of the disputed receipt."""
+        event = self.contract.events.DisputeOpened()
+        logs = await self._logs([event.topic, "0x" + bytes32(dispute_id, "dispute_id").hex()], 0, "latest")
+        if not logs:
+            raise ChainError(f"no dispute 0x{bytes(dispute_id).hex()} was opened at this court")
+        return dispute_opened_from_log(event.process_log(logs[0]), _tx_of_log(logs[0]))
 
     async def juror_draws(self, juror: str, from_block: int, to_block: int | str = "latest") -> list[Hash32]:
         """Ids of the disputes `juror` was drawn for in a block range, oldest first."""

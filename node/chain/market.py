@@ -797,6 +797,26 @@ class JobMarket:
             )
         ]
 
+    async def job_payloads(self, job_id: bytes) -> tuple[bytes | None, bytes | None]:
+        """A job's input and output bytes as published in `JobInput` and `ResultOutput`; None for
+        what was published by hash only."""
+        given, produced = self.contract.events.JobInput(), self.contract.events.ResultOutput()
+        logs: Sequence[LogReceipt] = await self.client.get_logs(
+            {
+                "address": to_checksum_address(self.address),
+                "fromBlock": 0,
+                "toBlock": "latest",
+                "topics": [[given.topic, produced.topic], "0x" + bytes32(job_id, "job_id").hex()],
+            }
+        )
+        found: dict[str, bytes] = {}
+        for entry in logs:
+            if bytes(entry["topics"][0]) == HexBytes(given.topic):
+                found["input"] = bytes(given.process_log(entry)["args"]["input"])
+            else:
+                found["output"] = bytes(produced.process_log(entry)["args"]["output"])
+        return found.get("input"), found.get("output")
+
     async def credited(self, from_block: int, to_block: int | str = "latest") -> dict[Address, int]:
         """Wei the market credited to each provider in a block range: escrowed jobs finalized and
         vouchers redeemed, whoever sent the transaction (anyone may finalize a job)."""
