@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.chain.client import ChainClient
+from node.chain.court import DisputeCourt
 from node.chain.follower import EventFollower
 from node.chain.keys import NodeKey, unlock_keystore
 from node.chain.market import JobMarket
@@ -55,6 +56,13 @@ from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
 from node.provider.info import ProviderInfo
 from node.provider.jobs import ProviderJobs
+from node.provider.jury import (
+    JURY_FOLLOWER_NAME,
+    JuryDuty,
+    chain_evidence,
+    manifest_tolerance,
+    store_has_model,
+)
 from node.provider.model_manifests import ModelManifests
 from node.provider.models import Models
 from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
@@ -79,6 +87,7 @@ class Contracts:
     client: ChainClient
     registry: ProviderRegistry
     market: JobMarket
+    court: DisputeCourt | None  # None on a deployment without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,7 @@ class ProviderParts:
     runner: JobRunner
     jobs: ProviderJobs
     onchain: OnchainJobs
+    jury: JuryDuty | None
     policy: AdmissionPolicy
     inventory: Inventory
 
@@ -118,9 +128,10 @@ async def build_chain(settings: Settings, *, shared: ChainClient | None = None) 
         client = await ChainClient.connect(chain, provider=shared.w3.provider, nonces=shared.nonces)
     else:
         client = await ChainClient.connect(chain)
-    return Contracts(
-        client, ProviderRegistry(client, chain.registry_address), JobMarket(client, chain.market_address)
-    )
+    registry = ProviderRegistry(client, chain.registry_address)
+    court_address = await registry.court()
+    court = None if court_address is None else DisputeCourt(client, court_address)
+    return Contracts(client, registry, JobMarket(client, chain.market_address), court)
 
 
 async def build_storage(settings: Settings) -> Database:
@@ -320,7 +331,33 @@ class Node:
         inventory = await take_inventory(
             benchmark=settings.provider.benchmark_on_start, threads=settings.executor.threads
         )
-        return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory)
+        jury = await self._build_jury(store, pool)
+        return ProviderParts(store, pool, runner, jobs, onchain, jury, policy, inventory)
+
+    async def _build_jury(self, store: ModelStore, pool: ExecutorPool) -> JuryDuty | None:
+        """Jury duty for the court's disputes, served for the models this node has."""
+        court, client = self.contracts.court, self.contracts.client
+        if court is None:
+            return None
+        follower = EventFollower(
+            client,
+            court.contract,
+            name=JURY_FOLLOWER_NAME,
+            cursors=self.db.cursors,
+            events=("JurorDrawn",),
+            start_block=await client.block_number(),
+        )
+        return JuryDuty(
+            court,
+            self.key,
+            pool,
+            chain_evidence(self.contracts.market),
+            manifest_tolerance(store),
+            store_has_model(store),
+            follower=follower,
+            spawn=self._spawn,
+            poll_interval_s=self.settings.chain.poll_interval_s,
+        )
 
     def _build_client(self) -> None:
         market = self.contracts.market
@@ -466,6 +503,9 @@ class Node:
         serve_blobs(self.host, ModelManifests(parts.store))
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
+        if parts.jury is not None:
+            group.create_task(parts.jury.run(), name="jury-duty")
+            waits.append(parts.jury.ready.wait())
         try:
             await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory))
         except GpunodeError as exc:

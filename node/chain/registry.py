@@ -245,6 +245,11 @@ class ProviderRegistry:
     async def unstake_cooldown(self) -> int:
         return int(await self.client.call(self.contract.functions.unstakeCooldown()))
 
+    async def court(self) -> Address | None:
+        """The DisputeCourt the deployer named, or None before one is."""
+        court = Address(await self.client.call(self.contract.functions.court()))
+        return None if int(court, 16) == 0 else court
+
     async def market(self) -> Address:
         return Address(await self.client.call(self.contract.functions.market()))
 

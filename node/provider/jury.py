@@ -20,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from node.chain.court import DisputeCourt, DisputeOpened, DisputeRecord
-from node.chain.follower import ChainEvent
+from node.chain.follower import ChainEvent, EventFollower
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.client.compare import compare_outputs
 from node.domain.disputes import Verdict, Vote, juror_accepts
-from node.errors import GpunodeError, TransactionReverted
+from node.errors import ChainError, GpunodeError, TransactionReverted
 from node.executor.manifest import tolerance_for
 from node.executor.store import ModelStore
 from node.logging import get_logger
@@ -39,6 +39,8 @@ from node.types import Hash32
 log = get_logger(__name__)
 
 _SALT_TAG = b"gpunode jury salt"
+# The name of jury duty's follower of the court, for its saved cursor.
+JURY_FOLLOWER_NAME = "jury-duty"
 
 
 class JuryExecutor(Protocol):
@@ -163,6 +165,8 @@ class JuryDuty:
         tolerates: ToleranceCheck,
         has_model: Callable[[Hash32], bool],
         *,
+        follower: EventFollower | None = None,
+        spawn: Callable[[Coroutine[Any, Any, None]], None] | None = None,
         poll_interval_s: float = 1.0,
     ) -> None:
         self.court = court
@@ -172,14 +176,48 @@ class JuryDuty:
         self.tolerates = tolerates
         self.has_model = has_model
         self.poll_interval_s = poll_interval_s
-        self._serving: dict[Hash32, asyncio.Task[JuryService]] = {}
+        self.follower = follower
+        self._spawn = spawn
+        self.ready = asyncio.Event() if follower is None else follower.ready
+        self.served: dict[Hash32, JuryService] = {}
+        self._serving: set[Hash32] = set()
+        self._changed = asyncio.Condition()
+
+    async def run(self) -> None:
+        """Follow the court's `JurorDrawn` events and serve each draw of this node."""
+        if self.follower is None:
+            raise ChainError("jury duty was built without a follower of the court")
+        await self.follower.run(self.on_events)
 
     async def on_events(self, events: Sequence[ChainEvent]) -> None:
         for event in events:
-            if event.name == "JurorDrawn" and str(event.args["juror"]).lower() == self.key.address.lower():
-                dispute_id = Hash32(bytes(event.args["disputeId"]))
-                if dispute_id not in self._serving:
-                    self._serving[dispute_id] = asyncio.create_task(self.serve(dispute_id))
+            if event.name != "JurorDrawn" or str(event.args["juror"]).lower() != self.key.address.lower():
+                continue
+            dispute_id = Hash32(bytes(event.args["disputeId"]))
+            if dispute_id in self._serving:
+                continue
+            self._serving.add(dispute_id)
+            work = self._serve_logged(dispute_id)
+            if self._spawn is None:
+                await work
+            else:
+                self._spawn(work)
+
+    async def _serve_logged(self, dispute_id: Hash32) -> None:
+        try:
+            self.served[dispute_id] = await self.serve(dispute_id)
+            async with self._changed:
+                self._changed.notify_all()
+        except GpunodeError as exc:
+            # A later event (or a restart) may serve it again; the node goes on.
+            self._serving.discard(dispute_id)
+            log.warning("jury_duty_failed", dispute=dispute_id.hex(), error=str(exc))
+
+    async def wait_served(self, dispute_id: Hash32) -> JuryService:
+        """What serving `dispute_id` came to, once the follower has served it."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: dispute_id in self.served)
+        return self.served[dispute_id]
 
     async def serve(self, dispute_id: Hash32) -> JuryService:
         """Judge one dispute this node was drawn for, from re-run to pay."""

@@ -16,6 +16,7 @@ from safetensors.numpy import load, save
 from node.chain.client import ChainClient
 from node.chain.deploy import Deployment, deploy_contracts
 from node.chain.eip712 import sign_receipt
+from node.chain.follower import EventFollower, JsonCursorStore
 from node.chain.keys import NodeKey
 from node.chain.market import JobRequested, JobStatus
 from node.config import ChainSettings, ExecutorSettings
@@ -88,11 +89,25 @@ async def court(tmp_path: Path) -> AsyncIterator[Court]:
                     chain_evidence(deployment.market),
                     tolerates,
                     has_model=store_has_model(store),
+                    follower=EventFollower(
+                        client,
+                        deployment.court.contract,
+                        name="jury-duty",
+                        cursors=JsonCursorStore(tmp_path / key.address / "cursors.json"),
+                        events=("JurorDrawn",),
+                        start_block=await client.block_number(),
+                        poll_interval_s=0.05,
+                    ),
                     poll_interval_s=0.05,
                 )
                 for key in [*jurors, provider]
             }
-            yield Court(client, deployment, pool, model_id, jurors, provider, duties)
+            async with asyncio.TaskGroup() as group:
+                following = [group.create_task(duty.run()) for duty in duties.values()]
+                await asyncio.gather(*(duty.ready.wait() for duty in duties.values()))
+                yield Court(client, deployment, pool, model_id, jurors, provider, duties)
+                for task in following:
+                    task.cancel()
     finally:
         await client.close()
 
@@ -134,7 +149,8 @@ async def answered(
 async def jury_serves(
     court: Court, receipt: ResultReceipt, signature: bytes
 ) -> tuple[Hash32, list[JuryService]]:
-    """The challenger opens a dispute; the jury is drawn; every drawn node serves on its own."""
+    """The challenger opens a dispute; the jury is drawn; every drawn node sees its draw in the
+    court's events and serves on its own."""
     challenger = court.client.dev_accounts()[3]
     dc = court.deployment.court
     opened = await dc.open_dispute(receipt, signature, bond=await dc.bond(), sender=challenger)
@@ -142,7 +158,7 @@ async def jury_serves(
     drawn = await dc.draw_jury(opened.dispute_id, sender=court.client.dev_accounts()[5])
     assert len(drawn.jurors) == disputes.JURY_SIZE
     served = await asyncio.wait_for(
-        asyncio.gather(*(court.duties[juror].serve(opened.dispute_id) for juror in drawn.jurors)), 120
+        asyncio.gather(*(court.duties[juror].wait_served(opened.dispute_id) for juror in drawn.jurors)), 120
     )
     return opened.dispute_id, list(served)
 
