@@ -34,7 +34,7 @@ from node.client.model_specs import ModelSpecs
 from node.client.payments import VoucherBook
 from node.client.pipeline import ClientPipeline
 from node.client.reputation import ReputationBook
-from node.client.spot_checks import FraudHook, SpotChecker
+from node.client.spot_checks import ConfirmedFraud, FraudHook, SpotChecker
 from node.config import Settings
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
@@ -42,7 +42,7 @@ from node.discovery.registry_view import CachedRegistryView
 from node.discovery.service import DiscoveryService
 from node.domain.service import NodeServices
 from node.domain.state import Role
-from node.errors import ConfigError, GpunodeError
+from node.errors import ConfigError, GpunodeError, JobError
 from node.executor.inventory import Inventory, take_inventory
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
@@ -69,12 +69,13 @@ from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
 from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy
 from node.settlement.client import ClientSettlement
+from node.settlement.disputes import DisputeDesk
 from node.settlement.policy import RedemptionPolicy
 from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import Address, Hash32, sha256
+from node.types import Address, Hash32, ResultReceipt, sha256
 
 log = get_logger(__name__)
 
@@ -215,6 +216,7 @@ class Node:
         self.reputation: ReputationBook
         self.fraud_records: FraudRecords
         self.settlement: SettlementService
+        self.disputes: DisputeDesk | None = None
         self.provider: ProviderParts | None = None
         self.api: Any = None
 
@@ -291,6 +293,7 @@ class Node:
             )
         )
         self._build_client()
+        self._build_disputes()
         self._build_services()
 
     async def _build_provider(self, stack: AsyncExitStack) -> ProviderParts:
@@ -414,6 +417,36 @@ class Node:
         )
         pipeline.on_verified = self.spot_checks.verified
 
+    def _build_disputes(self) -> None:
+        """The dispute desk, where the deployment has a court; a fraud that two other providers
+        confirmed is disputed on chain unless the node was given another port for it."""
+        court = self.contracts.court
+        if court is None:
+            return
+        self.disputes = DisputeDesk(
+            court,
+            self.key,
+            self._verified_receipt,
+            evidence_peer=peer_id_to_bytes(self.host.peer_id),
+            poll_interval_s=self.settings.chain.poll_interval_s,
+        )
+        if self.spot_checks.on_confirmed is None:
+            self.spot_checks.on_confirmed = self._dispute_fraud
+
+    async def _verified_receipt(self, job_id: str) -> tuple[ResultReceipt, bytes]:
+        view = await self.client_jobs.get(job_id)
+        if view.receipt is None or not view.receipt.verified:
+            raise JobError(f"job {job_id} has no verified receipt to dispute")
+        return view.receipt.receipt, view.receipt.signature
+
+    async def _dispute_fraud(self, fraud: ConfirmedFraud) -> None:
+        if self.disputes is None:
+            return
+        try:
+            await self.disputes.open(fraud.job_id)
+        except GpunodeError as exc:
+            log.warning("fraud_not_disputed", job=fraud.job_id, error=str(exc))
+
     def _peers_serving(self, model_id: Hash32) -> list[tuple[Address, str]]:
         return [(a.address, a.peer_id) for a in self.discovery.directory.find(model_id=model_id)]
 
@@ -426,6 +459,7 @@ class Node:
                 c.registry,
                 self.settlement,
                 price_per_job_wei=self.settings.provider.price_per_job_wei,
+                jury=self.provider.jury,
             )
         store = (
             self.provider.store
@@ -452,6 +486,7 @@ class Node:
                 reputation=self.reputation.known,
             ),
             verification=self.spot_checks,
+            disputes=self.disputes,
         )
 
     # running ----------------------------------------------------------------------------------
@@ -469,6 +504,9 @@ class Node:
         waits.append(self.fraud_records.ready.wait())
         group.create_task(self.settlement.run(), name="settlement")
         waits.append(self.settlement.ready.wait())
+        if self.disputes is not None:
+            group.create_task(self.disputes.run(), name="disputes")
+            waits.append(self.disputes.ready.wait())
         if self.provider is not None:
             await self._start_provider(group, waits)
         if self._serve_api:
