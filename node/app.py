@@ -51,6 +51,7 @@ from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.logging import get_logger
 from node.p2p.blob_protocol import serve_blobs
+from node.p2p.blob_store import BlobSources
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
@@ -59,6 +60,7 @@ from node.provider.jobs import ProviderJobs
 from node.provider.jury import (
     JURY_FOLLOWER_NAME,
     JuryDuty,
+    blob_evidence,
     chain_evidence,
     manifest_tolerance,
     store_has_model,
@@ -70,6 +72,7 @@ from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy
 from node.settlement.client import ClientSettlement
 from node.settlement.disputes import DisputeDesk
+from node.settlement.evidence import DisputeEvidence
 from node.settlement.policy import RedemptionPolicy
 from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
@@ -217,6 +220,7 @@ class Node:
         self.fraud_records: FraudRecords
         self.settlement: SettlementService
         self.disputes: DisputeDesk | None = None
+        self.evidence: DisputeEvidence
         self.provider: ProviderParts | None = None
         self.api: Any = None
 
@@ -292,6 +296,8 @@ class Node:
                 offer=None,
             )
         )
+        # Jurors fetch the input and output of this node's disputes from its job store.
+        self.evidence = DisputeEvidence(JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss))
         self._build_client()
         self._build_disputes()
         self._build_services()
@@ -354,7 +360,11 @@ class Node:
             court,
             self.key,
             pool,
-            chain_evidence(self.contracts.market),
+            blob_evidence(
+                self.host,
+                chain_evidence(self.contracts.market),
+                max_size=max(self.settings.executor.max_input_bytes, self.settings.executor.max_output_bytes),
+            ),
             manifest_tolerance(store),
             store_has_model(store),
             follower=follower,
@@ -428,6 +438,7 @@ class Node:
             self.key,
             self._verified_receipt,
             evidence_peer=peer_id_to_bytes(self.host.peer_id),
+            evidence=self.evidence,
             poll_interval_s=self.settings.chain.poll_interval_s,
         )
         if self.spot_checks.on_confirmed is None:
@@ -504,6 +515,8 @@ class Node:
         waits.append(self.fraud_records.ready.wait())
         group.create_task(self.settlement.run(), name="settlement")
         waits.append(self.settlement.ready.wait())
+        if self.provider is None:
+            serve_blobs(self.host, self.evidence)
         if self.disputes is not None:
             group.create_task(self.disputes.run(), name="disputes")
             waits.append(self.disputes.ready.wait())
@@ -538,7 +551,7 @@ class Node:
             await parts.pool.warm(model_id)
         serve_jobs(self.host, parts.jobs.handle)
         # Clients read a model's inputs from its manifest, to check theirs before they pay.
-        serve_blobs(self.host, ModelManifests(parts.store))
+        serve_blobs(self.host, BlobSources(ModelManifests(parts.store), self.evidence))
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
         if parts.jury is not None:

@@ -38,6 +38,26 @@ class BlobSource(Protocol):
     def read(self, digest: Hash32, offset: int, length: int) -> bytes: ...
 
 
+class BlobSources:
+    """Several sources served as one: a blob comes from the first that holds it."""
+
+    def __init__(self, *sources: BlobSource) -> None:
+        self.sources = sources
+
+    def manifest(self, digest: Hash32) -> Manifest | None:
+        for source in self.sources:
+            found = source.manifest(digest)
+            if found is not None:
+                return found
+        return None
+
+    def read(self, digest: Hash32, offset: int, length: int) -> bytes:
+        for source in self.sources:
+            if source.manifest(digest) is not None:
+                return source.read(digest, offset, length)
+        return b""
+
+
 class MemoryBlobStore:
     """Blobs held in memory: inputs and outputs in flight."""
 

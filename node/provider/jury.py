@@ -34,6 +34,9 @@ from node.errors import ChainError, GpunodeError, TransactionReverted
 from node.executor.manifest import tolerance_for
 from node.executor.store import ModelStore
 from node.logging import get_logger
+from node.p2p.blob_protocol import fetch_blob
+from node.p2p.host import P2PHost
+from node.p2p.identity import peer_id_from_bytes
 from node.types import Hash32
 
 log = get_logger(__name__)
@@ -129,6 +132,29 @@ def chain_evidence(market: JobMarket) -> EvidenceSource:
             return None
         job_input, output = await market.job_payloads(dispute.job_id)
         return None if job_input is None else Evidence(job_input, output)
+
+    return fetch
+
+
+def blob_evidence(host: P2PHost, on_chain: EvidenceSource, *, max_size: int) -> EvidenceSource:
+    """Evidence from the chain's logs when there, else fetched by sha256 from the peer the
+    challenger named (`/gpunode/blob/1`); the fetch checks every byte against the hash."""
+
+    async def fetch(dispute: DisputeOpened) -> Evidence | None:
+        found = await on_chain(dispute)
+        if found is not None or not dispute.evidence_peer:
+            return found
+        try:
+            peer = peer_id_from_bytes(dispute.evidence_peer)
+            job_input = await fetch_blob(host, peer, dispute.input_hash, max_size=max_size)
+        except GpunodeError as exc:
+            log.warning("jury_input_unavailable", dispute=dispute.dispute_id.hex(), error=str(exc))
+            return None
+        try:
+            output: bytes | None = await fetch_blob(host, peer, dispute.output_hash, max_size=max_size)
+        except GpunodeError:
+            output = None
+        return Evidence(job_input, output)
 
     return fetch
 

@@ -19,6 +19,7 @@ from node.domain.disputes import Verdict
 from node.domain.service import DisputeView
 from node.errors import GpunodeError, TransactionReverted
 from node.logging import get_logger
+from node.settlement.evidence import DisputeEvidence
 from node.types import Hash32, ResultReceipt
 
 log = get_logger(__name__)
@@ -37,8 +38,10 @@ class DisputeDesk:
         receipts: ReceiptLookup,
         *,
         evidence_peer: bytes = b"",
+        evidence: DisputeEvidence | None = None,
         poll_interval_s: float = 1.0,
     ) -> None:
+        self.evidence = evidence
         self.court = court
         self.key = key
         self.receipts = receipts
@@ -53,6 +56,8 @@ class DisputeDesk:
         opened = await self.court.open_dispute(
             receipt, signature, evidence_peer=self.evidence_peer, bond=bond, sender=self.key.account
         )
+        if self.evidence is not None:
+            self.evidence.allow(receipt.input_hash, receipt.output_hash)
         log.info("dispute_opened", dispute=opened.dispute_id.hex(), provider=opened.provider, bond=bond)
         return await self._view(opened)
 
@@ -98,6 +103,7 @@ class DisputeDesk:
 
     async def run(self) -> None:
         """Move this node's disputes along at the chain's pace, and collect what they pay."""
+        await self._serve_open_evidence()
         self.ready.set()
         while True:
             try:
@@ -106,6 +112,15 @@ class DisputeDesk:
             except GpunodeError as exc:
                 log.warning("disputes_not_advanced", error=str(exc))
             await asyncio.sleep(self.poll_interval_s)
+
+    async def _serve_open_evidence(self) -> None:
+        """After a restart, serve again the evidence of the disputes this node opened."""
+        if self.evidence is None:
+            return
+        me = self.key.address.lower()
+        for opened in await self.court.disputes_opened(0):
+            if opened.challenger.lower() == me:
+                self.evidence.allow(opened.input_hash, opened.output_hash)
 
     async def _advance_one(self, record: DisputeRecord) -> str | None:
         if record.verdict is not Verdict.PENDING:
