@@ -294,6 +294,15 @@ class DisputeCourt:
             raise ChainError(f"no dispute 0x{bytes(dispute_id).hex()} was opened at this court")
         return dispute_opened_from_log(event.process_log(logs[0]), _tx_of_log(logs[0]))
 
+    async def credited(self, dispute_id: bytes, account: str) -> int:
+        """Wei the court credited `account` when it resolved `dispute_id` (bond back, reward, pay)."""
+        event = self.contract.events.Credited()
+        topic = "0x" + bytes(12).hex() + checksum(account, "account")[2:].lower()
+        logs = await self._logs(
+            [event.topic, "0x" + bytes32(dispute_id, "dispute_id").hex(), topic], 0, "latest"
+        )
+        return sum(int(event.process_log(entry)["args"]["amount"]) for entry in logs)
+
     async def juror_draws(self, juror: str, from_block: int, to_block: int | str = "latest") -> list[Hash32]:
         """Ids of the disputes `juror` was drawn for in a block range, oldest first."""
         event = self.contract.events.JurorDrawn()

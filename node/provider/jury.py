@@ -1,6 +1,7 @@
 """Jury duty: a provider drawn for a dispute re-runs the job, commits, reveals and collects its pay.
 
-    drawn → (refuse: own dispute, unknown model) | evidence → re-run → commit → reveal → resolved → paid
+    drawn → (refuse: own dispute, unknown model) | evidence → re-run → commit → reveal → resolved
+    (the pay the court credits is taken out by the node's dispute desk)
 
 The juror re-runs the disputed job in its own sandboxed executor and judges the provider's output
 by `node.domain.disputes.juror_accepts`: bit-exact when it ran under the receipt's profile, else
@@ -89,7 +90,7 @@ class JuryService:
     dispute_id: Hash32
     vote: Vote | None  # None when refused
     verdict: Verdict
-    paid: int
+    paid: int  # wei the court credited this juror for it
     refused: str | None = None
 
 
@@ -266,7 +267,8 @@ class JuryDuty:
         record = await self._until(dispute_id, _resolvable)
         if record.verdict is Verdict.PENDING:
             record = await self._resolve(dispute_id)
-        paid = await self._collect()
+        # What the court credited this node; the node's dispute desk takes it out.
+        paid = await self.court.credited(dispute_id, self.key.address)
         log.info("jury_duty_done", dispute=dispute_id.hex(), verdict=record.verdict.name, paid=paid)
         return JuryService(dispute_id, vote, record.verdict, paid)
 
@@ -297,15 +299,6 @@ class JuryDuty:
             if exc.error_name != "AlreadyResolved":
                 raise
         return await self.court.dispute(dispute_id)
-
-    async def _collect(self) -> int:
-        if await self.court.withdrawable(self.key.address) == 0:
-            return 0
-        try:
-            return await self.court.withdraw(sender=self.key.account)
-        except GpunodeError as exc:
-            log.warning("jury_pay_not_collected", error=str(exc))
-            return 0
 
 
 def _reveal_open(record: DisputeRecord, now: float) -> bool:
