@@ -78,7 +78,7 @@ from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import Address, Hash32, ResultReceipt, sha256
+from node.types import Hash32, ResultReceipt, sha256
 
 log = get_logger(__name__)
 
@@ -214,6 +214,7 @@ class Node:
         self.job_store: JobStore
         self.host: P2PHost
         self.discovery: DiscoveryService
+        self.registry_view: CachedRegistryView
         self.client_jobs: ClientJobs
         self.spot_checks: SpotChecker
         self.reputation: ReputationBook
@@ -287,10 +288,11 @@ class Node:
         )
         if settings.provider.enabled:
             self.provider = await self._build_provider(stack)
+        self.registry_view = CachedRegistryView(self.contracts.registry)
         self.discovery = await stack.enter_async_context(
             DiscoveryService.subscribed(
                 self.host,
-                CachedRegistryView(self.contracts.registry),
+                self.registry_view,
                 settings.p2p,
                 key=self.key if self.provider else None,
                 offer=None,
@@ -413,7 +415,7 @@ class Node:
             specs,
             self.contracts.market.domain(),
             self.key.address,
-            serving=self._peers_serving,
+            registry=self.registry_view,
         )
         self.spot_checks = SpotChecker(
             self.client_jobs,
@@ -457,9 +459,6 @@ class Node:
             await self.disputes.open(fraud.job_id)
         except GpunodeError as exc:
             log.warning("fraud_not_disputed", job=fraud.job_id, error=str(exc))
-
-    def _peers_serving(self, model_id: Hash32) -> list[tuple[Address, str]]:
-        return [(a.address, a.peer_id) for a in self.discovery.directory.find(model_id=model_id)]
 
     def _build_services(self) -> None:
         c = self.contracts

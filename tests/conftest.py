@@ -27,6 +27,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+# Spot checks re-run a share of jobs in the background as new paid jobs: tests that count jobs,
+# payments or a provider's work must not see extra ones at random. The spot-check tests turn them
+# on for the node they check with (set before any node is built, child processes included).
+os.environ.setdefault("GPUNODE_CLIENT__SPOT_CHECK_SHARE", "0")
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:

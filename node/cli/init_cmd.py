@@ -61,6 +61,7 @@ model_dir = "models"
 
 [client]
 exploration = 0.05                  # share of jobs sent to a free provider this node never used
+spot_check_share = 0.06             # share of results re-run on another provider and compared
 
 [provider]
 enabled = {provider}

@@ -4,28 +4,28 @@ A record is relayed and acted on only once it proves itself (`check_fraud_record
 signatures, one input, three providers none of which is the reporter, and a disagreement beyond
 the model's tolerance. Acting on it means re-checking the accused more often
 (`node.scheduler.spot.fraud_reported`), never excluding it: only this client's own checks do that.
-Each accused result counts once, however many records (or reporters) name it.
+Each accused result counts once, however many records (or reporters) name it, and the witnesses
+must be active providers in the registry (keys made for the occasion hold no stake).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 from node.chain.eip712 import Eip712Domain
 from node.client.fraud_record import (
     FRAUD_TOPIC,
     FraudRecord,
     FraudRejected,
+    FraudRejectReason,
     check_fraud_record,
-    open_fraud_record,
 )
 from node.client.model_specs import ModelSpecs
 from node.client.reputation import ReputationBook
-from node.errors import P2PError
+from node.discovery.registry_view import RegistryView
+from node.errors import ChainError, P2PError
 from node.executor.manifest import Tolerance, tolerance_for
 from node.logging import get_logger
 from node.p2p.host import P2PHost
@@ -36,8 +36,6 @@ from node.types import Address, Hash32, sha256
 
 log = get_logger(__name__)
 
-# Gossip validation gives up after 2 s; learning a model's tolerance must fit well within it.
-MANIFEST_WAIT_S = 1.5
 # Accused results remembered, so a record repeated (or re-signed by another reporter) counts once.
 _SEEN = 16_384
 
@@ -53,12 +51,11 @@ class FraudRecords:
         domain: Eip712Domain,
         me: Address,
         *,
-        serving: Callable[[Hash32], list[tuple[Address, str]]] = lambda _: [],
+        registry: RegistryView | None = None,
     ) -> None:
         self.host = host
-        # A peer serving a model, to learn its tolerance from (a manifest is the same from anyone:
-        # its id is its hash).
-        self.serving = serving
+        # Witnesses must hold stake: a record signed by keys made for it proves nothing.
+        self.registry = registry
         self.book = book
         self.specs = specs
         self.domain = domain
@@ -114,15 +111,22 @@ class FraudRecords:
         async with asyncio.timeout(timeout_s), self._taken:
             await self._taken.wait_for(lambda: self.book.get(accused).fraud_records_seen > 0)
 
+    async def admit(self, sender: Address, data: bytes) -> FraudRecord | FraudRejected:
+        """Everything this node checks of a record from `sender` before it relays or acts on it."""
+        result = self.check(data, sender)
+        if isinstance(result, FraudRejected):
+            return result
+        unstaked = await self._unstaked(result)
+        if unstaked is not None:
+            return FraudRejected(FraudRejectReason.NOT_REGISTERED, f"{unstaked} is not an active provider")
+        return result
+
     async def _gossip_check(self, source: str, data: bytes) -> bool:
         try:
             sender = peer_id_to_address(source)
         except P2PError:
             return self._rejected("peer_mismatch", "the sender's peer id embeds no Ethereum key")
-        opened = open_fraud_record(data)
-        if isinstance(opened, FraudRecord):
-            await self._learn_tolerance(opened)
-        result = self.check(data, sender)
+        result = await self.admit(sender, data)
         if isinstance(result, FraudRejected):
             return self._rejected(result.reason.value, result.detail)
         if result.key in self._counted:
@@ -132,23 +136,22 @@ class FraudRecords:
             self._valid.popitem(last=False)
         return True
 
+    async def _unstaked(self, record: FraudRecord) -> Address | None:
+        if self.registry is None:
+            return None
+        for witness in record.witnesses:
+            provider = witness.receipt.provider
+            try:
+                if not await self.registry.is_active(provider):
+                    return provider
+            except ChainError:
+                return provider  # unknown counts as unstaked: the record waits for a relay later
+        return None
+
     def _rejected(self, reason: str, detail: str = "") -> bool:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         log.info("fraud_record_rejected", reason=reason, detail=detail)
         return False
-
-    async def _learn_tolerance(self, record: FraudRecord) -> None:
-        """Fetch the model's manifest, if not known, from a provider other than the accused,
-        within what gossip validation allows."""
-        if self.specs.known(record.model_id) is not None:
-            return
-        accused = record.accused.receipt.provider
-        peers = [peer for address, peer in self.serving(record.model_id) if address != accused]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(MANIFEST_WAIT_S):
-                for peer in peers[:3]:
-                    if await self.specs.manifest(record.model_id, peer) is not None:
-                        return
 
     def _tolerance_of(self, model_id: Hash32) -> Tolerance | None:
         manifest = self.specs.known(model_id)

@@ -4,7 +4,9 @@ spot check, gossiped on `gpunode/fraud/1` so that other clients re-check that pr
 A record holds three results for one input, each under its provider's EIP-712 receipt signature:
 the accused's, and two witnesses' (the checker's and the third run's) that agree with each other
 and not with the accused. Results under the same execution profile must be identical; otherwise
-the record carries the outputs, so a reader compares them with the model's tolerance itself.
+the record carries the outputs, so a reader compares them with the model's tolerance itself, and
+the model's manifest, which says what that tolerance is (its hash is the model id, so nobody can
+swap in a looser one).
 It travels as the reporter's 65-byte signature over keccak256(FRAUD_DOMAIN || body), then the
 body (canonical JSON): the exact bytes signed are the bytes that travel.
 
@@ -28,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from node.chain.eip712 import Eip712Domain, recover_digest_signer, sign_digest, verify_receipt
 from node.client.compare import Comparison, RunResult, compare_runs
-from node.errors import SignatureError
-from node.executor.manifest import Tolerance
+from node.errors import GpunodeError, SignatureError
+from node.executor.manifest import Tolerance, parse_manifest, tolerance_for
 from node.types import Address, Hash32, ResultReceipt, checksum_address, sha256
 
 FRAUD_TOPIC = "gpunode/fraud/1"
@@ -41,6 +43,7 @@ MAX_FRAUD_RECORD_BYTES = 96 * 1024
 MAX_OUTPUT_BYTES = 24 * 1024
 # A record is acted on for a day after it is issued; a reporter's clock may run a minute ahead.
 FRAUD_RECORD_TTL_MS = 24 * 3600 * 1000
+MAX_MANIFEST_CHARS = 16 * 1024
 CLOCK_SKEW_MS = 60_000
 
 
@@ -55,6 +58,7 @@ class FraudRejectReason(StrEnum):
     OTHER_INPUT = "other_input"
     SELF_SERVING = "self_serving"
     NOT_PROVEN = "not_proven"
+    NOT_REGISTERED = "not_registered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,8 @@ class FraudRecord:
     witnesses: tuple[Evidence, Evidence]
     issued_at_ms: int
     expires_at_ms: int
+    # The model's canonical manifest (sha256 = model id), when the reporter had it.
+    manifest: bytes | None = None
     signed: bytes = b""
 
     @property
@@ -122,6 +128,7 @@ class _WireRecord(BaseModel):
     outputs: dict[str, str] = Field(default_factory=dict, max_length=3)
     issued_at_ms: int = Field(ge=0)
     expires_at_ms: int = Field(ge=0)
+    manifest: str = Field(default="", max_length=MAX_MANIFEST_CHARS)
 
 
 def _wire_receipt(evidence: Evidence) -> _WireReceipt:
@@ -148,8 +155,10 @@ def issue_fraud_record(
     accused: Evidence,
     witnesses: tuple[Evidence, Evidence],
     now_ms: int,
+    manifest: bytes | None = None,
 ) -> FraudRecord:
-    """A signed record, valid for a day, accusing `accused` on the witnesses' word."""
+    """A signed record, valid for a day, accusing `accused` on the witnesses' word; `manifest`,
+    the model's canonical manifest, tells readers how the model's results may differ."""
     record = FraudRecord(
         reporter=reporter,
         model_id=accused.receipt.model_id,
@@ -158,6 +167,7 @@ def issue_fraud_record(
         witnesses=witnesses,
         issued_at_ms=now_ms,
         expires_at_ms=now_ms + FRAUD_RECORD_TTL_MS,
+        manifest=manifest if manifest is not None and len(manifest) <= MAX_MANIFEST_CHARS else None,
     )
     return dataclasses.replace(record, signed=sign_fraud_record(record, private_key))
 
@@ -190,6 +200,7 @@ def _body(record: FraudRecord, evidence: Sequence[Evidence], outputs: dict[str, 
         outputs=outputs,
         issued_at_ms=record.issued_at_ms,
         expires_at_ms=record.expires_at_ms,
+        manifest=(record.manifest or b"").decode(),
     )
     return json.dumps(wire.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
 
@@ -214,6 +225,9 @@ def open_fraud_record(signed: bytes) -> FraudRecord | FraudRejected:
 
 
 def _record(wire: _WireRecord, signed: bytes) -> FraudRecord:
+    manifest = wire.manifest.encode() or None
+    if manifest is not None and sha256(manifest).hex() != wire.model_id:
+        raise ValueError("the manifest carried is not the model's (its hash is not the model id)")
     outputs = {bytes.fromhex(h): base64.b64decode(o, validate=True) for h, o in wire.outputs.items()}
     for digest, output in outputs.items():
         if sha256(output) != digest:
@@ -238,6 +252,7 @@ def _record(wire: _WireRecord, signed: bytes) -> FraudRecord:
         witnesses=(evidence(wire.witnesses[0]), evidence(wire.witnesses[1])),
         issued_at_ms=wire.issued_at_ms,
         expires_at_ms=wire.expires_at_ms,
+        manifest=manifest,
         signed=signed,
     )
 
@@ -280,7 +295,16 @@ def check_fraud_record(
         return FraudRejected(FraudRejectReason.SELF_SERVING, "three different providers must have signed")
     if record.reporter in providers:
         return FraudRejected(FraudRejectReason.SELF_SERVING, "the reporter signed one of the results itself")
-    return _proven(record, tolerance_of(record.model_id))
+    return _proven(record, _tolerance(record) or tolerance_of(record.model_id))
+
+
+def _tolerance(record: FraudRecord) -> Tolerance | None:
+    if record.manifest is None:
+        return None
+    try:
+        return tolerance_for(parse_manifest(record.manifest))
+    except GpunodeError:
+        return None
 
 
 def _timing(record: FraudRecord, now_ms: int) -> FraudRejected | None:

@@ -41,11 +41,16 @@ class ReputationBook:
     def excluded(self) -> set[Address]:
         return {r.address for r in self._known.values() if r.excluded}
 
-    async def update(self, address: Address, move: Move, *, durable: bool = True) -> ProviderReputation:
-        """Apply `move` now (the sampler sees it at once) and write the result. An exclusion must be
-        `durable` (a failed write raises); counters are best effort."""
+    async def update(
+        self, address: Address, move: Move, *, durable: bool = True, write: bool = True
+    ) -> ProviderReputation:
+        """Apply `move` now (the sampler sees it at once) and, with `write`, store the result (with
+        any moves kept unwritten before). An exclusion must be `durable` (a failed write raises);
+        counters are best effort."""
         moved = move(self.get(address))
         self._known[address] = moved
+        if not write:
+            return moved
         lock = self._locks.setdefault(address, asyncio.Lock())
         async with lock:
             try:

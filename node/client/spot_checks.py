@@ -27,7 +27,7 @@ from node.client.reputation import ReputationBook
 from node.domain.service import CheckRunView, JobSpec, JobView, VerificationView
 from node.domain.state import JobState, PaymentPath
 from node.errors import GpunodeError, JobError
-from node.executor.manifest import Tolerance, tolerance_for
+from node.executor.manifest import ModelManifest, Tolerance, tolerance_for
 from node.logging import get_logger
 from node.scheduler.spot import (
     Verdict,
@@ -46,6 +46,7 @@ log = get_logger(__name__)
 DEFAULT_CHECK_TIMEOUT_S = 120.0
 _HAS_RESULT = (JobState.VERIFIED, JobState.SETTLED)
 _REPORTS_KEPT = 256
+JOBS_SEEN_WRITE_EVERY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +132,29 @@ class SpotChecker:
         try:
             if record.job_id.hex() in self._own:
                 return
-            reputation = await self.book.update(provider, job_seen, durable=False)
-            if should_check(self.rng.random(), self.share, reputation):
-                report = await self.check(record, result)
-                async with self._reported:
-                    self.reports[report.job_id] = report
-                    while len(self.reports) > _REPORTS_KEPT:
-                        self.reports.pop(next(iter(self.reports)))
-                    self._reported.notify_all()
+            if await self._sampled(provider):
+                await self._keep(await self.check(record, result))
         except GpunodeError as exc:
             log.warning("spot_check_not_done", job_id=record.job_id.hex(), provider=provider, error=str(exc))
+        except Exception:
+            # Only this check is at stake, never the node.
+            log.exception("spot_check_failed", job_id=record.job_id.hex(), provider=provider)
+
+    async def _sampled(self, provider: Address) -> bool:
+        """Count the provider's job and draw whether to check it."""
+        seen = job_seen(self.book.get(provider))
+        checking = should_check(self.rng.random(), self.share, seen)
+        # Jobs seen are written now and then, not on every job (a count, not money).
+        write = checking or seen.jobs_seen % JOBS_SEEN_WRITE_EVERY == 0
+        await self.book.update(provider, job_seen, durable=False, write=write)
+        return checking
+
+    async def _keep(self, report: CheckReport) -> None:
+        async with self._reported:
+            self.reports[report.job_id] = report
+            while len(self.reports) > _REPORTS_KEPT:
+                self.reports.pop(next(iter(self.reports)))
+            self._reported.notify_all()
 
     async def wait_for_report(self, job_id: str, *, timeout_s: float) -> CheckReport:
         """The report of the sampled check of `job_id`, once done; `TimeoutError` after `timeout_s`."""
@@ -180,7 +194,8 @@ class SpotChecker:
         log.info("spot_check_started", job_id=job_id, provider=accused)
         runs: list[tuple[Address, str, RunResult]] = [(accused, job_id, first)]
         second = await self._rerun(record, data, runs)
-        tolerance = await self._tolerance(record.model_id, [runs[1][0], accused], first.output)
+        manifest = await self._manifest(record.model_id, [runs[1][0], accused])
+        tolerance = tolerance_for(manifest) if manifest is not None else guess_tolerance(first.output)
         c12 = compare_runs(first, second, tolerance)
         if c12.agree:
             await self.book.update(accused, check_passed, durable=False)
@@ -198,7 +213,7 @@ class SpotChecker:
             )
         loser_index = 0 if verdict is Verdict.FIRST_WRONG else 1
         report = self._report(record, verdict, runs, c13 if loser_index == 0 else c23, loser=loser_index)
-        await self._convict(record, report, loser_index)
+        await self._convict(record, report, loser_index, manifest)
         return report
 
     async def _rerun(
@@ -230,15 +245,15 @@ class SpotChecker:
                 break
         return await self.jobs.get(view.job_id)
 
-    async def _tolerance(self, model_id: Hash32, providers: list[Address], output: bytes) -> Tolerance:
-        """The model's tolerance, from its manifest as one of `providers` serves it (the same
-        from anyone: its id is its hash), else as the output's kind suggests."""
+    async def _manifest(self, model_id: Hash32, providers: list[Address]) -> ModelManifest | None:
+        """The model's manifest, as one of `providers` serves it (the same from anyone: its id is
+        its hash); it says how the model's results may differ."""
         for provider in providers:
             peer = await self.jobs.pipeline.reach(provider)
             manifest = None if peer is None else await self.specs.manifest(model_id, peer)
             if manifest is not None:
-                return tolerance_for(manifest)
-        return guess_tolerance(output)
+                return manifest
+        return None
 
     def _report(
         self,
@@ -258,7 +273,9 @@ class SpotChecker:
             loser=None if loser is None else runs[loser][0],
         )
 
-    async def _convict(self, record: JobRecord, report: CheckReport, loser: int) -> None:
+    async def _convict(
+        self, record: JobRecord, report: CheckReport, loser: int, manifest: ModelManifest | None
+    ) -> None:
         """Exclude the provider proven wrong, tell the overlay, and hand the case to a dispute."""
         accused, accused_job, lost = report.runs[loser]
         reason = f"lost a spot check of job {report.job_id}: {report.why}"
@@ -279,6 +296,7 @@ class SpotChecker:
             accused=Evidence(lost.receipt, lost.signature, lost.output),
             witnesses=(witnesses[0], witnesses[1]),
             now_ms=int(time.time() * 1000),
+            manifest=None if manifest is None else manifest.canonical_bytes(),
         )
         if self.publish is not None:
             try:

@@ -22,7 +22,7 @@ from node.client.fraud_record import (
     issue_fraud_record,
     sign_fraud_record,
 )
-from node.executor.manifest import Tolerance
+from node.executor.manifest import ModelManifest, Tolerance
 from node.types import Hash32, ResultReceipt, sha256
 
 DOMAIN = Eip712Domain(chain_id=31337, verifying_contract="0x" + "22" * 20)
@@ -95,6 +95,48 @@ def test_can_prove_it_across_profiles_with_the_outputs_and_the_tolerance() -> No
     assert isinstance(check(record, tolerance_of=lambda _: tensors), FraudRecord)
     # Without the model's tolerance nothing can tell an honest difference from a lie.
     assert rejected(check(record)) is FraudRejectReason.NOT_PROVEN
+
+
+def manifest(tolerance: dict[str, object]) -> ModelManifest:
+    return ModelManifest.model_validate(
+        {
+            "name": "m",
+            "format": "builtin",
+            "architecture": "mlp",
+            "files": {},
+            "inputs": [{"name": "input", "dtype": "F32", "shape": [None, 4]}],
+            "outputs": ["output"],
+            "tolerance": tolerance,
+        }
+    )
+
+
+def test_can_prove_it_across_profiles_with_the_manifest_it_carries() -> None:
+    """A reader that never saw the model learns its tolerance from the record: the manifest's hash
+    is the model id, so a reporter cannot swap in another."""
+    model = manifest({"compare": "tensors", "atol": 1e-5})
+    model_id = Hash32(bytes.fromhex(model.model_id))
+
+    def run(key: NodeKey, data: bytes, profile: int) -> Evidence:
+        made = evidence(key, data, profile=profile)
+        receipt = dataclasses.replace(made.receipt, model_id=model_id)
+        return Evidence(receipt, sign_receipt(key.private_key, DOMAIN, receipt), data)
+
+    accused = run(ACCUSED, output(np.zeros(8)), 1)
+    witnesses = (run(CHECKER, HONEST, 2), run(DECIDER, output(VALUES * (1 + 1e-7)), 3))
+    carried = issue_fraud_record(
+        REPORTER.private_key,
+        REPORTER.address,
+        accused=accused,
+        witnesses=witnesses,
+        now_ms=NOW_MS,
+        manifest=model.canonical_bytes(),
+    )
+    assert isinstance(check(carried), FraudRecord)
+    # A looser manifest, under the model's id, is a forgery.
+    looser = manifest({"compare": "tensors", "atol": 1.0}).canonical_bytes()
+    swapped = dataclasses.replace(carried, manifest=looser)
+    assert rejected(check(sign_fraud_record(swapped, REPORTER.private_key))) is FraudRejectReason.MALFORMED
 
 
 def test_cannot_accuse_an_honest_difference() -> None:
