@@ -48,6 +48,10 @@ class DisputeDesk:
         self.evidence_peer = evidence_peer
         self.poll_interval_s = poll_interval_s
         self.ready = asyncio.Event()
+        # Pending disputes this node is a party of, and the last block whose disputes were read:
+        # each round reads only the blocks since (the first reads them all, after a restart too).
+        self._pending: dict[Hash32, DisputeOpened] = {}
+        self._read_to = -1
 
     async def open(self, job_id: str) -> DisputeView:
         """Dispute the result of a job this node paid for, posting the court's bond."""
@@ -58,6 +62,7 @@ class DisputeDesk:
         )
         if self.evidence is not None:
             self.evidence.allow(receipt.input_hash, receipt.output_hash)
+        self._pending[opened.dispute_id] = opened
         log.info("dispute_opened", dispute=opened.dispute_id.hex(), provider=opened.provider, bond=bond)
         return await self._view(opened)
 
@@ -84,16 +89,29 @@ class DisputeDesk:
     async def advance(self) -> tuple[str, ...]:
         """Draw the jury of every dispute this node opened once due, and resolve every dispute of
         its own the jury is done with; returns the transactions sent."""
+        await self._read_new_disputes()
         sent: tuple[str, ...] = ()
-        me = self.key.address.lower()
-        for opened in await self.court.disputes_opened(0):
-            if me not in (opened.provider.lower(), opened.challenger.lower()):
+        for dispute_id in list(self._pending):
+            record = await self.court.dispute(dispute_id)
+            if record.verdict is not Verdict.PENDING:
+                del self._pending[dispute_id]
                 continue
-            record = await self.court.dispute(opened.dispute_id)
             tx = await self._advance_one(record)
             if tx is not None:
                 sent = (*sent, tx)
         return sent
+
+    async def _read_new_disputes(self) -> None:
+        head = await self.court.client.block_number()
+        if head <= self._read_to:
+            return
+        me = self.key.address.lower()
+        for opened in await self.court.disputes_opened(self._read_to + 1, head):
+            if me in (opened.provider.lower(), opened.challenger.lower()):
+                self._pending[opened.dispute_id] = opened
+                if self.evidence is not None and opened.challenger.lower() == me:
+                    self.evidence.allow(opened.input_hash, opened.output_hash)
+        self._read_to = head
 
     async def collect(self) -> int:
         """Withdraw what the court credited this node; the wei paid."""
@@ -103,7 +121,6 @@ class DisputeDesk:
 
     async def run(self) -> None:
         """Move this node's disputes along at the chain's pace, and collect what they pay."""
-        await self._serve_open_evidence()
         self.ready.set()
         while True:
             try:
@@ -112,15 +129,6 @@ class DisputeDesk:
             except GpunodeError as exc:
                 log.warning("disputes_not_advanced", error=str(exc))
             await asyncio.sleep(self.poll_interval_s)
-
-    async def _serve_open_evidence(self) -> None:
-        """After a restart, serve again the evidence of the disputes this node opened."""
-        if self.evidence is None:
-            return
-        me = self.key.address.lower()
-        for opened in await self.court.disputes_opened(0):
-            if opened.challenger.lower() == me:
-                self.evidence.allow(opened.input_hash, opened.output_hash)
 
     async def _advance_one(self, record: DisputeRecord) -> str | None:
         if record.verdict is not Verdict.PENDING:
