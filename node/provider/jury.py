@@ -43,6 +43,8 @@ from node.types import Hash32
 log = get_logger(__name__)
 
 _SALT_TAG = b"gpunode jury salt"
+EVIDENCE_ATTEMPTS = 4
+EVIDENCE_RETRY_S = 0.5
 # The name of jury duty's follower of the court, for its saved cursor.
 JURY_FOLLOWER_NAME = "jury-duty"
 
@@ -147,17 +149,27 @@ def blob_evidence(host: P2PHost, on_chain: EvidenceSource, *, max_size: int) -> 
             return found
         try:
             peer = peer_id_from_bytes(dispute.evidence_peer)
-            job_input = await fetch_blob(host, peer, dispute.input_hash, max_size=max_size)
+            job_input = await _fetch_with_retries(host, peer, dispute.input_hash, max_size)
         except GpunodeError as exc:
             log.warning("jury_input_unavailable", dispute=dispute.dispute_id.hex(), error=str(exc))
             return None
         try:
-            output: bytes | None = await fetch_blob(host, peer, dispute.output_hash, max_size=max_size)
+            output: bytes | None = await _fetch_with_retries(host, peer, dispute.output_hash, max_size)
         except GpunodeError:
             output = None
         return Evidence(job_input, output)
 
     return fetch
+
+
+async def _fetch_with_retries(host: P2PHost, peer: str, digest: Hash32, max_size: int) -> bytes:
+    """A missing input makes a juror vote for the provider: a passing network fault must not."""
+    for attempt in range(EVIDENCE_ATTEMPTS - 1):
+        try:
+            return await fetch_blob(host, peer, digest, max_size=max_size)
+        except GpunodeError:
+            await asyncio.sleep(EVIDENCE_RETRY_S * (attempt + 1))
+    return await fetch_blob(host, peer, digest, max_size=max_size)
 
 
 def manifest_tolerance(store: ModelStore) -> ToleranceCheck:
