@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.chain.client import ChainClient
+from node.chain.court import DisputeCourt
 from node.chain.follower import EventFollower
 from node.chain.keys import NodeKey, unlock_keystore
 from node.chain.market import JobMarket
@@ -33,7 +34,7 @@ from node.client.model_specs import ModelSpecs
 from node.client.payments import VoucherBook
 from node.client.pipeline import ClientPipeline
 from node.client.reputation import ReputationBook
-from node.client.spot_checks import FraudHook, SpotChecker
+from node.client.spot_checks import ConfirmedFraud, FraudHook, SpotChecker
 from node.config import Settings
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer
 from node.discovery.dht_records import dht_validators
@@ -41,7 +42,7 @@ from node.discovery.registry_view import CachedRegistryView
 from node.discovery.service import DiscoveryService
 from node.domain.service import NodeServices
 from node.domain.state import Role
-from node.errors import ConfigError, GpunodeError
+from node.errors import ConfigError, GpunodeError, JobError
 from node.executor.errors import UnknownModel
 from node.executor.inventory import Inventory, take_inventory
 from node.executor.manifest import MANIFEST_FILE, ModelManifest
@@ -59,6 +60,14 @@ from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
 from node.provider.info import ProviderInfo
 from node.provider.jobs import ProviderJobs
+from node.provider.jury import (
+    JURY_FOLLOWER_NAME,
+    JuryDuty,
+    blob_evidence,
+    chain_evidence,
+    manifest_tolerance,
+    store_has_model,
+)
 from node.provider.model_fetch import ModelFetcher
 from node.provider.model_manifests import ModelManifests
 from node.provider.models import Models
@@ -66,12 +75,14 @@ from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
 from node.provider.runner import JobRunner
 from node.scheduler import AdmissionPolicy
 from node.settlement.client import ClientSettlement
+from node.settlement.disputes import DisputeDesk
+from node.settlement.evidence import DisputeEvidence
 from node.settlement.policy import RedemptionPolicy
 from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import FetchTerms, Hash32, sha256
+from node.types import FetchTerms, Hash32, ResultReceipt, sha256
 
 log = get_logger(__name__)
 
@@ -84,6 +95,7 @@ class Contracts:
     client: ChainClient
     registry: ProviderRegistry
     market: JobMarket
+    court: DisputeCourt | None  # None on a deployment without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,7 @@ class ProviderParts:
     runner: JobRunner
     jobs: ProviderJobs
     onchain: OnchainJobs
+    jury: JuryDuty | None
     policy: AdmissionPolicy
     inventory: Inventory
     fetcher: ModelFetcher | None
@@ -124,9 +137,10 @@ async def build_chain(settings: Settings, *, shared: ChainClient | None = None) 
         client = await ChainClient.connect(chain, provider=shared.w3.provider, nonces=shared.nonces)
     else:
         client = await ChainClient.connect(chain)
-    return Contracts(
-        client, ProviderRegistry(client, chain.registry_address), JobMarket(client, chain.market_address)
-    )
+    registry = ProviderRegistry(client, chain.registry_address)
+    court_address = await registry.court()
+    court = None if court_address is None else DisputeCourt(client, court_address)
+    return Contracts(client, registry, JobMarket(client, chain.market_address), court)
 
 
 async def build_storage(settings: Settings) -> Database:
@@ -240,6 +254,8 @@ class Node:
         self.reputation: ReputationBook
         self.fraud_records: FraudRecords
         self.settlement: SettlementService
+        self.disputes: DisputeDesk | None = None
+        self.evidence: DisputeEvidence
         self.provider: ProviderParts | None = None
         self.model_store: ModelStore
         self.api: Any = None
@@ -327,7 +343,10 @@ class Node:
                 offer=None,
             )
         )
+        # Jurors fetch the input and output of this node's disputes from its job store.
+        self.evidence = DisputeEvidence(JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss))
         self._build_client()
+        self._build_disputes()
         self._build_services()
         if self._serve_api and settings.http.serves(provider=self.provider is not None):
             self.http = _http_server(self.services, settings, self.metrics)
@@ -392,7 +411,8 @@ class Node:
         inventory = await take_inventory(
             benchmark=settings.provider.benchmark_on_start, threads=settings.executor.threads
         )
-        return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory, fetcher)
+        jury = await self._build_jury(store, pool)
+        return ProviderParts(store, pool, runner, jobs, onchain, jury, policy, inventory, fetcher)
 
     def _holds_model(self, model_id: Hash32) -> bool:
         """Whether this node's store holds `model_id` (to serve to a provider that fetches it)."""
@@ -409,6 +429,35 @@ class Node:
     def _holders_of(self, model_id: Hash32) -> list[str]:
         """Peers whose adverts offer `model_id`: where a model may be fetched besides its client."""
         return [advert.peer_id for advert in self.discovery.directory.find(model_id=model_id)]
+
+    async def _build_jury(self, store: ModelStore, pool: ExecutorPool) -> JuryDuty | None:
+        """Jury duty for the court's disputes, served for the models this node has."""
+        court, client = self.contracts.court, self.contracts.client
+        if court is None:
+            return None
+        follower = EventFollower(
+            client,
+            court.contract,
+            name=JURY_FOLLOWER_NAME,
+            cursors=self.db.cursors,
+            events=("JurorDrawn",),
+            start_block=await client.block_number(),
+        )
+        return JuryDuty(
+            court,
+            self.key,
+            pool,
+            blob_evidence(
+                self.host,
+                chain_evidence(self.contracts.market),
+                max_size=max(self.settings.executor.max_input_bytes, self.settings.executor.max_output_bytes),
+            ),
+            manifest_tolerance(store),
+            store_has_model(store),
+            follower=follower,
+            spawn=self._spawn,
+            poll_interval_s=self.settings.chain.poll_interval_s,
+        )
 
     def _build_client(self) -> None:
         market = self.contracts.market
@@ -473,6 +522,37 @@ class Node:
         )
         pipeline.on_verified = self.spot_checks.verified
 
+    def _build_disputes(self) -> None:
+        """The dispute desk, where the deployment has a court; a fraud that two other providers
+        confirmed is disputed on chain unless the node was given another port for it."""
+        court = self.contracts.court
+        if court is None:
+            return
+        self.disputes = DisputeDesk(
+            court,
+            self.key,
+            self._verified_receipt,
+            evidence_peer=peer_id_to_bytes(self.host.peer_id),
+            evidence=self.evidence,
+            poll_interval_s=self.settings.chain.poll_interval_s,
+        )
+        if self.spot_checks.on_confirmed is None:
+            self.spot_checks.on_confirmed = self._dispute_fraud
+
+    async def _verified_receipt(self, job_id: str) -> tuple[ResultReceipt, bytes]:
+        view = await self.client_jobs.get(job_id)
+        if view.receipt is None or not view.receipt.verified:
+            raise JobError(f"job {job_id} has no verified receipt to dispute")
+        return view.receipt.receipt, view.receipt.signature
+
+    async def _dispute_fraud(self, fraud: ConfirmedFraud) -> None:
+        if self.disputes is None:
+            return
+        try:
+            await self.disputes.open(fraud.job_id)
+        except GpunodeError as exc:
+            log.warning("fraud_not_disputed", job=fraud.job_id, error=str(exc))
+
     def _build_services(self) -> None:
         c = self.contracts
         provider_api = None
@@ -482,6 +562,7 @@ class Node:
                 c.registry,
                 self.settlement,
                 price_per_job_wei=self.settings.provider.price_per_job_wei,
+                jury=self.provider.jury,
             )
         store = self.model_store
         self.services = NodeServices(
@@ -504,6 +585,7 @@ class Node:
                 reputation=self.reputation.known,
             ),
             verification=self.spot_checks,
+            disputes=self.disputes,
         )
 
     # running ----------------------------------------------------------------------------------
@@ -511,9 +593,12 @@ class Node:
     async def _start_services(self, group: asyncio.TaskGroup) -> None:
         self._group = group
         waits: list[Awaitable[Any]] = []
-        # Models (manifests, to check inputs against; files, for providers that fetch them) and
-        # the large inputs and outputs of jobs in flight, to the peers they are shared with.
-        serve_blobs(self.host, BlobSources(ModelManifests(self.model_store), self.shared_blobs))
+        # Models (manifests, to check inputs against; files, for providers that fetch them), the
+        # large inputs and outputs of jobs in flight, to the peers they are shared with, and the
+        # evidence of this node's disputes, to their jurors.
+        serve_blobs(
+            self.host, BlobSources(ModelManifests(self.model_store), self.shared_blobs, self.evidence)
+        )
         group.create_task(self.discovery.run(), name="discovery")
         waits.append(self.discovery.ready.wait())
         group.create_task(self.client_jobs.run(), name="client-jobs")
@@ -524,6 +609,9 @@ class Node:
         waits.append(self.fraud_records.ready.wait())
         group.create_task(self.settlement.run(), name="settlement")
         waits.append(self.settlement.ready.wait())
+        if self.disputes is not None:
+            group.create_task(self.disputes.run(), name="disputes")
+            waits.append(self.disputes.ready.wait())
         if self.provider is not None:
             await self._start_provider(group, waits)
         if self._serve_api:
@@ -559,6 +647,9 @@ class Node:
         serve_jobs(self.host, parts.jobs.handle)
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
+        if parts.jury is not None:
+            group.create_task(parts.jury.run(), name="jury-duty")
+            waits.append(parts.jury.ready.wait())
         try:
             await self.discovery.announce(build_offer(parts.jobs.policy, warm, parts.inventory, parts.store))
         except GpunodeError as exc:

@@ -8,9 +8,11 @@ earnings slot and its voucher book-keeping are already non-zero, as they are for
     .venv/bin/python scripts/bench_gas.py            a table
     .venv/bin/python scripts/bench_gas.py --json     one JSON object:
         {"lifecycle_gas": N, "voucher_gas_per_job": {"1": N, ...}, "reserve_gas": N,
-         "calls": {name: gas}}
+         "dispute_gas": N, "calls": {name: gas}}
     reserve_gas is the one-time cost a client pays to reserve money for a provider it has not
     paid before (its first `reserve` for that provider, out of an existing deposit).
+    dispute_gas is one dispute decided by a full jury: open + draw + commit x5 + reveal x5 + resolve,
+    drawn out of `--jurors` staked providers.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import argparse
 import asyncio
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
 
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from node.chain.artifacts import load_artifact
@@ -30,6 +34,7 @@ from node.chain.eip712 import sign_receipt, sign_voucher
 from node.chain.market import JobRequested, JobTerms, job_requested_from_log
 from node.chain.registry import events_in
 from node.config import ChainSettings
+from node.domain import disputes
 from node.logging import configure_logging
 from node.types import Address, Hash32, ResultReceipt, Voucher
 
@@ -54,6 +59,7 @@ class Figures:
     lifecycles: dict[str, int] = field(default_factory=dict)
     voucher_gas_per_job: dict[str, int] = field(default_factory=dict)
     reserve_gas: int = 0
+    dispute_gas: int = 0
 
     def record(self, name: str, gas: int) -> int:
         self.calls[name] = gas
@@ -125,10 +131,10 @@ class Bench:
 
 
 async def record_deployment(bench: Bench) -> None:
-    """Gas of deploy_contracts' three transactions, read from the last three (automined) blocks."""
+    """Gas of deploy_contracts' five transactions, read from the last five (automined) blocks."""
     latest = await bench.client.block_number()
-    names = ("deploy ProviderRegistry", "deploy JobMarket", "set_market")
-    for name, number in zip(names, range(latest - 2, latest + 1), strict=True):
+    names = ("deploy ProviderRegistry", "deploy JobMarket", "set_market", "deploy DisputeCourt", "set_court")
+    for name, number in zip(names, range(latest - 4, latest + 1), strict=True):
         block = await bench.client.w3.eth.get_block(number)
         (tx_hash,) = block["transactions"]
         receipt = await bench.client.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
@@ -247,7 +253,44 @@ async def bench_equivocation(bench: Bench) -> None:
     bench.figures.record("prove_equivocation", proven.tx.gas_used)
 
 
-async def run(rpc_url: str) -> Figures:
+async def bench_dispute(bench: Bench, pool_size: int) -> None:
+    """One dispute on an escrowed job, decided by a full jury that finds the provider wrong."""
+    client, market, court = bench.client, bench.deployment.market, bench.deployment.court
+    pool = [Account.create() for _ in range(pool_size)]
+    for juror in pool:
+        await client.transfer(juror.address, 2 * MIN_STAKE, sender=bench.requester)
+        await bench.deployment.registry.register(
+            bytes.fromhex("0025") + bytes(35), sha(b"meta"), stake=MIN_STAKE, sender=juror
+        )
+    by_address = {juror.address: juror for juror in pool}
+    job = await bench.request(inline=False)
+    await market.claim_job(job.job_id, sender=bench.provider)
+    receipt, signature = bench.signed(job.terms, b"a wrong answer", bench.provider)
+    await market.submit_result(job.terms, receipt, signature, sender=bench.relayer)
+    opened = await court.open_dispute(
+        receipt, signature, evidence_peer=bytes(38), bond=await court.bond(), sender=bench.requester
+    )
+    steps = [bench.figures.record("open_dispute", opened.tx.gas_used)]
+    await client.mine(disputes.DRAW_DELAY_BLOCKS + 1)
+    drawn = await court.draw_jury(opened.dispute_id, sender=bench.relayer)
+    steps.append(bench.figures.record(f"draw_jury ({len(drawn.jurors)} of {pool_size})", drawn.tx.gas_used))
+    vote = disputes.Vote(acceptable=False, output_hash=sha(b"the right answer"))
+    salts = {juror: Hash32(secrets.token_bytes(32)) for juror in drawn.jurors}
+    for juror in drawn.jurors:
+        commitment = disputes.commitment(opened.dispute_id, juror, vote, salts[juror])
+        committed = await court.commit_vote(opened.dispute_id, commitment, sender=by_address[juror])
+        steps.append(bench.figures.record("commit_vote", committed.gas_used))
+    for juror in drawn.jurors:
+        revealed = await court.reveal_vote(opened.dispute_id, vote, salts[juror], sender=by_address[juror])
+        steps.append(bench.figures.record("reveal_vote", revealed.gas_used))
+    resolved = await court.resolve(opened.dispute_id, sender=bench.relayer)
+    steps.append(bench.figures.record("resolve (provider wrong)", resolved.tx.gas_used))
+    bench.figures.dispute_gas = sum(steps)
+    # The provider lost its stake; it stakes again for the calls measured after this one.
+    await bench.deployment.registry.add_stake(MIN_STAKE, sender=bench.provider)
+
+
+async def run(rpc_url: str, jurors: int) -> Figures:
     client = await ChainClient.connect(ChainSettings(rpc_url=rpc_url))
     try:
         accounts = client.dev_accounts()
@@ -265,6 +308,8 @@ async def run(rpc_url: str) -> Figures:
         await bench_registry(bench, spare)
         await bench_jobs(bench)
         await bench_vouchers(bench, accounts[6:10])
+        # Before the equivocation proof, which takes the provider's whole stake.
+        await bench_dispute(bench, jurors)
         await bench_equivocation(bench)
         return bench.figures
     finally:
@@ -285,6 +330,8 @@ def print_table(figures: Figures) -> None:
     for jobs, gas in figures.voucher_gas_per_job.items():
         print(f"  {jobs:>5} jobs per redemption{gas:>15,}")
     print(f"  one-time reserve for a new provider{figures.reserve_gas:>12,}")
+    print()
+    print(f"one dispute, open + draw + commit x5 + reveal x5 + resolve{figures.dispute_gas:>12,}")
 
 
 def main() -> None:
@@ -293,9 +340,10 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--rpc-url", default="embedded", help='"embedded" (default) or a dev chain URL')
+    parser.add_argument("--jurors", type=int, default=16, help="staked providers the jury is drawn from")
     args = parser.parse_args()
     configure_logging("WARNING")  # records go to stderr; stdout carries only the figures
-    figures = asyncio.run(run(args.rpc_url))
+    figures = asyncio.run(run(args.rpc_url, args.jurors))
     if args.json:
         lifecycle = figures.lifecycles["input and output by hash"]
         print(
@@ -304,6 +352,7 @@ def main() -> None:
                     "lifecycle_gas": lifecycle,
                     "voucher_gas_per_job": figures.voucher_gas_per_job,
                     "reserve_gas": figures.reserve_gas,
+                    "dispute_gas": figures.dispute_gas,
                     "calls": figures.calls,
                 }
             )

@@ -39,7 +39,16 @@ contract JobMarket is IProviderStatusSink {
         Requested,
         Claimed,
         Submitted,
-        Disputed
+        Disputed,
+        Challenged
+    }
+
+    /// @notice A dispute's outcome, as `DisputeCourt.Verdict`.
+    enum Verdict {
+        Pending,
+        ProviderWrong,
+        ProviderRight,
+        Undecided
     }
 
     /// @notice Why `redeemVouchers` skipped a voucher instead of paying it.
@@ -134,6 +143,10 @@ contract JobMarket is IProviderStatusSink {
     event JobFinalized(bytes32 indexed jobId, address indexed provider, uint256 price);
     event JobRefunded(bytes32 indexed jobId, address indexed requester, uint256 price);
     event JobDisputed(bytes32 indexed jobId, address indexed provider);
+    /// @dev The DisputeCourt holds the job until its jury decides: never finalized meanwhile.
+    event JobChallenged(bytes32 indexed jobId, address indexed provider);
+    /// @dev The jury found the provider right: the job can be finalized again.
+    event ChallengeRejected(bytes32 indexed jobId, address indexed provider);
     /// @dev A claimed job ran out of time without a result: its claimer lost `slashed` stake.
     event ClaimExpired(bytes32 indexed jobId, address indexed provider, uint256 slashed);
     event EarningsWithdrawn(address indexed account, uint256 amount);
@@ -183,6 +196,9 @@ contract JobMarket is IProviderStatusSink {
     error NotRequester(bytes32 jobId, address caller);
     error ProviderNotActive(address provider);
     error NotRegistry(address caller);
+    error NotCourt(address caller);
+    error NotDisputable(bytes32 jobId, JobStatus status, address provider);
+    error ChallengeWindowClosed(bytes32 jobId, uint256 finalizeAfter);
     error InsufficientReserve(uint256 requested, uint256 reserve);
     error NoReleaseRequested(address client, address provider);
     error OutputHashMismatch(bytes32 signed, bytes32 computed);
@@ -270,6 +286,9 @@ contract JobMarket is IProviderStatusSink {
     /// committed to them first (copying a proof seen in the mempool earns nothing), and the share of
     /// an expired claim's slashed stake (a requester must not profit from a claim running out).
     uint256 public unclaimedRewards;
+    /// @notice When each provider last redeemed vouchers that paid something: jobs paid by vouchers
+    /// can be disputed for the court's voucher window after it, and the stake stays until then.
+    mapping(address provider => uint256 timestamp) public lastRedeemedAt;
     bool private transient _locked;
 
     // ------------------------------------------------------------------ constructor
@@ -456,7 +475,7 @@ contract JobMarket is IProviderStatusSink {
         uint256 packed = _jobs[jobId];
         JobStatus status = JobStatus(packed & STATUS_MASK);
         if (status == JobStatus.None) revert JobNotFound(jobId);
-        if (status == JobStatus.Submitted) revert WrongJobStatus(jobId, status);
+        if (status == JobStatus.Submitted || status == JobStatus.Challenged) revert WrongJobStatus(jobId, status);
         if (status != JobStatus.Disputed) {
             uint256 deadline = _time(packed);
             if (block.timestamp <= deadline) revert DeadlineNotPassed(jobId, deadline);
@@ -607,10 +626,44 @@ contract JobMarket is IProviderStatusSink {
         for (uint256 i = 0; i < vouchers.length; ++i) {
             total += _redeem(vouchers[i]);
         }
+        if (total != 0) lastRedeemedAt[msg.sender] = block.timestamp;
         _send(msg.sender, total);
     }
 
     // ------------------------------------------------------------------ external: disputes
+
+    /// @notice The DisputeCourt's one call into the market (the registry names the court). With
+    /// `verdict` Pending, holds a job whose result is being disputed, so it is not finalized until
+    /// the jury decides, and says whether it is an on-chain job: false when the chain has no such job
+    /// (one paid by voucher, or one long settled). With a verdict, ends the hold: a provider found
+    /// wrong leaves the job `Disputed` (its price goes back to the requester through `refund`); one
+    /// found right, or an undecided dispute, lets it be finalized. A job no longer held is left as is.
+    /// @param jobId The job the disputed receipt names.
+    /// @param provider The provider that signed the receipt.
+    /// @param verdict Pending to hold, else the jury's verdict.
+    /// @return escrowed Whether the job is (or was) held on chain.
+    function challengeHold(bytes32 jobId, address provider, Verdict verdict) external returns (bool escrowed) {
+        if (msg.sender != registry.court()) revert NotCourt(msg.sender);
+        uint256 packed = _jobs[jobId];
+        JobStatus status = JobStatus(packed & STATUS_MASK);
+        if (verdict != Verdict.Pending) {
+            if (status != JobStatus.Challenged || _provider(packed) != provider) return false;
+            bool wrong = verdict == Verdict.ProviderWrong;
+            _jobs[jobId] = _restate(packed, wrong ? JobStatus.Disputed : JobStatus.Submitted, provider, wrong ? 0 : _time(packed));
+            if (wrong) emit JobDisputed(jobId, provider);
+            else emit ChallengeRejected(jobId, provider);
+            return true;
+        }
+        if (status == JobStatus.None) return false;
+        if (status != JobStatus.Submitted || _provider(packed) != provider) {
+            revert NotDisputable(jobId, status, provider);
+        }
+        uint256 finalizeAfter = _time(packed);
+        if (block.timestamp >= finalizeAfter) revert ChallengeWindowClosed(jobId, finalizeAfter);
+        _jobs[jobId] = _restate(packed, JobStatus.Challenged, provider, finalizeAfter);
+        emit JobChallenged(jobId, provider);
+        return true;
+    }
 
     /// @notice Commits to a proof before sending it, so nobody can take its reward by copying it:
     /// `commitment` is `proofCommitment(reporter, a, b)`; the proof earns its reward only when sent
@@ -813,7 +866,7 @@ contract JobMarket is IProviderStatusSink {
     function _disputeIfPending(bytes32 jobId, address provider) private {
         uint256 packed = _jobs[jobId];
         JobStatus status = JobStatus(packed & STATUS_MASK);
-        bool held = status == JobStatus.Claimed || status == JobStatus.Submitted;
+        bool held = status == JobStatus.Claimed || status == JobStatus.Submitted || status == JobStatus.Challenged;
         if (held && _provider(packed) == provider) {
             _jobs[jobId] = _restate(packed, JobStatus.Disputed, provider, 0);
             emit JobDisputed(jobId, provider);

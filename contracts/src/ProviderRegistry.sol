@@ -3,6 +3,13 @@ pragma solidity 0.8.37;
 
 import {IProviderStatusSink} from "./interfaces/IProviderStatusSink.sol";
 
+/// @notice What the registry asks the DisputeCourt before a stake leaves.
+interface IStakeLockSource {
+    /// @notice Until when `provider`'s stake must stay (the voucher dispute window after its last
+    /// redemption); zero when nothing holds it.
+    function voucherLockUntil(address provider) external view returns (uint256);
+}
+
 /// @title ProviderRegistry
 /// @notice GPU providers register here with a stake. The JobMarket only lets active providers claim
 /// jobs and slashes providers proven to have signed two different results for one job, or that
@@ -12,6 +19,9 @@ import {IProviderStatusSink} from "./interfaces/IProviderStatusSink.sol";
 /// `unstakeCooldown - challengeWindow` ahead, so every job claimed before `requestUnstake` has
 /// passed its deadline and its challenge window (disputes are settled on proof) before the cooldown
 /// ends.
+/// @dev The DisputeCourt (named once by the deployer) may slash too, locks the stake of the parties
+/// and jurors of open disputes, and draws jurors weighted by stake: the registry keeps every active
+/// provider's stake in a Fenwick (binary indexed) tree, so a change and a draw cost O(log n).
 /// @dev Every change of a provider's active status is pushed to the market
 /// (`IProviderStatusSink`), which keeps a copy so `claimJob` needs no call here; registration is
 /// therefore closed until the market is set.
@@ -31,6 +41,7 @@ contract ProviderRegistry {
     // ------------------------------------------------------------------ events
 
     event MarketSet(address indexed market);
+    event CourtSet(address indexed court);
     event ProviderRegistered(address indexed provider, bytes peerId, bytes32 metadataHash, uint256 stake);
     event MetadataUpdated(address indexed provider, bytes32 metadataHash);
     event StakeAdded(address indexed provider, uint256 amount, uint256 stake);
@@ -44,6 +55,10 @@ contract ProviderRegistry {
     error NotDeployer(address caller);
     error MarketAlreadySet(address market);
     error NotMarket(address caller);
+    error NotCourt(address caller);
+    error CourtAlreadySet(address court);
+    error StakeLocked(address provider, uint256 until);
+    error NoStakeToDraw();
     error MarketNotSet();
     error ZeroAddress();
     error AlreadyRegistered(address provider);
@@ -83,6 +98,18 @@ contract ProviderRegistry {
     mapping(address provider => ProviderRecord) private _providers;
     mapping(address provider => bytes) private _peerIds;
     mapping(address provider => bytes32) private _metadataHashes;
+    /// @notice The DisputeCourt, allowed to slash, lock stakes and draw jurors; zero until named.
+    address public court;
+    /// @notice Open disputes `provider` is a party or a juror of; its stake cannot leave while nonzero.
+    mapping(address provider => uint256 count) public openDisputes;
+    /// @notice Sum of the stakes of active providers: the weight jurors are drawn by.
+    uint256 public totalWeight;
+    /// @notice Providers ever given a place in the tree (places are 1-based and never reused).
+    uint256 public providerCount;
+    mapping(address provider => uint256 index) private _indices;
+    mapping(uint256 index => address provider) private _atIndex;
+    mapping(uint256 index => uint256 weight) private _weights;
+    mapping(uint256 index => uint256 partialSum) private _tree;
     bool private transient _locked;
 
     // ------------------------------------------------------------------ constructor
@@ -117,6 +144,28 @@ contract ProviderRegistry {
         if (market_ == address(0)) revert ZeroAddress();
         market = market_;
         emit MarketSet(market_);
+    }
+
+    /// @notice Names the DisputeCourt. Callable once, by the deployer.
+    /// @param court_ The DisputeCourt address.
+    function setCourt(address court_) external {
+        if (msg.sender != deployer) revert NotDeployer(msg.sender);
+        if (court != address(0)) revert CourtAlreadySet(court);
+        if (court_ == address(0)) revert ZeroAddress();
+        court = court_;
+        emit CourtSet(court_);
+    }
+
+    /// @notice Holds `provider`'s stake while a dispute it is a party or juror of is open. Court only.
+    function lockStake(address provider) external {
+        if (msg.sender != court || msg.sender == address(0)) revert NotCourt(msg.sender);
+        openDisputes[provider] += 1;
+    }
+
+    /// @notice Releases one `lockStake`. Court only.
+    function unlockStake(address provider) external {
+        if (msg.sender != court || msg.sender == address(0)) revert NotCourt(msg.sender);
+        openDisputes[provider] -= 1;
     }
 
     /// @notice Registers the caller as a provider, staking `msg.value`.
@@ -174,12 +223,18 @@ contract ProviderRegistry {
     }
 
     /// @notice Withdraws the whole stake once the cooldown is over (by then every job the caller
-    /// claimed is past its deadline and challenge window), and deregisters the caller.
+    /// claimed is past its deadline and challenge window), no dispute it is part of is open, and its
+    /// last voucher redemption is past the voucher dispute window; deregisters the caller.
     function withdrawStake() external nonReentrant {
         ProviderRecord memory record = _providers[msg.sender];
         if (!record.registered) revert NotRegistered(msg.sender);
         if (record.unstakeAt == 0) revert NotUnstaking(msg.sender);
         if (block.timestamp < record.unstakeAt) revert CooldownNotOver(block.timestamp, record.unstakeAt);
+        if (openDisputes[msg.sender] != 0) revert StakeLocked(msg.sender, type(uint256).max);
+        if (court != address(0)) {
+            uint256 until = IStakeLockSource(court).voucherLockUntil(msg.sender);
+            if (block.timestamp < until) revert StakeLocked(msg.sender, until);
+        }
         delete _providers[msg.sender];
         delete _peerIds[msg.sender];
         delete _metadataHashes[msg.sender];
@@ -188,8 +243,8 @@ contract ProviderRegistry {
     }
 
     /// @notice Removes up to `amount` from `provider`'s stake; half of what is removed is sent to
-    /// the market (which credits whoever proved the fault, as a pull payment), the rest is locked for
-    /// good. Only the market may call this. A provider with no stake left (or gone) loses nothing
+    /// the caller (which credits whoever proved the fault, as a pull payment), the rest is locked for
+    /// good. Only the market and the court may call this. A provider with no stake left (or gone) loses nothing
     /// and the call still succeeds, so a proof against it can still dispute its job.
     /// @param provider The provider at fault.
     /// @param amount The most to slash (wei); capped at the stake.
@@ -200,7 +255,7 @@ contract ProviderRegistry {
         nonReentrant
         returns (uint256 slashed, uint256 reward)
     {
-        if (msg.sender != market || msg.sender == address(0)) revert NotMarket(msg.sender);
+        if (msg.sender == address(0) || (msg.sender != market && msg.sender != court)) revert NotMarket(msg.sender);
         ProviderRecord storage record = _providers[provider];
         if (!record.registered) return (0, 0);
         bool wasActive = _isActive(record);
@@ -215,6 +270,31 @@ contract ProviderRegistry {
     }
 
     // ------------------------------------------------------------------ views
+
+    /// @notice The active provider whose stake covers `point` when active stakes are laid end to end
+    /// in registration order: drawing `point` uniformly below `totalWeight` picks a provider with
+    /// probability proportional to its stake. O(log n).
+    /// @param point A number below `totalWeight`.
+    function drawProvider(uint256 point) external view returns (address) {
+        if (point >= totalWeight) revert NoStakeToDraw();
+        uint256 n = providerCount;
+        uint256 step = 1;
+        while (step <= n >> 1) step <<= 1;
+        uint256 position = 0;
+        for (; step != 0; step >>= 1) {
+            uint256 next = position + step;
+            if (next <= n && _tree[next] <= point) {
+                position = next;
+                point -= _tree[next];
+            }
+        }
+        return _atIndex[position + 1];
+    }
+
+    /// @notice The stake `provider` is drawn by: its stake while active, else zero.
+    function weightOf(address provider) external view returns (uint256) {
+        return _weights[_indices[provider]];
+    }
 
     /// @notice Whether `provider` may take jobs: registered, stake at least `minStake`, not unstaking.
     function isActive(address provider) external view returns (bool) {
@@ -237,10 +317,48 @@ contract ProviderRegistry {
         return record.registered && record.unstakeAt == 0 && record.stake >= minStake;
     }
 
-    /// @dev Tells the market when `provider`'s active status differs from `wasActive`.
+    /// @dev Tells the market when `provider`'s active status differs from `wasActive`, and sets its
+    /// draw weight to its stake while active.
     function _syncStatus(address provider, bool wasActive) private {
-        bool active = _isActive(_providers[provider]);
+        ProviderRecord storage record = _providers[provider];
+        bool active = _isActive(record);
+        _setWeight(provider, active ? record.stake : 0);
         if (active != wasActive) IProviderStatusSink(market).setProviderActive(provider, active);
+    }
+
+    function _setWeight(address provider, uint256 weight) private {
+        uint256 index = _indices[provider];
+        if (index == 0) {
+            if (weight == 0) return;
+            index = ++providerCount;
+            _indices[provider] = index;
+            _atIndex[index] = provider;
+            // The new node covers (index - lowbit, index]: the earlier part is already in the tree.
+            _tree[index] = _prefixSum(index - 1) - _prefixSum(index - _lowbit(index));
+        }
+        uint256 old = _weights[index];
+        if (old == weight) return;
+        _weights[index] = weight;
+        uint256 n = providerCount;
+        if (weight > old) {
+            uint256 delta = weight - old;
+            totalWeight += delta;
+            for (uint256 i = index; i <= n; i += _lowbit(i)) _tree[i] += delta;
+        } else {
+            uint256 delta = old - weight;
+            totalWeight -= delta;
+            for (uint256 i = index; i <= n; i += _lowbit(i)) _tree[i] -= delta;
+        }
+    }
+
+    function _prefixSum(uint256 index) private view returns (uint256 sum) {
+        for (uint256 i = index; i != 0; i -= _lowbit(i)) sum += _tree[i];
+    }
+
+    function _lowbit(uint256 i) private pure returns (uint256) {
+        unchecked {
+            return i & (~i + 1);
+        }
     }
 
     function _send(address to, uint256 amount) private {

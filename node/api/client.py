@@ -27,6 +27,7 @@ from node.api.auth import bearer
 from node.api.errors import ApiCallFailed, InvalidRequest, NodeUnreachable
 from node.api.interceptors import CORRELATION_KEY, ERROR_TYPE_KEY, HINT_KEY
 from node.domain.service import (
+    DisputeView,
     EarningsView,
     JobFilter,
     JobSpec,
@@ -89,6 +90,7 @@ class ApiClient:
         self._provider = api_grpc.ProviderServiceStub(channel)
         self._models = api_grpc.ModelServiceStub(channel)
         self._node = api_grpc.NodeServiceStub(channel)
+        self._disputes = api_grpc.DisputeServiceStub(channel)
 
     @classmethod
     async def connect(
@@ -173,6 +175,19 @@ class ApiClient:
         """Add `amount_wei` to the node's voucher deposit; returns the deposit's balance."""
         answer = await self._call(self._jobs.Deposit, pb.DepositRequest(amount_wei=str(amount_wei)))
         return int(answer.balance_wei)
+
+    async def list_disputes(self) -> tuple[DisputeView, ...]:
+        answer = await self._call(self._disputes.ListDisputes, pb.ListDisputesRequest())
+        return tuple(convert.dispute_from_pb(message) for message in answer.disputes)
+
+    async def get_dispute(self, dispute_id: str) -> DisputeView:
+        answer = await self._call(self._disputes.GetDispute, pb.GetDisputeRequest(dispute_id=dispute_id))
+        return convert.dispute_from_pb(answer)
+
+    async def open_dispute(self, job_id: str) -> DisputeView:
+        """Dispute the result of a job this node paid for, posting the court's bond."""
+        answer = await self._call(self._disputes.OpenDispute, pb.OpenDisputeRequest(job_id=job_id))
+        return convert.dispute_from_pb(answer)
 
     async def verify_job(self, job_id: str) -> VerificationView:
         """Re-run a verified job on another provider now and compare (a spot check)."""

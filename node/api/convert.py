@@ -16,6 +16,7 @@ from node.domain.service import (
     MAX_TIMEOUT_S,
     AttemptView,
     CheckRunView,
+    DisputeView,
     EarningsView,
     JobFilter,
     JobSpec,
@@ -203,6 +204,8 @@ def provider_status_to_pb(view: ProviderStatusView) -> pb.ProviderStatus:
         running=view.running,
         queued=view.queued,
         jobs_served=view.jobs_served,
+        open_disputes=view.open_disputes,
+        jury_duties_served=view.jury_duties_served,
     )
 
 
@@ -388,6 +391,8 @@ def provider_status_from_pb(message: pb.ProviderStatus) -> ProviderStatusView:
         running=message.running,
         queued=message.queued,
         jobs_served=message.jobs_served,
+        open_disputes=message.open_disputes,
+        jury_duties_served=message.jury_duties_served,
     )
 
 
@@ -453,4 +458,46 @@ def peer_from_pb(message: pb.Peer) -> PeerView:
         ),
         devices=tuple(message.devices),
         reputation=reputation_from_pb(message.reputation) if message.HasField("reputation") else None,
+    )
+
+
+def dispute_to_pb(view: DisputeView) -> pb.Dispute:
+    return pb.Dispute(
+        dispute_id=view.dispute_id,
+        job_id=view.job_id,
+        model_id=view.model_id,
+        provider=view.provider,
+        challenger=view.challenger,
+        role=view.role,
+        escrowed=view.escrowed,
+        phase=view.phase,
+        verdict=view.verdict,
+        jurors=list(view.jurors),
+        commits=view.commits,
+        reveals=view.reveals,
+        commit_deadline=view.commit_deadline,
+        reveal_deadline=view.reveal_deadline,
+        output_hash=view.output_hash,
+        profile_hash=view.profile_hash,
+    )
+
+
+def dispute_from_pb(message: pb.Dispute) -> DisputeView:
+    return DisputeView(
+        dispute_id=message.dispute_id,
+        job_id=message.job_id,
+        model_id=message.model_id,
+        provider=Address(message.provider),
+        challenger=Address(message.challenger),
+        role=message.role,
+        escrowed=message.escrowed,
+        phase=message.phase,
+        verdict=message.verdict,
+        jurors=tuple(Address(juror) for juror in message.jurors),
+        commits=message.commits,
+        reveals=message.reveals,
+        commit_deadline=message.commit_deadline,
+        reveal_deadline=message.reveal_deadline,
+        output_hash=message.output_hash,
+        profile_hash=message.profile_hash,
     )

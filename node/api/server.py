@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node.api.auth import TokenAuthInterceptor, ensure_token, token_path
+from node.api.dispute_servicer import DisputeServicer
 from node.api.errors import ApiError
 from node.api.interceptors import ErrorStatusInterceptor
 from node.api.job_servicer import JobServicer
@@ -36,7 +37,7 @@ api_grpc: Any = importlib.import_module("node.gen.gpunode.v1.api_pb2_grpc")
 
 SERVICE_NAMES: tuple[str, ...] = tuple(
     api_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("JobService", "ProviderService", "ModelService", "NodeService")
+    for name in ("JobService", "ProviderService", "ModelService", "NodeService", "DisputeService")
 )
 
 
@@ -130,6 +131,7 @@ class ApiServer:
             server,
         )
         api_grpc.add_NodeServiceServicer_to_server(NodeServicer(services.node), server)
+        api_grpc.add_DisputeServiceServicer_to_server(DisputeServicer(services.disputes), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflected = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(reflected, server)

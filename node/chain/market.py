@@ -59,6 +59,7 @@ class JobStatus(IntEnum):
     CLAIMED = 2
     SUBMITTED = 3
     DISPUTED = 4
+    CHALLENGED = 5  # held by the DisputeCourt until its jury decides
 
 
 class SkipReason(IntEnum):
@@ -325,7 +326,7 @@ def job_requested_from_log(
     )
 
 
-def _receipt_tuple(receipt: ResultReceipt) -> tuple[bytes, bytes, bytes, bytes, bytes, str]:
+def receipt_tuple(receipt: ResultReceipt) -> tuple[bytes, bytes, bytes, bytes, bytes, str]:
     return (
         bytes32(receipt.job_id, "receipt job_id"),
         bytes32(receipt.model_id, "receipt model_id"),
@@ -336,7 +337,7 @@ def _receipt_tuple(receipt: ResultReceipt) -> tuple[bytes, bytes, bytes, bytes, 
     )
 
 
-def _signature(signature: bytes, what: str) -> bytes:
+def signature_bytes(signature: bytes, what: str) -> bytes:
     if not isinstance(signature, bytes | bytearray) or len(signature) != 65:
         raise ContractInputError(f"{what} must be 65 bytes (r || s || v)")
     return bytes(signature)
@@ -429,7 +430,7 @@ class JobMarket:
             terms.as_tuple(),
             bytes32(receipt.output_hash, "output_hash"),
             bytes32(receipt.profile_hash, "profile_hash"),
-            _signature(signature, "signature"),
+            signature_bytes(signature, "signature"),
             bytes(output),
         )
         tx = await self.client.transact(fn, sender=sender)
@@ -648,7 +649,7 @@ class JobMarket:
                 (
                     checksum(voucher.client, "voucher client"),
                     wei(voucher.cumulative_amount, "cumulative_amount"),
-                    _signature(signature, "voucher signature"),
+                    signature_bytes(signature, "voucher signature"),
                 )
             )
         receipt = await self.client.transact(self.contract.functions.redeemVouchers(entries), sender=sender)
@@ -711,15 +712,15 @@ class JobMarket:
         if commit_first:
             commitment = await self.client.call(
                 self.contract.functions.proofCommitment(
-                    checksum(sender.address, "sender"), _receipt_tuple(receipt_a), _receipt_tuple(receipt_b)
+                    checksum(sender.address, "sender"), receipt_tuple(receipt_a), receipt_tuple(receipt_b)
                 )
             )
             await self.client.transact(self.contract.functions.commitProof(commitment), sender=sender)
         fn = self.contract.functions.proveEquivocation(
-            _receipt_tuple(receipt_a),
-            _signature(signature_a, "signature_a"),
-            _receipt_tuple(receipt_b),
-            _signature(signature_b, "signature_b"),
+            receipt_tuple(receipt_a),
+            signature_bytes(signature_a, "signature_a"),
+            receipt_tuple(receipt_b),
+            signature_bytes(signature_b, "signature_b"),
         )
         receipt = await self.client.transact(fn, sender=sender)
         args = self._event("EquivocationProven", receipt)
@@ -731,6 +732,11 @@ class JobMarket:
             disputed=bool(events_in(self.contract.events.JobDisputed(), receipt)),
             tx=TxInfo.of(receipt),
         )
+
+    async def last_redeemed_at(self, provider: str) -> int:
+        """When `provider` last redeemed vouchers that paid something (0: never)."""
+        fn = self.contract.functions.lastRedeemedAt(checksum(provider, "provider"))
+        return int(await self.client.call(fn))
 
     async def unclaimed_rewards(self) -> int:
         """Rewards of proofs sent without a commitment: locked in the market for good."""
@@ -744,7 +750,7 @@ class JobMarket:
 
     async def receipt_digest(self, receipt: ResultReceipt) -> bytes:
         """The digest the contract computes for `receipt` (must equal `eip712.receipt_digest`)."""
-        return bytes(await self.client.call(self.contract.functions.receiptDigest(_receipt_tuple(receipt))))
+        return bytes(await self.client.call(self.contract.functions.receiptDigest(receipt_tuple(receipt))))
 
     async def voucher_digest(self, voucher: Voucher) -> bytes:
         fn = self.contract.functions.voucherDigest(
@@ -790,6 +796,26 @@ class JobMarket:
                 requested.process_log(e) for e in logs if bytes(e["topics"][0]) == HexBytes(requested.topic)
             )
         ]
+
+    async def job_payloads(self, job_id: bytes) -> tuple[bytes | None, bytes | None]:
+        """A job's input and output bytes as published in `JobInput` and `ResultOutput`; None for
+        what was published by hash only."""
+        given, produced = self.contract.events.JobInput(), self.contract.events.ResultOutput()
+        logs: Sequence[LogReceipt] = await self.client.get_logs(
+            {
+                "address": to_checksum_address(self.address),
+                "fromBlock": 0,
+                "toBlock": "latest",
+                "topics": [[given.topic, produced.topic], "0x" + bytes32(job_id, "job_id").hex()],
+            }
+        )
+        found: dict[str, bytes] = {}
+        for entry in logs:
+            if bytes(entry["topics"][0]) == HexBytes(given.topic):
+                found["input"] = bytes(given.process_log(entry)["args"]["input"])
+            else:
+                found["output"] = bytes(produced.process_log(entry)["args"]["output"])
+        return found.get("input"), found.get("output")
 
     async def credited(self, from_block: int, to_block: int | str = "latest") -> dict[Address, int]:
         """Wei the market credited to each provider in a block range: escrowed jobs finalized and

@@ -160,6 +160,11 @@ class ProviderRegistry:
         fn = self.contract.functions.setMarket(checksum(market, "market address"))
         return TxInfo.of(await self.client.transact(fn, sender=sender))
 
+    async def set_court(self, court: str, *, sender: LocalAccount) -> TxInfo:
+        """Name the DisputeCourt; once, by the deployer (see `deploy_contracts`)."""
+        fn = self.contract.functions.setCourt(checksum(court, "court address"))
+        return TxInfo.of(await self.client.transact(fn, sender=sender))
+
     async def register(
         self, peer_id: bytes, metadata_hash: bytes, *, stake: int, sender: LocalAccount
     ) -> ProviderRegistered:
@@ -240,8 +245,26 @@ class ProviderRegistry:
     async def unstake_cooldown(self) -> int:
         return int(await self.client.call(self.contract.functions.unstakeCooldown()))
 
+    async def court(self) -> Address | None:
+        """The DisputeCourt the deployer named, or None before one is."""
+        court = Address(await self.client.call(self.contract.functions.court()))
+        return None if int(court, 16) == 0 else court
+
     async def market(self) -> Address:
         return Address(await self.client.call(self.contract.functions.market()))
+
+    async def open_disputes(self, address: str) -> int:
+        """Open disputes `address` is a party or juror of: its stake cannot leave while nonzero."""
+        return int(
+            await self.client.call(self.contract.functions.openDisputes(checksum(address, "provider")))
+        )
+
+    async def weight_of(self, address: str) -> int:
+        """The stake `address` is drawn as a juror by: its stake while active, else zero."""
+        return int(await self.client.call(self.contract.functions.weightOf(checksum(address, "provider"))))
+
+    async def total_weight(self) -> int:
+        return int(await self.client.call(self.contract.functions.totalWeight()))
 
     async def burned_stake(self) -> int:
         return int(await self.client.call(self.contract.functions.burnedStake()))

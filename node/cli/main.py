@@ -37,6 +37,7 @@ _COMMAND_MODULES = {
     "models": "models",
     "node": "node_cmd",
     "devnet": "devnet",
+    "disputes": "disputes",
 }
 
 

@@ -135,6 +135,8 @@ def _status_table(view: ProviderStatusView, earnings: EarningsView) -> Table:
             "warm models": "\n".join(view.warm_models) or "-",
             "running / queued": f"{view.running} / {view.queued}",
             "jobs served": str(view.jobs_served),
+            "open disputes (stake locked)": str(view.open_disputes),
+            "jury duties served": str(view.jury_duties_served),
             "vouchers to redeem": format_wei(earnings.unredeemed_voucher_wei),
             "vouchers redeemed": format_wei(earnings.redeemed_voucher_wei),
             "on-chain, in challenge window": format_wei(earnings.pending_onchain_wei),

@@ -112,6 +112,8 @@ class ProviderStatusView:
     running: int
     queued: int
     jobs_served: int
+    open_disputes: int = 0  # disputes this provider is a party or juror of; its stake is locked
+    jury_duties_served: int = 0  # disputes this node judged since it started
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,29 @@ class VerificationView:
 
 
 @dataclass(frozen=True, slots=True)
+class DisputeView:
+    """A dispute at the court as this node sees it: `role` is challenger, provider, juror or
+    observer; `verdict` pending, provider_wrong, provider_right or undecided."""
+
+    dispute_id: str  # 64 hex digits
+    job_id: str  # the id the disputed receipt names
+    model_id: str
+    provider: Address
+    challenger: Address
+    role: str
+    escrowed: bool  # an on-chain job, held until the dispute ends
+    phase: str
+    verdict: str
+    jurors: tuple[Address, ...]
+    commits: int
+    reveals: int
+    commit_deadline: int  # unix seconds; 0 until the jury is drawn
+    reveal_deadline: int
+    output_hash: str
+    profile_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class OfferedModelView:
     model_id: str  # 64 hex digits
     price_per_job_wei: int
@@ -247,6 +272,22 @@ class ModelUpload:
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[str, ...] = ()
     batchable: bool = False
+
+
+class DisputesApi(Protocol):
+    """Disputes this node takes part in, at the chain's DisputeCourt."""
+
+    async def list(self) -> tuple[DisputeView, ...]: ...
+
+    async def show(self, dispute_id: str) -> DisputeView:
+        """`ChainError` when no such dispute was opened."""
+        ...
+
+    async def open(self, job_id: str) -> DisputeView:
+        """Dispute the result of a job this node paid for, posting the bond. `JobError` for an
+        unknown job or one without a verified receipt; `TransactionReverted` when the court refuses
+        (window over, already disputed)."""
+        ...
 
 
 class ClientJobsApi(Protocol):
@@ -336,3 +377,4 @@ class NodeServices:
     models: ModelsApi
     node: NodeApi
     verification: VerificationApi | None = None
+    disputes: DisputesApi | None = None  # None where the deployment has no DisputeCourt

@@ -59,6 +59,10 @@ class JobBlobs:
             _write_atomically(self.directory, digest.hex(), data, fsync=self.fsync)
         return digest
 
+    def read(self, digest: Hash32) -> bytes | None:
+        """`get` for a caller already off the event loop (the blob server's worker thread)."""
+        return self._read(digest)
+
     def _read(self, digest: Hash32) -> bytes | None:
         try:
             data = (self.directory / digest.hex()).read_bytes()

@@ -10,6 +10,7 @@ from node.domain.service import (
 )
 from node.domain.state import PaymentPath, ProviderState, Role
 from node.provider.jobs import ProviderJobs
+from node.provider.jury import JuryDuty
 from node.settlement.service import SettlementService
 from node.storage import Database
 
@@ -22,7 +23,9 @@ class ProviderInfo:
         settlement: SettlementService,
         *,
         price_per_job_wei: int,
+        jury: JuryDuty | None = None,
     ) -> None:
+        self.jury = jury
         self.jobs = jobs
         self.registry = registry
         self.settlement = settlement
@@ -49,6 +52,8 @@ class ProviderInfo:
             running=runner.load.running,
             queued=runner.load.queued,
             jobs_served=runner.served,
+            open_disputes=await self.registry.open_disputes(me),
+            jury_duties_served=0 if self.jury is None else len(self.jury.served),
         )
 
     async def earnings(self) -> EarningsView:

@@ -215,7 +215,7 @@ class ProviderStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ProviderStatus(_message.Message):
-    __slots__ = ("address", "enabled", "registered", "active", "stake_wei", "price_per_job_wei", "models", "warm_models", "running", "queued", "jobs_served")
+    __slots__ = ("address", "enabled", "registered", "active", "stake_wei", "price_per_job_wei", "models", "warm_models", "running", "queued", "jobs_served", "open_disputes", "jury_duties_served")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +227,8 @@ class ProviderStatus(_message.Message):
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     JOBS_SERVED_FIELD_NUMBER: _ClassVar[int]
+    OPEN_DISPUTES_FIELD_NUMBER: _ClassVar[int]
+    JURY_DUTIES_SERVED_FIELD_NUMBER: _ClassVar[int]
     address: str
     enabled: bool
     registered: bool
@@ -238,7 +240,9 @@ class ProviderStatus(_message.Message):
     running: int
     queued: int
     jobs_served: int
-    def __init__(self, address: _Optional[str] = ..., enabled: _Optional[bool] = ..., registered: _Optional[bool] = ..., active: _Optional[bool] = ..., stake_wei: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., warm_models: _Optional[_Iterable[str]] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., jobs_served: _Optional[int] = ...) -> None: ...
+    open_disputes: int
+    jury_duties_served: int
+    def __init__(self, address: _Optional[str] = ..., enabled: _Optional[bool] = ..., registered: _Optional[bool] = ..., active: _Optional[bool] = ..., stake_wei: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., warm_models: _Optional[_Iterable[str]] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., jobs_served: _Optional[int] = ..., open_disputes: _Optional[int] = ..., jury_duties_served: _Optional[int] = ...) -> None: ...
 
 class EarningsRequest(_message.Message):
     __slots__ = ()
@@ -451,3 +455,61 @@ class ListPeersResponse(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+
+class ListDisputesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDisputesResponse(_message.Message):
+    __slots__ = ("disputes",)
+    DISPUTES_FIELD_NUMBER: _ClassVar[int]
+    disputes: _containers.RepeatedCompositeFieldContainer[Dispute]
+    def __init__(self, disputes: _Optional[_Iterable[_Union[Dispute, _Mapping]]] = ...) -> None: ...
+
+class GetDisputeRequest(_message.Message):
+    __slots__ = ("dispute_id",)
+    DISPUTE_ID_FIELD_NUMBER: _ClassVar[int]
+    dispute_id: str
+    def __init__(self, dispute_id: _Optional[str] = ...) -> None: ...
+
+class OpenDisputeRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class Dispute(_message.Message):
+    __slots__ = ("dispute_id", "job_id", "model_id", "provider", "challenger", "role", "escrowed", "phase", "verdict", "jurors", "commits", "reveals", "commit_deadline", "reveal_deadline", "output_hash", "profile_hash")
+    DISPUTE_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ESCROWED_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    JURORS_FIELD_NUMBER: _ClassVar[int]
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    REVEALS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    REVEAL_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_HASH_FIELD_NUMBER: _ClassVar[int]
+    dispute_id: str
+    job_id: str
+    model_id: str
+    provider: str
+    challenger: str
+    role: str
+    escrowed: bool
+    phase: str
+    verdict: str
+    jurors: _containers.RepeatedScalarFieldContainer[str]
+    commits: int
+    reveals: int
+    commit_deadline: int
+    reveal_deadline: int
+    output_hash: str
+    profile_hash: str
+    def __init__(self, dispute_id: _Optional[str] = ..., job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., provider: _Optional[str] = ..., challenger: _Optional[str] = ..., role: _Optional[str] = ..., escrowed: _Optional[bool] = ..., phase: _Optional[str] = ..., verdict: _Optional[str] = ..., jurors: _Optional[_Iterable[str]] = ..., commits: _Optional[int] = ..., reveals: _Optional[int] = ..., commit_deadline: _Optional[int] = ..., reveal_deadline: _Optional[int] = ..., output_hash: _Optional[str] = ..., profile_hash: _Optional[str] = ...) -> None: ...

@@ -905,3 +905,168 @@ class NodeService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DisputeServiceStub:
+    """Disputes this node takes part in at the chain's DisputeCourt: as the challenger, the provider
+    whose result is disputed, or a juror.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDisputes = channel.unary_unary(
+                '/gpunode.v1.DisputeService/ListDisputes',
+                request_serializer=gpunode_dot_v1_dot_api__pb2.ListDisputesRequest.SerializeToString,
+                response_deserializer=gpunode_dot_v1_dot_api__pb2.ListDisputesResponse.FromString,
+                _registered_method=True)
+        self.GetDispute = channel.unary_unary(
+                '/gpunode.v1.DisputeService/GetDispute',
+                request_serializer=gpunode_dot_v1_dot_api__pb2.GetDisputeRequest.SerializeToString,
+                response_deserializer=gpunode_dot_v1_dot_api__pb2.Dispute.FromString,
+                _registered_method=True)
+        self.OpenDispute = channel.unary_unary(
+                '/gpunode.v1.DisputeService/OpenDispute',
+                request_serializer=gpunode_dot_v1_dot_api__pb2.OpenDisputeRequest.SerializeToString,
+                response_deserializer=gpunode_dot_v1_dot_api__pb2.Dispute.FromString,
+                _registered_method=True)
+
+
+class DisputeServiceServicer:
+    """Disputes this node takes part in at the chain's DisputeCourt: as the challenger, the provider
+    whose result is disputed, or a juror.
+    """
+
+    def ListDisputes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDispute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenDispute(self, request, context):
+        """Dispute the result of a job this node paid for, posting the court's bond.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DisputeServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDisputes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDisputes,
+                    request_deserializer=gpunode_dot_v1_dot_api__pb2.ListDisputesRequest.FromString,
+                    response_serializer=gpunode_dot_v1_dot_api__pb2.ListDisputesResponse.SerializeToString,
+            ),
+            'GetDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDispute,
+                    request_deserializer=gpunode_dot_v1_dot_api__pb2.GetDisputeRequest.FromString,
+                    response_serializer=gpunode_dot_v1_dot_api__pb2.Dispute.SerializeToString,
+            ),
+            'OpenDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenDispute,
+                    request_deserializer=gpunode_dot_v1_dot_api__pb2.OpenDisputeRequest.FromString,
+                    response_serializer=gpunode_dot_v1_dot_api__pb2.Dispute.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'gpunode.v1.DisputeService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('gpunode.v1.DisputeService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DisputeService:
+    """Disputes this node takes part in at the chain's DisputeCourt: as the challenger, the provider
+    whose result is disputed, or a juror.
+    """
+
+    @staticmethod
+    def ListDisputes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpunode.v1.DisputeService/ListDisputes',
+            gpunode_dot_v1_dot_api__pb2.ListDisputesRequest.SerializeToString,
+            gpunode_dot_v1_dot_api__pb2.ListDisputesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpunode.v1.DisputeService/GetDispute',
+            gpunode_dot_v1_dot_api__pb2.GetDisputeRequest.SerializeToString,
+            gpunode_dot_v1_dot_api__pb2.Dispute.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpunode.v1.DisputeService/OpenDispute',
+            gpunode_dot_v1_dot_api__pb2.OpenDisputeRequest.SerializeToString,
+            gpunode_dot_v1_dot_api__pb2.Dispute.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
