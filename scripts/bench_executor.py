@@ -187,8 +187,13 @@ def device_label(device: str, threads: int) -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, object]:
+    # The models and the store (about 170 MB) go when the figures are in.
+    with tempfile.TemporaryDirectory(prefix="gpunode-bench-") as tmp:
+        return await _measure(args, Path(tmp))
+
+
+async def _measure(args: argparse.Namespace, root: Path) -> dict[str, object]:
     torch.set_num_threads(args.threads)
-    root = Path(tempfile.mkdtemp(prefix="gpunode-bench-"))
     store = ModelStore(root / "store", capacity_bytes=2**31)
     models = {}
     for name, config in (("bench-compute", COMPUTE), ("bench-heavy", HEAVY), ("bench-tiny", TINY)):
