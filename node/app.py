@@ -328,7 +328,10 @@ class Node:
             receipts=ReceiptFiles(self.settings.home / "receipts", fsync=self.db.survives_power_loss),
         )
         self.client_jobs = ClientJobs(
-            pipeline, max_input_bytes=self.settings.executor.max_input_bytes, specs=ModelSpecs(self.host)
+            pipeline,
+            max_input_bytes=self.settings.executor.max_input_bytes,
+            specs=ModelSpecs(self.host),
+            discovery_wait_s=self.settings.client.discovery_wait_s,
         )
         provider_settlement = None
         if self.provider is not None:

@@ -61,6 +61,7 @@ model_dir = "models"
 
 [client]
 exploration = 0.05                  # share of jobs sent to a free provider this node never used
+discovery_wait_s = 10.0             # a job submitted this soon after start waits for adverts
 
 [provider]
 enabled = {provider}

@@ -8,6 +8,7 @@ marks the job failed with the reason; it never takes the node down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import secrets
 import time
@@ -19,11 +20,12 @@ from node.client.pipeline import ESCROW_MARGIN_S, ClientPipeline, Submission
 from node.client.views import has_result, job_view
 from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
 from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
-from node.errors import ChainError, GpunodeError, JobError, SettlementError
-from node.executor.errors import InputTooLarge
+from node.errors import ChainError, GpunodeError, JobError, SchedulerError, SettlementError
+from node.executor.errors import InputTooLarge, UnknownModel
 from node.executor.manifest import normalize_model_id
 from node.jobstore.events import records_until_terminal
 from node.logging import get_logger
+from node.scheduler import Choice
 from node.settlement.terms import receipt_job_id
 from node.storage import Database, JobRecord, NewJob
 from node.storage.errors import InvalidRecord, UnknownJob
@@ -36,9 +38,16 @@ _ALL_JOBS = JobFilter()
 
 class ClientJobs:
     def __init__(
-        self, pipeline: ClientPipeline, *, max_input_bytes: int, specs: ModelSpecs | None = None
+        self,
+        pipeline: ClientPipeline,
+        *,
+        max_input_bytes: int,
+        specs: ModelSpecs | None = None,
+        discovery_wait_s: float = 0.0,
     ) -> None:
         self.pipeline = pipeline
+        # Until then the node may not have heard the market yet (see `_choose_first`).
+        self._hearing_until = time.monotonic() + discovery_wait_s
         self.max_input_bytes = max_input_bytes
         self.specs = specs
         self.ready = asyncio.Event()
@@ -126,10 +135,11 @@ class ClientJobs:
     # façade -----------------------------------------------------------------------------------
 
     async def submit(self, spec: JobSpec) -> JobView:
+        submitted_at = time.time()
         model_id = Hash32(bytes.fromhex(normalize_model_id(spec.model_id)))
         self._check_spec(spec)
         # Chosen once: the first attempt goes to this provider, at the price checked here.
-        choice = self.pipeline.matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
+        choice = await self._choose_first(model_id, spec)
         price = choice.offer.price_wei
         await self._check_input(model_id, choice.candidate.address, spec.input)
         if spec.payment is PaymentPath.ESCROW and price % GWEI:
@@ -151,7 +161,7 @@ class ClientJobs:
             input_hash=input_hash,
             price_wei=spec.max_price_wei,
             client=self.me,
-            deadline=time.time() + spec.timeout_s,
+            deadline=submitted_at + spec.timeout_s,
         )
         # Both are durable before the job is acknowledged, in one trip to the database's thread.
         record = await self.pipeline.store.create(
@@ -163,6 +173,35 @@ class ClientJobs:
         self._queue.put_nowait(job.job_id)
         log.info("job_submitted", job_id=job.job_id.hex(), payment=spec.payment, price=price)
         return await self._view(record)
+
+    async def _choose_first(self, model_id: Hash32, spec: JobSpec) -> Choice:
+        """The provider of the job's first attempt. A node that started moments ago may not have
+        heard the market yet: while no live advert offers the model, wait for one (until the
+        node's discovery time is over, and within the job's timeout); then the choice, or the
+        reason none fits, says what was heard."""
+        matchmaker = self.pipeline.matchmaker
+        wait_s = min(spec.timeout_s, self._hearing_until - time.monotonic())
+        waited = 0.0
+        if wait_s > 0 and not matchmaker.offered(model_id, pinned=spec.provider):
+            directory = matchmaker.directory
+            log.info(
+                "waiting_for_providers",
+                model_id=model_id.hex(),
+                heard=len(directory),
+                at_most_s=round(wait_s, 1),
+            )
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await directory.wait_for(lambda _: matchmaker.offered(model_id, pinned=spec.provider), wait_s)
+            waited = time.monotonic() - started
+        try:
+            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
+        except (SchedulerError, UnknownModel) as exc:
+            if not waited:
+                raise
+            raise type(exc)(
+                f"{exc.message}, after waiting {waited:.1f} s for adverts", hint=exc.hint
+            ) from None
 
     async def _check_input(self, model_id: Hash32, provider: Address, data: bytes) -> None:
         """Refuse an input the model cannot take before anything is stored or paid for; the

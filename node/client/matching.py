@@ -86,19 +86,9 @@ class Matchmaker:
         """The live provider not yet tried that should finish the job soonest for the least
         money (randomized among equally good ones; for a small share of decisions when `explore`,
         one never tried); `SchedulerError` (or `UnknownModel`) naming why none."""
-        adverts = self.directory.find(model_id=model_id)
-        if pinned is not None:
-            adverts = [a for a in adverts if a.address.lower() == pinned.lower()]
+        adverts = self._offering(model_id, pinned)
         if not adverts:
-            if pinned is not None:
-                raise SchedulerError(
-                    f"provider {pinned} has no live advert offering model {model_id.hex()}",
-                    hint="check `gpunode node peers`, or leave the provider unset",
-                )
-            raise UnknownModel(
-                f"no live provider offers model {model_id.hex()}",
-                hint="check the model id, or wait for providers' adverts to arrive",
-            )
+            raise self._unheard(model_id, pinned)
         now = self.clock()
         candidates = [candidate_of(a, self._stats_of(a.address)) for a in adverts]
         index = CandidateIndex.build(candidates)
@@ -124,6 +114,40 @@ class Matchmaker:
             )
         placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
         return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
+
+    def offered(self, model_id: Hash32, *, pinned: Address | None = None) -> bool:
+        """Whether a live advert offers the model (`pinned`'s, when given), whatever its price."""
+        return bool(self._offering(model_id, pinned))
+
+    def _offering(self, model_id: Hash32, pinned: Address | None) -> list[ProviderAdvert]:
+        adverts = self.directory.find(model_id=model_id)
+        if pinned is not None:
+            adverts = [a for a in adverts if a.address.lower() == pinned.lower()]
+        return adverts
+
+    def _unheard(self, model_id: Hash32, pinned: Address | None) -> SchedulerError | UnknownModel:
+        """Why no live advert offers the model, from what this node has heard."""
+        model = model_id.hex()
+        heard = self.directory.live()
+        if pinned is not None:
+            known = any(a.address.lower() == pinned.lower() for a in heard)
+            why = "its advert does not offer it" if known else f"no advert of it heard among {len(heard)}"
+            return SchedulerError(
+                f"provider {pinned} has no live advert offering model {model}: {why}",
+                hint="check `gpunode node peers`, or leave the provider unset",
+            )
+        if not heard:
+            return UnknownModel(
+                f"no live provider offers model {model}: this node has heard no provider's advert",
+                hint="check that p2p.bootstrap names a reachable node (`gpunode node peers` says why "
+                "there are none); adverts arrive a few seconds after a node connects",
+            )
+        others = len({p.model_id for a in heard for p in a.offer.prices} - {model_id})
+        return UnknownModel(
+            f"no live provider offers model {model}: the {len(heard)} provider(s) heard "
+            f"offer {others} other model(s)",
+            hint="check the model id; `gpunode models available` lists the models offered",
+        )
 
     def signals(self, advert: ProviderAdvert, model_id: Hash32, now: float) -> LoadSignals:
         """What this node knows of the provider's load: its advert, then what it observed."""
