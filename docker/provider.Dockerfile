@@ -31,7 +31,7 @@ USER 10001
 WORKDIR /var/lib/gpunode
 VOLUME ["/var/lib/gpunode"]
 # libp2p overlay and the gRPC API.
-EXPOSE 4001 50051
+EXPOSE 4001 50051 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD ["gpunode", "node", "status", "--json"]
 ENTRYPOINT ["tini", "--", "/opt/gpunode/docker/entrypoint.sh"]
 CMD ["provider"]

@@ -40,18 +40,22 @@ from node.domain.service import NodeServices
 from node.domain.state import Role
 from node.errors import ConfigError, GpunodeError
 from node.executor.inventory import Inventory, take_inventory
+from node.executor.manifest import MANIFEST_FILE, ModelManifest
 from node.executor.pool import ExecutorPool
 from node.executor.store import ModelStore
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.events import JobEvents
 from node.jobstore.store import JobStore
 from node.logging import get_logger
+from node.metrics import NodeMetrics, Sample
 from node.p2p.blob_protocol import serve_blobs
+from node.p2p.blob_store import BlobSources, SharedBlobs
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
 from node.provider.info import ProviderInfo
 from node.provider.jobs import ProviderJobs
+from node.provider.model_fetch import ModelFetcher
 from node.provider.model_manifests import ModelManifests
 from node.provider.models import Models
 from node.provider.onchain import FOLLOWER_NAME, OnchainJobs
@@ -63,7 +67,7 @@ from node.settlement.provider import ProviderSettlement
 from node.settlement.service import SettlementService
 from node.status import NodeInfo
 from node.storage import Database
-from node.types import Hash32, sha256
+from node.types import FetchTerms, Hash32, sha256
 
 log = get_logger(__name__)
 
@@ -87,6 +91,7 @@ class ProviderParts:
     onchain: OnchainJobs
     policy: AdmissionPolicy
     inventory: Inventory
+    fetcher: ModelFetcher | None
 
 
 def load_key(settings: Settings) -> NodeKey:
@@ -142,6 +147,14 @@ def served_models(settings: Settings, store: ModelStore) -> dict[Hash32, int]:
     return {Hash32(bytes.fromhex(store.get(i).model_id)): price for i in ids}
 
 
+def fetch_terms(settings: Settings) -> FetchTerms | None:
+    """What this provider asks to fetch a model it does not hold, if it does."""
+    provider = settings.provider
+    if not provider.fetch_models:
+        return None
+    return FetchTerms(provider.max_fetch_bytes, provider.price_per_job_wei, provider.cold_start_price_wei)
+
+
 def build_offer(policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventory) -> Offer:
     """The advertised offer: measured devices and benchmark figures, prices, warm models, slots."""
     healthy = [d for d in inventory.devices if d.healthy]
@@ -165,6 +178,7 @@ def build_offer(policy: AdmissionPolicy, warm: list[Hash32], inventory: Inventor
         prices=tuple(ModelPrice(m, p) for m, p in policy.price_floor_wei.items()),
         free_slots=policy.slots,
         benchmarks=benchmarks,
+        fetch=policy.fetch,
     )
 
 
@@ -187,7 +201,8 @@ class Node:
         self._redemption = redemption or RedemptionPolicy()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self.events = JobEvents()
+        self.metrics = NodeMetrics(self._sample)
+        self.events = JobEvents(observe=self.metrics.observe_job)
         self.services: NodeServices
         self.contracts: Contracts
         self.db: Database
@@ -197,7 +212,11 @@ class Node:
         self.client_jobs: ClientJobs
         self.settlement: SettlementService
         self.provider: ProviderParts | None = None
+        self.model_store: ModelStore
         self.api: Any = None
+        self.http: Any = None
+        # Large job inputs and outputs in flight, served to the one peer each is shared with.
+        self.shared_blobs = SharedBlobs()
 
     def stop(self) -> None:
         """Ask `run()` to shut down gracefully."""
@@ -262,6 +281,13 @@ class Node:
         )
         if settings.provider.enabled:
             self.provider = await self._build_provider(stack)
+        self.model_store = (
+            self.provider.store
+            if self.provider
+            else await asyncio.to_thread(
+                ModelStore, settings.executor.model_dir, settings.executor.model_cache_bytes
+            )
+        )
         self.discovery = await stack.enter_async_context(
             DiscoveryService.subscribed(
                 self.host,
@@ -273,6 +299,10 @@ class Node:
         )
         self._build_client()
         self._build_services()
+        if self._serve_api and settings.http.serves(provider=self.provider is not None):
+            self.http = _http_server(self.services, settings, self.metrics)
+            if self.http is not None:
+                stack.callback(self.http.close)
 
     async def _build_provider(self, stack: AsyncExitStack) -> ProviderParts:
         settings = self.settings
@@ -286,11 +316,31 @@ class Node:
             slots=settings.executor.workers_per_model * settings.executor.max_batch,
             max_queue=settings.provider.max_queue,
             max_input_bytes=settings.executor.max_input_bytes,
+            fetch=fetch_terms(settings),
         )
         market = self.contracts.market
         runner = JobRunner(self.job_store, pool, self.key, market.domain(), slots=policy.slots)
         blobs = JobBlobs(settings.home / "blobs", fsync=self.db.survives_power_loss)
-        jobs = ProviderJobs(runner, market, policy, blobs, spawn=self._spawn)
+        fetcher = None
+        if policy.fetch is not None:
+            fetcher = ModelFetcher(
+                self.host,
+                store,
+                max_bytes=policy.fetch.max_bytes,
+                offer=self.offer_model,
+                holders=self._holders_of,
+                max_models=settings.provider.max_fetched_models,
+            )
+        jobs = ProviderJobs(
+            runner,
+            market,
+            policy,
+            blobs,
+            spawn=self._spawn,
+            host=self.host,
+            shared=self.shared_blobs,
+            fetcher=fetcher,
+        )
         follower = EventFollower(
             self.contracts.client,
             market.contract,
@@ -312,25 +362,47 @@ class Node:
         inventory = await take_inventory(
             benchmark=settings.provider.benchmark_on_start, threads=settings.executor.threads
         )
-        return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory)
+        return ProviderParts(store, pool, runner, jobs, onchain, policy, inventory, fetcher)
+
+    def _holds_model(self, model_id: Hash32) -> bool:
+        """Whether this node's store holds `model_id` (to serve to a provider that fetches it)."""
+        return (self.settings.executor.model_dir / model_id.hex() / MANIFEST_FILE).is_file()
+
+    def _own_manifest(self, model_id: Hash32) -> ModelManifest | None:
+        if not self._holds_model(model_id):
+            return None
+        try:
+            return self.model_store.get(model_id.hex())
+        except GpunodeError:
+            return None
+
+    def _holders_of(self, model_id: Hash32) -> list[str]:
+        """Peers whose adverts offer `model_id`: where a model may be fetched besides its client."""
+        return [advert.peer_id for advert in self.discovery.directory.find(model_id=model_id)]
 
     def _build_client(self) -> None:
         market = self.contracts.market
         pipeline = ClientPipeline(
             store=self.job_store,
             blobs=JobBlobs(self.settings.home / "blobs", fsync=self.db.survives_power_loss),
-            matchmaker=Matchmaker(self.discovery.directory, exploration=self.settings.client.exploration),
+            matchmaker=Matchmaker(
+                self.discovery.directory,
+                exploration=self.settings.client.exploration,
+                held_here=self._holds_model,
+            ),
             jobs=JobClient(self.host),
             host=self.host,
             market=market,
             key=self.key,
             vouchers=VoucherBook(self.key.address, self.key.private_key, market.domain()),
             receipts=ReceiptFiles(self.settings.home / "receipts", fsync=self.db.survives_power_loss),
+            shared=self.shared_blobs,
+            max_output_bytes=self.settings.executor.max_output_bytes,
         )
         self.client_jobs = ClientJobs(
             pipeline,
             max_input_bytes=self.settings.executor.max_input_bytes,
-            specs=ModelSpecs(self.host),
+            specs=ModelSpecs(self.host, local=self._own_manifest),
             discovery_wait_s=self.settings.client.discovery_wait_s,
         )
         provider_settlement = None
@@ -358,11 +430,7 @@ class Node:
                 self.settlement,
                 price_per_job_wei=self.settings.provider.price_per_job_wei,
             )
-        store = (
-            self.provider.store
-            if self.provider
-            else ModelStore(self.settings.executor.model_dir, self.settings.executor.model_cache_bytes)
-        )
+        store = self.model_store
         self.services = NodeServices(
             jobs=self.client_jobs,
             provider=provider_api,
@@ -388,6 +456,9 @@ class Node:
     async def _start_services(self, group: asyncio.TaskGroup) -> None:
         self._group = group
         waits: list[Awaitable[Any]] = []
+        # Models (manifests, to check inputs against; files, for providers that fetch them) and
+        # the large inputs and outputs of jobs in flight, to the peers they are shared with.
+        serve_blobs(self.host, BlobSources(ModelManifests(self.model_store), self.shared_blobs))
         group.create_task(self.discovery.run(), name="discovery")
         waits.append(self.discovery.ready.wait())
         group.create_task(self.client_jobs.run(), name="client-jobs")
@@ -401,6 +472,9 @@ class Node:
             if self.api is not None:
                 group.create_task(self.api.run(), name="api")
                 waits.append(self.api.ready.wait())
+        if self.http is not None:
+            group.create_task(self.http.run(), name="http")
+            waits.append(self.http.ready.wait())
         await _all_ready(waits)
         self.ready.set()
         log.info(
@@ -424,8 +498,6 @@ class Node:
         for model_id in warm:
             await parts.pool.warm(model_id)
         serve_jobs(self.host, parts.jobs.handle)
-        # Clients read a model's inputs from its manifest, to check theirs before they pay.
-        serve_blobs(self.host, ModelManifests(parts.store))
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
         try:
@@ -445,6 +517,8 @@ class Node:
         await parts.pool.warm(model_id)
         if key not in parts.jobs.policy.price_floor_wei:
             parts.jobs.set_price(key, self.settings.provider.price_per_job_wei)
+        if parts.fetcher is not None and parts.fetcher.full:
+            parts.jobs.stop_fetching()
         parts.onchain.policy = parts.jobs.policy
         warm = [Hash32(bytes.fromhex(m)) for m in parts.pool.lanes()]
         offer = build_offer(parts.jobs.policy, warm, parts.inventory)
@@ -469,6 +543,26 @@ class Node:
         except GpunodeError as exc:
             log.warning("advert_publish_failed", error=str(exc))
         log.info("model_withdrawn", model_id=model_id)
+
+    def _sample(self) -> Sample:
+        """What the components count, for `/metrics` (zeros until the node is built)."""
+        if not hasattr(self, "discovery"):
+            return Sample()
+        validator = self.discovery.validator
+        parts = self.provider
+        return Sample(
+            peers_connected=len(self.host.connected_peers()),
+            adverts_live=len(self.discovery.directory),
+            adverts_accepted=validator.accepted,
+            adverts_rejected={reason.value: n for reason, n in validator.rejected.items()},
+            gossip_dropped=self.discovery.gossip_dropped,
+            chain_calls=self.contracts.client.rpc_calls,
+            chain_errors=self.contracts.client.rpc_failures,
+            warm_workers=(
+                {m: len(lane.workers()) for m, lane in parts.pool.lanes().items()} if parts else {}
+            ),
+            vouchers_promised_wei=self.client_jobs.pipeline.vouchers.total_promised(),
+        )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Background work of a job (submitting a result on-chain) under the node's TaskGroup."""
@@ -541,6 +635,16 @@ def _api_server(services: NodeServices, settings: Settings) -> Any:
         log.warning("api_unavailable")
         return None
     return serve(services, settings)
+
+
+def _http_server(services: NodeServices, settings: Settings, metrics: NodeMetrics) -> Any:
+    """The HTTP face from `node.http.server`, when that package is installed with the node."""
+    try:
+        from node.http.server import HttpServer
+    except ImportError:
+        log.warning("http_unavailable")
+        return None
+    return HttpServer(services, settings, metrics)
 
 
 async def run_node(

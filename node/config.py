@@ -134,6 +134,40 @@ class ApiSettings(_Section):
     require_token: bool = False
 
 
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class HttpSettings(_Section):
+    """The HTTP face: an OpenAI-compatible API, Prometheus `/metrics` and the dashboard at `/`."""
+
+    # None: on for a client, off for a provider (whose owner scrapes `/metrics` by turning it on).
+    enabled: bool | None = None
+    listen: str = Field(default="127.0.0.1:8000", pattern=r"^\S+:\d{1,5}$")
+    # Ask every caller for the bearer token in <home>/api.token (the gRPC API's). Required to
+    # listen on anything but loopback: the API spends this node's deposit.
+    require_token: bool = False
+    # A request body larger than this is refused before it is read whole.
+    max_body_bytes: int = Field(default=4 * 2**20, ge=1024)
+    # The most a job submitted over HTTP may cost (wei); the provider's price is what is paid.
+    max_price_wei: int = Field(default=10**15, ge=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in _LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def serves(self, *, provider: bool) -> bool:
+        return (not provider) if self.enabled is None else self.enabled
+
+
 class ClientSettings(_Section):
     """How this node picks providers for the jobs it submits."""
 
@@ -157,6 +191,14 @@ class ProviderSettings(_Section):
     max_callback_gas: int = Field(default=500_000, ge=0)
     # Benchmark the devices at start (a few seconds) so adverts carry measured throughput.
     benchmark_on_start: bool = True
+    # Models a job names that this provider does not hold are fetched over the overlay (from the
+    # client or a peer that has them), checked like `gpunode models add`, installed and warmed,
+    # within `max_fetch_bytes`; the first job pays `cold_start_price_wei` on top of the price.
+    fetch_models: bool = True
+    max_fetch_bytes: int = Field(default=4 * 2**30, gt=0)
+    cold_start_price_wei: int = Field(default=10**13, ge=0)
+    # Each fetched model keeps a warm worker until the node stops: at most this many per run.
+    max_fetched_models: int = Field(default=4, ge=1)
 
 
 class Settings(BaseSettings):
@@ -175,6 +217,7 @@ class Settings(BaseSettings):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
     provider: ProviderSettings = Field(default_factory=ProviderSettings)
 

@@ -50,3 +50,17 @@ class Voucher:
     client: Address
     provider: Address
     cumulative_amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTerms:
+    """A provider's terms for models it does not hold yet, fetched over the overlay: at most
+    `max_bytes` of files; the first job costs `price_per_job_wei` plus `cold_start_price_wei`."""
+
+    max_bytes: int
+    price_per_job_wei: int
+    cold_start_price_wei: int
+
+    @property
+    def first_job_wei(self) -> int:
+        return self.price_per_job_wei + self.cold_start_price_wei

@@ -16,6 +16,9 @@ install_system_packages() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
     command -v docker-compose >/dev/null || need+=(docker-compose)
+    # The dashboard's tests drive Debian's chromium through its chromedriver.
+    command -v chromium >/dev/null || need+=(chromium)
+    command -v chromedriver >/dev/null || need+=(chromium-driver)
     if [ ${#need[@]} -gt 0 ]; then
         log "installing system packages: ${need[*]}"
         if [ "$(id -u)" -ne 0 ]; then

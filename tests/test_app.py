@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,9 @@ async def test_a_node_that_cannot_start_says_why_and_leaves_nothing_running(tmp_
 async def test_can_stop_gracefully_on_sigterm(tmp_path: Path) -> None:
     chain, chain_settings = await deployed_chain()
     try:
-        settings = settings_for(tmp_path, chain_settings, api={"listen": "127.0.0.1:0"})
+        settings = settings_for(
+            tmp_path, chain_settings, api={"listen": "127.0.0.1:0"}, http={"listen": "127.0.0.1:0"}
+        )
         started = asyncio.Event()
         seen: list[Node] = []
 
@@ -107,10 +110,32 @@ async def test_can_stop_gracefully_on_sigterm(tmp_path: Path) -> None:
         )
         await asyncio.wait_for(started.wait(), 60)
         assert seen[0].api is not None
+        assert seen[0].http is not None  # a client serves its HTTP face by default
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(daemon, 30)
         assert not seen[0].ready.is_set()
     finally:
+        await chain.close()
+
+
+async def test_cannot_start_with_the_http_port_taken(tmp_path: Path) -> None:
+    chain, chain_settings = await deployed_chain()
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        settings = settings_for(
+            tmp_path, chain_settings, api={"listen": "127.0.0.1:0"}, http={"listen": f"127.0.0.1:{port}"}
+        )
+        node = Node(settings, key=NodeKey.generate(), shared_chain=chain)
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}") as caught:
+            async with node.running():
+                pass
+        assert caught.value.hint is not None
+        assert "http.listen" in caught.value.hint
+    finally:
+        taken.close()
         await chain.close()
 
 

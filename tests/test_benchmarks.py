@@ -41,3 +41,18 @@ def test_bench_scheduler_prints_decisions_per_second() -> None:
     figures = run_json("bench_scheduler.py", "--providers", "500", "--decisions", "2000")
     assert figures["providers"] == 500
     assert figures["decisions_per_s"] > 0
+
+
+def test_bench_http_prints_the_http_face_cost() -> None:
+    figures = run_json("bench_http.py", "--jobs", "3", "--requests", "6", "--concurrency", "2")
+    assert {"chat_stream_ttft_overhead_p50_ms", "http_overhead_p50_ms", "requests_per_s"} <= set(figures)
+    assert figures["requests_per_s"] > 0
+    assert figures["http_layer_p50_ms"] > 0
+
+
+def test_bench_blobs_prints_the_cold_start_of_a_fetched_model() -> None:
+    figures = run_json("bench_blobs.py", "--mb", "8", "--runs", "1", timeout_s=600)
+    parts = ("fetch_s", "verify_s", "install_s", "warm_s")
+    assert all(figures[part] >= 0 for part in parts)
+    assert figures["cold_start_s"] >= figures["fetch_s"] > 0
+    assert figures["transfer_mb_per_s"] > 0

@@ -124,3 +124,28 @@ def test_cannot_load_a_misspelt_key_in_any_section(tmp_path: Path, section: str)
     config = write_config(tmp_path, f"[{section}]\nno_such_setting = 1\n")
     with pytest.raises(ConfigError, match="no_such_setting"):
         load_settings(config)
+
+
+def test_can_serve_http_on_loopback_for_clients_and_not_for_providers_by_default() -> None:
+    http = load_settings().http
+    assert http.listen == "127.0.0.1:8000"
+    assert http.loopback
+    assert http.serves(provider=False)
+    assert not http.serves(provider=True)
+
+
+def test_can_turn_the_http_face_on_for_a_provider_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GPUNODE_HTTP__ENABLED", "true")
+    monkeypatch.setenv("GPUNODE_HTTP__LISTEN", "0.0.0.0:9100")
+    monkeypatch.setenv("GPUNODE_HTTP__REQUIRE_TOKEN", "true")
+    http = load_settings().http
+    assert http.serves(provider=True)
+    assert (http.host, http.port, http.loopback, http.require_token) == ("0.0.0.0", 9100, False, True)
+
+
+def test_cannot_give_the_http_face_a_listen_address_without_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUNODE_HTTP__LISTEN", "localhost")
+    with pytest.raises(ConfigError, match=r"http\.listen"):
+        load_settings()

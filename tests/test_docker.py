@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -31,7 +32,34 @@ def test_compose_file_parses() -> None:
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert set(done.stdout.split()) == {"anvil", "deploy", "provider1", "provider2", "client"}
+    assert set(done.stdout.split()) == {
+        "anvil",
+        "deploy",
+        "provider1",
+        "provider2",
+        "client",
+        "prometheus",
+        "grafana",
+    }
+
+
+def test_grafana_dashboard_charts_only_metrics_a_node_exports() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from node.metrics import GPU_METRICS, NodeMetrics
+
+    families = text_string_to_metric_families(NodeMetrics().export().decode())
+    exported = {family.name for family in families if not family.name.endswith("_created")}
+    exported |= set(GPU_METRICS)
+    dashboard = json.loads((ROOT / "docker/grafana/dashboards/gpunode.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    charted = {
+        re.sub(r"_(bucket|total)$", "", name) for q in queries for name in re.findall(r"gpunode_\w+", q)
+    }
+    assert charted
+    assert charted <= exported, charted - exported
+    # Every family a node exports has a chart.
+    assert exported <= charted, exported - charted
 
 
 def test_entrypoint_runs_only_commands_that_exist() -> None:

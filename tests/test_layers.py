@@ -117,6 +117,11 @@ def test_the_api_makes_no_chain_or_p2p_calls_of_its_own() -> None:
     assert not _layer_graph()["api"] & {"chain", "p2p", "client", "provider", "settlement"}
 
 
+def test_the_http_face_makes_no_chain_or_p2p_calls_of_its_own() -> None:
+    assert "http" in _layer_graph()
+    assert not _layer_graph()["http"] & {"chain", "p2p", "client", "provider", "settlement", "discovery"}
+
+
 def test_settlement_builds_on_neither_pipeline() -> None:
     assert not _layer_graph()["settlement"] & {"client", "provider"}
 

@@ -134,6 +134,9 @@ class ChainClient:
         self.nonces = nonces or NonceBook()
         self.errors = decoder or ErrorDecoder()
         self._owns_provider = owns_provider
+        # RPC requests made and those that failed (after retries), for the node's metrics.
+        self.rpc_calls = 0
+        self.rpc_failures = 0
 
     @classmethod
     async def connect(
@@ -467,10 +470,13 @@ class ChainClient:
     async def _rpc(self, what: str, request: Callable[[], Awaitable[T]]) -> T:
         """Retry transient failures (refused, timed out, 5xx, 429) with exponential back-off."""
         attempts = self.settings.rpc_retries + 1
+        self.rpc_calls += 1
         for attempt in range(attempts):
             try:
                 return await request()
             except Exception as exc:
+                if not _is_transient(exc) or attempt == attempts - 1:
+                    self.rpc_failures += 1
                 if not _is_transient(exc):
                     raise
                 if attempt == attempts - 1:

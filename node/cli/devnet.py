@@ -13,7 +13,7 @@ from rich.table import Table
 
 from node.cli.output import format_wei
 from node.config import load_settings
-from node.devnet import DevnetOptions, DevnetSummary, run_devnet
+from node.devnet import DevnetOptions, DevnetSummary, Serving, run_devnet
 from node.errors import GpunodeError
 from node.logging import configure_logging
 
@@ -49,6 +49,10 @@ def devnet(
     api: Annotated[
         str, typer.Option(help="with --serve: where the client's gRPC API listens")
     ] = "127.0.0.1:50051",
+    http: Annotated[
+        str,
+        typer.Option(help="with --serve: where the client's dashboard and OpenAI-compatible API listen"),
+    ] = "127.0.0.1:8000",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Deploy the contracts, start providers and a client as real nodes, run and settle jobs."""
@@ -64,20 +68,29 @@ def devnet(
         architecture=model,
         home=home,
         serve_api=api if serve else None,
+        serve_http=http,
     )
 
     def progress(line: str) -> None:
         if not as_json:
             err_console.print(f"[dim]•[/dim] {line}")
 
-    async def keep_serving(summary: DevnetSummary, client_home: Path) -> None:
+    async def keep_serving(summary: DevnetSummary, serving: Serving) -> None:
         _report(summary, as_json)
         err_console.print(
-            f"\nthe marketplace is up; the client's API listens on {api}. In another shell:\n"
-            f"  export GPUNODE_HOME={client_home}\n"
+            f"\nthe marketplace is up; the client's API listens on {serving.api}.\n"
+            f"dashboard: {serving.http_url}/\n"
+            "In another shell:\n"
+            f"  export GPUNODE_HOME={serving.client_home}\n"
             "  gpunode node peers\n"
             "  gpunode job list\n"
-            "Ctrl-C stops every node."
+            "OpenAI's clients (the README's example):\n"
+            f"  export OPENAI_BASE_URL={serving.http_url}/v1\n"
+            "  export OPENAI_API_KEY=unused\n"
+            f"  export GPUNODE_MODEL={serving.chat_model_id}\n"
+            "Ctrl-C stops every node.",
+            soft_wrap=True,
+            highlight=False,
         )
         await _until_interrupted()
 

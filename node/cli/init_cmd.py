@@ -21,6 +21,7 @@ console = Console()
 
 DEFAULT_P2P_PORT = 4001
 DEFAULT_API_PORT = 50051
+DEFAULT_HTTP_PORT = 8000
 # How many ports from the default `init` tries before it asks for one.
 PORT_SEARCH = 200
 
@@ -53,6 +54,11 @@ mdns = true
 [api]
 listen = "127.0.0.1:{api_port}"
 
+[http]
+# The dashboard at /, OpenAI's API under /v1, Prometheus metrics at /metrics. On for a client; a
+# provider turns it on with `enabled = true`. Anything but loopback needs `require_token = true`.
+listen = "127.0.0.1:{http_port}"
+
 [storage]
 url = "sqlite:///gpunode.db"        # or postgresql+psycopg://user@host/db
 
@@ -66,6 +72,12 @@ discovery_wait_s = 10.0             # a job submitted this soon after start wait
 [provider]
 enabled = {provider}
 price_per_job_wei = {price}
+# Fetch models that jobs name and this node lacks, from the client (or a peer holding them), up to
+# max_fetch_bytes; the first job of such a model pays cold_start_price_wei on top.
+fetch_models = true
+max_fetch_bytes = 4294967296
+cold_start_price_wei = 10000000000000
+max_fetched_models = 4               # each keeps a warm worker until the node stops
 """
 
 
@@ -93,6 +105,10 @@ def init(
     api_port: Annotated[
         int | None, typer.Option("--api-port", min=1, max=65535, help="API port (default 50051, else free)")
     ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option("--http-port", min=1, max=65535, help="HTTP port (default 8000, else free)"),
+    ] = None,
     registry_address: Annotated[
         str | None, typer.Option("--registry-address", help="the chain's ProviderRegistry, if deployed")
     ] = None,
@@ -110,12 +126,14 @@ def init(
     if config_path.exists() and not force:
         raise ConfigError(f"{config_path} already exists", hint="pass --force to overwrite it")
     p2p = p2p_port or free_port(DEFAULT_P2P_PORT, "0.0.0.0")  # noqa: S104 (the p2p port is public)
+    api = api_port or free_port(DEFAULT_API_PORT, "127.0.0.1", taken=frozenset({p2p}))
     text = CONFIG_TEMPLATE.format(
         rpc_url=rpc_url,
         provider="true" if provider else "false",
         price=settings.provider.price_per_job_wei,
         p2p_port=p2p,
-        api_port=api_port or free_port(DEFAULT_API_PORT, "127.0.0.1", taken=frozenset({p2p})),
+        api_port=api,
+        http_port=http_port or free_port(DEFAULT_HTTP_PORT, "127.0.0.1", taken=frozenset({p2p, api})),
         announce=_toml_list(announce or []),
         bootstrap=_toml_list(bootstrap or []),
         registry=_setting_line("registry_address", registry_address),

@@ -96,6 +96,13 @@ def run_node_in_foreground(settings: Settings, role: str) -> None:
     def announce(node: Node) -> None:
         api = node.api.address if node.api is not None else "off"
         err_console.print(f"{role} {node.key.address} ready — API at {api}; Ctrl-C stops it")
+        if node.http is not None:
+            err_console.print(
+                f"dashboard {node.http.url}/ — OpenAI-compatible API {node.http.url}/v1, metrics "
+                f"{node.http.url}/metrics",
+                soft_wrap=True,
+                highlight=False,
+            )
         err_console.print("other nodes join through (`gpunode init --bootstrap` or p2p.bootstrap):")
         for addr in node.host.addrs:
             # Never wrapped: a peer id cut in two is what a user would copy.

@@ -18,14 +18,22 @@ from node.chain.market import GWEI
 from node.client.model_specs import ModelSpecs, check_input
 from node.client.pipeline import ESCROW_MARGIN_S, ClientPipeline, Submission
 from node.client.views import has_result, job_view
-from node.domain.service import MAX_TIMEOUT_S, JobFilter, JobSpec, JobView
+from node.domain.service import (
+    MAX_TIMEOUT_S,
+    JobFilter,
+    JobSpec,
+    JobView,
+    ModelInfoView,
+    OfferedModelView,
+    ProviderSeenView,
+)
 from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
 from node.errors import ChainError, GpunodeError, JobError, SchedulerError, SettlementError
 from node.executor.errors import InputTooLarge, UnknownModel
 from node.executor.manifest import normalize_model_id
 from node.jobstore.events import records_until_terminal
 from node.logging import get_logger
-from node.scheduler import Choice
+from node.scheduler import Choice, ProviderStats
 from node.settlement.terms import receipt_job_id
 from node.storage import Database, JobRecord, NewJob
 from node.storage.errors import InvalidRecord, UnknownJob
@@ -180,9 +188,15 @@ class ClientJobs:
         node's discovery time is over, and within the job's timeout); then the choice, or the
         reason none fits, says what was heard."""
         matchmaker = self.pipeline.matchmaker
+        # Providers fetch models they lack for voucher jobs only.
+        fetch = spec.payment is PaymentPath.VOUCHER
+
+        def heard(_: object = None) -> bool:
+            return matchmaker.offered(model_id, pinned=spec.provider, fetch=fetch)
+
         wait_s = min(spec.timeout_s, self._hearing_until - time.monotonic())
         waited = 0.0
-        if wait_s > 0 and not matchmaker.offered(model_id, pinned=spec.provider):
+        if wait_s > 0 and not heard():
             directory = matchmaker.directory
             log.info(
                 "waiting_for_providers",
@@ -192,10 +206,10 @@ class ClientJobs:
             )
             started = time.monotonic()
             with contextlib.suppress(TimeoutError):
-                await directory.wait_for(lambda _: matchmaker.offered(model_id, pinned=spec.provider), wait_s)
+                await directory.wait_for(heard, wait_s)
             waited = time.monotonic() - started
         try:
-            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
+            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider, fetch=fetch)
         except (SchedulerError, UnknownModel) as exc:
             if not waited:
                 raise
@@ -267,6 +281,38 @@ class ClientJobs:
         self._funded = None
         return deposited.balance
 
+    async def deposit_balance(self) -> int:
+        """This client's unreserved voucher deposit in the JobMarket (wei)."""
+        return (await self.pipeline.market.client_account(self.me)).balance
+
+    def providers_seen(self) -> tuple[ProviderSeenView, ...]:
+        """Every live provider advert, with how each provider has served this client."""
+        matchmaker = self.pipeline.matchmaker
+        seen = []
+        for advert in matchmaker.directory.live():
+            stats = matchmaker.stats.get(advert.address, ProviderStats())
+            offer = advert.offer
+            warm = set(offer.warm_models)
+            fastest = max(offer.benchmarks, key=lambda b: b.throughput_per_s, default=None)
+            seen.append(
+                ProviderSeenView(
+                    address=advert.address,
+                    models=tuple(
+                        OfferedModelView(p.model_id.hex(), p.price_per_job_wei, p.model_id in warm)
+                        for p in offer.prices
+                    ),
+                    devices=tuple(f"{d.kind.value}: {d.model}" for d in offer.devices),
+                    throughput_per_s=fastest.throughput_per_s if fastest else None,
+                    benchmark_latency_ms=fastest.latency_p50_ms if fastest else None,
+                    latency_ms=stats.latency_ms,
+                    reputation=stats.success_rate,
+                    successes=stats.successes,
+                    failures=stats.failures,
+                    free_slots=offer.free_slots,
+                )
+            )
+        return tuple(sorted(seen, key=lambda v: v.address))
+
     async def get(self, job_id: str) -> JobView:
         return await self._view(await self._record(job_id))
 
@@ -296,6 +342,23 @@ class ClientJobs:
             first = await self._record(job_id)
             async for latest in records_until_terminal(first, queue):
                 yield await self._view(latest)
+
+    async def model_info(self, model_id: str) -> ModelInfoView | None:
+        """The name and task of a model providers offer, from the manifest of one that serves
+        it (kept once learnt); None when none can say."""
+        key = Hash32(bytes.fromhex(normalize_model_id(model_id)))
+        if self.specs is None:
+            return None
+        for advert in self.pipeline.matchmaker.directory.find(model_id=key):
+            peer = await self.pipeline.reach(advert.address)
+            manifest = None if peer is None else await self.specs.manifest(key, peer)
+            if manifest is not None:
+                return ModelInfoView(key.hex(), manifest.name, manifest.task)
+        return None
+
+    def streamed_text(self, job_id: str) -> str:
+        """What a streaming job's provider has streamed so far ("" once its attempt ended)."""
+        return self.pipeline.text.text(_job_key(job_id))
 
     async def follow_text(self, job_id: str) -> AsyncIterator[str]:
         async for piece in self.pipeline.text.follow(_job_key(job_id)):

@@ -36,13 +36,20 @@ from node.storage import KnownProvider
 from node.types import Address, Hash32
 
 
-def candidate_of(advert: ProviderAdvert, stats: ProviderStats) -> ProviderCandidate:
+def candidate_of(
+    advert: ProviderAdvert, stats: ProviderStats, *, fetching: Hash32 | None = None
+) -> ProviderCandidate:
+    """The provider as the scheduler sees it; with `fetching`, offering that model (which it does
+    not hold) at the price of a first job for a model it fetches, cold start included."""
     offer = advert.offer
     warm = set(offer.warm_models)
+    models = tuple(ModelOffer(p.model_id, p.price_per_job_wei, p.model_id in warm) for p in offer.prices)
+    if fetching is not None and offer.fetch is not None and advert.price_for(fetching) is None:
+        models += (ModelOffer(fetching, offer.fetch.first_job_wei, False),)
     return ProviderCandidate(
         address=advert.address,
         peer_id=advert.peer_id,
-        models=tuple(ModelOffer(p.model_id, p.price_per_job_wei, p.model_id in warm) for p in offer.prices),
+        models=models,
         devices=tuple(DeviceOffer(d.kind.value, d.model, d.memory_bytes) for d in offer.devices),
         free_slots=offer.free_slots,
         throughput=max((b.throughput_per_s for b in offer.benchmarks), default=0.0),
@@ -64,6 +71,8 @@ class Matchmaker:
     rng: random.Random = field(default_factory=random.Random)
     exploration: float = DEFAULT_EXPLORATION
     clock: Callable[[], float] = time.time
+    # Whether this node holds a model (a provider lacking it may fetch it from here).
+    held_here: Callable[[Hash32], bool] = lambda _model_id: False
     stats: dict[Address, ProviderStats] = field(default_factory=dict)
     # Per provider: run time, queue drain and the latest queue position, as this node observed.
     _observed: dict[Address, LoadSignals] = field(default_factory=dict)
@@ -82,18 +91,30 @@ class Matchmaker:
         tried: frozenset[Address] = frozenset(),
         pinned: Address | None = None,
         explore: bool = True,
+        fetch: bool = True,
     ) -> Choice:
         """The live provider not yet tried that should finish the job soonest for the least
         money (randomized among equally good ones; for a small share of decisions when `explore`,
-        one never tried); `SchedulerError` (or `UnknownModel`) naming why none."""
-        adverts = self._offering(model_id, pinned)
+        one never tried); `SchedulerError` (or `UnknownModel`) naming why none.
+
+        Providers that offer the model come first; only when none of them can take the job do
+        providers that would fetch it (and charge its cold start) compete for it, and only for a
+        model that some peer can serve them: this node, or a provider that offers it; and only
+        with `fetch` (providers fetch models for voucher jobs only)."""
+        now = self.clock()
+        requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
+        adverts = self._pinned_to(self.directory.find(model_id=model_id), pinned)
+        index = CandidateIndex.build([candidate_of(a, self._stats_of(a.address)) for a in adverts])
+        eligible = index.ranked(requirements, now=now, tried=tried)
+        fetchable = not eligible and fetch and (adverts or self.held_here(model_id))
+        if fetchable and (fetchers := self._fetchers(model_id, pinned)):
+            adverts = adverts + fetchers
+            index = CandidateIndex.build(
+                [candidate_of(a, self._stats_of(a.address), fetching=model_id) for a in adverts]
+            )
+            eligible = index.ranked(requirements, now=now, tried=tried)
         if not adverts:
             raise self._unheard(model_id, pinned)
-        now = self.clock()
-        candidates = [candidate_of(a, self._stats_of(a.address)) for a in adverts]
-        index = CandidateIndex.build(candidates)
-        requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
-        eligible = index.ranked(requirements, now=now, tried=tried)
         if not eligible:
             none = index.choose(requirements, now=now, rng=self.rng, tried=tried, exploration=0.0)
             reason = none.reason if isinstance(none, NoCandidate) else "no provider can take the job"
@@ -115,15 +136,17 @@ class Matchmaker:
         placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
         return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
 
-    def offered(self, model_id: Hash32, *, pinned: Address | None = None) -> bool:
-        """Whether a live advert offers the model (`pinned`'s, when given), whatever its price."""
-        return bool(self._offering(model_id, pinned))
+    def offered(self, model_id: Hash32, *, pinned: Address | None = None, fetch: bool = True) -> bool:
+        """Whether a live provider (`pinned`, when given) offers the model, whatever its price, or
+        would fetch it from this node (with `fetch`)."""
+        if self._pinned_to(self.directory.find(model_id=model_id), pinned):
+            return True
+        return fetch and self.held_here(model_id) and bool(self._fetchers(model_id, pinned))
 
-    def _offering(self, model_id: Hash32, pinned: Address | None) -> list[ProviderAdvert]:
-        adverts = self.directory.find(model_id=model_id)
-        if pinned is not None:
-            adverts = [a for a in adverts if a.address.lower() == pinned.lower()]
-        return adverts
+    def _fetchers(self, model_id: Hash32, pinned: Address | None) -> list[ProviderAdvert]:
+        """Live providers that do not offer the model but fetch models they lack."""
+        fetchers = [a for a in self.directory.live() if a.offer.fetch and a.price_for(model_id) is None]
+        return self._pinned_to(fetchers, pinned)
 
     def _unheard(self, model_id: Hash32, pinned: Address | None) -> SchedulerError | UnknownModel:
         """Why no live advert offers the model, from what this node has heard."""
@@ -148,6 +171,12 @@ class Matchmaker:
             f"offer {others} other model(s)",
             hint="check the model id; `gpunode models available` lists the models offered",
         )
+
+    @staticmethod
+    def _pinned_to(adverts: list[ProviderAdvert], pinned: Address | None) -> list[ProviderAdvert]:
+        if pinned is None:
+            return adverts
+        return [a for a in adverts if a.address.lower() == pinned.lower()]
 
     def signals(self, advert: ProviderAdvert, model_id: Hash32, now: float) -> LoadSignals:
         """What this node knows of the provider's load: its advert, then what it observed."""

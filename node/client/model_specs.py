@@ -3,6 +3,9 @@ before it pays: a client's own mistake costs nothing and is never blamed on a pr
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from node.errors import GpunodeError
 from node.executor.errors import InvalidInput
 from node.executor.hf_requests import parse_request
@@ -21,15 +24,23 @@ MAX_MANIFEST_BYTES = 64 * 1024
 CACHE_SIZE = 1024
 
 
+# This node's own copy of a model's manifest, if it holds the model.
+LocalManifest = Callable[[Hash32], ModelManifest | None]
+
+
 class ModelSpecs:
-    def __init__(self, host: P2PHost) -> None:
+    def __init__(self, host: P2PHost, *, local: LocalManifest | None = None) -> None:
         self._host = host
+        self._local = local
         self._known: dict[Hash32, ModelManifest] = {}
 
     async def manifest(self, model_id: Hash32, peer: str) -> ModelManifest | None:
-        """The manifest `model_id` names, from `peer`; None when the peer cannot say (an older
-        provider, or unreachable): then the provider checks the input, as it always does."""
+        """The manifest `model_id` names: this node's own (a model it runs on a provider that
+        fetches it), else `peer`'s; None when neither can say (an older provider, or
+        unreachable): then the provider checks the input, as it always does."""
         known = self._known.get(model_id)
+        if known is None and self._local is not None:
+            known = await asyncio.to_thread(self._local, model_id)
         if known is not None:
             return known
         try:

@@ -63,6 +63,10 @@ class VoucherBook:
     def providers(self) -> tuple[Address, ...]:
         return tuple(set(self._committed) | set(self._signed))
 
+    def owed(self, provider: Address) -> int:
+        """Wei of the attempts sent to `provider` that are in flight or completed."""
+        return self._committed.get(provider, 0)
+
     def total_promised(self) -> int:
         """Wei this client may owe across every provider: the most of signed and committed each."""
         return sum(max(self._committed.get(p, 0), self._signed.get(p, 0)) for p in self.providers())

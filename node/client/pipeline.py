@@ -16,6 +16,7 @@ Moving on would pay a second provider for one job.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -60,9 +61,15 @@ from node.executor.hf_requests import parse_generation
 from node.jobstore.blobs import JobBlobs, ReceiptFiles
 from node.jobstore.store import JobStore
 from node.logging import get_logger
+from node.p2p.blob_protocol import fetch_blob
+from node.p2p.blob_store import SharedBlobs
+from node.p2p.errors import BlobIntegrityError, BlobTooLarge
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
+    INLINE_LIMIT,
     INVALID_INPUT,
+    MODEL_UNAVAILABLE,
+    BlobRef,
     JobAccepted,
     JobFailed,
     JobProgress,
@@ -139,6 +146,10 @@ class ClientPipeline:
     _reserved: dict[Address, int] = field(default_factory=dict)
     # Escrowed jobs asked for again after a lost answer: how many times so far.
     _resent: dict[Hash32, int] = field(default_factory=dict)
+    # Inputs above the inline limit, shared with the provider of the attempt to fetch by reference.
+    shared: SharedBlobs = field(default_factory=SharedBlobs)
+    # The largest output fetched by reference.
+    max_output_bytes: int = 256 * 2**20
 
     @property
     def me(self) -> Address:
@@ -210,6 +221,7 @@ class ClientPipeline:
                     record.price_wei,
                     tried=status.tried_providers,
                     pinned=self._pinned.get(record.job_id),
+                    fetch=status.payment is PaymentPath.VOUCHER,
                 )
             except GpunodeError as exc:
                 return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
@@ -295,10 +307,17 @@ class ClientPipeline:
         if peer is None:
             return await self._lose(record, AttemptOutcome.DIED, "the provider's advert expired")
         payment = await self._payment_message(record, provider, attempt)
+        job_input = self._inputs.get(record.job_id) or await self.blobs.require(
+            record.input_hash, "job input"
+        )
+        sent_input: bytes | BlobRef = job_input
+        if len(job_input) > INLINE_LIMIT:
+            # The provider fetches it from this node, which gives it to that provider alone.
+            sent_input = BlobRef(self.shared.share(job_input, peer), len(job_input))
         request = JobRequest(
             job_id=record.job_id,
             model_id=record.model_id,
-            input=self._inputs.get(record.job_id) or await self.blobs.require(record.input_hash, "job input"),
+            input=sent_input,
             payment=payment,
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
@@ -310,6 +329,12 @@ class ClientPipeline:
         started = time.perf_counter()
         try:
             outcome = await self.jobs.request_job(peer, request, progress.on_event)
+            if isinstance(outcome, JobResult) and outcome.output_ref is not None:
+                outcome = await self._fetch_output(peer, outcome, outcome.output_ref)
+        except (BlobIntegrityError, BlobTooLarge) as exc:
+            record = await progress.drain()
+            detail = f"the output it referred to is not the signed one: {exc}"
+            return await self._lost_attempt(record, provider, attempt, AttemptOutcome.BAD_RESULT, detail)
         except (PeerTimeout, P2PError) as exc:
             record = await progress.drain()
             lost = AttemptOutcome.TIMED_OUT if isinstance(exc, PeerTimeout) else AttemptOutcome.DIED
@@ -318,10 +343,18 @@ class ClientPipeline:
             # Cancelled (the node is stopping): no write of the provider's reports outlives the send.
             await progress.drain()
             raise
+        finally:
+            if isinstance(sent_input, BlobRef):
+                self.shared.unshare(sent_input.sha256, peer)
         record = await progress.drain()
         if isinstance(outcome, JobRejected | JobFailed) and outcome.code == INVALID_INPUT:
             # Our input, not the provider, is at fault: another provider would refuse it too.
-            return await self._fail(record, f"the input does not fit the model: {outcome.reason}")
+            return await self._fail_unpaid(
+                record, provider, f"the input does not fit the model: {outcome.reason}"
+            )
+        if isinstance(outcome, JobFailed) and outcome.code == MODEL_UNAVAILABLE:
+            # The model (served by this node or the peers holding it) is at fault, not the provider.
+            return await self._fail_unpaid(record, provider, f"the model could not be used: {outcome.reason}")
         if isinstance(outcome, JobRejected):
             detail = f"{outcome.code}: {outcome.reason}"
             return await self._lost_attempt(record, provider, attempt, AttemptOutcome.REJECTED, detail)
@@ -329,6 +362,16 @@ class ClientPipeline:
             detail = f"{outcome.code}: {outcome.reason}"
             return await self._lost_attempt(record, provider, attempt, AttemptOutcome.DIED, detail)
         return await self._take_result(record, outcome, attempt, time.perf_counter() - started)
+
+    async def _fetch_output(self, peer: str, result: JobResult, ref: BlobRef) -> JobResult:
+        """The output a result refers to, fetched from its provider; it must hash to the receipt's
+        output hash (the reference names nothing else), so the signature covers it."""
+        if ref.size > self.max_output_bytes:
+            raise BlobTooLarge(
+                f"the output is {ref.size} bytes; this node takes at most {self.max_output_bytes}"
+            )
+        output = await fetch_blob(self.host, peer, result.receipt.output_hash, max_size=ref.size)
+        return dataclasses.replace(result, output=output, output_ref=None)
 
     async def _resend(self, record: JobRecord) -> JobRecord | None:
         """Ask again for an escrowed job whose answer was lost (the step of a job left sent or
@@ -611,6 +654,19 @@ class ClientPipeline:
         priced_here.discard(provider)
         self._unrecorded_prices.pop((record.job_id, provider), None)
         return moved
+
+    async def _fail_unpaid(self, record: JobRecord, provider: Address, reason: str) -> JobRecord:
+        """Fail a job the provider did not run through the client's own fault (its input or its
+        model): the provider is not blamed, and a voucher attempt's amount is not spent."""
+        current = record.status.current
+        paid = current is not None and current.paid
+        if (
+            paid
+            and record.status.payment is PaymentPath.VOUCHER
+            and provider in self._priced_here.get(record.job_id, set())
+        ):
+            self.vouchers.released(provider, self.price_of(record, provider))
+        return await self._fail(record, reason)
 
     async def _fail(self, record: JobRecord, reason: str) -> JobRecord:
         log.info("job_failed", job_id=record.job_id.hex(), reason=reason)

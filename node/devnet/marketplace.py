@@ -27,6 +27,7 @@ from node.config import (
     ApiSettings,
     ChainSettings,
     ExecutorSettings,
+    HttpSettings,
     P2PSettings,
     ProviderSettings,
     Settings,
@@ -168,6 +169,7 @@ class Marketplace:
         bootstrap: Sequence[str] = (),
         executor: dict[str, Any] | None = None,
         api: ApiSettings | None = None,
+        http: HttpSettings | None = None,
         benchmark: bool = False,
     ) -> Settings:
         """Settings of one node under `root/name`: loopback only, quick advert refresh, small limits;
@@ -196,6 +198,7 @@ class Marketplace:
             ),
             storage=StorageSettings(url=f"sqlite:///{home / 'gpunode.db'}"),
             api=api or ApiSettings(listen="127.0.0.1:0"),
+            http=http or HttpSettings(listen="127.0.0.1:0"),
             provider=ProviderSettings(
                 enabled=provider, price_per_job_wei=self.price_wei, stake_wei=MIN_STAKE_WEI
             ),

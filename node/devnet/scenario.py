@@ -15,6 +15,8 @@ import asyncio
 import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,11 +31,12 @@ from node.chain.client import ChainClient
 from node.chain.deploy import Deployment
 from node.chain.eip712 import verify_receipt
 from node.chain.follower import ChainEvent, EventFollower, JsonCursorStore
-from node.config import ApiSettings, Settings
+from node.config import ApiSettings, HttpSettings, Settings
 from node.devnet.marketplace import CHALLENGE_WINDOW_S, MIN_STAKE_WEI, PRICE_WEI, Marketplace, sample_input
 from node.domain.service import JobSpec, JobView
 from node.domain.state import JobState, PaymentPath
 from node.errors import GpunodeError
+from node.executor.hf_model import read_hf_dir
 from node.logging import get_logger
 from node.types import Address
 
@@ -60,6 +63,8 @@ class DevnetOptions:
     home: Path | None = None  # kept when given; otherwise a temporary directory removed at the end
     # After the run, keep every node up and the client's gRPC API listening here (None: stop).
     serve_api: str | None = None
+    # With serve_api: where the client's HTTP face (OpenAI-compatible API, dashboard) listens.
+    serve_http: str = "127.0.0.1:8000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +136,19 @@ class DevnetSummary:
         )
 
 
-# Called with the summary and the client's home while the nodes still run (`DevnetOptions.serve_api`).
-Serve = Callable[[DevnetSummary, Path], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Where a served devnet's client can be reached, and the text model its providers offer."""
+
+    client_home: Path
+    api: str  # the client's gRPC API, host:port
+    http_url: str  # its HTTP face: the dashboard at /, OpenAI's API under /v1
+    chat_model_id: str  # a tiny GPT-2 (seeded weights) every provider serves
+
+
+# Called with the summary and where to reach the client while the nodes still run
+# (`DevnetOptions.serve_api`).
+Serve = Callable[[DevnetSummary, Serving], Awaitable[None]]
 
 
 # the run ------------------------------------------------------------------------------------------
@@ -147,6 +163,7 @@ class _Run:
     client: Node | None = None
     consumer: Address | None = None
     first_block: int = 0
+    chat_model: Path | None = None  # served too when the devnet keeps serving
 
     @property
     def chain(self) -> ChainClient:
@@ -162,8 +179,9 @@ async def run_devnet(
 ) -> DevnetSummary:
     """Run the whole marketplace once and return what happened; raises only for faults.
 
-    With `options.serve_api`, `serve(summary, client_home)` runs before anything stops, so the
-    marketplace stays up for the CLI (`GPUNODE_HOME=<client_home> gpunode job submit …`).
+    With `options.serve_api`, `serve(summary, serving)` runs before anything stops, so the
+    marketplace stays up for the CLI (`GPUNODE_HOME=<client_home> gpunode job submit …`) and for
+    OpenAI's clients (`OPENAI_BASE_URL=<http_url>/v1`); the providers then also serve a tiny GPT-2.
     """
     if options.providers < 1 or options.jobs < 0 or options.dapp_jobs < 0:
         raise GpunodeError("a devnet needs at least one provider and a non-negative number of jobs")
@@ -179,6 +197,9 @@ async def run_devnet(
                 f"on chain {market.chain.chain_id}"
             )
             run = _Run(options, market, progress)
+            if options.serve_api is not None:
+                progress("generating a tiny GPT-2 (seeded weights) for the OpenAI-compatible API")
+                run.chat_model = await asyncio.to_thread(make_tiny_causal_lm, root / "tiny-gpt2")
             async with AsyncExitStack() as stack:
                 await _start_nodes(run, stack)
                 run.first_block = await run.chain.block_number()
@@ -186,8 +207,8 @@ async def run_devnet(
                 dapp = await _run_dapp_jobs(run)
                 await _settle(run, views)
                 summary = await _summarize(run, views, dapp, time.monotonic() - started)
-                if serve is not None and options.serve_api is not None:
-                    await serve(summary, root / "client")
+                if serve is not None and run.client is not None and run.chat_model is not None:
+                    await serve(summary, _serving(run, root / "client"))
                 return summary
     finally:
         if options.home is None:
@@ -199,7 +220,8 @@ async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
     client_key = await market.funded_key()
     serving = options.serve_api is not None
     api = ApiSettings(listen=options.serve_api) if options.serve_api is not None else None
-    client_settings = market.settings("client", provider=False, api=api)
+    http = HttpSettings(listen=options.serve_http) if serving else None
+    client_settings = market.settings("client", provider=False, api=api, http=http)
     if serving:
         _write_cli_config(client_settings)
     client = await stack.enter_async_context(
@@ -214,15 +236,41 @@ async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
         await market.register(key)
     run.progress(f"{len(keys)} providers registered with a stake of {MIN_STAKE_WEI} wei each")
     # The providers redeem only when asked: the devnet settles at the end, one batch each.
-    nodes = [
-        market.node(market.settings(f"provider{i}", provider=True, bootstrap=bootstrap, benchmark=True), key)
-        for i, key in enumerate(keys)
+    provider_settings = [
+        market.settings(f"provider{i}", provider=True, bootstrap=bootstrap, benchmark=True)
+        for i in range(len(keys))
     ]
+    if run.chat_model is not None:
+        for settings in provider_settings:
+            market.install_model(settings, run.chat_model)
+    nodes = [market.node(settings, key) for settings, key in zip(provider_settings, keys, strict=True)]
     run.progress("starting providers: warming sandboxed workers")
     run.providers = list(await asyncio.gather(*(stack.enter_async_context(n.running()) for n in nodes)))
     await client.discovery.directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=60.0)
     run.progress(f"every provider's advert reached the client ({options.providers} live)")
     await client.client_jobs.deposit(CLIENT_DEPOSIT_WEI)
+
+
+def make_tiny_causal_lm(out: Path) -> Path:
+    """A tiny GPT-2 in the Hugging Face layout, written by a subprocess (torch and transformers stay
+    out of the node process)."""
+    argv = [sys.executable, "-m", "node.executor.hf_tiny", "gpt2", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise GpunodeError(f"could not write the tiny GPT-2: {done.stderr.strip()[-2000:]}")
+    return out
+
+
+def _serving(run: _Run, client_home: Path) -> Serving:
+    client, chat = run.client, run.chat_model
+    if client is None or chat is None:
+        raise GpunodeError("the devnet's client is not running")
+    return Serving(
+        client_home=client_home,
+        api=client.api.address if client.api is not None else "",
+        http_url=client.http.url if client.http is not None else "",
+        chat_model_id=read_hf_dir(chat)[0].model_id,
+    )
 
 
 def _write_cli_config(settings: Settings) -> None:

@@ -19,7 +19,7 @@ from node.chain.eip712 import recover_digest_signer, sign_digest
 from node.errors import DiscoveryError, P2PError, SignatureError
 from node.gen.gpunode.v1 import advert_pb2
 from node.p2p.identity import peer_id_from_bytes, peer_id_to_bytes
-from node.types import Address, Hash32
+from node.types import Address, FetchTerms, Hash32
 
 ADVERT_DOMAIN = b"gpunode/advert/1"
 # A provider with 8 GPUs, 100 priced models and benchmarks stays well below this; anything
@@ -67,6 +67,8 @@ class Offer:
     benchmarks: tuple[Benchmark, ...] = ()
     # Jobs admitted and waiting for a slot (free_slots is 0 then).
     queued: int = 0
+    # Models it fetches over the overlay when a job names one it does not hold; None: it does not.
+    fetch: FetchTerms | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,14 @@ class ProviderAdvert:
             if price.model_id == model_id:
                 return price.price_per_job_wei
         return None
+
+    def cost_for(self, model_id: Hash32) -> int | None:
+        """What a job for `model_id` costs here: its listed price, or the price of a first job
+        for a model fetched over the overlay (cold start included); None when it takes neither."""
+        listed = self.price_for(model_id)
+        if listed is not None:
+            return listed
+        return None if self.offer.fetch is None else self.offer.fetch.first_job_wei
 
     def is_expired(self, now_ms: int) -> bool:
         return now_ms >= self.expires_at_ms
@@ -169,6 +179,10 @@ def encode_advert(advert: ProviderAdvert) -> bytes:
         expires_at_ms=advert.expires_at_ms,
         issued_at_ms=advert.issued_at_ms,
     )
+    if offer.fetch is not None:
+        msg.fetch_max_bytes = offer.fetch.max_bytes
+        msg.fetch_price_per_job_wei = _uint_bytes(offer.fetch.price_per_job_wei)
+        msg.cold_start_price_wei = _uint_bytes(offer.fetch.cold_start_price_wei)
     return bytes(msg.SerializeToString())
 
 
@@ -239,6 +253,7 @@ def _decode(body: bytes, signed: bytes) -> ProviderAdvert:
             Benchmark(_hash32(b.model_id), b.device_index, b.throughput_per_s, b.latency_p50_ms)
             for b in msg.benchmarks
         ),
+        fetch=_fetch_terms(msg),
     )
     return ProviderAdvert(
         address=Address(to_checksum_address(bytes(msg.address))),
@@ -249,6 +264,14 @@ def _decode(body: bytes, signed: bytes) -> ProviderAdvert:
         issued_at_ms=msg.issued_at_ms,
         expires_at_ms=msg.expires_at_ms,
         signed=signed,
+    )
+
+
+def _fetch_terms(msg: advert_pb2.ProviderAdvert) -> FetchTerms | None:
+    if not msg.fetch_max_bytes:
+        return None
+    return FetchTerms(
+        msg.fetch_max_bytes, _uint(msg.fetch_price_per_job_wei), _uint(msg.cold_start_price_wei)
     )
 
 

@@ -257,6 +257,11 @@ class DiscoveryService:
                 self._stash.popitem(last=False)
         return True
 
+    @property
+    def gossip_dropped(self) -> int:
+        """Adverts gossip delivered that a full intake queue dropped."""
+        return self._subscription.dropped if self._subscription is not None else 0
+
     async def _consume(self, subscription: Subscription) -> None:
         async for message in subscription:
             with self._stash_lock:

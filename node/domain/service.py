@@ -178,6 +178,31 @@ class OfferedModelView:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfoView:
+    """What an offered model is, as its manifest (from a provider serving it) says."""
+
+    model_id: str  # 64 hex digits
+    name: str
+    task: str | None  # a Hugging Face model's task ("generate", "embed"); None for a tensor program
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSeenView:
+    """A provider as this client sees it: its advert's offer and how it has served this client."""
+
+    address: Address
+    models: tuple[OfferedModelView, ...]
+    devices: tuple[str, ...]
+    throughput_per_s: float | None  # its advertised benchmark
+    benchmark_latency_ms: float | None
+    latency_ms: float | None  # as this client measured it (moving average)
+    reputation: float  # this client's success rate with it, smoothed (0.5 when never tried)
+    successes: int
+    failures: int
+    free_slots: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModelUpload:
     """How to run an uploaded `torch.export` program: its name, input tensors and output names
     (empty: read from the program)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
 from node.storage import JobRecord
@@ -17,10 +17,14 @@ _QUEUE_BOUND = 256
 class JobEvents:
     """Fan-out of persisted job records to whoever watches that job; lives on the event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, observe: Callable[[JobRecord], None] | None = None) -> None:
+        # Sees every persisted record (the node's metrics count jobs with it).
+        self._observe = observe
         self._watchers: defaultdict[Hash32, set[asyncio.Queue[JobRecord]]] = defaultdict(set)
 
     def publish(self, record: JobRecord) -> None:
+        if self._observe is not None:
+            self._observe(record)
         for queue in tuple(self._watchers.get(record.job_id, ())):
             if queue.full():
                 queue.get_nowait()

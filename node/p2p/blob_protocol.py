@@ -6,7 +6,10 @@ is what lets it keep up with yamux on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Callable
+from pathlib import Path
 
 import trio
 from google.protobuf.message import DecodeError
@@ -15,12 +18,15 @@ from node.errors import ProtocolViolation
 from node.gen.gpunode.v1 import blob_pb2
 from node.logging import get_logger
 from node.p2p.blob_store import BlobSource, Manifest
-from node.p2p.errors import BlobIntegrityError, BlobNotFound
+from node.p2p.errors import BlobIntegrityError, BlobNotFound, BlobTooLarge
 from node.p2p.host import P2PHost
 from node.p2p.stream import FramedStream
 from node.types import Hash32
 
 log = get_logger(__name__)
+
+# Takes each chunk once it checked out against the manifest (the whole is checked at the end).
+Sink = Callable[[bytes], object]
 
 BLOB_PROTOCOL = "/gpunode/blob/1"
 # Largest chunk a client accepts; the frame limit must hold a chunk plus its prefix.
@@ -42,7 +48,7 @@ def serve_blobs(host: P2PHost, source: BlobSource) -> None:
         except DecodeError as exc:
             raise ProtocolViolation(f"malformed blob request: {exc}") from exc
         digest = Hash32(bytes(request.sha256))
-        manifest = await trio.to_thread.run_sync(source.manifest, digest)
+        manifest = await trio.to_thread.run_sync(source.manifest, digest, stream.remote_peer)
         if manifest is None:
             await stream.write_frames(
                 [blob_pb2.BlobManifest(found=False).SerializeToString()], host.read_timeout_s
@@ -73,13 +79,31 @@ async def fetch_blob(host: P2PHost, peer: str, digest: Hash32, *, max_size: int)
     `BlobNotFound` when the peer lacks it, `BlobIntegrityError` when anything does not hash
     right, `ProtocolViolation` for a malformed or oversize answer, `PeerTimeout` for silence.
     """
+    out = bytearray()
+    await _fetch_into(host, peer, digest, max_size, out.extend)
+    return bytes(out)
+
+
+async def fetch_blob_to_file(host: P2PHost, peer: str, digest: Hash32, path: Path, *, max_size: int) -> int:
+    """`fetch_blob`, written to `path` chunk by chunk as they arrive and check out (a model file
+    need not fit in memory); returns its size. Nothing is left at `path` when the fetch fails."""
+    f = await asyncio.to_thread(path.open, "wb")
+    try:
+        with f:
+            await _fetch_into(host, peer, digest, max_size, f.write)
+            return f.tell()
+    except BaseException:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        raise
+
+
+async def _fetch_into(host: P2PHost, peer: str, digest: Hash32, max_size: int, sink: Sink) -> None:
     if len(digest) != 32:
         raise ProtocolViolation(f"a blob is named by a 32-byte sha256, got {len(digest)} bytes")
-    data = await host.run_in_p2p_thread(_fetch, host, peer, digest, max_size)
-    return data  # type: ignore[return-value]
+    await host.run_in_p2p_thread(_fetch, host, peer, digest, max_size, sink)
 
 
-async def _fetch(host: P2PHost, peer: str, digest: Hash32, max_size: int) -> bytes:
+async def _fetch(host: P2PHost, peer: str, digest: Hash32, max_size: int, sink: Sink) -> None:
     stream = await host.open_trio_stream(peer, BLOB_PROTOCOL, MAX_FRAME)
     try:
         await stream.write_frames(
@@ -87,7 +111,7 @@ async def _fetch(host: P2PHost, peer: str, digest: Hash32, max_size: int) -> byt
         )
         await stream.close_write()
         manifest = _check_manifest(await stream.read_frame(host.read_timeout_s), peer, digest, max_size)
-        return await _receive_chunks(stream, manifest, digest, host.read_timeout_s)
+        await _receive_chunks(stream, manifest, digest, host.read_timeout_s, sink)
     except BaseException:
         with trio.CancelScope(shield=True):
             await stream.reset()
@@ -108,7 +132,7 @@ def _check_manifest(raw: bytes | None, peer: str, digest: Hash32, max_size: int)
     if not msg.found:
         raise BlobNotFound(f"peer {peer} does not hold blob {digest.hex()}", hint="ask another peer")
     if msg.size > max_size:
-        raise ProtocolViolation(f"blob {digest.hex()} is {msg.size} bytes, over the {max_size}-byte limit")
+        raise BlobTooLarge(f"blob {digest.hex()} is {msg.size} bytes, over the {max_size}-byte limit")
     if not 0 < msg.chunk_size <= MAX_CHUNK:
         raise ProtocolViolation(
             f"peer {peer} proposes {msg.chunk_size}-byte chunks; the limit is {MAX_CHUNK}"
@@ -122,10 +146,9 @@ def _check_manifest(raw: bytes | None, peer: str, digest: Hash32, max_size: int)
 
 
 async def _receive_chunks(
-    stream: FramedStream, manifest: Manifest, digest: Hash32, timeout_s: float
-) -> bytes:
+    stream: FramedStream, manifest: Manifest, digest: Hash32, timeout_s: float, sink: Sink
+) -> None:
     whole = hashlib.sha256()
-    out = bytearray()
     for index, expected in enumerate(manifest.chunk_sha256):
         want = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
         chunk = await stream.read_frame(timeout_s)
@@ -135,7 +158,6 @@ async def _receive_chunks(
         if len(chunk) != want or hashlib.sha256(chunk).digest() != expected:
             raise BlobIntegrityError(f"chunk {index} of blob {digest.hex()} does not match its manifest hash")
         whole.update(chunk)
-        out += chunk
+        sink(chunk)
     if whole.digest() != digest:
         raise BlobIntegrityError(f"blob {digest.hex()} reassembled to a different sha256; the manifest lied")
-    return bytes(out)

@@ -81,9 +81,13 @@ class JobTokens:
 
 @dataclass(frozen=True, slots=True)
 class JobResult:
+    """A signed result: the output inline, or, above `INLINE_LIMIT`, `output_ref` naming it for the
+    client to fetch over `/gpunode/blob/1` (its sha256 is the receipt's output hash)."""
+
     receipt: ResultReceipt
     signature: bytes
     output: bytes
+    output_ref: BlobRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,12 @@ class JobFailed:
 # The code of a rejection or failure caused by the job's input not fitting the model: the client's
 # mistake, which another provider would refuse too.
 INVALID_INPUT = "invalid_input"
+# The code of a failure to fetch, check or install the model a job names that this provider did
+# not hold: the model's source (the client, or the peers it named) is at fault, not the provider.
+MODEL_UNAVAILABLE = "model_unavailable"
+
+# Inputs and outputs up to this size travel inside job frames; larger ones by `BlobRef`.
+INLINE_LIMIT = 4 * 2**20
 
 JobResponse = JobAccepted | JobRejected | JobProgress | JobTokens | JobResult | JobFailed
 JobOutcome = JobResult | JobRejected | JobFailed
@@ -209,7 +219,7 @@ def encode_response(response: JobResponse) -> bytes:
             msg.failed.code, msg.failed.reason = code, reason
         case JobTokens(text=text):
             msg.tokens.text = text
-        case JobResult(receipt=r, signature=signature, output=output):
+        case JobResult(receipt=r, signature=signature, output=output, output_ref=ref):
             msg.result.receipt.CopyFrom(
                 job_pb2.Receipt(
                     job_id=r.job_id,
@@ -221,6 +231,8 @@ def encode_response(response: JobResponse) -> bytes:
                 )
             )
             msg.result.signature, msg.result.output = signature, output
+            if ref is not None:
+                msg.result.output_blob.sha256, msg.result.output_blob.size = ref.sha256, ref.size
     return bytes(msg.SerializeToString())
 
 
@@ -258,4 +270,9 @@ def _decode_result(msg: job_pb2.JobResult) -> JobResult:
         profile_hash=_hash32(r.profile_hash, "receipt profile hash"),
         provider=_address(r.provider, "receipt provider"),
     )
-    return JobResult(receipt, bytes(msg.signature), bytes(msg.output))
+    ref = None
+    if msg.HasField("output_blob"):
+        ref = BlobRef(_hash32(msg.output_blob.sha256, "output blob sha256"), msg.output_blob.size)
+        if ref.sha256 != receipt.output_hash or msg.output:
+            raise ProtocolViolation("an output sent by reference is the receipt's output, and only that")
+    return JobResult(receipt, bytes(msg.signature), bytes(msg.output), ref)

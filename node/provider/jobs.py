@@ -33,14 +33,20 @@ from node.chain.job_logs import find_terms
 from node.chain.market import JobMarket, voucher_job_id
 from node.chain.market import JobStatus as ChainJobStatus
 from node.domain.state import Failed, PaymentPath, ProviderState, Role
-from node.errors import ChainError, ExecutorError, GpunodeError, SignatureError
+from node.errors import ChainError, ExecutorError, GpunodeError, P2PError, SignatureError
 from node.executor.errors import InvalidInput
 from node.executor.manifest import normalize_model_id
 from node.jobstore.blobs import JobBlobs
 from node.logging import get_logger
+from node.p2p.blob_protocol import fetch_blob
+from node.p2p.blob_store import SharedBlobs
+from node.p2p.errors import BlobTooLarge
+from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_address
 from node.p2p.job_messages import (
+    INLINE_LIMIT,
     INVALID_INPUT,
+    MODEL_UNAVAILABLE,
     BlobRef,
     JobAccepted,
     JobFailed,
@@ -54,6 +60,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.provider.delivery import MIN_RUN_S, SUBMIT_ROOM_S, Escrowed, Served, serve_escrowed
+from node.provider.model_fetch import ModelFetcher, ModelFetchFailed
 from node.provider.runner import JobRunner, SignedResult
 from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
 from node.storage import JobRecord, NewJob, SignedVoucher
@@ -103,12 +110,20 @@ class ProviderJobs:
         blobs: JobBlobs,
         *,
         spawn: Spawn,
+        host: P2PHost | None = None,
+        shared: SharedBlobs | None = None,
+        fetcher: ModelFetcher | None = None,
     ) -> None:
         self.runner = runner
         self.market = market
         self.policy = policy
         self.blobs = blobs
         self._spawn = spawn
+        # Large inputs are fetched from their client and large outputs shared with it, over
+        # `/gpunode/blob/1`; models a job names that this provider lacks are fetched the same way.
+        self.host = host
+        self.shared = shared
+        self.fetcher = fetcher
         self.domain: Eip712Domain = runner.domain
         # Wei of the jobs taken from each client by voucher (live or done): what vouchers must cover.
         self._covered: defaultdict[Address, int] = defaultdict(int)
@@ -136,6 +151,10 @@ class ProviderJobs:
         floors = {m: p for m, p in self.policy.price_floor_wei.items() if m != model_id}
         self.policy = dataclasses.replace(self.policy, price_floor_wei=floors)
 
+    def stop_fetching(self) -> None:
+        """Take no more jobs for models this provider lacks (adverts drop the fetch terms)."""
+        self.policy = dataclasses.replace(self.policy, fetch=None)
+
     def set_price(self, model_id: Hash32, price_wei: int) -> None:
         """Ask `price_wei` for `model_id` from now on (adverts carry it from their next refresh)."""
         floors = dict(self.policy.price_floor_wei)
@@ -156,22 +175,25 @@ class ProviderJobs:
             yield accepted
             return
         if isinstance(accepted, _Attach):
-            async for frame in _escrowed_frames(accepted):
+            async for frame in self._escrowed_frames(peer, accepted):
                 yield frame
             return
         record, job_input, escrow, position = accepted
         if escrow is not None:
             # The client's own deadline does not shorten it: only the chain's counts for escrow.
             served = self._serve(record, job_input, escrow)
-            async for frame in _escrowed_frames(_Attach(served, position)):
+            async for frame in self._escrowed_frames(peer, _Attach(served, position)):
                 yield frame
             return
-        timeout = max(0.1, request.deadline_ms / 1000 - _now())
         # The job is stored: it runs while the frames saying so travel to the client.
         text: asyncio.Queue[str] | None = asyncio.Queue() if request.stream else None
         execution = asyncio.ensure_future(
-            self.runner.run(
-                record, job_input, timeout_s=timeout, on_tokens=text.put_nowait if text is not None else None
+            self._fetch_and_run(
+                peer,
+                record,
+                job_input,
+                request.deadline_ms / 1000,
+                on_tokens=text.put_nowait if text is not None else None,
             )
         )
         try:
@@ -184,7 +206,7 @@ class ProviderJobs:
         except ExecutorError as exc:
             self._release(record)
             # The client's own mistake is told apart, so that it is not blamed on this provider.
-            yield JobFailed(INVALID_INPUT if isinstance(exc, InvalidInput) else "execution", str(exc))
+            yield JobFailed(_failure_code(exc), str(exc))
             return
         except BaseException:
             # The client went away (the stream closed this generator) or the node is stopping.
@@ -197,9 +219,48 @@ class ProviderJobs:
         left = asyncio.Event()
         self._spawn(self._delivered_once(left, record.job_id))
         try:
-            yield JobResult(signed.receipt, signed.signature, signed.output)
+            yield self._result_frame(peer, signed)
         finally:
             left.set()
+
+    async def _fetch_and_run(
+        self,
+        peer: str,
+        record: JobRecord,
+        job_input: bytes,
+        deadline: float,
+        *,
+        on_tokens: Callable[[str], None] | None,
+    ) -> SignedResult:
+        """Run the job, once its model is here: a model this provider does not serve yet is
+        fetched from the client (or a peer holding it), checked, installed and warmed first."""
+        if self.fetcher is not None and record.model_id not in self.policy.price_floor_wei:
+            try:
+                await self.fetcher.ensure(record.model_id, peer)
+            except ModelFetchFailed as exc:
+                await self.runner.store.apply(record.job_id, Failed(f"model unavailable: {exc}"))
+                raise
+        timeout = max(0.1, deadline - _now())
+        return await self.runner.run(record, job_input, timeout_s=timeout, on_tokens=on_tokens)
+
+    def _result_frame(self, peer: str, signed: SignedResult) -> JobResult:
+        """The result, its output inline or, above the inline limit, shared with the client alone
+        for it to fetch by reference (the receipt signs its hash either way)."""
+        if len(signed.output) <= INLINE_LIMIT or self.shared is None:
+            return JobResult(signed.receipt, signed.signature, signed.output)
+        digest = self.shared.share(signed.output, peer)
+        return JobResult(signed.receipt, signed.signature, b"", BlobRef(digest, len(signed.output)))
+
+    async def _escrowed_frames(self, peer: str, attach: _Attach) -> AsyncIterator[JobResponse]:
+        """The frames of an escrowed job: the result goes out only once the chain holds it. A
+        client that goes away stops only its frames: the job is served to the end."""
+        yield JobAccepted(queue_position=attach.position)
+        yield JobProgress("running", 0.0)
+        served = await asyncio.shield(attach.served)
+        if served.result is None:
+            yield JobFailed(served.code, served.failure or "the job failed")
+            return
+        yield self._result_frame(peer, served.result)
 
     async def _delivered_once(self, left: asyncio.Event, job_id: Hash32) -> None:
         await left.wait()
@@ -338,18 +399,33 @@ class ProviderJobs:
     ) -> tuple[JobRecord, bytes, Escrowed | None, int] | _Attach | JobRejected:
         client = peer_id_to_address(peer)
         model_key = normalize_model_id(request.model_id)
-        price = self.policy.price_floor_wei.get(request.model_id)
+        price = self.policy.price_of(request.model_id)
         if price is None:
             return JobRejected("unknown_model", f"this provider does not serve model {model_key}")
+        to_fetch = request.model_id not in self.policy.price_floor_wei
+        if to_fetch and isinstance(request.payment, OnchainPayment):
+            return JobRejected(
+                "unknown_model",
+                f"this provider does not hold model {model_key}; it fetches models for voucher jobs only",
+            )
+        if to_fetch and self.fetcher is not None and not self.fetcher.takes(request.model_id):
+            return JobRejected(
+                "fetch_limit",
+                f"this provider does not hold model {model_key} and runs as many fetched models as it "
+                f"takes ({self.fetcher.max_models})",
+            )
         size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)
         admitted = admit(
             JobOffer(request.model_id, request.max_price_wei, size), self.runner.load.snapshot(), self.policy
         )
         if isinstance(admitted, Rejected):
             return JobRejected(admitted.code.value, admitted.reason)
-        if isinstance(request.input, BlobRef):
-            return JobRejected("blob_input", "this provider takes inputs inline only")
         job_input = request.input
+        if isinstance(job_input, BlobRef):
+            fetched = await self._fetch_input(peer, job_input)
+            if isinstance(fetched, JobRejected):
+                return fetched
+            job_input = fetched
         payment = request.payment
         if isinstance(payment, VoucherPayment):
             async with self._locks[client]:
@@ -363,6 +439,20 @@ class ProviderJobs:
             return escrowed
         record, escrow = escrowed
         return record, job_input, escrow, admitted.queue_position
+
+    async def _fetch_input(self, peer: str, ref: BlobRef) -> bytes | JobRejected:
+        """An input sent by reference, fetched from the client and checked against its hash."""
+        if self.host is None:
+            return JobRejected("blob_input", "this provider takes inputs inline only")
+        try:
+            return await fetch_blob(self.host, peer, ref.sha256, max_size=ref.size)
+        except BlobTooLarge:
+            return JobRejected(
+                INVALID_INPUT, f"the input blob {ref.sha256.hex()} is larger than its reference says"
+            )
+        except P2PError as exc:
+            # The client serves its own input: what goes wrong here is its fault, and costs nothing.
+            return JobRejected(INVALID_INPUT, f"the input blob could not be fetched from the client: {exc}")
 
     # vouchers ---------------------------------------------------------------------------------
 
@@ -563,17 +653,10 @@ class ProviderJobs:
         return await self.runner.store.create(job, voucher=voucher, before=before)
 
 
-async def _escrowed_frames(attach: _Attach) -> AsyncIterator[JobResponse]:
-    """The frames of an escrowed job: the result goes out only once the chain holds it. A client
-    that goes away stops only its frames: the job is served to the end."""
-    yield JobAccepted(queue_position=attach.position)
-    yield JobProgress("running", 0.0)
-    served = await asyncio.shield(attach.served)
-    if served.result is None:
-        yield JobFailed(served.code, served.failure or "the job failed")
-        return
-    result = served.result
-    yield JobResult(result.receipt, result.signature, result.output)
+def _failure_code(exc: ExecutorError) -> str:
+    if isinstance(exc, InvalidInput):
+        return INVALID_INPUT
+    return MODEL_UNAVAILABLE if isinstance(exc, ModelFetchFailed) else "execution"
 
 
 # Why a recurring on-chain id is refused: see `JobRunner.took`.

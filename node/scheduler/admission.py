@@ -7,7 +7,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from node.types import Address, Hash32
+from node.types import Address, FetchTerms, Hash32
 
 
 class RejectionCode(enum.StrEnum):
@@ -35,6 +35,16 @@ class AdmissionPolicy:
     slots: int = 1
     max_queue: int = 64
     max_input_bytes: int = 64 * 2**20
+    # Models not served yet that a job may name, fetched over the overlay first; None: refused.
+    fetch: FetchTerms | None = None
+
+    def price_of(self, model_id: Hash32) -> int | None:
+        """The price of a job for `model_id`: its floor when served, the first-job price of a
+        model to fetch when fetching is on, else None (not taken)."""
+        floor = self.price_floor_wei.get(model_id)
+        if floor is not None or self.fetch is None:
+            return floor
+        return self.fetch.first_job_wei
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +74,7 @@ class Admitted:
 
 
 def admit(offer: JobOffer, load: ProviderLoad, policy: AdmissionPolicy) -> Admitted | Rejected:
-    floor = policy.price_floor_wei.get(offer.model_id)
+    floor = policy.price_of(offer.model_id)
     if floor is None:
         return Rejected(
             RejectionCode.UNKNOWN_MODEL, f"this provider does not serve model {offer.model_id.hex()}"

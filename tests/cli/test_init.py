@@ -80,12 +80,13 @@ def test_two_homes_on_one_machine_get_different_ports(
 
 def test_init_takes_ports_bootstrap_and_announce(home: Path) -> None:
     peer = "/ip4/192.0.2.7/tcp/4001/p2p/16Uiu2HAmBB5EdcAj6cBZTmzjfNbo93SVPZ8Axtey39n7RZvYSq5c"
-    args = ["init", "--p2p-port", "4100", "--api-port", "50100", "--bootstrap", peer]
+    args = ["init", "--p2p-port", "4100", "--api-port", "50100", "--http-port", "8100", "--bootstrap", peer]
     result = runner.invoke(app, [*args, "--announce", "/dns4/gpu.example.org/tcp/4100", "--json"])
     assert result.exit_code == 0, result.output
     settings = load_settings(home / "config.toml")
     assert settings.p2p.listen == ["/ip4/0.0.0.0/tcp/4100"]
     assert settings.api.listen == "127.0.0.1:50100"
+    assert settings.http.listen == "127.0.0.1:8100"
     assert settings.p2p.bootstrap == [peer]
     assert settings.p2p.announce == ["/dns4/gpu.example.org/tcp/4100"]
 

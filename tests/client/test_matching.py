@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -15,7 +16,7 @@ from node.discovery.advert import Device, DeviceKind, ModelPrice, Offer, Provide
 from node.discovery.directory import Directory
 from node.errors import SchedulerError
 from node.executor.errors import UnknownModel
-from node.types import Address, Hash32
+from node.types import Address, FetchTerms, Hash32
 
 MODEL = Hash32(b"\x05" * 32)
 CHEAP = Address("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
@@ -131,3 +132,54 @@ def test_can_explore_a_small_share_of_decisions_and_never_when_told_not_to() -> 
     picks = Counter(matchmaker.choose(MODEL, 1000).candidate.address for _ in range(1000))
     assert 30 <= picks[DEAR] <= 200, picks  # about half of the 20% exploring picks the other one
     assert all(matchmaker.choose(MODEL, 1000, explore=False).candidate.address == CHEAP for _ in range(200))
+
+
+FETCHER = Address("0x90F79bf6EB2c4f870365E785982E1f101E93b906")
+COLD_START = 1000
+
+
+def fetching_market(*, with_holder: bool) -> Matchmaker:
+    """A provider that fetches models it lacks (cheap per job, plus a cold start) and, maybe, one
+    that holds MODEL at a higher price."""
+    directory = Directory()
+    fetcher = advert(FETCHER, 50)
+    terms = FetchTerms(max_bytes=2**30, price_per_job_wei=50, cold_start_price_wei=COLD_START)
+    directory.upsert(replace(fetcher, offer=replace(fetcher.offer, prices=(), warm_models=(), fetch=terms)))
+    if with_holder:
+        directory.upsert(advert(DEAR, 300))
+    return Matchmaker(directory, rng=random.Random(7), exploration=0.0, held_here=lambda m: m == MODEL)
+
+
+def test_cannot_pay_a_cold_start_while_a_provider_holding_the_model_can_take_the_job() -> None:
+    matchmaker = fetching_market(with_holder=True)
+    for _ in range(20):
+        choice = matchmaker.choose(MODEL, 10**6)
+        assert (choice.candidate.address, choice.offer.price_wei) == (DEAR, 300)
+
+
+def test_can_match_a_provider_that_fetches_the_model_at_its_cold_start_price() -> None:
+    matchmaker = fetching_market(with_holder=False)
+    choice = matchmaker.choose(MODEL, 10**6)
+    assert (choice.candidate.address, choice.offer.price_wei) == (FETCHER, 50 + COLD_START)
+    # The holder tried (or none): the fetcher next, its cold start counted against the budget.
+    held = fetching_market(with_holder=True)
+    assert held.choose(MODEL, 10**6, tried=frozenset({DEAR})).candidate.address == FETCHER
+    with pytest.raises(SchedulerError, match="budget"):
+        matchmaker.choose(MODEL, 50 + COLD_START - 1)
+
+
+def test_cannot_send_a_model_nobody_holds_to_a_provider_that_would_fetch_it() -> None:
+    """A model neither this node nor any provider holds is unknown at once (a mistyped id), not a
+    job failed later by a provider that found it nowhere."""
+    matchmaker = fetching_market(with_holder=False)
+    with pytest.raises(UnknownModel, match="no live provider"):
+        matchmaker.choose(Hash32(b"\x06" * 32), 10**6)
+
+
+def test_cannot_send_an_escrowed_job_to_a_provider_that_would_fetch_its_model() -> None:
+    """Providers fetch models for voucher jobs only: an escrowed job is never matched to one."""
+    matchmaker = fetching_market(with_holder=False)
+    with pytest.raises(SchedulerError, match="has no live advert offering"):
+        matchmaker.choose(MODEL, 10**6, fetch=False, pinned=FETCHER)
+    with pytest.raises(UnknownModel):
+        matchmaker.choose(MODEL, 10**6, fetch=False)

@@ -25,7 +25,7 @@ from node.discovery.registry_view import CachedRegistryView
 from node.discovery.validation import AdvertValidator
 from node.errors import DiscoveryError
 from node.p2p.identity import peer_id_from
-from node.types import sha256
+from node.types import FetchTerms, sha256
 
 if TYPE_CHECKING:
     from discovery_support import Chain
@@ -52,6 +52,19 @@ def test_can_sign_and_open_an_advert() -> None:
     assert opened == advert
     assert isinstance(opened, ProviderAdvert)
     assert opened.price_for(MODEL) == 10**15
+
+
+def test_can_advertise_terms_for_models_fetched_over_the_overlay() -> None:
+    key = NodeKey.generate()
+    terms = FetchTerms(max_bytes=2**30, price_per_job_wei=10**15, cold_start_price_wei=10**16)
+    advert = advert_of(key, offer=replace(offer(), fetch=terms))
+    opened = open_advert(sign_advert(advert, key.private_key))
+    assert isinstance(opened, ProviderAdvert)
+    assert opened.offer.fetch == terms
+    other = sha256(b"a model this provider does not hold")
+    assert opened.cost_for(MODEL) == 10**15  # held: its listed price, no cold start
+    assert opened.cost_for(other) == 10**15 + 10**16
+    assert advert_of(key).cost_for(other) is None  # no terms: not taken at all
 
 
 def test_cannot_open_an_advert_signed_by_someone_else() -> None:

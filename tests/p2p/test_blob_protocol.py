@@ -10,8 +10,15 @@ import pytest
 
 from node.errors import ProtocolViolation
 from node.gen.gpunode.v1 import blob_pb2
-from node.p2p.blob_protocol import BLOB_PROTOCOL, MAX_FRAME, fetch_blob, serve_blobs
-from node.p2p.blob_store import CHUNK_SIZE, FileBlobStore, MemoryBlobStore, manifest_of
+from node.p2p.blob_protocol import BLOB_PROTOCOL, MAX_FRAME, fetch_blob, fetch_blob_to_file, serve_blobs
+from node.p2p.blob_store import (
+    CHUNK_SIZE,
+    BlobSources,
+    FileBlobStore,
+    MemoryBlobStore,
+    SharedBlobs,
+    manifest_of,
+)
 from node.p2p.errors import BlobIntegrityError, BlobNotFound
 from node.p2p.stream import FramedStream
 from node.types import sha256
@@ -119,3 +126,54 @@ async def test_manifest_for_another_blob_is_rejected(running_hosts: HostsFactory
         await client.connect(server.addrs[0])
         with pytest.raises(BlobIntegrityError, match="different sha256"):
             await fetch_blob(client, server.peer_id, sha256(real), max_size=2000)
+
+
+async def test_cannot_fetch_a_job_blob_shared_with_another_peer(running_hosts: HostsFactory) -> None:
+    """A job's large input or output is shared with the one peer of the job: another peer that
+    learns its hash (an on-chain receipt publishes output hashes) gets nothing."""
+    shared = SharedBlobs()
+    async with running_hosts(3) as (owner, provider, stranger):
+        data = os.urandom(CHUNK_SIZE + 7)
+        digest = shared.share(data, provider.peer_id)
+        serve_blobs(owner, BlobSources(MemoryBlobStore(), shared))
+        for host in (provider, stranger):
+            await host.connect(owner.addrs[0])
+        with pytest.raises(BlobNotFound):
+            await fetch_blob(stranger, owner.peer_id, digest, max_size=len(data))
+        assert await fetch_blob(provider, owner.peer_id, digest, max_size=len(data)) == data
+        shared.unshare(digest, provider.peer_id)
+        assert len(shared) == 0  # nobody left to give it to: dropped from memory
+        with pytest.raises(BlobNotFound):
+            await fetch_blob(provider, owner.peer_id, digest, max_size=len(data))
+
+
+def test_cannot_fetch_a_shared_blob_after_its_share_expires() -> None:
+    now = [0.0]
+    shared = SharedBlobs(ttl_s=10.0, clock=lambda: now[0])
+    digest = shared.share(b"an output nobody came for", "peer-a")
+    assert shared.manifest(digest, "peer-a") is not None
+    now[0] = 11.0
+    assert shared.manifest(digest, "peer-a") is None
+    assert len(shared) == 0
+
+
+async def test_can_fetch_a_blob_into_a_file_and_leave_nothing_when_it_is_tampered(
+    running_hosts: HostsFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * CHUNK_SIZE + 5)
+    store = MemoryBlobStore()
+    digest = store.put(data)
+    async with running_hosts(2) as (server, client):
+        serve_blobs(server, store)
+        await client.connect(server.addrs[0])
+        target = tmp_path / "blob"
+        assert await fetch_blob_to_file(client, server.peer_id, digest, target, max_size=len(data)) == len(
+            data
+        )
+        assert target.read_bytes() == data
+        # The server now serves other bytes under the same name: the fetch fails, no file stays.
+        store._blobs[digest] = (b"x" + data[1:], manifest_of(data))
+        tampered = tmp_path / "tampered"
+        with pytest.raises(BlobIntegrityError):
+            await fetch_blob_to_file(client, server.peer_id, digest, tampered, max_size=len(data))
+        assert not tampered.exists()

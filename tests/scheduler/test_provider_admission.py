@@ -17,7 +17,7 @@ from node.scheduler import (
     admit,
     should_claim,
 )
-from node.types import Address, Hash32
+from node.types import Address, FetchTerms, Hash32
 
 MODEL = Hash32(b"\x01" * 32)
 UNKNOWN = Hash32(b"\x09" * 32)
@@ -118,3 +118,17 @@ def test_cannot_claim_a_job_not_worth_taking(
     assert isinstance(decision, Rejected)
     assert decision.code is code
     assert decision.reason
+
+
+def test_can_admit_a_job_for_a_model_to_fetch_only_at_its_first_job_price() -> None:
+    terms = FetchTerms(max_bytes=2**30, price_per_job_wei=100, cold_start_price_wei=900)
+    lacking = Hash32(b"\x09" * 32)
+    fetching = AdmissionPolicy(price_floor_wei={}, fetch=terms)
+    assert isinstance(admit(JobOffer(lacking, 1000, 10), ProviderLoad(), fetching), Admitted)
+    too_cheap = admit(JobOffer(lacking, 999, 10), ProviderLoad(), fetching)
+    assert isinstance(too_cheap, Rejected)
+    assert too_cheap.code is RejectionCode.PRICE_TOO_LOW  # the cold start is not waived
+    # Turned off ([provider] fetch_models = false): a model it lacks is unknown, at any price.
+    off = admit(JobOffer(lacking, 10**18, 10), ProviderLoad(), AdmissionPolicy(price_floor_wei={}))
+    assert isinstance(off, Rejected)
+    assert off.code is RejectionCode.UNKNOWN_MODEL

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpunode/v1/advert.proto\x12\ngpunode.v1\"\xb8\x02\n\x0eProviderAdvert\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0f\n\x07peer_id\x18\x02 \x01(\x0c\x12\x14\n\x0clisten_addrs\x18\x03 \x03(\t\x12#\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x12.gpunode.v1.Device\x12\x13\n\x0bwarm_models\x18\x05 \x03(\x0c\x12&\n\x06prices\x18\x06 \x03(\x0b\x32\x16.gpunode.v1.ModelPrice\x12\x12\n\nfree_slots\x18\x07 \x01(\r\x12)\n\nbenchmarks\x18\x08 \x03(\x0b\x32\x15.gpunode.v1.Benchmark\x12\x10\n\x08sequence\x18\t \x01(\x04\x12\x15\n\rexpires_at_ms\x18\n \x01(\x04\x12\x14\n\x0cissued_at_ms\x18\x0b \x01(\x04\x12\x0e\n\x06queued\x18\x0c \x01(\r\"\xab\x01\n\x06\x44\x65vice\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.gpunode.v1.Device.Kind\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12\x63ompute_capability\x18\x04 \x01(\t\"9\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08KIND_CPU\x10\x01\x12\r\n\tKIND_CUDA\x10\x02\"c\n\nModelPrice\x12\x10\n\x08model_id\x18\x01 \x01(\x0c\x12\x19\n\x11price_per_job_wei\x18\x02 \x01(\x0c\x12\x1a\n\x12price_per_unit_wei\x18\x03 \x01(\x0c\x12\x0c\n\x04unit\x18\x04 \x01(\t\"e\n\tBenchmark\x12\x10\n\x08model_id\x18\x01 \x01(\x0c\x12\x14\n\x0c\x64\x65vice_index\x18\x02 \x01(\r\x12\x18\n\x10throughput_per_s\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\x01\"1\n\x0cSignedAdvert\x12\x0e\n\x06\x61\x64vert\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpunode/v1/advert.proto\x12\ngpunode.v1\"\x90\x03\n\x0eProviderAdvert\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x0f\n\x07peer_id\x18\x02 \x01(\x0c\x12\x14\n\x0clisten_addrs\x18\x03 \x03(\t\x12#\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x12.gpunode.v1.Device\x12\x13\n\x0bwarm_models\x18\x05 \x03(\x0c\x12&\n\x06prices\x18\x06 \x03(\x0b\x32\x16.gpunode.v1.ModelPrice\x12\x12\n\nfree_slots\x18\x07 \x01(\r\x12)\n\nbenchmarks\x18\x08 \x03(\x0b\x32\x15.gpunode.v1.Benchmark\x12\x10\n\x08sequence\x18\t \x01(\x04\x12\x15\n\rexpires_at_ms\x18\n \x01(\x04\x12\x14\n\x0cissued_at_ms\x18\x0b \x01(\x04\x12\x0e\n\x06queued\x18\x0c \x01(\r\x12\x17\n\x0f\x66\x65tch_max_bytes\x18( \x01(\x04\x12\x1f\n\x17\x66\x65tch_price_per_job_wei\x18) \x01(\x0c\x12\x1c\n\x14\x63old_start_price_wei\x18* \x01(\x0c\"\xab\x01\n\x06\x44\x65vice\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.gpunode.v1.Device.Kind\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12\x63ompute_capability\x18\x04 \x01(\t\"9\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08KIND_CPU\x10\x01\x12\r\n\tKIND_CUDA\x10\x02\"c\n\nModelPrice\x12\x10\n\x08model_id\x18\x01 \x01(\x0c\x12\x19\n\x11price_per_job_wei\x18\x02 \x01(\x0c\x12\x1a\n\x12price_per_unit_wei\x18\x03 \x01(\x0c\x12\x0c\n\x04unit\x18\x04 \x01(\t\"e\n\tBenchmark\x12\x10\n\x08model_id\x18\x01 \x01(\x0c\x12\x14\n\x0c\x64\x65vice_index\x18\x02 \x01(\r\x12\x18\n\x10throughput_per_s\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\x01\"1\n\x0cSignedAdvert\x12\x0e\n\x06\x61\x64vert\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gpunode.v1.advert_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVIDERADVERT']._serialized_start=40
-  _globals['_PROVIDERADVERT']._serialized_end=352
-  _globals['_DEVICE']._serialized_start=355
-  _globals['_DEVICE']._serialized_end=526
-  _globals['_DEVICE_KIND']._serialized_start=469
-  _globals['_DEVICE_KIND']._serialized_end=526
-  _globals['_MODELPRICE']._serialized_start=528
-  _globals['_MODELPRICE']._serialized_end=627
-  _globals['_BENCHMARK']._serialized_start=629
-  _globals['_BENCHMARK']._serialized_end=730
-  _globals['_SIGNEDADVERT']._serialized_start=732
-  _globals['_SIGNEDADVERT']._serialized_end=781
+  _globals['_PROVIDERADVERT']._serialized_end=440
+  _globals['_DEVICE']._serialized_start=443
+  _globals['_DEVICE']._serialized_end=614
+  _globals['_DEVICE_KIND']._serialized_start=557
+  _globals['_DEVICE_KIND']._serialized_end=614
+  _globals['_MODELPRICE']._serialized_start=616
+  _globals['_MODELPRICE']._serialized_end=715
+  _globals['_BENCHMARK']._serialized_start=717
+  _globals['_BENCHMARK']._serialized_end=818
+  _globals['_SIGNEDADVERT']._serialized_start=820
+  _globals['_SIGNEDADVERT']._serialized_end=869
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProviderAdvert(_message.Message):
-    __slots__ = ("address", "peer_id", "listen_addrs", "devices", "warm_models", "prices", "free_slots", "benchmarks", "sequence", "expires_at_ms", "issued_at_ms", "queued")
+    __slots__ = ("address", "peer_id", "listen_addrs", "devices", "warm_models", "prices", "free_slots", "benchmarks", "sequence", "expires_at_ms", "issued_at_ms", "queued", "fetch_max_bytes", "fetch_price_per_job_wei", "cold_start_price_wei")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,9 @@ class ProviderAdvert(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
+    FETCH_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FETCH_PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
     address: bytes
     peer_id: bytes
     listen_addrs: _containers.RepeatedScalarFieldContainer[str]
@@ -34,7 +37,10 @@ class ProviderAdvert(_message.Message):
     expires_at_ms: int
     issued_at_ms: int
     queued: int
-    def __init__(self, address: _Optional[bytes] = ..., peer_id: _Optional[bytes] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., warm_models: _Optional[_Iterable[bytes]] = ..., prices: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ..., free_slots: _Optional[int] = ..., benchmarks: _Optional[_Iterable[_Union[Benchmark, _Mapping]]] = ..., sequence: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
+    fetch_max_bytes: int
+    fetch_price_per_job_wei: bytes
+    cold_start_price_wei: bytes
+    def __init__(self, address: _Optional[bytes] = ..., peer_id: _Optional[bytes] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., warm_models: _Optional[_Iterable[bytes]] = ..., prices: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ..., free_slots: _Optional[int] = ..., benchmarks: _Optional[_Iterable[_Union[Benchmark, _Mapping]]] = ..., sequence: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., queued: _Optional[int] = ..., fetch_max_bytes: _Optional[int] = ..., fetch_price_per_job_wei: _Optional[bytes] = ..., cold_start_price_wei: _Optional[bytes] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("kind", "model", "memory_bytes", "compute_capability")

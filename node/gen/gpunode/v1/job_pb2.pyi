@@ -93,14 +93,16 @@ class Receipt(_message.Message):
     def __init__(self, job_id: _Optional[bytes] = ..., model_id: _Optional[bytes] = ..., input_hash: _Optional[bytes] = ..., output_hash: _Optional[bytes] = ..., profile_hash: _Optional[bytes] = ..., provider: _Optional[bytes] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("receipt", "signature", "output")
+    __slots__ = ("receipt", "signature", "output", "output_blob")
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BLOB_FIELD_NUMBER: _ClassVar[int]
     receipt: Receipt
     signature: bytes
     output: bytes
-    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., signature: _Optional[bytes] = ..., output: _Optional[bytes] = ...) -> None: ...
+    output_blob: BlobRef
+    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., signature: _Optional[bytes] = ..., output: _Optional[bytes] = ..., output_blob: _Optional[_Union[BlobRef, _Mapping]] = ...) -> None: ...
 
 class JobFailed(_message.Message):
     __slots__ = ("code", "reason")
