@@ -174,6 +174,10 @@ def test_cannot_send_a_model_nobody_holds_to_a_provider_that_would_fetch_it() ->
     matchmaker = fetching_market(with_holder=False)
     with pytest.raises(UnknownModel, match="no live provider"):
         matchmaker.choose(Hash32(b"\x06" * 32), 10**6)
+    assert not matchmaker.offered(Hash32(b"\x06" * 32))
+    # A model this node holds is within reach of the fetcher: a submit need not wait for adverts.
+    assert matchmaker.offered(MODEL)
+    assert matchmaker.offered(MODEL, pinned=FETCHER)
 
 
 def test_cannot_send_an_escrowed_job_to_a_provider_that_would_fetch_its_model() -> None:
@@ -183,3 +187,4 @@ def test_cannot_send_an_escrowed_job_to_a_provider_that_would_fetch_its_model() 
         matchmaker.choose(MODEL, 10**6, fetch=False, pinned=FETCHER)
     with pytest.raises(UnknownModel):
         matchmaker.choose(MODEL, 10**6, fetch=False)
+    assert not matchmaker.offered(MODEL, fetch=False)
