@@ -174,8 +174,8 @@ class ClientSettings(_Section):
     # The share of decisions that send the job to an eligible provider this node never used
     # and that has a free slot, so a provider that is new gets a chance to show what it does.
     exploration: float = Field(default=0.05, ge=0, le=1)
-    # For this long after the node starts, a job for a model no live advert offers yet waits
-    # (within its timeout) for one to be heard instead of failing at once.
+    # For this long after the node starts, a job submitted before any provider's advert has been
+    # heard waits (within its timeout) for the first adverts instead of failing at once.
     discovery_wait_s: float = Field(default=10.0, ge=0, le=600)
 
 

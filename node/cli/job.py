@@ -113,10 +113,11 @@ def submit(
 
 
 async def _submit(client: ApiClient, spec: JobSpec, *, quiet: bool) -> JobView:
-    """Submit; when the node takes a while to answer, say what it may be waiting for."""
+    """Submit; when the node takes a while to answer, tell a person at a terminal what it may be
+    waiting for (scripts get the reason in the error, if it fails)."""
     submitting = asyncio.ensure_future(client.submit_job(spec))
     done, _ = await asyncio.wait({submitting}, timeout=SUBMIT_NOTICE_S)
-    if not done and not quiet:
+    if not done and not quiet and err_console.is_terminal:
         err_console.print(
             f"waiting for a provider of model {spec.model_id}: a node that has just started listens "
             f"for providers' adverts for up to client.discovery_wait_s (within --timeout {spec.timeout_s:g})",

@@ -184,31 +184,22 @@ class ClientJobs:
 
     async def _choose_first(self, model_id: Hash32, spec: JobSpec) -> Choice:
         """The provider of the job's first attempt. A node that started moments ago may not have
-        heard the market yet: while no live advert offers the model, wait for one (until the
-        node's discovery time is over, and within the job's timeout); then the choice, or the
-        reason none fits, says what was heard."""
+        heard the market yet: until the first adverts arrive, wait for them (until the node's
+        discovery time is over, and within the job's timeout); then the choice, or the reason
+        none fits, says what was heard."""
         matchmaker = self.pipeline.matchmaker
-        # Providers fetch models they lack for voucher jobs only.
-        fetch = spec.payment is PaymentPath.VOUCHER
-
-        def heard(_: object = None) -> bool:
-            return matchmaker.offered(model_id, pinned=spec.provider, fetch=fetch)
-
+        directory = matchmaker.directory
         wait_s = min(spec.timeout_s, self._hearing_until - time.monotonic())
         waited = 0.0
-        if wait_s > 0 and not heard():
-            directory = matchmaker.directory
-            log.info(
-                "waiting_for_providers",
-                model_id=model_id.hex(),
-                heard=len(directory),
-                at_most_s=round(wait_s, 1),
-            )
+        if wait_s > 0 and not len(directory):
+            log.info("waiting_for_providers", model_id=model_id.hex(), at_most_s=round(wait_s, 1))
             started = time.monotonic()
             with contextlib.suppress(TimeoutError):
-                await directory.wait_for(heard, wait_s)
+                await directory.wait_for(lambda heard: len(heard) > 0, wait_s)
             waited = time.monotonic() - started
         try:
+            # Providers fetch models they lack for voucher jobs only.
+            fetch = spec.payment is PaymentPath.VOUCHER
             return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider, fetch=fetch)
         except (SchedulerError, UnknownModel) as exc:
             if not waited:

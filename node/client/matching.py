@@ -136,13 +136,6 @@ class Matchmaker:
         placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
         return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
 
-    def offered(self, model_id: Hash32, *, pinned: Address | None = None, fetch: bool = True) -> bool:
-        """Whether a live provider (`pinned`, when given) offers the model, whatever its price, or
-        would fetch it from this node (with `fetch`)."""
-        if self._pinned_to(self.directory.find(model_id=model_id), pinned):
-            return True
-        return fetch and self.held_here(model_id) and bool(self._fetchers(model_id, pinned))
-
     def _fetchers(self, model_id: Hash32, pinned: Address | None) -> list[ProviderAdvert]:
         """Live providers that do not offer the model but fetch models they lack."""
         fetchers = [a for a in self.directory.live() if a.offer.fetch and a.price_for(model_id) is None]

@@ -85,12 +85,11 @@ async def test_cannot_submit_when_no_provider_is_ever_heard(tmp_path: Path) -> N
         assert 2.0 <= time.monotonic() - started < 10
         assert "p2p.bootstrap" in str(caught.value.hint)
         assert await jobs.list() == before
-        # The command line says what it waits for, then why it failed.
+        # The command line says why it failed, and how long it waited.
         request = tmp_path / "input.safetensors"
         request.write_bytes(mlp_input(6))
         args = ["job", "submit", devnet.model_id, str(request), "--timeout", "2", "--api", client.api.address]
         result = await asyncio.to_thread(CliRunner().invoke, app, args)
         assert result.exit_code == 1, result.output
-        assert f"waiting for a provider of model {devnet.model_id}" in result.stderr
         assert "heard no provider's advert, after waiting" in result.stderr
         assert await jobs.list() == before
