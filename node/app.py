@@ -483,6 +483,7 @@ class Node:
             pipeline,
             max_input_bytes=self.settings.executor.max_input_bytes,
             specs=specs,
+            discovery_wait_s=self.settings.client.discovery_wait_s,
         )
         self._build_spot_checks(pipeline, specs)
         provider_settlement = None

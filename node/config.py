@@ -177,6 +177,9 @@ class ClientSettings(_Section):
     # The share of verified results re-run on a second provider and compared (spot checks); it
     # is raised for providers this node has seen little of. 0 turns spot checks off.
     spot_check_share: float = Field(default=0.06, ge=0, le=1)
+    # For this long after the node starts, a job submitted before any provider's advert has been
+    # heard waits (within its timeout) for the first adverts instead of failing at once.
+    discovery_wait_s: float = Field(default=10.0, ge=0, le=600)
 
 
 class ProviderSettings(_Section):

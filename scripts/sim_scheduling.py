@@ -11,8 +11,10 @@ delay scheduler (JSED) that sees every queue: the ideal.
 
 Printed: latency relative to the ideal (mean and p99) per load; the share of time at 80% load in
 which a provider had a free slot while a job waited in the queue of another no faster than it
-(so the idle one would have finished the job sooner); and the most jobs any provider got at 80%
-load relative to the equal share among the providers of its speed class.
+(so the idle one would have finished the job sooner), for the node's scheduler and, as a
+reference, for the ideal (which binds each job to a provider when it arrives, as the protocol
+does); and the most jobs any provider got at 80% load relative to the equal share among the
+providers of its speed class.
 
     .venv/bin/python scripts/sim_scheduling.py [--jobs 10000] [--seed 1] [--liars 0] [--json]
 
@@ -30,7 +32,7 @@ import random
 import statistics
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from node.client.matching import Matchmaker
@@ -129,6 +131,36 @@ def make_jobs(count: int, rate_per_s: float, rng: random.Random) -> list[Job]:
     return jobs
 
 
+class IdleWhileQueued:
+    """Time in the measured window in which a provider idled (had a free slot) while a job waited
+    in the queue of another that is no faster: a job the idle one would have finished sooner.
+
+    `account` is called just before any provider's load changes, with every provider's
+    (run time, has a queue, has a free slot) as they were since the call before."""
+
+    def __init__(self, window: tuple[float, float]) -> None:
+        self.window = window
+        self.seconds = 0.0
+        self._since = window[0]
+
+    def account(self, now: float, providers: Iterable[tuple[float, bool, bool]]) -> None:
+        start, end = self.window
+        overlap = max(0.0, min(now, end) - max(self._since, start))
+        self._since = now
+        if not overlap:
+            return
+        states = list(providers)
+        queued = [mean_ms for mean_ms, waiting, _ in states if waiting]
+        idle = [mean_ms for mean_ms, _, free in states if free]
+        if queued and idle and min(idle) <= max(queued):
+            self.seconds += overlap
+
+    @property
+    def share(self) -> float:
+        start, end = self.window
+        return self.seconds / (end - start)
+
+
 # the market as the node schedules it -------------------------------------------------------------
 
 
@@ -147,9 +179,7 @@ class Market:
         self.pending: set[Address] = set()
         self.latency: dict[int, float] = {}
         self.policy = {p.address: AdmissionPolicy({MODEL: PRICE_WEI}, slots=p.slots) for p in providers}
-        self.idle_while_queued_s = 0.0
-        self._since = EPOCH_S
-        self._window = (EPOCH_S, EPOCH_S)
+        self.idle_while_queued = IdleWhileQueued((EPOCH_S, EPOCH_S))
         self._last_arrival = EPOCH_S
         for p in providers:
             p.load.listeners.append(lambda free, queued, p=p: self._load_changed(p))
@@ -252,21 +282,14 @@ class Market:
         self.clock.at(self.clock.now + p.mean_ms * job.size / 1000, finished)
 
     def _account(self) -> None:
-        """Time in the measured window in which a provider idled while a job waited in the queue
-        of another that is no faster (a job the idle one would have finished sooner)."""
-        now = self.clock.now
-        start, end = self._window
-        overlap = max(0.0, min(now, end) - max(self._since, start))
-        self._since = now
-        if not overlap:
-            return
-        queued = [p.mean_ms for p in self.providers if p.load.queued]
-        idle = [p.mean_ms for p in self.providers if p.load.free_slots and not p.liar]
-        if queued and idle and min(idle) <= max(queued):
-            self.idle_while_queued_s += overlap
+        # A liar's free slots are not there to take: it queues every job it gets.
+        self.idle_while_queued.account(
+            self.clock.now,
+            ((p.mean_ms, p.load.queued > 0, p.load.free_slots > 0 and not p.liar) for p in self.providers),
+        )
 
     def run(self, jobs: list[Job], measured: list[Job]) -> None:
-        self._window = (measured[0].arrival, measured[-1].arrival)
+        self.idle_while_queued = IdleWhileQueued((measured[0].arrival, measured[-1].arrival))
         self._last_arrival = jobs[-1].arrival
         for job in jobs:
             self.clock.at(job.arrival, lambda job=job: self.submit(job))
@@ -276,9 +299,13 @@ class Market:
 # the ideal ------------------------------------------------------------------------------------------
 
 
-def ideal_latencies(providers: list[Provider], jobs: list[Job]) -> dict[int, float]:
-    """Join the shortest expected delay, seeing every provider's queue as the job arrives."""
+def ideal_market(
+    providers: list[Provider], jobs: list[Job], measured: list[Job]
+) -> tuple[dict[int, float], IdleWhileQueued]:
+    """Join the shortest expected delay, seeing every provider's queue as the job arrives: each
+    job's latency, and the time providers idled while others queued."""
     clock = Clock()
+    idle_while_queued = IdleWhileQueued((measured[0].arrival, measured[-1].arrival))
     active = [0] * len(providers)  # sent there and not finished: what the scheduler sees
     running = [0] * len(providers)
     waiting: list[deque[Job]] = [deque() for _ in providers]
@@ -289,10 +316,17 @@ def ideal_latencies(providers: list[Provider], jobs: list[Job]) -> dict[int, flo
         ahead = max(0, active[i] - p.slots + 1)
         return job.send_s + p.mean_ms / 1000 * (1 + ahead / p.slots) + job.result_s
 
+    def account() -> None:
+        idle_while_queued.account(
+            clock.now,
+            ((p.mean_ms, bool(waiting[i]), running[i] < p.slots) for i, p in enumerate(providers)),
+        )
+
     def start(i: int, job: Job) -> None:
         running[i] += 1
 
         def finished() -> None:
+            account()
             active[i] -= 1
             running[i] -= 1
             if waiting[i]:
@@ -306,6 +340,7 @@ def ideal_latencies(providers: list[Provider], jobs: list[Job]) -> dict[int, flo
         active[i] += 1
 
         def arrives() -> None:
+            account()
             if running[i] < providers[i].slots:
                 start(i, job)
             else:
@@ -316,7 +351,7 @@ def ideal_latencies(providers: list[Provider], jobs: list[Job]) -> dict[int, flo
     for job in jobs:
         clock.at(job.arrival, lambda job=job: submit(job))
     clock.run()
-    return latency
+    return latency, idle_while_queued
 
 
 # figures -----------------------------------------------------------------------------------------
@@ -332,6 +367,7 @@ class LoadResult:
     mean_ratio: float
     p99_ratio: float
     idle_while_queued: float
+    idle_while_queued_ideal: float
     max_share_equal: float
     liar_share: float
 
@@ -344,10 +380,9 @@ def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
     measured = jobs[int(len(jobs) * WARMUP_SHARE) :]
     market = Market(providers, rng)
     market.run(jobs, measured)
-    ideal = ideal_latencies(make_providers(liars), jobs)
+    ideal, ideal_idle = ideal_market(make_providers(liars), jobs, measured)
     ours = [market.latency[j.n] for j in measured]
     best = [ideal[j.n] for j in measured]
-    window = measured[-1].arrival - measured[0].arrival
     shares = []
     for mean_ms, slots, _ in CLASSES:
         peers = [p.served for p in providers if (p.mean_ms, p.slots) == (mean_ms, slots) and not p.liar]
@@ -358,7 +393,8 @@ def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
     return LoadResult(
         mean_ratio=statistics.mean(ours) / statistics.mean(best),
         p99_ratio=p99(ours) / p99(best),
-        idle_while_queued=market.idle_while_queued_s / window,
+        idle_while_queued=market.idle_while_queued.share,
+        idle_while_queued_ideal=ideal_idle.share,
         max_share_equal=max(shares),
         liar_share=liar_jobs / max(1, liars) / (len(jobs) / len(providers)),
     )
@@ -382,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_latency_vs_ideal": {str(k): round(r.mean_ratio, 3) for k, r in results.items()},
         "p99_latency_vs_ideal": {str(k): round(r.p99_ratio, 3) for k, r in results.items()},
         "idle_while_queued": round(reported.idle_while_queued, 4),
+        "idle_while_queued_ideal": round(reported.idle_while_queued_ideal, 4),
         "max_share_equal_providers": round(reported.max_share_equal, 3),
     }
     if args.liars:

@@ -68,6 +68,7 @@ model_dir = "models"
 [client]
 exploration = 0.05                  # share of jobs sent to a free provider this node never used
 spot_check_share = 0.06             # share of results re-run on another provider and compared
+discovery_wait_s = 10.0             # a job submitted this soon after start waits for adverts
 
 [provider]
 enabled = {provider}

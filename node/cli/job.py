@@ -43,6 +43,8 @@ OutOption = Annotated[
 _FAILED = (JobState.FAILED, JobState.CANCELLED, JobState.REFUNDED)
 # `submit --wait` gives up this long after the job's own timeout.
 WAIT_GRACE_S = 10.0
+# A submit that takes longer than this says what the node may be waiting for.
+SUBMIT_NOTICE_S = 1.0
 # The façade's own defaults, so the CLI never drifts from what the SDK gets.
 _SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(JobSpec)}
 
@@ -96,7 +98,7 @@ def submit(
     )
 
     async def work(client: ApiClient) -> JobView:
-        job = await client.submit_job(spec)
+        job = await _submit(client, spec, quiet=as_json)
         if not wait and not stream:
             return job
         if not as_json:
@@ -117,6 +119,21 @@ def submit(
 
     job = call_node(api, config, work)
     _finish(job, out=out, as_json=as_json, waited=wait or stream, streamed=stream)
+
+
+async def _submit(client: ApiClient, spec: JobSpec, *, quiet: bool) -> JobView:
+    """Submit; when the node takes a while to answer, tell a person at a terminal what it may be
+    waiting for (scripts get the reason in the error, if it fails)."""
+    submitting = asyncio.ensure_future(client.submit_job(spec))
+    done, _ = await asyncio.wait({submitting}, timeout=SUBMIT_NOTICE_S)
+    if not done and not quiet and err_console.is_terminal:
+        err_console.print(
+            f"waiting for a provider of model {spec.model_id}: a node that has just started listens "
+            f"for providers' adverts for up to client.discovery_wait_s (within --timeout {spec.timeout_s:g})",
+            soft_wrap=True,
+            highlight=False,
+        )
+    return await submitting
 
 
 @app.command("watch")

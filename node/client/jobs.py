@@ -8,6 +8,7 @@ marks the job failed with the reason; it never takes the node down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import secrets
 import time
@@ -28,12 +29,12 @@ from node.domain.service import (
     ProviderSeenView,
 )
 from node.domain.state import Cancelled, ClientState, Failed, JobTransitionError, PaymentPath, Role
-from node.errors import ChainError, GpunodeError, JobError, SettlementError
-from node.executor.errors import InputTooLarge
+from node.errors import ChainError, GpunodeError, JobError, SchedulerError, SettlementError
+from node.executor.errors import InputTooLarge, UnknownModel
 from node.executor.manifest import ModelManifest, normalize_model_id
 from node.jobstore.events import records_until_terminal
 from node.logging import get_logger
-from node.scheduler import ProviderStats
+from node.scheduler import Choice, ProviderStats
 from node.settlement.terms import receipt_job_id
 from node.storage import Database, JobRecord, NewJob
 from node.storage.errors import InvalidRecord, UnknownJob
@@ -46,9 +47,16 @@ _ALL_JOBS = JobFilter()
 
 class ClientJobs:
     def __init__(
-        self, pipeline: ClientPipeline, *, max_input_bytes: int, specs: ModelSpecs | None = None
+        self,
+        pipeline: ClientPipeline,
+        *,
+        max_input_bytes: int,
+        specs: ModelSpecs | None = None,
+        discovery_wait_s: float = 0.0,
     ) -> None:
         self.pipeline = pipeline
+        # Until then the node may not have heard the market yet (see `_choose_first`).
+        self._hearing_until = time.monotonic() + discovery_wait_s
         self.max_input_bytes = max_input_bytes
         self.specs = specs
         self.ready = asyncio.Event()
@@ -136,14 +144,13 @@ class ClientJobs:
     # façade -----------------------------------------------------------------------------------
 
     async def submit(self, spec: JobSpec) -> JobView:
+        submitted_at = time.time()
         model_id = Hash32(bytes.fromhex(normalize_model_id(spec.model_id)))
         self._check_spec(spec)
         if spec.precision is not None:
             model_id = await self._variant(model_id, spec.precision)
         # Chosen once: the first attempt goes to this provider, at the price checked here.
-        choice = self.pipeline.matchmaker.choose(
-            model_id, spec.max_price_wei, pinned=spec.provider, fetch=spec.payment is PaymentPath.VOUCHER
-        )
+        choice = await self._choose_first(model_id, spec)
         price = choice.offer.price_wei
         await self._check_input(model_id, choice.candidate.address, spec.input)
         if spec.payment is PaymentPath.ESCROW and price % GWEI:
@@ -165,7 +172,7 @@ class ClientJobs:
             input_hash=input_hash,
             price_wei=spec.max_price_wei,
             client=self.me,
-            deadline=time.time() + spec.timeout_s,
+            deadline=submitted_at + spec.timeout_s,
         )
         # Both are durable before the job is acknowledged, in one trip to the database's thread.
         record = await self.pipeline.store.create(
@@ -194,6 +201,32 @@ class ClientJobs:
 
         adverts = self.pipeline.matchmaker.directory.live()
         return await variant_of(adverts, model_id, precision.lower(), fetch)
+
+    async def _choose_first(self, model_id: Hash32, spec: JobSpec) -> Choice:
+        """The provider of the job's first attempt. A node that started moments ago may not have
+        heard the market yet: until the first adverts arrive, wait for them (until the node's
+        discovery time is over, and within the job's timeout); then the choice, or the reason
+        none fits, says what was heard."""
+        matchmaker = self.pipeline.matchmaker
+        directory = matchmaker.directory
+        wait_s = min(spec.timeout_s, self._hearing_until - time.monotonic())
+        waited = 0.0
+        if wait_s > 0 and not len(directory):
+            log.info("waiting_for_providers", model_id=model_id.hex(), at_most_s=round(wait_s, 1))
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await directory.wait_for(lambda heard: len(heard) > 0, wait_s)
+            waited = time.monotonic() - started
+        try:
+            # Providers fetch models they lack for voucher jobs only.
+            fetch = spec.payment is PaymentPath.VOUCHER
+            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider, fetch=fetch)
+        except (SchedulerError, UnknownModel) as exc:
+            if not waited:
+                raise
+            raise type(exc)(
+                f"{exc.message}, after waiting {waited:.1f} s for adverts", hint=exc.hint
+            ) from None
 
     async def _check_input(self, model_id: Hash32, provider: Address, data: bytes) -> None:
         """Refuse an input the model cannot take before anything is stored or paid for; the

@@ -110,28 +110,15 @@ class Matchmaker:
         )
         index = CandidateIndex.build([candidate_of(a, self._stats_of(a.address)) for a in adverts])
         eligible = index.ranked(requirements, now=now, tried=tried)
-        if not eligible and fetch and (adverts or self.held_here(model_id)):
-            fetchers = [
-                a
-                for a in self.directory.live()
-                if a.offer.fetch and a.price_for(model_id) is None and a.address not in self.excluded
-            ]
-            if fetchers := self._pinned_to(fetchers, pinned):
-                adverts = adverts + fetchers
-                index = CandidateIndex.build(
-                    [candidate_of(a, self._stats_of(a.address), fetching=model_id) for a in adverts]
-                )
-                eligible = index.ranked(requirements, now=now, tried=tried)
-        if not adverts:
-            if pinned is not None:
-                raise SchedulerError(
-                    f"provider {pinned} has no live advert offering model {model_id.hex()}",
-                    hint="check `gpunode node peers`, or leave the provider unset",
-                )
-            raise UnknownModel(
-                f"no live provider offers model {model_id.hex()}",
-                hint="check the model id, or wait for providers' adverts to arrive",
+        fetchable = not eligible and fetch and (adverts or self.held_here(model_id))
+        if fetchable and (fetchers := self._fetchers(model_id, pinned)):
+            adverts = adverts + fetchers
+            index = CandidateIndex.build(
+                [candidate_of(a, self._stats_of(a.address), fetching=model_id) for a in adverts]
             )
+            eligible = index.ranked(requirements, now=now, tried=tried)
+        if not adverts:
+            raise self._unheard(model_id, pinned)
         if not eligible:
             none = index.choose(requirements, now=now, rng=self.rng, tried=tried, exploration=0.0)
             reason = none.reason if isinstance(none, NoCandidate) else "no provider can take the job"
@@ -163,6 +150,39 @@ class Matchmaker:
                 hint="see `gpunode node peers`; wait for other providers' adverts",
             )
         return kept
+
+    def _fetchers(self, model_id: Hash32, pinned: Address | None) -> list[ProviderAdvert]:
+        """Live providers that do not offer the model but fetch models they lack."""
+        fetchers = [
+            a
+            for a in self.directory.live()
+            if a.offer.fetch and a.price_for(model_id) is None and a.address not in self.excluded
+        ]
+        return self._pinned_to(fetchers, pinned)
+
+    def _unheard(self, model_id: Hash32, pinned: Address | None) -> SchedulerError | UnknownModel:
+        """Why no live advert offers the model, from what this node has heard."""
+        model = model_id.hex()
+        heard = self.directory.live()
+        if pinned is not None:
+            known = any(a.address.lower() == pinned.lower() for a in heard)
+            why = "its advert does not offer it" if known else f"no advert of it heard among {len(heard)}"
+            return SchedulerError(
+                f"provider {pinned} has no live advert offering model {model}: {why}",
+                hint="check `gpunode node peers`, or leave the provider unset",
+            )
+        if not heard:
+            return UnknownModel(
+                f"no live provider offers model {model}: this node has heard no provider's advert",
+                hint="check that p2p.bootstrap names a reachable node (`gpunode node peers` says why "
+                "there are none); adverts arrive a few seconds after a node connects",
+            )
+        others = len({p.model_id for a in heard for p in a.offer.prices} - {model_id})
+        return UnknownModel(
+            f"no live provider offers model {model}: the {len(heard)} provider(s) heard "
+            f"offer {others} other model(s)",
+            hint="check the model id; `gpunode models available` lists the models offered",
+        )
 
     @staticmethod
     def _pinned_to(adverts: list[ProviderAdvert], pinned: Address | None) -> list[ProviderAdvert]:

@@ -59,12 +59,22 @@ def test_can_pick_the_cheapest_fitting_provider_then_the_next() -> None:
 
 def test_cannot_match_an_unknown_model_or_a_budget_too_small() -> None:
     matchmaker = market()
-    with pytest.raises(UnknownModel, match="no live provider"):
-        matchmaker.choose(Hash32(b"\x06" * 32), 1000)
-    with pytest.raises(SchedulerError, match="budget"):
+    other = Hash32(b"\x06" * 32)
+    with pytest.raises(UnknownModel, match=r"offers model (06)+: the 2 provider\(s\) heard offer 1 other"):
+        matchmaker.choose(other, 1000)
+    with pytest.raises(SchedulerError, match=r"more than the budget of 50 wei \(cheapest: 100 wei\)"):
         matchmaker.choose(MODEL, 50)
-    with pytest.raises(SchedulerError, match="no live advert"):
+    with pytest.raises(SchedulerError, match=r"no live advert offering .*: no advert of it heard among 2"):
         matchmaker.choose(MODEL, 1000, pinned=Address("0x" + "ab" * 20))
+    with pytest.raises(SchedulerError, match=r"no live advert offering .*: its advert does not offer it"):
+        matchmaker.choose(other, 1000, pinned=CHEAP)
+
+
+def test_cannot_match_before_any_provider_is_heard() -> None:
+    matchmaker = Matchmaker(Directory(), rng=random.Random(7))
+    with pytest.raises(UnknownModel, match="this node has heard no provider's advert") as caught:
+        matchmaker.choose(MODEL, 1000)
+    assert "p2p.bootstrap" in str(caught.value.hint)
 
 
 def test_cannot_pick_a_provider_backed_off_after_a_failure() -> None:

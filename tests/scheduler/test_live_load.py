@@ -156,13 +156,23 @@ def test_can_sample_by_rate_and_take_the_sooner_of_the_sample() -> None:
 def test_can_explore_providers_never_observed_and_only_at_the_asked_share() -> None:
     rng = random.Random(9)
     known = option(1, 100.0)
-    new = option(2, 10_000.0, explorable=True, rate=0.1)
+    # Never observed, so expected at the market's median run time: slower than the best now.
+    new = option(2, 180.0, explorable=True, rate=0.1)
     placed = [place([known, new], rng, exploration=0.1) for _ in range(4000)]
     explored = [p for p in placed if p.explored]
     assert 300 <= len(explored) <= 500
     assert all(p.option is new for p in explored)
     assert sum(p.option is new for p in placed if not p.explored) < 0.02 * len(placed)
     assert not any(place([known], rng, exploration=1.0).explored for _ in range(50))
+
+
+def test_cannot_explore_a_provider_whose_claim_is_far_slower_than_the_best_option() -> None:
+    rng = random.Random(9)
+    slow = option(2, 10_000.0, explorable=True, rate=0.1)
+    # Even if its claim were true it would not be chosen: a job sent there to find out is wasted.
+    assert not any(place([option(1, 100.0), slow], rng, exploration=1.0).explored for _ in range(200))
+    # Once the best option is busy enough for the claim to compete, it is worth a look.
+    assert all(place([option(1, 6000.0), slow], rng, exploration=1.0).explored for _ in range(50))
 
 
 @pytest.mark.parametrize(

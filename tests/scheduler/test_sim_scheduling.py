@@ -33,6 +33,7 @@ def test_can_print_the_figures_against_the_ideal_and_meet_the_mean_and_share_tar
         "mean_latency_vs_ideal",
         "p99_latency_vs_ideal",
         "idle_while_queued",
+        "idle_while_queued_ideal",
         "max_share_equal_providers",
     }
     mean, p99 = figures["mean_latency_vs_ideal"], figures["p99_latency_vs_ideal"]
@@ -41,8 +42,29 @@ def test_can_print_the_figures_against_the_ideal_and_meet_the_mean_and_share_tar
     assert set(mean) == set(p99) == LOADS
     assert all(0.8 <= float(v) < 5 for v in (*mean.values(), *p99.values()))
     assert float(mean["0.8"]) <= 1.2
-    assert 1.0 <= float(figures["max_share_equal_providers"]) <= 1.35  # ±25% at the default size
+    # ±25% is the target at the default size (10,000 jobs). Here the slow providers, which the
+    # ideal leaves idle at 80% load, get about five jobs each, and chance alone moves such a share
+    # by ±45%; a herd or a lock-in moves it by far more.
+    assert 1.0 <= float(figures["max_share_equal_providers"]) <= 1.6
     assert 0.0 <= float(figures["idle_while_queued"]) <= 1.0  # type: ignore[arg-type]
+    assert 0.0 <= float(figures["idle_while_queued_ideal"]) <= 1.0  # type: ignore[arg-type]
+
+
+def test_can_count_only_the_time_a_provider_idles_while_a_no_faster_one_queues() -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    from sim_scheduling import IdleWhileQueued
+
+    counted = IdleWhileQueued((10.0, 20.0))
+    fast, slow = 1000.0, 4000.0
+    # Each call gives the states that held since the call before.
+    counted.account(12.0, [(fast, False, False)])  # nobody queues
+    counted.account(13.0, [(fast, True, False), (fast, False, True)])  # an equal one idles: 1 s
+    counted.account(15.0, [(fast, True, False), (slow, False, True)])  # only a slower one idles
+    counted.account(16.0, [(slow, True, False), (fast, False, True)])  # a faster one idles: 1 s
+    counted.account(18.0, [(fast, True, False), (fast, False, False)])  # nobody idles
+    counted.account(25.0, [(fast, True, False), (fast, False, True)])  # up to the window's end: 2 s
+    assert counted.seconds == 4.0
+    assert counted.share == 0.4
 
 
 def test_cannot_capture_the_simulated_market_by_lying_about_load() -> None:
