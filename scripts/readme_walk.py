@@ -55,21 +55,35 @@ class Command:
         return shlex.split(self.line.removesuffix("&").strip())
 
 
-def readme_commands(readme: Path = README) -> list[Command]:
-    """The commands of the section's bash blocks, in order, each with the role of its block."""
+def _section_blocks(readme: Path) -> list[str]:
     text = readme.read_text()
     section = text[text.index(SECTION) + len(SECTION) :]
     section = section[: section.index("\n## ")] if "\n## " in section else section
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
-    if len(blocks) != len(ROLES):
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+
+
+def _block_lines(block: str) -> Iterator[str]:
+    for raw in block.splitlines():
+        line = re.sub(r"\s+#.*$", "", raw).strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+def readme_commands(readme: Path = README) -> list[Command]:
+    """The walk: the commands of the section's first bash blocks (a dev chain, the provider, the
+    client), in order, each with the role of its block."""
+    blocks = _section_blocks(readme)
+    if len(blocks) < len(ROLES):
         raise ValueError(f"{SECTION} has {len(blocks)} bash blocks, not {len(ROLES)} ({', '.join(ROLES)})")
-    commands = []
-    for role, block in zip(ROLES, blocks, strict=True):
-        for raw in block.splitlines():
-            line = re.sub(r"\s+#.*$", "", raw).strip()
-            if line and not line.startswith("#"):
-                commands.append(Command(role, line))
-    return commands
+    walked = zip(ROLES, blocks, strict=False)
+    return [Command(role, line) for role, block in walked for line in _block_lines(block)]
+
+
+def readme_examples(readme: Path = README) -> list[Command]:
+    """The commands of the section's further bash blocks: shown to the reader (and checked
+    against the CLI), not part of the walk."""
+    blocks = _section_blocks(readme)[len(ROLES) :]
+    return [Command("example", line) for block in blocks for line in _block_lines(block)]
 
 
 @dataclass

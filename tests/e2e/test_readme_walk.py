@@ -27,6 +27,7 @@ from readme_walk import (
     eager_output,
     output_tensor_bytes,
     readme_commands,
+    readme_examples,
     walking,
     write_user_files,
 )
@@ -61,7 +62,7 @@ def _parse(argv: list[str]) -> None:
 def test_every_readme_command_is_one_the_cli_takes() -> None:
     commands = readme_commands()
     assert {c.role for c in commands} == set(ROLES)
-    for command in commands:
+    for command in commands + readme_examples():
         argv = command.argv
         if argv[0] == "gpunode":
             _parse(argv)
