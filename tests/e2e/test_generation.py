@@ -201,7 +201,7 @@ async def test_can_leave_before_anything_streams_and_pay_nothing(devnet: Devnet)
     request = JobRequest(
         job_id=Hash32(b"\x71" * 32),
         model_id=Hash32(bytes.fromhex(devnet.model_id)),
-        input=json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode(),
+        input=json.dumps({"prompt": "a", "max_tokens": 300, "temperature": 0}).encode(),
         payment=VoucherPayment(
             voucher.client,
             voucher.provider,
