@@ -30,6 +30,8 @@ DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_ACCOUNTS = 10
 # The contracts are compiled for prague, the fork py-evm runs: both backends execute the same rules.
 DEFAULT_HARDFORK = "prague"
+# Chain states anvil keeps (in memory): reads at a block further back fail.
+_STATES_KEPT = 256
 _NPM_BINARY = Path("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 _LISTENING = re.compile(r"Listening on ([0-9.]+):(\d+)")
 
@@ -152,6 +154,10 @@ class AnvilProcess:
                 "--accounts", str(self._account_count),
                 "--mnemonic", DEFAULT_MNEMONIC,
                 "--hardfork", self._hardfork,
+                # Without it anvil writes every old state to ~/.foundry/anvil/tmp and never
+                # removes it: gigabytes per long test run. Recent states (for replaying a
+                # reverted transaction at its block) stay in memory.
+                "--prune-history", str(_STATES_KEPT),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

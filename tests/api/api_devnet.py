@@ -11,16 +11,16 @@ gRPC, as the CLI and SDK do.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from child_marketplace import ChildMarketplace, serve
 from safetensors.numpy import save
 
 from node.app import Node
@@ -122,60 +122,15 @@ async def _marketplace(root: Path) -> AsyncIterator[ApiDevnet]:
         )
 
 
-class ChildMarketplace:
-    """Runs the marketplace in a child process, so the nodes' threads, logs and gRPC state never
-    share a process with the tests (whose CLI commands print to a captured stdout).
-
-    The child prints one JSON line (the ApiDevnet) when ready and runs until its stdin closes, so
-    it also stops when the test session dies; its log goes to `marketplace.log` in the root.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.log = root / "marketplace.log"
-        self._process: subprocess.Popen[str] | None = None
-
-    def start(self) -> ApiDevnet:
-        with self.log.open("wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, __file__, str(self.root)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        stdout = self._process.stdout
-        assert stdout is not None
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(START_TIMEOUT_S)
-        if not ready or not ready[0]:
-            self.stop()
-            tail = self.log.read_text(errors="replace")[-6000:]
-            raise RuntimeError(f"the API test marketplace did not start in {START_TIMEOUT_S} s:\n{tail}")
-        fields = json.loads(ready[0])
-        for name in ("pauper_home", "small_model_dir", "large_model_dir"):
-            fields[name] = Path(fields[name])
-        return ApiDevnet(**fields)
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        try:
-            self._process.wait(60.0)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+def child_marketplace(root: Path) -> ChildMarketplace[ApiDevnet]:
+    """The marketplace, to start in a child process (see child_marketplace)."""
+    return ChildMarketplace(__file__, root, _parse, name="API", start_timeout_s=START_TIMEOUT_S)
 
 
-async def _serve(root: Path) -> None:
-    async with _marketplace(root) as devnet:
-        fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(devnet).items()}
-        print(json.dumps(fields), flush=True)
-        await asyncio.to_thread(sys.stdin.read)  # until the test session closes our stdin
+def _parse(fields: dict[str, Any]) -> ApiDevnet:
+    for name in ("pauper_home", "small_model_dir", "large_model_dir"):
+        fields[name] = Path(fields[name])
+    return ApiDevnet(**fields)
 
 
 _EXPORT_SMALL_PROGRAM = """
@@ -201,4 +156,4 @@ def exported_program(path: Path) -> Path:
 
 if __name__ == "__main__":
     configure_logging("INFO")
-    asyncio.run(_serve(Path(sys.argv[1])))
+    asyncio.run(serve(_marketplace(Path(sys.argv[1]))))

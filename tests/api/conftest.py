@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from api_devnet import ApiDevnet, ChildMarketplace
+from api_devnet import ApiDevnet, child_marketplace
 
 
 @pytest.fixture(scope="module")
 def api_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiDevnet]:
-    marketplace = ChildMarketplace(tmp_path_factory.mktemp("api-devnet"))
+    marketplace = child_marketplace(tmp_path_factory.mktemp("api-devnet"))
     try:
         yield marketplace.start()
     finally:

