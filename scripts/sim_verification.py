@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from safetensors.numpy import save
 
-from node.client.compare import RunResult, compare_outputs, compare_runs
 from node.config import ClientSettings, ProviderSettings
 from node.domain import disputes
 from node.domain.records import ProviderReputation
+from node.executor.compare import RunResult, compare_outputs, compare_runs
 from node.executor.manifest import Tolerance
 from node.scheduler import (
     CandidateIndex,

@@ -29,8 +29,8 @@ from eth_utils.crypto import keccak
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from node.chain.eip712 import Eip712Domain, recover_digest_signer, sign_digest, verify_receipt
-from node.client.compare import Comparison, RunResult, compare_runs
 from node.errors import GpunodeError, SignatureError
+from node.executor.compare import Comparison, RunResult, compare_runs
 from node.executor.manifest import Tolerance, parse_manifest, tolerance_for
 from node.types import Address, Hash32, ResultReceipt, checksum_address, sha256
 

@@ -27,7 +27,6 @@ from node.chain.job_logs import ChainOutcome, chain_outcome, submitted_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
-from node.client.compare import RunResult
 from node.client.matching import Matchmaker
 from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
@@ -57,6 +56,7 @@ from node.errors import (
     StorageError,
     TransactionReverted,
 )
+from node.executor.compare import RunResult
 from node.executor.errors import InvalidInput
 from node.executor.hf_requests import parse_generation
 from node.jobstore.blobs import JobBlobs, ReceiptFiles

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from node.chain.keys import NodeKey
-from node.client.compare import Comparison, RunResult, compare_runs
 from node.client.fraud_record import Evidence, FraudRecord, issue_fraud_record
 from node.client.jobs import ClientJobs
 from node.client.matching import Matchmaker
@@ -27,6 +26,7 @@ from node.client.reputation import ReputationBook
 from node.domain.service import CheckRunView, JobSpec, JobView, VerificationView
 from node.domain.state import JobState, PaymentPath
 from node.errors import GpunodeError, JobError
+from node.executor.compare import Comparison, RunResult, compare_runs
 from node.executor.manifest import ModelManifest, Tolerance, tolerance_for
 from node.logging import get_logger
 from node.scheduler.spot import (

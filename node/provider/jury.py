@@ -5,7 +5,7 @@
 
 The juror re-runs the disputed job in its own sandboxed executor and judges the provider's output
 by `node.domain.disputes.juror_accepts`: bit-exact when it ran under the receipt's profile, else
-within the model's tolerance (`node.client.compare`). The input and the claimed output come from
+within the model's tolerance (`node.executor.compare`). The input and the claimed output come from
 the chain's logs for on-chain jobs that carried them, else from the challenger's blob store
 (`/gpunode/blob/1`, by sha256); bytes that do not match the receipt's hashes are ignored. Without
 the claimed output a juror can only compare hashes, and a challenger that does not publish its
@@ -29,9 +29,9 @@ from node.chain.court import DisputeCourt, DisputeOpened, DisputeRecord
 from node.chain.follower import ChainEvent, EventFollower
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
-from node.client.compare import compare_outputs
 from node.domain.disputes import Verdict, Vote, juror_accepts
 from node.errors import ChainError, GpunodeError, TransactionReverted
+from node.executor.compare import compare_outputs
 from node.executor.manifest import tolerance_for
 from node.executor.store import ModelStore
 from node.logging import get_logger

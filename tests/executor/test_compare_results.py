@@ -8,7 +8,7 @@ import json
 import numpy as np
 from safetensors.numpy import save
 
-from node.client.compare import RunResult, compare_outputs, compare_runs
+from node.executor.compare import RunResult, compare_outputs, compare_runs
 from node.executor.manifest import ModelManifest, Tolerance, tolerance_for
 from node.types import Address, Hash32, ResultReceipt, sha256
 
