@@ -35,12 +35,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from node.client.matching import Matchmaker
+from node.client.matching import START_NOW_PROBES, Matchmaker
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer, ProviderAdvert
 from node.discovery.directory import Directory
 from node.discovery.pacing import LoadPublication
 from node.provider.runner import Load
-from node.scheduler import AdmissionPolicy, Admitted, JobOffer, admit
+from node.scheduler import AdmissionPolicy, JobOffer, Rejected, RejectionCode, admit
 from node.types import Address, Hash32
 
 MODEL = Hash32(b"\x42" * 32)
@@ -132,25 +132,31 @@ def make_jobs(count: int, rate_per_s: float, rng: random.Random) -> list[Job]:
 
 
 class IdleWhileQueued:
-    """Time in the measured window in which a provider idled (had a free slot) while a job waited
-    in the queue of another that is no faster: a job the idle one would have finished sooner.
+    """Time in the measured window in which a provider idled (had a free slot) while a job that
+    had arrived and not started waited for a provider no faster than the idle one: a job the idle
+    one would have finished sooner. A job waits in a provider's queue (for that provider), or at
+    its client between attempts: from the moment a provider refused it until another admits it
+    (for the provider that refused it).
 
-    `account` is called just before any provider's load changes, with every provider's
-    (run time, has a queue, has a free slot) as they were since the call before."""
+    `account` is called just before any provider's load or any job's waiting changes, with every
+    provider's (run time, has a queue, has a free slot) and the run times of the providers that
+    refused the jobs waiting between attempts, as they were since the call before."""
 
     def __init__(self, window: tuple[float, float]) -> None:
         self.window = window
         self.seconds = 0.0
         self._since = window[0]
 
-    def account(self, now: float, providers: Iterable[tuple[float, bool, bool]]) -> None:
+    def account(
+        self, now: float, providers: Iterable[tuple[float, bool, bool]], between: Iterable[float] = ()
+    ) -> None:
         start, end = self.window
         overlap = max(0.0, min(now, end) - max(self._since, start))
         self._since = now
         if not overlap:
             return
         states = list(providers)
-        queued = [mean_ms for mean_ms, waiting, _ in states if waiting]
+        queued = [mean_ms for mean_ms, waiting, _ in states if waiting] + list(between)
         idle = [mean_ms for mean_ms, _, free in states if free]
         if queued and idle and min(idle) <= max(queued):
             self.seconds += overlap
@@ -180,6 +186,10 @@ class Market:
         self.latency: dict[int, float] = {}
         self.policy = {p.address: AdmissionPolicy({MODEL: PRICE_WEI}, slots=p.slots) for p in providers}
         self.idle_while_queued = IdleWhileQueued((EPOCH_S, EPOCH_S))
+        # Jobs refused and not admitted anywhere yet: the run time of the provider that refused.
+        self.between: dict[int, float] = {}
+        self.messages = 0  # job protocol frames: requests, acceptances or refusals, results
+        self.refusals = 0
         self._last_arrival = EPOCH_S
         for p in providers:
             p.load.listeners.append(lambda free, queued, p=p: self._load_changed(p))
@@ -242,13 +252,19 @@ class Market:
 
     # jobs
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, refused: frozenset[Address] = frozenset()) -> None:
+        """One attempt, as the client pipeline makes it: ask good providers that look free to
+        start the job now (at most `START_NOW_PROBES` of them, each once), then let it queue."""
         client = self.clients[job.client]
-        choice = client.choose(MODEL, PRICE_WEI)
-        p = self.by_address[choice.candidate.address]
         job_id = Hash32(job.n.to_bytes(32, "big"))
+        probing = len(refused) < START_NOW_PROBES
+        # A provider has one try at a job (as the client pipeline keeps it): one that refused is
+        # not asked again, even to queue the job.
+        choice = client.choose(MODEL, PRICE_WEI, tried=refused, start_now=probing)
+        p = self.by_address[choice.candidate.address]
         client.assigned(job_id, p.address)
         sent = self.clock.now
+        self.messages += 2  # the request, and its acceptance or refusal
 
         def delivered() -> None:
             client.succeeded(p.address, (self.clock.now - sent) * 1000, job_id=job_id)
@@ -256,12 +272,26 @@ class Market:
             self.latency[job.n] = self.clock.now - job.arrival
 
         def arrives() -> None:
-            admitted = admit(JobOffer(MODEL, PRICE_WEI, 1), p.load.snapshot(), self.policy[p.address])
-            if not isinstance(admitted, Admitted):
-                raise RuntimeError(f"provider {p.n} refused a job: {admitted.reason}")
+            # A liar takes every job, whatever it was asked, and says it starts at once.
+            bound = None if p.liar else choice.max_queue_position
+            admitted = admit(JobOffer(MODEL, PRICE_WEI, 1, bound), p.load.snapshot(), self.policy[p.address])
+            self._account()
+            self.between.pop(job.n, None)
+            if isinstance(admitted, Rejected):
+                if admitted.code is not RejectionCode.QUEUE_FULL or choice.max_queue_position is None:
+                    raise RuntimeError(f"provider {p.n} refused a job: {admitted.reason}")
+                self.between[job.n] = p.mean_ms
+                self.refusals += 1
+
+                def refused_here() -> None:
+                    client.full(job_id, p.address)
+                    self.submit(job, refused | {p.address})
+
+                self.clock.at(self.clock.now + job.accept_s, refused_here)
+                return
+            self.messages += 1  # the result
             position = 0 if p.liar else admitted.queue_position
             self.clock.at(self.clock.now + job.accept_s, lambda: client.accepted(job_id, position))
-            self._account()
             p.load.started()
             if p.load.active <= p.slots:
                 self._start(p, job, delivered)
@@ -286,6 +316,7 @@ class Market:
         self.idle_while_queued.account(
             self.clock.now,
             ((p.mean_ms, p.load.queued > 0, p.load.free_slots > 0 and not p.liar) for p in self.providers),
+            self.between.values(),
         )
 
     def run(self, jobs: list[Job], measured: list[Job]) -> None:
@@ -370,6 +401,8 @@ class LoadResult:
     idle_while_queued_ideal: float
     max_share_equal: float
     liar_share: float
+    messages_per_job: float
+    refusals_per_job: float
 
 
 def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
@@ -397,6 +430,8 @@ def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
         idle_while_queued_ideal=ideal_idle.share,
         max_share_equal=max(shares),
         liar_share=liar_jobs / max(1, liars) / (len(jobs) / len(providers)),
+        messages_per_job=market.messages / len(jobs),
+        refusals_per_job=market.refusals / len(jobs),
     )
 
 
@@ -420,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         "idle_while_queued": round(reported.idle_while_queued, 4),
         "idle_while_queued_ideal": round(reported.idle_while_queued_ideal, 4),
         "max_share_equal_providers": round(reported.max_share_equal, 3),
+        "messages_per_job": {str(k): round(r.messages_per_job, 3) for k, r in results.items()},
+        "refusals_per_job": {str(k): round(r.refusals_per_job, 3) for k, r in results.items()},
     }
     if args.liars:
         figures["liar_share_vs_equal"] = round(reported.liar_share, 3)

@@ -220,7 +220,11 @@ class ClientJobs:
         try:
             # Providers fetch models they lack for voucher jobs only.
             fetch = spec.payment is PaymentPath.VOUCHER
-            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider, fetch=fetch)
+            # A voucher job asks a free provider to start it at once (node.client.pipeline).
+            start_now = fetch and spec.provider is None
+            return matchmaker.choose(
+                model_id, spec.max_price_wei, pinned=spec.provider, fetch=fetch, start_now=start_now
+            )
         except (SchedulerError, UnknownModel) as exc:
             if not waited:
                 raise

@@ -31,9 +31,15 @@ from node.scheduler import (
     market_priors,
     observe,
     place,
+    place_now,
 )
 from node.storage import KnownProvider
 from node.types import Address, Hash32
+
+# Good providers that look free asked to start a job at once, one after another as each refuses
+# `queue_full`, before the job may wait in a queue: enough to find a free slot that stale adverts
+# hid, few enough that a job costs a bounded number of messages.
+START_NOW_PROBES = 3
 
 
 def candidate_of(
@@ -94,6 +100,7 @@ class Matchmaker:
         pinned: Address | None = None,
         explore: bool = True,
         fetch: bool = True,
+        start_now: bool = False,
     ) -> Choice:
         """The live provider not yet tried that should finish the job soonest for the least
         money (randomized among equally good ones; for a small share of decisions when `explore`,
@@ -102,7 +109,11 @@ class Matchmaker:
         Providers that offer the model come first; only when none of them can take the job do
         providers that would fetch it (and charge its cold start) compete for it, and only for a
         model that some peer can serve them: this node, or a provider that offers it; and only
-        with `fetch` (providers fetch models for voucher jobs only)."""
+        with `fetch` (providers fetch models for voucher jobs only).
+
+        With `start_now`, a good provider that looks free is chosen to start the job at once
+        (`max_queue_position` 0: it refuses `queue_full` if it is busy after all, and the next
+        attempt asks another); when none looks free, the choice lets the job queue."""
         now = self.clock()
         requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
         adverts = self._pinned_to(
@@ -133,11 +144,16 @@ class Matchmaker:
                 continue
             expected = estimate(load, now, prior_ms=prior_ms, floor_ms=floor_ms)
             self._assumed_ms[candidate.address] = expected.service_ms
-            explorable = not load.observed and expected.positions == 0
+            free = expected.positions == 0
+            explorable = not load.observed and free
             options.append(
-                Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms)
+                Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms, free)
             )
-        placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
+        exploration = self.exploration if explore else 0.0
+        if start_now and (now_placed := place_now(options, self.rng, exploration=exploration)) is not None:
+            option = now_placed.option
+            return Choice(option.candidate, option.offer, explored=now_placed.explored, max_queue_position=0)
+        placed = place(options, self.rng, exploration=exploration)
         return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
 
     def _not_excluded(self, adverts: list[ProviderAdvert], model_id: Hash32) -> list[ProviderAdvert]:
@@ -233,6 +249,13 @@ class Matchmaker:
         self._queue_positions[job_id] = queue_position
         seen = self._observed.get(current[0], _UNSEEN)
         self._observed[current[0]] = replace(seen, queue_seen=queue_position, queue_seen_at=self.clock())
+
+    def full(self, job_id: Hash32, provider: Address) -> None:
+        """`provider` refused the job's attempt to start at once: all its slots are busy now.
+        Not a failure (nothing is held against it): its next slot is expected one drain away."""
+        self.released(job_id)
+        seen = self._observed.get(provider, _UNSEEN)
+        self._observed[provider] = replace(seen, queue_seen=1, queue_seen_at=self.clock())
 
     def released(self, job_id: Hash32) -> None:
         """The job's current attempt is over, whatever its outcome."""

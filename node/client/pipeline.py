@@ -27,7 +27,7 @@ from node.chain.job_logs import ChainOutcome, chain_outcome, submitted_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
-from node.client.matching import Matchmaker
+from node.client.matching import START_NOW_PROBES, Matchmaker
 from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
 from node.client.text_feed import TextFeeds
@@ -83,7 +83,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
-from node.scheduler import Choice
+from node.scheduler import Choice, RejectionCode
 from node.settlement.terms import MAX_ATTEMPTS, escrow_terms, receipt_job_id
 from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher, StoredReceipt
 from node.types import Address, Hash32, sha256
@@ -147,6 +147,10 @@ class ClientPipeline:
     _reserved: dict[Address, int] = field(default_factory=dict)
     # Escrowed jobs asked for again after a lost answer: how many times so far.
     _resent: dict[Hash32, int] = field(default_factory=dict)
+    # The current attempt's bound on the jobs it may wait behind (0: start now or be refused).
+    _max_queue: dict[Hash32, int | None] = field(default_factory=dict)
+    # Providers that refused a job's start-now attempt because every slot was busy.
+    _busy: dict[Hash32, set[Address]] = field(default_factory=dict)
     # Inputs above the inline limit, shared with the provider of the attempt to fetch by reference.
     shared: SharedBlobs = field(default_factory=SharedBlobs)
     # The largest output fetched by reference.
@@ -194,6 +198,8 @@ class ClientPipeline:
             self._chosen.pop(job_id, None)
             self._priced_here.pop(job_id, None)
             self._resent.pop(job_id, None)
+            self._max_queue.pop(job_id, None)
+            self._busy.pop(job_id, None)
             self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
@@ -225,10 +231,12 @@ class ClientPipeline:
                     tried=status.tried_providers,
                     pinned=self._pinned.get(record.job_id),
                     fetch=status.payment is PaymentPath.VOUCHER,
+                    start_now=self._starts_now(record),
                 )
             except GpunodeError as exc:
                 return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
         provider = choice.candidate.address
+        self._max_queue[record.job_id] = choice.max_queue_position if self._starts_now(record) else None
         self.matchmaker.assigned(record.job_id, provider)
         self._peers[provider] = choice.candidate.peer_id
         matched = Matched(provider, price_wei=choice.offer.price_wei)
@@ -237,6 +245,16 @@ class ClientPipeline:
             # Signing the voucher needs nothing from outside: matched and paid are written together.
             return await self._pay_by_voucher(record, provider, matched, price=matched.price_wei)
         return await self.store.apply(record.job_id, matched, known=record)
+
+    def _starts_now(self, record: JobRecord) -> bool:
+        """Whether the job's next attempt asks a free provider to start it at once. Voucher jobs
+        only: a voucher attempt refused costs nothing (its amount covers the next job to that
+        provider), an escrowed one a transaction. A pinned job has nowhere else to go."""
+        return (
+            record.status.payment is PaymentPath.VOUCHER
+            and record.job_id not in self._pinned
+            and len(self._busy.get(record.job_id, ())) < START_NOW_PROBES
+        )
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
@@ -325,6 +343,7 @@ class ClientPipeline:
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
             stream=self.text.streams(record.job_id),
+            max_queue_position=self._max_queue.get(record.job_id),
         )
         if request.stream:
             self.text.open(record.job_id)  # an attempt after a lost one starts its text over
@@ -360,6 +379,8 @@ class ClientPipeline:
             return await self._fail_unpaid(record, provider, f"the model could not be used: {outcome.reason}")
         if isinstance(outcome, JobRejected):
             detail = f"{outcome.code}: {outcome.reason}"
+            if outcome.code == RejectionCode.QUEUE_FULL and request.max_queue_position is not None:
+                return await self._refused_busy(record, provider, detail)
             return await self._lost_attempt(record, provider, attempt, AttemptOutcome.REJECTED, detail)
         if isinstance(outcome, JobFailed):
             detail = f"{outcome.code}: {outcome.reason}"
@@ -638,7 +659,17 @@ class ClientPipeline:
             await self.host.connect_any(advert.listen_addrs, advert.peer_id)
         return advert.peer_id
 
-    async def _lose(self, record: JobRecord, outcome: AttemptOutcome, detail: str) -> JobRecord:
+    async def _refused_busy(self, record: JobRecord, provider: Address, detail: str) -> JobRecord:
+        """The provider had no room for an attempt bounded in how long it may queue: the next
+        attempt goes elsewhere at once. Not the provider's fault: it is noted busy, not backed off;
+        the voucher attempt's amount covers the next job sent to it."""
+        self.matchmaker.full(record.job_id, provider)
+        self._busy.setdefault(record.job_id, set()).add(provider)
+        return await self._lose(record, AttemptOutcome.REJECTED, detail, blame=False)
+
+    async def _lose(
+        self, record: JobRecord, outcome: AttemptOutcome, detail: str, *, blame: bool = True
+    ) -> JobRecord:
         provider = _current_provider(record)
         if record.state is ClientState.RESULT:
             # A result was received and never checked (this node stopped): it counts as bad.
@@ -647,7 +678,8 @@ class ClientPipeline:
             "provider_lost", job_id=record.job_id.hex(), provider=provider, outcome=outcome, detail=detail
         )
         self._last_error[record.job_id] = f"{provider}: {outcome}: {detail}"
-        self._remember(provider, backoff_until=self.matchmaker.failed(provider))
+        if blame:
+            self._remember(provider, backoff_until=self.matchmaker.failed(provider))
         current = record.status.current
         paid = current is not None and current.paid
         moved = await self.store.apply(record.job_id, ProviderLost(outcome, detail), known=record)

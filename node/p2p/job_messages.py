@@ -51,6 +51,8 @@ class JobRequest:
     max_price_wei: int
     deadline_ms: int
     stream: bool = False  # send a generation's text as it comes (JobTokens)
+    # The most jobs it may wait behind: 0 = start now or be refused `queue_full`; None: any.
+    max_queue_position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,10 @@ def encode_request(request: JobRequest) -> bytes:
         deadline_ms=request.deadline_ms,
         stream=request.stream,
     )
+    if request.max_queue_position is not None:
+        if not 0 <= request.max_queue_position < 2**32:
+            raise ProtocolViolation(f"max queue position {request.max_queue_position} does not fit a uint32")
+        msg.max_queue_position = request.max_queue_position
     if isinstance(request.input, BlobRef):
         msg.input_blob.sha256 = request.input.sha256
         msg.input_blob.size = request.input.size
@@ -186,6 +192,7 @@ def decode_request(raw: bytes) -> JobRequest:
         max_price_wei=_read_uint(msg.max_price_wei, "max price"),
         deadline_ms=msg.deadline_ms,
         stream=msg.stream,
+        max_queue_position=msg.max_queue_position if msg.HasField("max_queue_position") else None,
     )
 
 

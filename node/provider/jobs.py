@@ -446,7 +446,9 @@ class ProviderJobs:
             )
         size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)
         admitted = admit(
-            JobOffer(request.model_id, request.max_price_wei, size), self.runner.load.snapshot(), self.policy
+            JobOffer(request.model_id, request.max_price_wei, size, request.max_queue_position),
+            self.runner.load.snapshot(),
+            self.policy,
         )
         if isinstance(admitted, Rejected):
             return JobRejected(admitted.code.value, admitted.reason)

@@ -4,7 +4,8 @@ Client side: `CandidateIndex.build(candidates).choose(requirements, now=…, rng
 the provider for a job's next attempt (reassignment is the same call with the tried providers);
 `rank`/`filter_candidates`/`score` are the scanning reference; `backoff_until` spaces out retries
 of failing providers. Under load, `estimate` gives each eligible provider's expected completion
-(queue included) from live signals and `place` picks among the good ones (node.scheduler.load).
+(queue included) from live signals and `place` picks among the good ones; `place_now` picks one
+to ask to start at once, before any job is left to queue (node.scheduler.load).
 Provider side: `admit` for jobs sent over the overlay, `should_claim` for on-chain jobs.
 Spot checks: `should_check` samples which results a client re-runs elsewhere, `decide` names
 who a third run proves wrong (node.scheduler.spot).
@@ -42,6 +43,7 @@ from node.scheduler.load import (
     market_priors,
     observe,
     place,
+    place_now,
 )
 from node.scheduler.scoring import (
     DEFAULT_WEIGHTS,
@@ -89,6 +91,7 @@ __all__ = [
     "next_candidate",
     "observe",
     "place",
+    "place_now",
     "rank",
     "score",
     "should_claim",

@@ -60,6 +60,8 @@ class JobOffer:
     model_id: Hash32
     price_wei: int
     input_bytes: int
+    # The most jobs it may wait behind (0: start now or not at all); None: the policy's bound.
+    max_queue_position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,18 @@ def admit(offer: JobOffer, load: ProviderLoad, policy: AdmissionPolicy) -> Admit
         return Admitted(queue_position=0)
     if load.queued >= policy.max_queue:
         return Rejected(RejectionCode.QUEUE_FULL, f"the queue is full ({load.queued} jobs waiting)")
-    return Admitted(queue_position=load.queued + 1)
+    position = load.queued + 1
+    if offer.max_queue_position is not None and position > offer.max_queue_position:
+        wanted = (
+            "to start now"
+            if offer.max_queue_position == 0
+            else f"to wait behind at most {offer.max_queue_position} jobs"
+        )
+        return Rejected(
+            RejectionCode.QUEUE_FULL,
+            f"every slot is busy and the job would wait behind {position - 1} queued jobs; it asked {wanted}",
+        )
+    return Admitted(queue_position=position)
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,6 +190,8 @@ class Option:
     explorable: bool = False
     # Jobs per second it finishes when busy (1 / drain): how often it is sampled.
     rate: float = 1.0
+    # Expected to have a free slot now: worth asking to start the job at once.
+    starts_now: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +223,9 @@ def place(
     if slack < 0 or choices < 1:
         raise ValueError(f"slack must be >= 0 and choices >= 1, got {slack} and {choices}")
     best = min(o.expected_ms for o in options)
-    if exploration > 0 and rng.random() < exploration:
-        unknown = [o for o in options if o.explorable and o.expected_ms <= best * EXPLORE_WITHIN + SLACK_MS]
-        if unknown:
-            return Placement(unknown[rng.randrange(len(unknown))], explored=True)
+    explored = _explore(options, rng, best, exploration)
+    if explored is not None:
+        return explored
     good = [o for o in options if o.expected_ms <= best * (1 + slack) + SLACK_MS]
     cheapest = min(o.offer.price_wei for o in good)
     # Sampled by how fast each finishes jobs, then the sooner of the sample: the rate spreads
@@ -239,6 +240,49 @@ def place(
     sooner = min(sampled, key=lambda o: o.expected_ms)
     first = sampled[0]
     return Placement(first if first.expected_ms <= sooner.expected_ms * (1 + slack) + SLACK_MS else sooner)
+
+
+def place_now(
+    options: Sequence[Option],
+    rng: random.Random,
+    *,
+    exploration: float = 0.0,
+    slack: float = DEFAULT_SLACK,
+    choices: int = DEFAULT_CHOICES,
+) -> Placement | None:
+    """The option to ask to start the job at once, or None when no good one looks free.
+
+    Only options `place` would count as good (expected completion, queue included, close to the
+    best) at the cheapest price among them are asked, and only those expected to have a free slot;
+    among them the pick is `place`'s. A provider that looks free but is not refuses, and the client
+    asks the next at once: binding a job to a provider only when a slot is free keeps jobs out of
+    queues while another provider idles (scripts/sim_scheduling.py). None: every good option is
+    busy, and the job should wait in the queue that `place` picks.
+    """
+    if not options:
+        raise ValueError("place_now() needs at least one option")
+    best = min(o.expected_ms for o in options)
+    explored = _explore(options, rng, best, exploration)
+    if explored is not None:
+        return explored
+    good = [o for o in options if o.expected_ms <= best * (1 + slack) + SLACK_MS]
+    cheapest = min(o.offer.price_wei for o in good)
+    free = [o for o in good if o.starts_now and o.offer.price_wei == cheapest]
+    if not free:
+        return None
+    return place(free, rng, slack=slack, choices=choices)
+
+
+def _explore(
+    options: Sequence[Option], rng: random.Random, best: float, exploration: float
+) -> Placement | None:
+    """A provider never observed that would start the job at once, for a share `exploration` of
+    the decisions (see `place`)."""
+    if exploration > 0 and rng.random() < exploration:
+        unknown = [o for o in options if o.explorable and o.expected_ms <= best * EXPLORE_WITHIN + SLACK_MS]
+        if unknown:
+            return Placement(unknown[rng.randrange(len(unknown))], explored=True)
+    return None
 
 
 def _sample(options: list[Option], weights: list[float], count: int, rng: random.Random) -> list[Option]:

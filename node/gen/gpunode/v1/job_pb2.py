@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gpunode/v1/job.proto\x12\ngpunode.v1\"\'\n\x07\x42lobRef\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"`\n\x0eVoucherPayment\x12\x0e\n\x06\x63lient\x18\x01 \x01(\x0c\x12\x10\n\x08provider\x18\x02 \x01(\x0c\x12\x19\n\x11\x63umulative_amount\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"Z\n\x07Payment\x12-\n\x07voucher\x18\x01 \x01(\x0b\x32\x1a.gpunode.v1.VoucherPaymentH\x00\x12\x18\n\x0eonchain_job_id\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"\xdc\x01\n\nJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\x0c\x12\x16\n\x0cinput_inline\x18\x03 \x01(\x0cH\x00\x12)\n\ninput_blob\x18\x04 \x01(\x0b\x32\x13.gpunode.v1.BlobRefH\x00\x12$\n\x07payment\x18\x05 \x01(\x0b\x32\x13.gpunode.v1.Payment\x12\x15\n\rmax_price_wei\x18\x06 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x04\x12\x0e\n\x06stream\x18\x08 \x01(\x08\x42\x07\n\x05input\"%\n\x0bJobAccepted\x12\x16\n\x0equeue_position\x18\x01 \x01(\r\"+\n\x0bJobRejected\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\"|\n\x07Receipt\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\x0c\x12\x12\n\ninput_hash\x18\x03 \x01(\x0c\x12\x13\n\x0boutput_hash\x18\x04 \x01(\x0c\x12\x14\n\x0cprofile_hash\x18\x05 \x01(\x0c\x12\x10\n\x08provider\x18\x06 \x01(\x0c\"~\n\tJobResult\x12$\n\x07receipt\x18\x01 \x01(\x0b\x32\x13.gpunode.v1.Receipt\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12(\n\x0boutput_blob\x18\x04 \x01(\x0b\x32\x13.gpunode.v1.BlobRef\")\n\tJobFailed\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x19\n\tJobTokens\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x97\x02\n\x0bJobResponse\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.gpunode.v1.JobAcceptedH\x00\x12+\n\x08rejected\x18\x02 \x01(\x0b\x32\x17.gpunode.v1.JobRejectedH\x00\x12+\n\x08progress\x18\x03 \x01(\x0b\x32\x17.gpunode.v1.JobProgressH\x00\x12\'\n\x06result\x18\x04 \x01(\x0b\x32\x15.gpunode.v1.JobResultH\x00\x12\'\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x15.gpunode.v1.JobFailedH\x00\x12\'\n\x06tokens\x18\x06 \x01(\x0b\x32\x15.gpunode.v1.JobTokensH\x00\x42\x06\n\x04kindb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14gpunode/v1/job.proto\x12\ngpunode.v1\"\'\n\x07\x42lobRef\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"`\n\x0eVoucherPayment\x12\x0e\n\x06\x63lient\x18\x01 \x01(\x0c\x12\x10\n\x08provider\x18\x02 \x01(\x0c\x12\x19\n\x11\x63umulative_amount\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"Z\n\x07Payment\x12-\n\x07voucher\x18\x01 \x01(\x0b\x32\x1a.gpunode.v1.VoucherPaymentH\x00\x12\x18\n\x0eonchain_job_id\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"\x94\x02\n\nJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\x0c\x12\x16\n\x0cinput_inline\x18\x03 \x01(\x0cH\x00\x12)\n\ninput_blob\x18\x04 \x01(\x0b\x32\x13.gpunode.v1.BlobRefH\x00\x12$\n\x07payment\x18\x05 \x01(\x0b\x32\x13.gpunode.v1.Payment\x12\x15\n\rmax_price_wei\x18\x06 \x01(\x0c\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x04\x12\x0e\n\x06stream\x18\x08 \x01(\x08\x12\x1f\n\x12max_queue_position\x18\t \x01(\rH\x01\x88\x01\x01\x42\x07\n\x05inputB\x15\n\x13_max_queue_position\"%\n\x0bJobAccepted\x12\x16\n\x0equeue_position\x18\x01 \x01(\r\"+\n\x0bJobRejected\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\"|\n\x07Receipt\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x10\n\x08model_id\x18\x02 \x01(\x0c\x12\x12\n\ninput_hash\x18\x03 \x01(\x0c\x12\x13\n\x0boutput_hash\x18\x04 \x01(\x0c\x12\x14\n\x0cprofile_hash\x18\x05 \x01(\x0c\x12\x10\n\x08provider\x18\x06 \x01(\x0c\"~\n\tJobResult\x12$\n\x07receipt\x18\x01 \x01(\x0b\x32\x13.gpunode.v1.Receipt\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06output\x18\x03 \x01(\x0c\x12(\n\x0boutput_blob\x18\x04 \x01(\x0b\x32\x13.gpunode.v1.BlobRef\")\n\tJobFailed\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x19\n\tJobTokens\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x97\x02\n\x0bJobResponse\x12+\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x17.gpunode.v1.JobAcceptedH\x00\x12+\n\x08rejected\x18\x02 \x01(\x0b\x32\x17.gpunode.v1.JobRejectedH\x00\x12+\n\x08progress\x18\x03 \x01(\x0b\x32\x17.gpunode.v1.JobProgressH\x00\x12\'\n\x06result\x18\x04 \x01(\x0b\x32\x15.gpunode.v1.JobResultH\x00\x12\'\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32\x15.gpunode.v1.JobFailedH\x00\x12\'\n\x06tokens\x18\x06 \x01(\x0b\x32\x15.gpunode.v1.JobTokensH\x00\x42\x06\n\x04kindb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,21 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENT']._serialized_start=175
   _globals['_PAYMENT']._serialized_end=265
   _globals['_JOBREQUEST']._serialized_start=268
-  _globals['_JOBREQUEST']._serialized_end=488
-  _globals['_JOBACCEPTED']._serialized_start=490
-  _globals['_JOBACCEPTED']._serialized_end=527
-  _globals['_JOBREJECTED']._serialized_start=529
-  _globals['_JOBREJECTED']._serialized_end=572
-  _globals['_JOBPROGRESS']._serialized_start=574
-  _globals['_JOBPROGRESS']._serialized_end=620
-  _globals['_RECEIPT']._serialized_start=622
-  _globals['_RECEIPT']._serialized_end=746
-  _globals['_JOBRESULT']._serialized_start=748
-  _globals['_JOBRESULT']._serialized_end=874
-  _globals['_JOBFAILED']._serialized_start=876
-  _globals['_JOBFAILED']._serialized_end=917
-  _globals['_JOBTOKENS']._serialized_start=919
-  _globals['_JOBTOKENS']._serialized_end=944
-  _globals['_JOBRESPONSE']._serialized_start=947
-  _globals['_JOBRESPONSE']._serialized_end=1226
+  _globals['_JOBREQUEST']._serialized_end=544
+  _globals['_JOBACCEPTED']._serialized_start=546
+  _globals['_JOBACCEPTED']._serialized_end=583
+  _globals['_JOBREJECTED']._serialized_start=585
+  _globals['_JOBREJECTED']._serialized_end=628
+  _globals['_JOBPROGRESS']._serialized_start=630
+  _globals['_JOBPROGRESS']._serialized_end=676
+  _globals['_RECEIPT']._serialized_start=678
+  _globals['_RECEIPT']._serialized_end=802
+  _globals['_JOBRESULT']._serialized_start=804
+  _globals['_JOBRESULT']._serialized_end=930
+  _globals['_JOBFAILED']._serialized_start=932
+  _globals['_JOBFAILED']._serialized_end=973
+  _globals['_JOBTOKENS']._serialized_start=975
+  _globals['_JOBTOKENS']._serialized_end=1000
+  _globals['_JOBRESPONSE']._serialized_start=1003
+  _globals['_JOBRESPONSE']._serialized_end=1282
 # @@protoc_insertion_point(module_scope)

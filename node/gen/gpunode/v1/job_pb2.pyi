@@ -35,7 +35,7 @@ class Payment(_message.Message):
     def __init__(self, voucher: _Optional[_Union[VoucherPayment, _Mapping]] = ..., onchain_job_id: _Optional[bytes] = ...) -> None: ...
 
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "model_id", "input_inline", "input_blob", "payment", "max_price_wei", "deadline_ms", "stream")
+    __slots__ = ("job_id", "model_id", "input_inline", "input_blob", "payment", "max_price_wei", "deadline_ms", "stream", "max_queue_position")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_INLINE_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class JobRequest(_message.Message):
     MAX_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     job_id: bytes
     model_id: bytes
     input_inline: bytes
@@ -52,7 +53,8 @@ class JobRequest(_message.Message):
     max_price_wei: bytes
     deadline_ms: int
     stream: bool
-    def __init__(self, job_id: _Optional[bytes] = ..., model_id: _Optional[bytes] = ..., input_inline: _Optional[bytes] = ..., input_blob: _Optional[_Union[BlobRef, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., max_price_wei: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., stream: _Optional[bool] = ...) -> None: ...
+    max_queue_position: int
+    def __init__(self, job_id: _Optional[bytes] = ..., model_id: _Optional[bytes] = ..., input_inline: _Optional[bytes] = ..., input_blob: _Optional[_Union[BlobRef, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., max_price_wei: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., stream: _Optional[bool] = ..., max_queue_position: _Optional[int] = ...) -> None: ...
 
 class JobAccepted(_message.Message):
     __slots__ = ("queue_position",)
