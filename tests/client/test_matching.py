@@ -180,3 +180,57 @@ def test_cannot_send_an_escrowed_job_to_a_provider_that_would_fetch_its_model() 
         matchmaker.choose(MODEL, 10**6, fetch=False, pinned=FETCHER)
     with pytest.raises(UnknownModel):
         matchmaker.choose(MODEL, 10**6, fetch=False)
+
+
+def frozen_market(cheap: int, dear: int) -> tuple[Matchmaker, list[float]]:
+    """`market()` on a clock that moves only when the test moves it."""
+    now = [time.time()]
+    matchmaker = market(cheap, dear)
+    matchmaker.clock = lambda: now[0]
+    return matchmaker, now
+
+
+def test_can_ask_a_free_provider_to_start_now_then_the_next_then_let_the_job_queue() -> None:
+    matchmaker, now = frozen_market(cheap=100, dear=100)
+    job = Hash32(b"\x10" * 32)
+    first = matchmaker.choose(MODEL, 1000, start_now=True)
+    assert first.max_queue_position == 0
+    busy = first.candidate.address
+    other = DEAR if busy == CHEAP else CHEAP
+    matchmaker.assigned(job, busy)
+    matchmaker.full(job, busy)  # it refused: every slot busy
+    assert matchmaker.in_flight(busy) == 0
+    assert matchmaker.stats.get(busy) is None  # noted busy, not a failure: nothing to back off
+    # The next good provider that looks free is asked at once, also to start now.
+    second = matchmaker.choose(MODEL, 1000, tried=frozenset({busy}), start_now=True)
+    assert (second.candidate.address, second.max_queue_position) == (other, 0)
+    matchmaker.assigned(job, other)
+    matchmaker.full(job, other)
+    # Every good provider is busy: the job is let queue where it should finish soonest.
+    third = matchmaker.choose(MODEL, 1000, start_now=True)
+    assert third.max_queue_position is None
+    # A busy provider's slot is expected back after one run time: then it is asked to start again.
+    now[0] += 1.0
+    again = matchmaker.choose(MODEL, 1000, start_now=True)
+    assert again.max_queue_position == 0
+    # Without start_now (escrowed or pinned jobs) a choice never bounds the queue.
+    assert matchmaker.choose(MODEL, 1000).max_queue_position is None
+
+
+def test_can_ask_the_cheaper_provider_to_start_now_and_a_dearer_one_only_when_it_finishes_sooner() -> None:
+    matchmaker, _ = frozen_market(cheap=100, dear=10_000)
+    for provider in (CHEAP, DEAR):
+        matchmaker.succeeded(provider, latency_ms=50.0)
+    # Both free and as fast: the price decides, every time.
+    for _ in range(50):
+        choice = matchmaker.choose(MODEL, 20_000, start_now=True)
+        assert (choice.candidate.address, choice.max_queue_position) == (CHEAP, 0)
+    job = Hash32(b"\x11" * 32)
+    matchmaker.assigned(job, CHEAP)
+    matchmaker.full(job, CHEAP)
+    # CHEAP is busy: DEAR finishes sooner and the budget allows it.
+    dear = matchmaker.choose(MODEL, 20_000, tried=frozenset({CHEAP}), start_now=True)
+    assert (dear.candidate.address, dear.max_queue_position) == (DEAR, 0)
+    # A budget below DEAR's price leaves CHEAP, where the job is let queue.
+    within = matchmaker.choose(MODEL, 5_000, start_now=True)
+    assert (within.candidate.address, within.max_queue_position) == (CHEAP, None)

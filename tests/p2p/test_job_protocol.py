@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from node.errors import P2PError, PeerTimeout
+from node.errors import P2PError, PeerTimeout, ProtocolViolation
+from node.gen.gpunode.v1 import job_pb2
 from node.p2p.job_messages import (
     JOB_PROTOCOL,
     BlobRef,
@@ -74,6 +76,26 @@ def test_can_round_trip_a_request_through_protobuf() -> None:
         deadline_ms=99,
     )
     assert decode_request(encode_request(request)) == request
+
+
+@pytest.mark.parametrize("bound", [None, 0, 5])
+def test_can_round_trip_how_long_a_request_may_queue(bound: int | None) -> None:
+    request = dataclasses.replace(make_request(), max_queue_position=bound)
+    assert decode_request(encode_request(request)).max_queue_position == bound
+
+
+def test_can_read_a_request_from_a_client_that_never_bounds_the_queue() -> None:
+    """A request encoded without the field (as clients before it did) may queue as before."""
+    raw = encode_request(make_request())
+    old = job_pb2.JobRequest()
+    old.ParseFromString(raw)
+    assert not old.HasField("max_queue_position")
+    assert decode_request(old.SerializeToString()).max_queue_position is None
+
+
+def test_cannot_encode_a_queue_bound_that_does_not_fit_the_wire() -> None:
+    with pytest.raises(ProtocolViolation, match="does not fit a uint32"):
+        encode_request(dataclasses.replace(make_request(), max_queue_position=2**32))
 
 
 async def test_can_run_a_job_and_see_progress(running_hosts: HostsFactory) -> None:

@@ -132,3 +132,41 @@ def test_can_admit_a_job_for_a_model_to_fetch_only_at_its_first_job_price() -> N
     off = admit(JobOffer(lacking, 10**18, 10), ProviderLoad(), AdmissionPolicy(price_floor_wei={}))
     assert isinstance(off, Rejected)
     assert off.code is RejectionCode.UNKNOWN_MODEL
+
+
+@pytest.mark.parametrize(
+    ("load", "bound", "position"),
+    [
+        (ProviderLoad(running=1), 0, 0),  # a free slot: starts now whatever the bound
+        (ProviderLoad(running=2), 1, 1),
+        (ProviderLoad(running=2, queued=1), 2, 2),
+        (ProviderLoad(running=2, queued=2), None, 3),  # no bound: the policy's queue only
+    ],
+)
+def test_can_admit_a_job_within_the_queue_position_it_allows(
+    load: ProviderLoad, bound: int | None, position: int
+) -> None:
+    decision = admit(JobOffer(MODEL, 100, 10, max_queue_position=bound), load, POLICY)
+    assert decision == Admitted(queue_position=position)
+
+
+@pytest.mark.parametrize(
+    ("load", "bound", "said"),
+    [
+        (ProviderLoad(running=2), 0, "asked to start now"),
+        # A queued job goes first even when a slot just freed up: a start-now job would wait.
+        (ProviderLoad(running=1, queued=1), 0, "asked to start now"),
+        (ProviderLoad(running=2, queued=1), 1, "asked to wait behind at most 1 jobs"),
+    ],
+)
+def test_cannot_admit_a_job_that_would_wait_longer_than_it_allows(
+    load: ProviderLoad, bound: int, said: str
+) -> None:
+    decision = admit(JobOffer(MODEL, 100, 10, max_queue_position=bound), load, POLICY)
+    assert isinstance(decision, Rejected)
+    assert decision.code is RejectionCode.QUEUE_FULL
+    assert said in decision.reason
+    # The price, the model and the input are checked first: a job refused for them says so.
+    cheap = admit(JobOffer(MODEL, 99, 10, max_queue_position=bound), load, POLICY)
+    assert isinstance(cheap, Rejected)
+    assert cheap.code is RejectionCode.PRICE_TOO_LOW
