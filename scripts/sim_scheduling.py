@@ -9,12 +9,21 @@ stream, spread evenly over the clients, at 50, 80 and 95% of the providers' tota
 same jobs (arrival, size, network delays) also go to an omniscient join-the-shortest-expected-
 delay scheduler (JSED) that sees every queue: the ideal.
 
-Printed: latency relative to the ideal (mean and p99) per load; the share of time at 80% load in
-which a provider had a free slot while a job waited in the queue of another no faster than it
-(so the idle one would have finished the job sooner), for the node's scheduler and, as a
-reference, for the ideal (which binds each job to a provider when it arrives, as the protocol
-does); and the most jobs any provider got at 80% load relative to the equal share among the
-providers of its speed class.
+Clients bind a job late, as a node does for voucher jobs: each attempt asks a good provider that
+looks free to start the job at once (`max_queue_position` 0); a busy one refuses `queue_full`,
+which costs a network round trip, and the client asks the next at once; after
+`START_NOW_PROBES` refusals (or when no good provider looks free) the job is let queue where the
+node's `place` puts it. A provider that refused has no second try at the job.
+
+Printed: latency relative to the ideal (mean and p99) per load; idle while queued: the share of
+time at 80% load in which some provider had a free slot while a job that had arrived and not
+started waited for a provider no faster than the idle one (so the idle one would have finished it
+sooner). A job waits in a provider's queue, for that provider, or at its client between attempts,
+from the moment a provider refused it until another admits it, for the provider that refused it;
+the same definition applies to the ideal (whose jobs never wait between attempts). Also the most
+jobs any provider got at 80% load relative to the equal share among the providers of its speed
+class; job protocol messages per job (requests, acceptances or refusals, results) and refusals
+per job; and the share of jobs that waited in a provider's queue, for both, per load.
 
     .venv/bin/python scripts/sim_scheduling.py [--jobs 10000] [--seed 1] [--liars 0] [--json]
 
@@ -190,6 +199,7 @@ class Market:
         self.between: dict[int, float] = {}
         self.messages = 0  # job protocol frames: requests, acceptances or refusals, results
         self.refusals = 0
+        self.queued: set[int] = set()  # jobs admitted behind others
         self._last_arrival = EPOCH_S
         for p in providers:
             p.load.listeners.append(lambda free, queued, p=p: self._load_changed(p))
@@ -291,6 +301,8 @@ class Market:
                 return
             self.messages += 1  # the result
             position = 0 if p.liar else admitted.queue_position
+            if p.load.active >= p.slots:
+                self.queued.add(job.n)
             self.clock.at(self.clock.now + job.accept_s, lambda: client.accepted(job_id, position))
             p.load.started()
             if p.load.active <= p.slots:
@@ -332,15 +344,16 @@ class Market:
 
 def ideal_market(
     providers: list[Provider], jobs: list[Job], measured: list[Job]
-) -> tuple[dict[int, float], IdleWhileQueued]:
+) -> tuple[dict[int, float], IdleWhileQueued, set[int]]:
     """Join the shortest expected delay, seeing every provider's queue as the job arrives: each
-    job's latency, and the time providers idled while others queued."""
+    job's latency, the time providers idled while others queued, and the jobs that queued."""
     clock = Clock()
     idle_while_queued = IdleWhileQueued((measured[0].arrival, measured[-1].arrival))
     active = [0] * len(providers)  # sent there and not finished: what the scheduler sees
     running = [0] * len(providers)
     waiting: list[deque[Job]] = [deque() for _ in providers]
     latency: dict[int, float] = {}
+    queued: set[int] = set()
 
     def expected_s(i: int, job: Job) -> float:
         p = providers[i]
@@ -376,13 +389,14 @@ def ideal_market(
                 start(i, job)
             else:
                 waiting[i].append(job)
+                queued.add(job.n)
 
         clock.at(clock.now + job.send_s, arrives)
 
     for job in jobs:
         clock.at(job.arrival, lambda job=job: submit(job))
     clock.run()
-    return latency, idle_while_queued
+    return latency, idle_while_queued, queued
 
 
 # figures -----------------------------------------------------------------------------------------
@@ -403,6 +417,8 @@ class LoadResult:
     liar_share: float
     messages_per_job: float
     refusals_per_job: float
+    queued_share: float
+    queued_share_ideal: float
 
 
 def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
@@ -413,7 +429,7 @@ def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
     measured = jobs[int(len(jobs) * WARMUP_SHARE) :]
     market = Market(providers, rng)
     market.run(jobs, measured)
-    ideal, ideal_idle = ideal_market(make_providers(liars), jobs, measured)
+    ideal, ideal_idle, ideal_queued = ideal_market(make_providers(liars), jobs, measured)
     ours = [market.latency[j.n] for j in measured]
     best = [ideal[j.n] for j in measured]
     shares = []
@@ -432,6 +448,8 @@ def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
         liar_share=liar_jobs / max(1, liars) / (len(jobs) / len(providers)),
         messages_per_job=market.messages / len(jobs),
         refusals_per_job=market.refusals / len(jobs),
+        queued_share=sum(1 for j in measured if j.n in market.queued) / len(measured),
+        queued_share_ideal=sum(1 for j in measured if j.n in ideal_queued) / len(measured),
     )
 
 
@@ -457,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_share_equal_providers": round(reported.max_share_equal, 3),
         "messages_per_job": {str(k): round(r.messages_per_job, 3) for k, r in results.items()},
         "refusals_per_job": {str(k): round(r.refusals_per_job, 3) for k, r in results.items()},
+        "queued_share": {str(k): round(r.queued_share, 3) for k, r in results.items()},
+        "queued_share_ideal": {str(k): round(r.queued_share_ideal, 3) for k, r in results.items()},
     }
     if args.liars:
         figures["liar_share_vs_equal"] = round(reported.liar_share, 3)

@@ -29,23 +29,42 @@ def run_sim(*args: str) -> dict[str, object]:
 
 def test_can_print_the_figures_against_the_ideal_and_meet_the_mean_and_share_targets() -> None:
     figures = run_sim()
-    assert set(figures) == {
+    per_load = {
         "mean_latency_vs_ideal",
         "p99_latency_vs_ideal",
+        "messages_per_job",
+        "refusals_per_job",
+        "queued_share",
+        "queued_share_ideal",
+    }
+    assert set(figures) == per_load | {
         "idle_while_queued",
         "idle_while_queued_ideal",
         "max_share_equal_providers",
     }
+    for key in per_load:
+        assert isinstance(figures[key], dict)
+        assert set(figures[key]) == LOADS  # type: ignore[arg-type]
     mean, p99 = figures["mean_latency_vs_ideal"], figures["p99_latency_vs_ideal"]
     assert isinstance(mean, dict)
     assert isinstance(p99, dict)
-    assert set(mean) == set(p99) == LOADS
-    assert all(0.8 <= float(v) < 5 for v in (*mean.values(), *p99.values()))
-    assert float(mean["0.8"]) <= 1.2
-    # ±25% is the target at the default size (10,000 jobs). Here the slow providers, which the
-    # ideal leaves idle at 80% load, get about five jobs each, and chance alone moves such a share
-    # by ±45%; a herd or a lock-in moves it by far more.
-    assert 1.0 <= float(figures["max_share_equal_providers"]) <= 1.6
+    assert all(0.8 <= float(v) < 3 for v in (*mean.values(), *p99.values()))
+    # Measured in this run: 1.28, 1.04 and 1.07 (mean); 1.67, 1.82 and 2.32 (p99).
+    assert float(mean["0.8"]) <= 1.1
+    assert all(float(v) <= 1.4 for v in mean.values())
+    assert all(float(v) <= 2.5 for v in p99.values())
+    # A job is asked to start now at most three times before it may queue: a request and an
+    # answer each, and one result, make at most nine messages; about six are sent.
+    messages, refusals = figures["messages_per_job"], figures["refusals_per_job"]
+    assert isinstance(messages, dict)
+    assert isinstance(refusals, dict)
+    assert all(3.0 <= float(v) <= 7.0 for v in messages.values())
+    assert all(0.0 <= float(v) <= 2.0 for v in refusals.values())
+    # ±25% is the target at the default size (10,000 jobs; measured 1.18). Here the slow
+    # providers, which the ideal leaves idle at 80% load, get about five jobs each (3 to 8 in this
+    # run), and chance alone moves the busiest of fifteen such shares by +90%; the faster classes
+    # stay within ±12%. A herd or a lock-in moves a share by far more.
+    assert 1.0 <= float(figures["max_share_equal_providers"]) <= 1.8
     assert 0.0 <= float(figures["idle_while_queued"]) <= 1.0  # type: ignore[arg-type]
     assert 0.0 <= float(figures["idle_while_queued_ideal"]) <= 1.0  # type: ignore[arg-type]
 
@@ -65,6 +84,20 @@ def test_can_count_only_the_time_a_provider_idles_while_a_no_faster_one_queues()
     counted.account(25.0, [(fast, True, False), (fast, False, True)])  # up to the window's end: 2 s
     assert counted.seconds == 4.0
     assert counted.share == 0.4
+
+
+def test_can_count_a_job_waiting_at_its_client_between_attempts_as_waiting() -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    from sim_scheduling import IdleWhileQueued
+
+    counted = IdleWhileQueued((0.0, 10.0))
+    fast, slow = 1000.0, 4000.0
+    # No provider queue, but a job refused by a fast provider waits at its client: an equally
+    # fast provider idling meanwhile counts (1 s); a slower one idling does not.
+    counted.account(1.0, [(fast, False, True)], [fast])
+    counted.account(2.0, [(slow, False, True)], [fast])
+    counted.account(3.0, [(fast, False, True)], [])
+    assert counted.seconds == 1.0
 
 
 def test_cannot_capture_the_simulated_market_by_lying_about_load() -> None:
