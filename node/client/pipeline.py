@@ -7,6 +7,12 @@ a restarted node resumes from the last durable step. A provider that rejects, ti
 returns a result that does not verify is backed off and the job goes back to `submitted`, to be
 matched with the next candidate.
 
+A voucher job is bound late: its attempts ask a good provider that looks free to start it at
+once, and one whose slots are all busy refuses `queue_full`. That is not a failure: the provider
+is noted busy, not backed off, the refused attempt's price no longer counts as owed (the voucher
+it was handed covers its next job), and the next attempt goes out at once. After
+`START_NOW_PROBES` such refusals the job may queue (node.client.matching).
+
 An escrowed attempt whose answer was lost (the stream broke, or this node restarted while it ran)
 is not given up while its escrow can still pay that provider: the request goes to the same
 provider again, which serves a claimed job to the end and gives its requester the result again.
