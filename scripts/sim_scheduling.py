@@ -272,8 +272,10 @@ class Market:
         # not asked again, even to queue the job.
         choice = client.choose(MODEL, PRICE_WEI, tried=refused, start_now=probing)
         p = self.by_address[choice.candidate.address]
-        client.assigned(job_id, p.address)
-        sent = self.clock.now
+        # A voucher to a provider that has not answered a start-now attempt of this client yet
+        # waits for that answer (about a round trip; the node's pipeline waits on it).
+        sent = self.clock.now + (job.send_s + job.accept_s if client.probing(p.address) else 0.0)
+        client.assigned(job_id, p.address, start_now=choice.max_queue_position == 0)
         self.messages += 2  # the request, and its acceptance or refusal
 
         def delivered() -> None:

@@ -90,6 +90,8 @@ class Matchmaker:
     # Per provider: the run time its last estimate assumed (how a first queued job is read).
     _assumed_ms: dict[Address, float] = field(default_factory=dict)
     _in_flight: Counter[Address] = field(default_factory=Counter)
+    # Per provider: the job whose start-now attempt it has not answered yet.
+    _probing: dict[Address, Hash32] = field(default_factory=dict)
 
     def choose(
         self,
@@ -144,7 +146,8 @@ class Matchmaker:
                 continue
             expected = estimate(load, now, prior_ms=prior_ms, floor_ms=floor_ms)
             self._assumed_ms[candidate.address] = expected.service_ms
-            free = expected.positions == 0
+            # One start-now attempt to a provider at a time: the next waits for its answer.
+            free = expected.positions == 0 and candidate.address not in self._probing
             explorable = not load.observed and free
             options.append(
                 Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms, free)
@@ -235,17 +238,25 @@ class Matchmaker:
         running = self._in_flight.get(provider, 0)
         return replace(stats, in_flight=running) if running else stats
 
-    def assigned(self, job_id: Hash32, provider: Address) -> None:
-        """The job's current attempt went to `provider` (replacing any earlier attempt's)."""
+    def assigned(self, job_id: Hash32, provider: Address, *, start_now: bool = False) -> None:
+        """The job's current attempt went to `provider` (replacing any earlier attempt's); with
+        `start_now`, asking it to start at once, until it answers (`accepted` or `full`)."""
         self.released(job_id)
         self._assigned[job_id] = (provider, self.clock())
         self._in_flight[provider] += 1
+        if start_now:
+            self._probing[provider] = job_id
+
+    def probing(self, provider: Address) -> bool:
+        """Whether a start-now attempt of this node awaits `provider`'s answer."""
+        return provider in self._probing
 
     def accepted(self, job_id: Hash32, queue_position: int) -> None:
         """The provider of the job's current attempt accepted it behind `queue_position` jobs."""
         current = self._assigned.get(job_id)
         if current is None or queue_position < 0:
             return
+        self._answered(job_id, current[0])
         self._queue_positions[job_id] = queue_position
         seen = self._observed.get(current[0], _UNSEEN)
         self._observed[current[0]] = replace(seen, queue_seen=queue_position, queue_seen_at=self.clock())
@@ -263,9 +274,14 @@ class Matchmaker:
         assigned = self._assigned.pop(job_id, None)
         if assigned is not None:
             provider = assigned[0]
+            self._answered(job_id, provider)
             self._in_flight[provider] -= 1
             if self._in_flight[provider] <= 0:
                 del self._in_flight[provider]
+
+    def _answered(self, job_id: Hash32, provider: Address) -> None:
+        if self._probing.get(provider) == job_id:
+            del self._probing[provider]
 
     def in_flight(self, provider: Address) -> int:
         return self._in_flight.get(provider, 0)

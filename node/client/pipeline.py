@@ -157,6 +157,9 @@ class ClientPipeline:
     _max_queue: dict[Hash32, int | None] = field(default_factory=dict)
     # Providers that refused a job's start-now attempt because every slot was busy.
     _busy: dict[Hash32, set[Address]] = field(default_factory=dict)
+    # Per provider: the job whose start-now voucher attempt it has not answered yet, and the
+    # event set when it does. No other voucher to it is signed meanwhile (see `_pay_by_voucher`).
+    _probes: dict[Address, tuple[Hash32, asyncio.Event]] = field(default_factory=dict)
     # Inputs above the inline limit, shared with the provider of the attempt to fetch by reference.
     shared: SharedBlobs = field(default_factory=SharedBlobs)
     # The largest output fetched by reference.
@@ -206,6 +209,7 @@ class ClientPipeline:
             self._resent.pop(job_id, None)
             self._max_queue.pop(job_id, None)
             self._busy.pop(job_id, None)
+            self._answered(job_id)
             self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
@@ -242,8 +246,9 @@ class ClientPipeline:
             except GpunodeError as exc:
                 return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
         provider = choice.candidate.address
-        self._max_queue[record.job_id] = choice.max_queue_position if self._starts_now(record) else None
-        self.matchmaker.assigned(record.job_id, provider)
+        bound = choice.max_queue_position if self._starts_now(record) else None
+        self._max_queue[record.job_id] = bound
+        self.matchmaker.assigned(record.job_id, provider, start_now=bound == 0)
         self._peers[provider] = choice.candidate.peer_id
         matched = Matched(provider, price_wei=choice.offer.price_wei)
         self._priced_here.setdefault(record.job_id, set()).add(provider)
@@ -280,6 +285,12 @@ class ClientPipeline:
         """Sign the next voucher to `provider` and record it paid (after `before`, when given, in
         the same transaction); `price` is the attempt's, when `record` does not hold it yet."""
         async with self.vouchers.lock(provider):
+            # A start-now attempt may be refused, and its price then covers the next voucher to
+            # that provider; a voucher signed before that answer would sign the price again, and
+            # the provider that took it could redeem a job it never ran. So none is signed until
+            # the provider answers (a round trip).
+            while (probe := self._probes.get(provider)) is not None and probe[0] != record.job_id:
+                await probe[1].wait()
             if price is None:
                 price = self.price_of(record, provider)
             voucher = self.vouchers.next_voucher(provider, price)
@@ -288,7 +299,16 @@ class ClientPipeline:
                 record.job_id, *before, PaymentMade(), known=record, voucher=voucher
             )
             self.vouchers.committed(voucher, price)
+            if self._max_queue.get(record.job_id) == 0:
+                self._probes[provider] = (record.job_id, asyncio.Event())
         return moved
+
+    def _answered(self, job_id: Hash32) -> None:
+        """The provider asked to start the job now answered it (or the attempt is over)."""
+        for provider, (probing, answer) in list(self._probes.items()):
+            if probing == job_id:
+                del self._probes[provider]
+                answer.set()
 
     async def _reserve_for(self, provider: Address, cumulative: int, price: int) -> None:
         """Providers run voucher jobs only on money reserved for them alone: reserve it first."""
@@ -328,6 +348,12 @@ class ClientPipeline:
                 await asyncio.sleep(delay)
 
     async def _send(self, record: JobRecord) -> JobRecord | None:
+        try:
+            return await self._send_attempt(record)
+        finally:
+            self._answered(record.job_id)
+
+    async def _send_attempt(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
         attempt = len(record.status.attempts) - 1
         peer = await self._peer_of(provider)
@@ -742,6 +768,7 @@ class _Progress:
         if isinstance(event, JobAccepted) and not self._sent:
             # The provider's queue, as it reports it: the scheduler's freshest view of its load.
             self._pipeline.matchmaker.accepted(self._job_id, event.queue_position)
+            self._pipeline._answered(self._job_id)
             self._sent = True
             self._queue.put_nowait(Sent())
         elif isinstance(event, JobProgress) and not self._started:
