@@ -62,9 +62,8 @@ def test_can_print_the_figures_against_the_ideal_and_meet_the_mean_and_share_tar
     assert all(0.0 <= float(v) <= 2.0 for v in refusals.values())
     # ±25% is the target at the default size (10,000 jobs; measured 1.15). Here the slow
     # providers, which the ideal leaves idle at 80% load, get about five jobs each, and chance
-    # alone moves the busiest of fifteen such shares by up to +90% (1.33 in this run; 1.64 with
-    # other seeds of chance); the faster classes stay within ±12%. A herd or a lock-in moves a
-    # share by far more.
+    # alone moves the busiest of fifteen such shares by up to +90% (1.33 in this run); the
+    # faster classes stay within ±12%. A herd or a lock-in moves a share by far more.
     assert 1.0 <= float(figures["max_share_equal_providers"]) <= 1.8
     assert 0.0 <= float(figures["idle_while_queued"]) <= 1.0  # type: ignore[arg-type]
     assert 0.0 <= float(figures["idle_while_queued_ideal"]) <= 1.0  # type: ignore[arg-type]
