@@ -70,7 +70,9 @@ class Matchmaker:
 
     A decision estimates each eligible provider's completion time (its queue included) and picks
     among the good ones at random (`node.scheduler.load.place`), so clients that see the same
-    adverts spread their jobs instead of herding onto one provider.
+    adverts spread their jobs instead of herding onto one provider. A voucher job's attempt first
+    asks a good provider that looks free to start it at once (`place_now`); one provider at a
+    time, until it answers, and a refusal only notes it busy for about one run time.
     """
 
     directory: Directory
