@@ -12,7 +12,8 @@ same tokens (greedy, same weights), so tokens/s compare like for like.
 - embed_per_s_ratio: texts/s embedding a batch with all-MiniLM-L6-v2, marketplace over local;
 - int8_speedup, int8_logits_cosine: a Llama of the same size and its int8 variant, loaded by the
   worker's own code (`hf_runtime`) in this process: greedy tokens/s int8 over full precision, and
-  the lowest cosine similarity of their logits over the positions of a fixed text.
+  the lowest cosine similarity of their logits over the positions of a fixed text; on CUDA when
+  one is present (torchao int8 weight-only), else on the CPU (torch dynamic int8), as `int8_device`.
 
 The causal LM is built here from a config with seeded random weights (`hf_tiny`; default a
 6-layer, 384-wide GPT-2 with a 1024-token context, ~20M parameters).
@@ -115,7 +116,7 @@ def int8_figures(root: Path, args: argparse.Namespace) -> tuple[float, float]:
     for variant in (None, "int8"):
         manifest, files = read_hf_dir(llama_dir, quantization=variant)
         blobs = {name: path.read_bytes() for name, path in files.items()}
-        loaded[variant] = hf_runtime.load(json.loads(manifest.canonical_bytes()), blobs, "cpu")
+        loaded[variant] = hf_runtime.load(json.loads(manifest.canonical_bytes()), blobs, args.int8_device)
     request = {"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}
     rates: dict[str | None, list[float]] = {None: [], "int8": []}
     for model in loaded.values():
@@ -125,7 +126,7 @@ def int8_figures(root: Path, args: argparse.Namespace) -> tuple[float, float]:
             started = time.perf_counter()
             made = parse_generation(model.generate(request, None, None)).completion_tokens
             rates[variant].append(made / (time.perf_counter() - started))
-    ids = torch.tensor([loaded[None].prompt_ids({"prompt": PROMPT})])
+    ids = torch.tensor([loaded[None].prompt_ids({"prompt": PROMPT})], device=args.int8_device)
     full, int8 = (loaded[v].model(input_ids=ids).logits[0].float() for v in (None, "int8"))
     cosine = float(torch.nn.functional.cosine_similarity(full, int8, dim=-1).min())
     return statistics.median(rates["int8"]) / statistics.median(rates[None]), cosine
@@ -230,6 +231,11 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--int8-device",
+        default="cuda:0" if torch.cuda.is_available() else "cpu",
+        help="where the int8 figures are measured: the CPU (torch dynamic quantization) or CUDA (torchao)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging("WARNING")
@@ -258,6 +264,7 @@ def main() -> None:
         "batch8_speedup": round(remote["batch8_tokens_per_s"] / remote["remote"], 3),
         "int8_speedup": round(int8_speedup, 3),
         "int8_logits_cosine": round(int8_cosine, 5),
+        "int8_device": args.int8_device,
         "embed_per_s_ratio": round(remote["embed_ratio"], 3),
     }
     if args.json:

@@ -317,11 +317,22 @@ def load(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Load
     return LoadedModel(manifest, spec, model, tokenizer, chat, device, _eos_ids(config_values, blobs))
 
 
+def int8_quantizer(device: str) -> str:
+    """What quantizes an int8 variant on `device`: its output bits depend on it, so the execution
+    profile records it (two providers agree bit for bit only with the same quantizer)."""
+    if device == "cpu":
+        return f"torch-{torch.__version__}-dynamic-int8"
+    from importlib.metadata import version
+
+    return f"torchao-{version('torchao')}-int8-weight-only"
+
+
 def _int8(model: Any, device: str) -> Any:
-    """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per
-    call), torch's own CPU tool."""
+    """The int8 variant of `model`: on the CPU, torch's own dynamic quantization of the Linear
+    layers (weights int8, activations quantized per call); on CUDA, torchao's int8 weight-only
+    quantization (torch's dynamic quantization has no CUDA kernels)."""
     if device != "cpu":
-        raise ValueError("int8 variants run on the CPU here; on CUDA they need torchao")
+        return int8_weight_only(model)
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
@@ -329,6 +340,15 @@ def _int8(model: Any, device: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice, once per worker
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+
+
+def int8_weight_only(model: Any) -> Any:
+    """torchao's int8 weight-only quantization of the Linear layers, in place, on the model's own
+    device (CUDA in workers; it runs on the CPU too, slower than dynamic quantization there)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    quantize_(model, Int8WeightOnlyConfig())
+    return model
 
 
 def _load_weights(model: Any, state: dict[str, torch.Tensor]) -> None:

@@ -167,6 +167,10 @@ def main(argv: list[str]) -> int:
         "startup_s": time.perf_counter() - _STARTED,
         "pid_in_sandbox": os.getpid(),
     }
+    if manifest["format"] == "huggingface" and manifest["hf"].get("quantization") == "int8":
+        from node.executor.hf_runtime import int8_quantizer
+
+        ready["quantizer"] = int8_quantizer(args.device)
     framing.send_blocking(sock, Kind.READY, 0, json.dumps(ready).encode())
     if manifest["format"] == "huggingface" and manifest["hf"]["task"] == "generate":
         from node.executor import hf_batching
