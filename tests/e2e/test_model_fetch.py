@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, contextmanager
@@ -46,8 +47,10 @@ from node.p2p.blob_store import CHUNK_SIZE, BlobSource, BlobSources, Manifest
 from node.p2p.job_messages import (
     INLINE_LIMIT,
     INVALID_INPUT,
+    MODEL_UNAVAILABLE,
     BlobRef,
     JobAccepted,
+    JobFailed,
     JobRejected,
     JobRequest,
     JobResponse,
@@ -55,6 +58,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
+from node.provider.delivery import MIN_RUN_S, SUBMIT_ROOM_S
 from node.provider.model_manifests import ModelManifests
 from node.settlement.terms import escrow_terms
 from node.types import FetchTerms, Hash32, sha256
@@ -540,6 +544,66 @@ async def test_cannot_keep_an_escrow_for_a_model_above_the_providers_limit(net: 
     await refused_escrowed(
         net, model_id, mlp_input(18), net.providers[1], f"larger than the {SMALL_LIMIT} bytes"
     )
+
+
+# Between two chunks of a trickled blob: under the 5 s a fetch waits for a silent peer.
+TRICKLE_S = 3.0
+
+
+class Trickling(Tampering):
+    """A blob source that sends one blob a chunk every `TRICKLE_S` (a peer too slow for any
+    deadline, never silent long enough to look gone), and stops serving it once `stop` is set."""
+
+    def __init__(self, inner: BlobSource, victim: Hash32) -> None:
+        super().__init__(inner, victim)
+        self.stop = threading.Event()
+
+    def read(self, digest: Hash32, offset: int, length: int) -> bytes:
+        if digest == self.victim and self.stop.wait(TRICKLE_S):
+            raise ConnectionResetError("the peer went away")
+        return self.inner.read(digest, offset, length)
+
+
+async def test_cannot_keep_an_escrow_whose_model_is_not_fetched_before_its_deadline(net: Devnet) -> None:
+    """The client trickles its model's weights, a chunk every few seconds. The provider gives up
+    once the room the escrow's on-chain deadline leaves to run the job is gone, and never claims
+    the job: the client cancels its escrow and gets it back whole."""
+    client, provider, market = client_of(net), net.providers[0], net.market
+    model_id = await own_model(net, "trickled-mlp", hidden=2048, out_features=1024)
+    weights = client.model_store.path(model_id) / "weights.safetensors"
+    assert weights.stat().st_size > 8 * CHUNK_SIZE  # more chunks than the deadline leaves room for
+    job_input = mlp_input(23)
+    now = int(await market.client.chain_time())
+    asked = await market.request_job(
+        bytes.fromhex(model_id),
+        price=FIRST_JOB_WEI,
+        deadline=now + int(SUBMIT_ROOM_S + MIN_RUN_S) + 20,  # seconds to fetch and run
+        input_hash=sha256(job_input),
+        provider=provider.key.address,
+        sender=client.key.account,
+    )
+    request = JobRequest(
+        job_id=Hash32(os.urandom(32)),
+        model_id=Hash32(bytes.fromhex(model_id)),
+        input=job_input,
+        payment=OnchainPayment(asked.job_id),
+        max_price_wei=FIRST_JOB_WEI,
+        deadline_ms=int((time.time() + 60) * 1000),
+    )
+    own = BlobSources(ModelManifests(client.model_store), client.shared_blobs)
+    trickling = Trickling(own, weights_of(net, model_id))
+    try:
+        with serving(client, trickling):
+            outcome = await JobClient(client.host).request_job(provider.host.peer_id, request)
+    finally:
+        trickling.stop.set()  # the fetch still under way ends too: nothing is installed
+    assert isinstance(outcome, JobFailed), outcome
+    assert outcome.code == MODEL_UNAVAILABLE  # the model's source is at fault: no provider is blamed
+    assert "escrow's deadline leaves to run it" in outcome.reason, outcome.reason
+    assert (await market.job(asked.job_id)).status is ChainJobStatus.REQUESTED  # never claimed
+    assert not held(provider, model_id)
+    await market.cancel_job(asked.terms, sender=client.key.account)
+    assert await chain_outcome(market, asked.job_id) is ChainOutcome.REFUNDED
 
 
 async def until_followed(provider: Node, block: int) -> None:
