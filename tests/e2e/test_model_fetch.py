@@ -2,7 +2,10 @@
 model it did not hold, fetched from the client that names it (checked, installed, warmed, one fetch
 for concurrent jobs, the cold start paid once); inputs and outputs above the inline limit travel by
 reference. Every way a fetch can go wrong fails the job with a clear reason, installs nothing, costs
-the client nothing and does not count against the provider."""
+the client nothing and does not count against the provider. Escrowed jobs the same: the escrow holds
+the cold start; a failed fetch leaves the job unclaimed and its escrow comes back whole; a provider
+that claims and never delivers is paid nothing; a dApp's job for a model no provider holds is not
+claimed."""
 
 from __future__ import annotations
 
