@@ -218,9 +218,7 @@ class ClientJobs:
                 await directory.wait_for(lambda heard: len(heard) > 0, wait_s)
             waited = time.monotonic() - started
         try:
-            # Providers fetch models they lack for voucher jobs only.
-            fetch = spec.payment is PaymentPath.VOUCHER
-            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider, fetch=fetch)
+            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
         except (SchedulerError, UnknownModel) as exc:
             if not waited:
                 raise

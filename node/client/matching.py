@@ -93,7 +93,6 @@ class Matchmaker:
         tried: frozenset[Address] = frozenset(),
         pinned: Address | None = None,
         explore: bool = True,
-        fetch: bool = True,
     ) -> Choice:
         """The live provider not yet tried that should finish the job soonest for the least
         money (randomized among equally good ones; for a small share of decisions when `explore`,
@@ -101,8 +100,7 @@ class Matchmaker:
 
         Providers that offer the model come first; only when none of them can take the job do
         providers that would fetch it (and charge its cold start) compete for it, and only for a
-        model that some peer can serve them: this node, or a provider that offers it; and only
-        with `fetch` (providers fetch models for voucher jobs only)."""
+        model that some peer can serve them: this node, or a provider that offers it."""
         now = self.clock()
         requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
         adverts = self._pinned_to(
@@ -110,7 +108,7 @@ class Matchmaker:
         )
         index = CandidateIndex.build([candidate_of(a, self._stats_of(a.address)) for a in adverts])
         eligible = index.ranked(requirements, now=now, tried=tried)
-        fetchable = not eligible and fetch and (adverts or self.held_here(model_id))
+        fetchable = not eligible and (adverts or self.held_here(model_id))
         if fetchable and (fetchers := self._fetchers(model_id, pinned)):
             adverts = adverts + fetchers
             index = CandidateIndex.build(

@@ -224,7 +224,6 @@ class ClientPipeline:
                     record.price_wei,
                     tried=status.tried_providers,
                     pinned=self._pinned.get(record.job_id),
-                    fetch=status.payment is PaymentPath.VOUCHER,
                 )
             except GpunodeError as exc:
                 return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
