@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ class DecodeBatch:
     def join(self, key: int, decoding: Decoding) -> bool:
         """Run `decoding`'s prompt and take its first token; True if that already finished it
         (then it never joins the batch)."""
+        if self.rows and self._model.unbatched is not None:
+            raise RuntimeError(f"model {self._model.manifest['name']} cannot batch: {self._model.unbatched}")
         ids = torch.tensor([decoding.ids], device=self._model.device)
         out = self._model.model(input_ids=ids, cache=None, use_cache=True)
         if decoding.take(out.logits[0, -1].float()):
@@ -131,24 +134,27 @@ def serve(sock: socket.socket, model: LoadedModel, max_body: int, describe: Desc
     """The worker's loop for a generation model: each RUN is one request, with its own request id,
     that joins the batch; its TOKENS, then its RESULT (or ERROR), carry that id. A CANCEL for it
     ends it with what it made so far. Messages are read between decoding steps, without waiting
-    while the batch has work."""
+    while the batch has work. A model that cannot batch (`LoadedModel.unbatched` says why) decodes
+    one request at a time: the others wait their turn, in order of arrival."""
     batch = DecodeBatch(model)
+    waiting: deque[tuple[int, Decoding]] = deque()
     poll = select.poll()
     poll.register(sock, select.POLLIN)
     while True:
-        while poll.poll(0 if batch.rows else -1):
+        while poll.poll(0 if batch.rows or waiting else -1):
             message = framing.recv_blocking(sock, max_body=max_body)
             if message is None or message.kind is Kind.SHUTDOWN:
                 return
             if message.kind is Kind.CANCEL:
-                cancelled = batch.drop(message.request_id)
-                if cancelled is not None:  # else finished before the CANCEL came
-                    cancelled.finish = "cancelled"
-                    _answer(sock, message.request_id, cancelled)
+                _cancel(sock, batch, waiting, message.request_id)
             elif message.kind is Kind.RUN and message.count == 1:
-                _join(sock, batch, model, message.request_id, message.items[0], describe)
+                decoding = _decoding(sock, model, message.request_id, message.items[0], describe)
+                if decoding is not None:
+                    waiting.append((message.request_id, decoding))
             else:
                 raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
+        while waiting and (model.unbatched is None or not batch.rows):
+            _join(sock, batch, *waiting.popleft(), describe)
         if not batch.rows:
             continue
         try:
@@ -165,15 +171,37 @@ def serve(sock: socket.socket, model: LoadedModel, max_body: int, describe: Desc
             _answer(sock, key, decoding)
 
 
-def _join(
-    sock: socket.socket, batch: DecodeBatch, model: LoadedModel, key: int, item: bytes, describe: Describe
-) -> None:
+def _cancel(sock: socket.socket, batch: DecodeBatch, waiting: deque[tuple[int, Decoding]], key: int) -> None:
+    cancelled = batch.drop(key)
+    if cancelled is None:
+        queued = [entry for entry in waiting if entry[0] == key]
+        if not queued:
+            return  # finished before the CANCEL came
+        waiting.remove(queued[0])
+        cancelled = queued[0][1]
+    cancelled.finish = "cancelled"
+    _answer(sock, key, cancelled)
+
+
+def _decoding(
+    sock: socket.socket, model: LoadedModel, key: int, item: bytes, describe: Describe
+) -> Decoding | None:
+    """The request, checked against the model (a refused one is answered at once), or None."""
     try:
-        decoding = Decoding(model, json.loads(item), _emitter(sock, key))
+        return Decoding(model, json.loads(item), _emitter(sock, key))
+    except (framing.FramingError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a refused request; the others go on
+        framing.send_blocking(sock, Kind.ERROR, key, json.dumps(describe(error)).encode())
+        return None
+
+
+def _join(sock: socket.socket, batch: DecodeBatch, key: int, decoding: Decoding, describe: Describe) -> None:
+    try:
         done = batch.join(key, decoding)
     except (framing.FramingError, KeyboardInterrupt):
         raise
-    except Exception as error:  # a refused or failed request; the others go on
+    except Exception as error:  # a failed prefill; the others go on
         framing.send_blocking(sock, Kind.ERROR, key, json.dumps(describe(error)).encode())
         return
     if done:

@@ -7,14 +7,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+import torch
 from executor_support import executor_settings
 from hf_support import HfModels
+from transformers import Qwen2ForCausalLM
 
+from node.executor import hf_runtime
 from node.executor.errors import JobTimedOut, RequestRefused
+from node.executor.hf_batching import DecodeBatch
 from node.executor.hf_requests import GenerationResult, parse_generation
+from node.executor.hf_runtime import Decoding
+from node.executor.hf_tiny import byte_tokenizer, tiny_model, write_tiny
 from node.executor.pool import ExecutorPool
 from node.executor.result import ExecutionResult
 
@@ -166,3 +174,60 @@ async def test_cannot_hold_a_batch_past_a_deadline_nor_cost_it_its_worker(
     assert tokens(await run(pool, model, {"prompt": "next", "max_tokens": 2})).completion_tokens == 2
     assert {worker.pid for worker in pool.lanes()[model].workers()} == workers
     assert all(worker.generations == 0 for worker in pool.lanes()[model].workers())
+
+
+SLIDING_REQUESTS = [
+    {"prompt": "a prompt longer than the window", "max_tokens": 30, "temperature": 0},
+    {"prompt": "b", "max_tokens": 24, "temperature": 0},
+    {"prompt": "three, also long enough", "max_tokens": 12, "temperature": 0},
+]
+
+
+def plain_generate(model: Any, prompt_ids: list[int], max_tokens: int) -> list[int]:
+    """Greedy tokens from transformers' own `generate()`, up to and without the end-of-text token."""
+    ids = torch.tensor([prompt_ids])
+    out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=0)[0, ids.shape[1] :]
+    made = out.tolist()
+    eos = model.config.eos_token_id
+    return made[: made.index(eos)] if eos in made else made
+
+
+async def test_can_serve_a_sliding_window_qwen2_unbatched_with_the_tokens_of_transformers(
+    pool: ExecutorPool, hf_models: HfModels, tmp_path: Path
+) -> None:
+    """A Qwen2 model whose layers attend over a sliding window cannot share the batch's cache;
+    its concurrent requests are decoded one at a time and give exactly transformers' tokens."""
+    source = write_tiny("qwen2", tmp_path / "qwen2-sliding", sliding_window=8, init_std=0.2)
+    manifest = hf_models.store.import_hf_dir(source, name="tiny-qwen2-sliding")
+    reference = Qwen2ForCausalLM.from_pretrained(source).eval()
+    prompts = [byte_tokenizer().encode(r["prompt"]).ids for r in SLIDING_REQUESTS]
+    budgets = [int(r["max_tokens"]) for r in SLIDING_REQUESTS]
+    expected = [plain_generate(reference, ids, n) for ids, n in zip(prompts, budgets, strict=True)]
+    assert all(len(set(made)) > 5 for made in expected)  # varied text, not one token echoed
+    # The window is in force: the same weights attending over everything give other tokens.
+    unwindowed = Qwen2ForCausalLM(tiny_model("qwen2", init_std=0.2).config).eval()
+    unwindowed.load_state_dict(reference.state_dict())
+    assert plain_generate(unwindowed, prompts[0], 30) != expected[0]
+
+    seeded = {"prompt": "seeded and sampled", "max_tokens": 20, "temperature": 0.9, "seed": 5}
+    seeded_alone = tokens(await run(pool, manifest.model_id, seeded))
+    together = await asyncio.gather(*(run(pool, manifest.model_id, r) for r in [*SLIDING_REQUESTS, seeded]))
+    assert [list(tokens(r).token_ids) for r in together[:-1]] == expected
+    assert tokens(together[-1]) == seeded_alone
+
+
+def test_cannot_batch_a_sliding_window_model(tmp_path: Path) -> None:
+    """Batching it is refused with the reason, rather than merging caches that do not line up."""
+    source = write_tiny("qwen2", tmp_path / "qwen2-sliding", sliding_window=8)
+    blobs = {path.name: path.read_bytes() for path in source.iterdir()}
+    spec = {"architecture": "Qwen2ForCausalLM", "precision": "F32", "task": "generate", "context_length": 256}
+    model = hf_runtime.load({"name": "tiny-qwen2-sliding", "hf": spec}, blobs, "cpu")
+    assert model.unbatched is not None
+    assert "sliding-window attention" in model.unbatched
+    batch = DecodeBatch(model)
+    assert not batch.join(0, Decoding(model, {"prompt": "first", "max_tokens": 5, "temperature": 0}, None))
+    with pytest.raises(RuntimeError, match="cannot batch: its sliding-window attention"):
+        batch.join(1, Decoding(model, {"prompt": "second", "max_tokens": 5, "temperature": 0}, None))
+    plain = write_tiny("qwen2", tmp_path / "qwen2")
+    blobs = {path.name: path.read_bytes() for path in plain.iterdir()}
+    assert hf_runtime.load({"name": "tiny-qwen2", "hf": spec}, blobs, "cpu").unbatched is None
