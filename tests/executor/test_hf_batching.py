@@ -8,20 +8,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
-import torch
 from executor_support import executor_settings
-from hf_support import HfModels
+from hf_support import LONG_PROMPT, HfModels, plain_generate
 from transformers import Qwen2ForCausalLM
 
-from node.executor import hf_runtime
 from node.executor.errors import JobTimedOut, RequestRefused
-from node.executor.hf_batching import DecodeBatch
 from node.executor.hf_requests import GenerationResult, parse_generation
-from node.executor.hf_runtime import Decoding
 from node.executor.hf_tiny import byte_tokenizer, tiny_model, write_tiny
 from node.executor.pool import ExecutorPool
 from node.executor.result import ExecutionResult
@@ -183,15 +178,6 @@ SLIDING_REQUESTS = [
 ]
 
 
-def plain_generate(model: Any, prompt_ids: list[int], max_tokens: int) -> list[int]:
-    """Greedy tokens from transformers' own `generate()`, up to and without the end-of-text token."""
-    ids = torch.tensor([prompt_ids])
-    out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=0)[0, ids.shape[1] :]
-    made = out.tolist()
-    eos = model.config.eos_token_id
-    return made[: made.index(eos)] if eos in made else made
-
-
 async def test_can_serve_a_sliding_window_qwen2_unbatched_with_the_tokens_of_transformers(
     pool: ExecutorPool, hf_models: HfModels, tmp_path: Path
 ) -> None:
@@ -216,18 +202,18 @@ async def test_can_serve_a_sliding_window_qwen2_unbatched_with_the_tokens_of_tra
     assert tokens(together[-1]) == seeded_alone
 
 
-def test_cannot_batch_a_sliding_window_model(tmp_path: Path) -> None:
-    """Batching it is refused with the reason, rather than merging caches that do not line up."""
-    source = write_tiny("qwen2", tmp_path / "qwen2-sliding", sliding_window=8)
-    blobs = {path.name: path.read_bytes() for path in source.iterdir()}
-    spec = {"architecture": "Qwen2ForCausalLM", "precision": "F32", "task": "generate", "context_length": 256}
-    model = hf_runtime.load({"name": "tiny-qwen2-sliding", "hf": spec}, blobs, "cpu")
-    assert model.unbatched is not None
-    assert "sliding-window attention" in model.unbatched
-    batch = DecodeBatch(model)
-    assert not batch.join(0, Decoding(model, {"prompt": "first", "max_tokens": 5, "temperature": 0}, None))
-    with pytest.raises(RuntimeError, match="cannot batch: its sliding-window attention"):
-        batch.join(1, Decoding(model, {"prompt": "second", "max_tokens": 5, "temperature": 0}, None))
-    plain = write_tiny("qwen2", tmp_path / "qwen2")
-    blobs = {path.name: path.read_bytes() for path in plain.iterdir()}
-    assert hf_runtime.load({"name": "tiny-qwen2", "hf": spec}, blobs, "cpu").unbatched is None
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
+async def test_can_join_a_running_batch_a_chunk_at_a_time_and_keep_every_token(
+    pool: ExecutorPool, hf_models: HfModels, family: str
+) -> None:
+    """A worker that runs joining prompts 7 tokens at a time, between the running requests'
+    decoding steps, gives each request the tokens it gets alone (from a worker that runs each
+    prompt in one pass)."""
+    model = getattr(hf_models, family).model_id
+    requests = [*REQUESTS, {"prompt": LONG_PROMPT[:200], "max_tokens": 20, "temperature": 0.8, "seed": 9}]
+    alone = [tokens(await run(pool, model, request)) for request in requests]
+    settings = executor_settings(hf_models.store.root, max_batch=8, prefill_chunk_tokens=7)
+    async with ExecutorPool(settings, hf_models.store) as chunked:
+        first = asyncio.create_task(run(chunked, model, requests[0]))
+        together = await asyncio.gather(*(run(chunked, model, request) for request in requests[1:]))
+        assert [tokens(await first), *(tokens(r) for r in together)] == alone
