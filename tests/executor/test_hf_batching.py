@@ -40,6 +40,14 @@ async def pool(hf_models: HfModels) -> AsyncIterator[ExecutorPool]:
         yield pool
 
 
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def chunked(hf_models: HfModels) -> AsyncIterator[ExecutorPool]:
+    """A pool whose workers run joining prompts 7 tokens at a time between decoding steps."""
+    settings = executor_settings(hf_models.store.root, max_batch=8, prefill_chunk_tokens=7)
+    async with ExecutorPool(settings, hf_models.store) as pool:
+        yield pool
+
+
 async def run(
     pool: ExecutorPool, model: str, request: dict[str, object], pieces: list[str] | None = None
 ) -> ExecutionResult:
@@ -204,7 +212,7 @@ async def test_can_serve_a_sliding_window_qwen2_unbatched_with_the_tokens_of_tra
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
 async def test_can_join_a_running_batch_a_chunk_at_a_time_and_keep_every_token(
-    pool: ExecutorPool, hf_models: HfModels, family: str
+    pool: ExecutorPool, chunked: ExecutorPool, hf_models: HfModels, family: str
 ) -> None:
     """A worker that runs joining prompts 7 tokens at a time, between the running requests'
     decoding steps, gives each request the tokens it gets alone (from a worker that runs each
@@ -212,8 +220,34 @@ async def test_can_join_a_running_batch_a_chunk_at_a_time_and_keep_every_token(
     model = getattr(hf_models, family).model_id
     requests = [*REQUESTS, {"prompt": LONG_PROMPT[:200], "max_tokens": 20, "temperature": 0.8, "seed": 9}]
     alone = [tokens(await run(pool, model, request)) for request in requests]
-    settings = executor_settings(hf_models.store.root, max_batch=8, prefill_chunk_tokens=7)
-    async with ExecutorPool(settings, hf_models.store) as chunked:
-        first = asyncio.create_task(run(chunked, model, requests[0]))
-        together = await asyncio.gather(*(run(chunked, model, request) for request in requests[1:]))
-        assert [tokens(await first), *(tokens(r) for r in together)] == alone
+    first = asyncio.create_task(run(chunked, model, requests[0]))
+    together = await asyncio.gather(*(run(chunked, model, request) for request in requests[1:]))
+    assert [tokens(await first), *(tokens(r) for r in together)] == alone
+
+
+async def test_cannot_stall_the_running_streams_with_a_long_prompt(
+    chunked: ExecutorPool, hf_models: HfModels
+) -> None:
+    """The attacker sends a long prompt to a model whose batch streams other clients' text,
+    hoping its prefill holds every stream still until it is read. Its prompt runs a chunk at a
+    time, each followed by a decoding step of the batch: the running stream gets a piece for
+    about every chunk while the long prompt joins."""
+    model = hf_models.gpt2_long.model_id
+    pieces: list[str] = []
+    streaming, stop = asyncio.Event(), asyncio.Event()
+
+    def on_tokens(text: str) -> None:
+        pieces.append(text)
+        streaming.set()
+
+    running = json.dumps({"prompt": "a", "max_tokens": 1500, "temperature": 0}).encode()
+    honest = asyncio.create_task(chunked.run(model, running, on_tokens=on_tokens, stop=stop))
+    await streaming.wait()
+    before = len("".join(pieces))
+    attack = {"prompt": LONG_PROMPT, "max_tokens": 1, "temperature": 0}
+    assert tokens(await run(chunked, model, attack)).completion_tokens == 1
+    during = len("".join(pieces)) - before
+    stop.set()
+    assert tokens(await honest).finish_reason == "cancelled"
+    chunks = -(-len(LONG_PROMPT) // 7)  # one character a token
+    assert during >= chunks // 2, f"{during} tokens streamed while {chunks} chunks of the prompt ran"
