@@ -1,10 +1,11 @@
 """Continuous batching of generation requests on one warm causal LM, inside the worker.
 
 Requests join and leave the running batch between decoding steps. A request joins with its prompt
-run on its own (its prefill), then its KV cache is merged into the batch's, the shorter side padded
-on the left; each decoding step runs one forward pass for every request in the batch, each with its
-own position and attention mask over its own tokens, and each request samples from its own logits
-with its own seeded generator, stop sequences and budget. A request that is done leaves at once;
+run on its own (its prefill, a chunk at a time between the batch's decoding steps, so a long prompt
+does not hold the running streams still), then its KV cache is merged into the batch's, the shorter
+side padded on the left; each decoding step runs one forward pass for every request in the batch,
+each with its own position and attention mask over its own tokens, and each request samples from its
+own logits with its own seeded generator, stop sequences and budget. A request that is done leaves at once;
 the columns no request needs any more are cut from the cache.
 
 Tokens do not depend on the batch's other requests beyond floating-point rounding: matrix products
