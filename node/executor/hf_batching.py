@@ -5,8 +5,8 @@ run on its own (its prefill, a chunk at a time between the batch's decoding step
 does not hold the running streams still), then its KV cache is merged into the batch's, the shorter
 side padded on the left; each decoding step runs one forward pass for every request in the batch,
 each with its own position and attention mask over its own tokens, and each request samples from its
-own logits with its own seeded generator, stop sequences and budget. A request that is done leaves at once;
-the columns no request needs any more are cut from the cache.
+own logits with its own seeded generator, stop sequences and budget. A request that is done leaves
+at once; the columns no request needs any more are cut from the cache.
 
 Tokens do not depend on the batch's other requests beyond floating-point rounding: matrix products
 over more rows may round otherwise. The node records how many requests shared a request's batch in
