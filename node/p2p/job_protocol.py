@@ -157,14 +157,18 @@ async def _ready_or_gone(pending: asyncio.Future[JobResponse], inbound: _Inbound
     reset stream), so the keepalive that follows is what finds a client that left."""
     watching = inbound.watch()
     if watching.done():
+        _raise_if_reset(watching, inbound.peer)
         return bool((await asyncio.wait({pending}, timeout=wait_s))[0])
     either: set[asyncio.Future[Any]] = {pending, watching}
     await asyncio.wait(either, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-    if pending.done():
-        return True
-    if watching.done() and not watching.cancelled() and watching.exception() is not None:
-        raise P2PError(f"client {inbound.peer} reset the job stream while its job ran", hint="it left")
-    return False
+    if watching.done():
+        _raise_if_reset(watching, inbound.peer)
+    return pending.done()
+
+
+def _raise_if_reset(read: asyncio.Future[bytes | None], peer: str) -> None:
+    if not read.cancelled() and read.exception() is not None:
+        raise P2PError(f"client {peer} reset the job stream while its job ran", hint="it left")
 
 
 async def _give_up(stream: P2PStream, order: _ResponseOrder, reason: str) -> None:
