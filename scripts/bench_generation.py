@@ -10,6 +10,10 @@ same tokens (greedy, same weights), so tokens/s compare like for like.
 - ttft_overhead_p50_ms: the p50 of marketplace TTFT minus the local TTFT p50;
 - batch8_speedup: tokens/s of 8 streams submitted at once over one stream, one warm model;
 - embed_per_s_ratio: texts/s embedding a batch with all-MiniLM-L6-v2, marketplace over local;
+- join_stall_ms: the longest gap between two pieces of a running stream while a 2000-token prompt
+  joins its batch, in one warm sandboxed worker (the executor, no marketplace), its prompt run in
+  chunks of `executor.prefill_chunk_tokens` (512); join_stall_unchunked_ms: the same with the
+  prompt run in one pass; decode_gap_p50_ms: the stream's usual gap, for scale;
 - int8_speedup, int8_logits_cosine: a Llama of the same size and its int8 variant, loaded by the
   worker's own code (`hf_runtime`) in this process: greedy tokens/s int8 over full precision, and
   the lowest cosine similarity of their logits over the positions of a fixed text; on CUDA when
@@ -19,13 +23,16 @@ The causal LM is built here from a config with seeded random weights (`hf_tiny`;
 6-layer, 384-wide GPT-2 with a 1024-token context, ~20M parameters).
 
     .venv/bin/python scripts/bench_generation.py [--family gpt2] [--layers 6] [--hidden 384]
-                                                 [--tokens 128] [--runs 5] [--json]
+                                                 [--tokens 128] [--runs 5] [--json] [--stall-only]
+
+`--stall-only` measures the join stall alone (a minute, not the whole sitting).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -38,12 +45,15 @@ from typing import Any
 import torch
 
 from node.app import Node
+from node.config import ExecutorSettings
 from node.devnet.marketplace import PRICE_WEI, Marketplace
 from node.domain.service import JobSpec
 from node.domain.state import JobState
 from node.executor.hf_model import read_hf_dir
 from node.executor.hf_requests import parse_generation
 from node.executor.hf_tiny import write_tiny
+from node.executor.pool import ExecutorPool
+from node.executor.store import ModelStore
 from node.logging import configure_logging
 
 PROMPT = "The marketplace measures what the sandbox costs on top of plain transformers."
@@ -223,6 +233,57 @@ async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> 
     }
 
 
+JOINING_PROMPT_TOKENS = 2000
+
+
+async def join_stall(args: argparse.Namespace, root: Path, chunk: int) -> tuple[float, float]:
+    """(longest gap, median gap) in ms between pieces of a running stream while a long prompt
+    joins its batch, in a warm worker whose joining prompts run `chunk` tokens at a time."""
+    context = JOINING_PROMPT_TOKENS + 1024
+    model_dir = write_tiny(
+        args.family, root / f"stall-{chunk}", layers=args.layers, hidden=args.hidden, context=context
+    )
+    store = ModelStore(root / f"stall-store-{chunk}", capacity_bytes=2**31)
+    model = store.import_hf_dir(model_dir).model_id
+    settings = ExecutorSettings(model_dir=store.root, max_batch=8, prefill_chunk_tokens=chunk)
+    # One character a token (`hf_tiny`'s byte tokenizer); the seeded model echoes its last token.
+    running = json.dumps({"prompt": "a", "max_tokens": 1000, "temperature": 0}).encode()
+    joining = json.dumps({"prompt": "b" * JOINING_PROMPT_TOKENS, "max_tokens": 1, "temperature": 0})
+    async with ExecutorPool(settings, store) as pool:
+        await pool.warm(model)
+        await pool.run(model, joining.encode())  # every kernel of the long prompt's shapes seen once
+        arrivals: list[float] = []
+        streaming = asyncio.Event()
+
+        def piece(_: str) -> None:
+            arrivals.append(time.perf_counter())
+            if len(arrivals) >= 50:
+                streaming.set()
+
+        enough = asyncio.Event()
+        stream = asyncio.create_task(pool.run(model, running, on_tokens=piece, stop=enough))
+        await streaming.wait()
+        joined_at = time.perf_counter()
+        await pool.run(model, joining.encode())
+        joined_by = time.perf_counter()
+        await asyncio.sleep(0.2)  # a few of the stream's pieces after the join, then it may stop
+        enough.set()
+        await stream
+    gaps = list(itertools.pairwise(arrivals))
+    during = [b - a for a, b in gaps if b > joined_at and a < joined_by]
+    return max(during) * 1000, statistics.median(b - a for a, b in gaps) * 1000
+
+
+def stall_figures(args: argparse.Namespace, root: Path) -> dict[str, float]:
+    chunked, usual = asyncio.run(join_stall(args, root, 512))
+    unchunked, _ = asyncio.run(join_stall(args, root, 10**6))
+    return {
+        "join_stall_ms": round(chunked, 1),
+        "join_stall_unchunked_ms": round(unchunked, 1),
+        "decode_gap_p50_ms": round(usual, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="gpt2", choices=("gpt2", "llama", "qwen2"))
@@ -237,12 +298,19 @@ def main() -> None:
         help="where the int8 figures are measured: the CPU (torch dynamic quantization) or CUDA (torchao)",
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--stall-only", action="store_true", help="measure the join stall alone")
     args = parser.parse_args()
     configure_logging("WARNING")
     torch.set_num_threads(1)  # the worker's thread count (executor.threads)
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory(prefix="gpunode-bench-gen-") as tmp:
         root = Path(tmp)
+        stall = stall_figures(args, root)
+        if args.stall_only:
+            _report(
+                {"model": f"{args.family} {args.layers}x{args.hidden}, seeded random weights", **stall}, args
+            )
+            return
         model_dir = write_tiny(
             args.family,
             root / f"{args.family}-bench",
@@ -266,7 +334,12 @@ def main() -> None:
         "int8_logits_cosine": round(int8_cosine, 5),
         "int8_device": args.int8_device,
         "embed_per_s_ratio": round(remote["embed_ratio"], 3),
+        **stall,
     }
+    _report(figures, args)
+
+
+def _report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     if args.json:
         sys.stdout.write(json.dumps(figures) + "\n")
     else:

@@ -67,6 +67,8 @@ class LoadedModel:
     chat: Any  # a transformers tokenizer, for the chat template alone
     device: str
     eos_ids: frozenset[int]
+    # Why requests on this model are decoded one at a time rather than batched; None: batched.
+    unbatched: str | None = None
 
     def run(self, items: list[bytes]) -> list[bytes]:
         """A batch of embedding requests (generation requests are batched by `hf_batching`)."""
@@ -314,7 +316,25 @@ def load(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Load
     else:
         tokenizer.no_truncation()
     chat = _chat_tokenizer(tokenizer, blobs)
-    return LoadedModel(manifest, spec, model, tokenizer, chat, device, _eos_ids(config_values, blobs))
+    return LoadedModel(
+        manifest, spec, model, tokenizer, chat, device, _eos_ids(config_values, blobs), _unbatched(config)
+    )
+
+
+def _unbatched(config: Any) -> str | None:
+    """Why this model's requests cannot share a decoding batch, or None if they can.
+
+    A layer with sliding-window attention keeps only the last `sliding_window` positions of its
+    cache, each row's own: rows of different lengths no longer line up column by column with the
+    full-attention layers' caches and the batch's one padding mask, so merging a joining request's
+    cache on the left would misplace its keys (or fail outright)."""
+    layer_types = getattr(config, "layer_types", None) or ()
+    if "sliding_attention" in layer_types and getattr(config, "sliding_window", None):
+        return (
+            f"its sliding-window attention (a window of {config.sliding_window} tokens) keeps a cache "
+            "that rows of different lengths cannot share: requests are decoded one at a time"
+        )
+    return None
 
 
 def int8_quantizer(device: str) -> str:

@@ -149,6 +149,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--max-body", type=int, required=True)
+    parser.add_argument("--prefill-chunk", type=int, default=512)
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     _configure(args.threads, args.deterministic)
@@ -175,7 +176,7 @@ def main(argv: list[str]) -> int:
     if manifest["format"] == "huggingface" and manifest["hf"]["task"] == "generate":
         from node.executor import hf_batching
 
-        hf_batching.serve(sock, runner, args.max_body, _describe)
+        hf_batching.serve(sock, runner, args.max_body, _describe, prefill_chunk=args.prefill_chunk)
     else:
         _serve(sock, runner, args)
     return 0

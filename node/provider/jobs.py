@@ -221,13 +221,18 @@ class ProviderJobs:
             self._abandon(record, execution)
             raise
         # The signed receipt is durable already: the hand-over is recorded once the result has
-        # left (or failed to), so that its write does not compete with sending it.
-        left = asyncio.Event()
-        self._spawn(self._delivered_once(left, record.job_id))
+        # left, so that its write does not compete with sending it. The protocol resumes this
+        # generator after the result was written, and closes it here if it could not be.
+        handed_over = False
         try:
             yield self._result_frame(peer, signed)
+            handed_over = True
         finally:
-            left.set()
+            if handed_over or streamed:  # streamed text was the client's already: it pays for it
+                self._record_delivery(record)
+            else:
+                self._release(record)
+                self._abandon(record, execution)
 
     async def _fetch_and_run(
         self,
@@ -269,9 +274,13 @@ class ProviderJobs:
             return
         yield self._result_frame(peer, served.result)
 
-    async def _delivered_once(self, left: asyncio.Event, job_id: Hash32) -> None:
-        await left.wait()
-        await self.runner.delivered(job_id)
+    def _record_delivery(self, record: JobRecord) -> None:
+        delivered = self.runner.delivered(record.job_id)
+        try:
+            self._spawn(delivered)
+        except RuntimeError as exc:  # the node is stopping: the job stays signed, its restart sees it
+            delivered.close()
+            log.info("job_delivery_left_for_restart", job_id=record.job_id.hex(), error=str(exc))
 
     def _keep_partial(
         self, record: JobRecord, execution: asyncio.Future[SignedResult], stop: asyncio.Event
