@@ -219,6 +219,10 @@ async def run_devnet(
             shutil.rmtree(root, ignore_errors=True)
 
 
+# How long the client waits for every provider's advert once all of them are up.
+DISCOVERY_TIMEOUT_S = 60.0
+
+
 async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
     options, market = run.options, run.market
     client_key = await market.funded_key()
@@ -250,7 +254,15 @@ async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
     nodes = [market.node(settings, key) for settings, key in zip(provider_settings, keys, strict=True)]
     run.progress("starting providers: warming sandboxed workers")
     run.providers = list(await asyncio.gather(*(stack.enter_async_context(n.running()) for n in nodes)))
-    await client.discovery.directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=60.0)
+    directory = client.discovery.directory
+    try:
+        await directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=DISCOVERY_TIMEOUT_S)
+    except TimeoutError:
+        raise GpunodeError(
+            f"only {len(directory)} of {options.providers} providers' adverts reached the client "
+            f"in {DISCOVERY_TIMEOUT_S:.0f} s",
+            hint="the machine may be too busy for this many nodes in one process: try fewer --providers",
+        ) from None
     run.progress(f"every provider's advert reached the client ({options.providers} live)")
     await client.client_jobs.deposit(CLIENT_DEPOSIT_WEI)
 
