@@ -14,6 +14,10 @@ same tokens (greedy, same weights), so tokens/s compare like for like.
   worker's own code (`hf_runtime`) in this process: greedy tokens/s int8 over full precision, and
   the lowest cosine similarity of their logits over the positions of a fixed text.
 
+The nodes keep the background cadence a node has by default (the chain polled each second,
+adverts refreshed every 30 s), not the devnet's quicker test cadence: the embedded chain runs
+py-evm in the node's own process, so polling it five times a second costs a tenth of a core.
+
 The causal LM is built here from a config with seeded random weights (`hf_tiny`; default a
 6-layer, 384-wide GPT-2 with a 1024-token context, ~20M parameters).
 
@@ -30,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ from typing import Any
 import torch
 
 from node.app import Node
+from node.config import ChainSettings, P2PSettings, Settings
 from node.devnet.marketplace import PRICE_WEI, Marketplace
 from node.domain.service import JobSpec
 from node.domain.state import JobState
@@ -168,6 +174,17 @@ async def embedded(client: Node, model_id: str) -> float:
     return len(TEXTS) / (time.perf_counter() - started)
 
 
+def node_settings(
+    market: Marketplace, name: str, *, provider: bool, bootstrap: Sequence[str] = ()
+) -> Settings:
+    """A devnet node's settings with a node's default background cadence (see above)."""
+    settings = market.settings(name, provider=provider, bootstrap=bootstrap)
+    settings.chain.poll_interval_s = ChainSettings.model_fields["poll_interval_s"].default
+    for field in ("advert_refresh_s", "advert_ttl_s"):
+        setattr(settings.p2p, field, P2PSettings.model_fields[field].default)
+    return settings
+
+
 async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> dict[str, float]:
     """Each marketplace run follows a local run of the same work, so both see the same load."""
     generator = read_hf_dir(model_dir)[0].model_id
@@ -175,10 +192,10 @@ async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> 
     local, local_embedder = LocalGenerator(model_dir), LocalEmbedder()
     async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
         keys = market.dev_keys()
-        client = market.node(market.settings("client", provider=False), keys[9])
+        client = market.node(node_settings(market, "client", provider=False), keys[9])
         await stack.enter_async_context(client.running())
         await market.register(keys[1])
-        settings = market.settings("provider", provider=True, bootstrap=[client.host.addrs[0]])
+        settings = node_settings(market, "provider", provider=True, bootstrap=[client.host.addrs[0]])
         market.install_model(settings, model_dir)
         market.install_model(settings, minilm_dir())
         provider = await stack.enter_async_context(market.node(settings, keys[1]).running())

@@ -127,11 +127,19 @@ def _pad_left(tensor: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, 0, length - tensor.shape[2], 0))
 
 
-def serve(sock: socket.socket, model: LoadedModel, max_body: int, describe: Describe) -> None:
+def serve(
+    sock: socket.socket,
+    model: LoadedModel,
+    max_body: int,
+    describe: Describe,
+    *,
+    stream_interval_s: float = 0.0,
+) -> None:
     """The worker's loop for a generation model: each RUN is one request, with its own request id,
     that joins the batch; its TOKENS, then its RESULT (or ERROR), carry that id. A CANCEL for it
     ends it with what it made so far. Messages are read between decoding steps, without waiting
-    while the batch has work."""
+    while the batch has work. A request's first text goes at once, the rest at most every
+    `stream_interval_s` (all of it before its RESULT)."""
     batch = DecodeBatch(model)
     poll = select.poll()
     poll.register(sock, select.POLLIN)
@@ -146,7 +154,8 @@ def serve(sock: socket.socket, model: LoadedModel, max_body: int, describe: Desc
                     cancelled.finish = "cancelled"
                     _answer(sock, message.request_id, cancelled)
             elif message.kind is Kind.RUN and message.count == 1:
-                _join(sock, batch, model, message.request_id, message.items[0], describe)
+                request = (message.request_id, message.items[0])
+                _join(sock, batch, model, request, describe, stream_interval_s)
             else:
                 raise framing.FramingError(f"worker got an unexpected {message.kind.name} message")
         if not batch.rows:
@@ -166,10 +175,16 @@ def serve(sock: socket.socket, model: LoadedModel, max_body: int, describe: Desc
 
 
 def _join(
-    sock: socket.socket, batch: DecodeBatch, model: LoadedModel, key: int, item: bytes, describe: Describe
+    sock: socket.socket,
+    batch: DecodeBatch,
+    model: LoadedModel,
+    request: tuple[int, bytes],
+    describe: Describe,
+    interval_s: float,
 ) -> None:
+    key, item = request
     try:
-        decoding = Decoding(model, json.loads(item), _emitter(sock, key))
+        decoding = Decoding(model, json.loads(item), _emitter(sock, key), interval_s)
         done = batch.join(key, decoding)
     except (framing.FramingError, KeyboardInterrupt):
         raise

@@ -148,6 +148,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--stream-interval-ms", type=float, default=0.0)
     parser.add_argument("--max-body", type=int, required=True)
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
@@ -171,7 +172,8 @@ def main(argv: list[str]) -> int:
     if manifest["format"] == "huggingface" and manifest["hf"]["task"] == "generate":
         from node.executor import hf_batching
 
-        hf_batching.serve(sock, runner, args.max_body, _describe)
+        interval_s = args.stream_interval_ms / 1000
+        hf_batching.serve(sock, runner, args.max_body, _describe, stream_interval_s=interval_s)
     else:
         _serve(sock, runner, args)
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -166,3 +167,25 @@ async def test_cannot_hold_a_batch_past_a_deadline_nor_cost_it_its_worker(
     assert tokens(await run(pool, model, {"prompt": "next", "max_tokens": 2})).completion_tokens == 2
     assert {worker.pid for worker in pool.lanes()[model].workers()} == workers
     assert all(worker.generations == 0 for worker in pool.lanes()[model].workers())
+
+
+async def test_can_stream_the_first_text_at_once_and_the_rest_at_the_stream_interval(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    model = hf_models.gpt2.model_id
+    request = {"prompt": "Hello", "max_tokens": 40, "temperature": 0}
+    quick: list[str] = []
+    whole = tokens(await run(pool, model, request, quick))
+    settings = executor_settings(hf_models.store.root, stream_interval_ms=1000, workers_per_model=1)
+    async with ExecutorPool(settings, hf_models.store) as held:
+        await held.warm(model)
+        pieces: list[str] = []
+        started = time.monotonic()
+        result = tokens(await run(held, model, request, pieces))
+        elapsed = time.monotonic() - started
+    assert result == whole
+    assert "".join(pieces) == result.text  # nothing held back is lost
+    assert pieces[0] == quick[0]  # the first text is not held
+    # The first piece, one a second at most, and the rest with the result.
+    assert len(pieces) <= 2 + int(elapsed)
+    assert len(pieces) < result.completion_tokens
