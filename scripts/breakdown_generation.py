@@ -222,11 +222,11 @@ async def measure(args: argparse.Namespace, root: Path, model_dir: Path) -> dict
         embeds: list[dict[str, float]] = []
         local_ttft, local_embed, run_ms = [], [], []
         for _ in range(args.runs):
-            local_ttft.append(local.generate(1) * 1000)
+            local_ttft.append(await asyncio.to_thread(local.generate, 1) * 1000)
             with generation_cpu:
                 job = await one_job(client, generation, client_stamps)
             first_text.append(steps(merged(client_stamps, provider_stamps.jobs, job), FIRST_TEXT))
-            local_embed.append(len(TEXTS) / local_embedder.embed() * 1000)
+            local_embed.append(len(TEXTS) / await asyncio.to_thread(local_embedder.embed) * 1000)
             with embedding_cpu:
                 job = await one_job(client, embedding, client_stamps)
             marks = merged(client_stamps, provider_stamps.jobs, job)
