@@ -23,6 +23,7 @@ The causal LM is built here from a config with seeded random weights (`hf_tiny`;
 
     .venv/bin/python scripts/bench_generation.py [--family gpt2] [--layers 6] [--hidden 384]
                                                  [--tokens 128] [--runs 5] [--json]
+                                                 [--stream-interval-ms MS]
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> 
         await stack.enter_async_context(client.running())
         await market.register(keys[1])
         settings = node_settings(market, "provider", provider=True, bootstrap=[client.host.addrs[0]])
+        if args.stream_interval_ms is not None:
+            settings.executor.stream_interval_ms = args.stream_interval_ms
         market.install_model(settings, model_dir)
         market.install_model(settings, minilm_dir())
         provider = await stack.enter_async_context(market.node(settings, keys[1]).running())
@@ -251,6 +254,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--stream-interval-ms", type=float, default=None, help="the provider's (default: a node's default)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging("WARNING")
