@@ -19,11 +19,16 @@ same tokens (greedy, same weights), so tokens/s compare like for like.
   the lowest cosine similarity of their logits over the positions of a fixed text; on CUDA when
   one is present (torchao int8 weight-only), else on the CPU (torch dynamic int8), as `int8_device`.
 
+The nodes keep the background cadence a node has by default (the chain polled each second,
+adverts refreshed every 30 s), not the devnet's quicker test cadence: the embedded chain runs
+py-evm in the node's own process, so polling it five times a second costs a tenth of a core.
+
 The causal LM is built here from a config with seeded random weights (`hf_tiny`; default a
 6-layer, 384-wide GPT-2 with a 1024-token context, ~20M parameters).
 
     .venv/bin/python scripts/bench_generation.py [--family gpt2] [--layers 6] [--hidden 384]
                                                  [--tokens 128] [--runs 5] [--json] [--stall-only]
+                                                 [--stream-interval-ms MS]
 
 `--stall-only` measures the join stall alone (a minute, not the whole sitting).
 """
@@ -38,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -45,7 +51,7 @@ from typing import Any
 import torch
 
 from node.app import Node
-from node.config import ExecutorSettings
+from node.config import ChainSettings, ExecutorSettings, P2PSettings, Settings
 from node.devnet.marketplace import PRICE_WEI, Marketplace
 from node.domain.service import JobSpec
 from node.domain.state import JobState
@@ -84,7 +90,8 @@ class LocalGenerator:
     def generate(self, tokens: int) -> float:
         """Seconds to generate up to `tokens` tokens (`made` says how many came before an EOS)."""
         started = time.perf_counter()
-        out = self.model.generate(self.ids, max_new_tokens=tokens, do_sample=False, pad_token_id=0)
+        with torch.no_grad():  # grad mode is per thread: this runs on one of its own
+            out = self.model.generate(self.ids, max_new_tokens=tokens, do_sample=False, pad_token_id=0)
         elapsed = time.perf_counter() - started
         self.made = _until_eos(out[0, self.ids.shape[1] :].tolist(), self.model.config.eos_token_id)
         return elapsed
@@ -109,9 +116,10 @@ class LocalEmbedder:
         """Texts a second, all-MiniLM-L6-v2 as sentence-transformers runs it (mean, normalized)."""
         started = time.perf_counter()
         batch = self.tokenizer(TEXTS, padding=True, truncation=True, max_length=256, return_tensors="pt")
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+        with torch.no_grad():  # grad mode is per thread: this runs on one of its own
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
         return len(TEXTS) / (time.perf_counter() - started)
 
 
@@ -179,17 +187,32 @@ async def embedded(client: Node, model_id: str) -> float:
     return len(TEXTS) / (time.perf_counter() - started)
 
 
+def node_settings(
+    market: Marketplace, name: str, *, provider: bool, bootstrap: Sequence[str] = ()
+) -> Settings:
+    """A devnet node's settings with a node's default background cadence (see above)."""
+    settings = market.settings(name, provider=provider, bootstrap=bootstrap)
+    settings.chain.poll_interval_s = ChainSettings.model_fields["poll_interval_s"].default
+    for field in ("advert_refresh_s", "advert_ttl_s"):
+        setattr(settings.p2p, field, P2PSettings.model_fields[field].default)
+    return settings
+
+
 async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> dict[str, float]:
-    """Each marketplace run follows a local run of the same work, so both see the same load."""
+    """Each marketplace run follows a local run of the same work, so both see the same load. The
+    local runs go on a thread of their own: on the event loop's thread they would hold up the nodes'
+    background work, which would then run at the start of the next marketplace run, in its time."""
     generator = read_hf_dir(model_dir)[0].model_id
     embedder = read_hf_dir(minilm_dir())[0].model_id
     local, local_embedder = LocalGenerator(model_dir), LocalEmbedder()
     async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
         keys = market.dev_keys()
-        client = market.node(market.settings("client", provider=False), keys[9])
+        client = market.node(node_settings(market, "client", provider=False), keys[9])
         await stack.enter_async_context(client.running())
         await market.register(keys[1])
-        settings = market.settings("provider", provider=True, bootstrap=[client.host.addrs[0]])
+        settings = node_settings(market, "provider", provider=True, bootstrap=[client.host.addrs[0]])
+        if args.stream_interval_ms is not None:
+            settings.executor.stream_interval_ms = args.stream_interval_ms
         market.install_model(settings, model_dir)
         market.install_model(settings, minilm_dir())
         provider = await stack.enter_async_context(market.node(settings, keys[1]).running())
@@ -205,12 +228,12 @@ async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> 
             key: [] for key in ("local", "remote", "ttft_l", "ttft_r", "ttft_d")
         }
         for _ in range(args.runs):
-            seconds = local.generate(args.tokens)
+            seconds = await asyncio.to_thread(local.generate, args.tokens)
             figures["local"].append(local.made / seconds)
             generated = local.made
             first, elapsed, made = await streamed(client, generator, request)
             figures["remote"].append(made / elapsed)
-            figures["ttft_l"].append(local.generate(1) * 1000)
+            figures["ttft_l"].append(await asyncio.to_thread(local.generate, 1) * 1000)
             figures["ttft_r"].append(first * 1000)
             figures["ttft_d"].append(figures["ttft_r"][-1] - figures["ttft_l"][-1])
         started = time.perf_counter()
@@ -218,7 +241,7 @@ async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> 
         batch_rate = sum(made for _, _, made in eight) / (time.perf_counter() - started)
         embeds_local, embeds_remote = [], []
         for _ in range(args.runs):
-            embeds_local.append(local_embedder.embed())
+            embeds_local.append(await asyncio.to_thread(local_embedder.embed))
             embeds_remote.append(await embedded(client, embedder))
     median = statistics.median
     return {
@@ -296,6 +319,9 @@ def main() -> None:
         "--int8-device",
         default="cuda:0" if torch.cuda.is_available() else "cpu",
         help="where the int8 figures are measured: the CPU (torch dynamic quantization) or CUDA (torchao)",
+    )
+    parser.add_argument(
+        "--stream-interval-ms", type=float, default=None, help="the provider's (default: a node's default)"
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--stall-only", action="store_true", help="measure the join stall alone")

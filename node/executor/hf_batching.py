@@ -186,6 +186,7 @@ def serve(
     describe: Describe,
     *,
     prefill_chunk: int = PREFILL_CHUNK_TOKENS,
+    stream_interval_s: float = 0.0,
 ) -> None:
     """The worker's loop for a generation model: each RUN is one request, with its own request id,
     that joins the batch; its TOKENS, then its RESULT (or ERROR), carry that id. A CANCEL for it
@@ -195,7 +196,9 @@ def serve(
     Joining requests' prompts run at most `prefill_chunk` tokens between two decoding steps (in
     order of arrival, several short ones in one turn), so a long prompt does not stall the
     running streams for its whole prefill. A model that cannot batch (`LoadedModel.unbatched`
-    says why) decodes one request at a time: the others wait their turn, in order of arrival."""
+    says why) decodes one request at a time: the others wait their turn, in order of arrival.
+    A request's first text goes at once, the rest at most every `stream_interval_s` (all of it
+    before its RESULT)."""
     batch = DecodeBatch(model)
     joining = _Joining(model, batch)
     poll = select.poll()
@@ -211,7 +214,9 @@ def serve(
                     cancelled.finish = "cancelled"
                     _answer(sock, message.request_id, cancelled)
             elif message.kind is Kind.RUN and message.count == 1:
-                decoding = _decoding(sock, model, message.request_id, message.items[0], describe)
+                decoding = _decoding(
+                    sock, model, message.request_id, message.items[0], describe, stream_interval_s
+                )
                 if decoding is not None:
                     joining.add(message.request_id, decoding)
             else:
@@ -286,11 +291,11 @@ def _prefill(sock: socket.socket, joining: _Joining, budget: int, describe: Desc
 
 
 def _decoding(
-    sock: socket.socket, model: LoadedModel, key: int, item: bytes, describe: Describe
+    sock: socket.socket, model: LoadedModel, key: int, item: bytes, describe: Describe, interval_s: float
 ) -> Decoding | None:
     """The request, checked against the model (a refused one is answered at once), or None."""
     try:
-        return Decoding(model, json.loads(item), _emitter(sock, key))
+        return Decoding(model, json.loads(item), _emitter(sock, key), interval_s)
     except (framing.FramingError, KeyboardInterrupt):
         raise
     except Exception as error:  # a refused request; the others go on

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +158,11 @@ class Decoding:
     budget, the text made so far and how much of it was streamed. `finish` is set once it is done."""
 
     def __init__(
-        self, model: LoadedModel, request: dict[str, Any], emit: Callable[[str], None] | None
+        self,
+        model: LoadedModel,
+        request: dict[str, Any],
+        emit: Callable[[str], None] | None,
+        interval_s: float = 0.0,
     ) -> None:
         self.ids = model.prompt_ids(request)
         self.budget = min(
@@ -169,6 +174,10 @@ class Decoding:
         self.eos_ids = model.eos_ids
         self.emit = emit
         self.emitted = 0
+        # Text is sent at most this often after the first piece: each piece costs a message, a
+        # frame and their handling on every hop, and the first piece alone decides the latency.
+        self.interval_s = interval_s
+        self._emitted_at = 0.0
         self.finish: str | None = None
 
     @property
@@ -189,9 +198,10 @@ class Decoding:
             return True
         if self.emit is not None:
             ready = _streamable(so_far, self.stops, self.text.settled)
-            if ready > self.emitted:
+            now = time.monotonic()
+            if ready > self.emitted and (not self.emitted or now - self._emitted_at >= self.interval_s):
                 self.emit(so_far[self.emitted : ready])
-                self.emitted = ready
+                self.emitted, self._emitted_at = ready, now
         if len(self.text.tokens) >= self.budget:
             self.finish = "length"
             return True

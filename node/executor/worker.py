@@ -148,6 +148,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--stream-interval-ms", type=float, default=0.0)
     parser.add_argument("--max-body", type=int, required=True)
     parser.add_argument("--prefill-chunk", type=int, default=512)
     args = parser.parse_args(argv)
@@ -176,7 +177,14 @@ def main(argv: list[str]) -> int:
     if manifest["format"] == "huggingface" and manifest["hf"]["task"] == "generate":
         from node.executor import hf_batching
 
-        hf_batching.serve(sock, runner, args.max_body, _describe, prefill_chunk=args.prefill_chunk)
+        hf_batching.serve(
+            sock,
+            runner,
+            args.max_body,
+            _describe,
+            prefill_chunk=args.prefill_chunk,
+            stream_interval_s=args.stream_interval_ms / 1000,
+        )
     else:
         _serve(sock, runner, args)
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -251,3 +252,25 @@ async def test_cannot_stall_the_running_streams_with_a_long_prompt(
     assert tokens(await honest).finish_reason == "cancelled"
     chunks = -(-len(LONG_PROMPT) // 7)  # one character a token
     assert during >= chunks // 2, f"{during} tokens streamed while {chunks} chunks of the prompt ran"
+
+
+async def test_can_stream_the_first_text_at_once_and_the_rest_at_the_stream_interval(
+    pool: ExecutorPool, hf_models: HfModels
+) -> None:
+    model = hf_models.gpt2.model_id
+    request = {"prompt": "Hello", "max_tokens": 40, "temperature": 0}
+    quick: list[str] = []
+    whole = tokens(await run(pool, model, request, quick))
+    settings = executor_settings(hf_models.store.root, stream_interval_ms=1000, workers_per_model=1)
+    async with ExecutorPool(settings, hf_models.store) as held:
+        await held.warm(model)
+        pieces: list[str] = []
+        started = time.monotonic()
+        result = tokens(await run(held, model, request, pieces))
+        elapsed = time.monotonic() - started
+    assert result == whole
+    assert "".join(pieces) == result.text  # nothing held back is lost
+    assert pieces[0] == quick[0]  # the first text is not held
+    # The first piece, one a second at most, and the rest with the result.
+    assert len(pieces) <= 2 + int(elapsed)
+    assert len(pieces) < result.completion_tokens
