@@ -98,6 +98,11 @@ class ExecutorSettings(_Section):
     max_input_bytes: int = Field(default=64 * 2**20, gt=0)
     max_batch: int = Field(default=32, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    # A joining generation's prompt runs this many tokens at most between two decoding steps of
+    # the running batch, so a long prompt does not stall the streams already running.
+    prefill_chunk_tokens: int = Field(default=512, ge=1)
+    # A generation's first text streams at once, the rest at most this often (0: every token).
+    stream_interval_ms: float = Field(default=20.0, ge=0, le=1000)
     threads: int = Field(default=1, ge=1)
     workers_per_model: int = Field(default=1, ge=1)
     max_output_bytes: int = Field(default=256 * 2**20, gt=0)

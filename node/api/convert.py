@@ -33,7 +33,7 @@ from node.domain.service import (
 )
 from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.types import Address, Hash32, ResultReceipt
+from node.types import Address, FetchTerms, Hash32, ResultReceipt
 
 _HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 MAX_LIST_LIMIT = 1000
@@ -326,6 +326,15 @@ def peer_to_pb(view: PeerView) -> pb.Peer:
             for m in view.models
         ],
         devices=list(view.devices),
+        fetch=None if view.fetch is None else fetch_terms_to_pb(view.fetch),
+    )
+
+
+def fetch_terms_to_pb(terms: FetchTerms) -> pb.FetchTerms:
+    return pb.FetchTerms(
+        max_bytes=terms.max_bytes,
+        price_per_job_wei=str(terms.price_per_job_wei),
+        cold_start_price_wei=str(terms.cold_start_price_wei),
     )
 
 
@@ -458,6 +467,15 @@ def peer_from_pb(message: pb.Peer) -> PeerView:
         ),
         devices=tuple(message.devices),
         reputation=reputation_from_pb(message.reputation) if message.HasField("reputation") else None,
+        fetch=fetch_terms_from_pb(message.fetch) if message.HasField("fetch") else None,
+    )
+
+
+def fetch_terms_from_pb(message: pb.FetchTerms) -> FetchTerms:
+    return FetchTerms(
+        message.max_bytes,
+        parse_wei(message.price_per_job_wei, "price_per_job_wei"),
+        parse_wei(message.cold_start_price_wei, "cold_start_price_wei"),
     )
 
 

@@ -134,6 +134,11 @@ def _print_summary(summary: DevnetSummary) -> None:
         f"p99 {summary.latency_p99_ms:.1f} ms   gas per job: "
         + ", ".join(f"{path} {gas:,.0f}" for path, gas in summary.gas_per_job.items())
     )
+    if summary.spot_checks:
+        console.print(
+            f"spot checks: the client re-ran {summary.spot_checks} sampled jobs on other providers "
+            "(paid, and counted in the jobs below)"
+        )
     table = Table(title="provider earnings")
     table.add_column("provider")
     table.add_column("jobs", justify="right")

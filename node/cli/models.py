@@ -13,6 +13,7 @@ from node.api.client import ApiClient
 from node.cli.output import (
     console,
     err_console,
+    fetching_providers_table,
     jsonable,
     models_table,
     offered_models_table,
@@ -118,15 +119,19 @@ def list_models(api: ApiOption = None, as_json: JsonOption = False, config: Conf
 
 @app.command("available")
 def available(api: ApiOption = None, as_json: JsonOption = False, config: ConfigOption = None) -> None:
-    """The models providers offer on the network, with their prices and devices (a running node's view)."""
+    """The models providers offer on the network, with their prices and devices, and the providers
+    that fetch models they lack, with their size limit and cold-start price (a running node's view)."""
     peers = call_node(api, config, lambda client: client.peers())
     offering = [p for p in peers if p.provider]
     if as_json:
         print_json({"providers": jsonable(offering)})
-    elif any(p.models for p in offering):
+        return
+    if any(p.models for p in offering):
         console.print(offered_models_table(offering))
     else:
         console.print("no provider offers a model yet; `gpunode node peers` shows who this node knows")
+    if any(p.fetch for p in offering):
+        console.print(fetching_providers_table(offering))
 
 
 def _program_upload(

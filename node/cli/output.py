@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from node.domain.service import JobView, ModelView, PeerView, ReputationView, VerificationView
+from node.types import FetchTerms
 
 console = Console()
 err_console = Console(stderr=True)
@@ -76,6 +77,23 @@ def format_wei(wei: int) -> str:
     if wei % GWEI == 0:
         return f"{wei // GWEI} gwei"
     return f"{wei} wei"
+
+
+def format_bytes(size: int) -> str:
+    """A size in the binary unit that reads best: 4 GiB, 64 KiB, 1.5 MiB, 900 B."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} B"
+
+
+def fetch_terms_text(terms: FetchTerms | None) -> str:
+    """A provider's terms for models it lacks, in two short lines (fits a narrow column)."""
+    if terms is None:
+        return "fetches no model"
+    return (
+        f"fetches up to {format_bytes(terms.max_bytes)}\ncold start {format_wei(terms.cold_start_price_wei)}"
+    )
 
 
 def format_wei_exact(wei: int) -> str:
@@ -185,6 +203,25 @@ def offered_models_table(peers: Iterable[PeerView]) -> Table:
     return table
 
 
+def fetching_providers_table(peers: Iterable[PeerView]) -> Table:
+    """`models available`: the providers that run a model they do not hold (fetched from the
+    client or a peer holding it), the largest they fetch and what its first job costs."""
+    table = Table(title="providers that fetch models they lack (a model's first job adds its cold start)")
+    table.add_column("provider", overflow="fold")
+    for column in ("largest model", "job price", "cold start"):
+        table.add_column(column, overflow="fold")
+    for peer in sorted(peers, key=lambda p: p.address):
+        if peer.fetch is None:
+            continue
+        table.add_row(
+            peer.address,
+            format_bytes(peer.fetch.max_bytes),
+            format_wei(peer.fetch.price_per_job_wei),
+            format_wei(peer.fetch.cold_start_price_wei),
+        )
+    return table
+
+
 def job_table(job: JobView) -> Table:
     """One job in detail: a two-column table of its fields, its receipt and its attempts."""
     table = key_value_table(
@@ -268,7 +305,7 @@ def peers_table(peers: Iterable[PeerView]) -> Table:
             p.peer_id,
             p.address,
             _yes(p.connected),
-            _yes(p.provider),
+            f"yes\n{fetch_terms_text(p.fetch)}" if p.provider else "no",
             "\n".join(p.listen_addrs),
             reputation_text(p.reputation),
         )

@@ -218,13 +218,9 @@ class ClientJobs:
                 await directory.wait_for(lambda heard: len(heard) > 0, wait_s)
             waited = time.monotonic() - started
         try:
-            # Providers fetch models they lack for voucher jobs only.
-            fetch = spec.payment is PaymentPath.VOUCHER
             # A voucher job asks a free provider to start it at once (node.client.pipeline).
-            start_now = fetch and spec.provider is None
-            return matchmaker.choose(
-                model_id, spec.max_price_wei, pinned=spec.provider, fetch=fetch, start_now=start_now
-            )
+            start_now = spec.payment is PaymentPath.VOUCHER and spec.provider is None
+            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider, start_now=start_now)
         except (SchedulerError, UnknownModel) as exc:
             if not waited:
                 raise

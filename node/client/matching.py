@@ -103,7 +103,6 @@ class Matchmaker:
         tried: frozenset[Address] = frozenset(),
         pinned: Address | None = None,
         explore: bool = True,
-        fetch: bool = True,
         start_now: bool = False,
     ) -> Choice:
         """The live provider not yet tried that should finish the job soonest for the least
@@ -112,8 +111,7 @@ class Matchmaker:
 
         Providers that offer the model come first; only when none of them can take the job do
         providers that would fetch it (and charge its cold start) compete for it, and only for a
-        model that some peer can serve them: this node, or a provider that offers it; and only
-        with `fetch` (providers fetch models for voucher jobs only).
+        model that some peer can serve them: this node, or a provider that offers it.
 
         With `start_now`, a good provider that looks free is chosen to start the job at once
         (`max_queue_position` 0: it refuses `queue_full` if it is busy after all, and the next
@@ -125,7 +123,7 @@ class Matchmaker:
         )
         index = CandidateIndex.build([candidate_of(a, self._stats_of(a.address)) for a in adverts])
         eligible = index.ranked(requirements, now=now, tried=tried)
-        fetchable = not eligible and fetch and (adverts or self.held_here(model_id))
+        fetchable = not eligible and (adverts or self.held_here(model_id))
         if fetchable and (fetchers := self._fetchers(model_id, pinned)):
             adverts = adverts + fetchers
             index = CandidateIndex.build(

@@ -240,7 +240,6 @@ class ClientPipeline:
                     record.price_wei,
                     tried=status.tried_providers,
                     pinned=self._pinned.get(record.job_id),
-                    fetch=status.payment is PaymentPath.VOUCHER,
                     start_now=self._starts_now(record),
                 )
             except GpunodeError as exc:

@@ -109,6 +109,10 @@ class SpotChecker:
         # Reports of the checks sampled here, latest last (`wait_for_report`).
         self.reports: dict[str, CheckReport] = {}
         self._reported = asyncio.Condition()
+        # Verified results not yet sampled or checked, and an event set while there are none.
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def matchmaker(self) -> Matchmaker:
@@ -116,7 +120,14 @@ class SpotChecker:
 
     def verified(self, record: JobRecord, result: RunResult) -> None:
         """The pipeline verified `record`'s result (never blocks the job)."""
+        self._pending += 1
+        self._idle.clear()
         self._queue.put_nowait((record, result))
+
+    async def until_idle(self) -> None:
+        """Return once every verified result so far was sampled, and each one drawn was checked
+        (its re-runs submitted, paid and compared)."""
+        await self._idle.wait()
 
     async def run(self) -> None:
         await self.book.load()
@@ -139,6 +150,10 @@ class SpotChecker:
         except Exception:
             # Only this check is at stake, never the node.
             log.exception("spot_check_failed", job_id=record.job_id.hex(), provider=provider)
+        finally:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.set()
 
     async def _sampled(self, provider: Address) -> bool:
         """Count the provider's job and draw whether to check it."""

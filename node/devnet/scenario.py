@@ -33,8 +33,8 @@ from node.chain.eip712 import verify_receipt
 from node.chain.follower import ChainEvent, EventFollower, JsonCursorStore
 from node.config import ApiSettings, HttpSettings, Settings
 from node.devnet.marketplace import CHALLENGE_WINDOW_S, MIN_STAKE_WEI, PRICE_WEI, Marketplace, sample_input
-from node.domain.service import JobSpec, JobView
-from node.domain.state import JobState, PaymentPath
+from node.domain.service import JobFilter, JobSpec, JobView
+from node.domain.state import JobState, PaymentPath, Role
 from node.errors import GpunodeError
 from node.executor.hf_model import read_hf_dir
 from node.logging import get_logger
@@ -71,7 +71,8 @@ class DevnetOptions:
 class ProviderSummary:
     address: Address
     jobs_served: int
-    earned_wei: int  # price times the jobs it completed, as the client and the dApp saw them
+    # Price times the jobs it completed (spot checks' re-runs too), as the client and the dApp saw them.
+    earned_wei: int
     paid_wei: int  # what the market credited to it: its escrowed jobs finalized, vouchers redeemed
     advertised_items_per_s: float | None = None  # its benchmark, as its advert told the client
 
@@ -92,6 +93,7 @@ class DevnetSummary:
     market_owed_wei: int
     elapsed_s: float
     problems: tuple[str, ...] = field(default=())
+    spot_checks: int = 0  # re-runs of sampled jobs on other providers, submitted by the client
 
     @property
     def ok(self) -> bool:
@@ -113,6 +115,7 @@ class DevnetSummary:
                 "completed": self.completed,
                 "by_path": self.by_path,
                 "receipts_verified": self.receipts_verified,
+                "spot_checks": self.spot_checks,
                 "latency_p50_ms": round(self.latency_p50_ms, 2),
                 "latency_p99_ms": round(self.latency_p99_ms, 2),
                 "gas_per_job": {k: round(v) for k, v in self.gas_per_job.items()},
@@ -205,6 +208,7 @@ async def run_devnet(
                 run.first_block = await run.chain.block_number()
                 views = await _run_client_jobs(run)
                 dapp = await _run_dapp_jobs(run)
+                await _finish_spot_checks(run)
                 await _settle(run, views)
                 summary = await _summarize(run, views, dapp, time.monotonic() - started)
                 if serve is not None and run.client is not None and run.chat_model is not None:
@@ -213,6 +217,10 @@ async def run_devnet(
     finally:
         if options.home is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+# How long the client waits for every provider's advert once all of them are up.
+DISCOVERY_TIMEOUT_S = 60.0
 
 
 async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
@@ -246,7 +254,15 @@ async def _start_nodes(run: _Run, stack: AsyncExitStack) -> None:
     nodes = [market.node(settings, key) for settings, key in zip(provider_settings, keys, strict=True)]
     run.progress("starting providers: warming sandboxed workers")
     run.providers = list(await asyncio.gather(*(stack.enter_async_context(n.running()) for n in nodes)))
-    await client.discovery.directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=60.0)
+    directory = client.discovery.directory
+    try:
+        await directory.wait_for(lambda d: len(d) >= options.providers, timeout_s=DISCOVERY_TIMEOUT_S)
+    except TimeoutError:
+        raise GpunodeError(
+            f"only {len(directory)} of {options.providers} providers' adverts reached the client "
+            f"in {DISCOVERY_TIMEOUT_S:.0f} s",
+            hint="the machine may be too busy for this many nodes in one process: try fewer --providers",
+        ) from None
     run.progress(f"every provider's advert reached the client ({options.providers} live)")
     await client.client_jobs.deposit(CLIENT_DEPOSIT_WEI)
 
@@ -359,6 +375,22 @@ async def _run_dapp_jobs(run: _Run) -> list[Address | None]:
         await asyncio.gather(watching, return_exceptions=True)
 
 
+async def _finish_spot_checks(run: _Run) -> None:
+    """The client re-runs a sample of its verified jobs on other providers (paid like any job):
+    they are done before anything is settled, so that every provider's pay can be checked."""
+    if run.client is None:
+        return
+    run.progress("finishing the client's spot checks")
+    await run.client.spot_checks.until_idle()
+
+
+async def _client_jobs(run: _Run) -> list[JobView]:
+    """Every job the client ran: the devnet's own and its spot checks' re-runs."""
+    if run.client is None:
+        return []
+    return list(await run.client.client_jobs.list(JobFilter(role=Role.CLIENT, limit=2**31 - 1)))
+
+
 async def _settle(run: _Run, views: list[tuple[JobView, float]]) -> None:
     """Redeem vouchers, let the challenge window pass, finalize escrowed jobs, withdraw earnings."""
     run.progress("providers redeem their vouchers, one batch each")
@@ -369,7 +401,8 @@ async def _settle(run: _Run, views: list[tuple[JobView, float]]) -> None:
     client = run.client
     if client is None:
         return
-    escrowed = [v.job_id for v, _ in views if v.payment is PaymentPath.ESCROW and not v.terminal]
+    every = await _client_jobs(run)
+    escrowed = [v.job_id for v in every if v.payment is PaymentPath.ESCROW and not v.terminal]
     client.settlement.poke()
     for job_id in escrowed:
         async for view in client.client_jobs.watch(job_id):
@@ -427,7 +460,11 @@ async def _summarize(
         problems.append(f"{len(views) - verified} of {len(views)} client jobs have no verified receipt")
     latencies = sorted(ms for _, ms in views)
     by_path = Counter(v.payment.value for v, _ in views)
-    served = Counter(v.provider for v in completed if v.provider is not None)
+    # The spot checks' re-runs are jobs of the client too, paid like the rest.
+    own = {v.job_id for v, _ in views}
+    checks = [v for v in await _client_jobs(run) if v.job_id not in own]
+    ran = [*completed, *checks]
+    served = Counter(v.provider for v in ran if v.receipt is not None and v.provider is not None)
     served.update(p for p in dapp_jobs if p is not None)
     by_path["dapp"] = len(dapp_jobs)
     gas = await _gas_by_path(run)
@@ -457,6 +494,7 @@ async def _summarize(
         chain=run.options.chain,
         providers=len(run.providers),
         jobs=len(views) + len(dapp_jobs),
+        spot_checks=len(checks),
         completed=len(completed) + len(dapp_jobs),
         by_path=dict(by_path),
         receipts_verified=verified,

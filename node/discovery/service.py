@@ -38,9 +38,15 @@ log = get_logger(__name__)
 
 # Stale adverts are swept this often; queries already ignore them in between.
 EXPIRY_SWEEP_S = 1.0
-# Peers newly subscribed to adverts are looked for this often (each finding costs one announce).
+# Peers newly subscribed to adverts are looked for this often; a greeting re-sends our advert.
 GREET_INTERVAL_S = 1.0
 GREET_AFTER_S = 1.5
+# Greetings go out at most this often, however many peers come and go: on a busy overlay the
+# subscribed peers churn with every reconnection, and each greeting costs every receiver a token
+# of its flood limit.
+GREET_MIN_GAP_S = 10.0
+# A peer seen subscribed within this long is not new when it shows up again.
+GREET_MEMORY_S = 600.0
 # A new advert goes into the DHT this long after it was gossiped.
 DHT_PUT_DELAY_S = 1.0
 # Validated adverts waiting for the consumer, by message hash, so nothing is verified twice.
@@ -198,40 +204,65 @@ class DiscoveryService:
         return replace(advert, signed=signed), signed
 
     async def _store_in_dht(self) -> None:
+        """Keep our advert in the DHT, where a client that missed the gossip looks it up. A change
+        of load alone (free slots, queue) is not stored again until the stored copy is half its
+        life old: each store is a walk over the network, and load changes with every job."""
         stored: ProviderAdvert | None = None
+        stored_at = 0.0
         while True:
             await self._announced.wait()
             # Gossip is the latency-sensitive path; the DHT lookup walk competes with it for the
             # same connections and CPU, so it starts once the gossip push has had time to spread.
             await asyncio.sleep(DHT_PUT_DELAY_S)
             self._announced.clear()
-            while (advert := self.current) is not None and advert is not stored:
-                try:
-                    await self.host.dht_put(dht_key(advert.address), advert.signed)
-                except P2PError as exc:
-                    log.warning("advert_dht_put_failed", error=str(exc))
-                stored = advert
+            advert = self.current
+            if advert is None or advert is stored:
+                continue
+            fresh = time.monotonic() - stored_at < self._settings.advert_ttl_s / 2
+            if stored is not None and fresh and _same_but_load(stored, advert):
+                continue
+            try:
+                await self.host.dht_put(dht_key(advert.address), advert.signed)
+            except P2PError as exc:
+                log.warning("advert_dht_put_failed", error=str(exc))
+            stored, stored_at = advert, time.monotonic()
 
     async def _greet_newcomers(self) -> None:
-        """Announce again when peers join the advert topic: gossip does not replay old messages,
-        and a client that just joined would otherwise wait for the next refresh to see us."""
-        known: set[str] = set()
+        """Send our advert again when peers join the advert topic: gossip does not replay old
+        messages, and a client that just joined would otherwise wait for the next refresh to see
+        us. Peers seen lately are not greeted again, and greetings are paced (`GREET_MIN_GAP_S`)."""
+        seen: dict[str, float] = {}
+        greeted_at = -GREET_MIN_GAP_S
         while True:
             await asyncio.sleep(GREET_INTERVAL_S)
             try:
                 peers = set(await self.host.topic_peers(ADVERT_TOPIC))
             except P2PError:
                 continue
-            newcomers = peers - known
-            known = peers
+            now = time.monotonic()
+            newcomers = {p for p in peers if now - seen.get(p, -GREET_MEMORY_S) >= GREET_MEMORY_S}
+            seen.update(dict.fromkeys(peers, now))
+            for gone in [p for p, at in seen.items() if now - at >= GREET_MEMORY_S]:
+                del seen[gone]
             if newcomers and self._offer is not None:
                 # A newcomer joins our mesh at gossipsub's next heartbeat; a message published
                 # before it would pass it by.
-                await asyncio.sleep(GREET_AFTER_S)
+                await asyncio.sleep(max(GREET_AFTER_S, greeted_at + GREET_MIN_GAP_S - now))
                 try:
-                    await self.announce()
+                    await self._greet()
                 except GpunodeError as exc:
                     log.info("advert_greeting_failed", error=str(exc))
+                greeted_at = time.monotonic()
+
+    async def _greet(self) -> None:
+        """Our current advert again, as it was signed (no new sequence, nothing new for the DHT),
+        while it has at least half its life left; otherwise a fresh one."""
+        current = self.current
+        half_life_ms = self._settings.advert_ttl_s * 500
+        if current is not None and current.expires_at_ms - time.time() * 1000 > half_life_ms:
+            await self.host.publish(ADVERT_TOPIC, current.signed)
+            return
+        await self.announce()
 
     async def _announce_offer(self) -> None:
         """The periodic refresh: our advert again, once there is an offer to announce."""
@@ -324,3 +355,9 @@ async def _logged(loop: Coroutine[Any, Any, None]) -> None:
     except Exception:
         log.exception("discovery_loop_failed")
         raise
+
+
+def _same_but_load(a: ProviderAdvert, b: ProviderAdvert) -> bool:
+    """Whether two of our adverts differ in nothing but load (free slots, queued jobs)."""
+    unloaded = replace(b.offer, free_slots=a.offer.free_slots, queued=a.offer.queued)
+    return a.listen_addrs == b.listen_addrs and a.offer == unloaded

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.executor.manifest import TensorSpec
-from node.types import Address, ResultReceipt
+from node.types import Address, FetchTerms, ResultReceipt
 
 # A client's spec may ask for at most this long; longer jobs belong on the chain with a deadline.
 MAX_TIMEOUT_S = 24 * 3600.0
@@ -173,6 +173,7 @@ class PeerView:
     models: tuple[OfferedModelView, ...] = ()  # what its advert offers
     devices: tuple[str, ...] = ()  # "cpu: …", "cuda: NVIDIA H100 …"
     reputation: ReputationView | None = None  # None: this node never used it
+    fetch: FetchTerms | None = None  # its terms for models it lacks; None: it does not fetch
 
 
 @dataclass(frozen=True, slots=True)

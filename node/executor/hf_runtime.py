@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,8 @@ class LoadedModel:
     chat: Any  # a transformers tokenizer, for the chat template alone
     device: str
     eos_ids: frozenset[int]
+    # Why requests on this model are decoded one at a time rather than batched; None: batched.
+    unbatched: str | None = None
 
     def run(self, items: list[bytes]) -> list[bytes]:
         """A batch of embedding requests (generation requests are batched by `hf_batching`)."""
@@ -155,7 +158,11 @@ class Decoding:
     budget, the text made so far and how much of it was streamed. `finish` is set once it is done."""
 
     def __init__(
-        self, model: LoadedModel, request: dict[str, Any], emit: Callable[[str], None] | None
+        self,
+        model: LoadedModel,
+        request: dict[str, Any],
+        emit: Callable[[str], None] | None,
+        interval_s: float = 0.0,
     ) -> None:
         self.ids = model.prompt_ids(request)
         self.budget = min(
@@ -167,6 +174,10 @@ class Decoding:
         self.eos_ids = model.eos_ids
         self.emit = emit
         self.emitted = 0
+        # Text is sent at most this often after the first piece: each piece costs a message, a
+        # frame and their handling on every hop, and the first piece alone decides the latency.
+        self.interval_s = interval_s
+        self._emitted_at = 0.0
         self.finish: str | None = None
 
     @property
@@ -187,9 +198,10 @@ class Decoding:
             return True
         if self.emit is not None:
             ready = _streamable(so_far, self.stops, self.text.settled)
-            if ready > self.emitted:
+            now = time.monotonic()
+            if ready > self.emitted and (not self.emitted or now - self._emitted_at >= self.interval_s):
                 self.emit(so_far[self.emitted : ready])
-                self.emitted = ready
+                self.emitted, self._emitted_at = ready, now
         if len(self.text.tokens) >= self.budget:
             self.finish = "length"
             return True
@@ -314,14 +326,43 @@ def load(manifest: dict[str, Any], blobs: dict[str, bytes], device: str) -> Load
     else:
         tokenizer.no_truncation()
     chat = _chat_tokenizer(tokenizer, blobs)
-    return LoadedModel(manifest, spec, model, tokenizer, chat, device, _eos_ids(config_values, blobs))
+    return LoadedModel(
+        manifest, spec, model, tokenizer, chat, device, _eos_ids(config_values, blobs), _unbatched(config)
+    )
+
+
+def _unbatched(config: Any) -> str | None:
+    """Why this model's requests cannot share a decoding batch, or None if they can.
+
+    A layer with sliding-window attention keeps only the last `sliding_window` positions of its
+    cache, each row's own: rows of different lengths no longer line up column by column with the
+    full-attention layers' caches and the batch's one padding mask, so merging a joining request's
+    cache on the left would misplace its keys (or fail outright)."""
+    layer_types = getattr(config, "layer_types", None) or ()
+    if "sliding_attention" in layer_types and getattr(config, "sliding_window", None):
+        return (
+            f"its sliding-window attention (a window of {config.sliding_window} tokens) keeps a cache "
+            "that rows of different lengths cannot share: requests are decoded one at a time"
+        )
+    return None
+
+
+def int8_quantizer(device: str) -> str:
+    """What quantizes an int8 variant on `device`: its output bits depend on it, so the execution
+    profile records it (two providers agree bit for bit only with the same quantizer)."""
+    if device == "cpu":
+        return f"torch-{torch.__version__}-dynamic-int8"
+    from importlib.metadata import version
+
+    return f"torchao-{version('torchao')}-int8-weight-only"
 
 
 def _int8(model: Any, device: str) -> Any:
-    """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per
-    call), torch's own CPU tool."""
+    """The int8 variant of `model`: on the CPU, torch's own dynamic quantization of the Linear
+    layers (weights int8, activations quantized per call); on CUDA, torchao's int8 weight-only
+    quantization (torch's dynamic quantization has no CUDA kernels)."""
     if device != "cpu":
-        raise ValueError("int8 variants run on the CPU here; on CUDA they need torchao")
+        return int8_weight_only(model)
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
@@ -329,6 +370,15 @@ def _int8(model: Any, device: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice, once per worker
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+
+
+def int8_weight_only(model: Any) -> Any:
+    """torchao's int8 weight-only quantization of the Linear layers, in place, on the model's own
+    device (CUDA in workers; it runs on the CPU too, slower than dynamic quantization there)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    quantize_(model, Int8WeightOnlyConfig())
+    return model
 
 
 def _load_weights(model: Any, state: dict[str, torch.Tensor]) -> None:

@@ -61,9 +61,26 @@ def _byte_symbols() -> dict[int, str]:
 _BYTE_SYMBOLS = _byte_symbols()
 
 
-def tiny_model(family: str, *, layers: int = 2, hidden: int = 64, context: int = 256) -> Any:
+def tiny_model(
+    family: str,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    context: int = 256,
+    sliding_window: int = 0,
+    init_std: float = 0.02,
+) -> Any:
+    """A `family` model with seeded weights drawn with `init_std` (transformers' default is 0.02,
+    which leaves a tiny Qwen2 echoing its last token; a wider spread gives varied greedy text).
+    For Qwen2, `sliding_window` > 0 turns on sliding-window attention of that many tokens in every
+    layer but the first."""
     vocab = 129  # 128 ASCII bytes and the end-of-text token
-    common: dict[str, Any] = {"vocab_size": vocab, "bos_token_id": vocab - 1, "eos_token_id": vocab - 1}
+    common: dict[str, Any] = {
+        "vocab_size": vocab,
+        "bos_token_id": vocab - 1,
+        "eos_token_id": vocab - 1,
+        "initializer_range": init_std,
+    }
     model: Any
     if family == "gpt2":
         config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=4, n_positions=context, **common)
@@ -80,6 +97,7 @@ def tiny_model(family: str, *, layers: int = 2, hidden: int = 64, context: int =
             max_position_embeddings=context,
             tie_word_embeddings=family == "qwen2",
             **common,
+            **_sliding(family, sliding_window, layers),
         )
         model = model_class(llama_config)
     else:
@@ -87,7 +105,15 @@ def tiny_model(family: str, *, layers: int = 2, hidden: int = 64, context: int =
     return model.eval()
 
 
-def write_tiny(family: str, out: Path, *, seed: int = 0, **sizes: int) -> Path:
+def _sliding(family: str, window: int, layers: int) -> dict[str, Any]:
+    if not window:
+        return {}
+    if family != "qwen2":
+        raise ValueError(f"a sliding window is made for qwen2 models here, not {family}")
+    return {"use_sliding_window": True, "sliding_window": window, "max_window_layers": min(1, layers - 1)}
+
+
+def write_tiny(family: str, out: Path, *, seed: int = 0, **sizes: Any) -> Path:
     """Write a tiny `family` model with seeded weights, its tokenizer and chat template to `out`."""
     torch.manual_seed(seed)
     model = tiny_model(family, **sizes)

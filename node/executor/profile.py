@@ -28,9 +28,15 @@ class ExecutionProfile:
     interop_threads: int
     deterministic: bool
     batch_size: int
+    # What quantized the weights at load (an int8 variant), else empty. Left out of the canonical
+    # bytes when empty, so the profiles of unquantized models hash as they always have.
+    quantizer: str = ""
 
     def canonical_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        fields = asdict(self)
+        if not self.quantizer:
+            del fields["quantizer"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     def hash(self) -> Hash32:
         """bytes32 for `ResultReceipt.profile_hash`."""
@@ -50,4 +56,5 @@ class ExecutionProfile:
             interop_threads=int(info["interop_threads"]),
             deterministic=bool(info["deterministic"]),
             batch_size=0,
+            quantizer=str(info.get("quantizer", "")),
         )

@@ -148,7 +148,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--stream-interval-ms", type=float, default=0.0)
     parser.add_argument("--max-body", type=int, required=True)
+    parser.add_argument("--prefill-chunk", type=int, default=512)
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     _configure(args.threads, args.deterministic)
@@ -167,11 +169,22 @@ def main(argv: list[str]) -> int:
         "startup_s": time.perf_counter() - _STARTED,
         "pid_in_sandbox": os.getpid(),
     }
+    if manifest["format"] == "huggingface" and manifest["hf"].get("quantization") == "int8":
+        from node.executor.hf_runtime import int8_quantizer
+
+        ready["quantizer"] = int8_quantizer(args.device)
     framing.send_blocking(sock, Kind.READY, 0, json.dumps(ready).encode())
     if manifest["format"] == "huggingface" and manifest["hf"]["task"] == "generate":
         from node.executor import hf_batching
 
-        hf_batching.serve(sock, runner, args.max_body, _describe)
+        hf_batching.serve(
+            sock,
+            runner,
+            args.max_body,
+            _describe,
+            prefill_chunk=args.prefill_chunk,
+            stream_interval_s=args.stream_interval_ms / 1000,
+        )
     else:
         _serve(sock, runner, args)
     return 0

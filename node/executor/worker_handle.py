@@ -146,6 +146,10 @@ class WorkerHandle:
             str(settings.threads),
             "--max-body",
             str(_max_body(settings)),
+            "--prefill-chunk",
+            str(settings.prefill_chunk_tokens),
+            "--stream-interval-ms",
+            str(settings.stream_interval_ms),
             *(["--deterministic"] if settings.deterministic else []),
         ]
         env = {"OMP_NUM_THREADS": str(settings.threads), "MKL_NUM_THREADS": str(settings.threads)}

@@ -8,10 +8,12 @@ provider answers jobs on one stream one after the other; concurrency comes from 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -62,26 +64,37 @@ def serve_jobs(host: P2PHost, handler: JobHandler, *, keepalive_s: float | None 
     interval = keepalive_s if keepalive_s is not None else host.read_timeout_s / 2
 
     async def on_stream(stream: P2PStream) -> None:
-        while True:
-            try:
-                raw = await stream.read_frame(timeout_s=SERVER_IDLE_S)
-            except PeerTimeout:
-                return
-            if raw is None:
-                return
-            try:
-                request = decode_request(raw)
-            except ProtocolViolation as exc:
-                await stream.write_frame(encode_response(JobRejected("malformed", str(exc))))
-                return
-            if not await _answer(handler, stream, request, interval):
-                return
+        inbound = _Inbound(stream)
+        try:
+            while True:
+                try:
+                    raw = await inbound.next_frame(SERVER_IDLE_S)
+                except PeerTimeout:
+                    return
+                if raw is None:
+                    return
+                try:
+                    request = decode_request(raw)
+                except ProtocolViolation as exc:
+                    await stream.write_frame(encode_response(JobRejected("malformed", str(exc))))
+                    return
+                if not await _answer(handler, stream, request, interval, inbound):
+                    return
+        finally:
+            await inbound.close()
 
     host.set_stream_handler(JOB_PROTOCOL, on_stream)
 
 
-async def _answer(handler: JobHandler, stream: P2PStream, request: JobRequest, keepalive_s: float) -> bool:
-    """Stream the handler's answers to one request; False when the stream cannot be reused."""
+async def _answer(
+    handler: JobHandler, stream: P2PStream, request: JobRequest, keepalive_s: float, inbound: _Inbound
+) -> bool:
+    """Stream the handler's answers to one request; False when the stream cannot be reused.
+
+    A client that resets the stream while its job runs has gone: the handler is stopped at once
+    (cancelled where it waits), not when its next answer fails to leave. Once its last answer has
+    been written, the handler is resumed once more, so it can tell a result that left from one
+    that did not (closed at its last `yield` instead)."""
     responses = handler(stream.remote_peer, request)
     order = _ResponseOrder()
     pending: asyncio.Future[JobResponse] | None = None
@@ -91,7 +104,7 @@ async def _answer(handler: JobHandler, stream: P2PStream, request: JobRequest, k
         while not order.finished:
             if pending is None:
                 pending = asyncio.ensure_future(anext(responses))
-            while not (await asyncio.wait({pending}, timeout=keepalive_s))[0]:
+            while not await _ready_or_gone(pending, inbound, keepalive_s):
                 if order.accepted:
                     await stream.write_frame(encode_response(JobProgress("running", last_fraction)))
             frames: list[bytes] = []
@@ -110,6 +123,9 @@ async def _answer(handler: JobHandler, stream: P2PStream, request: JobRequest, k
                     pending = asyncio.ensure_future(anext(responses))
                     await asyncio.sleep(0)  # lets a handler with its next answer ready give it now
             await stream.write_frames(frames)
+        with suppress(StopAsyncIteration):
+            extra = await anext(responses)
+            raise ProtocolViolation(f"handler sent {type(extra).__name__} after the job ended")
         return True
     except P2PError as exc:
         if isinstance(exc, ProtocolViolation) and not isinstance(exc, PeerTimeout):
@@ -132,6 +148,27 @@ async def _answer(handler: JobHandler, stream: P2PStream, request: JobRequest, k
             with suppress(BaseException):
                 await pending
         await responses.aclose()  # type: ignore[attr-defined]
+
+
+async def _ready_or_gone(pending: asyncio.Future[JobResponse], inbound: _Inbound, wait_s: float) -> bool:
+    """Wait up to `wait_s` for the handler's next answer: True once it is ready, False if it is
+    not (time for a keepalive). Returns False at once when the client's side ends: py-libp2p's
+    yamux reads a reset as an end of stream, and only a write tells the two apart (it fails on a
+    reset stream), so the keepalive that follows is what finds a client that left."""
+    watching = inbound.watch()
+    if watching.done():
+        _raise_if_reset(watching, inbound.peer)
+        return bool((await asyncio.wait({pending}, timeout=wait_s))[0])
+    either: set[asyncio.Future[Any]] = {pending, watching}
+    await asyncio.wait(either, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    if watching.done():
+        _raise_if_reset(watching, inbound.peer)
+    return pending.done()
+
+
+def _raise_if_reset(read: asyncio.Future[bytes | None], peer: str) -> None:
+    if not read.cancelled() and read.exception() is not None:
+        raise P2PError(f"client {peer} reset the job stream while its job ran", hint="it left")
 
 
 async def _give_up(stream: P2PStream, order: _ResponseOrder, reason: str) -> None:
@@ -297,3 +334,40 @@ class JobClient:
 
 class _StaleStream(Exception):
     """A reused stream turned out dead before the provider read anything from it."""
+
+
+class _Inbound:
+    """What the client sends on a job stream, read one frame at a time by a single read in flight:
+    its next request, and, while a job runs, whether it is still there (a reset ends that read)."""
+
+    def __init__(self, stream: P2PStream) -> None:
+        self._stream = stream
+        self.peer = stream.remote_peer
+        self._read: asyncio.Future[bytes | None] | None = None
+
+    def watch(self) -> asyncio.Future[bytes | None]:
+        """The read in flight, started if there is none: done at the next frame, the end of the
+        client's side, or a reset."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(self._stream.read_frame(math.inf))
+        return self._read
+
+    async def next_frame(self, idle_s: float) -> bytes | None:
+        """The client's next frame, None at a clean end; `PeerTimeout` after `idle_s` of silence."""
+        read = self.watch()
+        if not (await asyncio.wait({read}, timeout=idle_s))[0]:
+            raise PeerTimeout(
+                f"peer {self.peer} sent nothing on {JOB_PROTOCOL} for {idle_s} s",
+                hint="the peer is slow, overloaded or gone",
+            )
+        self._read = None
+        return read.result()
+
+    async def close(self) -> None:
+        read, self._read = self._read, None
+        if read is None:
+            return
+        read.cancel()
+        await asyncio.wait({read})  # its cancel reaches the p2p thread before the stream closes
+        if not read.cancelled():
+            read.exception()  # a reset or a frame nobody reads any more: the stream is done with

@@ -181,7 +181,7 @@ class ProviderJobs:
         record, job_input, escrow, position = accepted
         if escrow is not None:
             # The client's own deadline does not shorten it: only the chain's counts for escrow.
-            served = self._serve(record, job_input, escrow)
+            served = self._serve(record, job_input, escrow, peer=peer)
             async for frame in self._escrowed_frames(peer, _Attach(served, position)):
                 yield frame
             return
@@ -221,13 +221,18 @@ class ProviderJobs:
             self._abandon(record, execution)
             raise
         # The signed receipt is durable already: the hand-over is recorded once the result has
-        # left (or failed to), so that its write does not compete with sending it.
-        left = asyncio.Event()
-        self._spawn(self._delivered_once(left, record.job_id))
+        # left, so that its write does not compete with sending it. The protocol resumes this
+        # generator after the result was written, and closes it here if it could not be.
+        handed_over = False
         try:
             yield self._result_frame(peer, signed)
+            handed_over = True
         finally:
-            left.set()
+            if handed_over or streamed:  # streamed text was the client's already: it pays for it
+                self._record_delivery(record)
+            else:
+                self._release(record)
+                self._abandon(record, execution)
 
     async def _fetch_and_run(
         self,
@@ -269,9 +274,13 @@ class ProviderJobs:
             return
         yield self._result_frame(peer, served.result)
 
-    async def _delivered_once(self, left: asyncio.Event, job_id: Hash32) -> None:
-        await left.wait()
-        await self.runner.delivered(job_id)
+    def _record_delivery(self, record: JobRecord) -> None:
+        delivered = self.runner.delivered(record.job_id)
+        try:
+            self._spawn(delivered)
+        except RuntimeError as exc:  # the node is stopping: the job stays signed, its restart sees it
+            delivered.close()
+            log.info("job_delivery_left_for_restart", job_id=record.job_id.hex(), error=str(exc))
 
     def _keep_partial(
         self, record: JobRecord, execution: asyncio.Future[SignedResult], stop: asyncio.Event
@@ -322,17 +331,21 @@ class ProviderJobs:
         escrow: Escrowed,
         *,
         signed: SignedResult | None = None,
+        peer: str | None = None,
     ) -> asyncio.Future[Served]:
         """Serve an escrowed job to the end under the node's tasks; the future tells how it ended,
-        to whoever asks for the job."""
+        to whoever asks for the job. A model this provider lacks is fetched first, from `peer`
+        (the client) or the peers that hold it."""
         job_id = record.job_id
         served: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
         self._escrowed[job_id] = served
 
         async def serve() -> None:
             try:
+                unfetched = None if signed is not None else await self._fetch_escrowed(record, escrow, peer)
                 served.set_result(
-                    await serve_escrowed(
+                    unfetched
+                    or await serve_escrowed(
                         self.runner,
                         self.market,
                         self.blobs,
@@ -354,6 +367,33 @@ class ProviderJobs:
 
         self._spawn(serve())
         return served
+
+    async def _fetch_escrowed(self, record: JobRecord, escrow: Escrowed, peer: str | None) -> Served | None:
+        """Fetch, check, install and warm the model of an escrowed job this provider lacks, within
+        the room its on-chain deadline leaves to run it; None once the model is here.
+
+        A job that names this provider is claimed only after it ran, so a fetch that fails costs
+        no stake: the job fails as `model_unavailable` and its client takes its escrow back. No
+        result, no pay, whoever is at fault: the chain cannot tell a tampered model from a
+        provider that says so, and paying a cold start on the provider's word would pay for failing.
+        """
+        if self.fetcher is None or record.model_id in self.policy.price_floor_wei:
+            return None
+        room = escrow.deadline - SUBMIT_ROOM_S - MIN_RUN_S - time.time()
+        try:
+            async with asyncio.timeout(max(0.1, room)):
+                await self.fetcher.ensure(record.model_id, peer)
+            return None
+        except TimeoutError:
+            problem = ModelFetchFailed(
+                f"model {record.model_id.hex()} was not fetched, checked and warmed within the "
+                f"{max(0.0, room):.0f} s the escrow's deadline leaves to run it"
+            )
+        except ModelFetchFailed as exc:
+            problem = exc
+        log.info("escrowed_model_not_fetched", job_id=record.job_id.hex(), error=str(problem))
+        await self.runner.store.apply(record.job_id, Failed(f"model unavailable: {problem}"))
+        return Served(None, str(problem), MODEL_UNAVAILABLE)
 
     async def resume(self) -> None:
         """At start: escrowed jobs a restart cut off are served to the end while this provider
@@ -433,11 +473,6 @@ class ProviderJobs:
         if price is None:
             return JobRejected("unknown_model", f"this provider does not serve model {model_key}")
         to_fetch = request.model_id not in self.policy.price_floor_wei
-        if to_fetch and isinstance(request.payment, OnchainPayment):
-            return JobRejected(
-                "unknown_model",
-                f"this provider does not hold model {model_key}; it fetches models for voucher jobs only",
-            )
         if to_fetch and self.fetcher is not None and not self.fetcher.takes(request.model_id):
             return JobRejected(
                 "fetch_limit",

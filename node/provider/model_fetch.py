@@ -88,8 +88,9 @@ class ModelFetcher:
         """No other model will be fetched in this run (adverts stop offering to)."""
         return len(self._fetched) >= self.max_models
 
-    async def ensure(self, model_id: Hash32, client: str) -> ColdStart:
-        """Fetch, check, install and warm `model_id` (once for all the jobs that ask meanwhile);
+    async def ensure(self, model_id: Hash32, client: str | None) -> ColdStart:
+        """Fetch, check, install and warm `model_id` (once for all the jobs that ask meanwhile),
+        from `client` first when its peer is known, then from the peers that hold it;
         `ModelFetchFailed` says why it cannot run here."""
         running = self._fetching.get(model_id)
         if running is None:
@@ -98,7 +99,7 @@ class ModelFetcher:
             running.add_done_callback(lambda _: self._fetching.pop(model_id, None))
         return await asyncio.shield(running)
 
-    async def _cold_start(self, model_id: Hash32, client: str) -> ColdStart:
+    async def _cold_start(self, model_id: Hash32, client: str | None) -> ColdStart:
         started = time.perf_counter()
         key = model_id.hex()
         if await asyncio.to_thread(self._installed, key):
@@ -130,8 +131,11 @@ class ModelFetcher:
             return False
         return True
 
-    async def _fetch_and_install(self, model_id: Hash32, client: str) -> tuple[float, float, float, int]:
-        sources = [client, *(p for p in self._holders(model_id) if p != client)]
+    async def _fetch_and_install(
+        self, model_id: Hash32, client: str | None
+    ) -> tuple[float, float, float, int]:
+        first = [] if client is None else [client]
+        sources = [*first, *(p for p in self._holders(model_id) if p != client)]
         problems: list[str] = []
         with tempfile.TemporaryDirectory(dir=self.store.root, prefix=".fetch-") as tmp:
             for peer in sources:

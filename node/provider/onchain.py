@@ -1,4 +1,8 @@
-"""On-chain jobs on the provider: the dApp path (follow `JobRequested`, claim, run, submit)."""
+"""On-chain jobs on the provider: the dApp path (follow `JobRequested`, claim, run, submit).
+
+Only jobs for models this provider holds are claimed. A dApp's job has no client to fetch a model
+from, and anyone may claim it, so it is claimed before it runs: a fetch failing after the claim
+would cost stake, and a peer that holds the model can claim the job itself, warm."""
 
 from __future__ import annotations
 

@@ -330,6 +330,9 @@ def test_can_list_the_models_offered_on_the_network(
     assert models[api_devnet.model_id]["price_per_job_wei"] == PRICE_WEI
     assert models[api_devnet.model_id]["task"] == "tensor"
     assert by_provider[api_devnet.provider_address]["devices"]
+    # The provider fetches models it lacks, on the terms its advert states (the defaults here).
+    fetch = by_provider[api_devnet.provider_address]["fetch"]
+    assert fetch == {"max_bytes": 4 * 2**30, "price_per_job_wei": PRICE_WEI, "cold_start_price_wei": 10**13}
     monkeypatch.setenv("COLUMNS", "80")
     import node.cli.output as output
 
@@ -338,6 +341,13 @@ def test_can_list_the_models_offered_on_the_network(
     assert table.exit_code == 0
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
     assert "precision" in table.stdout
+    assert "providers that fetch models they lack" in table.stdout
+    assert "4 GiB" in table.stdout
+    peers = gpunode("node", "peers", *api)
+    assert peers.exit_code == 0
+    assert max(len(line) for line in peers.stdout.splitlines()) <= 80
+    assert "4 GiB" in peers.stdout
+    assert "cold start" in peers.stdout
     # The whole id, folded over lines of the table.
     id_lines = [line.split("│")[1].strip() for line in table.stdout.splitlines() if line.count("│") > 2]
     assert api_devnet.model_id in "".join(id_lines)

@@ -20,7 +20,7 @@ from node.domain.service import (
 )
 from node.domain.state import AttemptOutcome, JobState, PaymentPath, Role
 from node.gen.gpunode.v1 import api_pb2 as pb
-from node.types import Address, Hash32, ResultReceipt
+from node.types import Address, FetchTerms, Hash32, ResultReceipt
 
 PROVIDER = Address("0x5B38Da6a701c568545dCfcB03FcB875f56beddC4")
 MODEL = hashlib.sha256(b"model").hexdigest()
@@ -162,3 +162,20 @@ def test_can_carry_a_spot_check_and_a_providers_reputation_through_the_api() -> 
     assert convert.peer_from_pb(convert.peer_to_pb(peer)) == peer
     never_used = dataclasses.replace(peer, reputation=None)
     assert convert.peer_from_pb(convert.peer_to_pb(never_used)) == never_used
+
+
+def test_can_carry_a_providers_fetch_terms_through_the_api() -> None:
+    terms = FetchTerms(4 * 2**30, 10**12, 10**13)
+    peer = PeerView("peer", Address("0x" + "ab" * 20), True, True, (), fetch=terms)
+    assert convert.peer_from_pb(convert.peer_to_pb(peer)) == peer
+    no_fetching = dataclasses.replace(peer, fetch=None)
+    assert convert.peer_from_pb(convert.peer_to_pb(no_fetching)) == no_fetching
+
+
+def test_cannot_read_fetch_terms_whose_cold_start_is_not_an_amount() -> None:
+    message = convert.peer_to_pb(
+        PeerView("peer", Address("0x" + "ab" * 20), True, True, (), fetch=FetchTerms(1, 2, 3))
+    )
+    message.fetch.cold_start_price_wei = "-5"
+    with pytest.raises(InvalidRequest, match="cold_start_price_wei '-5' is not an amount of wei"):
+        convert.peer_from_pb(message)

@@ -173,15 +173,6 @@ def test_cannot_send_a_model_nobody_holds_to_a_provider_that_would_fetch_it() ->
         matchmaker.choose(Hash32(b"\x06" * 32), 10**6)
 
 
-def test_cannot_send_an_escrowed_job_to_a_provider_that_would_fetch_its_model() -> None:
-    """Providers fetch models for voucher jobs only: an escrowed job is never matched to one."""
-    matchmaker = fetching_market(with_holder=False)
-    with pytest.raises(SchedulerError, match="has no live advert offering"):
-        matchmaker.choose(MODEL, 10**6, fetch=False, pinned=FETCHER)
-    with pytest.raises(UnknownModel):
-        matchmaker.choose(MODEL, 10**6, fetch=False)
-
-
 def frozen_market(cheap: int, dear: int) -> tuple[Matchmaker, list[float]]:
     """`market()` on a clock that moves only when the test moves it."""
     now = [time.time()]

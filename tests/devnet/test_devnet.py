@@ -36,6 +36,26 @@ async def test_can_run_a_marketplace_over_every_payment_path(tmp_path: Path) -> 
     assert (tmp_path / "client" / "gpunode.db").is_file()
 
 
+async def test_can_pay_for_the_clients_spot_checks_and_count_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every job spot-checked, each is run again on the other provider and paid for: the
+    providers' pay still adds up to exactly the jobs they ran, re-runs included."""
+    monkeypatch.setenv("GPUNODE_CLIENT__SPOT_CHECK_SHARE", "1")
+    lines: list[str] = []
+    options = DevnetOptions(providers=2, jobs=4, dapp_jobs=0, home=tmp_path)
+    summary = await run_devnet(options, lines.append)
+
+    assert summary.ok, summary.problems
+    assert summary.spot_checks == 4
+    assert summary.completed == 4
+    assert sum(p.jobs_served for p in summary.provider_summaries) == 8
+    for provider in summary.provider_summaries:
+        assert provider.paid_wei == provider.earned_wei == provider.jobs_served * options.price_wei
+    assert summary.market_balance_wei == summary.market_owed_wei
+    assert any("spot checks" in line for line in lines)
+
+
 def test_cannot_run_a_devnet_without_providers() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "from node.cli.main import main; main()", "devnet", "--providers", "0"],

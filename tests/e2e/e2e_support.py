@@ -178,15 +178,16 @@ async def serve_cheaply(
     handler: JobHandler,
     *,
     price: ModelPrice | None = None,
+    offer: Offer | None = None,
 ) -> P2PHost:
     """A registered provider that is not a node: `handler` answers its jobs, and it advertises the
     devnet's model (or `price`'s) at a quarter of the price, so a client tries it before the honest
-    providers."""
+    providers; or it advertises `offer`."""
     assert devnet.client is not None
     await register(devnet, key)
     model = Hash32(bytes.fromhex(devnet.model_id))
     price = price or ModelPrice(model, PRICE_WEI // 4)
-    cheap = Offer(
+    cheap = offer or Offer(
         devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
         warm_models=(price.model_id,),
         prices=(price,),

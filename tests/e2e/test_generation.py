@@ -20,7 +20,6 @@ from node.domain.state import JobState, ProviderState
 from node.executor.hf_model import read_hf_dir
 from node.executor.hf_requests import parse_generation
 from node.executor.hf_tiny import write_tiny
-from node.jobstore.events import records_until_terminal
 from node.p2p.job_messages import JobProgress, JobRejected, JobRequest, JobResult, JobTokens, VoucherPayment
 from node.p2p.job_protocol import JobClient
 from node.provider.jobs import CLIENT_GONE
@@ -192,50 +191,113 @@ async def test_cannot_get_streamed_tokens_for_free_by_leaving_mid_stream(devnet:
     assert "".join(got)  # what the attacker got was paid for
 
 
-@pytest.mark.skip(
-    reason="known defect: with continuous batching, a provider whose non-streamed generation's client "
-    "leaves before the result may never end the job (it neither fails it nor hands the result over)"
-)
 async def test_can_leave_before_anything_streams_and_pay_nothing(devnet: Devnet) -> None:
     """A client that drops a job before any text came (here: not streamed at all) is not
-    charged: the job fails and no longer counts against its vouchers."""
+    charged: the provider stops generating at once, the job fails and no longer counts against
+    its vouchers."""
     client, provider = client_of(devnet), devnet.providers[0]
-    owed = await _owed(client, provider) + PRICE_WEI
-    voucher = Voucher(client.key.address, provider.key.address, owed)
-    request = JobRequest(
-        job_id=Hash32(b"\x71" * 32),
-        model_id=Hash32(bytes.fromhex(devnet.model_id)),
-        input=json.dumps({"prompt": "a", "max_tokens": 300, "temperature": 0}).encode(),
-        payment=VoucherPayment(
-            voucher.client,
-            voucher.provider,
-            owed,
-            sign_voucher(client.key.private_key, devnet.market.domain(), voucher),
-        ),
-        max_price_wei=PRICE_WEI,
-        deadline_ms=2**42,
-        stream=False,
-    )
+    owed = await _owed(client, provider)
+    await _reserve_for(devnet, client, provider, owed + 2 * PRICE_WEI)
     jobs = JobClient(client.host)
+    bounded = json.dumps({"prompt": "a", "max_tokens": 300, "temperature": 0}).encode()
+    request = _voucher_request(devnet, client, provider, b"\x71", bounded, owed + PRICE_WEI)
+    loop = asyncio.get_running_loop()
+    await _leave_once_running(jobs, provider, request)
+    left = loop.time()
+
+    kept_as = voucher_job_id(client.key.address, request.job_id)
+    record = await _until(provider, kept_as, _ended)
+    ended_s = loop.time() - left
+    assert record.state is ProviderState.FAILED, record
+    assert CLIENT_GONE in (record.status.reason or "")
+    # Nothing is owed for it: the next job needs a voucher for one price more than before, not two.
+    short = json.dumps({"prompt": "a", "max_tokens": 1}).encode()
+    after = await jobs.request_job(
+        provider.host.peer_id, _voucher_request(devnet, client, provider, b"\x72", short, owed + PRICE_WEI)
+    )
+    assert isinstance(after, JobResult), after
+    assert ended_s < provider.settings.p2p.read_timeout_s / 4, (
+        f"it ended {ended_s:.2f} s after the client left"
+    )
+
+
+async def test_cannot_keep_the_worker_busy_by_starting_generations_and_leaving(devnet: Devnet) -> None:
+    """The attacker starts more long generations than the model has batch slots, none streamed,
+    waits until they run, and leaves them all, hoping to hold the slots (and the decoding steps)
+    for nobody until each would have been handed over. Each leaving ends its generation at once:
+    every job fails unpaid (the voucher that covered them all now covers an honest job besides),
+    and the honest job that follows finds the worker free."""
+    client, provider = client_of(devnet), devnet.providers[0]
+    burst = provider.settings.executor.max_batch + 2
+    owed = await _owed(client, provider)
+    await _reserve_for(devnet, client, provider, owed + burst * PRICE_WEI)
+    jobs = JobClient(client.host)
+    long_request = json.dumps({"prompt": "a", "max_tokens": 2000, "temperature": 0}).encode()
+    requests = [
+        _voucher_request(
+            devnet, client, provider, bytes([0x80 + i]), long_request, owed + (i + 1) * PRICE_WEI
+        )
+        for i in range(burst)
+    ]
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(_leave_once_running(jobs, provider, request) for request in requests))
+    left = loop.time()
+
+    short = json.dumps({"prompt": "a", "max_tokens": 8, "temperature": 0}).encode()
+    honest = _voucher_request(devnet, client, provider, b"\x7f", short, owed + burst * PRICE_WEI)
+    after = await jobs.request_job(provider.host.peer_id, honest)
+    honest_s = loop.time() - left
+    assert isinstance(after, JobResult), after  # not voucher_too_low: the abandoned jobs cost nothing
+    for request in requests:
+        record = await _until(provider, voucher_job_id(client.key.address, request.job_id), _ended)
+        assert record.state is ProviderState.FAILED, record
+        assert CLIENT_GONE in (record.status.reason or "")
+    # Well under the keepalive interval, at which a provider that missed the leaving would write
+    # to the dead streams and learn of it only then.
+    assert honest_s < provider.settings.p2p.read_timeout_s / 4, f"the honest job took {honest_s:.2f} s"
+
+
+async def _leave_once_running(jobs: JobClient, provider: Node, request: JobRequest) -> None:
+    """Send `request` and reset its stream as soon as the provider says it runs."""
     running = asyncio.Event()
     sending = asyncio.create_task(
         jobs.request_job(
             provider.host.peer_id, request, lambda e: isinstance(e, JobProgress) and running.set()
         )
     )
+    waiting = asyncio.create_task(running.wait())
     async with asyncio.timeout(60):
-        await running.wait()
+        await asyncio.wait([sending, waiting], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    assert not sending.done(), sending.result()
     sending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await sending
-    kept_as = voucher_job_id(client.key.address, request.job_id)
-    with provider.job_store.watch(kept_as) as queue:
-        record = await provider.db.run(provider.db.jobs.find, kept_as)
-        assert record is not None
-        async for latest in records_until_terminal(record, queue):
-            record = latest
-    assert record.state is ProviderState.FAILED
-    assert CLIENT_GONE in (record.status.reason or "")
+
+
+def _voucher_request(
+    devnet: Devnet, client: Node, provider: Node, tag: bytes, job_input: bytes, cumulative: int
+) -> JobRequest:
+    voucher = Voucher(client.key.address, provider.key.address, cumulative)
+    return JobRequest(
+        job_id=Hash32(tag * 32),
+        model_id=Hash32(bytes.fromhex(devnet.model_id)),
+        input=job_input,
+        payment=VoucherPayment(
+            voucher.client,
+            voucher.provider,
+            cumulative,
+            sign_voucher(client.key.private_key, devnet.market.domain(), voucher),
+        ),
+        max_price_wei=PRICE_WEI,
+        deadline_ms=2**42,
+        stream=False,
+    )
+
+
+async def _reserve_for(devnet: Devnet, client: Node, provider: Node, cumulative: int) -> None:
+    """Make vouchers from `client` to `provider` worth `cumulative` wei payable from its deposit."""
+    await devnet.market.cover_vouchers(provider.key.address, cumulative, sender=client.key.account)
 
 
 async def _owed(client: Node, provider: Node) -> int:
@@ -243,6 +305,10 @@ async def _owed(client: Node, provider: Node) -> int:
     stored = await provider.db.run(provider.db.vouchers.get, client.key.address, provider.key.address)
     amounts = [v.voucher.cumulative_amount for v in (latest, stored) if v is not None]
     return max(amounts, default=0)
+
+
+def _ended(record: JobRecord) -> bool:
+    return record.status.terminal
 
 
 async def _until(node: Node, job_id: Hash32, done: Callable[[JobRecord], object]) -> JobRecord:

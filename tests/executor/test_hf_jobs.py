@@ -218,9 +218,15 @@ async def test_can_stop_generating_when_the_caller_goes_away(pool: ExecutorPool,
 
 
 async def test_can_generate_with_an_int8_variant(pool: ExecutorPool, hf_models: HfModels) -> None:
-    result = await generate(pool, hf_models.llama_int8, prompt="Hello there", max_tokens=16, temperature=0)
+    request = {"prompt": "Hello there", "max_tokens": 16, "temperature": 0}
+    ran = await pool.run(hf_models.llama_int8.model_id, json.dumps(request).encode())
+    result = parse_generation(ran.output)
     assert result.completion_tokens > 0
     assert result.prompt_tokens == len(b"Hello there")
+    # Its bits depend on what quantized it, so the profile (and the receipt's hash) says so.
+    assert ran.profile.quantizer == f"torch-{torch.__version__}-dynamic-int8"
+    full = await pool.run(hf_models.llama.model_id, json.dumps(request).encode())
+    assert full.profile.quantizer == ""
 
 
 async def test_can_keep_int8_logits_close_to_full_precision(hf_models: HfModels) -> None:
@@ -238,6 +244,28 @@ async def test_can_keep_int8_logits_close_to_full_precision(hf_models: HfModels)
     cosine = torch.nn.functional.cosine_similarity(full, int8, dim=-1)
     assert float(cosine.min()) > 0.99
     assert not torch.equal(full, int8)  # quantized for real
+
+
+async def test_can_keep_logits_close_with_torchaos_int8_weight_only_quantization(hf_models: HfModels) -> None:
+    """The CUDA path's quantizer (torchao int8 weight-only), run here on the CPU, where it works too."""
+    from torchao.quantization import Int8Tensor
+
+    from node.executor import hf_runtime
+
+    model_dir = hf_models.store.path(hf_models.llama.model_id)
+    blobs = {name: (model_dir / name).read_bytes() for name in hf_models.llama.files}
+    loaded = hf_runtime.load(json.loads(hf_models.llama.canonical_bytes()), blobs, "cpu")
+    ids = torch.tensor([loaded.prompt_ids({"prompt": "The int8 variant is measured against this text."})])
+    with torch.no_grad():
+        full = loaded.model(input_ids=ids).logits[0].float()
+        quantized = hf_runtime.int8_weight_only(loaded.model)
+        int8 = quantized(input_ids=ids).logits[0].float()
+    linears = [m for m in quantized.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears
+    assert all(isinstance(m.weight, Int8Tensor) for m in linears)
+    assert float(torch.nn.functional.cosine_similarity(full, int8, dim=-1).min()) > 0.99
+    assert not torch.equal(full, int8)
+    assert hf_runtime.int8_quantizer("cuda:0").startswith("torchao-")
 
 
 async def test_cannot_reach_python_from_a_chat_template(

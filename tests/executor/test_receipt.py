@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -48,11 +49,20 @@ def test_profile_hash_is_canonical_and_covers_every_field() -> None:
         "interop_threads": 2,
         "deterministic": False,
         "batch_size": 3,
+        "quantizer": "torchao-0.18.0-int8-weight-only",
     }
     hashes = {dataclasses.replace(PROFILE, **{field: value}).hash() for field, value in changes.items()}  # type: ignore[arg-type]
     assert len(hashes) == len(changes)
     assert PROFILE.hash() not in hashes
     assert PROFILE.with_batch(7).batch_size == 7
+
+
+def test_can_hash_an_unquantized_profile_as_before_the_quantizer_was_recorded() -> None:
+    fields = dataclasses.asdict(PROFILE)
+    del fields["quantizer"]
+    assert PROFILE.canonical_bytes() == json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    quantized = dataclasses.replace(PROFILE, quantizer="torch-2.13.0-dynamic-int8")
+    assert b'"quantizer":"torch-2.13.0-dynamic-int8"' in quantized.canonical_bytes()
 
 
 def test_can_sign_and_verify_a_receipt_built_from_a_result() -> None:

@@ -249,3 +249,55 @@ async def test_client_going_away_stops_the_provider_handler(running_hosts: Hosts
             await asyncio.sleep(0.5)
             job.cancel()
         await asyncio.wait_for(closed.wait(), 10)
+
+
+async def test_client_leaving_a_silent_job_stops_its_handler_at_once(running_hosts: HostsFactory) -> None:
+    """The handler has nothing to say while its job runs (no progress, no keepalive due for a
+    minute): the provider still learns the client left as soon as it resets the stream, and
+    cancels the handler where it waits."""
+    running, stopped = asyncio.Event(), asyncio.Event()
+
+    async def silent(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        yield JobAccepted()
+        yield JobProgress("running", 0.0)
+        try:
+            running.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        yield JobFailed("never", "never reached")
+
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, silent, keepalive_s=60.0)
+        await client.connect(provider.addrs[0])
+        job = asyncio.create_task(JobClient(client).request_job(provider.peer_id, make_request()))
+        await asyncio.wait_for(running.wait(), 10)
+        left = time.monotonic()
+        job.cancel()
+        await asyncio.wait_for(stopped.wait(), 10)
+        assert time.monotonic() - left < 5  # not the 60 s keepalive
+
+
+async def test_handler_learns_whether_its_result_left(running_hosts: HostsFactory) -> None:
+    """A handler is resumed after its last answer was written, and closed at it otherwise."""
+    outcomes: list[str] = []
+    ended = asyncio.Event()
+
+    async def telling(peer: str, request: JobRequest) -> AsyncIterator[JobResponse]:
+        handed_over = False
+        try:
+            async for item in echo_handler(peer, request):
+                yield item
+            handed_over = True
+        finally:
+            outcomes.append("left" if handed_over else "kept")
+            ended.set()
+
+    async with running_hosts(2) as (provider, client):
+        serve_jobs(provider, telling)
+        await client.connect(provider.addrs[0])
+        outcome = await JobClient(client).request_job(provider.peer_id, make_request())
+        assert isinstance(outcome, JobResult)
+        await asyncio.wait_for(ended.wait(), 10)
+        assert outcomes == ["left"]

@@ -401,7 +401,7 @@ class ListPeersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("peer_id", "address", "connected", "provider", "listen_addrs", "models", "devices", "reputation")
+    __slots__ = ("peer_id", "address", "connected", "provider", "listen_addrs", "models", "devices", "reputation", "fetch")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +410,7 @@ class Peer(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     REPUTATION_FIELD_NUMBER: _ClassVar[int]
+    FETCH_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     address: str
     connected: bool
@@ -418,7 +419,18 @@ class Peer(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[OfferedModel]
     devices: _containers.RepeatedScalarFieldContainer[str]
     reputation: Reputation
-    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[OfferedModel, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ..., reputation: _Optional[_Union[Reputation, _Mapping]] = ...) -> None: ...
+    fetch: FetchTerms
+    def __init__(self, peer_id: _Optional[str] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., provider: _Optional[bool] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[OfferedModel, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ..., reputation: _Optional[_Union[Reputation, _Mapping]] = ..., fetch: _Optional[_Union[FetchTerms, _Mapping]] = ...) -> None: ...
+
+class FetchTerms(_message.Message):
+    __slots__ = ("max_bytes", "price_per_job_wei", "cold_start_price_wei")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_JOB_WEI_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    price_per_job_wei: str
+    cold_start_price_wei: str
+    def __init__(self, max_bytes: _Optional[int] = ..., price_per_job_wei: _Optional[str] = ..., cold_start_price_wei: _Optional[str] = ...) -> None: ...
 
 class Reputation(_message.Message):
     __slots__ = ("jobs_seen", "checks_passed", "checks_failed", "fraud_records_seen", "excluded", "excluded_reason")
