@@ -149,9 +149,11 @@ class OpenAiRoutes:
                 yield _event(error_body(exc))
             else:
                 result = self._generation(view)
-                if not streamed and result.text:
-                    # It ended before we followed it: its text comes in one piece, its first now.
+                if not streamed:
+                    # It ended before we followed it (its text comes in one piece), or it made no
+                    # text: what goes out now is its first.
                     self.metrics.first_token_seconds.observe(time.perf_counter() - started)
+                if not streamed and result.text:
                     yield _event(schema.chunk(job_id, model, chat=chat, text=result.text, finish=None))
                 finish = schema.FINISH_REASONS[result.finish_reason]
                 yield _event(schema.chunk(job_id, model, chat=chat, text=None, finish=finish))
