@@ -43,8 +43,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -198,21 +198,22 @@ def node_settings(
     return settings
 
 
-async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> dict[str, float]:
-    """Each marketplace run follows a local run of the same work, so both see the same load. The
-    local runs go on a thread of their own: on the event loop's thread they would hold up the nodes'
-    background work, which would then run at the start of the next marketplace run, in its time."""
+@asynccontextmanager
+async def generation_market(
+    root: Path, model_dir: Path, interval_ms: float | None
+) -> AsyncIterator[tuple[Node, Node, str, str]]:
+    """A client and a provider node serving the bench's causal LM and MiniLM, both warm, with a deposit;
+    yields (client, provider, generator id, embedder id)."""
     generator = read_hf_dir(model_dir)[0].model_id
     embedder = read_hf_dir(minilm_dir())[0].model_id
-    local, local_embedder = LocalGenerator(model_dir), LocalEmbedder()
     async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
         keys = market.dev_keys()
         client = market.node(node_settings(market, "client", provider=False), keys[9])
         await stack.enter_async_context(client.running())
         await market.register(keys[1])
         settings = node_settings(market, "provider", provider=True, bootstrap=[client.host.addrs[0]])
-        if args.stream_interval_ms is not None:
-            settings.executor.stream_interval_ms = args.stream_interval_ms
+        if interval_ms is not None:
+            settings.executor.stream_interval_ms = interval_ms
         market.install_model(settings, model_dir)
         market.install_model(settings, minilm_dir())
         provider = await stack.enter_async_context(market.node(settings, keys[1]).running())
@@ -220,6 +221,20 @@ async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> 
         await asyncio.gather(provider.provider.pool.warm(generator), provider.provider.pool.warm(embedder))
         await client.discovery.directory.wait_for(lambda d: len(d) >= 1, timeout_s=60)
         await client.client_jobs.deposit(10**18)
+        yield client, provider, generator, embedder
+
+
+async def marketplace(args: argparse.Namespace, root: Path, model_dir: Path) -> dict[str, float]:
+    """Each marketplace run follows a local run of the same work, so both see the same load. The
+    local runs go on a thread of their own: on the event loop's thread they would hold up the nodes'
+    background work, which would then run at the start of the next marketplace run, in its time."""
+    local, local_embedder = LocalGenerator(model_dir), LocalEmbedder()
+    async with generation_market(root, model_dir, args.stream_interval_ms) as (
+        client,
+        _,
+        generator,
+        embedder,
+    ):
         request = json.dumps({"prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0}).encode()
         await streamed(client, generator, request)  # warm-up
         await embedded(client, embedder)

@@ -23,22 +23,18 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from bench_generation import PROMPT, TEXTS, LocalEmbedder, LocalGenerator, minilm_dir, node_settings
+from bench_generation import PROMPT, TEXTS, LocalEmbedder, LocalGenerator, generation_market
 from e2e_breakdown import Stamps, Timeline, stamp_client, stamp_provider
 
 from node.app import Node
 from node.chain.market import voucher_job_id
-from node.devnet.marketplace import PRICE_WEI, Marketplace
 from node.domain.service import JobSpec
 from node.domain.state import JobState
 from node.executor.framing import Kind
-from node.executor.hf_model import read_hf_dir
 from node.executor.hf_tiny import write_tiny
 from node.executor.worker_handle import WorkerHandle
 from node.logging import configure_logging
@@ -153,30 +149,6 @@ def p50s(jobs: list[dict[str, float]]) -> dict[str, float]:
     return {name: round(statistics.median(values), 3) for name, values in names.items()}
 
 
-@asynccontextmanager
-async def market_of(
-    root: Path, model_dir: Path, interval_ms: float | None
-) -> AsyncIterator[tuple[Node, Node, str, str]]:
-    generator = read_hf_dir(model_dir)[0].model_id
-    embedder = read_hf_dir(minilm_dir())[0].model_id
-    async with Marketplace.open(root, price_wei=PRICE_WEI) as market, AsyncExitStack() as stack:
-        keys = market.dev_keys()
-        client = market.node(node_settings(market, "client", provider=False), keys[9])
-        await stack.enter_async_context(client.running())
-        await market.register(keys[1])
-        settings = node_settings(market, "provider", provider=True, bootstrap=[client.host.addrs[0]])
-        if interval_ms is not None:
-            settings.executor.stream_interval_ms = interval_ms
-        market.install_model(settings, model_dir)
-        market.install_model(settings, minilm_dir())
-        provider = await stack.enter_async_context(market.node(settings, keys[1]).running())
-        assert provider.provider is not None
-        await asyncio.gather(provider.provider.pool.warm(generator), provider.provider.pool.warm(embedder))
-        await client.discovery.directory.wait_for(lambda d: len(d) >= 1, timeout_s=60)
-        await client.client_jobs.deposit(10**18)
-        yield client, provider, generator, embedder
-
-
 async def one_job(client: Node, spec: JobSpec, timeline: Timeline) -> str:
     jobs = client.services.jobs
     timeline.begin("submitting")
@@ -205,7 +177,7 @@ def merged(ours: Timeline, theirs: Stamps, job_id: str) -> list[tuple[str, float
 
 async def measure(args: argparse.Namespace, root: Path, model_dir: Path) -> dict[str, Any]:
     local, local_embedder = LocalGenerator(model_dir), LocalEmbedder()
-    market = market_of(root / "net", model_dir, args.stream_interval_ms)
+    market = generation_market(root / "net", model_dir, args.stream_interval_ms)
     async with market as (client, provider, generator, embedder):
         assert provider.provider is not None
         client_stamps, provider_stamps = Timeline(), Timeline()
