@@ -25,7 +25,7 @@ COPY pyproject.toml README.md ./
 COPY node ./node
 COPY scripts/make_builtin_models.py ./scripts/
 COPY docker/entrypoint.sh ./docker/
-RUN pip install .
+RUN pip install './[cuda]'
 
 USER 10001
 WORKDIR /var/lib/gpunode

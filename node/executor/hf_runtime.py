@@ -375,7 +375,10 @@ def _int8(model: Any, device: str) -> Any:
 def int8_weight_only(model: Any) -> Any:
     """torchao's int8 weight-only quantization of the Linear layers, in place, on the model's own
     device (CUDA in workers; it runs on the CPU too, slower than dynamic quantization there)."""
-    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError as exc:
+        raise ValueError("int8 variants on CUDA need torchao: pip install 'gpunode[cuda]'") from exc
 
     quantize_(model, Int8WeightOnlyConfig())
     return model
