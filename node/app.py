@@ -55,9 +55,11 @@ from node.logging import get_logger
 from node.metrics import NodeMetrics, Sample
 from node.p2p.blob_protocol import serve_blobs
 from node.p2p.blob_store import BlobSources, SharedBlobs
+from node.p2p.hold_protocol import serve_holds
 from node.p2p.host import P2PHost
 from node.p2p.identity import peer_id_to_bytes
 from node.p2p.job_protocol import JobClient, serve_jobs
+from node.provider.holds import HoldDesk
 from node.provider.info import ProviderInfo
 from node.provider.jobs import ProviderJobs
 from node.provider.jury import (
@@ -646,6 +648,9 @@ class Node:
         for model_id in warm:
             await parts.pool.warm(model_id)
         serve_jobs(self.host, parts.jobs.handle)
+        # Clients' holds are granted as slots free (node.scheduler.holds).
+        desk = parts.jobs.holds = HoldDesk(parts.runner.load, lambda: parts.jobs.policy)
+        serve_holds(self.host, desk.handle)
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())
         if parts.jury is not None:

@@ -44,12 +44,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from node.client.matching import START_NOW_PROBES, Matchmaker
+from node.client.matching import Matchmaker
 from node.discovery.advert import Benchmark, Device, DeviceKind, ModelPrice, Offer, ProviderAdvert
 from node.discovery.directory import Directory
 from node.discovery.pacing import LoadPublication
 from node.provider.runner import Load
-from node.scheduler import AdmissionPolicy, JobOffer, Rejected, RejectionCode, admit
+from node.scheduler import AdmissionPolicy, HoldBook, HoldKey, JobOffer, Rejected, admit
 from node.types import Address, Hash32
 
 MODEL = Hash32(b"\x42" * 32)
@@ -89,11 +89,29 @@ class Provider:
     address: Address = field(init=False)
     load: Load = field(init=False)
     waiting: deque[tuple[Job, Callable[[], None]]] = field(default_factory=deque)
+    holds: HoldBook = field(default_factory=HoldBook)
     served: int = 0
 
     def __post_init__(self) -> None:
         self.address = Address(f"0x{self.n + 1:040x}")
         self.load = Load(slots=self.slots)
+
+
+@dataclass
+class _Pending:
+    """A job not yet sent to a provider: its holds not refused (`live`), those waiting in a queue
+    (`queued`) and where, the fastest provider asked, and the provider it went to."""
+
+    job: Job
+    live: int
+    fastest_ms: float
+    queued: int = 0
+    waiting_at: set[Address] = field(default_factory=set)
+    placed: Address | None = None
+
+
+def _key(job: Job) -> HoldKey:
+    return (f"client-{job.client}", Hash32(job.n.to_bytes(32, "big")))
 
 
 class Clock:
@@ -195,8 +213,7 @@ class Market:
         self.latency: dict[int, float] = {}
         self.policy = {p.address: AdmissionPolicy({MODEL: PRICE_WEI}, slots=p.slots) for p in providers}
         self.idle_while_queued = IdleWhileQueued((EPOCH_S, EPOCH_S))
-        # Jobs refused and not admitted anywhere yet: the run time of the provider that refused.
-        self.between: dict[int, float] = {}
+        self.pending_jobs: dict[int, _Pending] = {}  # jobs not sent to a provider yet
         self.messages = 0  # job protocol frames: requests, acceptances or refusals, results
         self.refusals = 0
         self.queued: set[int] = set()  # jobs admitted behind others
@@ -222,7 +239,7 @@ class Market:
                 warm_models=(MODEL,),
                 prices=(ModelPrice(MODEL, PRICE_WEI),),
                 free_slots=free,
-                queued=0 if p.liar else p.load.queued,
+                queued=0 if p.liar else p.load.backlog,
                 benchmarks=(Benchmark(MODEL, 0, 1000 / claimed_ms * (1 if p.liar else p.slots), claimed_ms),),
             ),
             sequence=self.sequence[p.address],
@@ -246,7 +263,7 @@ class Market:
     def _load_changed(self, p: Provider) -> None:
         if p.liar or p.address in self.pending:
             return
-        due = self.publications[p.address].due(p.load.free_slots - p.load.queued, self.clock.now)
+        due = self.publications[p.address].due(p.load.free_slots - p.load.backlog, self.clock.now)
         if due is None:
             return
         if due <= self.clock.now:
@@ -262,21 +279,101 @@ class Market:
 
     # jobs
 
-    def submit(self, job: Job, refused: frozenset[Address] = frozenset()) -> None:
-        """One attempt, as the client pipeline makes it: ask good providers that look free to
-        start the job now (at most `START_NOW_PROBES` of them, each once), then let it queue."""
+    def submit(self, job: Job, tried: frozenset[Address] = frozenset()) -> None:
+        """One attempt, as the client pipeline makes it: ask a few good providers at once to hold
+        the job a slot; the first to grant one gets it, the other holds are given up. When every
+        provider asked refuses to hold it, the job queues where the node's `place` puts it."""
+        client = self.clients[job.client]
+        choices = client.holds(MODEL, PRICE_WEI, tried=tried)
+        holders = [self.by_address[c.candidate.address] for c in choices]
+        pending = _Pending(job, live=len(holders), fastest_ms=min(p.mean_ms for p in holders))
+        self.pending_jobs[job.n] = pending
+        for p in holders:
+            self.messages += 1  # the hold request
+            self.clock.at(
+                self.clock.now + job.send_s, lambda p=p: self._hold_arrives(p, pending, len(holders))
+            )
+
+    def _hold_arrives(self, p: Provider, pending: _Pending, copies: int) -> None:
+        job = pending.job
+        if pending.placed is not None:
+            return  # the client gave it up on its way
+        self._account()
+        asked = p.holds.ask(_key(job), copies=copies, now=self.clock.now)
+        if isinstance(asked, Rejected):
+            self.messages += 1  # the refusal
+            self.refusals += 1
+            self.clock.at(self.clock.now + job.accept_s, lambda: self._hold_refused(pending))
+            return
+        pending.queued += 1
+        pending.waiting_at.add(p.address)
+        self._grant(p)
+        if p.holds.is_waiting(_key(job)):
+            self.messages += 1  # "queued behind `asked`"
+            self.clock.at(
+                self.clock.now + job.accept_s,
+                lambda: self.clients[job.client].waited(p.address, asked),
+            )
+
+    def _hold_refused(self, pending: _Pending) -> None:
+        pending.live -= 1
+        if pending.live == 0 and pending.placed is None:
+            self._queue(pending)
+
+    def _grant(self, p: Provider) -> bool:
+        """Grant the oldest waiting holds the free slots (a liar grants every hold at once)."""
+        self._account()
+        free = p.holds.waiting if p.liar else p.load.free_slots
+        granted = p.holds.grant(free, self.clock.now)
+        for key in granted:
+            pending = self.pending_jobs[int.from_bytes(key[1], "big")]
+            pending.queued -= 1
+            pending.waiting_at.discard(p.address)
+            self.messages += 1  # "ready"
+            self.clock.at(
+                self.clock.now + pending.job.accept_s, lambda p=p, pending=pending: self._ready(p, pending)
+            )
+        self._holding_changed(p)
+        return bool(granted)
+
+    def _holding_changed(self, p: Provider) -> None:
+        p.load.holding(0 if p.liar else p.holds.granted, round(p.holds.expected_jobs))
+
+    def _ready(self, p: Provider, pending: _Pending) -> None:
+        job = pending.job
+        self.messages += 1  # the job request, or giving the slot back
+        if pending.placed is not None:
+            self.clock.at(self.clock.now + job.send_s, lambda: self._give_up(p, pending))
+            return
+        self._account()
+        pending.placed = p.address
+        for other in pending.waiting_at:
+            self.messages += 1  # giving the other holds up
+            self.clock.at(
+                self.clock.now + job.send_s, lambda o=other: self._give_up(self.by_address[o], pending)
+            )
+        self._send(pending, p, held=True)
+
+    def _give_up(self, p: Provider, pending: _Pending) -> None:
+        p.holds.cancel(_key(pending.job))
+        self._grant(p)
+
+    def _queue(self, pending: _Pending) -> None:
+        """Every provider asked refused to hold the job: it queues where `place` puts it."""
+        self._account()
+        client = self.clients[pending.job.client]
+        choice = client.choose(MODEL, PRICE_WEI)
+        p = self.by_address[choice.candidate.address]
+        pending.placed = p.address
+        self.messages += 1  # the job request
+        self._send(pending, p, held=False)
+
+    def _send(self, pending: _Pending, p: Provider, *, held: bool) -> None:
+        job = pending.job
         client = self.clients[job.client]
         job_id = Hash32(job.n.to_bytes(32, "big"))
-        probing = len(refused) < START_NOW_PROBES
-        # A provider has one try at a job (as the client pipeline keeps it): one that refused is
-        # not asked again, even to queue the job.
-        choice = client.choose(MODEL, PRICE_WEI, tried=refused, start_now=probing)
-        p = self.by_address[choice.candidate.address]
-        # A voucher to a provider that has not answered a start-now attempt of this client yet
-        # waits for that answer (about a round trip; the node's pipeline waits on it).
-        sent = self.clock.now + (job.send_s + job.accept_s if client.probing(p.address) else 0.0)
-        client.assigned(job_id, p.address, start_now=choice.max_queue_position == 0)
-        self.messages += 2  # the request, and its acceptance or refusal
+        sent = self.clock.now
+        client.assigned(job_id, p.address)
 
         def delivered() -> None:
             client.succeeded(p.address, (self.clock.now - sent) * 1000, job_id=job_id)
@@ -284,24 +381,15 @@ class Market:
             self.latency[job.n] = self.clock.now - job.arrival
 
         def arrives() -> None:
-            # A liar takes every job, whatever it was asked, and says it starts at once.
-            bound = None if p.liar else choice.max_queue_position
-            admitted = admit(JobOffer(MODEL, PRICE_WEI, 1, bound), p.load.snapshot(), self.policy[p.address])
             self._account()
-            self.between.pop(job.n, None)
+            if held:
+                p.holds.take(_key(job))
+                self._holding_changed(p)
+            self.pending_jobs.pop(job.n, None)
+            admitted = admit(JobOffer(MODEL, PRICE_WEI, 1), p.load.snapshot(), self.policy[p.address])
             if isinstance(admitted, Rejected):
-                if admitted.code is not RejectionCode.QUEUE_FULL or choice.max_queue_position is None:
-                    raise RuntimeError(f"provider {p.n} refused a job: {admitted.reason}")
-                self.between[job.n] = p.mean_ms
-                self.refusals += 1
-
-                def refused_here() -> None:
-                    client.full(job_id, p.address)
-                    self.submit(job, refused | {p.address})
-
-                self.clock.at(self.clock.now + job.accept_s, refused_here)
-                return
-            self.messages += 1  # the result
+                raise RuntimeError(f"provider {p.n} refused a job: {admitted.reason}")
+            self.messages += 2  # the acceptance and the result
             position = 0 if p.liar else admitted.queue_position
             if p.load.active >= p.slots:
                 self.queued.add(job.n)
@@ -312,7 +400,7 @@ class Market:
             else:
                 p.waiting.append((job, delivered))
 
-        self.clock.at(sent + job.send_s, arrives)
+        self.clock.at(self.clock.now + job.send_s, arrives)
 
     def _start(self, p: Provider, job: Job, delivered: Callable[[], None]) -> None:
         def finished() -> None:
@@ -321,16 +409,23 @@ class Market:
             p.load.finished()
             if p.waiting:
                 self._start(p, *p.waiting.popleft())
+            else:
+                self._grant(p)
             self.clock.at(self.clock.now + job.result_s, delivered)
 
         self.clock.at(self.clock.now + p.mean_ms * job.size / 1000, finished)
 
     def _account(self) -> None:
-        # A liar's free slots are not there to take: it queues every job it gets.
+        # A liar's free slots are not there to take: it queues every job it gets. A job waits
+        # between providers while every hold of it sits in a queue (none granted or in transit).
         self.idle_while_queued.account(
             self.clock.now,
             ((p.mean_ms, p.load.queued > 0, p.load.free_slots > 0 and not p.liar) for p in self.providers),
-            self.between.values(),
+            (
+                j.fastest_ms
+                for j in self.pending_jobs.values()
+                if j.placed is None and j.live and j.queued == j.live
+            ),
         )
 
     def run(self, jobs: list[Job], measured: list[Job]) -> None:

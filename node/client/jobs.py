@@ -218,9 +218,7 @@ class ClientJobs:
                 await directory.wait_for(lambda heard: len(heard) > 0, wait_s)
             waited = time.monotonic() - started
         try:
-            # A voucher job asks a free provider to start it at once (node.client.pipeline).
-            start_now = spec.payment is PaymentPath.VOUCHER and spec.provider is None
-            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider, start_now=start_now)
+            return matchmaker.choose(model_id, spec.max_price_wei, pinned=spec.provider)
         except (SchedulerError, UnknownModel) as exc:
             if not waited:
                 raise

@@ -16,6 +16,7 @@ from node.errors import SchedulerError
 from node.executor.errors import UnknownModel
 from node.scheduler import (
     DEFAULT_EXPLORATION,
+    DEFAULT_HOLDS,
     CandidateIndex,
     Choice,
     DeviceOffer,
@@ -31,15 +32,10 @@ from node.scheduler import (
     market_priors,
     observe,
     place,
-    place_now,
+    place_holds,
 )
 from node.storage import KnownProvider
 from node.types import Address, Hash32
-
-# Good providers that look free asked to start a job at once, one after another as each refuses
-# `queue_full`, before the job may wait in a queue: enough to find a free slot that stale adverts
-# hid, few enough that a job costs a bounded number of messages.
-START_NOW_PROBES = 3
 
 
 def candidate_of(
@@ -71,8 +67,7 @@ class Matchmaker:
     A decision estimates each eligible provider's completion time (its queue included) and picks
     among the good ones at random (`node.scheduler.load.place`), so clients that see the same
     adverts spread their jobs instead of herding onto one provider. A voucher job's attempt first
-    asks a good provider that looks free to start it at once (`place_now`); one provider at a
-    time, until it answers, and a refusal only notes it busy for about one run time.
+    asks a few good providers at once to hold it a slot (`holds`), and goes to the first that does.
     """
 
     directory: Directory
@@ -92,8 +87,6 @@ class Matchmaker:
     # Per provider: the run time its last estimate assumed (how a first queued job is read).
     _assumed_ms: dict[Address, float] = field(default_factory=dict)
     _in_flight: Counter[Address] = field(default_factory=Counter)
-    # Per provider: the job whose start-now attempt it has not answered yet.
-    _probing: dict[Address, Hash32] = field(default_factory=dict)
 
     def choose(
         self,
@@ -103,7 +96,6 @@ class Matchmaker:
         tried: frozenset[Address] = frozenset(),
         pinned: Address | None = None,
         explore: bool = True,
-        start_now: bool = False,
     ) -> Choice:
         """The live provider not yet tried that should finish the job soonest for the least
         money (randomized among equally good ones; for a small share of decisions when `explore`,
@@ -111,11 +103,29 @@ class Matchmaker:
 
         Providers that offer the model come first; only when none of them can take the job do
         providers that would fetch it (and charge its cold start) compete for it, and only for a
-        model that some peer can serve them: this node, or a provider that offers it.
+        model that some peer can serve them: this node, or a provider that offers it."""
+        options = self._options(model_id, max_price_wei, tried, pinned)
+        placed = place(options, self.rng, exploration=self.exploration if explore else 0.0)
+        return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
 
-        With `start_now`, a good provider that looks free is chosen to start the job at once
-        (`max_queue_position` 0: it refuses `queue_full` if it is busy after all, and the next
-        attempt asks another); when none looks free, the choice lets the job queue."""
+    def holds(
+        self,
+        model_id: Hash32,
+        max_price_wei: int,
+        *,
+        tried: frozenset[Address] = frozenset(),
+        copies: int = DEFAULT_HOLDS,
+    ) -> list[Choice]:
+        """The providers to ask at once to hold the job a slot (`place_holds`): the first to
+        grant one gets the job. Errors as `choose`."""
+        options = self._options(model_id, max_price_wei, tried, None)
+        placed = place_holds(options, self.rng, copies=copies, exploration=self.exploration)
+        return [Choice(p.option.candidate, p.option.offer, explored=p.explored) for p in placed]
+
+    def _options(
+        self, model_id: Hash32, max_price_wei: int, tried: frozenset[Address], pinned: Address | None
+    ) -> list[Option]:
+        """Every provider that can take the job, with its expected completion; raises why none."""
         now = self.clock()
         requirements = JobRequirements(model_id=model_id, max_price_wei=max_price_wei)
         adverts = self._pinned_to(
@@ -146,18 +156,12 @@ class Matchmaker:
                 continue
             expected = estimate(load, now, prior_ms=prior_ms, floor_ms=floor_ms)
             self._assumed_ms[candidate.address] = expected.service_ms
-            # One start-now attempt to a provider at a time: the next waits for its answer.
-            free = expected.positions == 0 and candidate.address not in self._probing
+            free = expected.positions == 0
             explorable = not load.observed and free
             options.append(
                 Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms, free)
             )
-        exploration = self.exploration if explore else 0.0
-        if start_now and (now_placed := place_now(options, self.rng, exploration=exploration)) is not None:
-            option = now_placed.option
-            return Choice(option.candidate, option.offer, explored=now_placed.explored, max_queue_position=0)
-        placed = place(options, self.rng, exploration=exploration)
-        return Choice(placed.option.candidate, placed.option.offer, explored=placed.explored)
+        return options
 
     def _not_excluded(self, adverts: list[ProviderAdvert], model_id: Hash32) -> list[ProviderAdvert]:
         if not self.excluded:
@@ -238,35 +242,25 @@ class Matchmaker:
         running = self._in_flight.get(provider, 0)
         return replace(stats, in_flight=running) if running else stats
 
-    def assigned(self, job_id: Hash32, provider: Address, *, start_now: bool = False) -> None:
-        """The job's current attempt went to `provider` (replacing any earlier attempt's); with
-        `start_now`, asking it to start at once, until it answers (`accepted` or `full`)."""
+    def assigned(self, job_id: Hash32, provider: Address) -> None:
+        """The job's current attempt went to `provider` (replacing any earlier attempt's)."""
         self.released(job_id)
         self._assigned[job_id] = (provider, self.clock())
         self._in_flight[provider] += 1
-        if start_now:
-            self._probing[provider] = job_id
-
-    def probing(self, provider: Address) -> bool:
-        """Whether a start-now attempt of this node awaits `provider`'s answer."""
-        return provider in self._probing
 
     def accepted(self, job_id: Hash32, queue_position: int) -> None:
         """The provider of the job's current attempt accepted it behind `queue_position` jobs."""
         current = self._assigned.get(job_id)
         if current is None or queue_position < 0:
             return
-        self._answered(job_id, current[0])
         self._queue_positions[job_id] = queue_position
         seen = self._observed.get(current[0], _UNSEEN)
         self._observed[current[0]] = replace(seen, queue_seen=queue_position, queue_seen_at=self.clock())
 
-    def full(self, job_id: Hash32, provider: Address) -> None:
-        """`provider` refused the job's attempt to start at once: all its slots are busy now.
-        Not a failure (nothing is held against it): its next slot is expected one drain away."""
-        self.released(job_id)
+    def waited(self, provider: Address, position: int) -> None:
+        """`provider` queued a hold of ours behind `position` others: its slots are busy."""
         seen = self._observed.get(provider, _UNSEEN)
-        self._observed[provider] = replace(seen, queue_seen=1, queue_seen_at=self.clock())
+        self._observed[provider] = replace(seen, queue_seen=position + 1, queue_seen_at=self.clock())
 
     def released(self, job_id: Hash32) -> None:
         """The job's current attempt is over, whatever its outcome."""
@@ -274,14 +268,9 @@ class Matchmaker:
         assigned = self._assigned.pop(job_id, None)
         if assigned is not None:
             provider = assigned[0]
-            self._answered(job_id, provider)
             self._in_flight[provider] -= 1
             if self._in_flight[provider] <= 0:
                 del self._in_flight[provider]
-
-    def _answered(self, job_id: Hash32, provider: Address) -> None:
-        if self._probing.get(provider) == job_id:
-            del self._probing[provider]
 
     def in_flight(self, provider: Address) -> int:
         return self._in_flight.get(provider, 0)

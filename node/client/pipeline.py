@@ -7,11 +7,11 @@ a restarted node resumes from the last durable step. A provider that rejects, ti
 returns a result that does not verify is backed off and the job goes back to `submitted`, to be
 matched with the next candidate.
 
-A voucher job is bound late: its attempts ask a good provider that looks free to start it at
-once, and one whose slots are all busy refuses `queue_full`. That is not a failure: the provider
-is noted busy, not backed off, the refused attempt's price no longer counts as owed (the voucher
-it was handed covers its next job), and the next attempt goes out at once. After
-`START_NOW_PROBES` such refusals the job may queue (node.client.matching).
+A voucher job is bound late: each attempt first asks a few good providers at once to hold it a
+slot (`/gpunode/hold/1`, node.scheduler.holds), sending no payment, and goes to the first that
+keeps one; the other holds are given up. Its voucher is signed only then, so no voucher goes to a
+provider that would not start the job. When none of them holds it (all refuse, or none keeps a
+slot within `HOLD_WAIT_S`), the attempt goes where `Matchmaker.choose` puts it, to queue there.
 
 An escrowed attempt whose answer was lost (the stream broke, or this node restarted while it ran)
 is not given up while its escrow can still pay that provider: the request goes to the same
@@ -33,7 +33,7 @@ from node.chain.job_logs import ChainOutcome, chain_outcome, submitted_receipt
 from node.chain.keys import NodeKey
 from node.chain.market import JobMarket
 from node.chain.market import JobStatus as ChainJobStatus
-from node.client.matching import START_NOW_PROBES, Matchmaker
+from node.client.matching import Matchmaker
 from node.client.payments import VoucherBook
 from node.client.recent import RecentResults
 from node.client.text_feed import TextFeeds
@@ -71,12 +71,15 @@ from node.logging import get_logger
 from node.p2p.blob_protocol import fetch_blob
 from node.p2p.blob_store import SharedBlobs
 from node.p2p.errors import BlobIntegrityError, BlobTooLarge
+from node.p2p.hold_protocol import Hold
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
     INLINE_LIMIT,
     INVALID_INPUT,
     MODEL_UNAVAILABLE,
     BlobRef,
+    HoldReady,
+    HoldRequest,
     JobAccepted,
     JobFailed,
     JobProgress,
@@ -89,7 +92,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
-from node.scheduler import Choice, RejectionCode
+from node.scheduler import Choice
 from node.settlement.terms import MAX_ATTEMPTS, escrow_terms, receipt_job_id
 from node.storage import Database, JobRecord, SignedReceipt, SignedVoucher, StoredReceipt
 from node.types import Address, Hash32, sha256
@@ -102,6 +105,9 @@ ESCROW_MARGIN_S = 300
 RESERVE_AHEAD_JOBS = 15
 # How long a provider's accepted/running reports wait before being written on their own.
 PROGRESS_RECORD_DELAY_S = 0.005
+# The longest a job waits for a slot from the providers asked to hold one (less when its deadline
+# is nearer) before it is sent to queue at one of them.
+HOLD_WAIT_S = 30.0
 # Retry spacing while the chain is unreachable.
 CHAIN_RETRY_S = (0.5, 1.0, 2.0, 4.0)
 # Waits before asking a provider again for an escrowed job it holds; the last one repeats.
@@ -153,13 +159,9 @@ class ClientPipeline:
     _reserved: dict[Address, int] = field(default_factory=dict)
     # Escrowed jobs asked for again after a lost answer: how many times so far.
     _resent: dict[Hash32, int] = field(default_factory=dict)
-    # The current attempt's bound on the jobs it may wait behind (0: start now or be refused).
-    _max_queue: dict[Hash32, int | None] = field(default_factory=dict)
-    # Providers that refused a job's start-now attempt because every slot was busy.
-    _busy: dict[Hash32, set[Address]] = field(default_factory=dict)
-    # Per provider: the job whose start-now voucher attempt it has not answered yet, and the
-    # event set when it does. No other voucher to it is signed meanwhile (see `_pay_by_voucher`).
-    _probes: dict[Address, tuple[Hash32, asyncio.Event]] = field(default_factory=dict)
+    # The hold a provider granted for the job's current attempt, given up once the job is accepted.
+    _holds: dict[Hash32, Hold] = field(default_factory=dict)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
     # Inputs above the inline limit, shared with the provider of the attempt to fetch by reference.
     shared: SharedBlobs = field(default_factory=SharedBlobs)
     # The largest output fetched by reference.
@@ -207,9 +209,7 @@ class ClientPipeline:
             self._chosen.pop(job_id, None)
             self._priced_here.pop(job_id, None)
             self._resent.pop(job_id, None)
-            self._max_queue.pop(job_id, None)
-            self._busy.pop(job_id, None)
-            self._answered(job_id)
+            self._release_hold(job_id)
             self.matchmaker.released(job_id)
 
     async def _recover(self, record: JobRecord) -> JobRecord:
@@ -233,6 +233,8 @@ class ClientPipeline:
         if len(status.attempts) >= MAX_ATTEMPTS:
             return await self._fail(record, f"{MAX_ATTEMPTS} providers tried and none finished the job")
         choice = self._chosen.pop(record.job_id, None)
+        if self._holds_first(record):
+            choice = await self._hold_slot(record) or choice
         if choice is None or choice.candidate.address in status.tried_providers:
             try:
                 choice = self.matchmaker.choose(
@@ -240,14 +242,11 @@ class ClientPipeline:
                     record.price_wei,
                     tried=status.tried_providers,
                     pinned=self._pinned.get(record.job_id),
-                    start_now=self._starts_now(record),
                 )
             except GpunodeError as exc:
                 return await self._fail(record, _no_provider_reason(exc, self._last_error.get(record.job_id)))
         provider = choice.candidate.address
-        bound = choice.max_queue_position if self._starts_now(record) else None
-        self._max_queue[record.job_id] = bound
-        self.matchmaker.assigned(record.job_id, provider, start_now=bound == 0)
+        self.matchmaker.assigned(record.job_id, provider)
         self._peers[provider] = choice.candidate.peer_id
         matched = Matched(provider, price_wei=choice.offer.price_wei)
         self._priced_here.setdefault(record.job_id, set()).add(provider)
@@ -256,15 +255,94 @@ class ClientPipeline:
             return await self._pay_by_voucher(record, provider, matched, price=matched.price_wei)
         return await self.store.apply(record.job_id, matched, known=record)
 
-    def _starts_now(self, record: JobRecord) -> bool:
-        """Whether the job's next attempt asks a free provider to start it at once. Voucher jobs
-        only: a voucher attempt refused costs nothing (its amount covers the next job to that
-        provider), an escrowed one a transaction. A pinned job has nowhere else to go."""
-        return (
-            record.status.payment is PaymentPath.VOUCHER
-            and record.job_id not in self._pinned
-            and len(self._busy.get(record.job_id, ())) < START_NOW_PROBES
-        )
+    def _holds_first(self, record: JobRecord) -> bool:
+        """Whether the job's attempt asks providers to hold it a slot first. Voucher jobs only:
+        an escrowed job names its provider in a transaction. A pinned job has nowhere else to go."""
+        return record.status.payment is PaymentPath.VOUCHER and record.job_id not in self._pinned
+
+    async def _hold_slot(self, record: JobRecord) -> Choice | None:
+        """Ask a few good providers at once to hold the job a slot; the one that keeps one first,
+        with its hold kept open until the job is accepted, or None when none did in time."""
+        try:
+            choices = self.matchmaker.holds(
+                record.model_id, record.price_wei, tried=record.status.tried_providers
+            )
+        except GpunodeError:
+            return None  # `choose` says why, in the same terms
+        size = len(self._inputs.get(record.job_id) or b"") or await self._input_size(record)
+        wait_s = min(HOLD_WAIT_S, max(0.0, ((record.deadline or time.time() + 60) - time.time()) / 2))
+        asks = {
+            asyncio.ensure_future(self._ask_hold(record, choice, size, len(choices), wait_s)): choice
+            for choice in choices
+        }
+        granted: tuple[Choice, Hold] | None = None
+        pending = set(asks)
+        try:
+            while pending and granted is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    hold = task.result()
+                    if hold is not None and granted is None:
+                        granted = (asks[task], hold)
+                    elif hold is not None:
+                        await hold.close()
+        except BaseException:
+            if granted is not None:
+                await granted[1].close()
+            raise
+        finally:
+            for task in pending:
+                task.cancel()
+            for other in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(other, Hold):
+                    await other.close()
+        if granted is None:
+            return None
+        self._holds[record.job_id] = granted[1]
+        return granted[0]
+
+    async def _ask_hold(
+        self, record: JobRecord, choice: Choice, size: int, copies: int, wait_s: float
+    ) -> Hold | None:
+        """One provider's hold: open once it keeps a slot, None when it refused or went away."""
+        provider = choice.candidate.address
+        request = HoldRequest(record.job_id, record.model_id, choice.offer.price_wei, size, copies)
+        hold: Hold | None = None
+        try:
+            peer = await self._peer_of(provider)
+            if peer is None:
+                return None
+            hold = await Hold.ask(self.host, peer, request)
+            deadline = time.monotonic() + wait_s
+            while (left := deadline - time.monotonic()) > 0:
+                answer = await hold.next(left)
+                if isinstance(answer, HoldReady):
+                    kept, hold = hold, None
+                    return kept
+                if isinstance(answer, JobRejected):
+                    log.info("hold_refused", job_id=record.job_id.hex(), provider=provider, code=answer.code)
+                    return None
+                self.matchmaker.waited(provider, answer.position)
+            return None
+        except GpunodeError as exc:
+            log.info("hold_failed", job_id=record.job_id.hex(), provider=provider, error=str(exc))
+            return None
+        finally:
+            if hold is not None:
+                await hold.close()
+
+    async def _input_size(self, record: JobRecord) -> int:
+        stored = await self.blobs.get(record.input_hash)
+        return len(stored or b"")
+
+    def _release_hold(self, job_id: Hash32) -> None:
+        """The job's attempt was accepted, or is over: its hold is given up (a slot the job took
+        stays its own)."""
+        hold = self._holds.pop(job_id, None)
+        if hold is not None:
+            task = asyncio.ensure_future(hold.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
@@ -284,12 +362,6 @@ class ClientPipeline:
         """Sign the next voucher to `provider` and record it paid (after `before`, when given, in
         the same transaction); `price` is the attempt's, when `record` does not hold it yet."""
         async with self.vouchers.lock(provider):
-            # A start-now attempt may be refused, and its price then covers the next voucher to
-            # that provider; a voucher signed before that answer would sign the price again, and
-            # the provider that took it could redeem a job it never ran. So none is signed until
-            # the provider answers (a round trip).
-            while (probe := self._probes.get(provider)) is not None and probe[0] != record.job_id:
-                await probe[1].wait()
             if price is None:
                 price = self.price_of(record, provider)
             voucher = self.vouchers.next_voucher(provider, price)
@@ -298,16 +370,7 @@ class ClientPipeline:
                 record.job_id, *before, PaymentMade(), known=record, voucher=voucher
             )
             self.vouchers.committed(voucher, price)
-            if self._max_queue.get(record.job_id) == 0:
-                self._probes[provider] = (record.job_id, asyncio.Event())
         return moved
-
-    def _answered(self, job_id: Hash32) -> None:
-        """The provider asked to start the job now answered it (or the attempt is over)."""
-        for provider, (probing, answer) in list(self._probes.items()):
-            if probing == job_id:
-                del self._probes[provider]
-                answer.set()
 
     async def _reserve_for(self, provider: Address, cumulative: int, price: int) -> None:
         """Providers run voucher jobs only on money reserved for them alone: reserve it first."""
@@ -350,7 +413,7 @@ class ClientPipeline:
         try:
             return await self._send_attempt(record)
         finally:
-            self._answered(record.job_id)
+            self._release_hold(record.job_id)
 
     async def _send_attempt(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
@@ -374,7 +437,6 @@ class ClientPipeline:
             max_price_wei=self.price_of(record, provider),
             deadline_ms=int((record.deadline or time.time() + 60) * 1000),
             stream=self.text.streams(record.job_id),
-            max_queue_position=self._max_queue.get(record.job_id),
         )
         if request.stream:
             self.text.open(record.job_id)  # an attempt after a lost one starts its text over
@@ -410,8 +472,6 @@ class ClientPipeline:
             return await self._fail_unpaid(record, provider, f"the model could not be used: {outcome.reason}")
         if isinstance(outcome, JobRejected):
             detail = f"{outcome.code}: {outcome.reason}"
-            if outcome.code == RejectionCode.QUEUE_FULL and request.max_queue_position is not None:
-                return await self._refused_busy(record, provider, detail)
             return await self._lost_attempt(record, provider, attempt, AttemptOutcome.REJECTED, detail)
         if isinstance(outcome, JobFailed):
             detail = f"{outcome.code}: {outcome.reason}"
@@ -690,14 +750,6 @@ class ClientPipeline:
             await self.host.connect_any(advert.listen_addrs, advert.peer_id)
         return advert.peer_id
 
-    async def _refused_busy(self, record: JobRecord, provider: Address, detail: str) -> JobRecord:
-        """The provider had no room for an attempt bounded in how long it may queue: the next
-        attempt goes elsewhere at once. Not the provider's fault: it is noted busy, not backed off;
-        the voucher attempt's amount covers the next job sent to it."""
-        self.matchmaker.full(record.job_id, provider)
-        self._busy.setdefault(record.job_id, set()).add(provider)
-        return await self._lose(record, AttemptOutcome.REJECTED, detail, blame=False)
-
     async def _lose(
         self, record: JobRecord, outcome: AttemptOutcome, detail: str, *, blame: bool = True
     ) -> JobRecord:
@@ -767,7 +819,7 @@ class _Progress:
         if isinstance(event, JobAccepted) and not self._sent:
             # The provider's queue, as it reports it: the scheduler's freshest view of its load.
             self._pipeline.matchmaker.accepted(self._job_id, event.queue_position)
-            self._pipeline._answered(self._job_id)
+            self._pipeline._release_hold(self._job_id)
             self._sent = True
             self._queue.put_nowait(Sent())
         elif isinstance(event, JobProgress) and not self._started:

@@ -283,3 +283,90 @@ def _decode_result(msg: job_pb2.JobResult) -> JobResult:
         if ref.sha256 != receipt.output_hash or msg.output:
             raise ProtocolViolation("an output sent by reference is the receipt's output, and only that")
     return JobResult(receipt, bytes(msg.signature), bytes(msg.output), ref)
+
+
+# holds (`/gpunode/hold/1`, node.scheduler.holds) ---------------------------------------------
+
+HOLD_PROTOCOL = "/gpunode/hold/1"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    """Keep a slot for this job when one frees; no payment is sent until one is kept."""
+
+    job_id: Hash32
+    model_id: Hash32
+    max_price_wei: int
+    input_bytes: int
+    copies: int = 1  # providers asked to hold this job at once
+
+
+@dataclass(frozen=True, slots=True)
+class HoldQueued:
+    position: int  # holds ahead of this one
+
+
+@dataclass(frozen=True, slots=True)
+class HoldReady:
+    ttl_ms: int  # the slot is kept for the job this long
+
+
+HoldResponse = HoldQueued | HoldReady | JobRejected
+
+
+def encode_hold_request(request: HoldRequest) -> bytes:
+    if not 0 <= request.input_bytes < 2**64 or not 1 <= request.copies < 2**32:
+        raise ProtocolViolation(
+            f"hold request out of range: {request.input_bytes} bytes, {request.copies} copies"
+        )
+    msg = job_pb2.HoldRequest(
+        job_id=request.job_id,
+        model_id=request.model_id,
+        max_price_wei=_uint(request.max_price_wei),
+        input_bytes=request.input_bytes,
+        copies=request.copies,
+    )
+    return bytes(msg.SerializeToString())
+
+
+def decode_hold_request(raw: bytes) -> HoldRequest:
+    msg = job_pb2.HoldRequest()
+    try:
+        msg.ParseFromString(raw)
+    except DecodeError as exc:
+        raise ProtocolViolation(f"malformed hold request: {exc}") from exc
+    return HoldRequest(
+        job_id=_hash32(msg.job_id, "job id"),
+        model_id=_hash32(msg.model_id, "model id"),
+        max_price_wei=_read_uint(msg.max_price_wei, "max price"),
+        input_bytes=msg.input_bytes,
+        copies=max(1, msg.copies),
+    )
+
+
+def encode_hold_response(response: HoldResponse) -> bytes:
+    msg = job_pb2.HoldResponse()
+    match response:
+        case HoldQueued(position=position):
+            msg.queued = position
+        case HoldReady(ttl_ms=ttl_ms):
+            msg.ready_ms = ttl_ms
+        case JobRejected(code=code, reason=reason):
+            msg.refused.code, msg.refused.reason = code, reason
+    return bytes(msg.SerializeToString())
+
+
+def decode_hold_response(raw: bytes) -> HoldResponse:
+    msg = job_pb2.HoldResponse()
+    try:
+        msg.ParseFromString(raw)
+    except DecodeError as exc:
+        raise ProtocolViolation(f"malformed hold response: {exc}") from exc
+    kind = msg.WhichOneof("kind")
+    if kind == "queued":
+        return HoldQueued(msg.queued)
+    if kind == "ready_ms":
+        return HoldReady(msg.ready_ms)
+    if kind == "refused":
+        return JobRejected(msg.refused.code, msg.refused.reason)
+    raise ProtocolViolation("hold response carries nothing")

@@ -60,6 +60,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.provider.delivery import MIN_RUN_S, SUBMIT_ROOM_S, Escrowed, Served, serve_escrowed
+from node.provider.holds import HoldDesk
 from node.provider.model_fetch import ModelFetcher, ModelFetchFailed
 from node.provider.runner import JobRunner, SignedResult
 from node.scheduler import AdmissionPolicy, JobOffer, Rejected, admit
@@ -134,6 +135,10 @@ class ProviderJobs:
         self._locks: defaultdict[Address, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Escrowed jobs being served in this run, by on-chain id: a request sent again waits on it.
         self._escrowed: dict[Hash32, asyncio.Future[Served]] = {}
+        # Holds clients asked for (`/gpunode/hold/1`), granted as slots free: set by the node.
+        self.holds: HoldDesk | None = None
+        # Jobs admitted into a slot reserved for them by a granted hold, until they start.
+        self._reserved: set[Hash32] = set()
 
     @property
     def me(self) -> Address:
@@ -246,14 +251,23 @@ class ProviderJobs:
     ) -> SignedResult:
         """Run the job, once its model is here: a model this provider does not serve yet is
         fetched from the client (or a peer holding it), checked, installed and warmed first."""
-        if self.fetcher is not None and record.model_id not in self.policy.price_floor_wei:
-            try:
-                await self.fetcher.ensure(record.model_id, peer)
-            except ModelFetchFailed as exc:
-                await self.runner.store.apply(record.job_id, Failed(f"model unavailable: {exc}"))
-                raise
+        reserved = record.job_id in self._reserved
+        self._reserved.discard(record.job_id)
+        try:
+            if self.fetcher is not None and record.model_id not in self.policy.price_floor_wei:
+                try:
+                    await self.fetcher.ensure(record.model_id, peer)
+                except ModelFetchFailed as exc:
+                    await self.runner.store.apply(record.job_id, Failed(f"model unavailable: {exc}"))
+                    raise
+        except BaseException:
+            if reserved:
+                self.runner.load.unreserve()
+            raise
         timeout = max(0.1, deadline - _now())
-        return await self.runner.run(record, job_input, timeout_s=timeout, on_tokens=on_tokens, stop=stop)
+        return await self.runner.run(
+            record, job_input, timeout_s=timeout, on_tokens=on_tokens, stop=stop, reserved=reserved
+        )
 
     def _result_frame(self, peer: str, signed: SignedResult) -> JobResult:
         """The result, its output inline or, above the inline limit, shared with the client alone
@@ -467,6 +481,27 @@ class ProviderJobs:
     async def _accept(
         self, peer: str, request: JobRequest
     ) -> tuple[JobRecord, bytes, Escrowed | None, int] | _Attach | JobRejected:
+        """The job stored and admitted, or why not. A voucher job whose hold was granted takes the
+        slot kept for it (reserved until it starts; given back if the job is refused)."""
+        held = (
+            isinstance(request.payment, VoucherPayment)
+            and self.holds is not None
+            and self.holds.take(peer, request.job_id)
+        )
+        accepted: tuple[JobRecord, bytes, Escrowed | None, int] | _Attach | JobRejected | None = None
+        try:
+            accepted = await self._admit(peer, request, held=held)
+            return accepted
+        finally:
+            if held:
+                if isinstance(accepted, tuple):
+                    self._reserved.add(request.job_id)
+                else:
+                    self.runner.load.unreserve()
+
+    async def _admit(
+        self, peer: str, request: JobRequest, *, held: bool
+    ) -> tuple[JobRecord, bytes, Escrowed | None, int] | _Attach | JobRejected:
         client = peer_id_to_address(peer)
         model_key = normalize_model_id(request.model_id)
         price = self.policy.price_of(request.model_id)
@@ -482,7 +517,7 @@ class ProviderJobs:
         size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)
         admitted = admit(
             JobOffer(request.model_id, request.max_price_wei, size, request.max_queue_position),
-            self.runner.load.snapshot(),
+            self.runner.load.snapshot(reserved_for_it=held),
             self.policy,
         )
         if isinstance(admitted, Rejected):

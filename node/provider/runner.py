@@ -44,12 +44,18 @@ class SignedResult:
 @dataclass
 class Load:
     """Jobs admitted and not yet finished on this provider: at most `slots` run, the rest wait.
+    Slots kept for the job of a granted hold (`held`), or for such a job that arrived and has not
+    started (`reserved`), are not free either, and the jobs the waiting holds are expected to
+    bring (`awaited`) count as queued for the market (node.scheduler.holds).
 
-    Each change is passed to `listeners` as (free slots, jobs queued): the provider's adverts
-    carry them, so clients see its load."""
+    Each change is passed to `listeners` as (free slots, jobs queued or awaited): the provider's
+    adverts carry them, so clients see its load."""
 
     slots: int = 1
     active: int = 0
+    held: int = 0
+    reserved: int = 0
+    awaited: int = 0
     listeners: list[Callable[[int, int], None]] = field(default_factory=list)
 
     @property
@@ -62,22 +68,47 @@ class Load:
 
     @property
     def free_slots(self) -> int:
-        return max(0, self.slots - self.active)
+        return max(0, self.slots - self.active - self.held - self.reserved)
 
-    def started(self) -> None:
+    @property
+    def backlog(self) -> int:
+        """Jobs queued here, and those the waiting holds are expected to bring."""
+        return self.queued + self.awaited
+
+    def started(self, *, reserved: bool = False) -> None:
+        """A job started (`reserved`: in the slot reserved for it)."""
+        if reserved and self.reserved > 0:
+            self.reserved -= 1
         self.active += 1
+        self._changed()
+
+    def reserve(self) -> None:
+        """A slot is reserved for a job admitted on a granted hold, until it starts."""
+        self.reserved += 1
+
+    def unreserve(self) -> None:
+        """The job a slot was reserved for will not start: the slot is free."""
+        self.reserved = max(0, self.reserved - 1)
         self._changed()
 
     def finished(self) -> None:
         self.active = max(0, self.active - 1)
         self._changed()
 
+    def holding(self, held: int, awaited: int) -> None:
+        """The slots kept for granted holds and the jobs waiting holds are expected to bring."""
+        if (held, awaited) != (self.held, self.awaited):
+            self.held, self.awaited = held, awaited
+            self._changed()
+
     def _changed(self) -> None:
         for listener in self.listeners:
-            listener(self.free_slots, self.queued)
+            listener(self.free_slots, self.backlog)
 
-    def snapshot(self) -> ProviderLoad:
-        return ProviderLoad(running=self.running, queued=self.queued)
+    def snapshot(self, *, reserved_for_it: bool = False) -> ProviderLoad:
+        """The load as admission sees it; `reserved_for_it`: for the job a slot is reserved for."""
+        taken = self.active + self.held + self.reserved - (1 if reserved_for_it else 0)
+        return ProviderLoad(running=min(taken, self.slots), queued=max(0, taken - self.slots))
 
 
 class JobRunner:
@@ -111,14 +142,16 @@ class JobRunner:
         timeout_s: float | None = None,
         on_tokens: Callable[[str], None] | None = None,
         stop: asyncio.Event | None = None,
+        reserved: bool = False,
     ) -> SignedResult:
-        """Run an accepted job; the result is signed and recorded as signed before it returns.
+        """Run an accepted job (`reserved`: in the slot a granted hold reserved for it); the
+        result is signed and recorded as signed before it returns.
         Setting `stop` ends a generation with what it made so far (which is signed).
 
         Call `delivered()` once the result is handed over. An `ExecutorError` marks the job failed
         and is raised again for the caller to report.
         """
-        self.load.started()
+        self.load.started(reserved=reserved)
         try:
             result, running = await self._execute(record, job_input, timeout_s, on_tokens, stop)
         finally:

@@ -4,8 +4,9 @@ Client side: `CandidateIndex.build(candidates).choose(requirements, now=…, rng
 the provider for a job's next attempt (reassignment is the same call with the tried providers);
 `rank`/`filter_candidates`/`score` are the scanning reference; `backoff_until` spaces out retries
 of failing providers. Under load, `estimate` gives each eligible provider's expected completion
-(queue included) from live signals and `place` picks among the good ones; `place_now` picks one
-to ask to start at once, before any job is left to queue (node.scheduler.load).
+(queue included) from live signals and `place` picks among the good ones; `place_holds` picks the few
+asked to hold a job a slot (node.scheduler.load), and a provider's `HoldBook` grants its holds as
+slots free (node.scheduler.holds).
 Provider side: `admit` for jobs sent over the overlay, `should_claim` for on-chain jobs.
 Spot checks: `should_check` samples which results a client re-runs elsewhere, `decide` names
 who a third run proves wrong (node.scheduler.spot).
@@ -33,8 +34,10 @@ from node.scheduler.candidates import (
     ProviderCandidate,
     ProviderStats,
 )
+from node.scheduler.holds import HoldBook, HoldKey
 from node.scheduler.index import DEFAULT_EXPLORATION, CandidateIndex, Choice, NoCandidate
 from node.scheduler.load import (
+    DEFAULT_HOLDS,
     Estimate,
     LoadSignals,
     Option,
@@ -43,7 +46,7 @@ from node.scheduler.load import (
     market_priors,
     observe,
     place,
-    place_now,
+    place_holds,
 )
 from node.scheduler.scoring import (
     DEFAULT_WEIGHTS,
@@ -58,6 +61,7 @@ from node.scheduler.scoring import (
 
 __all__ = [
     "DEFAULT_EXPLORATION",
+    "DEFAULT_HOLDS",
     "DEFAULT_WEIGHTS",
     "AdmissionPolicy",
     "Admitted",
@@ -67,6 +71,8 @@ __all__ = [
     "ClaimContext",
     "DeviceOffer",
     "Estimate",
+    "HoldBook",
+    "HoldKey",
     "JobOffer",
     "JobRequirements",
     "LoadSignals",
@@ -91,7 +97,7 @@ __all__ = [
     "next_candidate",
     "observe",
     "place",
-    "place_now",
+    "place_holds",
     "rank",
     "score",
     "should_claim",

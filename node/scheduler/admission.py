@@ -19,6 +19,8 @@ class RejectionCode(enum.StrEnum):
     QUEUE_FULL = "queue_full"
     DEADLINE_TOO_CLOSE = "deadline_too_close"
     ASSIGNED_ELSEWHERE = "assigned_elsewhere"
+    DUPLICATE = "duplicate"
+    HOLD_LIMIT = "hold_limit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,10 @@ EXPLORE_WITHIN = 3.0
 UNKNOWN_SERVICE_MS = 100.0
 # An observed run time counts half after this long without a new observation.
 OBSERVATION_HALF_LIFE_S = 300.0
+# Providers asked to hold a slot for one job, and how much later than the best one's a provider's
+# expected completion may be for it to be asked (node.scheduler.holds).
+DEFAULT_HOLDS = 3
+HOLD_WITHIN = 3.0
 # Weight of a new observation in the moving averages of run time and queue drain.
 OBSERVATION_WEIGHT = 0.25
 
@@ -242,35 +246,39 @@ def place(
     return Placement(first if first.expected_ms <= sooner.expected_ms * (1 + slack) + SLACK_MS else sooner)
 
 
-def place_now(
+def place_holds(
     options: Sequence[Option],
     rng: random.Random,
     *,
+    copies: int = DEFAULT_HOLDS,
     exploration: float = 0.0,
     slack: float = DEFAULT_SLACK,
-    choices: int = DEFAULT_CHOICES,
-) -> Placement | None:
-    """The option to ask to start the job at once, or None when no good one looks free.
+    within: float = HOLD_WITHIN,
+) -> list[Placement]:
+    """The providers to ask to hold the job a slot (node.scheduler.holds): `copies` distinct
+    options at the cheapest price among the good ones, drawn like `place` draws (in proportion to
+    the rate at which each finishes jobs, capped), among those whose expected completion is within
+    `within` times the best. The job goes to whichever grants a slot first, so what matters is
+    less which one looks soonest (adverts are stale) than that the holds spread like the
+    providers' capacity; a provider many times slower than the best is left out, since a free
+    slot there would still finish the job late (scripts/sim_scheduling.py).
 
-    Only options `place` would count as good (expected completion, queue included, close to the
-    best) at the cheapest price among them are asked, and only those expected to have a free slot;
-    among them the pick is `place`'s. A provider that looks free but is not refuses, and the client
-    asks the next at once: binding a job to a provider only when a slot is free keeps jobs out of
-    queues while another provider idles (scripts/sim_scheduling.py). None: every good option is
-    busy, and the job should wait in the queue that `place` picks.
-    """
+    With probability `exploration`, one of the holds goes to a provider this client never
+    observed, as in `place`."""
     if not options:
-        raise ValueError("place_now() needs at least one option")
+        raise ValueError("place_holds() needs at least one option")
+    if copies < 1 or within < 1:
+        raise ValueError(f"copies and within must be >= 1, got {copies} and {within}")
     best = min(o.expected_ms for o in options)
-    explored = _explore(options, rng, best, exploration)
-    if explored is not None:
-        return explored
     good = [o for o in options if o.expected_ms <= best * (1 + slack) + SLACK_MS]
     cheapest = min(o.offer.price_wei for o in good)
-    free = [o for o in good if o.starts_now and o.offer.price_wei == cheapest]
-    if not free:
-        return None
-    return place(free, rng, slack=slack, choices=choices)
+    tier = [o for o in options if o.offer.price_wei == cheapest and o.expected_ms <= best * within + SLACK_MS]
+    cap = RATE_CAP * statistics.median(o.rate for o in tier)
+    placed = [Placement(o) for o in _sample(tier, [min(o.rate, cap) for o in tier], copies, rng)]
+    explored = _explore(options, rng, best, exploration)
+    if explored is not None and all(p.option is not explored.option for p in placed):
+        placed[-1] = explored
+    return placed
 
 
 def _explore(

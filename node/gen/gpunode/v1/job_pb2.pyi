@@ -135,3 +135,27 @@ class JobResponse(_message.Message):
     failed: JobFailed
     tokens: JobTokens
     def __init__(self, accepted: _Optional[_Union[JobAccepted, _Mapping]] = ..., rejected: _Optional[_Union[JobRejected, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ..., tokens: _Optional[_Union[JobTokens, _Mapping]] = ...) -> None: ...
+
+class HoldRequest(_message.Message):
+    __slots__ = ("job_id", "model_id", "max_price_wei", "input_bytes", "copies")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRICE_WEI_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    model_id: bytes
+    max_price_wei: bytes
+    input_bytes: int
+    copies: int
+    def __init__(self, job_id: _Optional[bytes] = ..., model_id: _Optional[bytes] = ..., max_price_wei: _Optional[bytes] = ..., input_bytes: _Optional[int] = ..., copies: _Optional[int] = ...) -> None: ...
+
+class HoldResponse(_message.Message):
+    __slots__ = ("queued", "ready_ms", "refused")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    READY_MS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    ready_ms: int
+    refused: JobRejected
+    def __init__(self, queued: _Optional[int] = ..., ready_ms: _Optional[int] = ..., refused: _Optional[_Union[JobRejected, _Mapping]] = ...) -> None: ...
