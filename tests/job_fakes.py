@@ -46,7 +46,7 @@ from node.chain.market import (
     VoucherSkipped,
 )
 from node.chain.registry import ZERO_ADDRESS, TxInfo
-from node.errors import ChainError, ExecutorError, SignatureError, TransactionReverted
+from node.errors import ChainError, ExecutorError, P2PError, SignatureError, TransactionReverted
 from node.executor.errors import InvalidInput
 from node.executor.profile import ExecutionProfile
 from node.executor.result import ExecutionResult
@@ -534,6 +534,7 @@ class FakeOverlay:
 
     behaviours: dict[str, ProviderBehaviour] = field(default_factory=dict)
     requests: list[tuple[str, JobRequest]] = field(default_factory=list)
+    streams_asked: list[tuple[str, str]] = field(default_factory=list)
 
     async def request_job(self, peer: str, request: JobRequest, on_progress: Any = None) -> Any:
         self.requests.append((peer, request))
@@ -548,6 +549,12 @@ class FakeOverlay:
 
     async def connect_any(self, _addrs: Any, _peer_id: str) -> str | None:
         return None
+
+    async def open_stream(self, peer: str, protocol: str) -> Any:
+        # These scripted peers speak the job protocol only: a client's holds fail, and its jobs
+        # go where `Matchmaker.choose` puts them (real holds: tests/e2e/test_holds.py).
+        self.streams_asked.append((peer, protocol))
+        raise P2PError(f"peer {peer} does not serve {protocol}")
 
 
 def accepted_then(outcome: Callable[[JobRequest], Any]) -> ProviderBehaviour:

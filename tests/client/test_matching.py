@@ -21,6 +21,8 @@ from node.types import Address, FetchTerms, Hash32
 MODEL = Hash32(b"\x05" * 32)
 CHEAP = Address("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
 DEAR = Address("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC")
+THIRD = Address("0x90F79bf6EB2c4f870365E785982E1f101E93b906")
+FOURTH = Address("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65")
 
 
 def advert(address: Address, price: int) -> ProviderAdvert:
@@ -181,47 +183,38 @@ def frozen_market(cheap: int, dear: int) -> tuple[Matchmaker, list[float]]:
     return matchmaker, now
 
 
-def test_can_ask_a_free_provider_to_start_now_then_the_next_then_let_the_job_queue() -> None:
-    matchmaker, now = frozen_market(cheap=100, dear=100)
-    job = Hash32(b"\x10" * 32)
-    first = matchmaker.choose(MODEL, 1000, start_now=True)
-    assert first.max_queue_position == 0
-    busy = first.candidate.address
-    other = DEAR if busy == CHEAP else CHEAP
-    matchmaker.assigned(job, busy)
-    matchmaker.full(job, busy)  # it refused: every slot busy
-    assert matchmaker.in_flight(busy) == 0
-    assert matchmaker.stats.get(busy) is None  # noted busy, not a failure: nothing to back off
-    # The next good provider that looks free is asked at once, also to start now.
-    second = matchmaker.choose(MODEL, 1000, tried=frozenset({busy}), start_now=True)
-    assert (second.candidate.address, second.max_queue_position) == (other, 0)
-    matchmaker.assigned(job, other)
-    matchmaker.full(job, other)
-    # Every good provider is busy: the job is let queue where it should finish soonest.
-    third = matchmaker.choose(MODEL, 1000, start_now=True)
-    assert third.max_queue_position is None
-    # A busy provider's slot is expected back after one run time: then it is asked to start again.
-    now[0] += 1.0
-    again = matchmaker.choose(MODEL, 1000, start_now=True)
-    assert again.max_queue_position == 0
-    # Without start_now (escrowed or pinned jobs) a choice never bounds the queue.
-    assert matchmaker.choose(MODEL, 1000).max_queue_position is None
+def test_can_ask_a_few_equally_cheap_providers_to_hold_a_job_and_never_a_dearer_one() -> None:
+    matchmaker, _ = frozen_market(cheap=100, dear=100)
+    matchmaker.directory.upsert(advert(THIRD, 100))
+    matchmaker.directory.upsert(advert(FOURTH, 500))
+    for provider in (CHEAP, DEAR, THIRD, FOURTH):
+        matchmaker.succeeded(provider, latency_ms=50.0)
+    holds = matchmaker.holds(MODEL, 1000)
+    # Three distinct holds, all at the cheapest price: the dearer one would finish no sooner.
+    assert sorted(c.candidate.address for c in holds) == sorted([CHEAP, DEAR, THIRD])
+    assert {c.offer.price_wei for c in holds} == {100}
+    # Providers already tried are not asked again; fewer left, fewer holds.
+    again = matchmaker.holds(MODEL, 1000, tried=frozenset({CHEAP, DEAR}))
+    assert [c.candidate.address for c in again] == [THIRD]
+    assert len(matchmaker.holds(MODEL, 1000, copies=1)) == 1
 
 
-def test_can_ask_the_cheaper_provider_to_start_now_and_a_dearer_one_only_when_it_finishes_sooner() -> None:
+def test_can_hold_on_a_dearer_provider_only_when_the_cheaper_ones_are_far_behind() -> None:
     matchmaker, _ = frozen_market(cheap=100, dear=10_000)
     for provider in (CHEAP, DEAR):
         matchmaker.succeeded(provider, latency_ms=50.0)
-    # Both free and as fast: the price decides, every time.
-    for _ in range(50):
-        choice = matchmaker.choose(MODEL, 20_000, start_now=True)
-        assert (choice.candidate.address, choice.max_queue_position) == (CHEAP, 0)
-    job = Hash32(b"\x11" * 32)
-    matchmaker.assigned(job, CHEAP)
-    matchmaker.full(job, CHEAP)
-    # CHEAP is busy: DEAR finishes sooner and the budget allows it.
-    dear = matchmaker.choose(MODEL, 20_000, tried=frozenset({CHEAP}), start_now=True)
-    assert (dear.candidate.address, dear.max_queue_position) == (DEAR, 0)
-    # A budget below DEAR's price leaves CHEAP, where the job is let queue.
-    within = matchmaker.choose(MODEL, 5_000, start_now=True)
-    assert (within.candidate.address, within.max_queue_position) == (CHEAP, None)
+    for _ in range(20):
+        assert [c.candidate.address for c in matchmaker.holds(MODEL, 20_000)] == [CHEAP]
+    # CHEAP's holds queue behind many jobs: DEAR finishes much sooner and the budget allows it.
+    matchmaker.waited(CHEAP, 40)
+    assert [c.candidate.address for c in matchmaker.holds(MODEL, 20_000)] == [DEAR]
+    # A budget below DEAR's price leaves CHEAP.
+    assert [c.candidate.address for c in matchmaker.holds(MODEL, 5_000)] == [CHEAP]
+
+
+def test_cannot_hold_on_a_provider_many_times_slower_than_the_best() -> None:
+    matchmaker, _ = frozen_market(cheap=100, dear=100)
+    matchmaker.succeeded(CHEAP, latency_ms=50.0)
+    matchmaker.succeeded(DEAR, latency_ms=50.0 * 10)
+    for _ in range(20):
+        assert [c.candidate.address for c in matchmaker.holds(MODEL, 1000)] == [CHEAP]
