@@ -9,26 +9,28 @@ stream, spread evenly over the clients, at 50, 80 and 95% of the providers' tota
 same jobs (arrival, size, network delays) also go to an omniscient join-the-shortest-expected-
 delay scheduler (JSED) that sees every queue: the ideal.
 
-Clients bind a job late, as a node does for voucher jobs: each attempt asks a good provider that
-looks free to start the job at once (`max_queue_position` 0); a busy one refuses `queue_full`,
-which costs a network round trip, and the client asks the next at once; after
-`START_NOW_PROBES` refusals (or when no good provider looks free) the job is let queue where the
-node's `place` puts it. A provider that refused has no second try at the job.
+Clients bind a job late, as a node does for voucher jobs: each job asks `DEFAULT_HOLDS` good
+providers (the node's `Matchmaker.holds`) to hold it a slot; each provider queues its holds in the
+node's `HoldBook` and grants the oldest as its slots free; the job goes to the first provider whose
+grant reaches the client, and its other holds are given up (each message costs a network delay).
+A job whose holds are all refused queues where the node's `place` puts it.
 
 Printed: latency relative to the ideal (mean and p99) per load; idle while queued: the share of
 time at 80% load in which some provider had a free slot while a job that had arrived and not
 started waited for a provider no faster than the idle one (so the idle one would have finished it
-sooner). A job waits in a provider's queue, for that provider, or at its client between attempts,
-from the moment a provider refused it until another admits it, for the provider that refused it;
-the same definition applies to the ideal (whose jobs never wait between attempts). Also the most
-jobs any provider got at 80% load relative to the equal share among the providers of its speed
-class; job protocol messages per job (requests, acceptances or refusals, results) and refusals
-per job; and the share of jobs that waited in a provider's queue, for both, per load.
+sooner). A job waits in a provider's queue, for that provider, or while every hold of it sits in a
+provider's queue (none granted, none on its way), for the fastest of those providers; the same
+definition applies to the ideal (whose jobs never hold). Also the most jobs any provider got at 80%
+load relative to the equal share among the providers of its speed class; job protocol messages per
+job (hold requests and answers, holds given up, requests, acceptances, results) and refused holds
+per job; and the share of jobs that waited (in a provider's queue, or in a hold queue), for both,
+per load.
 
     .venv/bin/python scripts/sim_scheduling.py [--jobs 10000] [--seed 1] [--liars 0] [--json]
 
 `--liars N` makes N slow providers lie: their adverts claim 64 free slots and a 1 ms run time,
-and they report every job as starting at once while queueing it; the liars' share is printed.
+they grant every hold at once, and they report every job as starting at once while queueing it;
+the liars' share is printed.
 """
 
 from __future__ import annotations
@@ -161,13 +163,12 @@ def make_jobs(count: int, rate_per_s: float, rng: random.Random) -> list[Job]:
 class IdleWhileQueued:
     """Time in the measured window in which a provider idled (had a free slot) while a job that
     had arrived and not started waited for a provider no faster than the idle one: a job the idle
-    one would have finished sooner. A job waits in a provider's queue (for that provider), or at
-    its client between attempts: from the moment a provider refused it until another admits it
-    (for the provider that refused it).
+    one would have finished sooner. A job waits in a provider's queue (for that provider), or
+    while every hold of it sits in a provider's queue (for the fastest of those providers).
 
     `account` is called just before any provider's load or any job's waiting changes, with every
-    provider's (run time, has a queue, has a free slot) and the run times of the providers that
-    refused the jobs waiting between attempts, as they were since the call before."""
+    provider's (run time, has a queue, has a free slot) and, for each job waiting on its holds,
+    the run time of the fastest provider holding it, as they were since the call before."""
 
     def __init__(self, window: tuple[float, float]) -> None:
         self.window = window
@@ -175,7 +176,7 @@ class IdleWhileQueued:
         self._since = window[0]
 
     def account(
-        self, now: float, providers: Iterable[tuple[float, bool, bool]], between: Iterable[float] = ()
+        self, now: float, providers: Iterable[tuple[float, bool, bool]], holding: Iterable[float] = ()
     ) -> None:
         start, end = self.window
         overlap = max(0.0, min(now, end) - max(self._since, start))
@@ -183,7 +184,7 @@ class IdleWhileQueued:
         if not overlap:
             return
         states = list(providers)
-        queued = [mean_ms for mean_ms, waiting, _ in states if waiting] + list(between)
+        queued = [mean_ms for mean_ms, waiting, _ in states if waiting] + list(holding)
         idle = [mean_ms for mean_ms, _, free in states if free]
         if queued and idle and min(idle) <= max(queued):
             self.seconds += overlap
@@ -214,9 +215,9 @@ class Market:
         self.policy = {p.address: AdmissionPolicy({MODEL: PRICE_WEI}, slots=p.slots) for p in providers}
         self.idle_while_queued = IdleWhileQueued((EPOCH_S, EPOCH_S))
         self.pending_jobs: dict[int, _Pending] = {}  # jobs not sent to a provider yet
-        self.messages = 0  # job protocol frames: requests, acceptances or refusals, results
+        self.messages = 0  # protocol frames: holds and their answers, requests, acceptances, results
         self.refusals = 0
-        self.queued: set[int] = set()  # jobs admitted behind others
+        self.queued: set[int] = set()  # jobs that waited: in a queue, or holds in one
         self._last_arrival = EPOCH_S
         for p in providers:
             p.load.listeners.append(lambda free, queued, p=p: self._load_changed(p))
@@ -307,6 +308,7 @@ class Market:
             return
         pending.queued += 1
         pending.waiting_at.add(p.address)
+        self.queued.add(job.n)
         self._grant(p)
         if p.holds.is_waiting(_key(job)):
             self.messages += 1  # "queued behind `asked`"
@@ -513,7 +515,7 @@ class LoadResult:
     max_share_equal: float
     liar_share: float
     messages_per_job: float
-    refusals_per_job: float
+    refusals_per_job: float  # holds refused
     queued_share: float
     queued_share_ideal: float
 

@@ -206,6 +206,8 @@ def provider_status_to_pb(view: ProviderStatusView) -> pb.ProviderStatus:
         jobs_served=view.jobs_served,
         open_disputes=view.open_disputes,
         jury_duties_served=view.jury_duties_served,
+        holds_waiting=view.holds_waiting,
+        holds_granted=view.holds_granted,
     )
 
 
@@ -402,6 +404,8 @@ def provider_status_from_pb(message: pb.ProviderStatus) -> ProviderStatusView:
         jobs_served=message.jobs_served,
         open_disputes=message.open_disputes,
         jury_duties_served=message.jury_duties_served,
+        holds_waiting=message.holds_waiting,
+        holds_granted=message.holds_granted,
     )
 
 

@@ -134,6 +134,7 @@ def _status_table(view: ProviderStatusView, earnings: EarningsView) -> Table:
             "models": "\n".join(view.models) or "-",
             "warm models": "\n".join(view.warm_models) or "-",
             "running / queued": f"{view.running} / {view.queued}",
+            "holds waiting / granted": f"{view.holds_waiting} / {view.holds_granted}",
             "jobs served": str(view.jobs_served),
             "open disputes (stake locked)": str(view.open_disputes),
             "jury duties served": str(view.jury_duties_served),

@@ -114,6 +114,8 @@ class ProviderStatusView:
     jobs_served: int
     open_disputes: int = 0  # disputes this provider is a party or juror of; its stake is locked
     jury_duties_served: int = 0  # disputes this node judged since it started
+    holds_waiting: int = 0  # clients' holds waiting for a slot (node.scheduler.holds)
+    holds_granted: int = 0  # slots kept for the job of a granted hold
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ class ProviderInfo:
         record = await self.registry.provider(me)
         runner = self.jobs.runner
         warm = tuple(sorted(runner.pool.lanes()))
+        holds = self.jobs.holds
         return ProviderStatusView(
             address=me,
             enabled=True,
@@ -54,6 +55,8 @@ class ProviderInfo:
             jobs_served=runner.served,
             open_disputes=await self.registry.open_disputes(me),
             jury_duties_served=0 if self.jury is None else len(self.jury.served),
+            holds_waiting=0 if holds is None else holds.book.waiting,
+            holds_granted=0 if holds is None else holds.book.granted,
         )
 
     async def earnings(self) -> EarningsView:

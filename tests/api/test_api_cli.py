@@ -214,6 +214,10 @@ def test_can_show_provider_status_and_settle(api_devnet: ApiDevnet) -> None:
     assert shown["status"]["address"] == api_devnet.provider_address
     assert shown["status"]["active"] is True
     assert shown["status"]["price_per_job_wei"] == PRICE_WEI
+    # Idle between jobs: no client's hold waits, and no slot is kept for one.
+    assert (shown["status"]["holds_waiting"], shown["status"]["holds_granted"]) == (0, 0)
+    table = gpunode("provider", "status", *api)
+    assert "holds waiting / granted" in table.stdout
     settled = as_json(gpunode("provider", "settle", "--json", *api))
     assert settled["redeemed_wei"] % PRICE_WEI == 0
     after = as_json(gpunode("provider", "status", "--json", *api))

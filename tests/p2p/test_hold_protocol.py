@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from node.errors import P2PError
-from node.p2p.host import P2PHost
 from node.p2p.hold_protocol import Hold, serve_holds
+from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
     HOLD_PROTOCOL,
     HoldQueued,

@@ -215,7 +215,7 @@ class ProviderStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ProviderStatus(_message.Message):
-    __slots__ = ("address", "enabled", "registered", "active", "stake_wei", "price_per_job_wei", "models", "warm_models", "running", "queued", "jobs_served", "open_disputes", "jury_duties_served")
+    __slots__ = ("address", "enabled", "registered", "active", "stake_wei", "price_per_job_wei", "models", "warm_models", "running", "queued", "jobs_served", "open_disputes", "jury_duties_served", "holds_waiting", "holds_granted")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,8 @@ class ProviderStatus(_message.Message):
     JOBS_SERVED_FIELD_NUMBER: _ClassVar[int]
     OPEN_DISPUTES_FIELD_NUMBER: _ClassVar[int]
     JURY_DUTIES_SERVED_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_GRANTED_FIELD_NUMBER: _ClassVar[int]
     address: str
     enabled: bool
     registered: bool
@@ -242,7 +244,9 @@ class ProviderStatus(_message.Message):
     jobs_served: int
     open_disputes: int
     jury_duties_served: int
-    def __init__(self, address: _Optional[str] = ..., enabled: _Optional[bool] = ..., registered: _Optional[bool] = ..., active: _Optional[bool] = ..., stake_wei: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., warm_models: _Optional[_Iterable[str]] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., jobs_served: _Optional[int] = ..., open_disputes: _Optional[int] = ..., jury_duties_served: _Optional[int] = ...) -> None: ...
+    holds_waiting: int
+    holds_granted: int
+    def __init__(self, address: _Optional[str] = ..., enabled: _Optional[bool] = ..., registered: _Optional[bool] = ..., active: _Optional[bool] = ..., stake_wei: _Optional[str] = ..., price_per_job_wei: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., warm_models: _Optional[_Iterable[str]] = ..., running: _Optional[int] = ..., queued: _Optional[int] = ..., jobs_served: _Optional[int] = ..., open_disputes: _Optional[int] = ..., jury_duties_served: _Optional[int] = ..., holds_waiting: _Optional[int] = ..., holds_granted: _Optional[int] = ...) -> None: ...
 
 class EarningsRequest(_message.Message):
     __slots__ = ()
