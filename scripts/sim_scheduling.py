@@ -23,8 +23,8 @@ provider's queue (none granted, none on its way), for the fastest of those provi
 definition applies to the ideal (whose jobs never hold). Also the most jobs any provider got at 80%
 load relative to the equal share among the providers of its speed class; job protocol messages per
 job (hold requests and answers, holds given up, requests, acceptances, results) and refused holds
-per job; and the share of jobs that waited (in a provider's queue, or in a hold queue), for both,
-per load.
+per job; and the share of jobs that waited (in a provider's queue, or for the slot that was
+granted to them), for both, per load.
 
     .venv/bin/python scripts/sim_scheduling.py [--jobs 10000] [--seed 1] [--liars 0] [--json]
 
@@ -109,6 +109,7 @@ class _Pending:
     fastest_ms: float
     queued: int = 0
     waiting_at: set[Address] = field(default_factory=set)
+    queued_at: set[Address] = field(default_factory=set)  # every provider where a hold of it waited
     placed: Address | None = None
 
 
@@ -217,7 +218,7 @@ class Market:
         self.pending_jobs: dict[int, _Pending] = {}  # jobs not sent to a provider yet
         self.messages = 0  # protocol frames: holds and their answers, requests, acceptances, results
         self.refusals = 0
-        self.queued: set[int] = set()  # jobs that waited: in a queue, or holds in one
+        self.queued: set[int] = set()  # jobs that waited: in a queue, or for the slot they got
         self._last_arrival = EPOCH_S
         for p in providers:
             p.load.listeners.append(lambda free, queued, p=p: self._load_changed(p))
@@ -308,9 +309,9 @@ class Market:
             return
         pending.queued += 1
         pending.waiting_at.add(p.address)
-        self.queued.add(job.n)
         self._grant(p)
         if p.holds.is_waiting(_key(job)):
+            pending.queued_at.add(p.address)
             self.messages += 1  # "queued behind `asked`"
             self.clock.at(
                 self.clock.now + job.accept_s,
@@ -339,7 +340,7 @@ class Market:
         return bool(granted)
 
     def _holding_changed(self, p: Provider) -> None:
-        p.load.holding(0 if p.liar else p.holds.granted, round(p.holds.expected_jobs))
+        p.load.holding(0 if p.liar else p.holds.granted, p.holds.awaited(p.slots))
 
     def _ready(self, p: Provider, pending: _Pending) -> None:
         job = pending.job
@@ -349,6 +350,8 @@ class Market:
             return
         self._account()
         pending.placed = p.address
+        if p.address in pending.queued_at:
+            self.queued.add(job.n)  # the slot it got was waited for
         for other in pending.waiting_at:
             self.messages += 1  # giving the other holds up
             self.clock.at(

@@ -234,7 +234,10 @@ class ClientPipeline:
             return await self._fail(record, f"{MAX_ATTEMPTS} providers tried and none finished the job")
         choice = self._chosen.pop(record.job_id, None)
         if self._holds_first(record):
-            choice = await self._hold_slot(record) or choice
+            held = await self._hold_slot(record)
+            if held is None and (await self.store.get(record.job_id)).status.terminal:
+                return None  # cancelled while its holds waited
+            choice = held or choice
         if choice is None or choice.candidate.address in status.tried_providers:
             try:
                 choice = self.matchmaker.choose(
@@ -277,25 +280,33 @@ class ClientPipeline:
         }
         granted: tuple[Choice, Hold] | None = None
         pending = set(asks)
-        try:
-            while pending and granted is None:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    hold = task.result()
-                    if hold is not None and granted is None:
-                        granted = (asks[task], hold)
-                    elif hold is not None:
-                        await hold.close()
-        except BaseException:
-            if granted is not None:
-                await granted[1].close()
-            raise
-        finally:
-            for task in pending:
-                task.cancel()
-            for other in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(other, Hold):
-                    await other.close()
+        with self.store.watch(record.job_id) as changes:
+            ended = asyncio.ensure_future(_until_terminal(changes))
+            try:
+                while pending and granted is None and not ended.done():
+                    done, pending = await asyncio.wait({*pending, ended}, return_when=asyncio.FIRST_COMPLETED)
+                    pending.discard(ended)
+                    for task in done - {ended}:
+                        hold = task.result()
+                        if hold is not None and granted is None:
+                            granted = (asks[task], hold)
+                        elif hold is not None:
+                            await hold.close()
+                if ended.done() and granted is not None:
+                    # Cancelled (or ended) while its holds waited: the slot is given back.
+                    await granted[1].close()
+                    granted = None
+            except BaseException:
+                if granted is not None:
+                    await granted[1].close()
+                raise
+            finally:
+                ended.cancel()
+                for task in pending:
+                    task.cancel()
+                for other in await asyncio.gather(*pending, return_exceptions=True):
+                    if isinstance(other, Hold):
+                        await other.close()
         if granted is None:
             return None
         self._holds[record.job_id] = granted[1]
@@ -866,6 +877,12 @@ def _generated_text(output: bytes) -> str | None:
         return parse_generation(output).text
     except InvalidInput:
         return None
+
+
+async def _until_terminal(changes: asyncio.Queue[JobRecord]) -> None:
+    """Returns once a published record of the job is terminal (cancelled, say)."""
+    while not (await changes.get()).status.terminal:
+        pass
 
 
 def _current_provider(record: JobRecord) -> Address:

@@ -115,7 +115,7 @@ class HoldDesk:
             self._granting = False
 
     def _publish(self) -> None:
-        self.load.holding(self.book.granted, round(self.book.expected_jobs))
+        self.load.holding(self.book.granted, self.book.awaited(self.load.slots))
 
 
 class _Answer:

@@ -86,6 +86,12 @@ class HoldBook:
     def is_granted(self, key: HoldKey) -> bool:
         return key in self._granted
 
+    def awaited(self, slots: int) -> int:
+        """The jobs the waiting holds are expected to bring, as the market is told: at most one
+        per slot, since holds cost nothing to ask and a rival's must not make a provider look
+        swamped."""
+        return min(round(self.expected_jobs), slots)
+
     def ask(self, key: HoldKey, *, copies: int = 1, now: float = 0.0) -> int | Rejected:
         """Queue a hold for the job; its position among the waiting ones (0: first in line), or
         why it is refused."""

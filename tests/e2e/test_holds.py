@@ -29,6 +29,7 @@ from node.p2p.job_messages import (
     VoucherPayment,
 )
 from node.p2p.job_protocol import JobClient
+from node.provider.holds import HoldDesk
 from node.types import Hash32, Voucher
 
 pytestmark = [pytest.mark.integration]
@@ -187,3 +188,62 @@ async def test_cannot_start_now_on_a_busy_provider_node(tmp_path: Path) -> None:
                 load.finished()
         served = await JobClient(client.host).request_job(provider.host.peer_id, request(0))
         assert not isinstance(served, JobRejected), served
+
+
+async def test_can_send_a_job_to_queue_when_no_provider_keeps_it_a_slot_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both providers stay busy past the hold wait: the job is sent to one of them allowed to
+    queue there (one attempt), and its holds are given up."""
+    monkeypatch.setattr("node.client.pipeline.HOLD_WAIT_S", 1.0)
+    async with running_devnet(tmp_path, providers=2) as devnet:
+        client = devnet.client
+        assert client is not None
+        desks = [busy_desk(node) for node in devnet.providers]
+        jobs = client.services.jobs
+        spec = JobSpec(model_id=devnet.model_id, input=mlp_input(2), payment=PaymentPath.VOUCHER)
+        started = time.monotonic()
+        done = await until_done(jobs, (await jobs.submit(spec)).job_id)
+        assert done.state is JobState.SETTLED, done.error
+        assert time.monotonic() - started >= 1.0  # the holds waited their time first
+        assert len(done.attempts) == 1
+        await until(lambda: all(d.book.waiting == 0 and d.book.granted == 0 for d in desks))
+        for desk in desks:
+            free_desk(desk)
+
+
+async def test_can_cancel_a_job_while_its_holds_wait(tmp_path: Path) -> None:
+    async with running_devnet(tmp_path, providers=2) as devnet:
+        client = devnet.client
+        assert client is not None
+        desks = [busy_desk(node) for node in devnet.providers]
+        jobs = client.services.jobs
+        view = await jobs.submit(
+            JobSpec(model_id=devnet.model_id, input=mlp_input(3), payment=PaymentPath.VOUCHER)
+        )
+        await until(lambda: all(d.book.waiting == 1 for d in desks))
+        cancelled = await jobs.cancel(view.job_id)
+        assert cancelled.state is JobState.CANCELLED
+        await until(lambda: all(d.book.waiting == 0 for d in desks), timeout_s=10.0)  # given up at once
+        for desk in desks:
+            free_desk(desk)
+        await asyncio.sleep(0.5)
+        assert all(d.load.active == 0 and d.book.granted == 0 for d in desks)  # nothing was sent
+        for node in devnet.providers:
+            assert await node.db.run(node.db.vouchers.get, client.key.address, node.key.address) is None
+
+
+def busy_desk(node: object) -> HoldDesk:
+    """The provider node's hold desk, with every slot busy with work of its own."""
+    provider = node.provider  # type: ignore[attr-defined]
+    assert provider is not None
+    desk = provider.jobs.holds
+    assert desk is not None
+    for _ in range(desk.load.slots):
+        desk.load.started()
+    return desk  # type: ignore[no-any-return]
+
+
+def free_desk(desk: HoldDesk) -> None:
+    for _ in range(desk.load.slots):
+        desk.load.finished()

@@ -70,3 +70,13 @@ def test_cannot_squat_slots_by_letting_granted_holds_lapse() -> None:
 def test_cannot_make_a_book_that_holds_nothing() -> None:
     with pytest.raises(ValueError, match="positive"):
         HoldBook(grant_ttl_s=0)
+
+
+def test_cannot_make_a_provider_look_swamped_by_asking_holds_for_free() -> None:
+    """A rival asks a provider for every hold it may, one copy each, to make it look busy: the
+    market is told of one job per slot at most."""
+    book = HoldBook()
+    for n in range(book.max_waiting_per_client):
+        book.ask(key("rival", n), copies=1)
+    assert book.expected_jobs == book.max_waiting_per_client
+    assert book.awaited(slots=2) == 2
