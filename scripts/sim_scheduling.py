@@ -301,7 +301,9 @@ class Market:
         if pending.placed is not None:
             return  # the client gave it up on its way
         self._account()
-        asked = p.holds.ask(_key(job), copies=copies, now=self.clock.now)
+        # As a provider's `HoldDesk` does: due once one more job sent without a hold has started.
+        due = p.load.unheld_starts + p.load.queued + 1
+        asked = p.holds.ask(_key(job), copies=copies, now=self.clock.now, due=due)
         if isinstance(asked, Rejected):
             self.messages += 1  # the refusal
             self.refusals += 1
@@ -326,8 +328,9 @@ class Market:
     def _grant(self, p: Provider) -> bool:
         """Grant the oldest waiting holds the free slots (a liar grants every hold at once)."""
         self._account()
-        free = p.holds.waiting if p.liar else p.load.free_slots
-        granted = p.holds.grant(free, self.clock.now)
+        load = p.load
+        free = p.holds.waiting if p.liar else load.slots - load.active - load.reserved - p.holds.granted
+        granted = p.holds.grant(free, self.clock.now, started=load.unheld_starts)
         for key in granted:
             pending = self.pending_jobs[int.from_bytes(key[1], "big")]
             pending.queued -= 1
@@ -387,11 +390,14 @@ class Market:
 
         def arrives() -> None:
             self._account()
-            if held:
-                p.holds.take(_key(job))
+            # A slot kept for it is its own (unless its time ran out: then it came as any job).
+            in_slot = held and p.holds.take(_key(job))
+            if in_slot:
+                p.load.reserve()
                 self._holding_changed(p)
             self.pending_jobs.pop(job.n, None)
-            admitted = admit(JobOffer(MODEL, PRICE_WEI, 1), p.load.snapshot(), self.policy[p.address])
+            snapshot = p.load.snapshot(reserved_for_it=in_slot)
+            admitted = admit(JobOffer(MODEL, PRICE_WEI, 1), snapshot, self.policy[p.address])
             if isinstance(admitted, Rejected):
                 raise RuntimeError(f"provider {p.n} refused a job: {admitted.reason}")
             self.messages += 2  # the acceptance and the result
@@ -399,7 +405,7 @@ class Market:
             if p.load.active >= p.slots:
                 self.queued.add(job.n)
             self.clock.at(self.clock.now + job.accept_s, lambda: client.accepted(job_id, position))
-            p.load.started()
+            p.load.started(reserved=in_slot)
             if p.load.active <= p.slots:
                 self._start(p, job, delivered)
             else:

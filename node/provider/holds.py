@@ -59,7 +59,12 @@ class HoldDesk:
             yield JobRejected(checked.code.value, checked.reason)
             return
         key = (peer, request.job_id)
-        asked = self.book.ask(key, copies=request.copies, now=self.clock())
+        load = self.load
+        # It waits for a free slot, but it is due (granted without one) once the jobs queued here
+        # now have started and one more sent without a hold: holds never delay paid work, and
+        # paid work overtakes a hold at most once.
+        due = load.unheld_starts + load.queued + 1
+        asked = self.book.ask(key, copies=request.copies, now=self.clock(), due=due)
         if isinstance(asked, Rejected):
             yield JobRejected(asked.code.value, asked.reason)
             return
@@ -106,7 +111,7 @@ class HoldDesk:
         try:
             load = self.load
             free = load.slots - load.active - load.reserved - self.book.granted
-            for key in self.book.grant(free, self.clock()):
+            for key in self.book.grant(free, self.clock(), started=load.unheld_starts):
                 answer = self._answers.get(key)
                 if answer is not None:
                     answer.event.set()

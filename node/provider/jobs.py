@@ -495,7 +495,7 @@ class ProviderJobs:
         finally:
             if held:
                 if isinstance(accepted, tuple):
-                    self._reserved.add(request.job_id)
+                    self._reserved.add(accepted[0].job_id)  # stored under its own id
                 else:
                     self.runner.load.unreserve()
 

@@ -56,6 +56,7 @@ class Load:
     held: int = 0
     reserved: int = 0
     awaited: int = 0
+    unheld_starts: int = 0  # jobs started here so far not in a slot a hold kept for them
     listeners: list[Callable[[int, int], None]] = field(default_factory=list)
 
     @property
@@ -79,6 +80,8 @@ class Load:
         """A job started (`reserved`: in the slot reserved for it)."""
         if reserved and self.reserved > 0:
             self.reserved -= 1
+        else:
+            self.unheld_starts += 1
         self.active += 1
         self._changed()
 

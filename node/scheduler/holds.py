@@ -13,7 +13,9 @@ The book bounds what a client can make a provider keep: holds waiting per client
 in all, and a granted slot that no job takes is given back after `grant_ttl_s`. A client that
 lets a granted slot lapse (an honest one takes it or gives it up at once) loses its other holds
 there and is refused holds for `PENALTY_S`. Holds never delay paid work: a job sent without one
-is admitted as before, and holds are granted only slots that jobs leave free.
+is admitted as before, and holds are granted the slots such jobs leave free; nor can such jobs
+starve a hold: once the jobs queued when it came, and one more, have started, it is granted
+without a free slot and its job queues behind them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ HoldKey = tuple[str, Hash32]  # (the client's peer id, the job id)
 class _Hold:
     client: str
     share: float  # 1 / the number of providers the client asked to hold this job
+    # Granted even with no slot free once this many jobs sent without a hold have started here
+    # (so that such jobs cannot starve it), its job then queuing behind theirs. None: it waits
+    # for a free slot.
+    due: int | None = None
     granted_until: float | None = None
 
 
@@ -92,9 +98,11 @@ class HoldBook:
         swamped."""
         return min(round(self.expected_jobs), slots)
 
-    def ask(self, key: HoldKey, *, copies: int = 1, now: float = 0.0) -> int | Rejected:
+    def ask(
+        self, key: HoldKey, *, copies: int = 1, now: float = 0.0, due: int | None = None
+    ) -> int | Rejected:
         """Queue a hold for the job; its position among the waiting ones (0: first in line), or
-        why it is refused."""
+        why it is refused. `due`: see `grant`."""
         client = key[0]
         refused_until = self._refused_until.get(client, 0.0)
         if refused_until > now:
@@ -112,21 +120,27 @@ class HoldBook:
                 f"this client holds {self.max_waiting_per_client} places here already; "
                 "it may ask again once one is granted or given up",
             )
-        self._waiting[key] = _Hold(client, 1 / max(1, copies))
+        self._waiting[key] = _Hold(client, 1 / max(1, copies), due)
         self._per_client[client] = self._per_client.get(client, 0) + 1
         return len(self._waiting) - 1
 
-    def grant(self, free_slots: int, now: float) -> list[HoldKey]:
+    def grant(self, free_slots: int, now: float, *, started: int = 0) -> list[HoldKey]:
         """The waiting holds that get the `free_slots` slots free now, oldest first; each slot is
-        kept for its job until `now + grant_ttl_s`."""
+        kept for its job until `now + grant_ttl_s`. With `started` jobs sent without a hold started
+        here so far, a hold first in line whose `due` has come is granted without a free slot:
+        such jobs, sent after it came, would otherwise keep every slot busy and starve it."""
         granted = []
-        while free_slots > 0 and self._waiting:
-            key, hold = self._waiting.popitem(last=False)
+        while self._waiting:
+            key, hold = next(iter(self._waiting.items()))
+            if free_slots > 0:
+                free_slots -= 1
+            elif hold.due is None or hold.due > started:
+                break
+            del self._waiting[key]
             self._left(hold.client)
             hold.granted_until = now + self.grant_ttl_s
             self._granted[key] = hold
             granted.append(key)
-            free_slots -= 1
         return granted
 
     def take(self, key: HoldKey) -> bool:

@@ -76,11 +76,15 @@ async def test_can_run_a_voucher_job_on_the_provider_that_frees_a_slot_first(tmp
         await until(lambda: all(d.book.waiting == 1 for d in desks))
         for node in (first, second):
             assert await node.db.run(node.db.vouchers.get, client.key.address, node.key.address) is None
+        unheld = desks[1].load.unheld_starts
         for _ in range(desks[1].load.slots):
             desks[1].load.finished()
         done = await until_done(jobs, view.job_id)
         assert done.state is JobState.SETTLED, done.error
         assert [a.provider for a in done.attempts] == [second.key.address]
+        # It started in the slot kept for it, and nothing stays kept.
+        assert desks[1].load.unheld_starts == unheld
+        assert (desks[1].load.held, desks[1].load.reserved) == (0, 0)
         await until(lambda: desks[0].book.waiting == 0 and desks[0].book.granted == 0)
         assert await first.db.run(first.db.vouchers.get, client.key.address, first.key.address) is None
         for _ in range(desks[0].load.slots):
@@ -247,3 +251,29 @@ def busy_desk(node: object) -> HoldDesk:
 def free_desk(desk: HoldDesk) -> None:
     for _ in range(desk.load.slots):
         desk.load.finished()
+
+
+async def test_can_run_many_voucher_jobs_at_once_through_holds_and_keep_no_slot(tmp_path: Path) -> None:
+    """Sixty voucher jobs at once over two providers: each settles, most through a hold (a client
+    may keep 16 waiting at a provider; the rest queue), and once they are done no slot stays kept
+    or reserved and no hold waits."""
+    async with running_devnet(tmp_path, providers=2) as devnet:
+        client = devnet.client
+        assert client is not None
+        desks = [busy_desk(node) for node in devnet.providers]
+        for desk in desks:
+            free_desk(desk)
+        unheld = sum(d.load.unheld_starts for d in desks)
+        jobs = client.services.jobs
+        specs = [
+            JobSpec(model_id=devnet.model_id, input=mlp_input(seed), payment=PaymentPath.VOUCHER)
+            for seed in range(60)
+        ]
+        views = await asyncio.gather(*(jobs.submit(spec) for spec in specs))
+        done = await asyncio.wait_for(asyncio.gather(*(until_done(jobs, v.job_id) for v in views)), 120)
+        assert all(d.state is JobState.SETTLED for d in done), [d.error for d in done if d.error]
+        await until(lambda: all(d.book.waiting == d.book.granted == 0 for d in desks))
+        for desk in desks:
+            assert (desk.load.active, desk.load.held, desk.load.reserved) == (0, 0, 0)
+        # Most started in a slot a hold kept for them.
+        assert sum(d.load.unheld_starts for d in desks) - unheld <= 30

@@ -178,3 +178,16 @@ def test_can_round_trip_a_hold_request() -> None:
     from node.p2p.job_messages import decode_hold_request
 
     assert decode_hold_request(encode_hold_request(request(5))) == request(5)
+
+
+async def test_cannot_starve_a_hold_by_sending_jobs_without_one(running_hosts: HostsFactory) -> None:
+    """The only slot is busy and jobs sent without a hold keep coming: the waiting hold is granted
+    once one of them has started after it came, and its job queues behind it."""
+    async with running_hosts(2) as (provider, client):
+        desk = await desk_on(provider, client)
+        desk.load.started()
+        hold = await Hold.ask(client, provider.peer_id, request(1))
+        assert await hold.next(5.0) == HoldQueued(0)
+        desk.load.started()  # a job sent without a hold, after it
+        assert isinstance(await hold.next(5.0), HoldReady)
+        await hold.close()

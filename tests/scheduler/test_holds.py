@@ -80,3 +80,15 @@ def test_cannot_make_a_provider_look_swamped_by_asking_holds_for_free() -> None:
         book.ask(key("rival", n), copies=1)
     assert book.expected_jobs == book.max_waiting_per_client
     assert book.awaited(slots=2) == 2
+
+
+def test_cannot_starve_a_hold_with_jobs_sent_without_one() -> None:
+    """Jobs sent without a hold keep every slot busy: the hold waiting behind the two queued when
+    it came is granted, with no slot free, once they and one more have started."""
+    book = HoldBook()
+    book.ask(key("a", 1), due=10 + 2 + 1)  # 10 such jobs started so far, 2 queued
+    book.ask(key("a", 2))  # no due: only a free slot grants it
+    assert book.grant(0, now=0.0, started=12) == []
+    assert book.grant(0, now=0.0, started=13) == [key("a", 1)]
+    assert book.grant(0, now=0.0, started=99) == []
+    assert book.grant(1, now=0.0, started=99) == [key("a", 2)]
