@@ -25,8 +25,9 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.chain.eip712 import verify_receipt
 from node.chain.job_logs import ChainOutcome, chain_outcome, submitted_receipt
@@ -71,7 +72,7 @@ from node.logging import get_logger
 from node.p2p.blob_protocol import fetch_blob
 from node.p2p.blob_store import SharedBlobs
 from node.p2p.errors import BlobIntegrityError, BlobTooLarge
-from node.p2p.hold_protocol import Hold
+from node.p2p.hold_protocol import Hold, HoldClient
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
     INLINE_LIMIT,
@@ -162,12 +163,17 @@ class ClientPipeline:
     # The hold a provider granted for the job's current attempt, given up once the job is accepted.
     _holds: dict[Hash32, Hold] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    # Asks providers for holds, keeping released hold streams for the next ones.
+    hold_client: HoldClient = field(init=False)
     # Inputs above the inline limit, shared with the provider of the attempt to fetch by reference.
     shared: SharedBlobs = field(default_factory=SharedBlobs)
     # The largest output fetched by reference.
     max_output_bytes: int = 256 * 2**20
     # Told of every result verified (the spot checker's intake); must not block.
     on_verified: Callable[[JobRecord, RunResult], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.hold_client = HoldClient(self.host)
 
     @property
     def me(self) -> Address:
@@ -291,10 +297,10 @@ class ClientPipeline:
                         if hold is not None and granted is None:
                             granted = (asks[task], hold)
                         elif hold is not None:
-                            await hold.close()
+                            self._background(hold.release())
                 if ended.done() and granted is not None:
                     # Cancelled (or ended) while its holds waited: the slot is given back.
-                    await granted[1].close()
+                    self._background(granted[1].release())
                     granted = None
             except BaseException:
                 if granted is not None:
@@ -302,11 +308,8 @@ class ClientPipeline:
                 raise
             finally:
                 ended.cancel()
-                for task in pending:
-                    task.cancel()
-                for other in await asyncio.gather(*pending, return_exceptions=True):
-                    if isinstance(other, Hold):
-                        await other.close()
+                if pending:  # the other holds are given up off the job's path
+                    self._background(_give_up(pending))
         if granted is None:
             return None
         self._holds[record.job_id] = granted[1]
@@ -315,15 +318,17 @@ class ClientPipeline:
     async def _ask_hold(
         self, record: JobRecord, choice: Choice, size: int, copies: int, wait_s: float
     ) -> Hold | None:
-        """One provider's hold: open once it keeps a slot, None when it refused or went away."""
+        """One provider's hold: open once it keeps a slot, None when it refused, went away or
+        kept none within `wait_s` (that hold is then released)."""
         provider = choice.candidate.address
         request = HoldRequest(record.job_id, record.model_id, choice.offer.price_wei, size, copies)
         hold: Hold | None = None
+        clean = False  # whether the stream is in a known state (a release keeps it for reuse)
         try:
             peer = await self._peer_of(provider)
             if peer is None:
                 return None
-            hold = await Hold.ask(self.host, peer, request)
+            hold = await self.hold_client.ask(peer, request)
             deadline = time.monotonic() + wait_s
             while (left := deadline - time.monotonic()) > 0:
                 answer = await hold.next(left)
@@ -332,15 +337,20 @@ class ClientPipeline:
                     return kept
                 if isinstance(answer, JobRejected):
                     log.info("hold_refused", job_id=record.job_id.hex(), provider=provider, code=answer.code)
+                    clean = True
                     return None
                 self.matchmaker.waited(provider, answer.position)
+            clean = True
+            return None
+        except PeerTimeout:
+            clean = True  # it kept no slot in time
             return None
         except GpunodeError as exc:
             log.info("hold_failed", job_id=record.job_id.hex(), provider=provider, error=str(exc))
             return None
         finally:
             if hold is not None:
-                await hold.close()
+                await (hold.release() if clean else hold.close())
 
     async def _input_size(self, record: JobRecord) -> int:
         stored = await self.blobs.get(record.input_hash)
@@ -351,9 +361,12 @@ class ClientPipeline:
         stays its own)."""
         hold = self._holds.pop(job_id, None)
         if hold is not None:
-            task = asyncio.ensure_future(hold.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._background(hold.release())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _pay(self, record: JobRecord) -> JobRecord | None:
         provider = _current_provider(record)
@@ -877,6 +890,15 @@ def _generated_text(output: bytes) -> str | None:
         return parse_generation(output).text
     except InvalidInput:
         return None
+
+
+async def _give_up(asks: set[asyncio.Task[Hold | None]]) -> None:
+    """Stop waiting on these holds and give up any that were granted meanwhile."""
+    for task in asks:
+        task.cancel()
+    for other in await asyncio.gather(*asks, return_exceptions=True):
+        if isinstance(other, Hold):
+            await other.release()
 
 
 async def _until_terminal(changes: asyncio.Queue[JobRecord]) -> None:

@@ -311,42 +311,63 @@ class HoldReady:
     ttl_ms: int  # the slot is kept for the job this long
 
 
+@dataclass(frozen=True, slots=True)
+class HoldRelease:
+    """The client ends its hold (given up, or its job was accepted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldReleased:
+    """The provider ended the hold: nothing more of it follows on the stream."""
+
+
 HoldResponse = HoldQueued | HoldReady | JobRejected
+HoldClientFrame = HoldRequest | HoldRelease
 
 
-def encode_hold_request(request: HoldRequest) -> bytes:
-    if not 0 <= request.input_bytes < 2**64 or not 1 <= request.copies < 2**32:
+def encode_hold_frame(frame: HoldClientFrame) -> bytes:
+    msg = job_pb2.HoldClientFrame()
+    if isinstance(frame, HoldRelease):
+        msg.release = True
+        return bytes(msg.SerializeToString())
+    if not 0 <= frame.input_bytes < 2**64 or not 1 <= frame.copies < 2**32:
         raise ProtocolViolation(
-            f"hold request out of range: {request.input_bytes} bytes, {request.copies} copies"
+            f"hold request out of range: {frame.input_bytes} bytes, {frame.copies} copies"
         )
-    msg = job_pb2.HoldRequest(
-        job_id=request.job_id,
-        model_id=request.model_id,
-        max_price_wei=_uint(request.max_price_wei),
-        input_bytes=request.input_bytes,
-        copies=request.copies,
-    )
+    msg.request.job_id = frame.job_id
+    msg.request.model_id = frame.model_id
+    msg.request.max_price_wei = _uint(frame.max_price_wei)
+    msg.request.input_bytes = frame.input_bytes
+    msg.request.copies = frame.copies
     return bytes(msg.SerializeToString())
 
 
-def decode_hold_request(raw: bytes) -> HoldRequest:
-    msg = job_pb2.HoldRequest()
+def decode_hold_frame(raw: bytes) -> HoldClientFrame:
+    msg = job_pb2.HoldClientFrame()
     try:
         msg.ParseFromString(raw)
     except DecodeError as exc:
-        raise ProtocolViolation(f"malformed hold request: {exc}") from exc
+        raise ProtocolViolation(f"malformed hold frame: {exc}") from exc
+    kind = msg.WhichOneof("kind")
+    if kind == "release":
+        return HoldRelease()
+    if kind != "request":
+        raise ProtocolViolation("hold frame carries nothing")
+    request = msg.request
     return HoldRequest(
-        job_id=_hash32(msg.job_id, "job id"),
-        model_id=_hash32(msg.model_id, "model id"),
-        max_price_wei=_read_uint(msg.max_price_wei, "max price"),
-        input_bytes=msg.input_bytes,
-        copies=max(1, msg.copies),
+        job_id=_hash32(request.job_id, "job id"),
+        model_id=_hash32(request.model_id, "model id"),
+        max_price_wei=_read_uint(request.max_price_wei, "max price"),
+        input_bytes=request.input_bytes,
+        copies=max(1, request.copies),
     )
 
 
-def encode_hold_response(response: HoldResponse) -> bytes:
+def encode_hold_response(response: HoldResponse | HoldReleased) -> bytes:
     msg = job_pb2.HoldResponse()
     match response:
+        case HoldReleased():
+            msg.released = True
         case HoldQueued(position=position):
             msg.queued = position
         case HoldReady(ttl_ms=ttl_ms):
@@ -356,7 +377,7 @@ def encode_hold_response(response: HoldResponse) -> bytes:
     return bytes(msg.SerializeToString())
 
 
-def decode_hold_response(raw: bytes) -> HoldResponse:
+def decode_hold_response(raw: bytes) -> HoldResponse | HoldReleased:
     msg = job_pb2.HoldResponse()
     try:
         msg.ParseFromString(raw)
@@ -369,4 +390,6 @@ def decode_hold_response(raw: bytes) -> HoldResponse:
         return HoldReady(msg.ready_ms)
     if kind == "refused":
         return JobRejected(msg.refused.code, msg.refused.reason)
+    if kind == "released":
+        return HoldReleased()
     raise ProtocolViolation("hold response carries nothing")

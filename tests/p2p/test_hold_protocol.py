@@ -12,16 +12,18 @@ from typing import TYPE_CHECKING
 import pytest
 
 from node.errors import P2PError
-from node.p2p.hold_protocol import Hold, serve_holds
+from node.p2p.hold_protocol import HoldClient, serve_holds
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
     HOLD_PROTOCOL,
     HoldQueued,
     HoldReady,
+    HoldRelease,
     HoldRequest,
     JobRejected,
+    decode_hold_frame,
     decode_hold_response,
-    encode_hold_request,
+    encode_hold_frame,
 )
 from node.provider.holds import HoldDesk
 from node.provider.runner import Load
@@ -61,7 +63,7 @@ async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 async def test_can_hold_a_free_slot_at_once_and_hand_it_to_the_job(running_hosts: HostsFactory) -> None:
     async with running_hosts(2) as (provider, client):
         desk = await desk_on(provider, client)
-        hold = await Hold.ask(client, provider.peer_id, request(1))
+        hold = await HoldClient(client).ask(provider.peer_id, request(1))
         ready = await hold.next(5.0)
         assert isinstance(ready, HoldReady)
         assert ready.ttl_ms == 5000
@@ -79,8 +81,8 @@ async def test_can_wait_for_a_busy_provider_to_free_a_slot(running_hosts: HostsF
     async with running_hosts(2) as (provider, client):
         desk = await desk_on(provider, client)
         desk.load.started()  # its one slot busy
-        first = await Hold.ask(client, provider.peer_id, request(1))
-        second = await Hold.ask(client, provider.peer_id, request(2))
+        first = await HoldClient(client).ask(provider.peer_id, request(1))
+        second = await HoldClient(client).ask(provider.peer_id, request(2))
         assert await first.next(5.0) == HoldQueued(0)
         assert await second.next(5.0) == HoldQueued(1)
         await until(lambda: desk.load.awaited == 1)  # two holds of two copies: one job expected
@@ -96,7 +98,7 @@ async def test_can_give_up_a_waiting_hold_by_closing_it(running_hosts: HostsFact
     async with running_hosts(2) as (provider, client):
         desk = await desk_on(provider, client)
         desk.load.started()
-        hold = await Hold.ask(client, provider.peer_id, request(1))
+        hold = await HoldClient(client).ask(provider.peer_id, request(1))
         assert await hold.next(5.0) == HoldQueued(0)
         await hold.close()
         await until(lambda: desk.book.waiting == 0)
@@ -110,11 +112,11 @@ async def test_cannot_keep_a_slot_by_never_sending_the_job(running_hosts: HostsF
     async with running_hosts(3) as (provider, attacker, honest):
         desk = await desk_on(provider, attacker, honest, ttl_s=0.5)
         desk.load.started()
-        squat = await Hold.ask(attacker, provider.peer_id, request(1))
-        more = await Hold.ask(attacker, provider.peer_id, request(2))
+        squat = await HoldClient(attacker).ask(provider.peer_id, request(1))
+        more = await HoldClient(attacker).ask(provider.peer_id, request(2))
         assert await squat.next(5.0) == HoldQueued(0)
         assert await more.next(5.0) == HoldQueued(1)
-        fair = await Hold.ask(honest, provider.peer_id, request(3))
+        fair = await HoldClient(honest).ask(provider.peer_id, request(3))
         assert await fair.next(5.0) == HoldQueued(2)
         desk.load.finished()
         assert isinstance(await squat.next(5.0), HoldReady)
@@ -124,7 +126,7 @@ async def test_cannot_keep_a_slot_by_never_sending_the_job(running_hosts: HostsF
         assert dropped.code == "hold_limit"
         assert isinstance(await fair.next(5.0), HoldReady)
         assert 0.4 <= time.monotonic() - started < 3.0
-        again = await Hold.ask(attacker, provider.peer_id, request(4))
+        again = await HoldClient(attacker).ask(provider.peer_id, request(4))
         refused = await again.next(5.0)
         assert isinstance(refused, JobRejected)
         assert "went unused" in refused.reason
@@ -144,7 +146,7 @@ async def test_cannot_hold_a_slot_for_a_job_the_provider_would_refuse(
 ) -> None:
     async with running_hosts(2) as (provider, client):
         desk = await desk_on(provider, client)
-        hold = await Hold.ask(client, provider.peer_id, bad)
+        hold = await HoldClient(client).ask(provider.peer_id, bad)
         refused = await hold.next(5.0)
         assert isinstance(refused, JobRejected)
         assert refused.code == code
@@ -167,17 +169,40 @@ async def test_can_tell_a_hold_that_its_provider_left(running_hosts: HostsFactor
     async with running_hosts(2) as (provider, client):
         desk = await desk_on(provider, client)
         desk.load.started()
-        hold = await Hold.ask(client, provider.peer_id, request(1))
+        hold = await HoldClient(client).ask(provider.peer_id, request(1))
         assert await hold.next(5.0) == HoldQueued(0)
         await client.disconnect(provider.peer_id)
         with pytest.raises(P2PError):
             await hold.next(5.0)
 
 
-def test_can_round_trip_a_hold_request() -> None:
-    from node.p2p.job_messages import decode_hold_request
+def test_can_round_trip_the_client_frames() -> None:
+    assert decode_hold_frame(encode_hold_frame(request(5))) == request(5)
+    assert decode_hold_frame(encode_hold_frame(HoldRelease())) == HoldRelease()
 
-    assert decode_hold_request(encode_hold_request(request(5))) == request(5)
+
+async def test_can_release_a_hold_and_ask_the_next_on_the_same_stream(running_hosts: HostsFactory) -> None:
+    """Released, a hold's stream goes back to the client's pool and carries its next hold: one
+    stream for many holds. A waiting hold released frees its place; a granted one its slot."""
+    async with running_hosts(2) as (provider, client):
+        desk = await desk_on(provider, client)
+        holds = HoldClient(client)
+        first = await holds.ask(provider.peer_id, request(1))
+        assert isinstance(await first.next(5.0), HoldReady)
+        await first.release()
+        await until(lambda: desk.load.free_slots == 1)
+        desk.load.started()
+        second = await holds.ask(provider.peer_id, request(2))
+        assert await second.next(5.0) == HoldQueued(0)
+        await second.release()
+        assert desk.book.waiting == 0  # released before the answer to it
+        third = await holds.ask(provider.peer_id, request(3))
+        assert await third.next(5.0) == HoldQueued(0)
+        desk.load.finished()
+        assert isinstance(await third.next(5.0), HoldReady)
+        await third.release()
+        await until(lambda: desk.load.free_slots == 1)
+        assert len(holds._idle[provider.peer_id]) == 1  # one stream carried all three
 
 
 async def test_cannot_starve_a_hold_by_sending_jobs_without_one(running_hosts: HostsFactory) -> None:
@@ -186,7 +211,7 @@ async def test_cannot_starve_a_hold_by_sending_jobs_without_one(running_hosts: H
     async with running_hosts(2) as (provider, client):
         desk = await desk_on(provider, client)
         desk.load.started()
-        hold = await Hold.ask(client, provider.peer_id, request(1))
+        hold = await HoldClient(client).ask(provider.peer_id, request(1))
         assert await hold.next(5.0) == HoldQueued(0)
         desk.load.started()  # a job sent without a hold, after it
         assert isinstance(await hold.next(5.0), HoldReady)

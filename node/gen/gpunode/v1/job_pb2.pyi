@@ -136,6 +136,14 @@ class JobResponse(_message.Message):
     tokens: JobTokens
     def __init__(self, accepted: _Optional[_Union[JobAccepted, _Mapping]] = ..., rejected: _Optional[_Union[JobRejected, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ..., tokens: _Optional[_Union[JobTokens, _Mapping]] = ...) -> None: ...
 
+class HoldClientFrame(_message.Message):
+    __slots__ = ("request", "release")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    request: HoldRequest
+    release: bool
+    def __init__(self, request: _Optional[_Union[HoldRequest, _Mapping]] = ..., release: _Optional[bool] = ...) -> None: ...
+
 class HoldRequest(_message.Message):
     __slots__ = ("job_id", "model_id", "max_price_wei", "input_bytes", "copies")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -151,11 +159,13 @@ class HoldRequest(_message.Message):
     def __init__(self, job_id: _Optional[bytes] = ..., model_id: _Optional[bytes] = ..., max_price_wei: _Optional[bytes] = ..., input_bytes: _Optional[int] = ..., copies: _Optional[int] = ...) -> None: ...
 
 class HoldResponse(_message.Message):
-    __slots__ = ("queued", "ready_ms", "refused")
+    __slots__ = ("queued", "ready_ms", "refused", "released")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     READY_MS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     queued: int
     ready_ms: int
     refused: JobRejected
-    def __init__(self, queued: _Optional[int] = ..., ready_ms: _Optional[int] = ..., refused: _Optional[_Union[JobRejected, _Mapping]] = ...) -> None: ...
+    released: bool
+    def __init__(self, queued: _Optional[int] = ..., ready_ms: _Optional[int] = ..., refused: _Optional[_Union[JobRejected, _Mapping]] = ..., released: _Optional[bool] = ...) -> None: ...
