@@ -160,7 +160,8 @@ class ClientPipeline:
     _reserved: dict[Address, int] = field(default_factory=dict)
     # Escrowed jobs asked for again after a lost answer: how many times so far.
     _resent: dict[Hash32, int] = field(default_factory=dict)
-    # The hold a provider granted for the job's current attempt, given up once the job is accepted.
+    # The hold a provider granted for the job's current attempt, released when the attempt ends
+    # (not when the job is accepted: the release would compete with the job's first answers).
     _holds: dict[Hash32, Hold] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
     # Asks providers for holds, keeping released hold streams for the next ones.
@@ -271,7 +272,7 @@ class ClientPipeline:
 
     async def _hold_slot(self, record: JobRecord) -> Choice | None:
         """Ask a few good providers at once to hold the job a slot; the one that keeps one first,
-        with its hold kept open until the job is accepted, or None when none did in time."""
+        with its hold kept until the attempt ends, or None when none did in time."""
         try:
             choices = self.matchmaker.holds(
                 record.model_id, record.price_wei, tried=record.status.tried_providers
@@ -357,8 +358,7 @@ class ClientPipeline:
         return len(stored or b"")
 
     def _release_hold(self, job_id: Hash32) -> None:
-        """The job's attempt was accepted, or is over: its hold is given up (a slot the job took
-        stays its own)."""
+        """The job's attempt is over: its hold is released (a slot the job took stays its own)."""
         hold = self._holds.pop(job_id, None)
         if hold is not None:
             self._background(hold.release())
@@ -843,7 +843,6 @@ class _Progress:
         if isinstance(event, JobAccepted) and not self._sent:
             # The provider's queue, as it reports it: the scheduler's freshest view of its load.
             self._pipeline.matchmaker.accepted(self._job_id, event.queue_position)
-            self._pipeline._release_hold(self._job_id)
             self._sent = True
             self._queue.put_nowait(Sent())
         elif isinstance(event, JobProgress) and not self._started:
