@@ -543,8 +543,7 @@ def simulate(load: float, jobs_count: int, seed: int, liars: int) -> LoadResult:
     shares = []
     for mean_ms, slots, _ in CLASSES:
         peers = [p.served for p in providers if (p.mean_ms, p.slots) == (mean_ms, slots) and not p.liar]
-        if peers:
-            equal = statistics.mean(peers)
+        if peers and (equal := statistics.mean(peers)) > 0:  # none got a job: all equal
             shares.extend(s / equal for s in peers)
     liar_jobs = sum(p.served for p in providers if p.liar)
     return LoadResult(
