@@ -32,7 +32,7 @@ from node.p2p.job_messages import (
     encode_hold_frame,
     encode_hold_response,
 )
-from node.p2p.stream import P2PStream
+from node.p2p.stream import InboundFrames, P2PStream
 
 log = get_logger(__name__)
 
@@ -54,7 +54,7 @@ def serve_holds(host: P2PHost, handler: HoldHandler) -> None:
     HoldReady or JobRejected, after which it waits as long as it keeps the slot."""
 
     async def on_stream(stream: P2PStream) -> None:
-        inbound = _Inbound(stream)
+        inbound = InboundFrames(stream)
         try:
             while True:
                 try:
@@ -83,7 +83,7 @@ def serve_holds(host: P2PHost, handler: HoldHandler) -> None:
 
 
 async def _serve_one(
-    handler: HoldHandler, stream: P2PStream, inbound: _Inbound, request: HoldRequest
+    handler: HoldHandler, stream: P2PStream, inbound: InboundFrames, request: HoldRequest
 ) -> bool:
     """One hold, until the client releases it (True: the stream carries the next) or leaves."""
     responses = handler(stream.remote_peer, request)
@@ -108,37 +108,6 @@ async def _serve_one(
         return False
     await stream.write_frame(encode_hold_response(HoldReleased()))
     return True
-
-
-class _Inbound:
-    """What the client sends on a hold stream, one read in flight at a time."""
-
-    def __init__(self, stream: P2PStream) -> None:
-        self._stream = stream
-        self._read: asyncio.Future[bytes | None] | None = None
-
-    def watch(self) -> asyncio.Future[bytes | None]:
-        if self._read is None:
-            self._read = asyncio.ensure_future(self._stream.read_frame(float("inf")))
-        return self._read
-
-    async def next_frame(self, idle_s: float) -> bytes | None:
-        read = self.watch()
-        if not (await asyncio.wait({read}, timeout=idle_s))[0]:
-            raise PeerTimeout(
-                f"peer {self._stream.remote_peer} sent nothing on {HOLD_PROTOCOL} for {idle_s} s"
-            )
-        self._read = None
-        return read.result()
-
-    async def close(self) -> None:
-        read, self._read = self._read, None
-        if read is None:
-            return
-        read.cancel()
-        await asyncio.wait({read})
-        if not read.cancelled():
-            read.exception()  # a reset, or a frame nobody reads any more
 
 
 # client side ----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ provider answers jobs on one stream one after the other; concurrency comes from 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
@@ -36,7 +35,7 @@ from node.p2p.job_messages import (
     encode_request,
     encode_response,
 )
-from node.p2p.stream import FramedStream, P2PStream
+from node.p2p.stream import FramedStream, InboundFrames, P2PStream
 
 log = get_logger(__name__)
 
@@ -64,7 +63,7 @@ def serve_jobs(host: P2PHost, handler: JobHandler, *, keepalive_s: float | None 
     interval = keepalive_s if keepalive_s is not None else host.read_timeout_s / 2
 
     async def on_stream(stream: P2PStream) -> None:
-        inbound = _Inbound(stream)
+        inbound = InboundFrames(stream)
         try:
             while True:
                 try:
@@ -87,7 +86,7 @@ def serve_jobs(host: P2PHost, handler: JobHandler, *, keepalive_s: float | None 
 
 
 async def _answer(
-    handler: JobHandler, stream: P2PStream, request: JobRequest, keepalive_s: float, inbound: _Inbound
+    handler: JobHandler, stream: P2PStream, request: JobRequest, keepalive_s: float, inbound: InboundFrames
 ) -> bool:
     """Stream the handler's answers to one request; False when the stream cannot be reused.
 
@@ -150,7 +149,7 @@ async def _answer(
         await responses.aclose()  # type: ignore[attr-defined]
 
 
-async def _ready_or_gone(pending: asyncio.Future[JobResponse], inbound: _Inbound, wait_s: float) -> bool:
+async def _ready_or_gone(pending: asyncio.Future[JobResponse], inbound: InboundFrames, wait_s: float) -> bool:
     """Wait up to `wait_s` for the handler's next answer: True once it is ready, False if it is
     not (time for a keepalive). Returns False at once when the client's side ends: py-libp2p's
     yamux reads a reset as an end of stream, and only a write tells the two apart (it fails on a
@@ -334,40 +333,3 @@ class JobClient:
 
 class _StaleStream(Exception):
     """A reused stream turned out dead before the provider read anything from it."""
-
-
-class _Inbound:
-    """What the client sends on a job stream, read one frame at a time by a single read in flight:
-    its next request, and, while a job runs, whether it is still there (a reset ends that read)."""
-
-    def __init__(self, stream: P2PStream) -> None:
-        self._stream = stream
-        self.peer = stream.remote_peer
-        self._read: asyncio.Future[bytes | None] | None = None
-
-    def watch(self) -> asyncio.Future[bytes | None]:
-        """The read in flight, started if there is none: done at the next frame, the end of the
-        client's side, or a reset."""
-        if self._read is None:
-            self._read = asyncio.ensure_future(self._stream.read_frame(math.inf))
-        return self._read
-
-    async def next_frame(self, idle_s: float) -> bytes | None:
-        """The client's next frame, None at a clean end; `PeerTimeout` after `idle_s` of silence."""
-        read = self.watch()
-        if not (await asyncio.wait({read}, timeout=idle_s))[0]:
-            raise PeerTimeout(
-                f"peer {self.peer} sent nothing on {JOB_PROTOCOL} for {idle_s} s",
-                hint="the peer is slow, overloaded or gone",
-            )
-        self._read = None
-        return read.result()
-
-    async def close(self) -> None:
-        read, self._read = self._read, None
-        if read is None:
-            return
-        read.cancel()
-        await asyncio.wait({read})  # its cancel reaches the p2p thread before the stream closes
-        if not read.cancelled():
-            read.exception()  # a reset or a frame nobody reads any more: the stream is done with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from typing import TYPE_CHECKING
@@ -150,3 +151,40 @@ class P2PStream:
 
     async def reset(self) -> None:
         await self._bridge.call(self._inner.reset)
+
+
+class InboundFrames:
+    """What the peer sends on a stream, read one frame at a time by a single read in flight: its
+    next frame, and meanwhile whether it is still there (its end or a reset ends that read)."""
+
+    def __init__(self, stream: P2PStream) -> None:
+        self._stream = stream
+        self.peer = stream.remote_peer
+        self._read: asyncio.Future[bytes | None] | None = None
+
+    def watch(self) -> asyncio.Future[bytes | None]:
+        """The read in flight, started if there is none: done at the next frame, the end of the
+        peer's side, or a reset."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(self._stream.read_frame(math.inf))
+        return self._read
+
+    async def next_frame(self, idle_s: float) -> bytes | None:
+        """The peer's next frame, None at a clean end; `PeerTimeout` after `idle_s` of silence."""
+        read = self.watch()
+        if not (await asyncio.wait({read}, timeout=idle_s))[0]:
+            raise PeerTimeout(
+                f"peer {self.peer} sent nothing on {self._stream.protocol} for {idle_s} s",
+                hint="the peer is slow, overloaded or gone",
+            )
+        self._read = None
+        return read.result()
+
+    async def close(self) -> None:
+        read, self._read = self._read, None
+        if read is None:
+            return
+        read.cancel()
+        await asyncio.wait({read})  # its cancel reaches the p2p thread before the stream closes
+        if not read.cancelled():
+            read.exception()  # a reset or a frame nobody reads any more: the stream is done with
