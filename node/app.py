@@ -649,7 +649,9 @@ class Node:
             await parts.pool.warm(model_id)
         serve_jobs(self.host, parts.jobs.handle)
         # Clients' holds are granted as slots free (node.scheduler.holds).
-        desk = parts.jobs.holds = HoldDesk(parts.runner.load, lambda: parts.jobs.policy)
+        desk = parts.jobs.holds = HoldDesk(
+            parts.runner.load, lambda: parts.jobs.policy, refuse=parts.jobs.model_refusal
+        )
         serve_holds(self.host, desk.handle)
         group.create_task(parts.onchain.run(), name="onchain-jobs")
         waits.append(parts.onchain.ready.wait())

@@ -34,11 +34,13 @@ class HoldDesk:
         load: Load,
         policy: Callable[[], AdmissionPolicy],
         *,
+        refuse: Callable[[Hash32], JobRejected | None] = lambda _model_id: None,
         book: HoldBook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.load = load
         self.policy = policy
+        self.refuse = refuse  # why a model's jobs are refused whatever the price and load
         self.book = book if book is not None else HoldBook()
         self.clock = clock
         self._answers: dict[HoldKey, _Answer] = {}
@@ -49,7 +51,12 @@ class HoldDesk:
         """The answers to one hold: queued (when no slot is free), then ready, or refused. After
         ready it waits while the slot is kept; closing it (the client left or gave the hold up, or
         the slot's time ran out) gives the slot back unless the job took it."""
-        # Only what a job would be refused for whatever the load: the model, the price, the size.
+        # Only what a job would be refused for whatever the load: the model (one to fetch beyond
+        # what this provider takes included), the price, the size.
+        refused = self.refuse(request.model_id)
+        if refused is not None:
+            yield refused
+            return
         checked = admit(
             JobOffer(request.model_id, request.max_price_wei, request.input_bytes),
             ProviderLoad(),

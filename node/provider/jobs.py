@@ -499,21 +499,29 @@ class ProviderJobs:
                 else:
                     self.runner.load.unreserve()
 
-    async def _admit(
-        self, peer: str, request: JobRequest, *, held: bool
-    ) -> tuple[JobRecord, bytes, Escrowed | None, int] | _Attach | JobRejected:
-        client = peer_id_to_address(peer)
-        model_key = normalize_model_id(request.model_id)
-        price = self.policy.price_of(request.model_id)
-        if price is None:
+    def model_refusal(self, model_id: Hash32) -> JobRejected | None:
+        """Why a job for `model_id` is refused whatever its price and this provider's load (also
+        asked before a hold is queued, node.provider.holds); None when it is not."""
+        model_key = normalize_model_id(model_id)
+        if self.policy.price_of(model_id) is None:
             return JobRejected("unknown_model", f"this provider does not serve model {model_key}")
-        to_fetch = request.model_id not in self.policy.price_floor_wei
-        if to_fetch and self.fetcher is not None and not self.fetcher.takes(request.model_id):
+        to_fetch = model_id not in self.policy.price_floor_wei
+        if to_fetch and self.fetcher is not None and not self.fetcher.takes(model_id):
             return JobRejected(
                 "fetch_limit",
                 f"this provider does not hold model {model_key} and runs as many fetched models as it "
                 f"takes ({self.fetcher.max_models})",
             )
+        return None
+
+    async def _admit(
+        self, peer: str, request: JobRequest, *, held: bool
+    ) -> tuple[JobRecord, bytes, Escrowed | None, int] | _Attach | JobRejected:
+        client = peer_id_to_address(peer)
+        price = self.policy.price_of(request.model_id)
+        refused = self.model_refusal(request.model_id)
+        if refused is not None or price is None:  # no price: refused as an unknown model
+            return refused or JobRejected("unknown_model", "this provider does not serve the model")
         size = request.input.size if isinstance(request.input, BlobRef) else len(request.input)
         admitted = admit(
             JobOffer(request.model_id, request.max_price_wei, size, request.max_queue_position),

@@ -216,3 +216,28 @@ async def test_cannot_starve_a_hold_by_sending_jobs_without_one(running_hosts: H
         desk.load.started()  # a job sent without a hold, after it
         assert isinstance(await hold.next(5.0), HoldReady)
         await hold.close()
+
+
+async def test_cannot_hold_a_slot_for_a_model_the_provider_will_not_fetch(
+    running_hosts: HostsFactory,
+) -> None:
+    """A provider that runs as many fetched models as it takes refuses a hold for another one at
+    once, as it would refuse the job: no slot is kept for a job that would be turned away."""
+    async with running_hosts(2) as (provider, client):
+        await client.connect(provider.addrs[0])
+        load = Load(slots=1)
+        refusal = JobRejected("fetch_limit", "this provider runs as many fetched models as it takes (1)")
+        desk = HoldDesk(
+            load,
+            lambda: AdmissionPolicy({MODEL: PRICE}, slots=1),
+            refuse=lambda model_id: refusal if model_id != MODEL else None,
+        )
+        serve_holds(provider, desk.handle)
+        holds = HoldClient(client)
+        other = await holds.ask(provider.peer_id, request(1, model=Hash32(b"\x02" * 32)))
+        assert await other.next(5.0) == refusal
+        await other.release()
+        served = await holds.ask(provider.peer_id, request(2))
+        assert isinstance(await served.next(5.0), HoldReady)
+        await served.release()
+        assert (desk.book.waiting, desk.book.granted) == (0, 0)
