@@ -156,10 +156,9 @@ class Matchmaker:
                 continue
             expected = estimate(load, now, prior_ms=prior_ms, floor_ms=floor_ms)
             self._assumed_ms[candidate.address] = expected.service_ms
-            free = expected.positions == 0
-            explorable = not load.observed and free
+            explorable = not load.observed and expected.positions == 0
             options.append(
-                Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms, free)
+                Option(candidate, offer, expected.expected_ms, explorable, 1000 / expected.drain_ms)
             )
         return options
 

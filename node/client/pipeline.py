@@ -146,7 +146,7 @@ class ClientPipeline:
     _pinned: dict[Hash32, Address] = field(default_factory=dict)
     # The provider chosen when the job was submitted: its first attempt goes there, unmatched again.
     _chosen: dict[Hash32, Choice] = field(default_factory=dict)
-    # Inputs of jobs submitted in this run, kept so a send does not read them back from disk.
+    # Inputs of jobs driven now, kept so that holds and sends do not read them back from disk.
     _inputs: dict[Hash32, bytes] = field(default_factory=dict)
     # Attempts stored before prices were: the price first used, so pay and send agree.
     _unrecorded_prices: dict[tuple[Hash32, Address], int] = field(default_factory=dict)
@@ -279,7 +279,7 @@ class ClientPipeline:
             )
         except GpunodeError:
             return None  # `choose` says why, in the same terms
-        size = len(self._inputs.get(record.job_id) or b"") or await self._input_size(record)
+        size = len(await self._input_of(record))
         wait_s = min(HOLD_WAIT_S, max(0.0, ((record.deadline or time.time() + 60) - time.time()) / 2))
         asks = {
             asyncio.ensure_future(self._ask_hold(record, choice, size, len(choices), wait_s)): choice
@@ -353,9 +353,14 @@ class ClientPipeline:
             if hold is not None:
                 await (hold.release() if clean else hold.close())
 
-    async def _input_size(self, record: JobRecord) -> int:
-        stored = await self.blobs.get(record.input_hash)
-        return len(stored or b"")
+    async def _input_of(self, record: JobRecord) -> bytes:
+        """The job's input: as submitted in this run, or read once from disk and kept while the
+        job is driven (its holds and its attempts need it)."""
+        job_input = self._inputs.get(record.job_id)
+        if job_input is None:
+            job_input = await self.blobs.require(record.input_hash, "job input")
+            self._inputs[record.job_id] = job_input
+        return job_input
 
     def _release_hold(self, job_id: Hash32) -> None:
         """The job's attempt is over: its hold is released (a slot the job took stays its own)."""
@@ -446,9 +451,7 @@ class ClientPipeline:
         if peer is None:
             return await self._lose(record, AttemptOutcome.DIED, "the provider's advert expired")
         payment = await self._payment_message(record, provider, attempt)
-        job_input = self._inputs.get(record.job_id) or await self.blobs.require(
-            record.input_hash, "job input"
-        )
+        job_input = await self._input_of(record)
         sent_input: bytes | BlobRef = job_input
         if len(job_input) > INLINE_LIMIT:
             # The provider fetches it from this node, which gives it to that provider alone.

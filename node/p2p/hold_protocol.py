@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.errors import P2PError, PeerTimeout, ProtocolViolation
+from node.errors import P2PError, ProtocolViolation
 from node.logging import get_logger
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
@@ -59,7 +59,7 @@ def serve_holds(host: P2PHost, handler: HoldHandler) -> None:
             while True:
                 try:
                     raw = await inbound.next_frame(SERVER_IDLE_S)
-                except (PeerTimeout, P2PError):
+                except P2PError:  # silent too long (PeerTimeout), or gone
                     return
                 if raw is None:
                     return
@@ -146,18 +146,14 @@ class Hold:
                 if isinstance(decode_hold_response(raw or b""), HoldReleased):
                     break
         except (P2PError, ProtocolViolation):
-            await self._reset()
+            await _reset(self._stream)
             return
         self._client.checkin(self.peer, self._stream)
 
     async def close(self) -> None:
         if not self._ended:
             self._ended = True
-            await self._reset()
-
-    async def _reset(self) -> None:
-        with contextlib.suppress(P2PError):
-            await self._stream.reset()
+            await _reset(self._stream)
 
 
 @dataclass

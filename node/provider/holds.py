@@ -117,6 +117,7 @@ class HoldDesk:
         self._granting = True
         try:
             load = self.load
+            # Free slots as the book has them now (`load.held` is told after the grant).
             free = load.slots - load.active - load.reserved - self.book.granted
             for key in self.book.grant(free, self.clock(), started=load.unheld_starts):
                 answer = self._answers.get(key)

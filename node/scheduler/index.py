@@ -32,9 +32,6 @@ class Choice:
     candidate: ProviderCandidate
     offer: ModelOffer
     explored: bool = False
-    # The most jobs the attempt may wait behind at the provider (0: start now or be refused);
-    # None: as many as the provider queues.
-    max_queue_position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,8 +194,6 @@ class Option:
     explorable: bool = False
     # Jobs per second it finishes when busy (1 / drain): how often it is sampled.
     rate: float = 1.0
-    # Expected to have a free slot now: worth asking to start the job at once.
-    starts_now: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,10 +233,7 @@ def place(
     # Sampled by how fast each finishes jobs, then the sooner of the sample: the rate spreads
     # clients that see the same (stale) adverts; the comparison keeps jobs off long queues.
     tier = [o for o in options if o.offer.price_wei == cheapest]
-    # No provider is sampled more than `RATE_CAP` times as often as the median one, whatever
-    # capacity it claims.
-    cap = RATE_CAP * statistics.median(o.rate for o in tier)
-    sampled = _sample(tier, [min(o.rate, cap) for o in tier], choices, rng)
+    sampled = _draw(tier, choices, rng)
     # The first drawn unless another finishes clearly sooner: estimates are noisy, and a
     # provider that lost every close call on noise would never be observed again.
     sooner = min(sampled, key=lambda o: o.expected_ms)
@@ -273,8 +268,7 @@ def place_holds(
     good = [o for o in options if o.expected_ms <= best * (1 + slack) + SLACK_MS]
     cheapest = min(o.offer.price_wei for o in good)
     tier = [o for o in options if o.offer.price_wei == cheapest and o.expected_ms <= best * within + SLACK_MS]
-    cap = RATE_CAP * statistics.median(o.rate for o in tier)
-    placed = [Placement(o) for o in _sample(tier, [min(o.rate, cap) for o in tier], copies, rng)]
+    placed = [Placement(o) for o in _draw(tier, copies, rng)]
     explored = _explore(options, rng, best, exploration)
     if explored is not None and all(p.option is not explored.option for p in placed):
         placed[-1] = explored
@@ -291,6 +285,13 @@ def _explore(
         if unknown:
             return Placement(unknown[rng.randrange(len(unknown))], explored=True)
     return None
+
+
+def _draw(tier: list[Option], count: int, rng: random.Random) -> list[Option]:
+    """`count` distinct options of `tier`, each drawn in proportion to its rate; no provider is
+    drawn more than `RATE_CAP` times as often as the median one, whatever capacity it claims."""
+    cap = RATE_CAP * statistics.median(o.rate for o in tier)
+    return _sample(tier, [min(o.rate, cap) for o in tier], count, rng)
 
 
 def _sample(options: list[Option], weights: list[float], count: int, rng: random.Random) -> list[Option]:

@@ -5,13 +5,14 @@ closing, lapsed slots given back, and bad requests refused with a reason."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
 
-from node.errors import P2PError
+from node.errors import P2PError, ProtocolViolation
 from node.p2p.hold_protocol import HoldClient, serve_holds
 from node.p2p.host import P2PHost
 from node.p2p.job_messages import (
@@ -19,12 +20,15 @@ from node.p2p.job_messages import (
     HoldQueued,
     HoldReady,
     HoldRelease,
+    HoldReleased,
     HoldRequest,
     JobRejected,
     decode_hold_frame,
     decode_hold_response,
     encode_hold_frame,
+    encode_hold_response,
 )
+from node.p2p.stream import P2PStream
 from node.provider.holds import HoldDesk
 from node.provider.runner import Load
 from node.scheduler import AdmissionPolicy, HoldBook
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 
 MODEL = Hash32(b"\x07" * 32)
 PRICE = 1000
+TOO_LARGE = AdmissionPolicy({}).max_input_bytes + 1  # bytes of input
 
 
 def request(n: int, *, price: int = PRICE, model: Hash32 = MODEL) -> HoldRequest:
@@ -139,6 +144,10 @@ async def test_cannot_keep_a_slot_by_never_sending_the_job(running_hosts: HostsF
     [
         (request(1, price=PRICE - 1), "price_too_low"),
         (request(1, model=Hash32(b"\x01" * 32)), "unknown_model"),
+        (
+            dataclasses.replace(request(1), input_bytes=AdmissionPolicy({}).max_input_bytes + 1),
+            "input_too_large",
+        ),
     ],
 )
 async def test_cannot_hold_a_slot_for_a_job_the_provider_would_refuse(
@@ -241,3 +250,23 @@ async def test_cannot_hold_a_slot_for_a_model_the_provider_will_not_fetch(
         assert isinstance(await served.next(5.0), HoldReady)
         await served.release()
         assert (desk.book.waiting, desk.book.granted) == (0, 0)
+
+
+async def test_cannot_be_told_by_a_provider_that_a_hold_nobody_released_is_over(
+    running_hosts: HostsFactory,
+) -> None:
+    """A provider that answers a hold with `released` breaks the protocol: the client refuses it
+    rather than reading its stream as free for the next hold."""
+    async with running_hosts(2) as (provider, client):
+        await client.connect(provider.addrs[0])
+
+        async def confused(stream: P2PStream) -> None:
+            await stream.read_frame(5.0)
+            await stream.write_frame(encode_hold_response(HoldReleased()))
+            await stream.read_frame(5.0)
+
+        provider.set_stream_handler(HOLD_PROTOCOL, confused)
+        hold = await HoldClient(client).ask(provider.peer_id, request(1))
+        with pytest.raises(ProtocolViolation, match="released a hold nobody released"):
+            await hold.next(5.0)
+        await hold.close()
